@@ -1,0 +1,21 @@
+//! Concord's domain core: the canonical model of the nine kinds, their natural keys and
+//! dependencies, validation of canonical records, content hashing, field-ownership merge, and the
+//! pure arithmetic of retries (backoff with full jitter, circuit breaker).
+//!
+//! Architecture invariant: this crate performs no I/O and reads no clock. Time is passed in as
+//! milliseconds, randomness as a number in `[0, 1)`. Everything here is deterministic and unit-tested
+//! on its own; the store, the engine and the connectors build on it.
+
+pub mod hash;
+pub mod kind;
+pub mod merge;
+pub mod model;
+pub mod retry;
+
+pub use hash::content_hash;
+pub use kind::Kind;
+pub use merge::{merge, MergeOutcome, Ownership};
+pub use model::{dependencies, natural_key, validate, ValidationError};
+
+/// Milliseconds since the Unix epoch. The only representation of time the core knows.
+pub type Millis = i64;

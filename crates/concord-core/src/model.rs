@@ -1,0 +1,634 @@
+//! The canonical model: one typed record per kind, how each is validated, its natural key and
+//! what it depends on. Connectors map their APIs to these shapes (directly or through jq
+//! mappings); the engine only ever merges and plans canonical records.
+//!
+//! Records are exchanged as JSON (`serde_json::Value`); [`validate`] parses one into its typed
+//! struct, checks the rules serde cannot express (non-negative quantities, e-mail shape, …) and
+//! returns the normalised JSON. Unknown fields are rejected (use `attributes` for extensions).
+//! Money is always integer minor units (`*_minor`), never floats. Must never do I/O.
+
+use crate::Kind;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A canonical record failed validation. `path` is the field path inside the record
+/// (`lines[1].quantity`), empty when the record as a whole is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    pub kind: Kind,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{} record: {}", self.kind, self.message)
+        } else {
+            write!(f, "{} record, field `{}`: {}", self.kind, self.path, self.message)
+        }
+    }
+}
+
+type Attrs = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Address {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Product {
+    pub sku: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barcode: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub attributes: Attrs,
+}
+
+/// A purchase-order lot expected at a location.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incoming {
+    pub quantity: i64,
+    /// ISO date (`YYYY-MM-DD`) the lot is expected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
+}
+
+/// Stock of one SKU at one location, as the system of record reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stock {
+    pub sku: String,
+    pub location: String,
+    pub on_hand: i64,
+    /// Allocated by the ERP to its own open orders.
+    #[serde(default)]
+    pub committed: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incoming: Vec<Incoming>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tier {
+    pub min_quantity: i64,
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub sku: String,
+    /// Price list name; `default` is the channel's base list.
+    #[serde(default = "default_list")]
+    pub list: String,
+    pub currency: String,
+    pub amount_minor: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tiers: Vec<Tier>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Customer {
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<Address>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerRef {
+    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLine {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_id: Option<String>,
+    pub sku: String,
+    pub quantity: i64,
+    #[serde(default)]
+    pub unit_price_minor: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship_to: Option<Address>,
+}
+
+/// Order status as the canonical lifecycle names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    #[default]
+    Placed,
+    Accepted,
+    PartiallyShipped,
+    Shipped,
+    Invoiced,
+    Paid,
+    Closed,
+    Cancelled,
+    PartiallyRefunded,
+    Refunded,
+    Returned,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    /// The selling endpoint; defaults to the endpoint the order was captured from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// The channel's order number.
+    pub number: String,
+    pub customer: CustomerRef,
+    #[serde(default)]
+    pub status: OrderStatus,
+    pub currency: String,
+    pub lines: Vec<OrderLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_at: Option<String>,
+    /// The ERP's own number once accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_number: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ItemQty {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShipmentStatus {
+    #[default]
+    Pending,
+    Shipped,
+    Delivered,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shipment {
+    pub id: String,
+    /// Canonical key of the order (`channel/number`).
+    pub order: String,
+    #[serde(default)]
+    pub status: ShipmentStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_url: Option<String>,
+    pub lines: Vec<ItemQty>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    #[default]
+    Draft,
+    Posted,
+    Paid,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Invoice {
+    pub number: String,
+    pub order: String,
+    #[serde(default)]
+    pub status: InvoiceStatus,
+    pub currency: String,
+    pub total_minor: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due_date: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    #[default]
+    Authorized,
+    Captured,
+    Refunded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub id: String,
+    pub order: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub status: PaymentStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refund {
+    pub id: String,
+    pub order: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<ItemQty>,
+    #[serde(default)]
+    pub restock: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_list() -> String {
+    "default".to_string()
+}
+
+struct Check {
+    kind: Kind,
+}
+
+impl Check {
+    fn err(&self, path: impl Into<String>, message: impl Into<String>) -> ValidationError {
+        ValidationError {
+            kind: self.kind,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+    fn non_empty(&self, path: &str, v: &str) -> Result<(), ValidationError> {
+        if v.trim().is_empty() {
+            return Err(self.err(path, "must not be empty"));
+        }
+        Ok(())
+    }
+    fn non_negative(&self, path: &str, v: i64) -> Result<(), ValidationError> {
+        if v < 0 {
+            return Err(self.err(path, format!("must not be negative, got {v}")));
+        }
+        Ok(())
+    }
+    fn positive(&self, path: &str, v: i64) -> Result<(), ValidationError> {
+        if v <= 0 {
+            return Err(self.err(path, format!("must be greater than 0, got {v}")));
+        }
+        Ok(())
+    }
+    fn currency(&self, path: &str, v: &str) -> Result<(), ValidationError> {
+        if v.len() != 3 || !v.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(self.err(
+                path,
+                format!("must be a three-letter ISO 4217 code such as USD, got {v:?}"),
+            ));
+        }
+        Ok(())
+    }
+    fn email(&self, path: &str, v: &str) -> Result<(), ValidationError> {
+        let ok = match v.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty() && domain.contains('.') && !v.contains(char::is_whitespace)
+            }
+            None => false,
+        };
+        if !ok {
+            return Err(self.err(path, format!("must be an e-mail address, got {v:?}")));
+        }
+        Ok(())
+    }
+    fn items(&self, prefix: &str, lines: &[ItemQty]) -> Result<(), ValidationError> {
+        for (i, l) in lines.iter().enumerate() {
+            self.non_empty(&format!("{prefix}[{i}].sku"), &l.sku)?;
+            self.positive(&format!("{prefix}[{i}].quantity"), l.quantity)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(kind: Kind, value: &Value) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ValidationError {
+            kind,
+            path: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn to_json<T: Serialize>(t: &T) -> Value {
+    // Serialising our own plain structs cannot fail.
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+/// Parse and check a canonical record of `kind`; returns the normalised record (defaults filled
+/// in, e-mails lower-cased, SKUs trimmed).
+pub fn validate(kind: Kind, value: &Value) -> Result<Value, ValidationError> {
+    let c = Check { kind };
+    if !value.is_object() {
+        return Err(c.err("", format!("must be a JSON object, got {}", type_name(value))));
+    }
+    let out = match kind {
+        Kind::Product => {
+            let mut p: Product = parse(kind, value)?;
+            p.sku = p.sku.trim().to_string();
+            c.non_empty("sku", &p.sku)?;
+            c.non_empty("name", &p.name)?;
+            to_json(&p)
+        }
+        Kind::Stock => {
+            let mut s: Stock = parse(kind, value)?;
+            s.sku = s.sku.trim().to_string();
+            c.non_empty("sku", &s.sku)?;
+            c.non_empty("location", &s.location)?;
+            c.non_negative("on_hand", s.on_hand)?;
+            c.non_negative("committed", s.committed)?;
+            for (i, lot) in s.incoming.iter().enumerate() {
+                c.positive(&format!("incoming[{i}].quantity"), lot.quantity)?;
+                if let Some(eta) = &lot.eta {
+                    if !is_iso_date(eta) {
+                        return Err(c.err(
+                            format!("incoming[{i}].eta"),
+                            format!("must be a date YYYY-MM-DD, got {eta:?}"),
+                        ));
+                    }
+                }
+            }
+            to_json(&s)
+        }
+        Kind::Price => {
+            let mut p: Price = parse(kind, value)?;
+            p.sku = p.sku.trim().to_string();
+            c.non_empty("sku", &p.sku)?;
+            c.non_empty("list", &p.list)?;
+            c.currency("currency", &p.currency)?;
+            c.non_negative("amount_minor", p.amount_minor)?;
+            for (i, t) in p.tiers.iter().enumerate() {
+                c.positive(&format!("tiers[{i}].min_quantity"), t.min_quantity)?;
+                c.non_negative(&format!("tiers[{i}].amount_minor"), t.amount_minor)?;
+            }
+            to_json(&p)
+        }
+        Kind::Customer => {
+            let mut cu: Customer = parse(kind, value)?;
+            cu.email = cu.email.trim().to_lowercase();
+            c.email("email", &cu.email)?;
+            to_json(&cu)
+        }
+        Kind::Order => {
+            let mut o: Order = parse(kind, value)?;
+            c.non_empty("number", &o.number)?;
+            if o.number.contains('/') {
+                return Err(c.err("number", "must not contain `/`"));
+            }
+            o.customer.email = o.customer.email.trim().to_lowercase();
+            c.email("customer.email", &o.customer.email)?;
+            c.currency("currency", &o.currency)?;
+            if o.lines.is_empty() {
+                return Err(c.err("lines", "an order needs at least one line"));
+            }
+            for (i, l) in o.lines.iter_mut().enumerate() {
+                l.sku = l.sku.trim().to_string();
+                c.non_empty(&format!("lines[{i}].sku"), &l.sku)?;
+                c.positive(&format!("lines[{i}].quantity"), l.quantity)?;
+                c.non_negative(&format!("lines[{i}].unit_price_minor"), l.unit_price_minor)?;
+            }
+            if let Some(t) = o.total_minor {
+                c.non_negative("total_minor", t)?;
+            }
+            to_json(&o)
+        }
+        Kind::Shipment => {
+            let s: Shipment = parse(kind, value)?;
+            c.non_empty("id", &s.id)?;
+            c.non_empty("order", &s.order)?;
+            c.items("lines", &s.lines)?;
+            to_json(&s)
+        }
+        Kind::Invoice => {
+            let i: Invoice = parse(kind, value)?;
+            c.non_empty("number", &i.number)?;
+            c.non_empty("order", &i.order)?;
+            c.currency("currency", &i.currency)?;
+            c.non_negative("total_minor", i.total_minor)?;
+            to_json(&i)
+        }
+        Kind::Payment => {
+            let p: Payment = parse(kind, value)?;
+            c.non_empty("id", &p.id)?;
+            c.non_empty("order", &p.order)?;
+            c.currency("currency", &p.currency)?;
+            c.non_negative("amount_minor", p.amount_minor)?;
+            to_json(&p)
+        }
+        Kind::Refund => {
+            let r: Refund = parse(kind, value)?;
+            c.non_empty("id", &r.id)?;
+            c.non_empty("order", &r.order)?;
+            c.currency("currency", &r.currency)?;
+            c.non_negative("amount_minor", r.amount_minor)?;
+            c.items("lines", &r.lines)?;
+            to_json(&r)
+        }
+    };
+    Ok(out)
+}
+
+fn is_iso_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn str_field<'a>(v: &'a Value, field: &str) -> Option<&'a str> {
+    v.get(field).and_then(Value::as_str)
+}
+
+/// The canonical key of a *validated* record: the natural key every endpoint can agree on.
+/// `source` is the endpoint the record came from (an order's channel when it names none).
+///
+/// product: `sku`; stock: `sku@location`; price: `list:sku`; customer: e-mail;
+/// order: `channel/number`; shipment, refund, payment: `id`; invoice: `number`.
+pub fn natural_key(kind: Kind, record: &Value, source: &str) -> Result<String, ValidationError> {
+    let missing = |f: &str| ValidationError {
+        kind,
+        path: f.to_string(),
+        message: "is required to identify the record".to_string(),
+    };
+    let get = |f: &str| str_field(record, f).ok_or_else(|| missing(f));
+    Ok(match kind {
+        Kind::Product => get("sku")?.to_string(),
+        Kind::Stock => format!("{}@{}", get("sku")?, get("location")?),
+        Kind::Price => format!("{}:{}", str_field(record, "list").unwrap_or("default"), get("sku")?),
+        Kind::Customer => get("email")?.to_lowercase(),
+        Kind::Order => {
+            let channel = str_field(record, "channel").unwrap_or(source);
+            format!("{channel}/{}", get("number")?)
+        }
+        Kind::Shipment | Kind::Payment | Kind::Refund => get("id")?.to_string(),
+        Kind::Invoice => get("number")?.to_string(),
+    })
+}
+
+/// What must already be known at a destination before this record can be written there:
+/// an order needs its customer and every product; order-scoped kinds need their order.
+pub fn dependencies(kind: Kind, record: &Value) -> Vec<(Kind, String)> {
+    let mut deps = Vec::new();
+    match kind {
+        Kind::Order => {
+            if let Some(email) = record.pointer("/customer/email").and_then(Value::as_str) {
+                deps.push((Kind::Customer, email.to_lowercase()));
+            }
+            if let Some(lines) = record.get("lines").and_then(Value::as_array) {
+                for l in lines {
+                    if let Some(sku) = str_field(l, "sku") {
+                        let d = (Kind::Product, sku.to_string());
+                        if !deps.contains(&d) {
+                            deps.push(d);
+                        }
+                    }
+                }
+            }
+        }
+        Kind::Shipment | Kind::Invoice | Kind::Payment | Kind::Refund => {
+            if let Some(order) = str_field(record, "order") {
+                deps.push((Kind::Order, order.to_string()));
+            }
+        }
+        Kind::Product | Kind::Stock | Kind::Price | Kind::Customer => {}
+    }
+    deps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn order() -> Value {
+        json!({"number": "1001", "customer": {"email": "Ann@Example.com"}, "currency": "USD",
+               "lines": [{"sku": "A", "quantity": 2, "unit_price_minor": 1100}, {"sku": "B", "quantity": 1}]})
+    }
+
+    #[test]
+    fn valid_records_are_normalised() {
+        let o = validate(Kind::Order, &order()).unwrap();
+        assert_eq!(o["customer"]["email"], "ann@example.com");
+        assert_eq!(o["status"], "placed");
+        assert_eq!(natural_key(Kind::Order, &o, "web").unwrap(), "web/1001");
+        let s = validate(Kind::Stock, &json!({"sku": " A ", "location": "WH", "on_hand": 5})).unwrap();
+        assert_eq!(s, json!({"sku": "A", "location": "WH", "on_hand": 5, "committed": 0}));
+        assert_eq!(natural_key(Kind::Stock, &s, "erp").unwrap(), "A@WH");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let table: Vec<(Kind, Value, &str, &str)> = vec![
+            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": -3}), "on_hand", "negative"),
+            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": 1, "colour": "red"}), "colour", "unknown field `colour`"),
+            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": "many"}), "on_hand", "invalid type"),
+            (Kind::Stock, json!({"sku": "", "location": "WH", "on_hand": 1}), "sku", "empty"),
+            (Kind::Product, json!({"name": "x"}), "", "missing field `sku`"),
+            (Kind::Customer, json!({"email": "nobody"}), "email", "e-mail"),
+            (Kind::Order, json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": []}), "lines", "at least one"),
+            (Kind::Order, json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": [{"sku": "A", "quantity": 0}]}), "lines[0].quantity", "greater than 0"),
+            (Kind::Price, json!({"sku": "A", "currency": "usd", "amount_minor": 1}), "currency", "ISO 4217"),
+            (Kind::Shipment, json!({"id": "S1", "order": "w/1", "lines": [{"sku": "A", "quantity": -1}]}), "lines[0].quantity", "greater than 0"),
+        ];
+        for (kind, value, path, needle) in table {
+            let e = validate(kind, &value).unwrap_err();
+            assert_eq!(e.path, path, "{value}: {e}");
+            assert!(e.to_string().contains(needle), "{value}: {e}");
+        }
+        let e = validate(Kind::Stock, &json!([1])).unwrap_err();
+        assert!(e.to_string().contains("JSON object"));
+    }
+
+    #[test]
+    fn order_depends_on_customer_and_each_product_once() {
+        let mut o = order();
+        o["lines"].as_array_mut().unwrap().push(json!({"sku": "A", "quantity": 1}));
+        let o = validate(Kind::Order, &o).unwrap();
+        assert_eq!(
+            dependencies(Kind::Order, &o),
+            vec![
+                (Kind::Customer, "ann@example.com".to_string()),
+                (Kind::Product, "A".to_string()),
+                (Kind::Product, "B".to_string())
+            ]
+        );
+        let s = json!({"id": "S1", "order": "web/1001", "lines": []});
+        assert_eq!(dependencies(Kind::Shipment, &s), vec![(Kind::Order, "web/1001".to_string())]);
+        assert!(dependencies(Kind::Stock, &json!({})).is_empty());
+    }
+}
