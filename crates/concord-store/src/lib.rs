@@ -1,1 +1,472 @@
-//! placeholder
+//! The store: Concord's only durable state, behind one [`Store`] trait.
+//!
+//! Every implementation (SQLite now, PostgreSQL later) must pass the same [`conformance`] suite.
+//! Methods are *transactional units* of the sync path, not generic SQL: each one commits
+//! atomically or not at all, so the engine can promise "a webhook is acknowledged only after its
+//! event is stored" and "a cursor never moves past a change that was not stored".
+//!
+//! Architecture invariants:
+//! - Connectors never touch the store; only the engine (and the CLI's admin commands) do.
+//! - The store never interprets payloads beyond what it indexes (kind, keys, hashes); merging,
+//!   mapping and routing are the engine's.
+//! - Outbox settlements are conditional on the claim token (River's way): a worker whose lease
+//!   expired can never complete work that was handed to another.
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use concord_core::{Kind, Millis};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use sqlite::SqliteStore;
+
+pub type JournalId = i64;
+pub type ItemId = i64;
+pub type DeadLetterId = i64;
+
+/// Errors of a store implementation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error (message includes the statement's purpose).
+    #[error("database error: {0}")]
+    Db(String),
+    /// A stored JSON value could not be decoded (corruption or a newer schema).
+    #[error("stored data could not be decoded: {0}")]
+    Decode(String),
+    /// The store was closed or its writer stopped.
+    #[error("store is closed")]
+    Closed,
+    /// Opening or migrating the database failed.
+    #[error("cannot open store at {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A change captured from an endpoint, ready to be journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capture {
+    pub endpoint: String,
+    pub kind: Kind,
+    /// The record's id at the endpoint.
+    pub external_id: String,
+    /// The source's version of the record (a sequence number or `updated_at`), or its content
+    /// hash when the source has none. A capture whose version equals the last one journaled for
+    /// the same (endpoint, kind, external_id) is a duplicate.
+    pub version: String,
+    /// The validated canonical record (or, when `rejected`, the raw record as received).
+    pub payload: Value,
+    pub received_at: Millis,
+    /// Why the record was refused at capture (validation). A rejected capture is journaled with
+    /// status `rejected` and dead-lettered (inbound) in the same transaction; never processed.
+    pub rejected: Option<String>,
+}
+
+/// A cursor position to store atomically with a batch of captures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorUpdate {
+    pub endpoint: String,
+    /// Which feed of the endpoint (`"stock"`, `"order:snapshot"`, …).
+    pub stream: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IngestOutcome {
+    Stored(JournalId),
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalStatus {
+    /// Stored, not yet processed.
+    Pending,
+    /// Processed (the note says what came of it: applied, unchanged, stale, conflict, no flow).
+    Processed,
+    /// Refused at capture or at processing; a dead letter holds it.
+    Rejected,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub id: JournalId,
+    pub endpoint: String,
+    pub kind: Kind,
+    pub external_id: String,
+    pub version: String,
+    pub payload: Value,
+    pub received_at: Millis,
+    pub status: JournalStatus,
+    pub note: Option<String>,
+    /// Canonical key once resolved.
+    pub key: Option<String>,
+}
+
+/// The hub's latest canonical state of one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entity {
+    pub kind: Kind,
+    pub key: String,
+    pub state: Value,
+    pub hash: String,
+    /// Last applied version per source endpoint (for staleness checks).
+    pub versions: std::collections::BTreeMap<String, String>,
+    pub updated_at: Millis,
+}
+
+/// A write of an entity's new state, with the source version that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityWrite {
+    pub kind: Kind,
+    pub key: String,
+    pub state: Value,
+    pub hash: String,
+    pub endpoint: String,
+    pub version: String,
+    pub at: Millis,
+}
+
+/// Cross-reference: `external_id` at `endpoint` is the entity (`kind`, `key`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xref {
+    pub endpoint: String,
+    pub kind: Kind,
+    pub external_id: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    Pending,
+    Inflight,
+    /// Waiting for dependencies (`waiting_on`) to become known at the destination.
+    Parked,
+    Done,
+    Dead,
+}
+
+/// An outbox item to enqueue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewItem {
+    pub dest: String,
+    pub kind: Kind,
+    pub key: String,
+    /// What to do at the destination (`upsert`, `create`, `update`, `cancel`, …); connectors
+    /// interpret it.
+    pub op: String,
+    /// The record in the destination's shape (after the outbound mapping).
+    pub payload: Value,
+    pub hash: String,
+    pub flow: String,
+    pub journal_id: Option<JournalId>,
+    /// When the originating change was captured (for lag).
+    pub captured_at: Millis,
+    /// Dependencies not yet known at `dest`: when non-empty the item is parked.
+    pub waiting_on: Vec<(Kind, String)>,
+    /// State kinds: replace the payload of a pending (not in-flight) item of the same
+    /// (dest, kind, key) instead of adding one. Command kinds: false, always appended in order.
+    pub coalesce: bool,
+    /// Earliest time to deliver.
+    pub not_before: Millis,
+}
+
+/// An outbox item as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: ItemId,
+    pub dest: String,
+    pub kind: Kind,
+    pub key: String,
+    pub op: String,
+    pub payload: Value,
+    pub hash: String,
+    pub flow: String,
+    pub journal_id: Option<JournalId>,
+    pub captured_at: Millis,
+    pub state: ItemState,
+    /// Failed attempts so far (those that counted).
+    pub attempts: u32,
+    pub next_at: Millis,
+    pub last_error: Option<String>,
+    pub waiting_on: Vec<(Kind, String)>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// An item handed to a delivery worker; settle it with the same `token`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claimed {
+    pub item: OutboxItem,
+    pub token: i64,
+}
+
+/// The outcome of a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Settlement {
+    /// Written. Records the written hash for (dest, kind, key) and, when given, the xref
+    /// (dest, kind, external_id) ⇄ key — which also un-parks items waiting on it.
+    Delivered {
+        id: ItemId,
+        token: i64,
+        external_id: Option<String>,
+        at: Millis,
+    },
+    /// Try again at `next_at`. `count` says whether this failure counts as an attempt (a probe
+    /// failing against an open breaker does not).
+    Retry {
+        id: ItemId,
+        token: i64,
+        next_at: Millis,
+        error: String,
+        count: bool,
+    },
+    /// Permanent failure: the item moves to the dead-letter queue with the reason; the planned
+    /// hash of (dest, kind, key) falls back to the written one so a later equal state is resent.
+    Dead {
+        id: ItemId,
+        token: i64,
+        reason: String,
+        at: Millis,
+    },
+    /// Nothing to do at the destination (e.g. correlation found no match); done without a write.
+    Skipped {
+        id: ItemId,
+        token: i64,
+        reason: String,
+        at: Millis,
+    },
+}
+
+/// An audit-trail event (conflicts, operator actions, breaker transitions, …).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at: Millis,
+    /// Short machine-readable type: `conflict`, `dlq.replay`, `dlq.drop`, `breaker.open`, …
+    pub event: String,
+    pub endpoint: Option<String>,
+    pub kind: Option<Kind>,
+    pub key: Option<String>,
+    pub detail: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAudit {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// A captured record that could not be accepted or processed.
+    Inbound,
+    /// An outbox item that could not be delivered.
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterState {
+    Open,
+    Replayed,
+    Dropped,
+}
+
+/// A dead letter opened during processing (not from an outbox item).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDeadLetter {
+    pub direction: Direction,
+    pub endpoint: String,
+    pub kind: Kind,
+    /// Canonical key when known, else the external id.
+    pub key: String,
+    pub payload: Value,
+    pub reason: String,
+    pub journal_id: Option<JournalId>,
+    pub at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: DeadLetterId,
+    pub direction: Direction,
+    /// Destination (outbound) or source (inbound) endpoint.
+    pub endpoint: String,
+    pub kind: Kind,
+    pub key: String,
+    pub op: Option<String>,
+    pub flow: Option<String>,
+    pub payload: Value,
+    pub reason: String,
+    pub attempts: u32,
+    pub journal_id: Option<JournalId>,
+    pub item_id: Option<ItemId>,
+    pub state: DeadLetterState,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterFilter {
+    pub endpoint: Option<String>,
+    pub kind: Option<Kind>,
+    /// Default: only `Open`.
+    pub state: Option<DeadLetterState>,
+    pub limit: Option<usize>,
+}
+
+/// What to do with a dead letter on replay (decided by the engine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Replay {
+    /// Enqueue this outbox item.
+    Outbound(NewItem),
+    /// Journal this capture again.
+    Inbound(Capture),
+}
+
+/// Everything one processing step decided, committed at once.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessBatch {
+    /// Journal entries this batch processed: (id, status, note, resolved key).
+    pub journal: Vec<(JournalId, JournalStatus, Option<String>, Option<String>)>,
+    pub entities: Vec<EntityWrite>,
+    /// Inserted if absent (an existing xref is never changed by processing).
+    pub xrefs: Vec<Xref>,
+    /// Enqueued in order; each also sets the planned hash of its (dest, kind, key).
+    pub items: Vec<NewItem>,
+    pub dead_letters: Vec<NewDeadLetter>,
+    pub audit: Vec<AuditEvent>,
+}
+
+/// Queue figures for one destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub dest: String,
+    pub pending: u64,
+    pub inflight: u64,
+    pub parked: u64,
+    pub done: u64,
+    pub dead: u64,
+    /// Oldest `captured_at` among pending/inflight/parked items.
+    pub oldest_captured_at: Option<Millis>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub journal_total: u64,
+    pub journal_pending: u64,
+    pub journal_rejected: u64,
+    pub dead_letters_open: u64,
+    pub queues: Vec<QueueStats>,
+}
+
+/// Concord's durable state. See the module docs for the invariants every implementation keeps.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// True when this store serves exactly one Concord process (SQLite): at start-up every
+    /// in-flight claim then belongs to a dead process and can be released at once.
+    fn is_exclusive(&self) -> bool;
+
+    // ---- capture ----
+
+    /// Journal `captures` and move `cursor` in one transaction. Duplicates (same endpoint, kind,
+    /// external id and version as the last journaled one) are not stored. Rejected captures are
+    /// stored as `Rejected` and get an inbound dead letter. Outcomes are in input order.
+    async fn ingest(
+        &self,
+        captures: Vec<Capture>,
+        cursor: Option<CursorUpdate>,
+    ) -> Result<Vec<IngestOutcome>>;
+
+    async fn cursor(&self, endpoint: &str, stream: &str) -> Result<Option<String>>;
+
+    // ---- processing ----
+
+    /// Up to `limit` journal entries with status `Pending`, oldest first.
+    async fn pending_journal(&self, limit: usize) -> Result<Vec<JournalEntry>>;
+    async fn journal_entry(&self, id: JournalId) -> Result<Option<JournalEntry>>;
+    /// Newest first; filter by endpoint/kind/key when given.
+    async fn journal(
+        &self,
+        endpoint: Option<&str>,
+        kind: Option<Kind>,
+        key: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>>;
+
+    async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>>;
+    /// Canonical key for an external id at an endpoint.
+    async fn xref_key(&self, endpoint: &str, kind: Kind, external_id: &str)
+        -> Result<Option<String>>;
+    /// External id at an endpoint for a canonical key.
+    async fn xref_external(&self, endpoint: &str, kind: Kind, key: &str) -> Result<Option<String>>;
+    /// (planned, written) hashes for (dest, kind, key).
+    async fn hashes(
+        &self,
+        dest: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<(Option<String>, Option<String>)>;
+
+    /// Commit one processing step atomically (see [`ProcessBatch`]). Xrefs inserted here also
+    /// un-park items waiting on them (an entity captured from endpoint E is known at E).
+    async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()>;
+
+    // ---- delivery ----
+
+    /// Claim up to `limit` due items of `dest`, in enqueue order, such that no two items of the
+    /// same (kind, key) are in flight and no item overtakes an earlier unfinished (pending,
+    /// in-flight or parked) item of its (kind, key). Claimed items are `Inflight` until
+    /// `lease_until`.
+    async fn claim(
+        &self,
+        dest: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Claimed>>;
+
+    /// Apply outcomes; each only if its item is still in flight under that token. Returns how
+    /// many applied.
+    async fn settle(&self, outcomes: Vec<Settlement>) -> Result<usize>;
+
+    /// Return in-flight items whose lease ended before `before` to pending. Returns how many.
+    async fn recover_expired(&self, before: Millis) -> Result<usize>;
+
+    /// Earliest `next_at` among pending items of `dest`.
+    async fn next_due(&self, dest: &str) -> Result<Option<Millis>>;
+
+    /// Items of `dest` (all destinations when `None`) in `state`, oldest first.
+    async fn items(
+        &self,
+        dest: Option<&str>,
+        state: ItemState,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>>;
+
+    // ---- dead letters and audit ----
+
+    async fn dead_letters(&self, filter: DeadLetterFilter) -> Result<Vec<DeadLetter>>;
+    async fn dead_letter(&self, id: DeadLetterId) -> Result<Option<DeadLetter>>;
+    /// For each (id, replay) whose dead letter is still `Open`: mark it `Replayed` and enqueue the
+    /// item / journal the capture, all in one transaction. Returns the ids replayed.
+    async fn replay_dead_letters(
+        &self,
+        replays: Vec<(DeadLetterId, Replay)>,
+        now: Millis,
+    ) -> Result<Vec<DeadLetterId>>;
+    /// Mark open dead letters `Dropped` (kept for the audit trail). Returns the ids dropped.
+    async fn drop_dead_letters(&self, ids: Vec<DeadLetterId>, now: Millis)
+        -> Result<Vec<DeadLetterId>>;
+
+    async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
+    /// Newest first.
+    async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;
+
+    async fn stats(&self) -> Result<StoreStats>;
+}

@@ -1,0 +1,329 @@
+//! The connector contract: what an endpoint's code must provide to the engine.
+//!
+//! A connector speaks one API and maps between it and the canonical model. It declares its
+//! capabilities per kind (how it can be read, how it can be written) and its rate-limit profile;
+//! it *classifies* outcomes (transient, rate-limited, permanent) and the engine does the rest:
+//! retries, backoff, Retry-After, circuit breaking, dead letters, cursors.
+//!
+//! Architecture invariant: connectors never touch the store, never sleep or loop to retry, and
+//! never decide routing. They are stateless apart from their HTTP client and session.
+
+use async_trait::async_trait;
+use concord_core::Kind;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a connector can read one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReadModes {
+    /// The endpoint pushes changes to `/hooks/{endpoint}`.
+    pub webhook: bool,
+    /// `read_changes` works (delta polling by a changed-since cursor).
+    pub changes: bool,
+    /// `read_snapshot` works (full listing, for batch and migration).
+    pub snapshot: bool,
+}
+
+/// How a connector can write one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WriteModes {
+    /// Create-or-update by natural key (looks the record up before creating).
+    pub upsert: bool,
+    /// Largest batch one `write` call sends as one API call (1 = no bulk API).
+    pub max_batch: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KindCaps {
+    pub read: ReadModes,
+    pub write: WriteModes,
+}
+
+/// The rate-limit profile of an API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RateLimitProfile {
+    /// A published hard budget, in requests per second.
+    pub requests_per_sec: Option<f64>,
+    /// A published concurrency limit.
+    pub max_concurrency: Option<usize>,
+    /// Capacity unknown: let the engine find it (AIMD on round-trip time and back-pressure).
+    pub adaptive: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Capabilities {
+    pub kinds: BTreeMap<Kind, KindCaps>,
+    pub rate_limit: RateLimitProfile,
+}
+
+impl Capabilities {
+    pub fn kind(&self, kind: Kind) -> KindCaps {
+        self.kinds.get(&kind).copied().unwrap_or_default()
+    }
+}
+
+/// One record read from an endpoint, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Captured {
+    pub kind: Kind,
+    pub external_id: String,
+    /// The source's version (sequence, `updated_at`); `None` = use the content hash.
+    pub version: Option<String>,
+    /// The record in canonical shape (or native shape when the flow has an inbound mapping).
+    pub record: Value,
+}
+
+/// A page of changes or of a snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    pub records: Vec<Captured>,
+    /// Where the next read starts; stored atomically with `records`. `None` = unchanged.
+    pub cursor: Option<String>,
+    /// More records are available right away.
+    pub more: bool,
+}
+
+/// A request for the next page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRequest<'a> {
+    pub kind: Kind,
+    /// The stored cursor (`None` = from the beginning).
+    pub cursor: Option<&'a str>,
+    pub limit: usize,
+    /// Re-read this much before the cursor (first page of a poll cycle only): protects against
+    /// records committed late with an earlier timestamp. Duplicates are dropped by the journal.
+    pub overlap: Duration,
+}
+
+/// One item to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOp {
+    pub item_id: i64,
+    pub kind: Kind,
+    /// Canonical key.
+    pub key: String,
+    /// `upsert`, `create`, `update`, `cancel`, `update_only` (correlation: never create).
+    pub op: String,
+    /// The record in the destination's shape.
+    pub payload: Value,
+    /// The record's id at this endpoint, when already known (xref).
+    pub external_id: Option<String>,
+    /// External ids at this endpoint of what the record refers to, by `"kind:key"`
+    /// (`"customer:ann@example.com"`, `"product:SKU-1"`, `"order:web/1001"`).
+    pub refs: BTreeMap<String, String>,
+}
+
+/// Why a write or read failed, as the connector classifies it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying (timeout, 5xx, connection reset).
+    #[error("transient: {reason}")]
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The API said "slow down" (429); applies to the whole endpoint.
+    #[error("rate limited (retry after {retry_after:?}): {reason}")]
+    RateLimited {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The endpoint cannot be reached at all (connection refused, DNS, 503 maintenance).
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// Will never succeed as it is (validation 4xx, unknown reference): dead-letter it.
+    #[error("permanent: {reason}")]
+    Permanent { reason: String },
+}
+
+impl DeliveryError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Transient { retry_after, .. }
+            | DeliveryError::RateLimited { retry_after, .. }
+            | DeliveryError::Unavailable { retry_after, .. } => *retry_after,
+            DeliveryError::Permanent { .. } => None,
+        }
+    }
+
+    /// Does this failure say the endpoint is unwell (counts towards the breaker)?
+    pub fn is_endpoint_failure(&self) -> bool {
+        matches!(
+            self,
+            DeliveryError::Transient { .. } | DeliveryError::Unavailable { .. }
+        )
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::Permanent { .. })
+    }
+}
+
+/// The outcome of one [`WriteOp`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Written; the record's id at this endpoint when the API returns one.
+    Done { external_id: Option<String> },
+    /// `update_only` found no matching record (correlation): nothing written.
+    NoMatch,
+    Failed(DeliveryError),
+}
+
+/// A webhook request could not be accepted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WebhookError {
+    /// Missing or wrong signature: 401.
+    #[error("webhook signature: {0}")]
+    Unauthorized(String),
+    /// The body is not what this endpoint sends: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// This connector does not receive webhooks: 404.
+    #[error("endpoint does not accept webhooks")]
+    NotSupported,
+}
+
+/// Building a connector from its configuration failed (no I/O happened).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct BuildError {
+    /// Field path inside the endpoint's table, e.g. `options.warehouse`.
+    pub path: String,
+    pub message: String,
+}
+
+/// The code that speaks one API. Object-safe; used as `Arc<dyn Connector>`.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// Connector type name (`sandbox-erp`, `tryton`, …).
+    fn connector_type(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Check a webhook's authenticity (HMAC) and parse it into records. Called before anything
+    /// is stored; the engine acknowledges only after the records are journaled.
+    fn parse_webhook(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Captured>, WebhookError> {
+        let _ = (headers, body);
+        Err(WebhookError::NotSupported)
+    }
+
+    /// The next page of changes after `req.cursor`.
+    async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        let _ = req;
+        Err(DeliveryError::Permanent {
+            reason: "this connector cannot read changes".into(),
+        })
+    }
+
+    /// The next page of a full listing; `req.cursor` is the page token.
+    async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        let _ = req;
+        Err(DeliveryError::Permanent {
+            reason: "this connector cannot list records".into(),
+        })
+    }
+
+    /// Write a batch (all of one kind and op, at most `max_batch`). Returns one outcome per op,
+    /// in order. Must be idempotent: creates look the record up by its natural key / external
+    /// reference first, so a retried or replayed create never makes a second record.
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome>;
+}
+
+/// Parse an HTTP `Retry-After` value: delta-seconds (RFC 9110 §10.2.3). HTTP-dates are rare in
+/// the APIs we target and are treated as absent.
+pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    let v = value?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// Classify a non-success HTTP status the way every REST/GraphQL connector should:
+/// 429 → rate limited; 408, 425, 500, 502, 504 → transient; 503 → unavailable;
+/// other 4xx → permanent. `body` is quoted (truncated) in the reason.
+pub fn classify_status(status: u16, retry_after: Option<&str>, body: &str) -> DeliveryError {
+    let mut snippet: String = body.chars().take(300).collect();
+    if body.chars().count() > 300 {
+        snippet.push('…');
+    }
+    let reason = format!("HTTP {status}: {snippet}");
+    let retry_after = parse_retry_after(retry_after);
+    match status {
+        429 => DeliveryError::RateLimited {
+            reason,
+            retry_after,
+        },
+        503 => DeliveryError::Unavailable {
+            reason,
+            retry_after,
+        },
+        408 | 425 | 500..=599 => DeliveryError::Transient {
+            reason,
+            retry_after,
+        },
+        _ => DeliveryError::Permanent { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        assert!(matches!(
+            classify_status(429, Some("3"), ""),
+            DeliveryError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(classify_status(503, None, ""), DeliveryError::Unavailable { .. }));
+        assert!(matches!(classify_status(502, None, ""), DeliveryError::Transient { .. }));
+        let p = classify_status(422, None, "sku missing");
+        assert!(p.is_permanent());
+        assert!(p.to_string().contains("HTTP 422: sku missing"));
+        assert_eq!(parse_retry_after(Some("0.5")), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    }
+}
+
+/// What a connector is built from: one `[endpoints.NAME]` table of the config, checked and with
+/// `${ENV}` references already resolved. Building does no I/O.
+#[derive(Clone, PartialEq)]
+pub struct EndpointSpec {
+    pub name: String,
+    /// Connector type (`sandbox-erp`, `sandbox-shop`, `tryton`, `vendure`, …).
+    pub connector: String,
+    /// Base URL of the API.
+    pub url: String,
+    /// Shared secret for webhook HMACs, when the endpoint pushes.
+    pub webhook_secret: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Connector-specific settings (`[endpoints.NAME.options]`), as JSON.
+    pub options: Value,
+}
+
+impl std::fmt::Debug for EndpointSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSpec")
+            .field("name", &self.name)
+            .field("connector", &self.connector)
+            .field("url", &self.url)
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("options", &self.options)
+            .finish()
+    }
+}
