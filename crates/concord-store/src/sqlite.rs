@@ -1,3 +1,0 @@
-//! SQLite implementation of [`crate::Store`] (being written).
-/// Placeholder until the implementation lands.
-pub struct SqliteStore;
