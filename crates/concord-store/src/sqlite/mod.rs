@@ -1,0 +1,352 @@
+//! SQLite implementation of [`crate::Store`]: the embedded default, one process per database.
+//!
+//! Layout: one writer thread with group commit ([`writer`]) runs every mutating method
+//! ([`writes`]); a small pool of `query_only` connections serves the read-only methods
+//! ([`reads`]) on tokio's blocking threads, in parallel with the writer thanks to WAL. The schema
+//! and its versioned migrations live in [`schema`], column encodings in [`codec`].
+//!
+//! This module must never write outside the writer thread and never block an async worker
+//! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).
+
+mod codec;
+mod reads;
+mod schema;
+mod writer;
+mod writes;
+
+use crate::{
+    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId,
+    Entity, IngestOutcome, ItemState, JournalEntry, JournalId, OutboxItem, ProcessBatch, Replay,
+    Result, Settlement, Store, StoreError, StoreStats, StoredAudit,
+};
+use async_trait::async_trait;
+use concord_core::{Kind, Millis};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use tokio::sync::Semaphore;
+use writer::{Job, WriterCtx};
+
+/// Read connections. Reads are short point or index-range queries; a few connections cover
+/// the engine's concurrent readers without holding many file descriptors and page caches.
+const READERS: usize = 4;
+
+/// The SQLite store. Cheap to share behind an `Arc`; dropping it (or [`SqliteStore::close`])
+/// lets the writer finish what is queued, then stops it and closes the database.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` once closed.
+    writer: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    /// One permit per reader connection: waiting for a free connection happens here, on the
+    /// async side, instead of parking a blocking thread.
+    reader_permits: Arc<Semaphore>,
+}
+
+/// Lock a mutex whose data stays valid even if a holder panicked (a sender, a handle, a pool of
+/// connections): poisoning carries no meaning for them.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, apply pending migrations and start the
+    /// writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut conn = Connection::open(&path).map_err(|e| open_err(format!("open: {e}")))?;
+        schema::configure(&conn).map_err(|e| open_err(format!("configure: {e}")))?;
+        schema::migrate(&mut conn).map_err(open_err)?;
+
+        // Tokens only need to differ from every token an item was claimed with before. In-flight
+        // tokens are the only ones still stored; the clock (µs) keeps a restarted process above
+        // the previous one's counter even for items settled since.
+        let max_token: i64 = conn
+            .query_row(
+                "SELECT COALESCE(MAX(token), 0) FROM outbox WHERE state = 'inflight'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| open_err(format!("read claim tokens: {e}")))?;
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
+            .unwrap_or(0);
+        let ctx = WriterCtx {
+            last_token: max_token.max(clock),
+        };
+
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| open_err(format!("open reader: {e}")))?;
+            schema::configure(&r).map_err(|e| open_err(format!("configure reader: {e}")))?;
+            // Read-write open (a read-only one cannot create the WAL index if it is missing) but
+            // refused any write: reads must never race the writer.
+            r.execute_batch("PRAGMA query_only = ON")
+                .map_err(|e| open_err(format!("configure reader: {e}")))?;
+            readers.push(r);
+        }
+
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let thread = std::thread::Builder::new()
+            .name("concord-store-writer".into())
+            .spawn(move || writer::run(conn, rx, ctx))
+            .map_err(|e| open_err(format!("start writer thread: {e}")))?;
+
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            readers: Arc::new(Mutex::new(readers)),
+            reader_permits: Arc::new(Semaphore::new(READERS)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stop accepting work, let the writer commit what is queued, and close the database. Later
+    /// calls fail with [`StoreError::Closed`]. Idempotent.
+    pub async fn close(&self) {
+        self.reader_permits.close();
+        let handle = self.stop_writer();
+        if let Some(handle) = handle {
+            // Joining blocks until the last group commits: do it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        lock(&self.readers).clear();
+    }
+
+    /// Drop the sender (the writer exits once its queue is empty) and hand back its thread.
+    fn stop_writer(&self) -> Option<JoinHandle<()>> {
+        lock(&self.writer).take();
+        lock(&self.thread).take()
+    }
+
+    /// Run `f` on the writer thread as part of the next group commit.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &mut WriterCtx) -> Result<T> + Send + 'static,
+    {
+        let (job, reply) = writer::job(f);
+        {
+            let guard = lock(&self.writer);
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        // A dropped reply means the writer thread is gone.
+        reply.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` on a reader connection, on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let permit = self
+            .reader_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = lock(&pool).pop().ok_or(StoreError::Closed)?;
+            let out = f(&conn);
+            lock(&pool).push(conn);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Db(format!("read task: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Blocks until the writer's last group commits (at most one group of work), so that the
+        // database is closed when the store is gone and can be reopened right away.
+        if let Some(handle) = self.stop_writer() {
+            if handle.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn is_exclusive(&self) -> bool {
+        true
+    }
+
+    async fn ingest(
+        &self,
+        captures: Vec<Capture>,
+        cursor: Option<CursorUpdate>,
+    ) -> Result<Vec<IngestOutcome>> {
+        self.write(move |c, _| writes::ingest(c, &captures, cursor.as_ref()))
+            .await
+    }
+
+    async fn cursor(&self, endpoint: &str, stream: &str) -> Result<Option<String>> {
+        let (endpoint, stream) = (endpoint.to_owned(), stream.to_owned());
+        self.read(move |c| reads::cursor(c, &endpoint, &stream)).await
+    }
+
+    async fn pending_journal(&self, limit: usize) -> Result<Vec<JournalEntry>> {
+        self.read(move |c| reads::pending_journal(c, limit)).await
+    }
+
+    async fn journal_entry(&self, id: JournalId) -> Result<Option<JournalEntry>> {
+        self.read(move |c| reads::journal_entry(c, id)).await
+    }
+
+    async fn journal(
+        &self,
+        endpoint: Option<&str>,
+        kind: Option<Kind>,
+        key: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>> {
+        let endpoint = endpoint.map(str::to_owned);
+        let key = key.map(str::to_owned);
+        self.read(move |c| reads::journal(c, endpoint.as_deref(), kind, key.as_deref(), limit))
+            .await
+    }
+
+    async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
+        let key = key.to_owned();
+        self.read(move |c| reads::entity(c, kind, &key)).await
+    }
+
+    async fn xref_key(
+        &self,
+        endpoint: &str,
+        kind: Kind,
+        external_id: &str,
+    ) -> Result<Option<String>> {
+        let (endpoint, external_id) = (endpoint.to_owned(), external_id.to_owned());
+        self.read(move |c| reads::xref_key(c, &endpoint, kind, &external_id))
+            .await
+    }
+
+    async fn xref_external(&self, endpoint: &str, kind: Kind, key: &str) -> Result<Option<String>> {
+        let (endpoint, key) = (endpoint.to_owned(), key.to_owned());
+        self.read(move |c| reads::xref_external(c, &endpoint, kind, &key))
+            .await
+    }
+
+    async fn hashes(
+        &self,
+        dest: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<(Option<String>, Option<String>)> {
+        let (dest, key) = (dest.to_owned(), key.to_owned());
+        self.read(move |c| reads::hashes(c, &dest, kind, &key)).await
+    }
+
+    async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
+        self.write(move |c, _| writes::apply(c, &batch, now)).await
+    }
+
+    async fn claim(
+        &self,
+        dest: &str,
+        limit: usize,
+        now: Millis,
+        lease_until: Millis,
+    ) -> Result<Vec<Claimed>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let dest = dest.to_owned();
+        self.write(move |c, ctx| writes::claim(c, ctx, &dest, limit, now, lease_until))
+            .await
+    }
+
+    async fn settle(&self, outcomes: Vec<Settlement>) -> Result<usize> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        self.write(move |c, _| writes::settle(c, &outcomes)).await
+    }
+
+    async fn recover_expired(&self, before: Millis) -> Result<usize> {
+        self.write(move |c, _| writes::recover_expired(c, before))
+            .await
+    }
+
+    async fn next_due(&self, dest: &str) -> Result<Option<Millis>> {
+        let dest = dest.to_owned();
+        self.read(move |c| reads::next_due(c, &dest)).await
+    }
+
+    async fn items(
+        &self,
+        dest: Option<&str>,
+        state: ItemState,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>> {
+        let dest = dest.map(str::to_owned);
+        self.read(move |c| reads::items(c, dest.as_deref(), state, limit))
+            .await
+    }
+
+    async fn dead_letters(&self, filter: DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        self.read(move |c| reads::dead_letters(c, &filter)).await
+    }
+
+    async fn dead_letter(&self, id: DeadLetterId) -> Result<Option<DeadLetter>> {
+        self.read(move |c| reads::dead_letter(c, id)).await
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        replays: Vec<(DeadLetterId, Replay)>,
+        now: Millis,
+    ) -> Result<Vec<DeadLetterId>> {
+        self.write(move |c, _| writes::replay_dead_letters(c, &replays, now))
+            .await
+    }
+
+    async fn drop_dead_letters(
+        &self,
+        ids: Vec<DeadLetterId>,
+        now: Millis,
+    ) -> Result<Vec<DeadLetterId>> {
+        self.write(move |c, _| writes::drop_dead_letters(c, &ids, now))
+            .await
+    }
+
+    async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.write(move |c, _| writes::record_audit(c, &events))
+            .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>> {
+        self.read(move |c| reads::audit_log(c, limit)).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        self.read(reads::stats).await
+    }
+}
