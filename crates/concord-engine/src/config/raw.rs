@@ -1,0 +1,258 @@
+//! The configuration file as written: one struct per TOML table, unknown fields rejected.
+//!
+//! These doc comments are the user reference for `concord.toml`. Every string value may contain
+//! `${NAME}` references to environment variables (resolved before anything else; `$${` is a
+//! literal `${`). Durations are humantime strings (`"200ms"`, `"30s"`, `"5m"`, `"1h 30m"`).
+//! Nothing here is checked beyond its TOML type: [`super::validate`] turns these into the checked
+//! types of [`super`].
+
+use concord_core::Kind;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[store]`: where the hub keeps its state.
+    #[serde(default)]
+    pub store: RawStore,
+    /// `[server]`: the HTTP server (webhooks, storefront API, admin, metrics).
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[engine]`: delivery tuning; every field optional.
+    #[serde(default)]
+    pub engine: RawEngine,
+    /// `[endpoints.NAME]`: the systems to connect. At least one. Names are `[a-z0-9_-]+`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, RawEndpoint>,
+    /// `[[flows]]`: what moves where. At least one.
+    #[serde(default)]
+    pub flows: Vec<RawFlow>,
+    /// `[ownership.KIND]`: which endpoint is the system of record for which fields of a kind.
+    #[serde(default)]
+    pub ownership: BTreeMap<String, RawOwnership>,
+}
+
+/// `[store]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// SQLite database file, relative to the directory of the config file.
+    /// Default `"concord.sqlite"`.
+    pub path: Option<String>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address and port to listen on. Default `"127.0.0.1:8080"`.
+    pub listen: Option<String>,
+    /// Largest accepted request body: an integer number of bytes, or a string with a unit
+    /// (`"512KiB"`, `"1MiB"`, `"2MB"`). Default 1 MiB.
+    pub max_body_bytes: Option<ByteSize>,
+}
+
+/// `[engine]`: all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEngine {
+    /// Most outbox items claimed (and journal entries processed) at once. Default 256.
+    pub batch_size: Option<u64>,
+    /// How long a claimed outbox item stays with its worker before another may take it over.
+    /// Default `"30s"`.
+    pub lease: Option<String>,
+    /// First retry delay (exponential backoff with full jitter). Default `"200ms"`.
+    pub backoff_base: Option<String>,
+    /// Longest retry delay. Default `"30s"`.
+    pub backoff_cap: Option<String>,
+    /// Attempts before an item goes to the dead-letter queue. Default 10.
+    pub max_attempts: Option<u64>,
+    /// Consecutive endpoint failures that open its circuit breaker. Default 5.
+    pub breaker_threshold: Option<u64>,
+    /// How long an open breaker first waits before a half-open probe. Default `"1s"`.
+    pub breaker_open: Option<String>,
+    /// Longest open period (the wait doubles on each failed probe). Default `"30s"`.
+    pub breaker_max_open: Option<String>,
+    /// Most deliveries in flight per endpoint. Default 8.
+    pub endpoint_concurrency: Option<u64>,
+}
+
+/// `[endpoints.NAME]`: one configured system.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    /// Connector type: `sandbox-erp`, `sandbox-shop`, `tryton`, `vendure`, … (checked against
+    /// the connector registry when the hub starts).
+    pub connector: String,
+    /// Base URL of the API: `http://` or `https://`, with a host.
+    pub url: String,
+    /// Shared secret of the webhook signatures (HMAC) this endpoint sends. Use a `${ENV}`
+    /// reference; it is never printed.
+    pub webhook_secret: Option<String>,
+    /// Per-request timeout. Default `"10s"`.
+    pub timeout: Option<String>,
+    /// `[endpoints.NAME.options]`: connector-specific settings, passed through as JSON.
+    pub options: Option<toml::Table>,
+}
+
+/// How records of a flow move between its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawPattern {
+    /// One source, one or more destinations.
+    Broadcast,
+    /// One or more sources, exactly one destination.
+    Aggregation,
+    /// Two endpoints (`between`), each the source and the destination of the other.
+    Bidirectional,
+    /// Only records found on both sides are synced (matched by natural key, never created).
+    Correlation,
+    /// A one-off copy (`mode = "migration"`).
+    Migration,
+}
+
+/// When a flow reads its sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    /// Webhooks as they come; optional `poll` safety net.
+    Realtime,
+    /// Changed-since polling every `interval`.
+    Delta,
+    /// Full listing on a cron `schedule`.
+    Batch,
+    /// Once, on request (`concord backfill`).
+    Migration,
+}
+
+/// `[[flows]]`: one flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    /// Unique name, `[a-z0-9_-]+`.
+    pub name: String,
+    /// The kind it moves: product, stock, price, customer, order, shipment, invoice, payment,
+    /// refund.
+    pub kind: Kind,
+    /// broadcast: exactly one `from`, one or more `to`. aggregation: one or more `from`, exactly
+    /// one `to`. bidirectional: `between = ["a", "b"]` instead of `from`/`to`. correlation: one
+    /// or more of each. migration: like correlation, with `mode = "migration"`.
+    /// `from` and `to` never share an endpoint (except through `between`).
+    pub pattern: RawPattern,
+    /// realtime, delta, batch or migration. Required (defaults to migration for the migration
+    /// pattern).
+    pub mode: Option<RawMode>,
+    /// realtime only, optional: also poll for changes this often (safety net for lost webhooks).
+    pub poll: Option<String>,
+    /// delta only, required: poll for changes this often.
+    pub interval: Option<String>,
+    /// batch only, required: cron schedule with seconds, 6 or 7 fields
+    /// (`"sec min hour day-of-month month day-of-week [year]"`, e.g. `"0 */5 * * * *"`).
+    pub schedule: Option<String>,
+    /// Source endpoints.
+    pub from: Option<Vec<String>>,
+    /// Destination endpoints.
+    pub to: Option<Vec<String>>,
+    /// bidirectional only: the two endpoints.
+    pub between: Option<Vec<String>>,
+    /// jq, optional: records for which it is `false` are not synced by this flow. Must produce
+    /// exactly one boolean. Sees `$source`, `$kind` (and `$dest` = `""`).
+    pub filter: Option<String>,
+    /// jq, optional: maps a source's native record to the canonical shape before validation.
+    /// All flows reading the same kind from the same endpoint must agree on it.
+    pub map_in: Option<String>,
+    /// `[flows.map_out]`: destination name → jq program mapping the canonical record to that
+    /// destination's shape. The key `"*"` applies to destinations without their own entry.
+    /// Each sees `$dest`, `$source`, `$kind`.
+    #[serde(default)]
+    pub map_out: BTreeMap<String, String>,
+    /// How far before its cursor a poll re-reads (late commits). Default `"5s"`.
+    pub overlap: Option<String>,
+    /// Records per read. Default 500.
+    pub page_size: Option<u64>,
+}
+
+/// `[ownership.KIND]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwnership {
+    /// Endpoint that owns every field not listed in `fields`.
+    pub default: Option<String>,
+    /// Field name → owning endpoint, e.g. `{ description = "web1" }`.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A byte count: an integer, or a string such as `"1MiB"`, `"512 KiB"`, `"2MB"`, `"100B"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parse `"<number>[ ]<unit>"`; units B, KB, MB, GB (powers of 1000), KiB, MiB, GiB
+    /// (powers of 1024), case-insensitive.
+    pub fn parse(s: &str) -> Result<ByteSize, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let expected =
+            || format!("expected a size like 1048576, \"512KiB\" or \"1MiB\", got {s:?}");
+        let n: u64 = digits.parse().map_err(|_| expected())?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "mb" => 1000 * 1000,
+            "gb" => 1000 * 1000 * 1000,
+            "kib" => 1 << 10,
+            "mib" => 1 << 20,
+            "gib" => 1 << 30,
+            _ => return Err(expected()),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of bytes or a size like \"1MiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("expected a positive size, got {v}")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ByteSize;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(ByteSize::parse("1MiB"), Ok(ByteSize(1 << 20)));
+        assert_eq!(ByteSize::parse("512 kib"), Ok(ByteSize(512 * 1024)));
+        assert_eq!(ByteSize::parse("2MB"), Ok(ByteSize(2_000_000)));
+        assert_eq!(ByteSize::parse("100"), Ok(ByteSize(100)));
+        assert!(ByteSize::parse("1 parsec").is_err());
+        assert!(ByteSize::parse("MiB").is_err());
+        assert!(ByteSize::parse("99999999999999GiB").is_err());
+    }
+}
