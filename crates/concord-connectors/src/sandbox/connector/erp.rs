@@ -1,0 +1,247 @@
+//! `SandboxErpConnector` (`sandbox-erp`): the connector for [`crate::sandbox::ErpSim`], following
+//! the HTTP API documented in `sandbox::erp`. One op per API call (the ERP has no bulk API).
+//!
+//! Must never: sleep or retry; create a second sales order for one reference (it always looks
+//! the reference up before creating).
+
+use super::{done, id_of, str_field, unsupported, with_default, Common};
+use crate::sandbox::erp::ERP_KINDS;
+use async_trait::async_trait;
+use concord_core::Kind;
+use concord_engine::connector::{
+    BuildError, Capabilities, Captured, Connector, DeliveryError, EndpointSpec, KindCaps, Page,
+    RateLimitProfile, ReadModes, ReadRequest, WebhookError, WriteModes, WriteOp, WriteOutcome,
+};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Talks to an `ErpSim`. Options: `location` (stock location when a payload names none).
+#[derive(Debug, Clone)]
+pub struct SandboxErpConnector {
+    c: Common,
+}
+
+impl SandboxErpConnector {
+    pub fn new(spec: &EndpointSpec) -> Result<Self, BuildError> {
+        Ok(SandboxErpConnector {
+            c: Common::build(spec, "sandbox-erp", ERP_KINDS)?,
+        })
+    }
+
+    async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let api = &self.c.api;
+        let update_only = op.op == "update_only";
+        match (op.kind, op.op.as_str()) {
+            (Kind::Order, "cancel") => self.cancel_order(op).await,
+            (Kind::Order, "create" | "upsert" | "update" | "update_only") => {
+                self.upsert_order(op).await
+            }
+            (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
+                self.c.upsert_customer(op).await
+            }
+            (Kind::Product, "create" | "upsert" | "update" | "update_only") => {
+                let sku = str_field(&op.payload, "sku").unwrap_or(&op.key).to_string();
+                let path = ["api", "products", sku.as_str()];
+                if update_only && !self.exists(&path).await? {
+                    return Ok(WriteOutcome::NoMatch);
+                }
+                api.put(&path, &op.payload).await?.ok()?;
+                Ok(done(sku))
+            }
+            (Kind::Stock, "create" | "upsert" | "update" | "update_only") => {
+                let sku = str_field(&op.payload, "sku")?.to_string();
+                let loc = match (str_field(&op.payload, "location"), &self.c.location) {
+                    (Ok(l), _) => l.to_string(),
+                    (Err(_), Some(l)) => l.clone(),
+                    (Err(e), None) => return Err(e),
+                };
+                let path = ["api", "stock", sku.as_str(), loc.as_str()];
+                if update_only && !self.exists(&path).await? {
+                    return Ok(WriteOutcome::NoMatch);
+                }
+                api.put(&path, &with_default(&op.payload, "location", &loc))
+                    .await?
+                    .ok()?;
+                Ok(done(format!("{sku}@{loc}")))
+            }
+            (Kind::Price, "create" | "upsert" | "update" | "update_only") => {
+                let sku = str_field(&op.payload, "sku")?.to_string();
+                let list = str_field(&op.payload, "list")
+                    .unwrap_or("default")
+                    .to_string();
+                let path = ["api", "prices", list.as_str(), sku.as_str()];
+                if update_only && !self.exists(&path).await? {
+                    return Ok(WriteOutcome::NoMatch);
+                }
+                api.put(&path, &op.payload).await?.ok()?;
+                Ok(done(format!("{list}:{sku}")))
+            }
+            _ => Ok(unsupported("sandbox-erp", op)),
+        }
+    }
+
+    async fn exists(&self, path: &[&str]) -> Result<bool, DeliveryError> {
+        let r = self.c.api.get(path, &[]).await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        r.ok().map(|_| true)
+    }
+
+    /// The sales order id for a reference (`channel/number`), if the ERP has one.
+    async fn find_order(&self, reference: &str) -> Result<Option<String>, DeliveryError> {
+        let found = self
+            .c
+            .api
+            .get(&["api", "sales-orders"], &[("reference", reference)])
+            .await?
+            .ok()?;
+        Ok(found
+            .get("orders")
+            .and_then(Value::as_array)
+            .and_then(|o| o.first())
+            .and_then(|o| o.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    /// Look up by reference first (idempotent create), then POST with the customer id.
+    async fn upsert_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        if let Some(id) = self.find_order(&op.key).await? {
+            return Ok(done(id));
+        }
+        if op.op == "update_only" {
+            return Ok(WriteOutcome::NoMatch);
+        }
+        let email = op
+            .payload
+            .pointer("/customer/email")
+            .and_then(Value::as_str)
+            .ok_or_else(|| DeliveryError::Permanent {
+                reason: "payload field `customer.email` is required".into(),
+            })?
+            .trim()
+            .to_lowercase();
+        let customer_id = match op.refs.get(&format!("customer:{email}")) {
+            Some(id) => id.clone(),
+            None => self
+                .find_customer(&email)
+                .await?
+                .ok_or_else(|| DeliveryError::Permanent {
+                    reason: format!("customer `{email}` is not known to the ERP"),
+                })?,
+        };
+        let (channel, _) = op.key.split_once('/').unwrap_or((op.key.as_str(), ""));
+        let mut body = with_default(&op.payload, "channel", channel);
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("customer_id".into(), Value::String(customer_id));
+        }
+        let created = self
+            .c
+            .api
+            .post(&["api", "sales-orders"], &body)
+            .await?
+            .ok()?;
+        Ok(done(id_of(&created)?))
+    }
+
+    async fn find_customer(&self, email: &str) -> Result<Option<String>, DeliveryError> {
+        let found = self
+            .c
+            .api
+            .get(&["api", "customers"], &[("email", email)])
+            .await?
+            .ok()?;
+        Ok(found
+            .get("customers")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .and_then(|c| c.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string))
+    }
+
+    async fn cancel_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let id = match &op.external_id {
+            Some(id) => id.clone(),
+            None => self
+                .find_order(&op.key)
+                .await?
+                .ok_or_else(|| DeliveryError::Permanent {
+                    reason: format!("no sales order with reference `{}` to cancel", op.key),
+                })?,
+        };
+        self.c
+            .api
+            .post(&["api", "sales-orders", &id, "cancel"], &Value::Null)
+            .await?
+            .ok()?;
+        Ok(done(id))
+    }
+}
+
+fn erp_caps() -> Capabilities {
+    let read = ReadModes {
+        webhook: true,
+        changes: true,
+        snapshot: true,
+    };
+    let mut caps = Capabilities {
+        rate_limit: RateLimitProfile {
+            adaptive: true,
+            ..RateLimitProfile::default()
+        },
+        ..Capabilities::default()
+    };
+    for kind in ERP_KINDS {
+        let write = if *kind == Kind::Shipment {
+            WriteModes::default()
+        } else {
+            WriteModes {
+                upsert: true,
+                max_batch: 1,
+            }
+        };
+        caps.kinds.insert(*kind, KindCaps { read, write });
+    }
+    caps
+}
+
+#[async_trait]
+impl Connector for SandboxErpConnector {
+    fn connector_type(&self) -> &'static str {
+        "sandbox-erp"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        erp_caps()
+    }
+
+    fn parse_webhook(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Captured>, WebhookError> {
+        self.c.parse_webhook(headers, body)
+    }
+
+    async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.c.read_changes(req).await
+    }
+
+    async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.c.read_snapshot(req).await
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in &ops {
+            out.push(
+                self.write_one(op)
+                    .await
+                    .unwrap_or_else(WriteOutcome::Failed),
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,320 @@
+//! `SandboxShopConnector` (`sandbox-shop`): the connector for [`crate::sandbox::ShopSim`],
+//! following the HTTP API documented in `sandbox::shop`. Stock goes in one bulk
+//! `POST /api/inventory/set` per batch (up to 100), with one outcome per op from the per-item
+//! results; shipments become fulfillments (idempotent on `shipment_id`).
+//!
+//! Must never: sleep or retry; fail a whole stock batch for one bad item.
+
+use super::{done, id_of, str_field, unsupported, Common};
+use crate::sandbox::shop::SHOP_KINDS;
+use async_trait::async_trait;
+use concord_core::Kind;
+use concord_engine::connector::{
+    classify_status, BuildError, Capabilities, Captured, Connector, DeliveryError, EndpointSpec,
+    KindCaps, Page, RateLimitProfile, ReadModes, ReadRequest, WebhookError, WriteModes, WriteOp,
+    WriteOutcome,
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Largest stock batch (one `inventory/set` call).
+pub const STOCK_BATCH: usize = 100;
+
+/// Talks to a `ShopSim`. Options: `location` (inventory location when a payload names none).
+#[derive(Debug, Clone)]
+pub struct SandboxShopConnector {
+    c: Common,
+}
+
+impl SandboxShopConnector {
+    pub fn new(spec: &EndpointSpec) -> Result<Self, BuildError> {
+        Ok(SandboxShopConnector {
+            c: Common::build(spec, "sandbox-shop", SHOP_KINDS)?,
+        })
+    }
+
+    /// The inventory item for a stock op: `available` when given, else `on_hand − committed`.
+    fn stock_item(&self, op: &WriteOp) -> Result<Value, DeliveryError> {
+        let p = &op.payload;
+        let sku = str_field(p, "sku")?;
+        let location = match (str_field(p, "location"), &self.c.location) {
+            (Ok(l), _) => l.to_string(),
+            (Err(_), Some(l)) => l.clone(),
+            (Err(e), None) => return Err(e),
+        };
+        let num = |f: &str| p.get(f).and_then(Value::as_i64);
+        let available = match num("available") {
+            Some(a) => a,
+            None => {
+                num("on_hand").ok_or_else(|| DeliveryError::Permanent {
+                    reason: "payload field `on_hand` (or `available`) is required".into(),
+                })? - num("committed").unwrap_or(0)
+            }
+        };
+        Ok(json!({"sku": sku, "location": location, "available": available}))
+    }
+
+    async fn write_stock(&self, ops: &[WriteOp]) -> Vec<WriteOutcome> {
+        let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+        let mut items = Vec::new();
+        let mut sent = Vec::new(); // item index → op index
+        for (i, op) in ops.iter().enumerate() {
+            if !matches!(
+                op.op.as_str(),
+                "create" | "upsert" | "update" | "update_only"
+            ) {
+                out[i] = Some(unsupported("sandbox-shop", op));
+                continue;
+            }
+            let item = match self.stock_item(op) {
+                Ok(item) => item,
+                Err(e) => {
+                    out[i] = Some(WriteOutcome::Failed(e));
+                    continue;
+                }
+            };
+            if op.op == "update_only" {
+                match self.has_inventory(&item).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        out[i] = Some(WriteOutcome::NoMatch);
+                        continue;
+                    }
+                    Err(e) => {
+                        out[i] = Some(WriteOutcome::Failed(e));
+                        continue;
+                    }
+                }
+            }
+            items.push(item);
+            sent.push(i);
+        }
+        if !items.is_empty() {
+            let reply = self
+                .c
+                .api
+                .post(&["api", "inventory", "set"], &json!({ "items": items }))
+                .await
+                .and_then(|r| r.ok());
+            match reply {
+                Err(e) => {
+                    for &i in &sent {
+                        out[i] = Some(WriteOutcome::Failed(e.clone()));
+                    }
+                }
+                Ok(body) => {
+                    let results = body
+                        .get("results")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for (j, &i) in sent.iter().enumerate() {
+                        out[i] = Some(item_outcome(results.get(j), &items[j]));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or(WriteOutcome::Failed(DeliveryError::Transient {
+                    reason: "no outcome".into(),
+                    retry_after: None,
+                }))
+            })
+            .collect()
+    }
+
+    async fn has_inventory(&self, item: &Value) -> Result<bool, DeliveryError> {
+        let sku = item["sku"].as_str().unwrap_or_default();
+        let loc = item["location"].as_str().unwrap_or_default();
+        let r = self.c.api.get(&["api", "inventory", sku], &[]).await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Ok(false);
+        }
+        let body = r.ok()?;
+        Ok(body
+            .get("levels")
+            .and_then(Value::as_array)
+            .is_some_and(|l| l.iter().any(|x| x["location"] == loc)))
+    }
+
+    /// The shop's order id for a canonical order key (`channel/number`).
+    async fn order_id(&self, key: &str, op: &WriteOp) -> Result<String, DeliveryError> {
+        if let Some(id) = op.refs.get(&format!("order:{key}")) {
+            return Ok(id.clone());
+        }
+        let number = key.rsplit_once('/').map_or(key, |(_, n)| n);
+        let found = self
+            .c
+            .api
+            .get(&["api", "orders"], &[("number", number)])
+            .await?
+            .ok()?;
+        found
+            .get("orders")
+            .and_then(Value::as_array)
+            .and_then(|o| o.first())
+            .map(id_of)
+            .transpose()?
+            .ok_or_else(|| DeliveryError::Permanent {
+                reason: format!("no order `{key}` at this storefront"),
+            })
+    }
+
+    async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let api = &self.c.api;
+        match (op.kind, op.op.as_str()) {
+            (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
+                self.c.upsert_customer(op).await
+            }
+            (Kind::Product, "create" | "upsert" | "update" | "update_only") => {
+                let sku = str_field(&op.payload, "sku").unwrap_or(&op.key).to_string();
+                if op.op == "update_only" {
+                    let r = api.get(&["api", "products", &sku], &[]).await?;
+                    if r.status == StatusCode::NOT_FOUND {
+                        return Ok(WriteOutcome::NoMatch);
+                    }
+                    r.ok()?;
+                }
+                api.put(&["api", "products", &sku], &op.payload)
+                    .await?
+                    .ok()?;
+                Ok(done(sku))
+            }
+            (Kind::Shipment, "create" | "upsert" | "update") => {
+                let p = &op.payload;
+                let shipment_id = str_field(p, "id").unwrap_or(&op.key).to_string();
+                let order_key = str_field(p, "order")?;
+                let order_id = self.order_id(order_key, op).await?;
+                let body = json!({"shipment_id": shipment_id, "carrier": p.get("carrier"),
+                                  "tracking_number": p.get("tracking_number"),
+                                  "lines": p.get("lines")});
+                api.post(&["api", "orders", &order_id, "fulfillments"], &body)
+                    .await?
+                    .ok()?;
+                Ok(done(shipment_id))
+            }
+            (Kind::Order, "cancel") => {
+                let id = match &op.external_id {
+                    Some(id) => id.clone(),
+                    None => self.order_id(&op.key, op).await?,
+                };
+                api.post(&["api", "orders", &id, "cancel"], &Value::Null)
+                    .await?
+                    .ok()?;
+                Ok(done(id))
+            }
+            _ => Ok(unsupported("sandbox-shop", op)),
+        }
+    }
+}
+
+/// One `inventory/set` result → the op's outcome.
+fn item_outcome(result: Option<&Value>, item: &Value) -> WriteOutcome {
+    let Some(r) = result else {
+        return WriteOutcome::Failed(DeliveryError::Transient {
+            reason: "the storefront returned no result for this item".into(),
+            retry_after: None,
+        });
+    };
+    if r.get("status").and_then(Value::as_str) == Some("ok") {
+        return done(format!(
+            "{}@{}",
+            item["sku"].as_str().unwrap_or_default(),
+            item["location"].as_str().unwrap_or_default()
+        ));
+    }
+    let code = r
+        .get("code")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .unwrap_or(422);
+    let msg = r
+        .get("error")
+        .and_then(Value::as_str)
+        .unwrap_or("item refused");
+    WriteOutcome::Failed(classify_status(code, None, msg))
+}
+
+fn shop_caps() -> Capabilities {
+    let read = ReadModes {
+        webhook: true,
+        changes: true,
+        snapshot: true,
+    };
+    let write = |max_batch| WriteModes {
+        upsert: true,
+        max_batch,
+    };
+    let mut caps = Capabilities {
+        rate_limit: RateLimitProfile {
+            adaptive: true,
+            ..RateLimitProfile::default()
+        },
+        ..Capabilities::default()
+    };
+    for kind in SHOP_KINDS {
+        let w = if *kind == Kind::Stock {
+            write(STOCK_BATCH)
+        } else {
+            write(1)
+        };
+        caps.kinds.insert(*kind, KindCaps { read, write: w });
+    }
+    caps.kinds.insert(
+        Kind::Shipment,
+        KindCaps {
+            read: ReadModes::default(),
+            write: write(1),
+        },
+    );
+    caps
+}
+
+#[async_trait]
+impl Connector for SandboxShopConnector {
+    fn connector_type(&self) -> &'static str {
+        "sandbox-shop"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        shop_caps()
+    }
+
+    fn parse_webhook(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Captured>, WebhookError> {
+        self.c.parse_webhook(headers, body)
+    }
+
+    async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.c.read_changes(req).await
+    }
+
+    async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.c.read_snapshot(req).await
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+        if ops.iter().all(|o| o.kind == Kind::Stock) {
+            return self.write_stock(&ops).await;
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        for op in &ops {
+            let o = if op.kind == Kind::Stock {
+                self.write_stock(std::slice::from_ref(op))
+                    .await
+                    .pop()
+                    .unwrap_or(WriteOutcome::NoMatch)
+            } else {
+                self.write_one(op)
+                    .await
+                    .unwrap_or_else(WriteOutcome::Failed)
+            };
+            out.push(o);
+        }
+        out
+    }
+}

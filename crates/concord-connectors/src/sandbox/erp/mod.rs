@@ -1,0 +1,268 @@
+//! `ErpSim`: an in-memory ERP (the system of record) served over HTTP, for the demo, dry runs and
+//! fault tests. It owns products, stock per (sku, location), prices, customers, sales orders and
+//! shipments, and behaves like one: accepting an order commits stock, shipping lowers on-hand,
+//! cancelling releases what was committed, and every change is announced by webhook and feed.
+//!
+//! # HTTP API (the contract `SandboxErpConnector` follows)
+//! All bodies are canonical JSON (`concord_core::model`); errors are `{"error": "..."}`.
+//! - `GET /api/products/{sku}` → product | 404. `PUT /api/products/{sku}` (canonical product).
+//! - `GET /api/stock/{sku}/{location}` → stock | 404. `PUT /api/stock/{sku}/{location}` sets
+//!   `on_hand` and `incoming`; `committed` is the ERP's own figure and is ignored on input.
+//! - `GET /api/prices/{list}/{sku}` → price | 404. `PUT /api/prices/{list}/{sku}` (canonical price).
+//! - `GET /api/customers?email=E` → `{"customers":[{"id":"C-n", ..canonical}]}`.
+//!   `POST /api/customers` (canonical customer): idempotent on e-mail — an existing customer is
+//!   returned unchanged with 200, a new one with 201. `GET|PUT /api/customers/{id}` reads/updates.
+//! - `GET /api/sales-orders?reference=channel/number` → `{"orders":[sales order]}`.
+//!   `POST /api/sales-orders` (canonical order + `"customer_id"`; `channel` is required): idempotent
+//!   on the reference (existing → 200, new → 201); unknown sku or customer → 422 naming it; a
+//!   customer on credit hold → 422 "customer on credit hold". `GET /api/sales-orders/{id}`.
+//!   `POST /api/sales-orders/{id}/cancel` (open → cancelled, releases committed; idempotent;
+//!   shipped → 409). `POST /api/sales-orders/{id}/ship` ships what remains (409 when nothing).
+//!   A sales order is `{"id","reference","customer_id","status":"open|cancelled|shipped","record"}`.
+//! - `GET /api/shipments?order=<reference>` → `{"shipments":[canonical shipment]}`.
+//! - Feed and snapshot (see the crate docs) for product, stock, price, customer, order, shipment;
+//!   ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
+//! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
+//!
+//! A save that changes nothing produces no change (no new seq, no webhook). Accepting an order
+//! emits the stock change before the order change, so a reader of the order already has the
+//! stock figures that include it.
+//!
+//! Must never: reach any other system than the webhook receiver, or persist anything.
+
+mod api;
+mod state;
+
+pub use state::{ErpError, ErpOrderStatus, SalesOrder};
+
+use super::core::{lock, Core, WebhookConfig};
+use super::{Counters, Faults, SimError, WriteEntry};
+use concord_core::model::Stock;
+use concord_core::Kind;
+use serde_json::{json, Value};
+use state::ErpState;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Kinds the ERP serves.
+pub const ERP_KINDS: &[Kind] = &[
+    Kind::Product,
+    Kind::Stock,
+    Kind::Price,
+    Kind::Customer,
+    Kind::Order,
+    Kind::Shipment,
+];
+
+/// How to start an [`ErpSim`].
+#[derive(Debug, Clone)]
+pub struct ErpOptions {
+    /// Default `127.0.0.1:0` (any free port).
+    pub bind: SocketAddr,
+    /// Where webhooks are POSTed; `None` = no webhooks.
+    pub webhook_url: Option<String>,
+    /// HMAC secret; `None` = webhooks are sent unsigned.
+    pub webhook_secret: Option<String>,
+    /// Kinds announced by webhook; `None` = all.
+    pub webhook_kinds: Option<Vec<Kind>>,
+    /// Most events per webhook POST (default 100).
+    pub webhook_batch: usize,
+    /// Location the ERP commits and ships sales orders from (default `WH1`).
+    pub default_location: String,
+    /// Ship every accepted order this long after acceptance.
+    pub auto_ship_after: Option<Duration>,
+    /// E-mails of customers on credit hold (their orders are refused).
+    pub credit_hold: Vec<String>,
+}
+
+impl Default for ErpOptions {
+    fn default() -> Self {
+        ErpOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_kinds: None,
+            webhook_batch: 100,
+            default_location: "WH1".to_string(),
+            auto_ship_after: None,
+            credit_hold: Vec::new(),
+        }
+    }
+}
+
+/// The ERP emulator.
+pub struct ErpSim;
+
+impl ErpSim {
+    /// Bind, start serving and return the handle.
+    pub async fn start(opts: ErpOptions) -> Result<ErpHandle, SimError> {
+        let webhook = opts.webhook_url.clone().map(|url| WebhookConfig {
+            url,
+            secret: opts.webhook_secret.clone(),
+            kinds: opts.webhook_kinds.clone(),
+            batch: opts.webhook_batch,
+        });
+        let (core, listener) = Core::bind(opts.bind, ERP_KINDS, webhook).await?;
+        let (ship_tx, ship_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(ErpInner {
+            core: core.clone(),
+            state: Mutex::new(ErpState::default()),
+            credit_hold: opts
+                .credit_hold
+                .iter()
+                .map(|e| e.trim().to_lowercase())
+                .collect(),
+            auto_ship: opts.auto_ship_after.map(|d| (d, ship_tx)),
+            opts,
+        });
+        if inner.auto_ship.is_some() {
+            core.add_task(tokio::spawn(auto_ship(inner.clone(), ship_rx)));
+        }
+        core.serve(listener, api::router(inner.clone())).await;
+        Ok(ErpHandle { inner })
+    }
+}
+
+pub(crate) struct ErpInner {
+    pub core: Arc<Core>,
+    pub state: Mutex<ErpState>,
+    pub opts: ErpOptions,
+    pub credit_hold: Vec<String>,
+    auto_ship: Option<(
+        Duration,
+        mpsc::UnboundedSender<(tokio::time::Instant, String)>,
+    )>,
+}
+
+impl ErpInner {
+    pub fn schedule_ship(&self, order_id: &str) {
+        if let Some((after, tx)) = &self.auto_ship {
+            let _ = tx.send((tokio::time::Instant::now() + *after, order_id.to_string()));
+        }
+    }
+}
+
+async fn auto_ship(
+    inner: Arc<ErpInner>,
+    mut rx: mpsc::UnboundedReceiver<(tokio::time::Instant, String)>,
+) {
+    while let Some((due, id)) = rx.recv().await {
+        tokio::time::sleep_until(due).await;
+        // An order cancelled or shipped by hand meanwhile is simply skipped.
+        let _ = inner.ship(&id);
+    }
+}
+
+/// A cloneable handle on a running [`ErpSim`].
+#[derive(Clone)]
+pub struct ErpHandle {
+    inner: Arc<ErpInner>,
+}
+
+impl ErpHandle {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        self.inner.core.base_url()
+    }
+
+    /// Stop serving and stop the background tasks.
+    pub async fn shutdown(&self) {
+        self.inner.core.shutdown().await;
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.core.set_faults(faults);
+    }
+
+    /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
+    pub async fn set_down(&self, down: bool) -> Result<(), SimError> {
+        self.inner.core.set_down(down).await
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.inner.core.counters()
+    }
+
+    /// Every write request received (after fault injection).
+    pub fn write_log(&self) -> Vec<WriteEntry> {
+        self.inner.core.write_log()
+    }
+
+    /// Create or replace a product (canonical JSON).
+    pub fn upsert_product(&self, product: Value) -> Result<(), ErpError> {
+        self.inner.put_product(None, product).map(|_| ())
+    }
+
+    /// Set the `default` list price (USD) of a SKU.
+    pub fn set_price(&self, sku: &str, amount_minor: i64) -> Result<(), ErpError> {
+        let p =
+            json!({"sku": sku, "list": "default", "currency": "USD", "amount_minor": amount_minor});
+        self.inner.put_price(None, p).map(|_| ())
+    }
+
+    /// Set on-hand at a location (creating the row).
+    pub fn set_stock(&self, sku: &str, location: &str, on_hand: i64) -> Result<(), ErpError> {
+        self.inner
+            .change_stock(sku, location, |row| row.on_hand = on_hand.max(0))
+    }
+
+    /// Add `delta` to on-hand (clamped at 0), like a goods receipt or a count correction.
+    pub fn adjust_stock(&self, sku: &str, location: &str, delta: i64) -> Result<(), ErpError> {
+        self.inner.change_stock(sku, location, |row| {
+            row.on_hand = row.on_hand.saturating_add(delta).max(0)
+        })
+    }
+
+    pub fn stock(&self, sku: &str, location: &str) -> Option<Stock> {
+        lock(&self.inner.state).stock_of(sku, location)
+    }
+
+    /// Ship everything still open on an order; returns the canonical shipment.
+    pub fn ship(&self, order_id: &str) -> Result<Value, ErpError> {
+        self.inner.ship(order_id)
+    }
+
+    /// Ship some lines of an order (split shipments).
+    pub fn ship_partial(&self, order_id: &str, lines: &[(&str, i64)]) -> Result<Value, ErpError> {
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        self.inner.ship_lines(order_id, &lines)
+    }
+
+    /// Cancel an open order (releases committed stock).
+    pub fn cancel(&self, order_id: &str) -> Result<SalesOrder, ErpError> {
+        self.inner.cancel(order_id)
+    }
+
+    pub fn sales_orders(&self) -> Vec<SalesOrder> {
+        lock(&self.inner.state).orders.values().cloned().collect()
+    }
+
+    /// Customers as `{"id": "C-n", ..canonical}`.
+    pub fn customers(&self) -> Vec<Value> {
+        let st = lock(&self.inner.state);
+        st.customers
+            .iter()
+            .map(|(id, c)| super::core::with_id(id, c))
+            .collect()
+    }
+
+    /// Canonical shipments, oldest first.
+    pub fn shipments(&self) -> Vec<Value> {
+        lock(&self.inner.state).shipments.clone()
+    }
+
+    /// Create `SKU-0001..SKU-<n>` (named, priced 1000 + i) with `qty` on hand at each location.
+    pub fn seed(&self, n_skus: usize, locations: &[&str], qty: i64) -> Result<(), ErpError> {
+        for i in 1..=n_skus {
+            let sku = format!("SKU-{i:04}");
+            self.upsert_product(json!({"sku": sku, "name": format!("Product {i:04}")}))?;
+            self.set_price(&sku, 1000 + i as i64)?;
+            for loc in locations {
+                self.set_stock(&sku, loc, qty)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! The ERP emulator's state and business rules (commit on accept, ship, cancel), independent of
+//! HTTP. Every mutation emits its changes through the core while the state lock is held, so the
+//! feed's seq order is the order things happened in.
+//!
+//! Must never: await (all of this runs under a std mutex).
+
+use super::ErpInner;
+use crate::sandbox::core::{lock, with_id};
+use concord_core::model::{Incoming, OrderLine, Stock};
+use concord_core::{validate, Kind};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// A business rule or validation refused the operation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ErpError {
+    /// The body is not a valid record; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{path}: unknown sku `{sku}`")]
+    UnknownSku { path: String, sku: String },
+    #[error("customer_id: unknown customer `{0}`")]
+    UnknownCustomer(String),
+    #[error("customer on credit hold: {0}")]
+    CreditHold(String),
+    #[error("no {what} `{id}`")]
+    NotFound { what: &'static str, id: String },
+    /// The order is not in a state that allows this (shipped, cancelled, nothing left).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A sales order's own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErpOrderStatus {
+    Open,
+    Cancelled,
+    Shipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SalesOrder {
+    /// `SO-<n>`.
+    pub id: String,
+    /// The channel order's canonical key, `channel/number`.
+    pub reference: String,
+    pub channel: String,
+    pub number: String,
+    pub customer_id: String,
+    pub email: String,
+    pub currency: String,
+    pub lines: Vec<OrderLine>,
+    pub status: ErpOrderStatus,
+    /// Quantity shipped so far per SKU.
+    pub shipped: BTreeMap<String, i64>,
+    pub location: String,
+}
+
+impl SalesOrder {
+    /// Ordered minus shipped, per SKU (only positive remainders).
+    pub fn remaining(&self) -> BTreeMap<String, i64> {
+        let mut rem: BTreeMap<String, i64> = BTreeMap::new();
+        for l in &self.lines {
+            *rem.entry(l.sku.clone()).or_default() += l.quantity;
+        }
+        for (sku, q) in &self.shipped {
+            if let Some(r) = rem.get_mut(sku) {
+                *r -= q;
+            }
+        }
+        rem.retain(|_, q| *q > 0);
+        rem
+    }
+
+    /// The canonical order record.
+    pub fn record(&self) -> Value {
+        let status = match self.status {
+            ErpOrderStatus::Cancelled => "cancelled",
+            ErpOrderStatus::Shipped => "shipped",
+            ErpOrderStatus::Open if self.shipped.values().any(|q| *q > 0) => "partially_shipped",
+            ErpOrderStatus::Open => "accepted",
+        };
+        json!({"channel": self.channel, "number": self.number, "customer": {"email": self.email},
+               "status": status, "currency": self.currency, "lines": self.lines,
+               "erp_number": self.id})
+    }
+
+    /// The API representation.
+    pub fn to_api(&self) -> Value {
+        json!({"id": self.id, "reference": self.reference, "customer_id": self.customer_id,
+               "status": self.status, "record": self.record()})
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StockRow {
+    pub on_hand: i64,
+    pub committed: i64,
+    pub incoming: Vec<Incoming>,
+}
+
+#[derive(Default)]
+pub(crate) struct ErpState {
+    pub stock: BTreeMap<(String, String), StockRow>,
+    pub customers: BTreeMap<String, Value>,
+    pub customer_by_email: HashMap<String, String>,
+    pub orders: BTreeMap<String, SalesOrder>,
+    pub order_by_ref: HashMap<String, String>,
+    pub shipments: Vec<Value>,
+    next_customer: u64,
+    next_order: u64,
+    next_shipment: u64,
+}
+
+impl ErpState {
+    pub fn stock_of(&self, sku: &str, location: &str) -> Option<Stock> {
+        self.stock
+            .get(&(sku.to_string(), location.to_string()))
+            .map(|r| stock_struct(sku, location, r))
+    }
+}
+
+fn stock_struct(sku: &str, location: &str, r: &StockRow) -> Stock {
+    Stock {
+        sku: sku.to_string(),
+        location: location.to_string(),
+        on_hand: r.on_hand,
+        committed: r.committed,
+        incoming: r.incoming.clone(),
+    }
+}
+
+fn invalid(e: concord_core::ValidationError) -> ErpError {
+    ErpError::Invalid(e.to_string())
+}
+
+fn bind_path_field(body: &mut Value, field: &str, value: &str) -> Result<(), ErpError> {
+    crate::sandbox::core::bind_path_field(body, field, value).map_err(ErpError::Invalid)
+}
+
+impl ErpInner {
+    fn stock_changed(&self, st: &ErpState, sku: &str, location: &str) {
+        if let Some(s) = st.stock_of(sku, location) {
+            let id = format!("{sku}@{location}");
+            self.core.emit(
+                Kind::Stock,
+                &id,
+                serde_json::to_value(s).unwrap_or(Value::Null),
+            );
+        }
+    }
+
+    pub fn put_product(&self, sku: Option<&str>, mut body: Value) -> Result<Value, ErpError> {
+        if let Some(sku) = sku {
+            bind_path_field(&mut body, "sku", sku)?;
+        }
+        let p = validate(Kind::Product, &body).map_err(invalid)?;
+        let sku = p["sku"].as_str().unwrap_or_default().to_string();
+        self.core.emit(Kind::Product, &sku, p.clone());
+        self.core.count_writes(Kind::Product, 1);
+        Ok(p)
+    }
+
+    pub fn put_price(
+        &self,
+        path: Option<(&str, &str)>,
+        mut body: Value,
+    ) -> Result<Value, ErpError> {
+        if let Some((list, sku)) = path {
+            bind_path_field(&mut body, "list", list)?;
+            bind_path_field(&mut body, "sku", sku)?;
+        }
+        let p = validate(Kind::Price, &body).map_err(invalid)?;
+        let id = format!(
+            "{}:{}",
+            p["list"].as_str().unwrap_or_default(),
+            p["sku"].as_str().unwrap_or_default()
+        );
+        self.core.emit(Kind::Price, &id, p.clone());
+        self.core.count_writes(Kind::Price, 1);
+        Ok(p)
+    }
+
+    pub fn change_stock(
+        &self,
+        sku: &str,
+        location: &str,
+        f: impl FnOnce(&mut StockRow),
+    ) -> Result<(), ErpError> {
+        if sku.trim().is_empty() || location.trim().is_empty() {
+            return Err(ErpError::Invalid(
+                "sku and location must not be empty".into(),
+            ));
+        }
+        let mut st = lock(&self.state);
+        f(st.stock
+            .entry((sku.to_string(), location.to_string()))
+            .or_default());
+        self.stock_changed(&st, sku, location);
+        Ok(())
+    }
+
+    /// `PUT /api/stock/{sku}/{location}`: sets on-hand and incoming, keeps committed.
+    pub fn put_stock(&self, sku: &str, location: &str, mut body: Value) -> Result<Stock, ErpError> {
+        bind_path_field(&mut body, "sku", sku)?;
+        bind_path_field(&mut body, "location", location)?;
+        let v = validate(Kind::Stock, &body).map_err(invalid)?;
+        let s: Stock = serde_json::from_value(v).map_err(|e| ErpError::Invalid(e.to_string()))?;
+        self.change_stock(&s.sku, &s.location, |row| {
+            row.on_hand = s.on_hand;
+            row.incoming = s.incoming.clone();
+        })?;
+        self.core.count_writes(Kind::Stock, 1);
+        lock(&self.state)
+            .stock_of(&s.sku, &s.location)
+            .ok_or_else(|| ErpError::Invalid("stock row vanished".into()))
+    }
+
+    /// Idempotent on e-mail: `(customer with id, created)`.
+    pub fn create_customer(&self, body: Value) -> Result<(Value, bool), ErpError> {
+        let c = validate(Kind::Customer, &body).map_err(invalid)?;
+        let email = c["email"].as_str().unwrap_or_default().to_string();
+        let mut st = lock(&self.state);
+        if let Some(id) = st.customer_by_email.get(&email) {
+            let existing = st.customers.get(id).map(|r| with_id(id, r));
+            return existing
+                .map(|e| (e, false))
+                .ok_or_else(|| ErpError::Invalid("customer index out of step".into()));
+        }
+        st.next_customer += 1;
+        let id = format!("C-{}", st.next_customer);
+        st.customer_by_email.insert(email, id.clone());
+        st.customers.insert(id.clone(), c.clone());
+        self.core.emit(Kind::Customer, &id, c.clone());
+        self.core.count_writes(Kind::Customer, 1);
+        Ok((with_id(&id, &c), true))
+    }
+
+    pub fn update_customer(&self, id: &str, body: Value) -> Result<Value, ErpError> {
+        let c = validate(Kind::Customer, &body).map_err(invalid)?;
+        let email = c["email"].as_str().unwrap_or_default().to_string();
+        let mut st = lock(&self.state);
+        let old_email = match st.customers.get(id) {
+            Some(old) => old["email"].as_str().unwrap_or_default().to_string(),
+            None => {
+                return Err(ErpError::NotFound {
+                    what: "customer",
+                    id: id.into(),
+                })
+            }
+        };
+        if let Some(other) = st.customer_by_email.get(&email).filter(|o| *o != id) {
+            return Err(ErpError::Conflict(format!(
+                "email: `{email}` already belongs to customer {other}"
+            )));
+        }
+        st.customer_by_email.remove(&old_email);
+        st.customer_by_email.insert(email, id.to_string());
+        st.customers.insert(id.to_string(), c.clone());
+        self.core.emit(Kind::Customer, id, c.clone());
+        self.core.count_writes(Kind::Customer, 1);
+        Ok(with_id(id, &c))
+    }
+
+    /// `POST /api/sales-orders`: `(order, created)`.
+    pub fn create_order(&self, mut body: Value) -> Result<(SalesOrder, bool), ErpError> {
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| ErpError::Invalid("body must be a JSON object".into()))?;
+        let customer_id = match obj.remove("customer_id") {
+            Some(Value::String(s)) => s,
+            Some(_) => {
+                return Err(ErpError::Invalid(
+                    "field `customer_id`: must be a string".into(),
+                ))
+            }
+            None => return Err(ErpError::Invalid("field `customer_id`: is required".into())),
+        };
+        let o = validate(Kind::Order, &body).map_err(invalid)?;
+        let o: concord_core::model::Order =
+            serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
+        let channel = o
+            .channel
+            .clone()
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| {
+                ErpError::Invalid(
+                    "field `channel`: is required (the reference is channel/number)".into(),
+                )
+            })?;
+        let reference = format!("{channel}/{}", o.number);
+        let mut st = lock(&self.state);
+        if let Some(existing) = st
+            .order_by_ref
+            .get(&reference)
+            .and_then(|id| st.orders.get(id))
+        {
+            return Ok((existing.clone(), false));
+        }
+        let customer = st
+            .customers
+            .get(&customer_id)
+            .ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;
+        let email = customer["email"].as_str().unwrap_or_default().to_string();
+        if self.credit_hold.contains(&email) {
+            return Err(ErpError::CreditHold(email));
+        }
+        for (i, l) in o.lines.iter().enumerate() {
+            if self.core.record(Kind::Product, &l.sku).is_none() {
+                return Err(ErpError::UnknownSku {
+                    path: format!("lines[{i}].sku"),
+                    sku: l.sku.clone(),
+                });
+            }
+        }
+        st.next_order += 1;
+        let so = SalesOrder {
+            id: format!("SO-{}", st.next_order),
+            reference: reference.clone(),
+            channel,
+            number: o.number.clone(),
+            customer_id,
+            email,
+            currency: o.currency.clone(),
+            lines: o.lines.clone(),
+            status: ErpOrderStatus::Open,
+            shipped: BTreeMap::new(),
+            location: self.opts.default_location.clone(),
+        };
+        for (sku, q) in so.remaining() {
+            let row = st
+                .stock
+                .entry((sku.clone(), so.location.clone()))
+                .or_default();
+            row.committed += q;
+            self.stock_changed(&st, &sku, &so.location);
+        }
+        st.order_by_ref.insert(reference, so.id.clone());
+        st.orders.insert(so.id.clone(), so.clone());
+        self.core.emit(Kind::Order, &so.id, so.record());
+        self.core.count_writes(Kind::Order, 1);
+        drop(st);
+        self.schedule_ship(&so.id);
+        Ok((so, true))
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<SalesOrder, ErpError> {
+        let mut st = lock(&self.state);
+        let so = st
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ErpError::NotFound {
+                what: "sales order",
+                id: id.into(),
+            })?;
+        match so.status {
+            ErpOrderStatus::Cancelled => return Ok(so),
+            ErpOrderStatus::Shipped => {
+                return Err(ErpError::Conflict(format!(
+                    "sales order {id} is already shipped"
+                )))
+            }
+            ErpOrderStatus::Open => {}
+        }
+        for (sku, q) in so.remaining() {
+            let row = st
+                .stock
+                .entry((sku.clone(), so.location.clone()))
+                .or_default();
+            row.committed = (row.committed - q).max(0);
+            self.stock_changed(&st, &sku, &so.location);
+        }
+        let mut so = so;
+        so.status = ErpOrderStatus::Cancelled;
+        st.orders.insert(so.id.clone(), so.clone());
+        self.core.emit(Kind::Order, &so.id, so.record());
+        self.core.count_writes(Kind::Order, 1);
+        Ok(so)
+    }
+
+    pub fn ship(&self, id: &str) -> Result<Value, ErpError> {
+        let remaining = {
+            let st = lock(&self.state);
+            let so = st.orders.get(id).ok_or_else(|| ErpError::NotFound {
+                what: "sales order",
+                id: id.into(),
+            })?;
+            so.remaining().into_iter().collect::<Vec<_>>()
+        };
+        self.ship_lines(id, &remaining)
+    }
+
+    /// Create a shipment for `lines` of an open order: lowers on-hand and committed.
+    pub fn ship_lines(&self, id: &str, lines: &[(String, i64)]) -> Result<Value, ErpError> {
+        let mut st = lock(&self.state);
+        let mut so = st
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ErpError::NotFound {
+                what: "sales order",
+                id: id.into(),
+            })?;
+        if so.status != ErpOrderStatus::Open {
+            return Err(ErpError::Conflict(format!("sales order {id} is not open")));
+        }
+        let remaining = so.remaining();
+        let mut merged: BTreeMap<String, i64> = BTreeMap::new();
+        for (i, (sku, q)) in lines.iter().enumerate() {
+            if *q <= 0 {
+                return Err(ErpError::Invalid(format!(
+                    "lines[{i}].quantity: must be greater than 0"
+                )));
+            }
+            *merged.entry(sku.clone()).or_default() += q;
+        }
+        if merged.is_empty() {
+            return Err(ErpError::Conflict(format!(
+                "sales order {id} has nothing left to ship"
+            )));
+        }
+        for (sku, q) in &merged {
+            if remaining.get(sku).copied().unwrap_or(0) < *q {
+                return Err(ErpError::Conflict(format!(
+                    "cannot ship {q} of `{sku}` on {id}: only {} open",
+                    remaining.get(sku).copied().unwrap_or(0)
+                )));
+            }
+        }
+        st.next_shipment += 1;
+        let n = st.next_shipment;
+        let shipment = json!({
+            "id": format!("SH-{n}"), "order": so.reference, "status": "shipped", "carrier": "UPS",
+            "tracking_number": format!("1Z999AA1{:010}", n * 7919 % 10_000_000_000),
+            "lines": merged.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
+            "shipped_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        });
+        st.shipments.push(shipment.clone());
+        self.core
+            .emit(Kind::Shipment, &format!("SH-{n}"), shipment.clone());
+        for (sku, q) in &merged {
+            let row = st
+                .stock
+                .entry((sku.clone(), so.location.clone()))
+                .or_default();
+            row.on_hand = (row.on_hand - q).max(0);
+            row.committed = (row.committed - q).max(0);
+            *so.shipped.entry(sku.clone()).or_default() += q;
+            self.stock_changed(&st, sku, &so.location);
+        }
+        if so.remaining().is_empty() {
+            so.status = ErpOrderStatus::Shipped;
+        }
+        st.orders.insert(so.id.clone(), so.clone());
+        self.core.emit(Kind::Order, &so.id, so.record());
+        Ok(shipment)
+    }
+
+    pub fn find_customers(&self, email: Option<&str>) -> Vec<Value> {
+        let st = lock(&self.state);
+        let email = email.map(|e| e.trim().to_lowercase());
+        st.customers
+            .iter()
+            .filter(|(_, c)| email.as_deref().is_none_or(|e| c["email"] == e))
+            .map(|(id, c)| with_id(id, c))
+            .collect()
+    }
+
+    pub fn find_orders(&self, reference: Option<&str>) -> Vec<Value> {
+        let st = lock(&self.state);
+        st.orders
+            .values()
+            .filter(|o| reference.is_none_or(|r| o.reference == r))
+            .map(SalesOrder::to_api)
+            .collect()
+    }
+
+    pub fn order(&self, id: &str) -> Option<SalesOrder> {
+        lock(&self.state).orders.get(id).cloned()
+    }
+
+    pub fn customer(&self, id: &str) -> Option<Value> {
+        lock(&self.state).customers.get(id).map(|c| with_id(id, c))
+    }
+
+    pub fn shipments_of(&self, reference: Option<&str>) -> Vec<Value> {
+        lock(&self.state)
+            .shipments
+            .iter()
+            .filter(|s| reference.is_none_or(|r| s["order"] == r))
+            .cloned()
+            .collect()
+    }
+}

@@ -1,0 +1,192 @@
+//! The sandbox: built-in HTTP emulators of an ERP ([`erp::ErpSim`]) and of a storefront
+//! ([`shop::ShopSim`]), and the two connectors that talk to them ([`connector`]).
+//!
+//! The emulators serve `concord demo`, dry runs and fault tests, so they behave like real
+//! systems: real HTTP on 127.0.0.1, real signed webhooks out (batched, retried, then dropped),
+//! a gapless changes feed, a snapshot listing, and injected failures ([`Faults`]: latency, 500s,
+//! 429 with `Retry-After`, 503 maintenance, and a real outage where the port stops accepting).
+//! Both speak canonical JSON (the shapes of `concord_core::model`), so no mapping is needed.
+//!
+//! This module holds what both emulators share: [`Faults`], webhook signing ([`sign`],
+//! [`verify_signature`]), the counters, and (in `core`) the change feed, the webhook sender,
+//! the fault middleware and the server lifecycle.
+//!
+//! Must never: touch Concord's store or engine runtime, or be used as a production endpoint.
+//! The emulators keep everything in memory and forget it on shutdown.
+
+pub mod client;
+pub mod connector;
+pub(crate) mod core;
+pub mod erp;
+pub mod shop;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+
+pub use self::core::WriteEntry;
+pub use connector::{SandboxErpConnector, SandboxShopConnector};
+pub use erp::{ErpHandle, ErpOptions, ErpSim};
+pub use shop::{ShopError, ShopHandle, ShopOptions, ShopSim};
+
+/// Header carrying the webhook's topic (the kind of its events).
+pub const TOPIC_HEADER: &str = "X-Sandbox-Topic";
+/// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "X-Sandbox-Signature";
+
+/// Failures injected into `/api/*` requests (never into `/_control/*`). Set with
+/// `handle.set_faults(..)` or `POST /_control/faults` (JSON, missing fields = default).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every `/api` request before it is answered.
+    pub latency_ms: u64,
+    /// Fraction (0..1) of `/api` requests answered 500.
+    pub error_rate: f64,
+    /// Every Nth `/api` request is answered 429 (0 = off).
+    pub rate_limit_every: u32,
+    /// The `Retry-After` of those 429s, in seconds (fractions are sent as e.g. `0.5`).
+    pub rate_limit_retry_after_secs: f64,
+    /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
+    /// the port refuses connections, use the handle's `set_down(true)`.)
+    pub down: bool,
+}
+
+impl Faults {
+    /// The `Retry-After` header value: whole seconds as an integer, else a decimal.
+    pub fn retry_after_header(&self) -> String {
+        let s = self.rate_limit_retry_after_secs.max(0.0);
+        if s.fract() == 0.0 {
+            format!("{}", s as u64)
+        } else {
+            format!("{s}")
+        }
+    }
+}
+
+/// A snapshot of an emulator's counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Counters {
+    /// `/api` requests received (faulted ones included).
+    pub requests: u64,
+    pub responses_429: u64,
+    pub responses_5xx: u64,
+    /// Accepted writes per kind (a bulk inventory call counts each item).
+    pub writes: BTreeMap<String, u64>,
+    /// Webhook POSTs answered 2xx.
+    pub webhooks_sent: u64,
+    /// Events carried by those POSTs.
+    pub webhook_events_sent: u64,
+    /// Webhook POST attempts that failed (connection error or non-2xx).
+    pub webhooks_failed: u64,
+    /// Batches given up after the last retry.
+    pub webhooks_dropped: u64,
+    /// Events in those batches.
+    pub webhook_events_dropped: u64,
+    /// Storefront checkouts refused for lack of stock.
+    pub oversell_refused: u64,
+}
+
+impl Counters {
+    /// Accepted writes of one kind.
+    pub fn writes_of(&self, kind: &str) -> u64 {
+        self.writes.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// Starting an emulator or changing its server state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the emulator has been shut down")]
+    ShutDown,
+    #[error("cannot build the webhook HTTP client: {0}")]
+    Client(String),
+}
+
+/// A webhook signature check failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing {SIGNATURE_HEADER} header")]
+    Missing,
+    #[error("{SIGNATURE_HEADER} must look like `sha256=<hex>`")]
+    Malformed,
+    #[error("signature does not match the body")]
+    Mismatch,
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// `sha256=<hex HMAC-SHA256 of body with secret>`.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = match HmacSha256::new_from_slice(secret) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Check a signature header value against the body, in constant time.
+pub fn verify_signature(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex_sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
+    let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
+    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Malformed)?;
+    mac.update(body);
+    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_round_trip_and_reject_tampering() {
+        let s = sign(b"k", b"{\"a\":1}");
+        assert!(s.starts_with("sha256="));
+        assert_eq!(verify_signature(b"k", b"{\"a\":1}", Some(&s)), Ok(()));
+        assert_eq!(
+            verify_signature(b"k", b"{\"a\":2}", Some(&s)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"other", b"{\"a\":1}", Some(&s)),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_signature(b"k", b"x", None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_signature(b"k", b"x", Some("md5=zz")),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    #[test]
+    fn retry_after_formats_whole_and_fractional_seconds() {
+        let mut f = Faults {
+            rate_limit_retry_after_secs: 2.0,
+            ..Faults::default()
+        };
+        assert_eq!(f.retry_after_header(), "2");
+        f.rate_limit_retry_after_secs = 0.5;
+        assert_eq!(f.retry_after_header(), "0.5");
+        let parsed: Faults = serde_json::from_str(r#"{"down": true}"#).unwrap();
+        assert!(parsed.down && parsed.rate_limit_every == 0);
+    }
+}

@@ -1,0 +1,194 @@
+//! `ShopSim`: an in-memory storefront (a sales channel) served over HTTP, for the demo, dry runs
+//! and fault tests. It has products, inventory per (sku, location) as `available`, customers and
+//! orders with fulfillments; its checkout ([`ShopHandle::place_order`]) refuses to oversell.
+//!
+//! # HTTP API (the contract `SandboxShopConnector` follows)
+//! All bodies are JSON; records are canonical (`concord_core::model`); errors are `{"error"}`.
+//! - `POST /api/inventory/set` `{"items":[{"sku","location","available"}]}` → 200
+//!   `{"results":[{"index":i,"status":"ok","sku","location","available"} |
+//!   {"index":i,"status":"error","code":422,"error":"items[i].available: ..."}]}` — one result per
+//!   item, in order; an unknown sku is created; a bad item fails alone. Malformed body → 400.
+//! - `GET /api/inventory/{sku}` → `{"sku","available":total,"levels":[{"location","available"}]}`
+//!   | 404.
+//! - `GET|PUT /api/products/{sku}` (canonical product; `attributes.price_minor` sets the price
+//!   checkouts use, else 1000).
+//! - `GET /api/customers?email=E` → `{"customers":[{"id":"cus_n",..canonical}]}`;
+//!   `POST /api/customers` idempotent on e-mail (existing → 200 unchanged, new → 201);
+//!   `GET|PUT /api/customers/{id}`.
+//! - `GET /api/orders?number=N` → `{"orders":[order]}`; `GET /api/orders/{id}` → order | 404;
+//!   an order is `{"id":"ord_n","number","status","customer","lines","fulfillments","record"}`.
+//! - `POST /api/orders/{id}/fulfillments` `{"shipment_id","carrier","tracking_number","lines":
+//!   [{"sku","quantity"}]}` → 201 `{"fulfillment","order"}`; idempotent on `shipment_id` (200 with
+//!   the existing one); more than ordered → 422; cancelled order → 409. The order becomes
+//!   `partially_shipped` or `shipped` by quantities.
+//! - `POST /api/orders/{id}/cancel` → order (restocks; idempotent; fulfilled → 409).
+//! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
+//!   stock (the same checkout as `place_order`).
+//! - Feed and snapshot for product, stock, customer, order; ids: sku, `sku@location`, `cus_n`,
+//!   `ord_n`. Stock records are `{"sku","location","on_hand":available,"committed":0}`.
+//! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
+//!
+//! Must never: reach any other system than the webhook receiver, or persist anything.
+
+mod api;
+mod state;
+
+pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus};
+
+use super::core::{lock, Core, WebhookConfig};
+use super::{Counters, Faults, SimError, WriteEntry};
+use concord_core::Kind;
+use serde_json::Value;
+use state::ShopState;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// Kinds the storefront serves.
+pub const SHOP_KINDS: &[Kind] = &[Kind::Product, Kind::Stock, Kind::Customer, Kind::Order];
+
+/// How to start a [`ShopSim`].
+#[derive(Debug, Clone)]
+pub struct ShopOptions {
+    /// Default `127.0.0.1:0` (any free port).
+    pub bind: SocketAddr,
+    /// The channel name put in orders (`channel`), default `web`.
+    pub name: String,
+    pub webhook_url: Option<String>,
+    /// HMAC secret; `None` = webhooks are sent unsigned.
+    pub webhook_secret: Option<String>,
+    /// Kinds announced by webhook; `None` = all.
+    pub webhook_kinds: Option<Vec<Kind>>,
+    /// Most events per webhook POST (default 100).
+    pub webhook_batch: usize,
+}
+
+impl Default for ShopOptions {
+    fn default() -> Self {
+        ShopOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: "web".to_string(),
+            webhook_url: None,
+            webhook_secret: None,
+            webhook_kinds: None,
+            webhook_batch: 100,
+        }
+    }
+}
+
+/// The storefront emulator.
+pub struct ShopSim;
+
+impl ShopSim {
+    /// Bind, start serving and return the handle.
+    pub async fn start(opts: ShopOptions) -> Result<ShopHandle, SimError> {
+        let webhook = opts.webhook_url.clone().map(|url| WebhookConfig {
+            url,
+            secret: opts.webhook_secret.clone(),
+            kinds: opts.webhook_kinds.clone(),
+            batch: opts.webhook_batch,
+        });
+        let (core, listener) = Core::bind(opts.bind, SHOP_KINDS, webhook).await?;
+        let inner = Arc::new(ShopInner {
+            core: core.clone(),
+            state: Mutex::new(ShopState::default()),
+            opts,
+        });
+        core.serve(listener, api::router(inner.clone())).await;
+        Ok(ShopHandle { inner })
+    }
+}
+
+pub(crate) struct ShopInner {
+    pub core: Arc<Core>,
+    pub state: Mutex<ShopState>,
+    pub opts: ShopOptions,
+}
+
+/// A cloneable handle on a running [`ShopSim`].
+#[derive(Clone)]
+pub struct ShopHandle {
+    inner: Arc<ShopInner>,
+}
+
+impl ShopHandle {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        self.inner.core.base_url()
+    }
+
+    /// The channel name used in orders.
+    pub fn name(&self) -> &str {
+        &self.inner.opts.name
+    }
+
+    pub async fn shutdown(&self) {
+        self.inner.core.shutdown().await;
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.core.set_faults(faults);
+    }
+
+    /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
+    pub async fn set_down(&self, down: bool) -> Result<(), SimError> {
+        self.inner.core.set_down(down).await
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.inner.core.counters()
+    }
+
+    /// Every write request received (after fault injection), for counting duplicates/echoes.
+    pub fn write_log(&self) -> Vec<WriteEntry> {
+        self.inner.core.write_log()
+    }
+
+    /// A checkout: all lines or nothing; refuses when a line's total available is short.
+    pub fn place_order(
+        &self,
+        email: &str,
+        name: &str,
+        lines: &[(&str, i64)],
+    ) -> Result<PlacedOrder, ShopError> {
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        self.inner.place_order(email, Some(name), &lines)
+    }
+
+    /// Create or replace a product (canonical JSON).
+    pub fn upsert_product(&self, product: Value) -> Result<(), ShopError> {
+        self.inner.put_product(None, product).map(|_| ())
+    }
+
+    /// Set what is available at a location (creating the row).
+    pub fn set_inventory(
+        &self,
+        sku: &str,
+        location: &str,
+        available: i64,
+    ) -> Result<(), ShopError> {
+        self.inner.set_available(sku, location, available)
+    }
+
+    /// Available per location.
+    pub fn inventory(&self, sku: &str) -> BTreeMap<String, i64> {
+        lock(&self.inner.state).levels(sku)
+    }
+
+    pub fn orders(&self) -> Vec<ShopOrder> {
+        lock(&self.inner.state).orders.values().cloned().collect()
+    }
+
+    pub fn fulfillments(&self, order_id: &str) -> Vec<Fulfillment> {
+        lock(&self.inner.state)
+            .orders
+            .get(order_id)
+            .map(|o| o.fulfillments.clone())
+            .unwrap_or_default()
+    }
+
+    /// Customers as `{"id": "cus_n", ..canonical}`.
+    pub fn customers(&self) -> Vec<Value> {
+        self.inner.find_customers(None)
+    }
+}

@@ -1,0 +1,505 @@
+//! The storefront emulator's state and rules (checkout without oversell, bulk inventory,
+//! fulfillments, cancellation), independent of HTTP. Changes are emitted under the state lock.
+//!
+//! Must never: await (all of this runs under a std mutex).
+
+use super::ShopInner;
+use crate::sandbox::core::lock;
+use crate::sandbox::core::{bind_path_field, with_id};
+use concord_core::model::{ItemQty, OrderLine};
+use concord_core::{validate, Kind};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The storefront refused an operation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShopError {
+    #[error("out of stock: `{sku}` has {available} available, {requested} requested")]
+    OutOfStock {
+        sku: String,
+        requested: i64,
+        available: i64,
+    },
+    /// Invalid input; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no {what} `{id}`")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShopOrderStatus {
+    Placed,
+    PartiallyShipped,
+    Shipped,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fulfillment {
+    pub shipment_id: String,
+    pub carrier: Option<String>,
+    pub tracking_number: Option<String>,
+    pub lines: Vec<ItemQty>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShopOrder {
+    /// `ord_<n>`.
+    pub id: String,
+    /// `1001`, `1002`, …
+    pub number: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub lines: Vec<OrderLine>,
+    pub status: ShopOrderStatus,
+    pub fulfillments: Vec<Fulfillment>,
+    /// Where each unit was taken from: (sku, location, quantity).
+    pub allocations: Vec<(String, String, i64)>,
+    pub placed_at: String,
+}
+
+/// What a successful checkout returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedOrder {
+    pub id: String,
+    pub number: String,
+    /// The canonical order key, `channel/number`.
+    pub key: String,
+    pub total_minor: i64,
+}
+
+impl ShopOrder {
+    fn fulfilled(&self) -> BTreeMap<String, i64> {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for f in &self.fulfillments {
+            for l in &f.lines {
+                *m.entry(l.sku.clone()).or_default() += l.quantity;
+            }
+        }
+        m
+    }
+
+    fn ordered(&self) -> BTreeMap<String, i64> {
+        let mut m: BTreeMap<String, i64> = BTreeMap::new();
+        for l in &self.lines {
+            *m.entry(l.sku.clone()).or_default() += l.quantity;
+        }
+        m
+    }
+
+    pub fn record(&self, channel: &str) -> Value {
+        let status = match self.status {
+            ShopOrderStatus::Placed => "placed",
+            ShopOrderStatus::PartiallyShipped => "partially_shipped",
+            ShopOrderStatus::Shipped => "shipped",
+            ShopOrderStatus::Cancelled => "cancelled",
+        };
+        let total: i64 = self
+            .lines
+            .iter()
+            .map(|l| l.quantity * l.unit_price_minor)
+            .sum();
+        let mut customer = json!({"email": self.email});
+        if let Some(n) = &self.name {
+            customer["name"] = json!(n);
+        }
+        json!({"channel": channel, "number": self.number, "customer": customer, "status": status,
+               "currency": "USD", "lines": self.lines, "total_minor": total,
+               "placed_at": self.placed_at})
+    }
+
+    pub fn to_api(&self, channel: &str) -> Value {
+        json!({"id": self.id, "number": self.number, "status": self.status,
+               "customer": {"email": self.email, "name": self.name}, "lines": self.lines,
+               "fulfillments": self.fulfillments, "record": self.record(channel)})
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ShopState {
+    pub inventory: BTreeMap<(String, String), i64>,
+    pub customers: BTreeMap<String, Value>,
+    pub customer_by_email: HashMap<String, String>,
+    pub orders: BTreeMap<String, ShopOrder>,
+    next_customer: u64,
+    next_order: u64,
+}
+
+impl ShopState {
+    pub fn levels(&self, sku: &str) -> BTreeMap<String, i64> {
+        self.inventory
+            .iter()
+            .filter(|((s, _), _)| s == sku)
+            .map(|((_, l), a)| (l.clone(), *a))
+            .collect()
+    }
+}
+
+fn invalid(e: concord_core::ValidationError) -> ShopError {
+    ShopError::Invalid(e.to_string())
+}
+
+impl ShopInner {
+    fn stock_changed(&self, st: &ShopState, sku: &str, location: &str) {
+        let key = (sku.to_string(), location.to_string());
+        if let Some(a) = st.inventory.get(&key) {
+            let rec = json!({"sku": sku, "location": location, "on_hand": a, "committed": 0});
+            self.core
+                .emit(Kind::Stock, &format!("{sku}@{location}"), rec);
+        }
+    }
+
+    pub fn put_product(&self, sku: Option<&str>, mut body: Value) -> Result<Value, ShopError> {
+        if let Some(sku) = sku {
+            bind_path_field(&mut body, "sku", sku).map_err(ShopError::Invalid)?;
+        }
+        let p = validate(Kind::Product, &body).map_err(invalid)?;
+        let sku = p["sku"].as_str().unwrap_or_default().to_string();
+        self.core.emit(Kind::Product, &sku, p.clone());
+        self.core.count_writes(Kind::Product, 1);
+        Ok(p)
+    }
+
+    pub fn set_available(
+        &self,
+        sku: &str,
+        location: &str,
+        available: i64,
+    ) -> Result<(), ShopError> {
+        if sku.trim().is_empty() {
+            return Err(ShopError::Invalid("sku: must not be empty".into()));
+        }
+        if location.trim().is_empty() {
+            return Err(ShopError::Invalid("location: must not be empty".into()));
+        }
+        if available < 0 {
+            return Err(ShopError::Invalid(format!(
+                "available: must not be negative, got {available}"
+            )));
+        }
+        let mut st = lock(&self.state);
+        st.inventory
+            .insert((sku.trim().to_string(), location.to_string()), available);
+        self.stock_changed(&st, sku.trim(), location);
+        Ok(())
+    }
+
+    /// One item of `POST /api/inventory/set`: its result object.
+    pub fn set_item(&self, index: usize, item: &Value) -> Value {
+        let field = |f: &str| item.get(f);
+        let res = (|| {
+            let sku = field("sku").and_then(Value::as_str).ok_or_else(|| {
+                ShopError::Invalid("sku: is required and must be a string".into())
+            })?;
+            let location = field("location").and_then(Value::as_str).ok_or_else(|| {
+                ShopError::Invalid("location: is required and must be a string".into())
+            })?;
+            let available = field("available").and_then(Value::as_i64).ok_or_else(|| {
+                ShopError::Invalid("available: is required and must be an integer".into())
+            })?;
+            self.set_available(sku, location, available)?;
+            Ok::<_, ShopError>(json!({"index": index, "status": "ok", "sku": sku.trim(),
+                                      "location": location, "available": available}))
+        })();
+        match res {
+            Ok(v) => {
+                self.core.count_writes(Kind::Stock, 1);
+                v
+            }
+            Err(e) => json!({"index": index, "status": "error", "code": 422,
+                             "error": format!("items[{index}].{e}")}),
+        }
+    }
+
+    fn price_of(&self, sku: &str) -> i64 {
+        self.core
+            .record(Kind::Product, sku)
+            .and_then(|p| p.pointer("/attributes/price_minor").and_then(Value::as_i64))
+            .filter(|p| *p >= 0)
+            .unwrap_or(1000)
+    }
+
+    /// Create the customer unless the e-mail is known; `(customer with id, created)`.
+    fn ensure_customer(&self, st: &mut ShopState, c: Value) -> (Value, bool) {
+        let email = c["email"].as_str().unwrap_or_default().to_string();
+        if let Some(id) = st.customer_by_email.get(&email).cloned() {
+            let existing = st.customers.get(&id).cloned().unwrap_or(c);
+            return (with_id(&id, &existing), false);
+        }
+        st.next_customer += 1;
+        let id = format!("cus_{}", st.next_customer);
+        st.customer_by_email.insert(email, id.clone());
+        st.customers.insert(id.clone(), c.clone());
+        self.core.emit(Kind::Customer, &id, c.clone());
+        (with_id(&id, &c), true)
+    }
+
+    pub fn create_customer(&self, body: Value) -> Result<(Value, bool), ShopError> {
+        let c = validate(Kind::Customer, &body).map_err(invalid)?;
+        let mut st = lock(&self.state);
+        let out = self.ensure_customer(&mut st, c);
+        if out.1 {
+            self.core.count_writes(Kind::Customer, 1);
+        }
+        Ok(out)
+    }
+
+    pub fn update_customer(&self, id: &str, body: Value) -> Result<Value, ShopError> {
+        let c = validate(Kind::Customer, &body).map_err(invalid)?;
+        let email = c["email"].as_str().unwrap_or_default().to_string();
+        let mut st = lock(&self.state);
+        let Some(old) = st.customers.get(id) else {
+            return Err(ShopError::NotFound {
+                what: "customer",
+                id: id.into(),
+            });
+        };
+        let old_email = old["email"].as_str().unwrap_or_default().to_string();
+        if let Some(other) = st.customer_by_email.get(&email).filter(|o| *o != id) {
+            return Err(ShopError::Conflict(format!(
+                "email: `{email}` already belongs to customer {other}"
+            )));
+        }
+        st.customer_by_email.remove(&old_email);
+        st.customer_by_email.insert(email, id.to_string());
+        st.customers.insert(id.to_string(), c.clone());
+        self.core.emit(Kind::Customer, id, c.clone());
+        self.core.count_writes(Kind::Customer, 1);
+        Ok(with_id(id, &c))
+    }
+
+    pub fn find_customers(&self, email: Option<&str>) -> Vec<Value> {
+        let email = email.map(|e| e.trim().to_lowercase());
+        lock(&self.state)
+            .customers
+            .iter()
+            .filter(|(_, c)| email.as_deref().is_none_or(|e| c["email"] == e))
+            .map(|(id, c)| with_id(id, c))
+            .collect()
+    }
+
+    pub fn customer(&self, id: &str) -> Option<Value> {
+        lock(&self.state).customers.get(id).map(|c| with_id(id, c))
+    }
+
+    /// The checkout: all lines or nothing.
+    pub fn place_order(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        lines: &[(String, i64)],
+    ) -> Result<PlacedOrder, ShopError> {
+        let mut cust = json!({"email": email});
+        if let Some(n) = name.filter(|n| !n.trim().is_empty()) {
+            cust["name"] = json!(n);
+        }
+        let cust = validate(Kind::Customer, &cust).map_err(invalid)?;
+        if lines.is_empty() {
+            return Err(ShopError::Invalid(
+                "lines: an order needs at least one line".into(),
+            ));
+        }
+        let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+        for (i, (sku, q)) in lines.iter().enumerate() {
+            if *q <= 0 {
+                return Err(ShopError::Invalid(format!(
+                    "lines[{i}].quantity: must be greater than 0, got {q}"
+                )));
+            }
+            *wanted.entry(sku.trim().to_string()).or_default() += q;
+        }
+        let mut st = lock(&self.state);
+        for (sku, q) in &wanted {
+            let available: i64 = st.levels(sku).values().sum();
+            if available < *q {
+                self.core.counters.oversell_refused.fetch_add(1, Relaxed);
+                return Err(ShopError::OutOfStock {
+                    sku: sku.clone(),
+                    requested: *q,
+                    available,
+                });
+            }
+        }
+        let mut allocations = Vec::new();
+        for (sku, q) in &wanted {
+            let mut left = *q;
+            for (loc, avail) in st.levels(sku) {
+                let take = left.min(avail);
+                if take > 0 {
+                    allocations.push((sku.clone(), loc.clone(), take));
+                    if let Some(a) = st.inventory.get_mut(&(sku.clone(), loc)) {
+                        *a -= take;
+                    }
+                    left -= take;
+                }
+            }
+        }
+        self.ensure_customer(&mut st, cust.clone());
+        st.next_order += 1;
+        let n = st.next_order;
+        let order = ShopOrder {
+            id: format!("ord_{n}"),
+            number: (1000 + n).to_string(),
+            email: cust["email"].as_str().unwrap_or_default().to_string(),
+            name: cust["name"].as_str().map(str::to_string),
+            lines: lines
+                .iter()
+                .map(|(sku, q)| OrderLine {
+                    line_id: None,
+                    sku: sku.trim().to_string(),
+                    quantity: *q,
+                    unit_price_minor: self.price_of(sku.trim()),
+                    ship_to: None,
+                })
+                .collect(),
+            status: ShopOrderStatus::Placed,
+            fulfillments: Vec::new(),
+            allocations: allocations.clone(),
+            placed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        let channel = &self.opts.name;
+        st.orders.insert(order.id.clone(), order.clone());
+        self.core
+            .emit(Kind::Order, &order.id, order.record(channel));
+        for (sku, loc, _) in &allocations {
+            self.stock_changed(&st, sku, loc);
+        }
+        Ok(PlacedOrder {
+            id: order.id.clone(),
+            number: order.number.clone(),
+            key: format!("{channel}/{}", order.number),
+            total_minor: order
+                .lines
+                .iter()
+                .map(|l| l.quantity * l.unit_price_minor)
+                .sum(),
+        })
+    }
+
+    pub fn order(&self, id: &str) -> Option<ShopOrder> {
+        lock(&self.state).orders.get(id).cloned()
+    }
+
+    pub fn find_orders(&self, number: Option<&str>) -> Vec<ShopOrder> {
+        lock(&self.state)
+            .orders
+            .values()
+            .filter(|o| number.is_none_or(|n| o.number == n))
+            .cloned()
+            .collect()
+    }
+
+    /// `(fulfillment, order, created)`; idempotent on `shipment_id`.
+    pub fn fulfill(
+        &self,
+        id: &str,
+        body: &Value,
+    ) -> Result<(Fulfillment, ShopOrder, bool), ShopError> {
+        let shipment_id = body
+            .get("shipment_id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| ShopError::Invalid("shipment_id: is required".into()))?
+            .to_string();
+        let text = |f: &str| body.get(f).and_then(Value::as_str).map(str::to_string);
+        let lines: Vec<ItemQty> =
+            serde_json::from_value(body.get("lines").cloned().unwrap_or(Value::Null))
+                .map_err(|e| ShopError::Invalid(format!("lines: {e}")))?;
+        let mut st = lock(&self.state);
+        let mut order = st
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShopError::NotFound {
+                what: "order",
+                id: id.into(),
+            })?;
+        if let Some(f) = order
+            .fulfillments
+            .iter()
+            .find(|f| f.shipment_id == shipment_id)
+        {
+            return Ok((f.clone(), order.clone(), false));
+        }
+        if order.status == ShopOrderStatus::Cancelled {
+            return Err(ShopError::Conflict(format!("order {id} is cancelled")));
+        }
+        if lines.is_empty() {
+            return Err(ShopError::Invalid(
+                "lines: a fulfillment needs at least one line".into(),
+            ));
+        }
+        let ordered = order.ordered();
+        let mut done = order.fulfilled();
+        for (i, l) in lines.iter().enumerate() {
+            if l.quantity <= 0 {
+                return Err(ShopError::Invalid(format!(
+                    "lines[{i}].quantity: must be greater than 0"
+                )));
+            }
+            let total = done.entry(l.sku.clone()).or_default();
+            *total += l.quantity;
+            let max = ordered.get(&l.sku).copied().unwrap_or(0);
+            if *total > max {
+                return Err(ShopError::Invalid(format!(
+                    "lines[{i}]: fulfilling {} of `{}` exceeds the {max} ordered",
+                    total, l.sku
+                )));
+            }
+        }
+        let f = Fulfillment {
+            shipment_id,
+            carrier: text("carrier"),
+            tracking_number: text("tracking_number"),
+            lines,
+        };
+        order.fulfillments.push(f.clone());
+        order.status = if ordered
+            .iter()
+            .all(|(s, q)| done.get(s).copied().unwrap_or(0) >= *q)
+        {
+            ShopOrderStatus::Shipped
+        } else {
+            ShopOrderStatus::PartiallyShipped
+        };
+        st.orders.insert(order.id.clone(), order.clone());
+        self.core
+            .emit(Kind::Order, &order.id, order.record(&self.opts.name));
+        self.core.count_writes(Kind::Shipment, 1);
+        Ok((f, order, true))
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<ShopOrder, ShopError> {
+        let mut st = lock(&self.state);
+        let mut order = st
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShopError::NotFound {
+                what: "order",
+                id: id.into(),
+            })?;
+        if order.status == ShopOrderStatus::Cancelled {
+            return Ok(order);
+        }
+        if !order.fulfillments.is_empty() {
+            return Err(ShopError::Conflict(format!("order {id} has fulfillments")));
+        }
+        order.status = ShopOrderStatus::Cancelled;
+        st.orders.insert(order.id.clone(), order.clone());
+        self.core
+            .emit(Kind::Order, &order.id, order.record(&self.opts.name));
+        for (sku, loc, q) in &order.allocations {
+            *st.inventory.entry((sku.clone(), loc.clone())).or_default() += q;
+            self.stock_changed(&st, sku, loc);
+        }
+        self.core.count_writes(Kind::Order, 1);
+        Ok(order)
+    }
+}
