@@ -1,1 +1,2010 @@
-//! Conformance suite (being written).
+//! The conformance suite: what every [`Store`] implementation must do, written only against
+//! `&dyn Store` so that SQLite today and PostgreSQL later run the very same checks.
+//!
+//! Each `pub async fn` is one behaviour of the contract in `lib.rs`; it panics with a message
+//! saying which promise broke. [`store_conformance_tests!`](crate::store_conformance_tests)
+//! expands to one `#[tokio::test]` per check, each on a fresh store from the caller's factory:
+//!
+//! ```ignore
+//! async fn fixture() -> concord_store::conformance::Fixture { /* fresh, empty store */ }
+//! concord_store::store_conformance_tests!(fixture);
+//! ```
+//!
+//! The crate using the macro needs `tokio` (with `macros` and `rt-multi-thread`) as a dependency.
+//! Checks here must never reach behind the trait (no SQL, no implementation types): anything an
+//! implementation must provide beyond the trait goes through [`Fixture`].
+
+use crate::{
+    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterFilter, DeadLetterState, Direction,
+    EntityWrite, IngestOutcome, ItemState, JournalStatus, NewDeadLetter, NewItem, ProcessBatch,
+    Replay, Settlement, Store, Xref,
+};
+use concord_core::{Kind, Millis};
+use serde_json::{json, Value};
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Makes the store fail, at the database level, to journal any capture whose external id is the
+/// given one (e.g. a trigger raising an error). Used to prove that a failed write leaves nothing
+/// behind — the cursor above all.
+pub type FaultInjector =
+    Box<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A fresh, empty store plus what it needs to stay alive for one check.
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    /// Whatever backs the store (a temp dir, a throw-away database); dropped after the store.
+    pub guard: Box<dyn Any + Send + Sync>,
+    /// When `None`, the checks that need a failing write only check what they can without one.
+    pub fault_injector: Option<FaultInjector>,
+}
+
+impl Fixture {
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send + Sync) -> Fixture {
+        Fixture {
+            store,
+            guard: Box::new(guard),
+            fault_injector: None,
+        }
+    }
+
+    pub fn with_fault_injector(mut self, injector: FaultInjector) -> Fixture {
+        self.fault_injector = Some(injector);
+        self
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check. `$factory` is called as
+/// `($factory)().await` and must yield a fresh [`Fixture`].
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@checks $factory;
+            ingest_dedupes_a_repeated_version,
+            ingest_stores_a_b_a_as_three_changes,
+            ingest_dead_letters_rejected_captures,
+            ingest_moves_the_cursor_with_the_captures,
+            failed_ingest_moves_no_cursor,
+            group_commit_isolates_a_failing_write,
+            concurrent_ingests_all_commit,
+            pending_journal_is_oldest_first_and_limited,
+            journal_lookups_and_filters,
+            apply_commits_a_processing_step,
+            apply_never_changes_existing_xrefs,
+            pending_state_items_coalesce,
+            inflight_items_are_never_coalesced,
+            command_items_keep_order_and_never_overtake,
+            at_most_one_item_in_flight_per_key,
+            items_wait_until_due,
+            parked_item_blocks_its_key_until_apply_adds_the_xref,
+            parked_item_is_released_by_a_delivered_xref,
+            satisfied_dependencies_are_not_waited_for,
+            stale_token_settlements_are_ignored,
+            expired_leases_are_recovered,
+            retry_counts_only_counted_attempts,
+            dead_item_opens_a_dead_letter_and_resets_the_plan,
+            skipped_item_is_done_with_an_audit_event,
+            delivered_item_records_written_hash_and_xref,
+            replay_replays_open_dead_letters_once,
+            drop_dead_letters_only_drops_open_ones,
+            dead_letter_filters,
+            stats_reflect_the_store,
+            audit_log_is_newest_first,
+            items_are_listed_oldest_first,
+            claim_ignores_finished_history,
+        );
+    };
+    (@checks $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture: $crate::conformance::Fixture = ($factory)().await;
+                $crate::conformance::$check(&fixture).await;
+            }
+        )+
+    };
+}
+
+// ---- builders ----
+
+const SHOP: &str = "shop";
+const ERP: &str = "erp";
+
+fn capture(endpoint: &str, kind: Kind, external_id: &str, version: &str) -> Capture {
+    Capture {
+        endpoint: endpoint.into(),
+        kind,
+        external_id: external_id.into(),
+        version: version.into(),
+        payload: json!({ "id": external_id, "v": version, "nested": { "list": [1, 2.5, null] } }),
+        received_at: 1_000,
+        rejected: None,
+    }
+}
+
+/// An item due at once; state kinds coalesce, command kinds do not.
+fn item(dest: &str, kind: Kind, key: &str, hash: &str) -> NewItem {
+    NewItem {
+        dest: dest.into(),
+        kind,
+        key: key.into(),
+        op: if kind.is_state() { "upsert" } else { "create" }.into(),
+        payload: json!({ "key": key, "hash": hash }),
+        hash: hash.into(),
+        flow: format!("{}-to-{dest}", kind.as_str()),
+        journal_id: None,
+        captured_at: 500,
+        waiting_on: Vec::new(),
+        coalesce: kind.is_state(),
+        not_before: 0,
+    }
+}
+
+fn xref(endpoint: &str, kind: Kind, external_id: &str, key: &str) -> Xref {
+    Xref {
+        endpoint: endpoint.into(),
+        kind,
+        external_id: external_id.into(),
+        key: key.into(),
+    }
+}
+
+async fn enqueue(store: &dyn Store, items: Vec<NewItem>, now: Millis) {
+    store
+        .apply(
+            ProcessBatch {
+                items,
+                ..ProcessBatch::default()
+            },
+            now,
+        )
+        .await
+        .expect("apply(items) failed");
+}
+
+async fn claim(store: &dyn Store, dest: &str, limit: usize, now: Millis) -> Vec<Claimed> {
+    store
+        .claim(dest, limit, now, now + 60_000)
+        .await
+        .expect("claim failed")
+}
+
+fn keys(claimed: &[Claimed]) -> Vec<(Kind, String, String)> {
+    claimed
+        .iter()
+        .map(|c| (c.item.kind, c.item.key.clone(), c.item.hash.clone()))
+        .collect()
+}
+
+fn delivered(c: &Claimed, external_id: Option<&str>, at: Millis) -> Settlement {
+    Settlement::Delivered {
+        id: c.item.id,
+        token: c.token,
+        external_id: external_id.map(str::to_owned),
+        at,
+    }
+}
+
+async fn settle(store: &dyn Store, outcomes: Vec<Settlement>) -> usize {
+    store.settle(outcomes).await.expect("settle failed")
+}
+
+async fn item_by_id(store: &dyn Store, id: i64) -> crate::OutboxItem {
+    for state in [
+        ItemState::Pending,
+        ItemState::Inflight,
+        ItemState::Parked,
+        ItemState::Done,
+        ItemState::Dead,
+    ] {
+        let items = store
+            .items(None, state, 10_000)
+            .await
+            .expect("items failed");
+        if let Some(found) = items.into_iter().find(|i| i.id == id) {
+            return found;
+        }
+    }
+    panic!("item {id} not found in any state");
+}
+
+async fn count_items(store: &dyn Store, dest: &str, state: ItemState) -> usize {
+    store
+        .items(Some(dest), state, 100_000)
+        .await
+        .expect("items failed")
+        .len()
+}
+
+fn stored(outcome: IngestOutcome) -> i64 {
+    match outcome {
+        IngestOutcome::Stored(id) => id,
+        IngestOutcome::Duplicate => panic!("expected Stored, got Duplicate"),
+    }
+}
+
+// ---- capture ----
+
+/// A, A: the second is a duplicate, within one call and across calls; the version is compared
+/// per (endpoint, kind, external id).
+pub async fn ingest_dedupes_a_repeated_version(fx: &Fixture) {
+    let s = fx.store();
+    let a = capture(SHOP, Kind::Product, "p1", "v1");
+    let out = s.ingest(vec![a.clone(), a.clone()], None).await.unwrap();
+    assert!(
+        matches!(out[0], IngestOutcome::Stored(_)),
+        "first capture must be stored: {out:?}"
+    );
+    assert_eq!(
+        out[1],
+        IngestOutcome::Duplicate,
+        "same version twice in one call is a duplicate"
+    );
+    let again = s.ingest(vec![a.clone()], None).await.unwrap();
+    assert_eq!(
+        again,
+        vec![IngestOutcome::Duplicate],
+        "same version in a later call is a duplicate"
+    );
+
+    // Same version, different record / kind / endpoint: not duplicates.
+    let others = vec![
+        capture(SHOP, Kind::Product, "p2", "v1"),
+        capture(SHOP, Kind::Stock, "p1", "v1"),
+        capture(ERP, Kind::Product, "p1", "v1"),
+    ];
+    let out = s.ingest(others, None).await.unwrap();
+    assert!(
+        out.iter().all(|o| matches!(o, IngestOutcome::Stored(_))),
+        "dedupe must be per (endpoint, kind, external id): {out:?}"
+    );
+    let journal = s.journal(None, None, None, 100).await.unwrap();
+    assert_eq!(
+        journal.len(),
+        4,
+        "journal must hold exactly the stored captures"
+    );
+}
+
+/// A, B, A: three changes (the dedupe compares with the LAST journaled version only).
+pub async fn ingest_stores_a_b_a_as_three_changes(fx: &Fixture) {
+    let s = fx.store();
+    let a = capture(SHOP, Kind::Product, "p1", "A");
+    let b = capture(SHOP, Kind::Product, "p1", "B");
+    let out = s
+        .ingest(vec![a.clone(), b.clone(), a.clone()], None)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = out.into_iter().map(stored).collect();
+    assert!(
+        ids[0] < ids[1] && ids[1] < ids[2],
+        "journal ids must increase: {ids:?}"
+    );
+    // And across calls.
+    assert!(matches!(
+        s.ingest(vec![b.clone()], None).await.unwrap()[0],
+        IngestOutcome::Stored(_)
+    ));
+    assert_eq!(
+        s.ingest(vec![b], None).await.unwrap()[0],
+        IngestOutcome::Duplicate
+    );
+    let versions: Vec<String> = s
+        .journal(Some(SHOP), Some(Kind::Product), None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, ["B", "A", "B", "A"], "journal newest first");
+}
+
+/// A rejected capture is journaled `Rejected`, never pending, with an open inbound dead letter.
+pub async fn ingest_dead_letters_rejected_captures(fx: &Fixture) {
+    let s = fx.store();
+    let mut bad = capture(SHOP, Kind::Customer, "c9", "v1");
+    bad.rejected = Some("email: missing".into());
+    bad.payload = json!({ "raw": "as received" });
+    let id = stored(s.ingest(vec![bad.clone()], None).await.unwrap()[0]);
+    let entry = s
+        .journal_entry(id)
+        .await
+        .unwrap()
+        .expect("rejected capture must be journaled");
+    assert_eq!(entry.status, JournalStatus::Rejected);
+    assert_eq!(entry.payload, json!({ "raw": "as received" }));
+    assert!(
+        s.pending_journal(10).await.unwrap().is_empty(),
+        "rejected entries are never pending"
+    );
+
+    let dls = s.dead_letters(DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dls.len(), 1, "one open dead letter expected: {dls:?}");
+    let dl = &dls[0];
+    assert_eq!(dl.direction, Direction::Inbound);
+    assert_eq!(dl.state, DeadLetterState::Open);
+    assert_eq!(
+        (dl.endpoint.as_str(), dl.kind, dl.key.as_str()),
+        (SHOP, Kind::Customer, "c9")
+    );
+    assert_eq!(dl.reason, "email: missing");
+    assert_eq!(dl.journal_id, Some(id));
+    assert_eq!(dl.payload, bad.payload);
+    assert_eq!(dl.item_id, None);
+    assert_eq!(s.dead_letter(dl.id).await.unwrap().as_ref(), Some(dl));
+    // Its version counts as journaled: the same rejected record again is a duplicate.
+    assert_eq!(
+        s.ingest(vec![bad], None).await.unwrap()[0],
+        IngestOutcome::Duplicate
+    );
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.journal_rejected, stats.dead_letters_open), (1, 1));
+}
+
+/// The cursor moves in the same call as the captures, per (endpoint, stream), also when every
+/// capture was a duplicate or there were none.
+pub async fn ingest_moves_the_cursor_with_the_captures(fx: &Fixture) {
+    let s = fx.store();
+    assert_eq!(s.cursor(SHOP, "stock").await.unwrap(), None);
+    let cur = |v: &str| CursorUpdate {
+        endpoint: SHOP.into(),
+        stream: "stock".into(),
+        value: v.into(),
+    };
+    let a = capture(SHOP, Kind::Stock, "s1", "1");
+    s.ingest(vec![a.clone()], Some(cur("page-1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor(SHOP, "stock").await.unwrap().as_deref(),
+        Some("page-1")
+    );
+    s.ingest(vec![a], Some(cur("page-2"))).await.unwrap();
+    assert_eq!(
+        s.cursor(SHOP, "stock").await.unwrap().as_deref(),
+        Some("page-2"),
+        "a page of duplicates still moves the cursor"
+    );
+    s.ingest(vec![], Some(cur("page-3"))).await.unwrap();
+    assert_eq!(
+        s.cursor(SHOP, "stock").await.unwrap().as_deref(),
+        Some("page-3")
+    );
+    assert_eq!(
+        s.cursor(SHOP, "order:snapshot").await.unwrap(),
+        None,
+        "streams are separate"
+    );
+    assert_eq!(
+        s.cursor(ERP, "stock").await.unwrap(),
+        None,
+        "endpoints are separate"
+    );
+}
+
+/// A failed ingest stores nothing: no capture, no dedupe memory, no cursor move.
+pub async fn failed_ingest_moves_no_cursor(fx: &Fixture) {
+    let s = fx.store();
+    let Some(inject) = &fx.fault_injector else {
+        eprintln!("failed_ingest_moves_no_cursor: no fault injector, checked nothing");
+        return;
+    };
+    let cur = |v: &str| CursorUpdate {
+        endpoint: SHOP.into(),
+        stream: "product".into(),
+        value: v.into(),
+    };
+    s.ingest(vec![], Some(cur("before"))).await.unwrap();
+    inject("poison".into()).await;
+    let good = capture(SHOP, Kind::Product, "p1", "v1");
+    let bad = capture(SHOP, Kind::Product, "poison", "v1");
+    let result = s.ingest(vec![good.clone(), bad], Some(cur("after"))).await;
+    assert!(
+        result.is_err(),
+        "the injected fault must fail the ingest: {result:?}"
+    );
+    assert_eq!(
+        s.cursor(SHOP, "product").await.unwrap().as_deref(),
+        Some("before"),
+        "a failed ingest must not move the cursor"
+    );
+    assert!(
+        s.journal(None, None, None, 10).await.unwrap().is_empty(),
+        "nothing journaled"
+    );
+    // The good capture was not remembered as journaled either.
+    assert!(matches!(
+        s.ingest(vec![good], None).await.unwrap()[0],
+        IngestOutcome::Stored(_)
+    ));
+}
+
+/// Writes committed together stay independent: one failing call fails alone.
+pub async fn group_commit_isolates_a_failing_write(fx: &Fixture) {
+    let Some(inject) = &fx.fault_injector else {
+        eprintln!("group_commit_isolates_a_failing_write: no fault injector, checked nothing");
+        return;
+    };
+    inject("poison".into()).await;
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let store = Arc::clone(&fx.store);
+        tasks.push(tokio::spawn(async move {
+            let id = if n == 20 {
+                "poison".to_string()
+            } else {
+                format!("p{n}")
+            };
+            let cursor = CursorUpdate {
+                endpoint: SHOP.into(),
+                stream: format!("s{n}"),
+                value: "done".into(),
+            };
+            store
+                .ingest(vec![capture(SHOP, Kind::Product, &id, "v1")], Some(cursor))
+                .await
+        }));
+    }
+    for (n, task) in tasks.into_iter().enumerate() {
+        let result = task.await.unwrap();
+        assert_eq!(
+            result.is_err(),
+            n == 20,
+            "call {n}: only the poisoned call fails: {result:?}"
+        );
+    }
+    let journal = fx.store().journal(None, None, None, 100).await.unwrap();
+    assert_eq!(journal.len(), 39, "every other call committed");
+    assert_eq!(fx.store().cursor(SHOP, "s20").await.unwrap(), None);
+    assert_eq!(
+        fx.store().cursor(SHOP, "s19").await.unwrap().as_deref(),
+        Some("done")
+    );
+}
+
+/// Many concurrent ingests all commit, each exactly once.
+pub async fn concurrent_ingests_all_commit(fx: &Fixture) {
+    const TASKS: usize = 64;
+    const PER_TASK: usize = 5;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let store = Arc::clone(&fx.store);
+        tasks.push(tokio::spawn(async move {
+            let captures = (0..PER_TASK)
+                .map(|i| capture(SHOP, Kind::Stock, &format!("t{t}-i{i}"), "v1"))
+                .collect();
+            let cursor = CursorUpdate {
+                endpoint: SHOP.into(),
+                stream: format!("task-{t}"),
+                value: format!("{t}"),
+            };
+            store.ingest(captures, Some(cursor)).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let out = task.await.unwrap().expect("concurrent ingest failed");
+        ids.extend(out.into_iter().map(stored));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        TASKS * PER_TASK,
+        "every capture stored once with its own id"
+    );
+    let pending = fx.store().pending_journal(10_000).await.unwrap();
+    let mut journaled: Vec<i64> = pending.iter().map(|e| e.id).collect();
+    journaled.sort_unstable();
+    assert_eq!(
+        journaled, ids,
+        "the journal holds exactly the stored captures"
+    );
+    for t in 0..TASKS {
+        assert_eq!(
+            fx.store().cursor(SHOP, &format!("task-{t}")).await.unwrap(),
+            Some(t.to_string())
+        );
+    }
+    assert_eq!(
+        fx.store().stats().await.unwrap().journal_total,
+        (TASKS * PER_TASK) as u64
+    );
+}
+
+pub async fn pending_journal_is_oldest_first_and_limited(fx: &Fixture) {
+    let s = fx.store();
+    let captures = (0..5)
+        .map(|i| capture(SHOP, Kind::Product, &format!("p{i}"), "v1"))
+        .collect();
+    let ids: Vec<i64> = s
+        .ingest(captures, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(stored)
+        .collect();
+    let first3: Vec<i64> = s
+        .pending_journal(3)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(first3, ids[..3], "oldest first, at most `limit`");
+    // Processing the oldest makes the next ones come first.
+    s.apply(
+        ProcessBatch {
+            journal: vec![(
+                ids[0],
+                JournalStatus::Processed,
+                Some("applied".into()),
+                None,
+            )],
+            ..ProcessBatch::default()
+        },
+        2_000,
+    )
+    .await
+    .unwrap();
+    let rest: Vec<i64> = s
+        .pending_journal(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(rest, ids[1..]);
+    assert!(s.pending_journal(0).await.unwrap().is_empty());
+}
+
+pub async fn journal_lookups_and_filters(fx: &Fixture) {
+    let s = fx.store();
+    let c = capture(SHOP, Kind::Order, "o1", "v1");
+    let out = s
+        .ingest(
+            vec![
+                c.clone(),
+                capture(ERP, Kind::Order, "o1", "v1"),
+                capture(SHOP, Kind::Customer, "c1", "v1"),
+            ],
+            None,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = out.into_iter().map(stored).collect();
+    let e = s.journal_entry(ids[0]).await.unwrap().expect("entry");
+    assert_eq!(
+        (
+            e.endpoint.as_str(),
+            e.kind,
+            e.external_id.as_str(),
+            e.version.as_str()
+        ),
+        (SHOP, Kind::Order, "o1", "v1")
+    );
+    assert_eq!(e.payload, c.payload, "payload round-trips exactly");
+    assert_eq!(e.received_at, c.received_at);
+    assert_eq!(
+        (e.status, e.note.as_deref(), e.key.as_deref()),
+        (JournalStatus::Pending, None, None)
+    );
+    assert_eq!(s.journal_entry(ids[2] + 1000).await.unwrap(), None);
+
+    let all: Vec<i64> = s
+        .journal(None, None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(all, [ids[2], ids[1], ids[0]], "newest first");
+    let shop: Vec<i64> = s
+        .journal(Some(SHOP), None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(shop, [ids[2], ids[0]]);
+    let orders: Vec<i64> = s
+        .journal(None, Some(Kind::Order), None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(orders, [ids[1], ids[0]]);
+    assert_eq!(
+        s.journal(None, None, None, 1).await.unwrap().len(),
+        1,
+        "limit applies"
+    );
+
+    s.apply(
+        ProcessBatch {
+            journal: vec![
+                (
+                    ids[0],
+                    JournalStatus::Processed,
+                    Some("applied".into()),
+                    Some("ORD-1".into()),
+                ),
+                (
+                    ids[1],
+                    JournalStatus::Processed,
+                    Some("applied".into()),
+                    Some("ORD-1".into()),
+                ),
+            ],
+            ..ProcessBatch::default()
+        },
+        2_000,
+    )
+    .await
+    .unwrap();
+    let by_key: Vec<i64> = s
+        .journal(None, Some(Kind::Order), Some("ORD-1"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(by_key, [ids[1], ids[0]], "filter by resolved key");
+    let by_all: Vec<i64> = s
+        .journal(Some(ERP), Some(Kind::Order), Some("ORD-1"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(by_all, [ids[1]]);
+}
+
+// ---- processing ----
+
+pub async fn apply_commits_a_processing_step(fx: &Fixture) {
+    let s = fx.store();
+    let ids: Vec<i64> = s
+        .ingest(
+            vec![
+                capture(ERP, Kind::Product, "E-1", "7"),
+                capture(SHOP, Kind::Product, "S-1", "3"),
+            ],
+            None,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(stored)
+        .collect();
+    let write = |endpoint: &str, version: &str, name: &str, at: Millis| EntityWrite {
+        kind: Kind::Product,
+        key: "SKU-1".into(),
+        state: json!({ "sku": "SKU-1", "name": name }),
+        hash: format!("h-{name}"),
+        endpoint: endpoint.into(),
+        version: version.into(),
+        at,
+    };
+    let mut it = item(SHOP, Kind::Product, "SKU-1", "h-shop-1");
+    it.journal_id = Some(ids[0]);
+    s.apply(
+        ProcessBatch {
+            journal: vec![(
+                ids[0],
+                JournalStatus::Processed,
+                Some("applied".into()),
+                Some("SKU-1".into()),
+            )],
+            entities: vec![write(ERP, "7", "Mug", 2_000)],
+            xrefs: vec![xref(ERP, Kind::Product, "E-1", "SKU-1")],
+            items: vec![it],
+            dead_letters: vec![NewDeadLetter {
+                direction: Direction::Inbound,
+                endpoint: ERP.into(),
+                kind: Kind::Product,
+                key: "SKU-1".into(),
+                payload: json!({ "why": "test" }),
+                reason: "mapping failed".into(),
+                journal_id: Some(ids[0]),
+                at: 2_000,
+            }],
+            audit: vec![AuditEvent {
+                at: 2_000,
+                event: "conflict".into(),
+                endpoint: Some(ERP.into()),
+                kind: Some(Kind::Product),
+                key: Some("SKU-1".into()),
+                detail: json!({ "field": "price" }),
+            }],
+        },
+        2_000,
+    )
+    .await
+    .unwrap();
+
+    let e = s.journal_entry(ids[0]).await.unwrap().unwrap();
+    assert_eq!(e.status, JournalStatus::Processed);
+    assert_eq!(
+        (e.note.as_deref(), e.key.as_deref()),
+        (Some("applied"), Some("SKU-1"))
+    );
+    let pending: Vec<i64> = s
+        .pending_journal(10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(pending, [ids[1]]);
+
+    let ent = s
+        .entity(Kind::Product, "SKU-1")
+        .await
+        .unwrap()
+        .expect("entity written");
+    assert_eq!(ent.state, json!({ "sku": "SKU-1", "name": "Mug" }));
+    assert_eq!((ent.hash.as_str(), ent.updated_at), ("h-Mug", 2_000));
+    assert_eq!(ent.versions.get(ERP).map(String::as_str), Some("7"));
+    assert_eq!(s.entity(Kind::Product, "SKU-2").await.unwrap(), None);
+    assert_eq!(
+        s.entity(Kind::Price, "SKU-1").await.unwrap(),
+        None,
+        "kinds are separate"
+    );
+
+    assert_eq!(
+        s.xref_key(ERP, Kind::Product, "E-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("SKU-1")
+    );
+    assert_eq!(
+        s.xref_external(ERP, Kind::Product, "SKU-1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("E-1")
+    );
+    assert_eq!(s.xref_key(SHOP, Kind::Product, "E-1").await.unwrap(), None);
+
+    let pending_items = s.items(Some(SHOP), ItemState::Pending, 10).await.unwrap();
+    assert_eq!(pending_items.len(), 1);
+    assert_eq!(pending_items[0].journal_id, Some(ids[0]));
+    assert_eq!(pending_items[0].created_at, 2_000);
+    assert_eq!(
+        s.hashes(SHOP, Kind::Product, "SKU-1").await.unwrap(),
+        (Some("h-shop-1".into()), None),
+        "enqueueing sets the planned hash"
+    );
+    let dls = s.dead_letters(DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dls.len(), 1);
+    assert_eq!(
+        (dls[0].reason.as_str(), dls[0].journal_id),
+        ("mapping failed", Some(ids[0]))
+    );
+    let audit = s.audit_log(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].event.event, "conflict");
+    assert_eq!(audit[0].event.detail, json!({ "field": "price" }));
+
+    // A second source's version is added to the versions map, not replacing the first's.
+    s.apply(
+        ProcessBatch {
+            journal: vec![(
+                ids[1],
+                JournalStatus::Processed,
+                Some("applied".into()),
+                Some("SKU-1".into()),
+            )],
+            entities: vec![write(SHOP, "3", "Big mug", 3_000)],
+            ..ProcessBatch::default()
+        },
+        3_000,
+    )
+    .await
+    .unwrap();
+    let ent = s.entity(Kind::Product, "SKU-1").await.unwrap().unwrap();
+    assert_eq!(ent.state["name"], "Big mug");
+    assert_eq!(ent.updated_at, 3_000);
+    assert_eq!(
+        ent.versions.into_iter().collect::<Vec<_>>(),
+        [
+            (ERP.to_string(), "7".to_string()),
+            (SHOP.to_string(), "3".to_string())
+        ]
+    );
+}
+
+/// Xrefs are unique both ways and insert-if-absent: conflicting ones are ignored, not errors.
+pub async fn apply_never_changes_existing_xrefs(fx: &Fixture) {
+    let s = fx.store();
+    let batch = |x: Vec<Xref>| ProcessBatch {
+        xrefs: x,
+        ..ProcessBatch::default()
+    };
+    s.apply(batch(vec![xref(SHOP, Kind::Customer, "101", "c1")]), 1)
+        .await
+        .unwrap();
+    s.apply(
+        batch(vec![
+            xref(SHOP, Kind::Customer, "101", "c2"), // same external id, other key
+            xref(SHOP, Kind::Customer, "102", "c1"), // same key, other external id
+            xref(SHOP, Kind::Customer, "101", "c1"), // the same again
+        ]),
+        2,
+    )
+    .await
+    .expect("conflicting xrefs are ignored, not errors");
+    assert_eq!(
+        s.xref_key(SHOP, Kind::Customer, "101")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(
+        s.xref_external(SHOP, Kind::Customer, "c1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("101")
+    );
+    assert_eq!(s.xref_key(SHOP, Kind::Customer, "102").await.unwrap(), None);
+    assert_eq!(
+        s.xref_external(SHOP, Kind::Customer, "c2").await.unwrap(),
+        None
+    );
+    // The same ids at another endpoint or kind are independent.
+    s.apply(
+        batch(vec![
+            xref(ERP, Kind::Customer, "101", "c2"),
+            xref(SHOP, Kind::Order, "101", "c2"),
+        ]),
+        3,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.xref_key(ERP, Kind::Customer, "101")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+    assert_eq!(
+        s.xref_key(SHOP, Kind::Order, "101")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c2")
+    );
+}
+
+// ---- outbox ----
+
+/// A newer state replaces a pending item of its key in place: same id (place in line), new
+/// payload and hash, attempts reset, the earlier of the two due times.
+pub async fn pending_state_items_coalesce(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(
+        s,
+        vec![
+            item(SHOP, Kind::Stock, "SKU-1", "h1"),
+            item(SHOP, Kind::Stock, "SKU-2", "x1"),
+        ],
+        1_000,
+    )
+    .await;
+    // Give the first a failed attempt and a later due time.
+    let c = claim(s, SHOP, 1, 1_000).await;
+    assert_eq!(c.len(), 1);
+    let first_id = c[0].item.id;
+    let retry = Settlement::Retry {
+        id: first_id,
+        token: c[0].token,
+        next_at: 50_000,
+        error: "timeout".into(),
+        count: true,
+    };
+    assert_eq!(settle(s, vec![retry]).await, 1);
+
+    let mut newer = item(SHOP, Kind::Stock, "SKU-1", "h2");
+    newer.payload = json!({ "qty": 2 });
+    newer.journal_id = Some(42);
+    newer.captured_at = 1_500;
+    newer.not_before = 2_000;
+    enqueue(s, vec![newer], 2_000).await;
+
+    let pending = s.items(Some(SHOP), ItemState::Pending, 10).await.unwrap();
+    assert_eq!(pending.len(), 2, "coalesced, not appended: {pending:?}");
+    let it = pending.iter().find(|i| i.key == "SKU-1").unwrap();
+    assert_eq!(
+        it.id, first_id,
+        "the coalesced item keeps its place in line"
+    );
+    assert_eq!(
+        (it.hash.as_str(), &it.payload),
+        ("h2", &json!({ "qty": 2 }))
+    );
+    assert_eq!((it.journal_id, it.captured_at), (Some(42), 1_500));
+    assert_eq!(it.attempts, 0, "attempts reset for the new state");
+    assert_eq!(it.next_at, 2_000, "due at the earlier of the two times");
+    assert_eq!(
+        s.hashes(SHOP, Kind::Stock, "SKU-1")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("h2")
+    );
+
+    // Another destination's item of the same key is separate.
+    enqueue(s, vec![item(ERP, Kind::Stock, "SKU-1", "h3")], 2_000).await;
+    assert_eq!(count_items(s, SHOP, ItemState::Pending).await, 2);
+    assert_eq!(count_items(s, ERP, ItemState::Pending).await, 1);
+
+    // Items enqueued without `coalesce` are appended even for a state kind.
+    let mut plain = item(SHOP, Kind::Stock, "SKU-2", "x2");
+    plain.coalesce = false;
+    enqueue(s, vec![plain], 2_000).await;
+    assert_eq!(count_items(s, SHOP, ItemState::Pending).await, 3);
+}
+
+/// An in-flight item is never touched by coalescing: the new state queues behind it.
+pub async fn inflight_items_are_never_coalesced(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(s, vec![item(SHOP, Kind::Price, "SKU-1", "h1")], 1_000).await;
+    let c = claim(s, SHOP, 10, 1_000).await;
+    assert_eq!(c.len(), 1);
+    enqueue(s, vec![item(SHOP, Kind::Price, "SKU-1", "h2")], 1_100).await;
+    enqueue(s, vec![item(SHOP, Kind::Price, "SKU-1", "h3")], 1_200).await;
+
+    let inflight = s.items(Some(SHOP), ItemState::Inflight, 10).await.unwrap();
+    assert_eq!(inflight.len(), 1);
+    assert_eq!(inflight[0].hash, "h1", "the in-flight payload is untouched");
+    let pending = s.items(Some(SHOP), ItemState::Pending, 10).await.unwrap();
+    assert_eq!(
+        pending.len(),
+        1,
+        "h2 and h3 coalesced into one pending item behind it"
+    );
+    assert_eq!(pending[0].hash, "h3");
+    assert!(pending[0].id > inflight[0].id);
+
+    assert!(
+        claim(s, SHOP, 10, 1_300).await.is_empty(),
+        "key busy while one is in flight"
+    );
+    assert_eq!(settle(s, vec![delivered(&c[0], None, 1_400)]).await, 1);
+    let next = claim(s, SHOP, 10, 1_500).await;
+    assert_eq!(keys(&next), [(Kind::Price, "SKU-1".into(), "h3".into())]);
+}
+
+/// Command items (no coalescing) are delivered one at a time in enqueue order.
+pub async fn command_items_keep_order_and_never_overtake(fx: &Fixture) {
+    let s = fx.store();
+    let mut items = Vec::new();
+    for n in 1..=3 {
+        items.push(item(SHOP, Kind::Order, "ORD-1", &format!("o{n}")));
+    }
+    items.push(item(SHOP, Kind::Order, "ORD-2", "p1"));
+    enqueue(s, items, 1_000).await;
+    assert_eq!(
+        count_items(s, SHOP, ItemState::Pending).await,
+        4,
+        "commands never coalesce"
+    );
+
+    let c = claim(s, SHOP, 10, 1_000).await;
+    assert_eq!(
+        keys(&c),
+        [
+            (Kind::Order, "ORD-1".into(), "o1".into()),
+            (Kind::Order, "ORD-2".into(), "p1".into())
+        ],
+        "only the head of each key, different keys in parallel"
+    );
+    assert!(
+        claim(s, SHOP, 10, 1_000).await.is_empty(),
+        "nothing overtakes an in-flight head"
+    );
+    // Walk the key: settle the head, the next one becomes claimable.
+    let mut head = c.into_iter().find(|x| x.item.key == "ORD-1").unwrap();
+    for expected in ["o2", "o3"] {
+        assert_eq!(settle(s, vec![delivered(&head, None, 2_000)]).await, 1);
+        let next = claim(s, SHOP, 10, 2_000).await;
+        assert_eq!(
+            keys(&next),
+            [(Kind::Order, "ORD-1".into(), expected.into())]
+        );
+        head = next.into_iter().next().unwrap();
+    }
+    assert_eq!(settle(s, vec![delivered(&head, None, 3_000)]).await, 1);
+    assert!(claim(s, SHOP, 10, 3_000).await.is_empty());
+    assert_eq!(count_items(s, SHOP, ItemState::Done).await, 3);
+}
+
+/// Repeated claims never put two items of one key in flight.
+pub async fn at_most_one_item_in_flight_per_key(fx: &Fixture) {
+    let s = fx.store();
+    let mut items = Vec::new();
+    for n in 0..12 {
+        items.push(item(
+            SHOP,
+            Kind::Order,
+            &format!("ORD-{}", n % 3),
+            &format!("h{n}"),
+        ));
+    }
+    enqueue(s, items, 1_000).await;
+    let mut claimed = Vec::new();
+    for _ in 0..5 {
+        claimed.extend(claim(s, SHOP, 2, 1_000).await);
+    }
+    let mut claimed_keys: Vec<String> = claimed.iter().map(|c| c.item.key.clone()).collect();
+    claimed_keys.sort();
+    assert_eq!(
+        claimed_keys,
+        ["ORD-0", "ORD-1", "ORD-2"],
+        "one per key, across claims"
+    );
+    let inflight = s.items(Some(SHOP), ItemState::Inflight, 100).await.unwrap();
+    assert_eq!(inflight.len(), 3);
+    let mut tokens: Vec<i64> = claimed.iter().map(|c| c.token).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 3, "every claim gets its own token");
+    for c in &claimed {
+        assert_eq!(c.item.state, ItemState::Inflight);
+    }
+
+    // Concurrent claimers: still one per key.
+    let settle_all: Vec<Settlement> = claimed.iter().map(|c| delivered(c, None, 1_100)).collect();
+    assert_eq!(settle(s, settle_all).await, 3);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = Arc::clone(&fx.store);
+        tasks.push(tokio::spawn(async move {
+            store.claim(SHOP, 10, 1_200, 60_000).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap().unwrap());
+    }
+    let mut concurrent_keys: Vec<String> = all.iter().map(|c| c.item.key.clone()).collect();
+    concurrent_keys.sort();
+    assert_eq!(concurrent_keys, ["ORD-0", "ORD-1", "ORD-2"]);
+}
+
+/// Items are claimable only once due; an earlier item that is not yet due still blocks its key.
+pub async fn items_wait_until_due(fx: &Fixture) {
+    let s = fx.store();
+    let mut later = item(SHOP, Kind::Order, "ORD-1", "o1");
+    later.not_before = 5_000;
+    let follower = item(SHOP, Kind::Order, "ORD-1", "o2");
+    let mut other = item(SHOP, Kind::Order, "ORD-2", "p1");
+    other.not_before = 3_000;
+    enqueue(s, vec![later, follower, other], 1_000).await;
+    assert_eq!(
+        s.next_due(SHOP).await.unwrap(),
+        Some(0),
+        "the follower is due (but blocked)"
+    );
+    assert!(
+        claim(s, SHOP, 10, 1_000).await.is_empty(),
+        "o1 not due, o2 must not overtake it"
+    );
+    assert_eq!(
+        keys(&claim(s, SHOP, 10, 3_000).await),
+        [(Kind::Order, "ORD-2".into(), "p1".into())]
+    );
+    assert_eq!(
+        keys(&claim(s, SHOP, 10, 5_000).await),
+        [(Kind::Order, "ORD-1".into(), "o1".into())]
+    );
+    assert_eq!(s.next_due(ERP).await.unwrap(), None);
+    assert!(
+        claim(s, ERP, 10, 10_000).await.is_empty(),
+        "destinations are separate"
+    );
+}
+
+fn waiting(mut it: NewItem, deps: &[(Kind, &str)]) -> NewItem {
+    it.waiting_on = deps.iter().map(|(k, key)| (*k, key.to_string())).collect();
+    it
+}
+
+/// A parked item is not claimable, blocks later items of its key, and is released (due now) when
+/// `apply` records the xrefs it waits for.
+pub async fn parked_item_blocks_its_key_until_apply_adds_the_xref(fx: &Fixture) {
+    let s = fx.store();
+    let order = waiting(
+        item(SHOP, Kind::Order, "ORD-1", "o1"),
+        &[(Kind::Customer, "c1"), (Kind::Product, "p1")],
+    );
+    enqueue(
+        s,
+        vec![order, item(SHOP, Kind::Order, "ORD-1", "o2")],
+        1_000,
+    )
+    .await;
+    let parked = s.items(Some(SHOP), ItemState::Parked, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        parked[0].waiting_on,
+        [
+            (Kind::Customer, "c1".to_string()),
+            (Kind::Product, "p1".to_string())
+        ]
+    );
+    assert_eq!(
+        s.hashes(SHOP, Kind::Order, "ORD-1")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("o2")
+    );
+    assert!(
+        claim(s, SHOP, 10, 1_000).await.is_empty(),
+        "parked head blocks its key"
+    );
+
+    let add = |x: Xref| ProcessBatch {
+        xrefs: vec![x],
+        ..ProcessBatch::default()
+    };
+    // An xref at another endpoint does not help; one dependency of two is not enough.
+    s.apply(add(xref(ERP, Kind::Customer, "E-c1", "c1")), 1_500)
+        .await
+        .unwrap();
+    s.apply(add(xref(SHOP, Kind::Customer, "S-c1", "c1")), 1_600)
+        .await
+        .unwrap();
+    let parked = s.items(Some(SHOP), ItemState::Parked, 10).await.unwrap();
+    assert_eq!(parked.len(), 1, "still waiting on p1");
+    assert_eq!(parked[0].waiting_on, [(Kind::Product, "p1".to_string())]);
+    assert!(claim(s, SHOP, 10, 1_600).await.is_empty());
+
+    s.apply(add(xref(SHOP, Kind::Product, "S-p1", "p1")), 2_000)
+        .await
+        .unwrap();
+    let released = item_by_id(s, parked[0].id).await;
+    assert_eq!(released.state, ItemState::Pending);
+    assert!(released.waiting_on.is_empty());
+    assert_eq!(released.next_at, 2_000, "released items are due now");
+    assert_eq!(
+        keys(&claim(s, SHOP, 10, 2_000).await),
+        [(Kind::Order, "ORD-1".into(), "o1".into())]
+    );
+}
+
+/// A delivery that reports the destination's id records the xref and releases items waiting on
+/// that key there.
+pub async fn parked_item_is_released_by_a_delivered_xref(fx: &Fixture) {
+    let s = fx.store();
+    let customer = item(SHOP, Kind::Customer, "c1", "hc");
+    let order = waiting(
+        item(SHOP, Kind::Order, "ORD-1", "o1"),
+        &[(Kind::Customer, "c1")],
+    );
+    enqueue(s, vec![customer, order], 1_000).await;
+    let c = claim(s, SHOP, 10, 1_000).await;
+    assert_eq!(
+        keys(&c),
+        [(Kind::Customer, "c1".into(), "hc".into())],
+        "the parked order waits"
+    );
+    assert_eq!(
+        settle(s, vec![delivered(&c[0], Some("S-77"), 3_000)]).await,
+        1
+    );
+    assert_eq!(
+        s.xref_key(SHOP, Kind::Customer, "S-77")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c1")
+    );
+    assert_eq!(count_items(s, SHOP, ItemState::Parked).await, 0);
+    let next = claim(s, SHOP, 10, 3_000).await;
+    assert_eq!(keys(&next), [(Kind::Order, "ORD-1".into(), "o1".into())]);
+    assert!(next[0].item.waiting_on.is_empty());
+}
+
+/// Dependencies already known at the destination are not recorded; with none left the item is
+/// pending at once.
+pub async fn satisfied_dependencies_are_not_waited_for(fx: &Fixture) {
+    let s = fx.store();
+    s.apply(
+        ProcessBatch {
+            xrefs: vec![xref(SHOP, Kind::Customer, "S-c1", "c1")],
+            ..ProcessBatch::default()
+        },
+        500,
+    )
+    .await
+    .unwrap();
+    let a = waiting(
+        item(SHOP, Kind::Order, "ORD-1", "o1"),
+        &[(Kind::Customer, "c1")],
+    );
+    let b = waiting(
+        item(SHOP, Kind::Order, "ORD-2", "p1"),
+        &[(Kind::Customer, "c1"), (Kind::Product, "p9")],
+    );
+    enqueue(s, vec![a, b], 1_000).await;
+    let pending = s.items(Some(SHOP), ItemState::Pending, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].key.as_str(), pending[0].waiting_on.len()),
+        ("ORD-1", 0)
+    );
+    let parked = s.items(Some(SHOP), ItemState::Parked, 10).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].waiting_on, [(Kind::Product, "p9".to_string())]);
+    // An xref added in the same batch as the item counts as known.
+    s.apply(
+        ProcessBatch {
+            xrefs: vec![xref(SHOP, Kind::Customer, "S-c2", "c2")],
+            items: vec![waiting(
+                item(SHOP, Kind::Order, "ORD-3", "q1"),
+                &[(Kind::Customer, "c2")],
+            )],
+            ..ProcessBatch::default()
+        },
+        1_100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(count_items(s, SHOP, ItemState::Pending).await, 2);
+}
+
+// ---- settlement ----
+
+/// Settlements apply only to an in-flight item under the token it was claimed with.
+pub async fn stale_token_settlements_are_ignored(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(s, vec![item(SHOP, Kind::Order, "ORD-1", "o1")], 1_000).await;
+    let first = claim(s, SHOP, 1, 1_000).await.remove(0);
+    let mut forged = first.clone();
+    forged.token = first.token.wrapping_add(1);
+    assert_eq!(
+        settle(s, vec![delivered(&forged, None, 1_100)]).await,
+        0,
+        "wrong token ignored"
+    );
+    assert_eq!(
+        item_by_id(s, first.item.id).await.state,
+        ItemState::Inflight
+    );
+
+    // The lease ends, another worker claims it: the first worker's token is stale.
+    assert_eq!(s.recover_expired(100_000).await.unwrap(), 1);
+    let second = claim(s, SHOP, 1, 200_000).await.remove(0);
+    assert_eq!(second.item.id, first.item.id);
+    assert_ne!(second.token, first.token, "a new claim gets a new token");
+    let stale = vec![
+        delivered(&first, None, 200_100),
+        Settlement::Retry {
+            id: first.item.id,
+            token: first.token,
+            next_at: 0,
+            error: "stale".into(),
+            count: true,
+        },
+        Settlement::Dead {
+            id: first.item.id,
+            token: first.token,
+            reason: "stale".into(),
+            at: 0,
+        },
+        Settlement::Skipped {
+            id: first.item.id,
+            token: first.token,
+            reason: "stale".into(),
+            at: 0,
+        },
+    ];
+    assert_eq!(
+        settle(s, stale).await,
+        0,
+        "stale settlements are ignored, not errors"
+    );
+    let it = item_by_id(s, first.item.id).await;
+    assert_eq!((it.state, it.attempts), (ItemState::Inflight, 0));
+    assert!(s
+        .dead_letters(DeadLetterFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert_eq!(settle(s, vec![delivered(&second, None, 200_200)]).await, 1);
+    assert_eq!(
+        settle(s, vec![delivered(&second, None, 200_300)]).await,
+        0,
+        "settles once"
+    );
+    assert_eq!(item_by_id(s, first.item.id).await.state, ItemState::Done);
+    // An unknown id is ignored too.
+    let mut ghost = second.clone();
+    ghost.item.id += 1_000;
+    assert_eq!(settle(s, vec![delivered(&ghost, None, 0)]).await, 0);
+}
+
+/// In-flight items whose lease ended before `before` return to pending, attempts untouched.
+pub async fn expired_leases_are_recovered(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(
+        s,
+        vec![
+            item(SHOP, Kind::Order, "ORD-1", "o1"),
+            item(ERP, Kind::Order, "ORD-2", "p1"),
+        ],
+        1_000,
+    )
+    .await;
+    let a = s.claim(SHOP, 10, 1_000, 5_000).await.unwrap();
+    let b = s.claim(ERP, 10, 1_000, 9_000).await.unwrap();
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_eq!(
+        s.recover_expired(5_000).await.unwrap(),
+        0,
+        "lease_until == before is not expired"
+    );
+    assert_eq!(s.recover_expired(5_001).await.unwrap(), 1);
+    let it = item_by_id(s, a[0].item.id).await;
+    assert_eq!((it.state, it.attempts), (ItemState::Pending, 0));
+    assert_eq!(
+        item_by_id(s, b[0].item.id).await.state,
+        ItemState::Inflight,
+        "live lease kept"
+    );
+    let again = claim(s, SHOP, 10, 6_000).await;
+    assert_eq!(again.len(), 1, "recovered items are claimable again");
+    assert_eq!(
+        settle(s, vec![delivered(&a[0], None, 6_100)]).await,
+        0,
+        "old claim is stale"
+    );
+    assert_eq!(s.recover_expired(i64::MAX).await.unwrap(), 2);
+}
+
+pub async fn retry_counts_only_counted_attempts(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(s, vec![item(SHOP, Kind::Order, "ORD-1", "o1")], 1_000).await;
+    let c = claim(s, SHOP, 1, 1_000).await.remove(0);
+    let retry = |c: &Claimed, next_at: Millis, error: &str, count: bool| Settlement::Retry {
+        id: c.item.id,
+        token: c.token,
+        next_at,
+        error: error.into(),
+        count,
+    };
+    assert_eq!(settle(s, vec![retry(&c, 5_000, "HTTP 503", true)]).await, 1);
+    let it = item_by_id(s, c.item.id).await;
+    assert_eq!(
+        (it.state, it.attempts, it.next_at),
+        (ItemState::Pending, 1, 5_000)
+    );
+    assert_eq!(it.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(s.next_due(SHOP).await.unwrap(), Some(5_000));
+    assert!(
+        claim(s, SHOP, 1, 4_999).await.is_empty(),
+        "not before next_at"
+    );
+
+    let c = claim(s, SHOP, 1, 5_000).await.remove(0);
+    assert_eq!(c.item.attempts, 1);
+    assert_eq!(
+        settle(s, vec![retry(&c, 9_000, "breaker open", false)]).await,
+        1
+    );
+    let it = item_by_id(s, c.item.id).await;
+    assert_eq!(it.attempts, 1, "an uncounted failure keeps attempts");
+    assert_eq!(
+        (it.next_at, it.last_error.as_deref()),
+        (9_000, Some("breaker open"))
+    );
+}
+
+/// Dead: item dead, an outbound dead letter with everything needed to replay it, and the planned
+/// hash falls back to the written one.
+pub async fn dead_item_opens_a_dead_letter_and_resets_the_plan(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(s, vec![item(SHOP, Kind::Product, "SKU-1", "h1")], 1_000).await;
+    let c = claim(s, SHOP, 1, 1_000).await.remove(0);
+    settle(s, vec![delivered(&c, None, 1_100)]).await;
+    assert_eq!(
+        s.hashes(SHOP, Kind::Product, "SKU-1").await.unwrap(),
+        (Some("h1".into()), Some("h1".into()))
+    );
+
+    let mut next = item(SHOP, Kind::Product, "SKU-1", "h2");
+    next.journal_id = Some(7);
+    enqueue(s, vec![next.clone()], 2_000).await;
+    assert_eq!(
+        s.hashes(SHOP, Kind::Product, "SKU-1")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("h2")
+    );
+    let c = claim(s, SHOP, 1, 2_000).await.remove(0);
+    settle(
+        s,
+        vec![Settlement::Retry {
+            id: c.item.id,
+            token: c.token,
+            next_at: 2_000,
+            error: "timeout".into(),
+            count: true,
+        }],
+    )
+    .await;
+    let c = claim(s, SHOP, 1, 2_000).await.remove(0);
+    let dead = Settlement::Dead {
+        id: c.item.id,
+        token: c.token,
+        reason: "422 invalid sku".into(),
+        at: 3_000,
+    };
+    assert_eq!(settle(s, vec![dead]).await, 1);
+
+    let it = item_by_id(s, c.item.id).await;
+    assert_eq!(it.state, ItemState::Dead);
+    let dls = s.dead_letters(DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dls.len(), 1);
+    let dl = &dls[0];
+    assert_eq!(dl.direction, Direction::Outbound);
+    assert_eq!(
+        (dl.endpoint.as_str(), dl.kind, dl.key.as_str()),
+        (SHOP, Kind::Product, "SKU-1")
+    );
+    assert_eq!(
+        (dl.op.as_deref(), dl.flow.as_deref()),
+        (Some("upsert"), Some(next.flow.as_str()))
+    );
+    assert_eq!(dl.payload, next.payload);
+    assert_eq!(dl.reason, "422 invalid sku");
+    assert_eq!(dl.attempts, 1);
+    assert_eq!((dl.journal_id, dl.item_id), (Some(7), Some(c.item.id)));
+    assert_eq!((dl.state, dl.created_at), (DeadLetterState::Open, 3_000));
+    assert_eq!(
+        s.hashes(SHOP, Kind::Product, "SKU-1").await.unwrap(),
+        (Some("h1".into()), Some("h1".into())),
+        "planned falls back to written"
+    );
+    // A dead item does not block its key.
+    enqueue(s, vec![item(SHOP, Kind::Product, "SKU-1", "h3")], 4_000).await;
+    assert_eq!(claim(s, SHOP, 1, 4_000).await.len(), 1);
+}
+
+pub async fn skipped_item_is_done_with_an_audit_event(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(s, vec![item(SHOP, Kind::Payment, "PAY-1", "h1")], 1_000).await;
+    let c = claim(s, SHOP, 1, 1_000).await.remove(0);
+    let skipped = Settlement::Skipped {
+        id: c.item.id,
+        token: c.token,
+        reason: "no matching order".into(),
+        at: 2_000,
+    };
+    assert_eq!(settle(s, vec![skipped]).await, 1);
+    assert_eq!(item_by_id(s, c.item.id).await.state, ItemState::Done);
+    assert_eq!(
+        s.hashes(SHOP, Kind::Payment, "PAY-1").await.unwrap(),
+        (Some("h1".into()), None),
+        "nothing was written"
+    );
+    let audit = s.audit_log(10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    let e = &audit[0].event;
+    assert_eq!((e.event.as_str(), e.at), ("delivery.skipped", 2_000));
+    assert_eq!(
+        (e.endpoint.as_deref(), e.kind, e.key.as_deref()),
+        (Some(SHOP), Some(Kind::Payment), Some("PAY-1"))
+    );
+    assert_eq!(e.detail["reason"], "no matching order");
+}
+
+pub async fn delivered_item_records_written_hash_and_xref(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(
+        s,
+        vec![
+            item(SHOP, Kind::Customer, "c1", "h1"),
+            item(SHOP, Kind::Customer, "c2", "h2"),
+        ],
+        1_000,
+    )
+    .await;
+    let c = claim(s, SHOP, 10, 1_000).await;
+    assert_eq!(c.len(), 2);
+    let n = settle(
+        s,
+        vec![
+            delivered(&c[0], Some("S-1"), 2_000),
+            delivered(&c[1], None, 2_000),
+        ],
+    )
+    .await;
+    assert_eq!(n, 2);
+    assert_eq!(
+        s.hashes(SHOP, Kind::Customer, "c1").await.unwrap(),
+        (Some("h1".into()), Some("h1".into()))
+    );
+    assert_eq!(
+        s.xref_external(SHOP, Kind::Customer, "c1")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("S-1")
+    );
+    assert_eq!(
+        s.xref_external(SHOP, Kind::Customer, "c2").await.unwrap(),
+        None
+    );
+    let done = item_by_id(s, c[0].item.id).await;
+    assert_eq!((done.state, done.updated_at), (ItemState::Done, 2_000));
+}
+
+// ---- dead letters ----
+
+/// Only open dead letters are replayed, once; the replay happens with the state change.
+pub async fn replay_replays_open_dead_letters_once(fx: &Fixture) {
+    let s = fx.store();
+    // An outbound dead letter.
+    enqueue(s, vec![item(SHOP, Kind::Order, "ORD-1", "o1")], 1_000).await;
+    let c = claim(s, SHOP, 1, 1_000).await.remove(0);
+    settle(
+        s,
+        vec![Settlement::Dead {
+            id: c.item.id,
+            token: c.token,
+            reason: "400".into(),
+            at: 1_100,
+        }],
+    )
+    .await;
+    // An inbound one.
+    let mut bad = capture(SHOP, Kind::Customer, "c1", "v1");
+    bad.rejected = Some("invalid".into());
+    s.ingest(vec![bad.clone()], None).await.unwrap();
+    let dls = s.dead_letters(DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dls.len(), 2);
+    let (out_dl, in_dl) = if dls[0].direction == Direction::Outbound {
+        (dls[0].id, dls[1].id)
+    } else {
+        (dls[1].id, dls[0].id)
+    };
+
+    let mut fixed = bad.clone();
+    fixed.rejected = None; // same version: the replay must not be swallowed by the dedupe
+    let replays = vec![
+        (
+            out_dl,
+            Replay::Outbound(item(SHOP, Kind::Order, "ORD-1", "o1-fixed")),
+        ),
+        (in_dl, Replay::Inbound(fixed.clone())),
+        (
+            out_dl,
+            Replay::Outbound(item(SHOP, Kind::Order, "ORD-1", "dup")),
+        ),
+    ];
+    let mut replayed = s.replay_dead_letters(replays, 2_000).await.unwrap();
+    replayed.sort_unstable();
+    let mut expected = vec![out_dl, in_dl];
+    expected.sort_unstable();
+    assert_eq!(replayed, expected, "each open dead letter replayed once");
+    let pending = s.items(Some(SHOP), ItemState::Pending, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].hash, "o1-fixed");
+    assert_eq!(
+        s.hashes(SHOP, Kind::Order, "ORD-1")
+            .await
+            .unwrap()
+            .0
+            .as_deref(),
+        Some("o1-fixed")
+    );
+    let journal = s.pending_journal(10).await.unwrap();
+    assert_eq!(
+        journal.len(),
+        1,
+        "the inbound replay is journaled as pending"
+    );
+    assert_eq!(
+        (journal[0].external_id.as_str(), journal[0].version.as_str()),
+        ("c1", "v1")
+    );
+    for id in [out_dl, in_dl] {
+        let dl = s.dead_letter(id).await.unwrap().unwrap();
+        assert_eq!(
+            (dl.state, dl.updated_at),
+            (DeadLetterState::Replayed, 2_000)
+        );
+    }
+
+    let again = s
+        .replay_dead_letters(
+            vec![(
+                out_dl,
+                Replay::Outbound(item(SHOP, Kind::Order, "ORD-1", "x")),
+            )],
+            3_000,
+        )
+        .await
+        .unwrap();
+    assert!(
+        again.is_empty(),
+        "a replayed dead letter is not replayed again"
+    );
+    assert_eq!(count_items(s, SHOP, ItemState::Pending).await, 1);
+    let none = s
+        .replay_dead_letters(vec![(9_999, Replay::Inbound(fixed))], 3_000)
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "unknown ids are ignored");
+    assert_eq!(s.pending_journal(10).await.unwrap().len(), 1);
+}
+
+pub async fn drop_dead_letters_only_drops_open_ones(fx: &Fixture) {
+    let s = fx.store();
+    let rejected = |id: &str| {
+        let mut c = capture(SHOP, Kind::Customer, id, "v1");
+        c.rejected = Some("invalid".into());
+        c
+    };
+    s.ingest(vec![rejected("c1"), rejected("c2"), rejected("c3")], None)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = s
+        .dead_letters(DeadLetterFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let replayed = s
+        .replay_dead_letters(
+            vec![(
+                ids[2],
+                Replay::Inbound(capture(SHOP, Kind::Customer, "c3", "v2")),
+            )],
+            1_500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(replayed, [ids[2]]);
+
+    let dropped = s
+        .drop_dead_letters(vec![ids[0], ids[2], 9_999], 2_000)
+        .await
+        .unwrap();
+    assert_eq!(dropped, [ids[0]], "only open dead letters are dropped");
+    assert_eq!(
+        s.drop_dead_letters(vec![ids[0]], 2_100).await.unwrap(),
+        Vec::<i64>::new()
+    );
+    let dl = s.dead_letter(ids[0]).await.unwrap().unwrap();
+    assert_eq!((dl.state, dl.updated_at), (DeadLetterState::Dropped, 2_000));
+    assert_eq!(
+        s.dead_letter(ids[2]).await.unwrap().unwrap().state,
+        DeadLetterState::Replayed
+    );
+    let open: Vec<i64> = s
+        .dead_letters(DeadLetterFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(open, [ids[1]]);
+    assert!(
+        s.replay_dead_letters(vec![(ids[0], Replay::Inbound(rejected("c1")))], 3_000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "dropped ones are not replayed"
+    );
+    assert_eq!(s.stats().await.unwrap().dead_letters_open, 1);
+}
+
+pub async fn dead_letter_filters(fx: &Fixture) {
+    let s = fx.store();
+    let dl = |endpoint: &str, kind: Kind, key: &str| NewDeadLetter {
+        direction: Direction::Inbound,
+        endpoint: endpoint.into(),
+        kind,
+        key: key.into(),
+        payload: Value::Null,
+        reason: "r".into(),
+        journal_id: None,
+        at: 1_000,
+    };
+    s.apply(
+        ProcessBatch {
+            dead_letters: vec![
+                dl(SHOP, Kind::Order, "a"),
+                dl(SHOP, Kind::Customer, "b"),
+                dl(ERP, Kind::Order, "c"),
+                dl(SHOP, Kind::Order, "d"),
+            ],
+            ..ProcessBatch::default()
+        },
+        1_000,
+    )
+    .await
+    .unwrap();
+    let keys_of = |v: Vec<crate::DeadLetter>| v.into_iter().map(|d| d.key).collect::<Vec<_>>();
+    let f = |endpoint: Option<&str>, kind: Option<Kind>, limit: Option<usize>| DeadLetterFilter {
+        endpoint: endpoint.map(str::to_owned),
+        kind,
+        state: None,
+        limit,
+    };
+    assert_eq!(
+        keys_of(s.dead_letters(f(None, None, None)).await.unwrap()),
+        ["a", "b", "c", "d"]
+    );
+    assert_eq!(
+        keys_of(s.dead_letters(f(Some(SHOP), None, None)).await.unwrap()),
+        ["a", "b", "d"]
+    );
+    assert_eq!(
+        keys_of(
+            s.dead_letters(f(None, Some(Kind::Order), None))
+                .await
+                .unwrap()
+        ),
+        ["a", "c", "d"]
+    );
+    assert_eq!(
+        keys_of(
+            s.dead_letters(f(Some(SHOP), Some(Kind::Order), Some(1)))
+                .await
+                .unwrap()
+        )
+        .len(),
+        1
+    );
+    let mut dropped_filter = f(None, None, None);
+    dropped_filter.state = Some(DeadLetterState::Dropped);
+    assert!(s
+        .dead_letters(dropped_filter.clone())
+        .await
+        .unwrap()
+        .is_empty());
+    let all = s.dead_letters(f(None, None, None)).await.unwrap();
+    s.drop_dead_letters(vec![all[1].id], 2_000).await.unwrap();
+    assert_eq!(
+        keys_of(s.dead_letters(dropped_filter).await.unwrap()),
+        ["b"]
+    );
+    assert_eq!(
+        keys_of(s.dead_letters(f(None, None, None)).await.unwrap()),
+        ["a", "c", "d"]
+    );
+}
+
+// ---- observability ----
+
+pub async fn stats_reflect_the_store(fx: &Fixture) {
+    let s = fx.store();
+    assert_eq!(
+        s.stats().await.unwrap(),
+        crate::StoreStats::default(),
+        "an empty store"
+    );
+    let mut bad = capture(SHOP, Kind::Product, "p9", "v1");
+    bad.rejected = Some("invalid".into());
+    let ids: Vec<i64> = s
+        .ingest(
+            vec![
+                capture(SHOP, Kind::Product, "p1", "v1"),
+                capture(SHOP, Kind::Product, "p2", "v1"),
+                bad,
+            ],
+            None,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(stored)
+        .collect();
+    s.apply(
+        ProcessBatch {
+            journal: vec![(ids[0], JournalStatus::Processed, None, None)],
+            ..ProcessBatch::default()
+        },
+        1_000,
+    )
+    .await
+    .unwrap();
+    let at = |mut it: NewItem, captured_at: Millis| {
+        it.captured_at = captured_at;
+        it
+    };
+    enqueue(
+        s,
+        vec![
+            at(item(SHOP, Kind::Order, "o1", "a"), 300), // will be done
+            at(item(SHOP, Kind::Order, "o2", "b"), 400), // will be in flight
+            at(item(SHOP, Kind::Order, "o1", "c"), 500), // pending
+            at(
+                waiting(item(SHOP, Kind::Order, "o3", "d"), &[(Kind::Customer, "x")]),
+                200,
+            ), // parked
+            at(item(ERP, Kind::Stock, "s1", "e"), 900),  // will be dead
+        ],
+        1_000,
+    )
+    .await;
+    let c = claim(s, SHOP, 10, 1_000).await;
+    assert_eq!(c.len(), 2);
+    let o1 = c.iter().find(|x| x.item.key == "o1").unwrap();
+    settle(s, vec![delivered(o1, None, 1_100)]).await;
+    let e = claim(s, ERP, 10, 1_000).await.remove(0);
+    settle(
+        s,
+        vec![Settlement::Dead {
+            id: e.item.id,
+            token: e.token,
+            reason: "no".into(),
+            at: 1_200,
+        }],
+    )
+    .await;
+
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.journal_total,
+            stats.journal_pending,
+            stats.journal_rejected,
+            stats.dead_letters_open
+        ),
+        (3, 1, 1, 2)
+    );
+    let expected = vec![
+        crate::QueueStats {
+            dest: ERP.into(),
+            dead: 1,
+            ..Default::default()
+        },
+        crate::QueueStats {
+            dest: SHOP.into(),
+            pending: 1,
+            inflight: 1,
+            parked: 1,
+            done: 1,
+            dead: 0,
+            oldest_captured_at: Some(200),
+        },
+    ];
+    let mut queues = stats.queues.clone();
+    queues.sort_by(|a, b| a.dest.cmp(&b.dest));
+    assert_eq!(queues, expected);
+}
+
+pub async fn audit_log_is_newest_first(fx: &Fixture) {
+    let s = fx.store();
+    let ev = |n: i64| AuditEvent {
+        at: 1_000 + n,
+        event: format!("breaker.{n}"),
+        endpoint: if n % 2 == 0 { Some(SHOP.into()) } else { None },
+        kind: if n % 2 == 0 { Some(Kind::Stock) } else { None },
+        key: None,
+        detail: json!({ "n": n }),
+    };
+    s.record_audit(vec![ev(1), ev(2)]).await.unwrap();
+    s.record_audit(vec![ev(3)]).await.unwrap();
+    s.record_audit(vec![]).await.unwrap();
+    let log = s.audit_log(10).await.unwrap();
+    let events: Vec<AuditEvent> = log.iter().map(|a| a.event.clone()).collect();
+    assert_eq!(events, [ev(3), ev(2), ev(1)]);
+    assert!(log[0].id > log[1].id && log[1].id > log[2].id);
+    assert_eq!(s.audit_log(2).await.unwrap().len(), 2);
+}
+
+pub async fn items_are_listed_oldest_first(fx: &Fixture) {
+    let s = fx.store();
+    enqueue(
+        s,
+        vec![
+            item(SHOP, Kind::Order, "o1", "a"),
+            item(ERP, Kind::Order, "o2", "b"),
+            item(SHOP, Kind::Order, "o3", "c"),
+        ],
+        1_000,
+    )
+    .await;
+    let all: Vec<String> = s
+        .items(None, ItemState::Pending, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(all, ["o1", "o2", "o3"]);
+    let shop: Vec<String> = s
+        .items(Some(SHOP), ItemState::Pending, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    assert_eq!(shop, ["o1", "o3"]);
+    assert_eq!(s.items(None, ItemState::Pending, 2).await.unwrap().len(), 2);
+    assert!(s.items(None, ItemState::Done, 10).await.unwrap().is_empty());
+    let first = &s.items(Some(SHOP), ItemState::Pending, 1).await.unwrap()[0];
+    let expected = item(SHOP, Kind::Order, "o1", "a");
+    assert_eq!(
+        (
+            &first.op,
+            &first.payload,
+            &first.flow,
+            first.captured_at,
+            first.attempts,
+            first.next_at
+        ),
+        (&expected.op, &expected.payload, &expected.flow, 500, 0, 0)
+    );
+    assert_eq!(
+        (
+            first.created_at,
+            first.updated_at,
+            first.last_error.as_deref()
+        ),
+        (1_000, 1_000, None)
+    );
+}
+
+/// A long history of done items does not change what claim returns.
+pub async fn claim_ignores_finished_history(fx: &Fixture) {
+    let s = fx.store();
+    const N: usize = 2_000;
+    let items = (0..N)
+        .map(|n| {
+            item(
+                SHOP,
+                Kind::Stock,
+                &format!("SKU-{}", n % 50),
+                &format!("h{n}"),
+            )
+        })
+        .map(|mut it| {
+            it.coalesce = false;
+            it
+        })
+        .collect();
+    enqueue(s, items, 1_000).await;
+    loop {
+        let c = claim(s, SHOP, 500, 1_000).await;
+        if c.is_empty() {
+            break;
+        }
+        assert!(c.len() <= 50, "at most one per key");
+        settle(s, c.iter().map(|c| delivered(c, None, 1_000)).collect()).await;
+    }
+    assert_eq!(count_items(s, SHOP, ItemState::Done).await, N);
+    enqueue(s, vec![item(SHOP, Kind::Stock, "SKU-7", "new")], 2_000).await;
+    let started = std::time::Instant::now();
+    let c = claim(s, SHOP, 500, 2_000).await;
+    let took = started.elapsed();
+    assert_eq!(keys(&c), [(Kind::Stock, "SKU-7".into(), "new".into())]);
+    eprintln!("claim with {N} done items took {took:?}");
+}

@@ -401,8 +401,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>>;
     /// Canonical key for an external id at an endpoint.
-    async fn xref_key(&self, endpoint: &str, kind: Kind, external_id: &str)
-        -> Result<Option<String>>;
+    async fn xref_key(
+        &self,
+        endpoint: &str,
+        kind: Kind,
+        external_id: &str,
+    ) -> Result<Option<String>>;
     /// External id at an endpoint for a canonical key.
     async fn xref_external(&self, endpoint: &str, kind: Kind, key: &str) -> Result<Option<String>>;
     /// (planned, written) hashes for (dest, kind, key).
@@ -461,8 +465,11 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<DeadLetterId>>;
     /// Mark open dead letters `Dropped` (kept for the audit trail). Returns the ids dropped.
-    async fn drop_dead_letters(&self, ids: Vec<DeadLetterId>, now: Millis)
-        -> Result<Vec<DeadLetterId>>;
+    async fn drop_dead_letters(
+        &self,
+        ids: Vec<DeadLetterId>,
+        now: Millis,
+    ) -> Result<Vec<DeadLetterId>>;
 
     async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
     /// Newest first.

@@ -217,7 +217,9 @@ pub(crate) fn outbox_item(conn: &Connection, raw: RawItem) -> Result<OutboxItem,
         .prepare_cached("SELECT kind, key FROM outbox_deps WHERE item_id = ?1 ORDER BY seq")
         .map_err(db("prepare item dependencies"))?;
     let deps = stmt
-        .query_map([raw.id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_map([raw.id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
         .map_err(db("read item dependencies"))?
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(db("read item dependencies"))?;

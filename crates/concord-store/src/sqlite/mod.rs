@@ -15,9 +15,9 @@ mod writer;
 mod writes;
 
 use crate::{
-    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId,
-    Entity, IngestOutcome, ItemState, JournalEntry, JournalId, OutboxItem, ProcessBatch, Replay,
-    Result, Settlement, Store, StoreError, StoreStats, StoredAudit,
+    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId, Entity,
+    IngestOutcome, ItemState, JournalEntry, JournalId, OutboxItem, ProcessBatch, Replay, Result,
+    Settlement, Store, StoreError, StoreStats, StoredAudit,
 };
 use async_trait::async_trait;
 use concord_core::{Kind, Millis};
@@ -205,7 +205,8 @@ impl Store for SqliteStore {
 
     async fn cursor(&self, endpoint: &str, stream: &str) -> Result<Option<String>> {
         let (endpoint, stream) = (endpoint.to_owned(), stream.to_owned());
-        self.read(move |c| reads::cursor(c, &endpoint, &stream)).await
+        self.read(move |c| reads::cursor(c, &endpoint, &stream))
+            .await
     }
 
     async fn pending_journal(&self, limit: usize) -> Result<Vec<JournalEntry>> {
@@ -258,7 +259,8 @@ impl Store for SqliteStore {
         key: &str,
     ) -> Result<(Option<String>, Option<String>)> {
         let (dest, key) = (dest.to_owned(), key.to_owned());
-        self.read(move |c| reads::hashes(c, &dest, kind, &key)).await
+        self.read(move |c| reads::hashes(c, &dest, kind, &key))
+            .await
     }
 
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
@@ -348,5 +350,33 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats> {
         self.read(reads::stats).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claim query must stay index-driven however many done rows pile up: done rows are
+    /// kept, so a scan of `outbox` would grow without bound.
+    #[test]
+    fn claim_query_uses_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", writes::claim_sql());
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params!["shop", 0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("outbox_dest_state"), "plan: {plan}");
+        assert!(plan.contains("outbox_open_key"), "plan: {plan}");
+        assert!(!plan.contains("SCAN"), "no full scan: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
     }
 }

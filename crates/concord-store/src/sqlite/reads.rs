@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 
 pub(crate) fn cursor(conn: &Connection, endpoint: &str, stream: &str) -> Result<Option<String>> {
     conn.prepare_cached("SELECT value FROM cursors WHERE endpoint = ?1 AND stream = ?2")
-        .and_then(|mut s| s.query_row(params![endpoint, stream], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![endpoint, stream], |r| r.get(0))
+                .optional()
+        })
         .map_err(db("read cursor"))
 }
 
@@ -200,10 +203,16 @@ pub(crate) fn items(
         .collect()
 }
 
-pub(crate) fn dead_letters(conn: &Connection, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+pub(crate) fn dead_letters(
+    conn: &Connection,
+    filter: &DeadLetterFilter,
+) -> Result<Vec<DeadLetter>> {
     let state = filter.state.unwrap_or(DeadLetterState::Open);
     let mut args = vec![SqlValue::Text(codec::dl_state_str(state).to_owned())];
-    let mut sql = format!("SELECT {} FROM dead_letters WHERE state = ?1", codec::DL_COLS);
+    let mut sql = format!(
+        "SELECT {} FROM dead_letters WHERE state = ?1",
+        codec::DL_COLS
+    );
     if let Some(e) = &filter.endpoint {
         args.push(SqlValue::Text(e.clone()));
         sql.push_str(&format!(" AND endpoint = ?{}", args.len()));
@@ -279,7 +288,11 @@ pub(crate) fn stats(conn: &Connection) -> Result<StoreStats> {
         .prepare_cached("SELECT dest, state, COUNT(*) FROM outbox GROUP BY dest, state")
         .and_then(|mut s| {
             s.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })

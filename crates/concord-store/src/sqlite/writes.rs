@@ -140,7 +140,14 @@ pub(crate) fn apply(conn: &Connection, batch: &ProcessBatch, now: Millis) -> Res
                  versions = excluded.versions, updated_at = excluded.updated_at",
         )
         .and_then(|mut s| {
-            s.execute(params![kind, e.key, to_json(&e.state), e.hash, versions, e.at])
+            s.execute(params![
+                kind,
+                e.key,
+                to_json(&e.state),
+                e.hash,
+                versions,
+                e.at
+            ])
         })
         .map_err(db("upsert entity"))?;
     }
@@ -311,7 +318,9 @@ fn enqueue(conn: &Connection, item: &NewItem, now: Millis) -> Result<ItemId> {
                     "INSERT INTO outbox_deps (item_id, seq, dest, kind, key)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut s| s.execute(params![id, codec::limit(seq), item.dest, k.as_str(), key]))
+                .and_then(|mut s| {
+                    s.execute(params![id, codec::limit(seq), item.dest, k.as_str(), key])
+                })
                 .map_err(db("insert item dependency"))?;
             }
             id
@@ -371,18 +380,12 @@ pub(crate) fn record_audit(conn: &Connection, events: &[AuditEvent]) -> Result<(
 
 // ---- delivery ----
 
-pub(crate) fn claim(
-    conn: &Connection,
-    ctx: &mut WriterCtx,
-    dest: &str,
-    limit: usize,
-    now: Millis,
-    lease_until: Millis,
-) -> Result<Vec<Claimed>> {
-    // Due pending items in enqueue order, minus any with an earlier unfinished item of its key
-    // (no overtaking) or an in-flight one (one in flight per key). Since an earlier pending item
-    // of the key blocks the later ones, one claim never returns two items of a key.
-    let sql = format!(
+/// Due pending items of `?1` at `?2` in enqueue order, minus any with an earlier unfinished item
+/// of its key (no overtaking) or an in-flight one (one in flight per key); at most `?3`. Since an
+/// earlier pending item of the key blocks the later ones, one claim never returns two items of a
+/// key.
+pub(crate) fn claim_sql() -> String {
+    format!(
         "SELECT {cols} FROM outbox o
          WHERE o.dest = ?1 AND o.state = 'pending' AND o.next_at <= ?2
            AND NOT EXISTS (
@@ -391,8 +394,23 @@ pub(crate) fn claim(
                  AND p.state IN ('pending', 'inflight', 'parked')
                  AND (p.id < o.id OR p.state = 'inflight'))
          ORDER BY o.id LIMIT ?3",
-        cols = codec::ITEM_COLS.replace("id, ", "o.id, ")
-    );
+        cols = codec::ITEM_COLS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+pub(crate) fn claim(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    dest: &str,
+    limit: usize,
+    now: Millis,
+    lease_until: Millis,
+) -> Result<Vec<Claimed>> {
+    let sql = claim_sql();
     let raws = conn
         .prepare_cached(&sql)
         .and_then(|mut s| {
