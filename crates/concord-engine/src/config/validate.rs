@@ -458,15 +458,25 @@ impl Arity {
         match self {
             Arity::One if n != 1 => Err(Issue::new(
                 path,
-                format!("a {pattern} flow has exactly one {what}, got {n}"),
+                format!("{} flow has exactly one {what}, got {n}", article(pattern)),
             )),
             Arity::AtLeastOne if n == 0 => Err(Issue::new(
                 path,
-                format!("a {pattern} flow needs at least one {what}, got none"),
+                format!(
+                    "{} flow needs at least one {what}, got none",
+                    article(pattern)
+                ),
             )),
             _ => Ok(()),
         }
     }
+}
+
+/// "a broadcast", "an aggregation".
+fn article(pattern: Pattern) -> String {
+    let name = pattern.as_str();
+    let an = name.starts_with(['a', 'e', 'i', 'o', 'u']);
+    format!("{} {name}", if an { "an" } else { "a" })
 }
 
 fn required_list(path: &str, list: Option<Vec<String>>, what: &str) -> Result<Vec<String>> {
