@@ -179,6 +179,11 @@ pub(crate) fn items(
     let state = codec::item_state_str(state);
     let limit = codec::limit(limit);
     let cols = codec::ITEM_COLS;
+    // Items and their dependencies from one snapshot.
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin items snapshot"))?;
+    let conn: &Connection = &tx;
     let raws = match dest {
         Some(dest) => conn
             .prepare_cached(&format!(
@@ -198,9 +203,12 @@ pub(crate) fn items(
             }),
     }
     .map_err(db("read outbox items"))?;
-    raws.into_iter()
+    let items = raws
+        .into_iter()
         .map(|raw| codec::outbox_item(conn, raw))
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    tx.rollback().map_err(db("end items snapshot"))?;
+    Ok(items)
 }
 
 pub(crate) fn dead_letters(

@@ -14,7 +14,8 @@
 use crate::{Result, StoreError};
 use rusqlite::{Connection, TransactionBehavior};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use tokio::sync::oneshot;
 
 /// Most jobs committed together. Bounds the latency one group adds to its first job and the size
@@ -26,6 +27,8 @@ pub(crate) struct WriterCtx {
     /// Last claim token handed out. Seeded at open above every token a previous process may have
     /// issued (see `SqliteStore::open`), then incremented: a token is never reused for an item.
     pub(crate) last_token: i64,
+    /// Transactions committed so far (one per group); lets tests see that grouping happens.
+    pub(crate) groups: Arc<AtomicU64>,
 }
 
 impl WriterCtx {
@@ -110,8 +113,11 @@ pub(crate) fn run(mut conn: Connection, rx: mpsc::Receiver<Box<dyn Job>>, mut ct
             }
         }
         let outcome = run_group(&mut conn, &mut group, &mut ctx);
-        if let Err(e) = &outcome {
-            tracing::error!(jobs = group.len(), error = %e, "store write group failed");
+        match &outcome {
+            Ok(()) => {
+                ctx.groups.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::error!(jobs = group.len(), error = %e, "store write group failed"),
         }
         for job in group.drain(..) {
             job.finish(&outcome);
