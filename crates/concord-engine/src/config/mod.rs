@@ -300,23 +300,21 @@ impl Config {
             .map_err(|issue| issue.into_error(path, &substituted))
     }
 
-    /// Flows of `kind` that read from `source`, in file order.
-    pub fn flows_for<'a>(
+    /// Flows of `kind` that read from `source`, in file order. The flows borrow from `self`
+    /// only, not from `source`.
+    pub fn flows_for<'a, 'b>(
         &'a self,
         kind: Kind,
-        source: &'a str,
-    ) -> impl Iterator<Item = &'a FlowConfig> + 'a {
+        source: &'b str,
+    ) -> impl Iterator<Item = &'a FlowConfig> + use<'a, 'b> {
         self.flows
             .iter()
             .filter(move |f| f.kind == kind && f.from.iter().any(|s| s == source))
     }
 
-    /// The inbound mapping for records of `kind` from `source` (all flows agree on it).
+    /// The inbound mapping for records of `kind` from `source` (all flows that have one agree).
     pub fn map_in_for(&self, kind: Kind, source: &str) -> Option<&Mapping> {
-        self.flows
-            .iter()
-            .filter(|f| f.kind == kind && f.from.iter().any(|s| s == source))
-            .find_map(|f| f.map_in.as_ref())
+        self.flows_for(kind, source).find_map(|f| f.map_in.as_ref())
     }
 
     /// The flow called `name`.

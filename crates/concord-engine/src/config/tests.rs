@@ -653,3 +653,18 @@ fn inbound_mappings_must_agree_per_source_and_kind() {
         "inbound mapping must agree: flows[0] (`a`)",
     );
 }
+
+#[test]
+fn flows_for_items_outlive_the_source_name() {
+    let c = with_flow(
+        "pattern = \"broadcast\"\nmode = \"realtime\"\nfrom = [\"erp\"]\nto = [\"web1\"]",
+    )
+    .unwrap();
+    let found: Vec<&FlowConfig> = {
+        let source = String::from("erp");
+        c.flows_for(Kind::Stock, &source).collect()
+    };
+    assert_eq!(found.len(), 1);
+    assert!(c.map_in_for(Kind::Stock, "erp").is_none());
+    assert_eq!(c.flow("f").map(|f| f.name.as_str()), Some("f"));
+}
