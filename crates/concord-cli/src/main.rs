@@ -1,1 +1,97 @@
-fn main() {}
+//! The `concord` binary: the command-line edge of the product. Parses arguments, loads and
+//! checks the configuration, wires store + connectors + engine + HTTP server, and maps errors to
+//! exit codes (2 = bad configuration or usage, 1 = runtime failure). `anyhow` lives only here.
+
+mod admin;
+mod demo;
+mod wiring;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "concord",
+    version,
+    about = "Keeps an ERP and every sales channel in agreement"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the built-in demo: a sandbox ERP, two sandbox storefronts, live traffic and an outage.
+    Demo(demo::DemoArgs),
+    /// Run Concord with a configuration file until interrupted (Ctrl-C / SIGTERM).
+    Run {
+        #[arg(short, long, env = "CONCORD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file (syntax, fields, flows, mappings, connector capabilities).
+    Validate {
+        #[arg(short, long, env = "CONCORD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Inspect and act on the dead-letter queue.
+    Dlq {
+        #[arg(short, long, env = "CONCORD_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: admin::DlqAction,
+    },
+    /// Show what is queued, parked, dead-lettered and how far each feed has got.
+    Status {
+        #[arg(short, long, env = "CONCORD_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Run { config } => wiring::run(&config).await,
+            Command::Validate { config } => wiring::validate(&config),
+            Command::Dlq { config, action } => admin::dlq(&config, action).await,
+            Command::Status { config, json } => admin::status(&config, json).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(wiring::ConfigProblem(msg)) = e.downcast_ref::<wiring::ConfigProblem>() {
+                eprintln!("error: {msg}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -168,7 +168,9 @@ impl DeliveryError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
     /// Written; the record's id at this endpoint when the API returns one.
-    Done { external_id: Option<String> },
+    Done {
+        external_id: Option<String>,
+    },
     /// `update_only` found no matching record (correlation): nothing written.
     NoMatch,
     Failed(DeliveryError),
@@ -288,13 +290,25 @@ mod tests {
             classify_status(429, Some("3"), ""),
             DeliveryError::RateLimited { retry_after: Some(d), .. } if d == Duration::from_secs(3)
         ));
-        assert!(matches!(classify_status(503, None, ""), DeliveryError::Unavailable { .. }));
-        assert!(matches!(classify_status(502, None, ""), DeliveryError::Transient { .. }));
+        assert!(matches!(
+            classify_status(503, None, ""),
+            DeliveryError::Unavailable { .. }
+        ));
+        assert!(matches!(
+            classify_status(502, None, ""),
+            DeliveryError::Transient { .. }
+        ));
         let p = classify_status(422, None, "sku missing");
         assert!(p.is_permanent());
         assert!(p.to_string().contains("HTTP 422: sku missing"));
-        assert_eq!(parse_retry_after(Some("0.5")), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            parse_retry_after(Some("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
     }
 }
 
@@ -321,7 +335,10 @@ impl std::fmt::Debug for EndpointSpec {
             .field("name", &self.name)
             .field("connector", &self.connector)
             .field("url", &self.url)
-            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "***"))
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
             .field("timeout", &self.timeout)
             .field("options", &self.options)
             .finish()

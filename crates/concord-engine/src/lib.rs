@@ -8,3 +8,6 @@
 pub mod config;
 pub mod connector;
 pub mod mapping;
+pub mod runtime;
+
+pub use runtime::{CaptureError, Engine, EngineError, WebhookAck};

@@ -1,1 +1,139 @@
-//! placeholder
+//! Concord's HTTP surface (axum): `/hooks/{endpoint}` for webhooks, `/healthz`, `/readyz` and
+//! `/metrics` (Prometheus). The storefront API (`/v1/...`) and the admin API (`/api/v1/...`)
+//! join this router as their issues land.
+//!
+//! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
+//! events; any failure to store answers 503 so the sender retries. Handlers never call a
+//! connector's write path and never block on delivery.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use concord_engine::{CaptureError, Engine};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    /// Renders `/metrics`; `None` when no recorder is installed (tests).
+    pub metrics: Option<PrometheusHandle>,
+    /// Set once the engine's tasks are running.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// One error type for every HTTP answer that is not a success.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub details: Vec<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message, "details": self.details });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<CaptureError> for ApiError {
+    fn from(e: CaptureError) -> Self {
+        use concord_engine::connector::WebhookError;
+        let (status, details) = match &e {
+            CaptureError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, vec![]),
+            CaptureError::Webhook(WebhookError::Unauthorized(_)) => {
+                (StatusCode::UNAUTHORIZED, vec![])
+            }
+            CaptureError::Webhook(WebhookError::BadRequest(_)) => (StatusCode::BAD_REQUEST, vec![]),
+            CaptureError::Webhook(WebhookError::NotSupported) => (StatusCode::NOT_FOUND, vec![]),
+            CaptureError::Invalid(list) => (StatusCode::UNPROCESSABLE_ENTITY, list.clone()),
+            CaptureError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, vec![]),
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %e, "webhook could not be stored");
+        }
+        ApiError {
+            status,
+            message: e.to_string(),
+            details,
+        }
+    }
+}
+
+/// The router. `max_body_bytes` bounds webhook bodies (larger ones get 413).
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/hooks/{endpoint}",
+            post(hook).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn hook(
+    State(state): State<AppState>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ack = state
+        .engine
+        .capture_webhook(&endpoint, &headers, &body)
+        .await?;
+    Ok(Json(
+        json!({ "stored": ack.stored, "duplicates": ack.duplicates, "ignored": ack.ignored }),
+    ))
+}
+
+async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let unavailable = |m: String| ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: m,
+        details: vec![],
+    };
+    if !state.ready.load(Ordering::Acquire) {
+        return Err(unavailable("engine is starting".into()));
+    }
+    state
+        .engine
+        .store()
+        .stats()
+        .await
+        .map_err(|e| unavailable(format!("store: {e}")))?;
+    Ok("ready")
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(h) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no metrics recorder installed").into_response(),
+    }
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,198 @@
+//! Operator commands that work on the store directly: `dlq list|replay|drop` and `status`.
+//! They are safe to run beside a running `concord run` on the same SQLite file (SQLite's own
+//! locking serialises writers; the running engine picks replayed items up on its next poll).
+
+use crate::wiring;
+use clap::Subcommand;
+use concord_core::Kind;
+use concord_store::{DeadLetterFilter, DeadLetterState, ItemState};
+use serde_json::json;
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum DlqAction {
+    /// List dead letters (open ones unless --state is given).
+    List {
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// open, replayed or dropped
+        #[arg(long, value_parser = parse_state)]
+        state: Option<DeadLetterState>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay dead letters by id, or every open one with --all.
+    Replay {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Drop dead letters by id, or every open one with --all (they stay in the audit trail).
+    Drop {
+        ids: Vec<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn parse_state(s: &str) -> Result<DeadLetterState, String> {
+    match s {
+        "open" => Ok(DeadLetterState::Open),
+        "replayed" => Ok(DeadLetterState::Replayed),
+        "dropped" => Ok(DeadLetterState::Dropped),
+        other => Err(format!(
+            "unknown state `{other}`, expected open, replayed or dropped"
+        )),
+    }
+}
+
+async fn select_ids(
+    engine: &concord_engine::Engine,
+    ids: Vec<i64>,
+    all: bool,
+) -> anyhow::Result<Vec<i64>> {
+    if all {
+        let open = engine
+            .store()
+            .dead_letters(DeadLetterFilter {
+                limit: Some(100_000),
+                ..Default::default()
+            })
+            .await?;
+        return Ok(open.into_iter().map(|d| d.id).collect());
+    }
+    if ids.is_empty() {
+        return Err(wiring::ConfigProblem("give dead-letter ids, or --all".into()).into());
+    }
+    Ok(ids)
+}
+
+pub async fn dlq(config: &Path, action: DlqAction) -> anyhow::Result<ExitCode> {
+    let engine = wiring::engine(config)?;
+    match action {
+        DlqAction::List {
+            endpoint,
+            kind,
+            state,
+            limit,
+            json,
+        } => {
+            let list = engine
+                .store()
+                .dead_letters(DeadLetterFilter {
+                    endpoint,
+                    kind,
+                    state,
+                    limit: Some(limit),
+                })
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:>6}  {:<8} {:<10} {:<9} {:<24} {:>3}  reason",
+                    "id", "dir", "endpoint", "kind", "key", "att"
+                );
+                for d in list {
+                    let dir = format!("{:?}", d.direction).to_lowercase();
+                    println!(
+                        "{:>6}  {:<8} {:<10} {:<9} {:<24} {:>3}  {}",
+                        d.id, dir, d.endpoint, d.kind, d.key, d.attempts, d.reason
+                    );
+                }
+            }
+        }
+        DlqAction::Replay { ids, all } => {
+            let ids = select_ids(&engine, ids, all).await?;
+            let asked = ids.len();
+            let done = engine.replay_dead_letters(ids).await?;
+            println!(
+                "replayed {} of {asked} dead letter(s): {:?}",
+                done.len(),
+                done
+            );
+        }
+        DlqAction::Drop { ids, all } => {
+            let ids = select_ids(&engine, ids, all).await?;
+            let asked = ids.len();
+            let done = engine.drop_dead_letters(ids).await?;
+            println!(
+                "dropped {} of {asked} dead letter(s): {:?}",
+                done.len(),
+                done
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let engine = wiring::engine(config)?;
+    let store = engine.store();
+    let stats = store.stats().await?;
+    let parked = store.items(None, ItemState::Parked, 50).await?;
+    let mut cursors = Vec::new();
+    for flow in &engine.config().flows {
+        for src in &flow.from {
+            let value = store.cursor(src, flow.kind.as_str()).await?;
+            cursors.push(
+                json!({"flow": flow.name, "endpoint": src, "kind": flow.kind, "cursor": value}),
+            );
+        }
+    }
+    if as_json {
+        let out = json!({"store": stats, "parked": parked, "cursors": cursors});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "journal: {} entries, {} pending, {} rejected; open dead letters: {}",
+        stats.journal_total, stats.journal_pending, stats.journal_rejected, stats.dead_letters_open
+    );
+    println!(
+        "\n{:<12} {:>8} {:>8} {:>7} {:>9} {:>6}",
+        "destination", "pending", "inflight", "parked", "done", "dead"
+    );
+    for q in &stats.queues {
+        println!(
+            "{:<12} {:>8} {:>8} {:>7} {:>9} {:>6}",
+            q.dest, q.pending, q.inflight, q.parked, q.done, q.dead
+        );
+    }
+    println!("\nfeeds:");
+    for c in &cursors {
+        println!(
+            "  {:<24} {:<10} {:<9} cursor {}",
+            c["flow"].as_str().unwrap_or(""),
+            c["endpoint"].as_str().unwrap_or(""),
+            c["kind"].as_str().unwrap_or(""),
+            c["cursor"]
+        );
+    }
+    if !parked.is_empty() {
+        println!("\nparked (waiting for dependencies at the destination):");
+        for p in &parked {
+            let waiting: Vec<String> = p
+                .waiting_on
+                .iter()
+                .map(|(k, key)| format!("{k} {key}"))
+                .collect();
+            println!(
+                "  #{:<6} {} {} → {}: waiting for {}",
+                p.id,
+                p.kind,
+                p.key,
+                p.dest,
+                waiting.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,521 @@
+//! `concord demo`: the product doing its main job in one command, on the embedded default.
+//!
+//! It starts a sandbox ERP and two sandbox storefronts (real HTTP servers on 127.0.0.1), writes
+//! a normal configuration file for them into the demo's data directory, and runs the real engine
+//! on it with an embedded SQLite store. Traffic: stock changes in the ERP, checkouts in both
+//! stores (new and returning customers, one customer on credit hold), automatic shipping in the
+//! ERP, one store going down for a while, a burst of 429s from the ERP. Every second it prints
+//! one line; at the end it checks every system against the others and exits 0 only if nothing
+//! was lost: every order in the ERP exactly once (or dead-lettered with a reason), every stock
+//! position and every shipment agreeing across systems.
+//!
+//! Must never reach into the engine's internals: it drives the sandboxes from outside and reads
+//! the results from the systems themselves, as a user would.
+
+use crate::wiring;
+use anyhow::Context;
+use clap::Args;
+use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_connectors::sandbox::Faults;
+use concord_engine::Engine;
+use concord_store::{DeadLetterFilter, ItemState};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Stop after this many seconds of traffic, check every system and exit (0 = nothing lost).
+    /// Without it the demo runs until Ctrl-C.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Keep the demo's files (config, SQLite store) here instead of a temporary directory.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Address of Concord's HTTP server (webhooks, /metrics).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Number of SKUs in the sandbox catalogue.
+    #[arg(long, default_value_t = 20)]
+    pub skus: usize,
+    /// Checkouts per second across both stores.
+    #[arg(long, default_value_t = 8.0)]
+    pub orders_per_sec: f64,
+    /// ERP stock changes per second.
+    #[arg(long, default_value_t = 20.0)]
+    pub stock_changes_per_sec: f64,
+}
+
+const LOCATIONS: [&str; 2] = ["WH1", "WH2"];
+const HELD_CUSTOMER: &str = "held@example.com";
+
+struct Systems {
+    erp: ErpHandle,
+    shops: Vec<(String, ShopHandle)>,
+}
+
+#[derive(Default)]
+struct Traffic {
+    orders_placed: AtomicU64,
+    orders_refused: AtomicU64,
+    stock_changes: AtomicU64,
+    web2_down: AtomicBool,
+    erp_throttled: AtomicBool,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let tmp = tempfile::Builder::new().prefix("concord-demo-").tempdir()?;
+    let dir = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let secret = format!("demo-{:016x}", fastrand::u64(..));
+    let hook = |ep: &str| format!("http://{addr}/hooks/{ep}");
+
+    let erp = ErpSim::start(ErpOptions {
+        webhook_url: Some(hook("erp")),
+        webhook_secret: Some(secret.clone()),
+        auto_ship_after: Some(Duration::from_millis(1500)),
+        credit_hold: vec![HELD_CUSTOMER.to_string()],
+        ..ErpOptions::default()
+    })
+    .await?;
+    let mut shops = Vec::new();
+    for name in ["web1", "web2"] {
+        let shop = ShopSim::start(ShopOptions {
+            name: name.to_string(),
+            webhook_url: Some(hook(name)),
+            webhook_secret: Some(secret.clone()),
+            ..ShopOptions::default()
+        })
+        .await?;
+        shops.push((name.to_string(), shop));
+    }
+    erp.seed(args.skus, &LOCATIONS, 30)?;
+
+    let store_path = dir.join("concord.sqlite");
+    let config_path = dir.join("concord.toml");
+    let text = include_str!("demo.toml")
+        .replace("{{STORE}}", &store_path.display().to_string())
+        .replace("{{LISTEN}}", &addr.to_string())
+        .replace("{{ERP_URL}}", &erp.base_url())
+        .replace("{{WEB1_URL}}", &shops[0].1.base_url())
+        .replace("{{WEB2_URL}}", &shops[1].1.base_url())
+        .replace("{{SECRET}}", &secret);
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    let engine = wiring::engine(&config_path)?;
+    let running = wiring::start_on(engine.clone(), listener).await?;
+
+    println!("concord demo: data in {}", dir.display());
+    println!(
+        "  ERP   {}  (sandbox, auto-ships orders after 1.5 s)",
+        erp.base_url()
+    );
+    for (name, s) in &shops {
+        println!("  {name:<5} {}  (sandbox storefront)", s.base_url());
+    }
+    println!("  hub   http://{addr}  (/metrics, /healthz, webhooks at /hooks/<endpoint>)");
+    println!("  config {}", config_path.display());
+
+    let systems = Arc::new(Systems { erp, shops });
+    let traffic = Arc::new(Traffic::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let skus: Vec<String> = (1..=args.skus).map(|i| format!("SKU-{i:04}")).collect();
+    let total = args.seconds.map(Duration::from_secs);
+    let driver = tokio::spawn(drive(
+        systems.clone(),
+        traffic.clone(),
+        stop.clone(),
+        skus.clone(),
+        args.clone(),
+        total,
+    ));
+
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = tokio::signal::ctrl_c() => { println!("\ninterrupted"); break; }
+        }
+        print_line(&engine, &traffic, started.elapsed()).await;
+        if total.is_some_and(|t| started.elapsed() >= t) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let _ = driver.await;
+    // Whatever the traffic left behind: the store must be up and the throttle off to converge.
+    let _ = systems.shops[1].1.set_down(false).await;
+    systems.erp.set_faults(Faults::default());
+
+    println!(
+        "traffic stopped after {:.1} s; waiting for every system to agree (up to 60 s)…",
+        started.elapsed().as_secs_f64()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut report = verify(&engine, &systems, &skus).await?;
+    while !report.ok() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        report = verify(&engine, &systems, &skus).await?;
+    }
+    let ok = report.ok();
+    print_final(&engine, &traffic, &report, started.elapsed()).await?;
+    running.stop().await;
+    systems.erp.shutdown().await;
+    for (_, s) in &systems.shops {
+        s.shutdown().await;
+    }
+    if args.dir.is_none() {
+        drop(tmp);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The traffic generator: stock changes, checkouts, an outage of web2 and a 429 burst at the ERP.
+async fn drive(
+    sys: Arc<Systems>,
+    t: Arc<Traffic>,
+    stop: Arc<AtomicBool>,
+    skus: Vec<String>,
+    args: DemoArgs,
+    total: Option<Duration>,
+) {
+    let started = Instant::now();
+    // Outage of web2 from 30 % to 55 % of the run; 429s from the ERP from 60 % to 75 %.
+    let span = total.unwrap_or(Duration::from_secs(40));
+    let (down_at, up_at) = (span.mul_f64(0.30), span.mul_f64(0.55));
+    let (throttle_at, unthrottle_at) = (span.mul_f64(0.60), span.mul_f64(0.75));
+    let tick = Duration::from_millis(50);
+    let orders_per_tick = args.orders_per_sec * tick.as_secs_f64();
+    let stock_per_tick = args.stock_changes_per_sec * tick.as_secs_f64();
+    let (mut order_acc, mut stock_acc) = (0.0, 0.0);
+    let mut held_sent = false;
+    let customers: Vec<String> = (1..=25)
+        .map(|i| format!("buyer{i:02}@example.com"))
+        .collect();
+    while !stop.load(Ordering::Acquire) {
+        let el = started.elapsed();
+        let cycle = Duration::from_nanos((el.as_nanos() % span.as_nanos().max(1)) as u64);
+        let want_down = cycle >= down_at && cycle < up_at;
+        if want_down != t.web2_down.load(Ordering::Relaxed) {
+            if sys.shops[1].1.set_down(want_down).await.is_ok() {
+                t.web2_down.store(want_down, Ordering::Relaxed);
+            }
+        }
+        let want_throttle = cycle >= throttle_at && cycle < unthrottle_at;
+        if want_throttle != t.erp_throttled.load(Ordering::Relaxed) {
+            sys.erp.set_faults(if want_throttle {
+                Faults {
+                    rate_limit_every: 4,
+                    rate_limit_retry_after_secs: 0.5,
+                    ..Faults::default()
+                }
+            } else {
+                Faults::default()
+            });
+            t.erp_throttled.store(want_throttle, Ordering::Relaxed);
+        }
+        stock_acc += stock_per_tick;
+        while stock_acc >= 1.0 {
+            stock_acc -= 1.0;
+            let sku = &skus[fastrand::usize(..skus.len())];
+            let loc = LOCATIONS[fastrand::usize(..LOCATIONS.len())];
+            // Mostly receipts, sometimes shrinkage; never below zero.
+            let delta = if fastrand::u8(..10) < 7 {
+                fastrand::i64(1..=6)
+            } else {
+                -fastrand::i64(1..=3)
+            };
+            if sys.erp.adjust_stock(sku, loc, delta).is_ok() {
+                t.stock_changes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        order_acc += orders_per_tick;
+        while order_acc >= 1.0 {
+            order_acc -= 1.0;
+            let shop_idx = if t.web2_down.load(Ordering::Relaxed) {
+                0
+            } else {
+                fastrand::usize(..2)
+            };
+            let (_, shop) = &sys.shops[shop_idx];
+            let email = if !held_sent && el >= span.mul_f64(0.2) {
+                held_sent = true;
+                HELD_CUSTOMER.to_string()
+            } else {
+                customers[fastrand::usize(..customers.len())].clone()
+            };
+            let n_lines = fastrand::usize(1..=3);
+            let mut lines: Vec<(String, i64)> = Vec::new();
+            for _ in 0..n_lines {
+                let sku = skus[fastrand::usize(..skus.len())].clone();
+                if !lines.iter().any(|(s, _)| *s == sku) {
+                    lines.push((sku, fastrand::i64(1..=3)));
+                }
+            }
+            let line_refs: Vec<(&str, i64)> = lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+            let name = email.split('@').next().unwrap_or("buyer").to_string();
+            match shop.place_order(&email, &name, &line_refs) {
+                Ok(_) => t.orders_placed.fetch_add(1, Ordering::Relaxed),
+                Err(_) => t.orders_refused.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+async fn print_line(engine: &Engine, t: &Traffic, elapsed: Duration) {
+    let s = engine.stats(Some(engine.now() - 5_000));
+    let (mut queue, mut parked) = (0, 0);
+    if let Ok(st) = engine.store().stats().await {
+        for q in &st.queues {
+            queue += q.pending + q.inflight;
+            parked += q.parked;
+        }
+    }
+    let mut notes = Vec::new();
+    if t.web2_down.load(Ordering::Relaxed) {
+        notes.push("web2 DOWN".to_string());
+    }
+    if t.erp_throttled.load(Ordering::Relaxed) {
+        notes.push("erp answering 429s".to_string());
+    }
+    for h in engine.endpoint_health() {
+        if h.breaker != "closed" {
+            notes.push(format!("{} breaker {}", h.endpoint, h.breaker));
+        }
+    }
+    println!(
+        "[{:>3}s] captured {:>6}  delivered {:>6}  retried {:>4}  dead {:>2}  queue {:>4}  parked {:>2}  p99 lag {:>5} ms  orders {:>4}{}",
+        elapsed.as_secs(),
+        s.captured,
+        s.delivered,
+        s.retried,
+        s.dead_lettered,
+        queue,
+        parked,
+        s.lag_p99_ms,
+        t.orders_placed.load(Ordering::Relaxed),
+        if notes.is_empty() { String::new() } else { format!("  | {}", notes.join(", ")) }
+    );
+}
+
+/// Cross-system agreement at one moment.
+#[derive(Default, Debug)]
+struct Report {
+    drained: bool,
+    orders_total: usize,
+    orders_in_erp_once: usize,
+    orders_duplicated: Vec<String>,
+    orders_missing: Vec<String>,
+    orders_dead_lettered: Vec<(String, String)>,
+    stock_positions: usize,
+    stock_mismatches: Vec<String>,
+    stock_excused: Vec<String>,
+    shipments_total: usize,
+    shipments_missing: Vec<String>,
+    parked: usize,
+    other_dead_letters: Vec<String>,
+}
+
+impl Report {
+    fn lost(&self) -> usize {
+        self.orders_missing.len()
+            + self.orders_duplicated.len()
+            + self.stock_mismatches.len()
+            + self.shipments_missing.len()
+    }
+    fn ok(&self) -> bool {
+        self.drained && self.lost() == 0 && self.parked == 0 && self.other_dead_letters.is_empty()
+    }
+}
+
+async fn verify(engine: &Engine, sys: &Systems, skus: &[String]) -> anyhow::Result<Report> {
+    let mut r = Report {
+        drained: engine.is_drained().await?,
+        ..Report::default()
+    };
+    let store = engine.store();
+    r.parked = store.items(None, ItemState::Parked, 10_000).await?.len();
+    let dead = store
+        .dead_letters(DeadLetterFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await?;
+    let mut dead_orders: BTreeMap<String, String> = BTreeMap::new();
+    for d in &dead {
+        if d.kind == concord_core::Kind::Order {
+            dead_orders.insert(d.key.clone(), format!("#{} {}", d.id, d.reason));
+        } else {
+            r.other_dead_letters.push(format!(
+                "#{} {} {} → {}: {}",
+                d.id, d.kind, d.key, d.endpoint, d.reason
+            ));
+        }
+    }
+    let mut in_erp: BTreeMap<String, usize> = BTreeMap::new();
+    for so in sys.erp.sales_orders() {
+        *in_erp.entry(so.reference.clone()).or_default() += 1;
+    }
+    let mut excused_skus: Vec<String> = Vec::new();
+    for (name, shop) in &sys.shops {
+        for o in shop.orders() {
+            r.orders_total += 1;
+            let reference = format!("{name}/{}", o.number);
+            match in_erp.get(&reference).copied().unwrap_or(0) {
+                1 => r.orders_in_erp_once += 1,
+                0 => match dead_orders.get(&reference) {
+                    Some(reason) => {
+                        r.orders_dead_lettered
+                            .push((reference.clone(), reason.clone()));
+                        // The refused order's units stay allocated at its store until an operator acts.
+                        excused_skus.extend(o.lines.iter().map(|l| l.sku.clone()));
+                    }
+                    None => r.orders_missing.push(reference),
+                },
+                n => r.orders_duplicated.push(format!("{reference} ×{n}")),
+            }
+        }
+    }
+    for sku in skus {
+        for loc in LOCATIONS {
+            let Some(st) = sys.erp.stock(sku, loc) else {
+                continue;
+            };
+            let expected = (st.on_hand - st.committed).max(0);
+            for (name, shop) in &sys.shops {
+                r.stock_positions += 1;
+                let got = shop.inventory(sku).get(loc).copied();
+                if got != Some(expected) {
+                    let line = format!("{sku}@{loc} at {name}: {got:?}, ERP says {expected}");
+                    if excused_skus.contains(sku) {
+                        r.stock_excused.push(line);
+                    } else {
+                        r.stock_mismatches.push(line);
+                    }
+                }
+            }
+        }
+    }
+    let shop_orders: BTreeMap<String, (&ShopHandle, String)> = sys
+        .shops
+        .iter()
+        .flat_map(|(name, shop)| {
+            shop.orders()
+                .into_iter()
+                .map(move |o| (format!("{name}/{}", o.number), (shop, o.id.clone())))
+        })
+        .collect();
+    for sh in sys.erp.shipments() {
+        r.shipments_total += 1;
+        let id = sh["id"].as_str().unwrap_or_default().to_string();
+        let order = sh["order"].as_str().unwrap_or_default();
+        let found = shop_orders
+            .get(order)
+            .is_some_and(|(shop, oid)| shop.fulfillments(oid).iter().any(|f| f.shipment_id == id));
+        if !found {
+            r.shipments_missing.push(format!("{id} of {order}"));
+        }
+    }
+    Ok(r)
+}
+
+async fn print_final(
+    engine: &Engine,
+    t: &Traffic,
+    r: &Report,
+    elapsed: Duration,
+) -> anyhow::Result<()> {
+    let s = engine.stats(None);
+    println!(
+        "\n== concord demo: final summary after {:.1} s ==",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "captured       {:>7}  (changes journaled; {} duplicates dropped)",
+        s.captured, s.duplicates
+    );
+    println!("delivered      {:>7}", s.delivered);
+    println!(
+        "retried        {:>7}  (web2 outage, ERP 429s; {} rate-limited)",
+        s.retried, s.rate_limited
+    );
+    println!("dead-lettered  {:>7}", s.dead_lettered);
+    println!(
+        "lag p50/p99    {:>4} / {} ms (capture → delivery)",
+        s.lag_p50_ms, s.lag_p99_ms
+    );
+    println!("traffic        {} checkouts ({} refused by a store for lack of stock), {} ERP stock changes",
+        t.orders_placed.load(Ordering::Relaxed), t.orders_refused.load(Ordering::Relaxed), t.stock_changes.load(Ordering::Relaxed));
+    println!("orders         {} placed: {} in the ERP exactly once, {} dead-lettered with a reason, {} missing, {} duplicated",
+        r.orders_total, r.orders_in_erp_once, r.orders_dead_lettered.len(), r.orders_missing.len(), r.orders_duplicated.len());
+    for (reference, reason) in &r.orders_dead_lettered {
+        println!("               dead letter: order {reference}: {reason}");
+    }
+    println!(
+        "stock          {} positions compared, {} disagree{}",
+        r.stock_positions,
+        r.stock_mismatches.len(),
+        if r.stock_excused.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} held by dead-lettered orders, awaiting an operator)",
+                r.stock_excused.len()
+            )
+        }
+    );
+    println!(
+        "shipments      {} shipped by the ERP, {} missing at their store",
+        r.shipments_total,
+        r.shipments_missing.len()
+    );
+    for line in r
+        .orders_missing
+        .iter()
+        .chain(&r.orders_duplicated)
+        .chain(&r.stock_mismatches)
+        .chain(&r.shipments_missing)
+        .take(10)
+    {
+        println!("  ! {line}");
+    }
+    for line in &r.other_dead_letters {
+        println!("  ! unexpected dead letter {line}");
+    }
+    if r.parked > 0 {
+        println!("  ! {} deliveries still parked", r.parked);
+    }
+    if !r.drained {
+        println!("  ! the queues did not drain in time");
+    }
+    println!("lost: {}", r.lost());
+    println!(
+        "{}",
+        if r.ok() {
+            "result: OK — every change delivered or dead-lettered with a reason"
+        } else {
+            "result: FAILED"
+        }
+    );
+    Ok(())
+}

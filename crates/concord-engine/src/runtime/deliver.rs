@@ -1,0 +1,590 @@
+//! Delivery: one dispatcher per destination endpoint.
+//!
+//! The dispatcher claims due outbox items (the store guarantees at most one in flight per key and
+//! no overtaking within a key), groups them into batches of one kind and op up to the
+//! connector's bulk size, and writes them under three limits: the circuit breaker (closed → open
+//! → one half-open probe), a token bucket when the API publishes a request budget, and adaptive
+//! concurrency (AIMD, Vector's way) under it. Outcomes are settled in the store: delivered
+//! (xref + written hash), retry (full-jitter backoff, or the server's Retry-After), dead letter
+//! (permanent errors, or too many attempts).
+//!
+//! Architecture invariant: connectors only classify; all waiting, retrying and breaking happens
+//! here, once, for every connector.
+
+use super::{EndpointHealth, Inner};
+use crate::config::EngineSettings;
+use crate::connector::{Connector, DeliveryError, WriteOp, WriteOutcome};
+use concord_core::retry::{Admit, Backoff, Breaker, BreakerConfig};
+use concord_core::{dependencies, Kind, Millis};
+use concord_store::{AuditEvent, Claimed, Settlement};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Adaptive concurrency: additive increase while round-trip times stay normal and the limit is
+/// in use, multiplicative decrease (×0.9) on back-pressure or a round-trip time beyond mean +
+/// 2.5 σ (Vector's `adaptive_concurrency` controller, simplified to per-response updates).
+#[derive(Debug, Clone)]
+pub(crate) struct Aimd {
+    pub limit: f64,
+    pub max: f64,
+    mean_ms: f64,
+    var_ms: f64,
+    samples: u64,
+    last_decrease: Option<Instant>,
+}
+
+impl Aimd {
+    pub fn new(max: usize) -> Self {
+        Aimd {
+            limit: 1.0,
+            max: max.max(1) as f64,
+            mean_ms: 0.0,
+            var_ms: 0.0,
+            samples: 0,
+            last_decrease: None,
+        }
+    }
+
+    pub fn permits(&self) -> usize {
+        self.limit.floor().max(1.0) as usize
+    }
+
+    pub fn on_response(&mut self, rtt_ms: f64, back_pressure: bool, saturated: bool) {
+        let too_slow = self.samples >= 5 && rtt_ms > self.mean_ms + 2.5 * self.var_ms.sqrt() + 1.0;
+        // Exponentially weighted mean and variance of the round-trip time.
+        let alpha = 0.1;
+        if self.samples == 0 {
+            self.mean_ms = rtt_ms;
+        } else {
+            let diff = rtt_ms - self.mean_ms;
+            self.mean_ms += alpha * diff;
+            self.var_ms = (1.0 - alpha) * (self.var_ms + alpha * diff * diff);
+        }
+        self.samples += 1;
+        if back_pressure || too_slow {
+            // At most one decrease per 100 ms: a burst of failures from one window is one signal.
+            let recent = self
+                .last_decrease
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100));
+            if !recent {
+                self.limit = (self.limit * 0.9).max(1.0);
+                self.last_decrease = Some(Instant::now());
+            }
+        } else if saturated {
+            self.limit = (self.limit + 1.0 / self.limit).min(self.max);
+        }
+    }
+}
+
+/// A token bucket for APIs that publish a request budget.
+#[derive(Debug)]
+struct Bucket {
+    per_sec: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    /// How long to wait before a request may go out (and take its token if zero).
+    fn wait(&mut self) -> Duration {
+        let now = Instant::now();
+        let burst = self.per_sec.max(1.0);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+        }
+    }
+}
+
+/// Delivery state of one destination endpoint.
+pub(crate) struct EndpointRuntime {
+    pub name: String,
+    pub connector: Arc<dyn Connector>,
+    pub notify: Notify,
+    breaker: Mutex<Breaker>,
+    aimd: Mutex<Aimd>,
+    bucket: Option<Mutex<Bucket>>,
+    inflight: AtomicUsize,
+    paused_until: AtomicI64,
+    last_success: AtomicI64,
+    last_error: Mutex<Option<String>>,
+    rate_limited: AtomicU64,
+    backoff: Backoff,
+    max_attempts: u32,
+    lease: Duration,
+}
+
+impl EndpointRuntime {
+    pub fn new(name: String, connector: Arc<dyn Connector>, s: &EngineSettings) -> Self {
+        let profile = connector.capabilities().rate_limit;
+        let max = profile
+            .max_concurrency
+            .map(|m| m.min(s.endpoint_concurrency))
+            .unwrap_or(s.endpoint_concurrency);
+        let bucket = profile
+            .requests_per_sec
+            .filter(|r| *r > 0.0)
+            .map(|per_sec| {
+                Mutex::new(Bucket {
+                    per_sec,
+                    tokens: per_sec.max(1.0),
+                    last: Instant::now(),
+                })
+            });
+        let mut aimd = Aimd::new(max);
+        if !profile.adaptive {
+            aimd.limit = aimd.max;
+        }
+        EndpointRuntime {
+            name,
+            connector,
+            notify: Notify::new(),
+            breaker: Mutex::new(Breaker::new(BreakerConfig {
+                failure_threshold: s.breaker_threshold.max(1),
+                open_ms: s.breaker_open.as_millis() as u64,
+                max_open_ms: s.breaker_max_open.as_millis() as u64,
+            })),
+            aimd: Mutex::new(aimd),
+            bucket,
+            inflight: AtomicUsize::new(0),
+            paused_until: AtomicI64::new(0),
+            last_success: AtomicI64::new(0),
+            last_error: Mutex::new(None),
+            rate_limited: AtomicU64::new(0),
+            backoff: Backoff {
+                base_ms: s.backoff_base.as_millis() as u64,
+                cap_ms: s.backoff_cap.as_millis() as u64,
+            },
+            max_attempts: s.max_attempts.max(1),
+            lease: s.lease,
+        }
+    }
+
+    pub fn health(&self) -> EndpointHealth {
+        let breaker = self
+            .breaker
+            .lock()
+            .map(|b| match b.state {
+                concord_core::retry::BreakerState::Closed { .. } => "closed",
+                concord_core::retry::BreakerState::Open { .. } => "open",
+                concord_core::retry::BreakerState::HalfOpen { .. } => "half_open",
+            })
+            .unwrap_or("unknown")
+            .to_string();
+        let paused = self.paused_until.load(Ordering::Relaxed);
+        let last = self.last_success.load(Ordering::Relaxed);
+        EndpointHealth {
+            endpoint: self.name.clone(),
+            breaker,
+            concurrency_limit: self.aimd.lock().map(|a| a.limit).unwrap_or(1.0),
+            inflight: self.inflight.load(Ordering::Relaxed),
+            paused_until: (paused > 0).then_some(paused),
+            last_success: (last > 0).then_some(last),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+        }
+    }
+
+    fn admit(&self, now: Millis) -> Admit {
+        self.breaker
+            .lock()
+            .map(|mut b| b.admit(now))
+            .unwrap_or(Admit::Yes)
+    }
+}
+
+/// The dispatcher loop of one destination.
+pub(crate) async fn run(inner: Arc<Inner>, ep: Arc<EndpointRuntime>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let caps = ep.connector.capabilities();
+    loop {
+        if inner.is_shutting_down() {
+            // Let in-flight writes settle before returning.
+            while ep.inflight.load(Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return;
+        }
+        let notified = ep.notify.notified();
+        let now = inner.now();
+        let mut wait_until: Option<Millis> = None;
+        let paused = ep.paused_until.load(Ordering::Relaxed);
+        let slots = if paused > now {
+            wait_until = Some(paused);
+            0
+        } else {
+            let inflight = ep.inflight.load(Ordering::Acquire);
+            let permits = ep.aimd.lock().map(|a| a.permits()).unwrap_or(1);
+            if inflight >= permits {
+                0
+            } else {
+                match ep.admit(now) {
+                    Admit::Yes => permits - inflight,
+                    Admit::Probe => usize::MAX, // marker: one probe
+                    Admit::No { until } => {
+                        wait_until = Some(until);
+                        0
+                    }
+                }
+            }
+        };
+        let mut claimed_any = false;
+        if slots > 0 {
+            let probe = slots == usize::MAX;
+            let max_batch = Kind::ALL
+                .iter()
+                .map(|k| caps.kind(*k).write.max_batch)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let limit = if probe { 1 } else { slots * max_batch };
+            let lease_until = now + ep.lease.as_millis() as i64;
+            match inner.store.claim(&ep.name, limit, now, lease_until).await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    claimed_any = true;
+                    for chunk in chunk(claimed, &caps, if probe { 1 } else { slots }) {
+                        ep.inflight.fetch_add(1, Ordering::AcqRel);
+                        let (inner, ep) = (inner.clone(), ep.clone());
+                        tokio::spawn(async move {
+                            deliver(&inner, &ep, chunk, probe).await;
+                            ep.inflight.fetch_sub(1, Ordering::AcqRel);
+                            ep.notify.notify_one();
+                        });
+                    }
+                }
+                Ok(_) => {
+                    if probe {
+                        // Nothing to probe with: stay half-open until work arrives.
+                        if let Ok(mut b) = ep.breaker.lock() {
+                            if let concord_core::retry::BreakerState::HalfOpen { open_ms, .. } =
+                                b.state
+                            {
+                                b.state = concord_core::retry::BreakerState::HalfOpen {
+                                    probing: false,
+                                    open_ms,
+                                };
+                            }
+                        }
+                    }
+                    if let Ok(Some(due)) = inner.store.next_due(&ep.name).await {
+                        wait_until = Some(wait_until.map_or(due, |w| w.min(due)));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(endpoint = %ep.name, error = %e, "claim failed");
+                    wait_until = Some(now + 1_000);
+                }
+            }
+        }
+        if claimed_any {
+            continue;
+        }
+        let wait = wait_until
+            .map(|t| Duration::from_millis((t - inner.now()).clamp(1, 1_000) as u64))
+            .unwrap_or(Duration::from_secs(1));
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Group claimed items into write batches of one (kind, op), each at most the connector's bulk
+/// size, spreading them over `slots` batches when the bulk size allows.
+fn chunk(
+    claimed: Vec<Claimed>,
+    caps: &crate::connector::Capabilities,
+    slots: usize,
+) -> Vec<Vec<Claimed>> {
+    let mut groups: BTreeMap<(Kind, String), Vec<Claimed>> = BTreeMap::new();
+    for c in claimed {
+        groups
+            .entry((c.item.kind, c.item.op.clone()))
+            .or_default()
+            .push(c);
+    }
+    let mut out = Vec::new();
+    for ((kind, _), items) in groups {
+        let max = caps.kind(kind).write.max_batch.max(1);
+        let per = items.len().div_ceil(slots.max(1)).clamp(1, max);
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            out.push(items.by_ref().take(per).collect());
+        }
+    }
+    out
+}
+
+async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claimed>, probe: bool) {
+    if let Some(bucket) = &ep.bucket {
+        let wait = bucket.lock().map(|mut b| b.wait()).unwrap_or_default();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+    let mut ops = Vec::with_capacity(batch.len());
+    for c in &batch {
+        ops.push(write_op(inner, &ep.name, c).await);
+    }
+    let started = Instant::now();
+    super::Stats::add(&inner.stats.api_calls, 1);
+    metrics::counter!("concord_api_calls_total", "endpoint" => ep.name.clone(), "op" => "write")
+        .increment(1);
+    let timeout = inner
+        .config
+        .endpoints
+        .get(&ep.name)
+        .map(|s| s.timeout)
+        .unwrap_or(Duration::from_secs(30))
+        + Duration::from_secs(5);
+    let outcomes = match tokio::time::timeout(timeout, ep.connector.write(ops)).await {
+        Ok(o) if o.len() == batch.len() => o,
+        Ok(o) => {
+            let reason = format!(
+                "connector returned {} outcomes for {} items",
+                o.len(),
+                batch.len()
+            );
+            vec![
+                WriteOutcome::Failed(DeliveryError::Transient {
+                    reason,
+                    retry_after: None
+                });
+                batch.len()
+            ]
+        }
+        Err(_) => {
+            let reason = format!("no answer within {timeout:?}");
+            vec![
+                WriteOutcome::Failed(DeliveryError::Transient {
+                    reason,
+                    retry_after: None
+                });
+                batch.len()
+            ]
+        }
+    };
+    let rtt_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let now = inner.now();
+    let mut settlements = Vec::with_capacity(batch.len());
+    let mut any_success = false;
+    let mut endpoint_failure: Option<String> = None;
+    let mut back_pressure = false;
+    let mut audit = Vec::new();
+    for (c, outcome) in batch.iter().zip(outcomes) {
+        let item = &c.item;
+        let labels = [
+            ("endpoint", ep.name.clone()),
+            ("kind", item.kind.as_str().to_string()),
+        ];
+        match outcome {
+            WriteOutcome::Done { external_id } => {
+                any_success = true;
+                let lag = (now - item.captured_at).max(0) as u64;
+                inner.stats.record_lag(now, lag);
+                super::Stats::add(&inner.stats.delivered, 1);
+                metrics::counter!("concord_deliveries_total", &labels).increment(1);
+                metrics::histogram!("concord_lag_seconds", "flow" => item.flow.clone())
+                    .record(lag as f64 / 1000.0);
+                settlements.push(Settlement::Delivered {
+                    id: item.id,
+                    token: c.token,
+                    external_id,
+                    at: now,
+                });
+            }
+            WriteOutcome::NoMatch => {
+                any_success = true;
+                super::Stats::add(&inner.stats.skipped, 1);
+                settlements.push(Settlement::Skipped {
+                    id: item.id,
+                    token: c.token,
+                    reason: format!("no matching {} at `{}` (correlation syncs only records found on both sides)", item.kind, ep.name),
+                    at: now,
+                });
+            }
+            WriteOutcome::Failed(err) => {
+                let reason = err.to_string();
+                if let Ok(mut last) = ep.last_error.lock() {
+                    *last = Some(reason.clone());
+                }
+                match &err {
+                    DeliveryError::Permanent { .. } => {
+                        any_success = true; // the endpoint answered sensibly
+                        super::Stats::add(&inner.stats.dead_lettered, 1);
+                        metrics::counter!("concord_dead_letters_total", &labels).increment(1);
+                        tracing::warn!(endpoint = %ep.name, kind = %item.kind, key = %item.key, %reason, "dead-lettered");
+                        settlements.push(Settlement::Dead {
+                            id: item.id,
+                            token: c.token,
+                            reason,
+                            at: now,
+                        });
+                    }
+                    DeliveryError::RateLimited { retry_after, .. } => {
+                        back_pressure = true;
+                        let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                        let until = now + wait.as_millis() as i64;
+                        ep.paused_until.fetch_max(until, Ordering::Relaxed);
+                        ep.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        super::Stats::add(&inner.stats.rate_limited, 1);
+                        super::Stats::add(&inner.stats.retried, 1);
+                        metrics::counter!("concord_rate_limited_total", "endpoint" => ep.name.clone()).increment(1);
+                        metrics::counter!("concord_retries_total", &labels).increment(1);
+                        settlements.push(Settlement::Retry {
+                            id: item.id,
+                            token: c.token,
+                            next_at: until,
+                            error: reason,
+                            count: false,
+                        });
+                    }
+                    DeliveryError::Transient { retry_after, .. }
+                    | DeliveryError::Unavailable { retry_after, .. } => {
+                        back_pressure = true;
+                        endpoint_failure = Some(reason.clone());
+                        let attempts = item.attempts + 1;
+                        if !probe && attempts >= ep.max_attempts {
+                            let reason =
+                                format!("gave up after {attempts} attempts; last error: {reason}");
+                            super::Stats::add(&inner.stats.dead_lettered, 1);
+                            metrics::counter!("concord_dead_letters_total", &labels).increment(1);
+                            settlements.push(Settlement::Dead {
+                                id: item.id,
+                                token: c.token,
+                                reason,
+                                at: now,
+                            });
+                        } else {
+                            super::Stats::add(&inner.stats.retried, 1);
+                            metrics::counter!("concord_retries_total", &labels).increment(1);
+                            let ra = retry_after.map(|d| d.as_millis() as u64);
+                            let next_at =
+                                ep.backoff
+                                    .next_attempt_at(now, item.attempts, fastrand::f64(), ra);
+                            settlements.push(Settlement::Retry {
+                                id: item.id,
+                                token: c.token,
+                                next_at,
+                                error: reason,
+                                count: !probe,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Breaker and concurrency bookkeeping.
+    let saturated =
+        ep.inflight.load(Ordering::Acquire) >= ep.aimd.lock().map(|a| a.permits()).unwrap_or(1);
+    if let Ok(mut a) = ep.aimd.lock() {
+        a.on_response(rtt_ms, back_pressure, saturated);
+    }
+    if any_success {
+        ep.last_success.store(now, Ordering::Relaxed);
+        let closed = ep
+            .breaker
+            .lock()
+            .map(|mut b| b.on_success())
+            .unwrap_or(false);
+        if closed {
+            tracing::info!(endpoint = %ep.name, "circuit breaker closed: endpoint recovered");
+            audit.push(breaker_event(now, &ep.name, "breaker.closed", None));
+        }
+    } else if let Some(reason) = endpoint_failure {
+        let opened = ep
+            .breaker
+            .lock()
+            .map(|mut b| b.on_failure(now))
+            .unwrap_or(false);
+        if opened {
+            tracing::warn!(endpoint = %ep.name, %reason, "circuit breaker opened");
+            audit.push(breaker_event(now, &ep.name, "breaker.opened", Some(reason)));
+        }
+    }
+    if let Err(e) = inner.store.settle(settlements).await {
+        // The leases will expire and the items be delivered again (idempotent writes).
+        tracing::error!(endpoint = %ep.name, error = %e, "settling deliveries failed");
+    }
+    if !audit.is_empty() {
+        let _ = inner.store.record_audit(audit).await;
+    }
+}
+
+fn breaker_event(at: Millis, endpoint: &str, event: &str, reason: Option<String>) -> AuditEvent {
+    AuditEvent {
+        at,
+        event: event.into(),
+        endpoint: Some(endpoint.to_string()),
+        kind: None,
+        key: None,
+        detail: json!({ "reason": reason }),
+    }
+}
+
+/// Build the connector's view of an item: its external id and the external ids of what it
+/// refers to at this destination.
+async fn write_op(inner: &Inner, dest: &str, c: &Claimed) -> WriteOp {
+    let item = &c.item;
+    let store = &inner.store;
+    let external_id = store
+        .xref_external(dest, item.kind, &item.key)
+        .await
+        .ok()
+        .flatten();
+    let mut refs = BTreeMap::new();
+    if let Ok(Some(entity)) = store.entity(item.kind, &item.key).await {
+        for (dk, dkey) in dependencies(item.kind, &entity.state) {
+            if let Ok(Some(ext)) = store.xref_external(dest, dk, &dkey).await {
+                refs.insert(format!("{dk}:{dkey}"), ext);
+            }
+        }
+    }
+    WriteOp {
+        item_id: item.id,
+        kind: item.kind,
+        key: item.key.clone(),
+        op: item.op.clone(),
+        payload: item.payload.clone(),
+        external_id,
+        refs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aimd_grows_when_saturated_and_backs_off_on_pressure() {
+        let mut a = Aimd::new(8);
+        for _ in 0..50 {
+            a.on_response(10.0, false, true);
+        }
+        assert!(a.limit > 4.0, "limit grew to {}", a.limit);
+        let before = a.limit;
+        a.on_response(10.0, true, true);
+        assert!((a.limit - before * 0.9).abs() < 1e-9);
+        a.on_response(10.0, true, true);
+        assert!(
+            (a.limit - before * 0.9).abs() < 1e-9,
+            "one decrease per window"
+        );
+        let mut idle = Aimd::new(8);
+        for _ in 0..50 {
+            idle.on_response(10.0, false, false);
+        }
+        assert_eq!(idle.limit, 1.0, "no growth without saturation");
+    }
+}

@@ -1,0 +1,371 @@
+//! The running engine: the tasks that move every change along
+//! capture → journal → resolve → merge → plan → outbox → deliver.
+//!
+//! - [`capture`]: webhooks (acknowledged only after the journal commit), delta pollers with
+//!   durable cursors, batch (cron) snapshots and one-off migrations.
+//! - [`process`]: the single processor that turns journal entries into entity state and outbox
+//!   items (resolve by xref or natural key, field-ownership merge, jq mapping, hash skip,
+//!   dependency parking).
+//! - [`deliver`]: one dispatcher per destination endpoint: claims due items (one in flight per
+//!   key), batches them, writes through the connector under a rate limiter, adaptive concurrency
+//!   and a circuit breaker, and settles outcomes (retry with full-jitter backoff or Retry-After,
+//!   dead letter on permanent errors).
+//!
+//! Architecture invariant: no state lives only in memory that the store does not also hold,
+//! except health figures (breaker, concurrency, counters): a crash (kill -9) at any point loses
+//! nothing, and restarting resumes from the journal, the outbox and the cursors.
+
+pub mod capture;
+pub mod clock;
+pub mod deliver;
+pub mod process;
+pub mod stats;
+
+use crate::config::Config;
+use crate::connector::{Connector, WebhookError};
+use clock::{Clock, SystemClock};
+use concord_core::{Kind, Millis};
+use concord_store::{DeadLetterId, Store, StoreError};
+use deliver::EndpointRuntime;
+use stats::{Stats, StatsSnapshot};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The configuration asks for something the connectors cannot do (checked before start).
+    #[error("{path}: {message}")]
+    Capability { path: String, message: String },
+    /// An endpoint named in a flow has no connector instance.
+    #[error("no connector was built for endpoint `{0}`")]
+    MissingConnector(String),
+}
+
+/// Why a webhook was not accepted. Maps to an HTTP status in the server.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("unknown endpoint `{0}`")]
+    UnknownEndpoint(String),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    /// Records failed mapping or validation; nothing was stored. One message per bad record,
+    /// naming the record and the field.
+    #[error("{} invalid record(s): {}", .0.len(), .0.join("; "))]
+    Invalid(Vec<String>),
+    /// Storing failed; nothing was acknowledged.
+    #[error("could not store the events: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// What a webhook delivery led to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookAck {
+    pub stored: usize,
+    pub duplicates: usize,
+    /// Events of kinds no flow takes from this endpoint.
+    pub ignored: usize,
+}
+
+pub(crate) struct Inner {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub connectors: BTreeMap<String, Arc<dyn Connector>>,
+    pub clock: Arc<dyn Clock>,
+    pub stats: Stats,
+    /// Wakes the processor when something was journaled.
+    pub journal_notify: Notify,
+    /// Delivery runtimes of destination endpoints.
+    pub endpoints: BTreeMap<String, Arc<EndpointRuntime>>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Inner {
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Wake the dispatchers of these destinations.
+    pub fn wake(&self, dests: impl IntoIterator<Item = String>) {
+        for d in dests {
+            if let Some(ep) = self.endpoints.get(&d) {
+                ep.notify.notify_one();
+            }
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Health of one endpoint as seen by its dispatcher.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct EndpointHealth {
+    pub endpoint: String,
+    pub breaker: String,
+    pub concurrency_limit: f64,
+    pub inflight: usize,
+    pub paused_until: Option<Millis>,
+    pub last_success: Option<Millis>,
+    pub last_error: Option<String>,
+    pub rate_limited: u64,
+}
+
+/// The engine. Cheap to clone; all clones drive the same tasks.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// Build an engine over a validated config, a store and one connector per endpoint. Checks
+    /// that every flow asks only for what its connectors can do. Starts nothing.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+    ) -> Result<Engine, EngineError> {
+        Self::with_clock(config, store, connectors, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine, EngineError> {
+        check_capabilities(&config, &connectors)?;
+        let mut endpoints = BTreeMap::new();
+        for flow in &config.flows {
+            for dest in &flow.to {
+                if endpoints.contains_key(dest) {
+                    continue;
+                }
+                let connector = connectors
+                    .get(dest)
+                    .cloned()
+                    .ok_or_else(|| EngineError::MissingConnector(dest.clone()))?;
+                endpoints.insert(
+                    dest.clone(),
+                    Arc::new(EndpointRuntime::new(
+                        dest.clone(),
+                        connector,
+                        &config.engine,
+                    )),
+                );
+            }
+        }
+        let (shutdown, _) = watch::channel(false);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                connectors,
+                clock,
+                stats: Stats::default(),
+                journal_notify: Notify::new(),
+                endpoints,
+                shutdown,
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Start every task: processor, dispatchers, pollers, schedulers. Returns their join set;
+    /// call [`Engine::shutdown`] to stop them.
+    pub async fn start(&self) -> Result<JoinSet<()>, EngineError> {
+        let inner = &self.inner;
+        // A store used by this process alone: every in-flight claim belongs to a dead process.
+        let before = if inner.store.is_exclusive() {
+            Millis::MAX
+        } else {
+            inner.now()
+        };
+        let recovered = inner.store.recover_expired(before).await?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "returned in-flight deliveries of a previous run to the queue"
+            );
+        }
+        let mut tasks = JoinSet::new();
+        tasks.spawn(process::run(inner.clone()));
+        for ep in inner.endpoints.values() {
+            tasks.spawn(deliver::run(inner.clone(), ep.clone()));
+        }
+        capture::spawn_readers(inner, &mut tasks);
+        tasks.spawn(metrics_loop(inner.clone()));
+        Ok(tasks)
+    }
+
+    /// Ask every task to stop; in-flight deliveries finish and settle first.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+        self.inner.journal_notify.notify_waiters();
+        for ep in self.inner.endpoints.values() {
+            ep.notify.notify_waiters();
+        }
+    }
+
+    /// Accept a webhook for `endpoint`: verify, parse, map, validate and journal it. Returns only
+    /// after the events are durably stored (or not at all).
+    pub async fn capture_webhook(
+        &self,
+        endpoint: &str,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<WebhookAck, CaptureError> {
+        capture::webhook(&self.inner, endpoint, headers, body).await
+    }
+
+    pub fn stats(&self, lag_since: Option<Millis>) -> StatsSnapshot {
+        self.inner.stats.snapshot(lag_since)
+    }
+
+    pub fn now(&self) -> Millis {
+        self.inner.now()
+    }
+
+    pub fn endpoint_health(&self) -> Vec<EndpointHealth> {
+        self.inner.endpoints.values().map(|e| e.health()).collect()
+    }
+
+    /// True when nothing is waiting: every journal entry processed and no delivery pending or
+    /// in flight (parked items wait for dependencies and do not count).
+    pub async fn is_drained(&self) -> Result<bool, EngineError> {
+        let s = self.inner.store.stats().await?;
+        Ok(s.journal_pending == 0 && s.queues.iter().all(|q| q.pending == 0 && q.inflight == 0))
+    }
+
+    /// Replay open dead letters. Outbound state kinds are re-planned from the entity's current
+    /// state (never an outdated payload); command kinds resend their stored payload; inbound ones
+    /// are validated and journaled again. Returns the ids replayed.
+    pub async fn replay_dead_letters(
+        &self,
+        ids: Vec<DeadLetterId>,
+    ) -> Result<Vec<DeadLetterId>, EngineError> {
+        process::replay(&self.inner, ids).await
+    }
+
+    /// Drop open dead letters (kept in the audit trail).
+    pub async fn drop_dead_letters(
+        &self,
+        ids: Vec<DeadLetterId>,
+    ) -> Result<Vec<DeadLetterId>, EngineError> {
+        let now = self.inner.now();
+        let dropped = self.inner.store.drop_dead_letters(ids, now).await?;
+        Ok(dropped)
+    }
+}
+
+/// Check every flow against its connectors' declared capabilities.
+pub fn check_capabilities(
+    config: &Config,
+    connectors: &BTreeMap<String, Arc<dyn Connector>>,
+) -> Result<(), EngineError> {
+    use crate::config::Mode;
+    for (i, flow) in config.flows.iter().enumerate() {
+        let path = |f: &str| format!("flows[{i}].{f}");
+        for src in &flow.from {
+            let c = connectors
+                .get(src)
+                .ok_or_else(|| EngineError::MissingConnector(src.clone()))?;
+            let caps = c.capabilities().kind(flow.kind);
+            let (ok, need) = match &flow.mode {
+                Mode::Realtime { poll } => (
+                    caps.read.webhook && (poll.is_none() || caps.read.changes),
+                    "webhooks (and changed-since reads for `poll`)",
+                ),
+                Mode::Delta { .. } => (caps.read.changes, "changed-since reads"),
+                Mode::Batch { .. } | Mode::Migration => (caps.read.snapshot, "full listings"),
+            };
+            if !ok {
+                return Err(EngineError::Capability {
+                    path: path("mode"),
+                    message: format!(
+                        "endpoint `{src}` ({}) cannot provide {} of {} records, which this mode needs",
+                        c.connector_type(),
+                        need,
+                        flow.kind
+                    ),
+                });
+            }
+        }
+        for dest in &flow.to {
+            let c = connectors
+                .get(dest)
+                .ok_or_else(|| EngineError::MissingConnector(dest.clone()))?;
+            if !c.capabilities().kind(flow.kind).write.upsert {
+                return Err(EngineError::Capability {
+                    path: path("to"),
+                    message: format!(
+                        "endpoint `{dest}` ({}) cannot write {} records",
+                        c.connector_type(),
+                        flow.kind
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Kinds for which `endpoint` can come to know records (it is a source or a destination of a
+/// flow of that kind). Dependencies on other kinds cannot be satisfied there and are not waited
+/// for.
+pub(crate) fn reachable_kinds(config: &Config, endpoint: &str) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = config
+        .flows
+        .iter()
+        .filter(|f| f.from.iter().chain(&f.to).any(|e| e == endpoint))
+        .map(|f| f.kind)
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    kinds
+}
+
+async fn metrics_loop(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    loop {
+        if let Ok(s) = inner.store.stats().await {
+            for q in &s.queues {
+                let labels = [("endpoint", q.dest.clone())];
+                metrics::gauge!("concord_queue_depth", &labels)
+                    .set((q.pending + q.inflight) as f64);
+                metrics::gauge!("concord_parked", &labels).set(q.parked as f64);
+                let lag = q
+                    .oldest_captured_at
+                    .map(|t| (inner.now() - t).max(0) as f64 / 1000.0)
+                    .unwrap_or(0.0);
+                metrics::gauge!("concord_oldest_pending_seconds", &labels).set(lag);
+            }
+            metrics::gauge!("concord_journal_pending").set(s.journal_pending as f64);
+            metrics::gauge!("concord_dead_letters_open").set(s.dead_letters_open as f64);
+        }
+        for ep in inner.endpoints.values() {
+            let open = if ep.health().breaker == "closed" {
+                0.0
+            } else {
+                1.0
+            };
+            metrics::gauge!("concord_breaker_open", "endpoint" => ep.name.clone()).set(open);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! The processor: journal entries → entity state → outbox items, one batch per transaction.
+//!
+//! For each pending journal entry, in journal order: resolve its canonical key (xref, else the
+//! natural key — correlation), drop it if stale, merge it under field ownership, and when the
+//! entity changed plan a delivery to every destination of every flow that takes this kind from
+//! this source: order-scoped routing, jq filter, jq outbound mapping, skip when the destination
+//! already has (or is about to get) the same hash, park when dependencies are unknown there.
+//!
+//! Architecture invariant: exactly one processor runs per store, and it commits everything it
+//! decided for a batch in one `Store::apply`, together with the journal status. A crash between
+//! batches re-processes nothing twice and loses nothing: unprocessed entries stay pending.
+
+use super::{reachable_kinds, EngineError, Inner};
+use crate::config::{FlowConfig, Pattern};
+use crate::mapping::MapVars;
+use concord_core::{content_hash, dependencies, merge, natural_key, Kind, Millis};
+use concord_store::{
+    AuditEvent, DeadLetterId, DeadLetterState, Direction, Entity, EntityWrite, JournalEntry,
+    JournalStatus, NewDeadLetter, NewItem, ProcessBatch, Replay, Xref,
+};
+use serde_json::{json, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run until shutdown.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let batch_size = inner.config.engine.batch_size.max(1);
+    loop {
+        if inner.is_shutting_down() {
+            return;
+        }
+        let notified = inner.journal_notify.notified();
+        match step(&inner, batch_size).await {
+            Ok(0) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "processing failed; retrying in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Process one batch of pending journal entries. Returns how many were processed.
+pub(crate) async fn step(inner: &Inner, batch_size: usize) -> Result<usize, EngineError> {
+    let entries = inner.store.pending_journal(batch_size).await?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let n = entries.len();
+    let now = inner.now();
+    let mut planner = Planner::new(inner, now);
+    for entry in entries {
+        planner.entry(entry).await?;
+    }
+    let (batch, dests) = planner.finish();
+    let planned = batch.items.len() as u64;
+    let conflicts = batch.audit.iter().filter(|a| a.event == "conflict").count() as u64;
+    inner.store.apply(batch, now).await?;
+    super::Stats::add(&inner.stats.processed, n as u64);
+    super::Stats::add(&inner.stats.planned, planned);
+    super::Stats::add(&inner.stats.conflicts, conflicts);
+    inner.wake(dests);
+    Ok(n)
+}
+
+/// Accumulates one batch's decisions, with an overlay so that later entries of the batch see
+/// what earlier ones decided.
+struct Planner<'a> {
+    inner: &'a Inner,
+    now: Millis,
+    batch: ProcessBatch,
+    entities: HashMap<(Kind, String), Entity>,
+    xref_keys: HashMap<(String, Kind, String), String>,
+    known_at: BTreeSet<(String, Kind, String)>,
+    planned: HashMap<(String, Kind, String), String>,
+    dests: BTreeSet<String>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(inner: &'a Inner, now: Millis) -> Self {
+        Planner {
+            inner,
+            now,
+            batch: ProcessBatch::default(),
+            entities: HashMap::new(),
+            xref_keys: HashMap::new(),
+            known_at: BTreeSet::new(),
+            planned: HashMap::new(),
+            dests: BTreeSet::new(),
+        }
+    }
+
+    fn finish(self) -> (ProcessBatch, BTreeSet<String>) {
+        (self.batch, self.dests)
+    }
+
+    fn done(&mut self, e: &JournalEntry, status: JournalStatus, note: String, key: Option<String>) {
+        self.batch.journal.push((e.id, status, Some(note), key));
+    }
+
+    async fn entity(&mut self, kind: Kind, key: &str) -> Result<Option<Entity>, EngineError> {
+        if let Some(e) = self.entities.get(&(kind, key.to_string())) {
+            return Ok(Some(e.clone()));
+        }
+        Ok(self.inner.store.entity(kind, key).await?)
+    }
+
+    async fn is_known_at(
+        &mut self,
+        endpoint: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<bool, EngineError> {
+        let k = (endpoint.to_string(), kind, key.to_string());
+        if self.known_at.contains(&k) {
+            return Ok(true);
+        }
+        let known = self
+            .inner
+            .store
+            .xref_external(endpoint, kind, key)
+            .await?
+            .is_some();
+        if known {
+            self.known_at.insert(k);
+        }
+        Ok(known)
+    }
+
+    async fn planned_hash(
+        &mut self,
+        dest: &str,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let k = (dest.to_string(), kind, key.to_string());
+        if let Some(h) = self.planned.get(&k) {
+            return Ok(Some(h.clone()));
+        }
+        Ok(self.inner.store.hashes(dest, kind, key).await?.0)
+    }
+
+    async fn entry(&mut self, e: JournalEntry) -> Result<(), EngineError> {
+        let flows: Vec<&FlowConfig> = self.inner.config.flows_for(e.kind, &e.endpoint).collect();
+        if flows.is_empty() {
+            self.done(
+                &e,
+                JournalStatus::Processed,
+                "no flow takes this kind from this endpoint".into(),
+                None,
+            );
+            return Ok(());
+        }
+        // Orders remember the channel they were sold through.
+        let mut record = e.payload.clone();
+        if e.kind == Kind::Order && record.get("channel").is_none_or(Value::is_null) {
+            if let Some(obj) = record.as_object_mut() {
+                obj.insert("channel".into(), Value::String(e.endpoint.clone()));
+            }
+        }
+        // Resolve: known xref, else correlate by natural key.
+        let xk = (e.endpoint.clone(), e.kind, e.external_id.clone());
+        let known = match self.xref_keys.get(&xk) {
+            Some(k) => Some(k.clone()),
+            None => {
+                self.inner
+                    .store
+                    .xref_key(&e.endpoint, e.kind, &e.external_id)
+                    .await?
+            }
+        };
+        let key = match known {
+            Some(k) => k,
+            None => match natural_key(e.kind, &record, &e.endpoint) {
+                Ok(k) => {
+                    self.xref_keys.insert(xk, k.clone());
+                    self.known_at
+                        .insert((e.endpoint.clone(), e.kind, k.clone()));
+                    self.batch.xrefs.push(Xref {
+                        endpoint: e.endpoint.clone(),
+                        kind: e.kind,
+                        external_id: e.external_id.clone(),
+                        key: k.clone(),
+                    });
+                    k
+                }
+                Err(err) => {
+                    let reason = format!("cannot identify the record: {err}");
+                    self.reject(&e, reason);
+                    return Ok(());
+                }
+            },
+        };
+        let current = self.entity(e.kind, &key).await?;
+        if let Some(cur) = &current {
+            if let Some(prev) = cur.versions.get(&e.endpoint) {
+                if is_older(&e.version, prev) {
+                    let note = format!(
+                        "stale: version {} is older than {} already applied",
+                        e.version, prev
+                    );
+                    self.done(&e, JournalStatus::Processed, note, Some(key));
+                    return Ok(());
+                }
+            }
+        }
+        let ownership = self
+            .inner
+            .config
+            .ownership
+            .get(&e.kind)
+            .cloned()
+            .unwrap_or_default();
+        let outcome = merge(
+            current.as_ref().map(|c| &c.state),
+            &record,
+            &e.endpoint,
+            &ownership,
+        );
+        for c in &outcome.conflicts {
+            self.batch.audit.push(AuditEvent {
+                at: self.now,
+                event: "conflict".into(),
+                endpoint: Some(e.endpoint.clone()),
+                kind: Some(e.kind),
+                key: Some(key.clone()),
+                detail: json!({"field": c.field, "owner": c.owner, "attempted": c.attempted,
+                               "kept": c.kept, "journal_id": e.id}),
+            });
+        }
+        let mut versions = current
+            .as_ref()
+            .map(|c| c.versions.clone())
+            .unwrap_or_default();
+        versions.insert(e.endpoint.clone(), e.version.clone());
+        let hash = content_hash(&outcome.state);
+        let entity = Entity {
+            kind: e.kind,
+            key: key.clone(),
+            state: outcome.state.clone(),
+            hash: hash.clone(),
+            versions,
+            updated_at: self.now,
+        };
+        self.entities.insert((e.kind, key.clone()), entity);
+        self.batch.entities.push(EntityWrite {
+            kind: e.kind,
+            key: key.clone(),
+            state: outcome.state.clone(),
+            hash,
+            endpoint: e.endpoint.clone(),
+            version: e.version.clone(),
+            at: self.now,
+        });
+        if !outcome.changed {
+            let note = if outcome.conflicts.is_empty() {
+                "unchanged (echo or repeat)".to_string()
+            } else {
+                format!(
+                    "unchanged: {} field(s) owned by another endpoint ignored",
+                    outcome.conflicts.len()
+                )
+            };
+            self.done(&e, JournalStatus::Processed, note, Some(key));
+            return Ok(());
+        }
+        let mut planned = 0usize;
+        for flow in flows {
+            for dest in &flow.to {
+                if dest == &e.endpoint {
+                    continue;
+                }
+                if self
+                    .plan(
+                        flow,
+                        dest,
+                        e.kind,
+                        &key,
+                        &outcome.state,
+                        &e.endpoint,
+                        Some(e.id),
+                        e.received_at,
+                    )
+                    .await?
+                {
+                    planned += 1;
+                }
+            }
+        }
+        self.done(
+            &e,
+            JournalStatus::Processed,
+            format!("applied; {planned} delivery(ies) planned"),
+            Some(key),
+        );
+        Ok(())
+    }
+
+    fn reject(&mut self, e: &JournalEntry, reason: String) {
+        self.batch.dead_letters.push(NewDeadLetter {
+            direction: Direction::Inbound,
+            endpoint: e.endpoint.clone(),
+            kind: e.kind,
+            key: e.external_id.clone(),
+            payload: e.payload.clone(),
+            reason: reason.clone(),
+            journal_id: Some(e.id),
+            at: self.now,
+        });
+        self.done(e, JournalStatus::Rejected, reason, None);
+    }
+
+    /// Plan one delivery of `state` to `dest`. Returns whether an item was enqueued.
+    #[allow(clippy::too_many_arguments)]
+    async fn plan(
+        &mut self,
+        flow: &FlowConfig,
+        dest: &str,
+        kind: Kind,
+        key: &str,
+        state: &Value,
+        source: &str,
+        journal_id: Option<i64>,
+        captured_at: Millis,
+    ) -> Result<bool, EngineError> {
+        // Shipments, invoices, payments and refunds go back only to the order's channel.
+        if kind.is_order_scoped() {
+            if let Some(order_key) = state.get("order").and_then(Value::as_str) {
+                let channel = self
+                    .entity(Kind::Order, order_key)
+                    .await?
+                    .and_then(|o| {
+                        o.state
+                            .get("channel")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                    })
+                    .or_else(|| order_key.split_once('/').map(|(c, _)| c.to_string()));
+                if channel.as_deref().is_some_and(|c| c != dest) {
+                    return Ok(false);
+                }
+            }
+        }
+        let vars = MapVars {
+            dest: dest.to_string(),
+            source: source.to_string(),
+            kind: kind.as_str().to_string(),
+        };
+        if let Some(filter) = &flow.filter {
+            match filter.test(state, &vars) {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(err) => {
+                    self.dead_out(
+                        flow,
+                        dest,
+                        kind,
+                        key,
+                        state,
+                        journal_id,
+                        format!("filter of flow `{}` failed: {err}", flow.name),
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
+        let payload = match mapping {
+            Some(m) => match m.apply(state, &vars) {
+                Ok(v) => v,
+                Err(err) => {
+                    self.dead_out(
+                        flow,
+                        dest,
+                        kind,
+                        key,
+                        state,
+                        journal_id,
+                        format!("mapping of flow `{}` for `{dest}` failed: {err}", flow.name),
+                    );
+                    return Ok(false);
+                }
+            },
+            None => state.clone(),
+        };
+        let hash = content_hash(&payload);
+        let previous = self.planned_hash(dest, kind, key).await?;
+        if previous.as_deref() == Some(hash.as_str()) {
+            return Ok(false);
+        }
+        let op = operation(flow, kind, state, previous.is_some());
+        let mut waiting_on = Vec::new();
+        let reachable = reachable_kinds(&self.inner.config, dest);
+        for (dk, dkey) in dependencies(kind, state) {
+            if reachable.contains(&dk) && !self.is_known_at(dest, dk, &dkey).await? {
+                waiting_on.push((dk, dkey));
+            }
+        }
+        self.planned
+            .insert((dest.to_string(), kind, key.to_string()), hash.clone());
+        self.batch.items.push(NewItem {
+            dest: dest.to_string(),
+            kind,
+            key: key.to_string(),
+            op,
+            payload,
+            hash,
+            flow: flow.name.clone(),
+            journal_id,
+            captured_at,
+            waiting_on,
+            coalesce: kind.is_state(),
+            not_before: self.now,
+        });
+        self.dests.insert(dest.to_string());
+        Ok(true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dead_out(
+        &mut self,
+        flow: &FlowConfig,
+        dest: &str,
+        kind: Kind,
+        key: &str,
+        state: &Value,
+        journal_id: Option<i64>,
+        reason: String,
+    ) {
+        tracing::warn!(flow = %flow.name, dest, %kind, key, %reason, "dead-lettered while planning");
+        self.batch.dead_letters.push(NewDeadLetter {
+            direction: Direction::Outbound,
+            endpoint: dest.to_string(),
+            kind,
+            key: key.to_string(),
+            payload: state.clone(),
+            reason,
+            journal_id,
+            at: self.now,
+        });
+    }
+}
+
+/// The write operation for a planned delivery.
+fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_before: bool) -> String {
+    if kind == Kind::Order {
+        let cancelled = state.get("status").and_then(Value::as_str) == Some("cancelled");
+        return if cancelled {
+            "cancel"
+        } else if sent_before {
+            "update"
+        } else {
+            "create"
+        }
+        .to_string();
+    }
+    if flow.pattern == Pattern::Correlation {
+        "update_only".into()
+    } else {
+        "upsert".into()
+    }
+}
+
+/// Versions compare numerically when both are integers, as timestamps when both look like
+/// RFC 3339; otherwise (content hashes) they are unordered and never stale.
+fn is_older(new: &str, applied: &str) -> bool {
+    match (new.parse::<i64>(), applied.parse::<i64>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => {
+            let looks_like_time = |s: &str| {
+                s.len() >= 19
+                    && s.as_bytes().get(4) == Some(&b'-')
+                    && s.as_bytes().get(10) == Some(&b'T')
+            };
+            looks_like_time(new)
+                && looks_like_time(applied)
+                && new.len() == applied.len()
+                && new < applied
+        }
+    }
+}
+
+/// Replay open dead letters (see [`super::Engine::replay_dead_letters`]).
+pub(crate) async fn replay(
+    inner: &Arc<Inner>,
+    ids: Vec<DeadLetterId>,
+) -> Result<Vec<DeadLetterId>, EngineError> {
+    let now = inner.now();
+    let mut replays = Vec::new();
+    let mut dests = BTreeSet::new();
+    for id in ids {
+        let Some(dl) = inner.store.dead_letter(id).await? else {
+            continue;
+        };
+        if dl.state != DeadLetterState::Open {
+            continue;
+        }
+        match dl.direction {
+            Direction::Outbound => {
+                let flow = dl
+                    .flow
+                    .as_deref()
+                    .and_then(|name| inner.config.flows.iter().find(|f| f.name == name));
+                let item = if dl.kind.is_state() {
+                    // Re-plan from the current state: an old payload must never overwrite a newer one.
+                    let Some(entity) = inner.store.entity(dl.kind, &dl.key).await? else {
+                        continue;
+                    };
+                    let vars = MapVars {
+                        dest: dl.endpoint.clone(),
+                        source: String::new(),
+                        kind: dl.kind.as_str().to_string(),
+                    };
+                    let mapping = flow
+                        .and_then(|f| f.map_out.get(&dl.endpoint).or_else(|| f.map_out.get("*")));
+                    let payload = match mapping {
+                        Some(m) => match m.apply(&entity.state, &vars) {
+                            Ok(v) => v,
+                            Err(err) => {
+                                tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
+                                continue;
+                            }
+                        },
+                        None => entity.state.clone(),
+                    };
+                    let op = flow
+                        .map(|f| operation(f, dl.kind, &entity.state, true))
+                        .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
+                    NewItem {
+                        dest: dl.endpoint.clone(),
+                        kind: dl.kind,
+                        key: dl.key.clone(),
+                        op,
+                        hash: content_hash(&payload),
+                        payload,
+                        flow: dl.flow.clone().unwrap_or_default(),
+                        journal_id: dl.journal_id,
+                        captured_at: now,
+                        waiting_on: Vec::new(),
+                        coalesce: true,
+                        not_before: now,
+                    }
+                } else {
+                    NewItem {
+                        dest: dl.endpoint.clone(),
+                        kind: dl.kind,
+                        key: dl.key.clone(),
+                        op: dl.op.clone().unwrap_or_else(|| "upsert".into()),
+                        hash: content_hash(&dl.payload),
+                        payload: dl.payload.clone(),
+                        flow: dl.flow.clone().unwrap_or_default(),
+                        journal_id: dl.journal_id,
+                        captured_at: now,
+                        waiting_on: Vec::new(),
+                        coalesce: false,
+                        not_before: now,
+                    }
+                };
+                dests.insert(dl.endpoint.clone());
+                replays.push((id, Replay::Outbound(item)));
+            }
+            Direction::Inbound => {
+                let (external_id, version) = match dl.journal_id {
+                    Some(j) => match inner.store.journal_entry(j).await? {
+                        Some(entry) => (entry.external_id, entry.version),
+                        None => (dl.key.clone(), content_hash(&dl.payload)),
+                    },
+                    None => (dl.key.clone(), content_hash(&dl.payload)),
+                };
+                let captured = crate::connector::Captured {
+                    kind: dl.kind,
+                    external_id,
+                    version: Some(version),
+                    record: dl.payload.clone(),
+                };
+                match super::capture::to_capture(inner, &dl.endpoint, captured, now) {
+                    Ok(capture) => replays.push((id, Replay::Inbound(capture))),
+                    Err(reason) => {
+                        tracing::warn!(id, %reason, "replay: record is still invalid; dead letter kept open");
+                    }
+                }
+            }
+        }
+    }
+    let done = inner.store.replay_dead_letters(replays, now).await?;
+    inner
+        .store
+        .record_audit(
+            done.iter()
+                .map(|id| AuditEvent {
+                    at: now,
+                    event: "dlq.replay".into(),
+                    endpoint: None,
+                    kind: None,
+                    key: None,
+                    detail: json!({"dead_letter": id}),
+                })
+                .collect(),
+        )
+        .await?;
+    inner.journal_notify.notify_one();
+    inner.wake(dests);
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_older;
+
+    #[test]
+    fn versions_order_only_when_comparable() {
+        assert!(is_older("9", "10"));
+        assert!(!is_older("10", "9"));
+        assert!(is_older("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
+        assert!(!is_older("abc", "abd"), "content hashes are unordered");
+    }
+}
