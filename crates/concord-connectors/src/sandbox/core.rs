@@ -5,16 +5,19 @@
 //!
 //! Must never: hold a lock across an `.await`, or fault `/_control/*`.
 
-use super::{sign, Counters, Faults, SimError, SIGNATURE_HEADER, TOPIC_HEADER};
+use super::feed::{changes, records, Feed};
+pub(crate) use super::webhook::WebhookConfig;
+use super::webhook::{webhook_sender, Event};
+use super::{Counters, Faults, SimError};
 use axum::body::Body;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_core::Kind;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +39,16 @@ pub(crate) fn now_ms() -> i64 {
 /// A JSON error response `{"error": message}`.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// A small error answer (status + message) that becomes `{"error": message}`.
+#[derive(Debug)]
+pub(crate) struct HttpError(pub StatusCode, pub String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
 }
 
 /// `{"id": id, ..record}`.
@@ -63,9 +76,9 @@ pub(crate) fn bind_path_field(body: &mut Value, field: &str, value: &str) -> Res
 }
 
 /// Parse a request body as JSON; a malformed body is a 400 naming the position.
-pub(crate) fn parse_json(body: &[u8]) -> Result<Value, Response> {
+pub(crate) fn parse_json(body: &[u8]) -> Result<Value, HttpError> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        HttpError(
             StatusCode::BAD_REQUEST,
             format!(
                 "malformed JSON at line {} column {}: {e}",
@@ -85,103 +98,6 @@ pub struct WriteEntry {
     pub body: Value,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Entry {
-    pub seq: u64,
-    pub updated_at: i64,
-    pub record: Value,
-}
-
-#[derive(Default)]
-struct KindLog {
-    by_id: BTreeMap<String, Entry>,
-    by_seq: BTreeMap<u64, String>,
-}
-
-/// The latest state of every record, indexed by id and by its latest seq.
-#[derive(Default)]
-pub(crate) struct Feed {
-    seq: u64,
-    kinds: BTreeMap<Kind, KindLog>,
-}
-
-/// One feed row as served and as sent in webhooks.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Row {
-    pub id: String,
-    pub version: String,
-    pub updated_at: i64,
-    pub record: Value,
-}
-
-impl Feed {
-    pub fn get(&self, kind: Kind, id: &str) -> Option<&Entry> {
-        self.kinds.get(&kind)?.by_id.get(id)
-    }
-
-    fn put(&mut self, kind: Kind, id: &str, record: Value) -> Entry {
-        self.seq += 1;
-        let entry = Entry {
-            seq: self.seq,
-            updated_at: now_ms(),
-            record,
-        };
-        let log = self.kinds.entry(kind).or_default();
-        if let Some(old) = log.by_id.insert(id.to_string(), entry.clone()) {
-            log.by_seq.remove(&old.seq);
-        }
-        log.by_seq.insert(entry.seq, id.to_string());
-        entry
-    }
-
-    fn row(id: &str, e: &Entry) -> Row {
-        Row {
-            id: id.to_string(),
-            version: e.seq.to_string(),
-            updated_at: e.updated_at,
-            record: e.record.clone(),
-        }
-    }
-
-    /// Records whose latest seq is after `after`, in seq order; `more` = some are left.
-    pub fn changes(&self, kind: Kind, after: u64, limit: usize) -> (Vec<Row>, bool) {
-        let Some(log) = self.kinds.get(&kind) else {
-            return (Vec::new(), false);
-        };
-        let mut it = log.by_seq.range(after.saturating_add(1)..);
-        let rows = it
-            .by_ref()
-            .take(limit)
-            .filter_map(|(_, id)| log.by_id.get(id).map(|e| Self::row(id, e)))
-            .collect();
-        (rows, it.next().is_some())
-    }
-
-    /// Records with an id after `after_id`, in id order.
-    pub fn snapshot(&self, kind: Kind, after_id: Option<&str>, limit: usize) -> (Vec<Row>, bool) {
-        let Some(log) = self.kinds.get(&kind) else {
-            return (Vec::new(), false);
-        };
-        let mut it = log
-            .by_id
-            .iter()
-            .filter(|(id, _)| after_id.is_none_or(|a| id.as_str() > a));
-        let rows = it
-            .by_ref()
-            .take(limit)
-            .map(|(id, e)| Self::row(id, e))
-            .collect();
-        (rows, it.next().is_some())
-    }
-}
-
-/// A change on its way to the webhook receiver.
-#[derive(Debug, Clone)]
-pub(crate) struct Event {
-    kind: Kind,
-    row: Row,
-}
-
 #[derive(Default)]
 pub(crate) struct CounterSet {
     pub requests: AtomicU64,
@@ -194,15 +110,6 @@ pub(crate) struct CounterSet {
     pub webhook_events_dropped: AtomicU64,
     pub oversell_refused: AtomicU64,
     pub writes: Mutex<BTreeMap<String, u64>>,
-}
-
-/// Webhook settings common to both emulators.
-#[derive(Debug, Clone)]
-pub(crate) struct WebhookConfig {
-    pub url: String,
-    pub secret: Option<String>,
-    pub kinds: Option<Vec<Kind>>,
-    pub batch: usize,
 }
 
 struct Running {
@@ -441,87 +348,6 @@ async fn bind_retrying(addr: SocketAddr) -> Result<tokio::net::TcpListener, SimE
     })
 }
 
-/// Batches consecutive events of one kind (one topic per POST), up to `cfg.batch`, without
-/// waiting for more when the queue is empty.
-async fn webhook_sender(
-    mut rx: mpsc::UnboundedReceiver<Event>,
-    cfg: WebhookConfig,
-    http: reqwest::Client,
-    counters: Arc<CounterSet>,
-) {
-    let mut pending: Option<Event> = None;
-    loop {
-        let first = match pending.take() {
-            Some(e) => e,
-            None => match rx.recv().await {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        let kind = first.kind;
-        let mut batch = vec![first.row];
-        while batch.len() < cfg.batch.max(1) {
-            match rx.try_recv() {
-                Ok(e) if e.kind == kind => batch.push(e.row),
-                Ok(e) => {
-                    pending = Some(e);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        deliver(&http, &cfg, kind, batch, &counters).await;
-    }
-}
-
-async fn deliver(
-    http: &reqwest::Client,
-    cfg: &WebhookConfig,
-    kind: Kind,
-    batch: Vec<Row>,
-    counters: &CounterSet,
-) {
-    let n = batch.len() as u64;
-    let events: Vec<Value> = batch
-        .into_iter()
-        .map(|r| json!({"kind": kind.as_str(), "id": r.id, "version": r.version, "record": r.record}))
-        .collect();
-    let body = json!({ "events": events }).to_string().into_bytes();
-    let signature = cfg.secret.as_ref().map(|s| sign(s.as_bytes(), &body));
-    let backoff = [100u64, 400, 1600];
-    for attempt in 0..=backoff.len() {
-        let mut req = http
-            .post(&cfg.url)
-            .header("Content-Type", "application/json")
-            .header(TOPIC_HEADER, kind.as_str())
-            .body(body.clone());
-        if let Some(sig) = &signature {
-            req = req.header(SIGNATURE_HEADER, sig);
-        }
-        match req.send().await {
-            Ok(resp) if resp.status().is_success() => {
-                counters.webhooks_sent.fetch_add(1, Relaxed);
-                counters.webhook_events_sent.fetch_add(n, Relaxed);
-                return;
-            }
-            Ok(resp) => {
-                tracing::debug!(status = %resp.status(), "sandbox webhook refused");
-                counters.webhooks_failed.fetch_add(1, Relaxed);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "sandbox webhook failed");
-                counters.webhooks_failed.fetch_add(1, Relaxed);
-            }
-        }
-        if let Some(ms) = backoff.get(attempt) {
-            tokio::time::sleep(Duration::from_millis(*ms)).await;
-        }
-    }
-    tracing::warn!(kind = %kind, events = n, "sandbox webhook batch dropped");
-    counters.webhooks_dropped.fetch_add(1, Relaxed);
-    counters.webhook_events_dropped.fetch_add(n, Relaxed);
-}
-
 async fn fault_middleware(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
     if !req.uri().path().starts_with("/api") {
         return next.run(req).await;
@@ -572,71 +398,6 @@ async fn log_write(core: &Core, req: Request) -> Request {
     Request::from_parts(parts, Body::from(bytes))
 }
 
-#[derive(Deserialize)]
-struct FeedQuery {
-    kind: Option<String>,
-    after: Option<String>,
-    after_id: Option<String>,
-    limit: Option<String>,
-}
-
-fn feed_params(core: &Core, q: &FeedQuery) -> Result<(Kind, usize), Response> {
-    let name = q.kind.as_deref().ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "query parameter `kind` is required",
-        )
-    })?;
-    let kind: Kind = name.parse().map_err(|e: concord_core::kind::UnknownKind| {
-        error(StatusCode::BAD_REQUEST, e.to_string())
-    })?;
-    if !core.kinds.contains(&kind) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!("kind `{kind}` is not served by this system"),
-        ));
-    }
-    let limit = match &q.limit {
-        None => 100,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=1000).contains(l))
-            .ok_or_else(|| error(StatusCode::BAD_REQUEST, "`limit` must be 1..=1000"))?,
-    };
-    Ok((kind, limit))
-}
-
-/// `GET /api/changes?kind=K&after=<seq>&limit=N`.
-async fn changes(State(core): State<Arc<Core>>, Query(q): Query<FeedQuery>) -> Response {
-    let (kind, limit) = match feed_params(&core, &q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let after = match q.after.as_deref().filter(|a| !a.is_empty()) {
-        None => 0,
-        Some(a) => match a.parse::<u64>() {
-            Ok(a) => a,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "`after` must be a sequence number"),
-        },
-    };
-    let (rows, more) = lock(&core.feed).changes(kind, after, limit);
-    let next = rows.last().map_or(after.to_string(), |r| r.version.clone());
-    Json(json!({"records": rows, "next": next, "more": more})).into_response()
-}
-
-/// `GET /api/records?kind=K&after_id=<id>&limit=N`.
-async fn records(State(core): State<Arc<Core>>, Query(q): Query<FeedQuery>) -> Response {
-    let (kind, limit) = match feed_params(&core, &q) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let after_id = q.after_id.as_deref().filter(|a| !a.is_empty());
-    let (rows, more) = lock(&core.feed).snapshot(kind, after_id, limit);
-    let next = rows.last().map(|r| r.id.clone());
-    Json(json!({"records": rows, "next": next, "more": more})).into_response()
-}
-
 async fn set_faults(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Response {
     match serde_json::from_slice::<Faults>(&body) {
         Ok(f) => {
@@ -653,29 +414,4 @@ async fn get_faults(State(core): State<Arc<Core>>) -> Response {
 
 async fn get_counters(State(core): State<Arc<Core>>) -> Response {
     Json(core.counters()).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn feed_keeps_latest_state_in_seq_order() {
-        let mut f = Feed::default();
-        f.put(Kind::Product, "A", json!(1));
-        f.put(Kind::Product, "B", json!(2));
-        f.put(Kind::Stock, "A@W", json!(3));
-        f.put(Kind::Product, "A", json!(4));
-        let (rows, more) = f.changes(Kind::Product, 0, 10);
-        assert!(!more);
-        let ids: Vec<_> = rows
-            .iter()
-            .map(|r| (r.id.as_str(), r.version.as_str()))
-            .collect();
-        assert_eq!(ids, [("B", "2"), ("A", "4")]);
-        let (rows, more) = f.changes(Kind::Product, 0, 1);
-        assert!(more && rows[0].id == "B");
-        let (rows, more) = f.snapshot(Kind::Product, Some("A"), 10);
-        assert!(!more && rows.len() == 1 && rows[0].id == "B");
-    }
 }

@@ -18,7 +18,9 @@ pub mod client;
 pub mod connector;
 pub(crate) mod core;
 pub mod erp;
+pub(crate) mod feed;
 pub mod shop;
+pub(crate) mod webhook;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

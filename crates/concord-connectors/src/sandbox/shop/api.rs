@@ -46,7 +46,7 @@ macro_rules! body {
     ($bytes:expr) => {
         match parse_json(&$bytes) {
             Ok(v) => v,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         }
     };
 }
