@@ -377,6 +377,24 @@ async fn faults_are_classified() {
     let c = erp.counters();
     assert_eq!((c.requests, c.responses_429, c.responses_5xx), (5, 2, 2));
 
+    // A request slower than the endpoint's timeout is transient.
+    erp.set_faults(Faults {
+        latency_ms: 400,
+        ..Faults::default()
+    });
+    let mut quick = spec("sandbox-erp", &erp.base_url(), None, Value::Null);
+    quick.timeout = Duration::from_millis(50);
+    let quick = concord_connectors::build(&quick).unwrap();
+    let e = quick
+        .read_changes(req(Kind::Product, None, 10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, DeliveryError::Transient { reason, .. } if reason.contains("timed out")),
+        "{e}"
+    );
+    erp.set_faults(Faults::default());
+
     // A real outage: the port refuses connections, then comes back on the same port.
     let before = erp.base_url();
     erp.set_down(true).await.unwrap();

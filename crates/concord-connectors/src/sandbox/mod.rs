@@ -7,9 +7,32 @@
 //! 429 with `Retry-After`, 503 maintenance, and a real outage where the port stops accepting).
 //! Both speak canonical JSON (the shapes of `concord_core::model`), so no mapping is needed.
 //!
+//! # Shared HTTP contract (both emulators)
+//! - Every record change gets a new global, monotonic `seq` (its version) and `updated_at` (ms).
+//!   A save that changes nothing is not a change.
+//! - `GET /api/changes?kind=K&after=<seq>&limit=N` (limit 1..=1000, default 100) →
+//!   `{"records":[{"id","version","updated_at","record"}],"next":"<last seq>","more":bool}`: the
+//!   latest state of each record changed after `seq`, ordered by its latest seq (keyset; an empty
+//!   page returns `next` = `after`). The seq is assigned under the same lock as the write, so the
+//!   feed has no gaps and needs no overlap.
+//! - `GET /api/records?kind=K&after_id=<id>&limit=N` → `{"records":[...],"next":"<last id>"|null,
+//!   "more":bool}` ordered by id (string order).
+//! - Webhooks (when `webhook_url` is set): POST `{"events":[{"kind","id","version","record"}]}`
+//!   with `Content-Type: application/json`, `X-Sandbox-Topic: <kind>` (one kind per POST) and
+//!   `X-Sandbox-Signature: sha256=<hex HMAC-SHA256(body, webhook_secret)>` (omitted when no
+//!   secret is set). In seq order, up to `webhook_batch` events per POST, sent at once when
+//!   idle; retried after 100 ms, 400 ms, 1.6 s, then dropped (`webhooks_dropped`).
+//! - Faults apply to `/api/*` only: latency, then `down` (503 "down for maintenance"), then every
+//!   Nth request 429 with `Retry-After`, then `error_rate` 500s. `set_down(true)` is a real outage:
+//!   the listener is closed (connection refused) and `set_down(false)` re-binds the same port.
+//! - `POST /_control/faults` (a [`Faults`] as JSON), `GET /_control/faults`,
+//!   `GET /_control/counters` (a [`Counters`]).
+//! - Writes are validated with `concord_core::validate`; invalid → 422 `{"error"}` naming the
+//!   field; a malformed body → 400 naming the position.
+//!
 //! This module holds what both emulators share: [`Faults`], webhook signing ([`sign`],
-//! [`verify_signature`]), the counters, and (in `core`) the change feed, the webhook sender,
-//! the fault middleware and the server lifecycle.
+//! [`verify_signature`]), the counters; `core` (fault middleware, write log, server lifecycle),
+//! `feed` (the change feed and its routes) and `webhook` (the sender).
 //!
 //! Must never: touch Concord's store or engine runtime, or be used as a production endpoint.
 //! The emulators keep everything in memory and forget it on shutdown.
@@ -48,11 +71,32 @@ pub struct Faults {
     pub error_rate: f64,
     /// Every Nth `/api` request is answered 429 (0 = off).
     pub rate_limit_every: u32,
-    /// The `Retry-After` of those 429s, in seconds (fractions are sent as e.g. `0.5`).
+    /// The `Retry-After` of those 429s, in seconds (fractions are sent as e.g. `0.5`). In JSON
+    /// either a number or a string (`"0.5"`).
+    #[serde(deserialize_with = "secs")]
     pub rate_limit_retry_after_secs: f64,
     /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
     /// the port refuses connections, use the handle's `set_down(true)`.)
     pub down: bool,
+}
+
+fn secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Secs {
+        Num(f64),
+        Text(String),
+    }
+    let v = match Secs::deserialize(d)? {
+        Secs::Num(n) => n,
+        Secs::Text(t) => t.trim().parse::<f64>().map_err(serde::de::Error::custom)?,
+    };
+    if !v.is_finite() || v < 0.0 {
+        return Err(serde::de::Error::custom(
+            "must be a non-negative number of seconds",
+        ));
+    }
+    Ok(v)
 }
 
 impl Faults {
@@ -190,5 +234,10 @@ mod tests {
         assert_eq!(f.retry_after_header(), "0.5");
         let parsed: Faults = serde_json::from_str(r#"{"down": true}"#).unwrap();
         assert!(parsed.down && parsed.rate_limit_every == 0);
+        let parsed: Faults =
+            serde_json::from_str(r#"{"rate_limit_retry_after_secs": "0.5"}"#).unwrap();
+        assert_eq!(parsed.rate_limit_retry_after_secs, 0.5);
+        assert!(serde_json::from_str::<Faults>(r#"{"rate_limit_retry_after_secs": -1}"#).is_err());
+        assert!(serde_json::from_str::<Faults>(r#"{"latency": 1}"#).is_err());
     }
 }

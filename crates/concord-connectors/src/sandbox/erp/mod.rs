@@ -20,8 +20,8 @@
 //!   shipped → 409). `POST /api/sales-orders/{id}/ship` ships what remains (409 when nothing).
 //!   A sales order is `{"id","reference","customer_id","status":"open|cancelled|shipped","record"}`.
 //! - `GET /api/shipments?order=<reference>` → `{"shipments":[canonical shipment]}`.
-//! - Feed and snapshot (see the crate docs) for product, stock, price, customer, order, shipment;
-//!   ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
+//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
+//!   customer, order, shipment; ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //!
 //! A save that changes nothing produces no change (no new seq, no webhook). Accepting an order

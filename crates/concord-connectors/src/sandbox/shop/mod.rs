@@ -24,8 +24,9 @@
 //! - `POST /api/orders/{id}/cancel` → order (restocks; idempotent; fulfilled → 409).
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
 //!   stock (the same checkout as `place_order`).
-//! - Feed and snapshot for product, stock, customer, order; ids: sku, `sku@location`, `cus_n`,
-//!   `ord_n`. Stock records are `{"sku","location","on_hand":available,"committed":0}`.
+//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, customer,
+//!   order; ids: sku, `sku@location`, `cus_n`, `ord_n`. Stock records are
+//!   `{"sku","location","on_hand":available,"committed":0}`.
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //!
 //! Must never: reach any other system than the webhook receiver, or persist anything.
