@@ -436,6 +436,21 @@ async fn erp_order_create_is_idempotent_on_reference_and_commits_stock() {
     assert_eq!(first, second);
     assert_eq!(erp.sales_orders().len(), 1);
     assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().committed, 3);
+    let c = erp.counters();
+    assert_eq!(
+        (c.writes_of("order"), c.writes_of("product")),
+        (1, 0),
+        "seeding is not an API write"
+    );
+    let posts = erp
+        .write_log()
+        .iter()
+        .filter(|w| w.path == "/api/sales-orders")
+        .count();
+    assert_eq!(
+        posts, 1,
+        "the retry found the order by reference and did not POST"
+    );
 
     // Unknown sku, credit hold: permanent, naming the problem.
     let mut bad = order.clone();
@@ -534,6 +549,7 @@ async fn shop_bulk_stock_reports_per_op_outcomes() {
     assert_eq!(shop.inventory("C")["L1"], 7);
     assert!(shop.inventory("B").is_empty());
     assert_eq!(shop.write_log().len(), 1, "one bulk call");
+    assert_eq!(shop.counters().writes_of("stock"), 2);
     shop.shutdown().await;
 }
 

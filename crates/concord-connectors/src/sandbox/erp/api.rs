@@ -145,7 +145,11 @@ async fn get_order(State(s): S, Path(id): Path<String>) -> Response {
 }
 
 async fn cancel_order(State(s): S, Path(id): Path<String>) -> Response {
-    reply(s.cancel(&id).map(|o| o.to_api()))
+    let r = s.cancel(&id);
+    if r.is_ok() {
+        s.core.count_writes(Kind::Order, 1);
+    }
+    reply(r.map(|o| o.to_api()))
 }
 
 async fn ship_order(State(s): S, Path(id): Path<String>) -> Response {

@@ -152,14 +152,18 @@ impl ErpInner {
         }
     }
 
+    /// `sku` is the URL's (an HTTP write, counted) or `None` (a direct mutation).
     pub fn put_product(&self, sku: Option<&str>, mut body: Value) -> Result<Value, ErpError> {
+        let from_http = sku.is_some();
         if let Some(sku) = sku {
             bind_path_field(&mut body, "sku", sku)?;
         }
         let p = validate(Kind::Product, &body).map_err(invalid)?;
         let sku = p["sku"].as_str().unwrap_or_default().to_string();
         self.core.emit(Kind::Product, &sku, p.clone());
-        self.core.count_writes(Kind::Product, 1);
+        if from_http {
+            self.core.count_writes(Kind::Product, 1);
+        }
         Ok(p)
     }
 
@@ -168,6 +172,7 @@ impl ErpInner {
         path: Option<(&str, &str)>,
         mut body: Value,
     ) -> Result<Value, ErpError> {
+        let from_http = path.is_some();
         if let Some((list, sku)) = path {
             bind_path_field(&mut body, "list", list)?;
             bind_path_field(&mut body, "sku", sku)?;
@@ -179,7 +184,9 @@ impl ErpInner {
             p["sku"].as_str().unwrap_or_default()
         );
         self.core.emit(Kind::Price, &id, p.clone());
-        self.core.count_writes(Kind::Price, 1);
+        if from_http {
+            self.core.count_writes(Kind::Price, 1);
+        }
         Ok(p)
     }
 
@@ -377,7 +384,6 @@ impl ErpInner {
         so.status = ErpOrderStatus::Cancelled;
         st.orders.insert(so.id.clone(), so.clone());
         self.core.emit(Kind::Order, &so.id, so.record());
-        self.core.count_writes(Kind::Order, 1);
         Ok(so)
     }
 

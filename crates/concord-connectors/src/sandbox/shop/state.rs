@@ -155,14 +155,18 @@ impl ShopInner {
         }
     }
 
+    /// `sku` is the URL's (an HTTP write, counted) or `None` (a direct mutation).
     pub fn put_product(&self, sku: Option<&str>, mut body: Value) -> Result<Value, ShopError> {
+        let from_http = sku.is_some();
         if let Some(sku) = sku {
             bind_path_field(&mut body, "sku", sku).map_err(ShopError::Invalid)?;
         }
         let p = validate(Kind::Product, &body).map_err(invalid)?;
         let sku = p["sku"].as_str().unwrap_or_default().to_string();
         self.core.emit(Kind::Product, &sku, p.clone());
-        self.core.count_writes(Kind::Product, 1);
+        if from_http {
+            self.core.count_writes(Kind::Product, 1);
+        }
         Ok(p)
     }
 
