@@ -167,7 +167,8 @@ impl ErpHandle {
         self.inner.core.base_url()
     }
 
-    /// Stop serving and stop the background tasks.
+    /// Stop serving and stop the background tasks (without it the emulator runs until the
+    /// tokio runtime ends).
     pub async fn shutdown(&self) {
         self.inner.core.shutdown().await;
     }
