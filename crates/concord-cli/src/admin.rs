@@ -141,7 +141,13 @@ pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let mut cursors = Vec::new();
     for flow in &engine.config().flows {
         for src in &flow.from {
-            let value = store.cursor(src, flow.kind.as_str()).await?;
+            let stream = match flow.mode {
+                concord_engine::config::Mode::Migration => {
+                    format!("{}:migration:{}", flow.kind, flow.name)
+                }
+                _ => flow.kind.as_str().to_string(),
+            };
+            let value = store.cursor(src, &stream).await?;
             cursors.push(
                 json!({"flow": flow.name, "endpoint": src, "kind": flow.kind, "cursor": value}),
             );

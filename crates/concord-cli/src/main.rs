@@ -4,6 +4,7 @@
 
 mod admin;
 mod demo;
+mod sandbox;
 mod wiring;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the built-in demo: a sandbox ERP, two sandbox storefronts, live traffic and an outage.
     Demo(demo::DemoArgs),
+    /// Run the sandbox ERP and storefronts on fixed ports (for `run -c examples/sandbox.toml`).
+    Sandbox(sandbox::SandboxArgs),
     /// Run Concord with a configuration file until interrupted (Ctrl-C / SIGTERM).
     Run {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
+            Command::Sandbox(args) => sandbox::run(args).await,
             Command::Run { config } => wiring::run(&config).await,
             Command::Validate { config } => wiring::validate(&config),
             Command::Dlq { config, action } => admin::dlq(&config, action).await,
