@@ -217,10 +217,10 @@ async fn drive(
         let el = started.elapsed();
         let cycle = Duration::from_nanos((el.as_nanos() % span.as_nanos().max(1)) as u64);
         let want_down = cycle >= down_at && cycle < up_at;
-        if want_down != t.web2_down.load(Ordering::Relaxed) {
-            if sys.shops[1].1.set_down(want_down).await.is_ok() {
-                t.web2_down.store(want_down, Ordering::Relaxed);
-            }
+        if want_down != t.web2_down.load(Ordering::Relaxed)
+            && sys.shops[1].1.set_down(want_down).await.is_ok()
+        {
+            t.web2_down.store(want_down, Ordering::Relaxed);
         }
         let want_throttle = cycle >= throttle_at && cycle < unthrottle_at;
         if want_throttle != t.erp_throttled.load(Ordering::Relaxed) {

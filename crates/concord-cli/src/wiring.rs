@@ -18,8 +18,11 @@ use std::sync::{Arc, OnceLock};
 #[error("{0}")]
 pub struct ConfigProblem(pub String);
 
+/// One connector instance per endpoint name.
+pub type Connectors = BTreeMap<String, Arc<dyn Connector>>;
+
 /// Load the config and build one connector per endpoint; check capabilities.
-pub fn load(path: &Path) -> anyhow::Result<(Arc<Config>, BTreeMap<String, Arc<dyn Connector>>)> {
+pub fn load(path: &Path) -> anyhow::Result<(Arc<Config>, Connectors)> {
     let config = Config::load(path).map_err(|e| ConfigProblem(e.to_string()))?;
     let mut connectors = BTreeMap::new();
     for (name, spec) in &config.endpoints {
