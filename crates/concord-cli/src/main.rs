@@ -40,8 +40,10 @@ enum Command {
     },
     /// Inspect and act on the dead-letter queue.
     Dlq {
-        #[arg(short, long, env = "CONCORD_CONFIG")]
-        config: PathBuf,
+        /// Global so that both `dlq -c FILE list` and `dlq list -c FILE` (as documented) work;
+        /// clap forbids required global arguments, so its absence is reported in `main`.
+        #[arg(short, long, env = "CONCORD_CONFIG", global = true)]
+        config: Option<PathBuf>,
         #[command(subcommand)]
         action: admin::DlqAction,
     },
@@ -91,7 +93,13 @@ fn main() -> ExitCode {
             Command::Sandbox(args) => sandbox::run(args).await,
             Command::Run { config } => wiring::run(&config).await,
             Command::Validate { config } => wiring::validate(&config),
-            Command::Dlq { config, action } => admin::dlq(&config, action).await,
+            Command::Dlq { config, action } => match config {
+                Some(config) => admin::dlq(&config, action).await,
+                None => Err(wiring::ConfigProblem(
+                    "the following required argument was not provided: --config <CONFIG>".into(),
+                )
+                .into()),
+            },
             Command::Status { config, json } => admin::status(&config, json).await,
         }
     });
