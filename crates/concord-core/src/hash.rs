@@ -58,9 +58,15 @@ mod tests {
         let a = json!({"a": 1, "b": [1, 2, {"x": "y"}]});
         let b: Value = serde_json::from_str(r#"{"b":[1,2,{"x":"y"}],"a":1}"#).unwrap();
         assert_eq!(content_hash(&a), content_hash(&b));
-        assert_ne!(content_hash(&a), content_hash(&json!({"a": 2, "b": [1, 2, {"x": "y"}]})));
+        assert_ne!(
+            content_hash(&a),
+            content_hash(&json!({"a": 2, "b": [1, 2, {"x": "y"}]}))
+        );
         // "ab"+"c" must not collide with "a"+"bc"
-        assert_ne!(content_hash(&json!(["ab", "c"])), content_hash(&json!(["a", "bc"])));
+        assert_ne!(
+            content_hash(&json!(["ab", "c"])),
+            content_hash(&json!(["a", "bc"]))
+        );
         assert_eq!(content_hash(&a).len(), 32);
     }
 }

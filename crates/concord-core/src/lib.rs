@@ -7,6 +7,7 @@
 //! on its own; the store, the engine and the connectors build on it.
 
 pub mod hash;
+pub mod inventory;
 pub mod kind;
 pub mod merge;
 pub mod model;

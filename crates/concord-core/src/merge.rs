@@ -115,9 +115,17 @@ mod tests {
     #[test]
     fn non_owner_changes_are_conflicts_owner_changes_apply() {
         let cur = json!({"sku": "A", "name": "Erp name", "description": "old"});
-        let m = merge(Some(&cur), &json!({"sku": "A", "name": "Web name", "description": "new"}), "web", &own());
+        let m = merge(
+            Some(&cur),
+            &json!({"sku": "A", "name": "Web name", "description": "new"}),
+            "web",
+            &own(),
+        );
         assert!(m.changed);
-        assert_eq!(m.state, json!({"sku": "A", "name": "Erp name", "description": "new"}));
+        assert_eq!(
+            m.state,
+            json!({"sku": "A", "name": "Erp name", "description": "new"})
+        );
         assert_eq!(m.conflicts.len(), 1);
         assert_eq!(m.conflicts[0].field, "name");
         assert_eq!(m.conflicts[0].owner, "erp");

@@ -26,7 +26,11 @@ impl fmt::Display for ValidationError {
         if self.path.is_empty() {
             write!(f, "{} record: {}", self.kind, self.message)
         } else {
-            write!(f, "{} record, field `{}`: {}", self.kind, self.path, self.message)
+            write!(
+                f,
+                "{} record, field `{}`: {}",
+                self.kind, self.path, self.message
+            )
         }
     }
 }
@@ -381,7 +385,10 @@ fn to_json<T: Serialize>(t: &T) -> Value {
 pub fn validate(kind: Kind, value: &Value) -> Result<Value, ValidationError> {
     let c = Check { kind };
     if !value.is_object() {
-        return Err(c.err("", format!("must be a JSON object, got {}", type_name(value))));
+        return Err(c.err(
+            "",
+            format!("must be a JSON object, got {}", type_name(value)),
+        ));
     }
     let out = match kind {
         Kind::Product => {
@@ -529,7 +536,11 @@ pub fn natural_key(kind: Kind, record: &Value, source: &str) -> Result<String, V
     Ok(match kind {
         Kind::Product => get("sku")?.to_string(),
         Kind::Stock => format!("{}@{}", get("sku")?, get("location")?),
-        Kind::Price => format!("{}:{}", str_field(record, "list").unwrap_or("default"), get("sku")?),
+        Kind::Price => format!(
+            "{}:{}",
+            str_field(record, "list").unwrap_or("default"),
+            get("sku")?
+        ),
         Kind::Customer => get("email")?.to_lowercase(),
         Kind::Order => {
             let channel = str_field(record, "channel").unwrap_or(source);
@@ -586,24 +597,81 @@ mod tests {
         assert_eq!(o["customer"]["email"], "ann@example.com");
         assert_eq!(o["status"], "placed");
         assert_eq!(natural_key(Kind::Order, &o, "web").unwrap(), "web/1001");
-        let s = validate(Kind::Stock, &json!({"sku": " A ", "location": "WH", "on_hand": 5})).unwrap();
-        assert_eq!(s, json!({"sku": "A", "location": "WH", "on_hand": 5, "committed": 0}));
+        let s = validate(
+            Kind::Stock,
+            &json!({"sku": " A ", "location": "WH", "on_hand": 5}),
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            json!({"sku": "A", "location": "WH", "on_hand": 5, "committed": 0})
+        );
         assert_eq!(natural_key(Kind::Stock, &s, "erp").unwrap(), "A@WH");
     }
 
     #[test]
     fn errors_name_the_field() {
         let table: Vec<(Kind, Value, &str, &str)> = vec![
-            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": -3}), "on_hand", "negative"),
-            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": 1, "colour": "red"}), "colour", "unknown field `colour`"),
-            (Kind::Stock, json!({"sku": "A", "location": "WH", "on_hand": "many"}), "on_hand", "invalid type"),
-            (Kind::Stock, json!({"sku": "", "location": "WH", "on_hand": 1}), "sku", "empty"),
-            (Kind::Product, json!({"name": "x"}), "", "missing field `sku`"),
-            (Kind::Customer, json!({"email": "nobody"}), "email", "e-mail"),
-            (Kind::Order, json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": []}), "lines", "at least one"),
-            (Kind::Order, json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": [{"sku": "A", "quantity": 0}]}), "lines[0].quantity", "greater than 0"),
-            (Kind::Price, json!({"sku": "A", "currency": "usd", "amount_minor": 1}), "currency", "ISO 4217"),
-            (Kind::Shipment, json!({"id": "S1", "order": "w/1", "lines": [{"sku": "A", "quantity": -1}]}), "lines[0].quantity", "greater than 0"),
+            (
+                Kind::Stock,
+                json!({"sku": "A", "location": "WH", "on_hand": -3}),
+                "on_hand",
+                "negative",
+            ),
+            (
+                Kind::Stock,
+                json!({"sku": "A", "location": "WH", "on_hand": 1, "colour": "red"}),
+                "colour",
+                "unknown field `colour`",
+            ),
+            (
+                Kind::Stock,
+                json!({"sku": "A", "location": "WH", "on_hand": "many"}),
+                "on_hand",
+                "invalid type",
+            ),
+            (
+                Kind::Stock,
+                json!({"sku": "", "location": "WH", "on_hand": 1}),
+                "sku",
+                "empty",
+            ),
+            (
+                Kind::Product,
+                json!({"name": "x"}),
+                "",
+                "missing field `sku`",
+            ),
+            (
+                Kind::Customer,
+                json!({"email": "nobody"}),
+                "email",
+                "e-mail",
+            ),
+            (
+                Kind::Order,
+                json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": []}),
+                "lines",
+                "at least one",
+            ),
+            (
+                Kind::Order,
+                json!({"number": "1", "customer": {"email": "a@b.co"}, "currency": "USD", "lines": [{"sku": "A", "quantity": 0}]}),
+                "lines[0].quantity",
+                "greater than 0",
+            ),
+            (
+                Kind::Price,
+                json!({"sku": "A", "currency": "usd", "amount_minor": 1}),
+                "currency",
+                "ISO 4217",
+            ),
+            (
+                Kind::Shipment,
+                json!({"id": "S1", "order": "w/1", "lines": [{"sku": "A", "quantity": -1}]}),
+                "lines[0].quantity",
+                "greater than 0",
+            ),
         ];
         for (kind, value, path, needle) in table {
             let e = validate(kind, &value).unwrap_err();
@@ -617,7 +685,10 @@ mod tests {
     #[test]
     fn order_depends_on_customer_and_each_product_once() {
         let mut o = order();
-        o["lines"].as_array_mut().unwrap().push(json!({"sku": "A", "quantity": 1}));
+        o["lines"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"sku": "A", "quantity": 1}));
         let o = validate(Kind::Order, &o).unwrap();
         assert_eq!(
             dependencies(Kind::Order, &o),
@@ -628,7 +699,10 @@ mod tests {
             ]
         );
         let s = json!({"id": "S1", "order": "web/1001", "lines": []});
-        assert_eq!(dependencies(Kind::Shipment, &s), vec![(Kind::Order, "web/1001".to_string())]);
+        assert_eq!(
+            dependencies(Kind::Shipment, &s),
+            vec![(Kind::Order, "web/1001".to_string())]
+        );
         assert!(dependencies(Kind::Stock, &json!({})).is_empty());
     }
 }

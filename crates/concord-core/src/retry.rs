@@ -72,10 +72,18 @@ impl Default for BreakerConfig {
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
-    Closed { failures: u32 },
-    Open { until: Millis, open_ms: u64 },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Millis,
+        open_ms: u64,
+    },
     /// One probe is allowed through; its outcome closes or reopens the breaker.
-    HalfOpen { probing: bool, open_ms: u64 },
+    HalfOpen {
+        probing: bool,
+        open_ms: u64,
+    },
 }
 
 /// What the breaker lets through now.
@@ -212,9 +220,18 @@ mod tests {
         assert!(br.on_failure(10));
         assert_eq!(br.admit(500), Admit::No { until: 1_010 });
         assert_eq!(br.admit(1_010), Admit::Probe);
-        assert!(matches!(br.admit(1_011), Admit::No { .. }), "one probe at a time");
+        assert!(
+            matches!(br.admit(1_011), Admit::No { .. }),
+            "one probe at a time"
+        );
         br.on_failure(1_020); // failed probe: open again, twice as long
-        assert_eq!(br.state, BreakerState::Open { until: 3_020, open_ms: 2_000 });
+        assert_eq!(
+            br.state,
+            BreakerState::Open {
+                until: 3_020,
+                open_ms: 2_000
+            }
+        );
         assert_eq!(br.admit(3_020), Admit::Probe);
         assert!(br.on_success());
         assert_eq!(br.admit(3_021), Admit::Yes);
