@@ -9,7 +9,8 @@
 //! 5. dependency parking holds an order until its customer is known at the destination;
 //! 6. 429 + Retry-After pauses the endpoint, and does not count as an attempt;
 //! 7. permanent errors dead-letter (without blocking other keys) and replay delivers them once;
-//! 8. the circuit breaker opens, lets only probes through, and recovers;
+//! 8. the circuit breaker opens, lets only probes through, and recovers (also when the probe
+//!    itself is answered with a 429);
 //! 9. endless transient failures end as a dead letter after `max_attempts`;
 //! 10. delta polling: exactly-once arrival, durable cursor, failed pages, invalid records.
 //!
@@ -605,6 +606,49 @@ async fn the_breaker_opens_and_recovers() {
     )
     .await;
     for id in &ids {
+        assert_eq!(web.done_of(id).len(), 1, "{id} delivered exactly once");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_probe_does_not_wedge_the_breaker() {
+    let h = stock_harness(&[("breaker_threshold", "3"), ("max_attempts", "1000")]).await;
+    let web = h.fake("web").clone();
+    web.set_default(Some(Outcome::Unavailable));
+    let ids = ["K1@WH", "K2@WH", "K3@WH"];
+    let events: Vec<_> = ids
+        .iter()
+        .map(|id| (Kind::Stock, *id, Some("1"), stock(&id[..2], 1)))
+        .collect();
+    h.capture("erp", &events).await;
+    wait_until("the breaker is open with nothing in flight", async || {
+        h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
+    })
+    .await;
+    // The endpoint is back but busy: the half-open probe (the next call) gets a 429.
+    let before = web.calls();
+    web.push_outcomes([Outcome::RateLimited(Duration::from_millis(100))]);
+    web.set_default(None);
+    wait_until(
+        "the breaker closes and everything is delivered",
+        async || {
+            h.breaker("web") == "closed"
+                && ids.iter().all(|id| !web.done_of(id).is_empty())
+                && h.drained().await
+        },
+    )
+    .await;
+    let writes = web.writes();
+    let probe = &writes[before];
+    assert_eq!(
+        probe.outcome,
+        Outcome::RateLimited(Duration::from_millis(100))
+    );
+    for w in &writes[before + 1..] {
+        assert!(w.at.duration_since(probe.at) >= Duration::from_millis(99));
+    }
+    for id in ids {
         assert_eq!(web.done_of(id).len(), 1, "{id} delivered exactly once");
     }
     h.stop().await;

@@ -194,6 +194,20 @@ impl EndpointRuntime {
         }
     }
 
+    /// A half-open probe ended without a verdict on the endpoint's health (nothing to probe
+    /// with, or only back-pressure): let the next admission probe again. Without this the
+    /// breaker would stay half-open with a probe "in flight" forever and admit nothing.
+    fn release_probe(&self) {
+        if let Ok(mut b) = self.breaker.lock() {
+            if let concord_core::retry::BreakerState::HalfOpen { open_ms, .. } = b.state {
+                b.state = concord_core::retry::BreakerState::HalfOpen {
+                    probing: false,
+                    open_ms,
+                };
+            }
+        }
+    }
+
     fn admit(&self, now: Millis) -> Admit {
         self.breaker
             .lock()
@@ -264,16 +278,7 @@ pub(crate) async fn run(inner: Arc<Inner>, ep: Arc<EndpointRuntime>) {
                 Ok(_) => {
                     if probe {
                         // Nothing to probe with: stay half-open until work arrives.
-                        if let Ok(mut b) = ep.breaker.lock() {
-                            if let concord_core::retry::BreakerState::HalfOpen { open_ms, .. } =
-                                b.state
-                            {
-                                b.state = concord_core::retry::BreakerState::HalfOpen {
-                                    probing: false,
-                                    open_ms,
-                                };
-                            }
-                        }
+                        ep.release_probe();
                     }
                     if let Ok(Some(due)) = inner.store.next_due(&ep.name).await {
                         wait_until = Some(wait_until.map_or(due, |w| w.min(due)));
@@ -281,6 +286,9 @@ pub(crate) async fn run(inner: Arc<Inner>, ep: Arc<EndpointRuntime>) {
                 }
                 Err(e) => {
                     tracing::error!(endpoint = %ep.name, error = %e, "claim failed");
+                    if probe {
+                        ep.release_probe();
+                    }
                     wait_until = Some(now + 1_000);
                 }
             }
@@ -512,6 +520,9 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
             tracing::warn!(endpoint = %ep.name, %reason, "circuit breaker opened");
             audit.push(breaker_event(now, &ep.name, "breaker.opened", Some(reason)));
         }
+    } else if probe {
+        // The probe was only rate-limited (429): no verdict; probe again after the pause.
+        ep.release_probe();
     }
     if let Err(e) = inner.store.settle(settlements).await {
         // The leases will expire and the items be delivered again (idempotent writes).
