@@ -1,0 +1,451 @@
+//! Inventory arithmetic of design §5: free stock, safety buffers, available-to-sell per channel,
+//! and routing of a reservation over locations. Pure: the ledger itself lives in the store, the
+//! policy in the config; this module only computes. Must never do I/O or read a clock.
+//!
+//! Definitions (design §5):
+//! - `free(s,l) = on_hand − committed − held`
+//! - `ats(s,c) = Σ over locations l feeding c of max(0, free(s,l) − buffer(s,l,c))`
+//! - buffers are rules (absolute or percent of on-hand; per SKU pattern, channel, location);
+//!   the most specific matching rule wins.
+
+use serde::{Deserialize, Serialize};
+
+/// One (SKU, location) position of the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub on_hand: i64,
+    /// Allocated by the ERP to its own open orders.
+    pub committed: i64,
+    /// The hub's active reservations not yet reflected in the ERP.
+    pub held: i64,
+}
+
+impl Position {
+    /// Never below zero is *not* guaranteed here: a negative value means the ERP's on-hand fell
+    /// below what is already promised (oversold risk).
+    pub fn free(&self) -> i64 {
+        self.on_hand - self.committed - self.held
+    }
+}
+
+/// A safety-buffer amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferAmount {
+    /// Units kept back.
+    Units(i64),
+    /// Percent of on-hand kept back, rounded up.
+    Percent(u32),
+}
+
+/// A buffer rule; unset fields match anything. SKU patterns may contain `*` wildcards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BufferRule {
+    pub sku: Option<String>,
+    pub channel: Option<String>,
+    pub location: Option<String>,
+    pub amount: BufferAmount,
+}
+
+impl BufferRule {
+    fn matches(&self, sku: &str, channel: &str, location: &str) -> bool {
+        self.sku.as_deref().is_none_or(|p| glob(p, sku))
+            && self.channel.as_deref().is_none_or(|c| c == channel)
+            && self.location.as_deref().is_none_or(|l| l == location)
+    }
+
+    /// Specificity: an exact SKU beats a pattern beats none; then channel, then location.
+    fn specificity(&self) -> (u8, u8, u8) {
+        let sku = match self.sku.as_deref() {
+            None => 0,
+            Some(p) if p.contains('*') => 1,
+            Some(_) => 2,
+        };
+        (
+            sku,
+            self.channel.is_some() as u8,
+            self.location.is_some() as u8,
+        )
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else literally.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+/// The buffer for (sku, channel, location): the most specific matching rule, ties going to the
+/// rule listed last (so a later, more deliberate rule overrides). No rule: 0.
+pub fn buffer(rules: &[BufferRule], sku: &str, channel: &str, location: &str, on_hand: i64) -> i64 {
+    let best = rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.matches(sku, channel, location))
+        .max_by_key(|(i, r)| (r.specificity(), *i));
+    match best.map(|(_, r)| r.amount) {
+        None => 0,
+        Some(BufferAmount::Units(u)) => u.max(0),
+        Some(BufferAmount::Percent(p)) => {
+            let on_hand = on_hand.max(0);
+            // ceil(on_hand * p / 100) without floats.
+            (on_hand * i64::from(p) + 99) / 100
+        }
+    }
+}
+
+/// What one location can give a channel: `max(0, free − buffer)`.
+pub fn sellable(pos: &Position, buffer: i64) -> i64 {
+    (pos.free() - buffer).max(0)
+}
+
+/// Available-to-sell of one SKU for one channel over the locations that feed it:
+/// `(location, position, buffer)`.
+pub fn ats<'a>(feeds: impl IntoIterator<Item = (&'a str, &'a Position, i64)>) -> i64 {
+    feeds.into_iter().map(|(_, p, b)| sellable(p, b)).sum()
+}
+
+/// A line to reserve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// What one location can give a line, in the channel's routing priority order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub location: String,
+    /// `sellable` for this SKU at this location, for this channel.
+    pub available: i64,
+}
+
+/// A reserved quantity at one location.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub sku: String,
+    pub location: String,
+    pub quantity: i64,
+    /// Taken against incoming stock (a backorder), not against free stock.
+    pub backorder: bool,
+}
+
+/// A line that cannot be filled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shortage {
+    pub sku: String,
+    pub requested: i64,
+    /// What could be reserved for it (free stock plus any backorder allowance).
+    pub available: i64,
+}
+
+/// Per-SKU backorder allowance: how many units may be sold against incoming stock, and at which
+/// location they are expected (the earliest ETA).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backorderable {
+    pub quantity: i64,
+    pub location: String,
+}
+
+/// Route a reservation: all lines or nothing.
+///
+/// `candidates(sku)` lists the locations feeding the channel in priority order with what each
+/// can give. First choice: the highest-priority single location that fills *every* line. Else
+/// each line is split over locations by priority. A line still short may take up to its
+/// `backorderable` allowance. Any line short after that fails the whole reservation.
+pub fn route(
+    lines: &[Line],
+    candidates: &dyn Fn(&str) -> Vec<Candidate>,
+    backorderable: &dyn Fn(&str) -> Option<Backorderable>,
+) -> Result<Vec<Allocation>, Vec<Shortage>> {
+    // Merge repeated SKUs so one SKU's lines never compete with each other.
+    let mut merged: Vec<Line> = Vec::new();
+    for l in lines {
+        match merged.iter_mut().find(|m| m.sku == l.sku) {
+            Some(m) => m.quantity += l.quantity,
+            None => merged.push(l.clone()),
+        }
+    }
+    let per_sku: Vec<Vec<Candidate>> = merged.iter().map(|l| candidates(&l.sku)).collect();
+
+    // 1. One location for the whole order, by the priority of the first line's candidates
+    //    (every line lists the channel's locations in the same order).
+    if let Some(first) = per_sku.first() {
+        for loc in first.iter().map(|c| c.location.as_str()) {
+            let fills = merged.iter().zip(&per_sku).all(|(l, cands)| {
+                cands
+                    .iter()
+                    .find(|c| c.location == loc)
+                    .is_some_and(|c| c.available >= l.quantity)
+            });
+            if fills {
+                return Ok(merged
+                    .iter()
+                    .map(|l| Allocation {
+                        sku: l.sku.clone(),
+                        location: loc.to_string(),
+                        quantity: l.quantity,
+                        backorder: false,
+                    })
+                    .collect());
+            }
+        }
+    }
+
+    // 2. Split each line by priority; backorder what is left where allowed.
+    let mut out = Vec::new();
+    let mut short = Vec::new();
+    for (l, cands) in merged.iter().zip(&per_sku) {
+        let mut left = l.quantity;
+        let mut taken = Vec::new();
+        for c in cands {
+            if left == 0 {
+                break;
+            }
+            let q = c.available.max(0).min(left);
+            if q > 0 {
+                taken.push(Allocation {
+                    sku: l.sku.clone(),
+                    location: c.location.clone(),
+                    quantity: q,
+                    backorder: false,
+                });
+                left -= q;
+            }
+        }
+        let on_hand_total: i64 = taken.iter().map(|a| a.quantity).sum();
+        if left > 0 {
+            match backorderable(&l.sku) {
+                Some(b) if b.quantity >= left => {
+                    taken.push(Allocation {
+                        sku: l.sku.clone(),
+                        location: b.location,
+                        quantity: left,
+                        backorder: true,
+                    });
+                    left = 0;
+                }
+                b => {
+                    short.push(Shortage {
+                        sku: l.sku.clone(),
+                        requested: l.quantity,
+                        available: on_hand_total + b.map(|b| b.quantity.max(0)).unwrap_or(0),
+                    });
+                }
+            }
+        }
+        if left == 0 {
+            out.extend(taken);
+        }
+    }
+    if short.is_empty() {
+        Ok(out)
+    } else {
+        Err(short)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pos(on_hand: i64, committed: i64, held: i64) -> Position {
+        Position {
+            on_hand,
+            committed,
+            held,
+        }
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("SKU-*", "SKU-1"));
+        assert!(glob("*", ""));
+        assert!(glob("A*B*C", "AxxBxC"));
+        assert!(!glob("A*B", "AxxBx"));
+        assert!(!glob("SKU-1", "SKU-10"));
+        assert!(glob("*-RED", "SHIRT-RED"));
+    }
+
+    #[test]
+    fn most_specific_buffer_wins() {
+        let rules = vec![
+            BufferRule {
+                sku: None,
+                channel: None,
+                location: None,
+                amount: BufferAmount::Units(1),
+            },
+            BufferRule {
+                sku: Some("SKU-*".into()),
+                channel: None,
+                location: None,
+                amount: BufferAmount::Units(2),
+            },
+            BufferRule {
+                sku: Some("SKU-*".into()),
+                channel: Some("web".into()),
+                location: None,
+                amount: BufferAmount::Units(3),
+            },
+            BufferRule {
+                sku: Some("SKU-7".into()),
+                channel: None,
+                location: None,
+                amount: BufferAmount::Percent(10),
+            },
+        ];
+        assert_eq!(buffer(&rules, "X", "web", "WH1", 100), 1);
+        assert_eq!(buffer(&rules, "SKU-1", "b2b", "WH1", 100), 2);
+        assert_eq!(buffer(&rules, "SKU-1", "web", "WH1", 100), 3);
+        assert_eq!(
+            buffer(&rules, "SKU-7", "web", "WH1", 95),
+            10,
+            "10 % of 95 rounded up"
+        );
+        assert_eq!(buffer(&[], "SKU-7", "web", "WH1", 95), 0);
+    }
+
+    #[test]
+    fn ats_never_negative_per_location() {
+        let a = pos(10, 2, 3);
+        let b = pos(4, 5, 0); // oversold risk: free = -1
+        assert_eq!(ats([("A", &a, 1), ("B", &b, 0)]), 4);
+    }
+
+    fn cands<'a>(table: &'a [(&'a str, &'a str, i64)]) -> impl Fn(&str) -> Vec<Candidate> + 'a {
+        move |sku| {
+            table
+                .iter()
+                .filter(|(s, _, _)| *s == sku)
+                .map(|(_, l, a)| Candidate {
+                    location: l.to_string(),
+                    available: *a,
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn routing_prefers_one_location_that_fills_everything() {
+        let t = [
+            ("A", "WH1", 5),
+            ("A", "WH2", 10),
+            ("B", "WH1", 0),
+            ("B", "WH2", 3),
+        ];
+        let lines = [
+            Line {
+                sku: "A".into(),
+                quantity: 4,
+            },
+            Line {
+                sku: "B".into(),
+                quantity: 2,
+            },
+        ];
+        let got = route(&lines, &cands(&t), &|_| None).unwrap();
+        assert!(got.iter().all(|a| a.location == "WH2"), "{got:?}");
+    }
+
+    #[test]
+    fn routing_splits_by_priority_when_no_single_location_can() {
+        let t = [("A", "WH1", 5), ("A", "WH2", 10)];
+        let got = route(
+            &[Line {
+                sku: "A".into(),
+                quantity: 12,
+            }],
+            &cands(&t),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!((got[0].location.as_str(), got[0].quantity), ("WH1", 5));
+        assert_eq!((got[1].location.as_str(), got[1].quantity), ("WH2", 7));
+    }
+
+    #[test]
+    fn shortage_names_every_short_line_and_backorders_fill_gaps() {
+        let t = [("A", "WH1", 8), ("B", "WH1", 1)];
+        let lines = [
+            Line {
+                sku: "A".into(),
+                quantity: 12,
+            },
+            Line {
+                sku: "B".into(),
+                quantity: 1,
+            },
+        ];
+        let err = route(&lines, &cands(&t), &|_| None).unwrap_err();
+        assert_eq!(
+            err,
+            vec![Shortage {
+                sku: "A".into(),
+                requested: 12,
+                available: 8
+            }]
+        );
+        let bo = |_: &str| {
+            Some(Backorderable {
+                quantity: 5,
+                location: "WH1".into(),
+            })
+        };
+        let ok = route(&lines, &cands(&t), &bo).unwrap();
+        assert!(ok.iter().any(|a| a.backorder && a.quantity == 4));
+    }
+
+    proptest! {
+        /// Whatever the inputs, a successful route never takes more from a location than it
+        /// offers, and always reserves exactly what was asked.
+        #[test]
+        fn routes_respect_availability(
+            avail in proptest::collection::vec((0usize..3, 0usize..3, 0i64..20), 0..9),
+            asks in proptest::collection::vec((0usize..3, 1i64..15), 1..4),
+        ) {
+            let skus = ["A", "B", "C"];
+            let locs = ["L1", "L2", "L3"];
+            let mut table: Vec<(String, String, i64)> = Vec::new();
+            for s in skus { for l in locs { table.push((s.into(), l.into(), 0)); } }
+            for (s, l, a) in &avail { table[s * 3 + l].2 = *a; }
+            let candidates = |sku: &str| -> Vec<Candidate> {
+                table.iter().filter(|(s, _, _)| s == sku)
+                    .map(|(_, l, a)| Candidate { location: l.clone(), available: *a }).collect()
+            };
+            let lines: Vec<Line> = asks.iter().map(|(s, q)| Line { sku: skus[*s].into(), quantity: *q }).collect();
+            if let Ok(allocs) = route(&lines, &candidates, &|_| None) {
+                for (s, l, a) in &table {
+                    let taken: i64 = allocs.iter().filter(|x| &x.sku == s && &x.location == l).map(|x| x.quantity).sum();
+                    prop_assert!(taken <= *a);
+                }
+                for s in skus {
+                    let asked: i64 = lines.iter().filter(|l| l.sku == s).map(|l| l.quantity).sum();
+                    let got: i64 = allocs.iter().filter(|x| x.sku == s).map(|x| x.quantity).sum();
+                    prop_assert_eq!(asked, got);
+                }
+            }
+        }
+    }
+}
