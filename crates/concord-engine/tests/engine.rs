@@ -580,7 +580,12 @@ async fn the_breaker_opens_and_recovers() {
         .map(|(k, id)| (Kind::Stock, id.as_str(), Some("1"), stock(k, 1)))
         .collect();
     h.capture("erp", &events).await;
-    wait_until("the breaker opens", async || h.breaker("web") == "open").await;
+    // Writes claimed before the breaker opened may still be on their way: start measuring once
+    // nothing is in flight.
+    wait_until("the breaker is open with nothing in flight", async || {
+        h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
+    })
+    .await;
 
     // Measure the calls over a window while the endpoint stays down: probes only, at most one
     // per open interval (200 ms, doubling to 400 ms), where retries without a breaker would make
