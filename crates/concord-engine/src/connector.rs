@@ -167,9 +167,12 @@ impl DeliveryError {
 /// The outcome of one [`WriteOp`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOutcome {
-    /// Written; the record's id at this endpoint when the API returns one.
+    /// Written; the record's id at this endpoint when the API returns one, and its version
+    /// there when the API tells (for an order written to the ERP this is the watermark the
+    /// ERP's stock figures must pass before the order's reservation is released).
     Done {
         external_id: Option<String>,
+        version: Option<String>,
     },
     /// `update_only` found no matching record (correlation): nothing written.
     NoMatch,

@@ -187,6 +187,7 @@ fn delivered(c: &Claimed, external_id: Option<&str>, at: Millis) -> Settlement {
         id: c.item.id,
         token: c.token,
         external_id: external_id.map(str::to_owned),
+        version: None,
         at,
     }
 }
@@ -724,6 +725,7 @@ pub async fn apply_commits_a_processing_step(fx: &Fixture) {
                 key: Some("SKU-1".into()),
                 detail: json!({ "field": "price" }),
             }],
+            ..ProcessBatch::default()
         },
         2_000,
     )

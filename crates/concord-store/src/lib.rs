@@ -13,6 +13,7 @@
 //!   expired can never complete work that was handed to another.
 
 pub mod conformance;
+pub mod inventory;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -20,6 +21,10 @@ use concord_core::{Kind, Millis};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use inventory::{
+    DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
+    ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
+};
 pub use sqlite::SqliteStore;
 
 pub type JournalId = i64;
@@ -38,6 +43,9 @@ pub enum StoreError {
     /// The store was closed or its writer stopped.
     #[error("store is closed")]
     Closed,
+    /// This store does not implement the operation (yet).
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
     /// Opening or migrating the database failed.
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
@@ -213,6 +221,10 @@ pub enum Settlement {
         id: ItemId,
         token: i64,
         external_id: Option<String>,
+        /// The destination's version of the written record, when its API tells. For an order
+        /// delivered to the endpoint reservations are `source`d from, this marks them accepted
+        /// (see [`Store::update_levels`]).
+        version: Option<String>,
         at: Millis,
     },
     /// Try again at `next_at`. `count` says whether this failure counts as an attempt (a probe
@@ -341,6 +353,11 @@ pub struct ProcessBatch {
     pub items: Vec<NewItem>,
     pub dead_letters: Vec<NewDeadLetter>,
     pub audit: Vec<AuditEvent>,
+    /// ERP figures for the stock ledger, applied exactly as [`Store::update_levels`] does.
+    pub levels: Vec<LevelUpdate>,
+    /// Dirty SKUs whose channel figures this batch planned: cleared unless marked again since
+    /// (their generation changed).
+    pub clean: Vec<DirtySku>,
 }
 
 /// Queue figures for one destination.
@@ -476,4 +493,101 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;
 
     async fn stats(&self) -> Result<StoreStats>;
+
+    // ---- inventory (design §5) ----
+
+    /// Apply ERP figures in one transaction. A stale update (older version than stored) changes
+    /// nothing. An applied one replaces on_hand, committed and incoming, and releases the active
+    /// lines at that position whose reservation was accepted by the ERP and whose order the
+    /// figure now includes: when both versions are comparable (integers, or RFC 3339 timestamps
+    /// of equal length) the figure's version must be greater than the reservation's
+    /// `accepted_version`; otherwise the figure must have been captured at least
+    /// `release_grace_ms` after `accepted_at`. Each released line lowers `held` (or
+    /// `backordered`) once; a reservation whose lines are all released becomes `Released`.
+    /// Every SKU touched is marked dirty.
+    async fn update_levels(
+        &self,
+        updates: Vec<LevelUpdate>,
+        release_grace_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<LevelOutcome>> {
+        let _ = (updates, release_grace_ms, now);
+        Err(StoreError::Unsupported("update_levels"))
+    }
+
+    /// Ledger positions of these SKUs (every location), sorted by SKU then location.
+    async fn levels(&self, skus: &[String]) -> Result<Vec<StockLevel>> {
+        let _ = skus;
+        Err(StoreError::Unsupported("levels"))
+    }
+
+    /// Reserve all lines or nothing, atomically with respect to every other reservation and
+    /// every ledger update: idempotent on (channel, client_key); reads the positions of the
+    /// request's feeds, computes what each can give (`max(0, on_hand − committed − held −
+    /// buffer)`), routes with `concord_core::inventory::route` (backorders: up to
+    /// `backorder_limit` per SKU and no more than the feeds' incoming minus what is already
+    /// backordered, at the first feed with incoming stock), and on success stores the
+    /// reservation as `Held` until `expires_at`, raises `held`/`backordered`, marks the SKUs
+    /// dirty.
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome> {
+        let _ = req;
+        Err(StoreError::Unsupported("reserve"))
+    }
+
+    async fn reservation(&self, id: &str) -> Result<Option<Reservation>> {
+        let _ = id;
+        Err(StoreError::Unsupported("reservation"))
+    }
+
+    /// `Held → Committed` for `order` (canonical order key); no expiry from then on. Committing
+    /// again with the same order is a no-op returning the reservation.
+    async fn commit_reservation(
+        &self,
+        id: &str,
+        order: &str,
+        now: Millis,
+    ) -> Result<Result<Reservation, TransitionError>> {
+        let _ = (id, order, now);
+        Err(StoreError::Unsupported("commit_reservation"))
+    }
+
+    /// `Held | Committed → Cancelled`: every unreleased line lowers `held` once. (Safe for a
+    /// committed one too: until the ERP cancels the order its own `committed` still counts it.)
+    /// Cancelling a cancelled reservation is a no-op returning it.
+    async fn cancel_reservation(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Result<Reservation, TransitionError>> {
+        let _ = (id, now);
+        Err(StoreError::Unsupported("cancel_reservation"))
+    }
+
+    /// `Held → Expired` for every held reservation with `expires_at <= now`; returns them.
+    async fn expire_reservations(&self, now: Millis) -> Result<Vec<Reservation>> {
+        let _ = now;
+        Err(StoreError::Unsupported("expire_reservations"))
+    }
+
+    /// Earliest `expires_at` among held reservations.
+    async fn next_expiry(&self) -> Result<Option<Millis>> {
+        Err(StoreError::Unsupported("next_expiry"))
+    }
+
+    /// Reservations, newest first, optionally only in `state` / with a line of `sku`.
+    async fn reservations(
+        &self,
+        state: Option<ReservationState>,
+        sku: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>> {
+        let _ = (state, sku, limit);
+        Err(StoreError::Unsupported("reservations"))
+    }
+
+    /// SKUs marked dirty (their channel figures need recomputing), oldest mark first.
+    async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
+        let _ = limit;
+        Err(StoreError::Unsupported("dirty_skus"))
+    }
 }

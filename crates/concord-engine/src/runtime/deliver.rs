@@ -396,7 +396,10 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
             ("kind", item.kind.as_str().to_string()),
         ];
         match outcome {
-            WriteOutcome::Done { external_id } => {
+            WriteOutcome::Done {
+                external_id,
+                version,
+            } => {
                 any_success = true;
                 let lag = (now - item.captured_at).max(0) as u64;
                 inner.stats.record_lag(now, lag);
@@ -408,6 +411,7 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                     id: item.id,
                     token: c.token,
                     external_id,
+                    version,
                     at: now,
                 });
             }

@@ -65,6 +65,7 @@ impl Outcome {
         match self {
             Outcome::Done => WriteOutcome::Done {
                 external_id: Some(external_id),
+                version: None,
             },
             Outcome::RateLimited(d) => fail(DeliveryError::RateLimited {
                 reason: "HTTP 429: slow down".into(),

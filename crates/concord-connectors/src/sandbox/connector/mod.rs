@@ -305,6 +305,7 @@ impl Common {
 pub(crate) fn done(id: impl Into<String>) -> WriteOutcome {
     WriteOutcome::Done {
         external_id: Some(id.into()),
+        version: None,
     }
 }
 
