@@ -1,10 +1,12 @@
 //! Concord's HTTP surface (axum): `/hooks/{endpoint}` for webhooks, `/healthz`, `/readyz` and
-//! `/metrics` (Prometheus). The storefront API (`/v1/...`) and the admin API (`/api/v1/...`)
-//! join this router as their issues land.
+//! `/metrics` (Prometheus), and the storefront API `/v1/...` ([`commerce`]). The admin API
+//! (`/api/v1/...`) joins this router when its issue lands.
 //!
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
 //! connector's write path and never block on delivery.
+
+pub mod commerce;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -77,6 +79,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .merge(commerce::routes())
         .with_state(state)
 }
 

@@ -42,6 +42,27 @@ pub struct Config {
     pub flows: Vec<FlowConfig>,
     /// Field ownership per kind; kinds not listed have no owners (anyone may write any field).
     pub ownership: BTreeMap<Kind, Ownership>,
+    /// The stock pool, when configured.
+    pub inventory: Option<InventoryConfig>,
+}
+
+/// `[inventory]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryConfig {
+    pub source: String,
+    pub reservation_ttl: Duration,
+    pub release_grace: Duration,
+    pub channels: BTreeMap<String, ChannelPolicy>,
+    pub buffers: Vec<concord_core::inventory::BufferRule>,
+}
+
+/// One channel's share of the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelPolicy {
+    /// Feeding locations in routing priority order.
+    pub locations: Vec<String>,
+    pub backorder_limit: Option<i64>,
+    pub stock_location: String,
 }
 
 /// `[store]`

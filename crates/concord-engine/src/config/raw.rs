@@ -34,6 +34,65 @@ pub struct RawConfig {
     /// `[ownership.KIND]`: which endpoint is the system of record for which fields of a kind.
     #[serde(default)]
     pub ownership: BTreeMap<String, RawOwnership>,
+    /// `[inventory]`: one stock pool for every channel (reservations, buffers, available-to-sell).
+    /// Optional: without it, stock flows copy the source's figures per location.
+    pub inventory: Option<RawInventory>,
+}
+
+/// `[inventory]`: the stock pool. The ledger is fed by the `stock` flows from `source`; each
+/// channel listed under `[inventory.channels.NAME]` then receives, through its `stock` flow,
+/// one record per SKU with its available-to-sell instead of the source's per-location figures:
+/// `{"sku", "location": <stock_location>, "available": ats, "on_hand": ats, "committed": 0}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInventory {
+    /// The endpoint that is the system of record for stock (the ERP). It must be the source of
+    /// a `stock` flow.
+    pub source: String,
+    /// How long a reservation made at checkout holds stock before it expires, unless the
+    /// channel commits it. Default `"15m"`.
+    pub reservation_ttl: Option<String>,
+    /// When the ERP's versions cannot be compared (no sequence or timestamp), a committed
+    /// reservation is released by the first ERP figure captured this long after the ERP
+    /// accepted its order. Default `"5s"`.
+    pub release_grace: Option<String>,
+    /// `[inventory.channels.NAME]`: one table per channel that sells from the pool. NAME is an
+    /// endpoint that receives a `stock` flow from `source`.
+    #[serde(default)]
+    pub channels: BTreeMap<String, RawChannelPolicy>,
+    /// `[[inventory.buffers]]`: safety stock kept back from channels. The most specific
+    /// matching rule wins (exact SKU > SKU pattern > any; then channel; then location).
+    #[serde(default)]
+    pub buffers: Vec<RawBuffer>,
+}
+
+/// `[inventory.channels.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannelPolicy {
+    /// Locations that feed this channel, in routing priority order (first = preferred).
+    pub locations: Vec<String>,
+    /// Units per SKU that may be sold against incoming stock (purchase orders) when free stock
+    /// runs out. Default: no backorders.
+    pub backorder_limit: Option<u64>,
+    /// Location name carried by the stock records sent to this channel. Default `"default"`.
+    pub stock_location: Option<String>,
+}
+
+/// `[[inventory.buffers]]`: exactly one of `units` and `percent`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuffer {
+    /// SKU or pattern with `*` wildcards (`"SKU-*"`); absent = every SKU.
+    pub sku: Option<String>,
+    /// Channel (endpoint name); absent = every channel.
+    pub channel: Option<String>,
+    /// Location; absent = every location.
+    pub location: Option<String>,
+    /// Units kept back.
+    pub units: Option<u64>,
+    /// Percent of on-hand kept back (rounded up), 0–100.
+    pub percent: Option<u64>,
 }
 
 /// `[store]`

@@ -18,6 +18,7 @@
 pub mod capture;
 pub mod clock;
 pub mod deliver;
+pub mod inventory;
 pub mod process;
 pub mod stats;
 
@@ -81,6 +82,8 @@ pub(crate) struct Inner {
     pub journal_notify: Notify,
     /// Delivery runtimes of destination endpoints.
     pub endpoints: BTreeMap<String, Arc<EndpointRuntime>>,
+    /// The stock pool, when `[inventory]` is configured.
+    pub pool: Option<inventory::Pool>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -161,6 +164,10 @@ impl Engine {
             }
         }
         let (shutdown, _) = watch::channel(false);
+        let pool = config
+            .inventory
+            .clone()
+            .map(|cfg| inventory::Pool::new(cfg, &config.flows));
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
@@ -170,6 +177,7 @@ impl Engine {
                 stats: Stats::default(),
                 journal_notify: Notify::new(),
                 endpoints,
+                pool,
                 shutdown,
             }),
         })
@@ -206,6 +214,9 @@ impl Engine {
             tasks.spawn(deliver::run(inner.clone(), ep.clone()));
         }
         capture::spawn_readers(inner, &mut tasks);
+        if inner.pool.is_some() {
+            tasks.spawn(inventory::run(inner.clone()));
+        }
         tasks.spawn(metrics_loop(inner.clone()));
         Ok(tasks)
     }
@@ -214,6 +225,9 @@ impl Engine {
     pub fn shutdown(&self) {
         let _ = self.inner.shutdown.send(true);
         self.inner.journal_notify.notify_waiters();
+        if let Some(pool) = &self.inner.pool {
+            pool.notify.notify_waiters();
+        }
         for ep in self.inner.endpoints.values() {
             ep.notify.notify_waiters();
         }

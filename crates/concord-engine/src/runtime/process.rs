@@ -255,6 +255,18 @@ impl<'a> Planner<'a> {
             updated_at: self.now,
         };
         self.entities.insert((e.kind, key.clone()), entity);
+        // The stock pool's ledger takes every figure of its source, changed or not: a figure's
+        // version may release reservations even when the numbers look the same.
+        let pool = self
+            .inner
+            .pool
+            .as_ref()
+            .filter(|p| e.kind == Kind::Stock && p.cfg.source == e.endpoint);
+        if let Some(_pool) = pool {
+            if let Some(update) = level_update(&record, &e.version, e.received_at) {
+                self.batch.levels.push(update);
+            }
+        }
         self.batch.entities.push(EntityWrite {
             kind: e.kind,
             key: key.clone(),
@@ -280,6 +292,10 @@ impl<'a> Planner<'a> {
         for flow in flows {
             for dest in &flow.to {
                 if dest == &e.endpoint {
+                    continue;
+                }
+                // Pool channels get available-to-sell from the pool, not per-location copies.
+                if pool.is_some_and(|p| p.is_channel(dest)) {
                     continue;
                 }
                 if self
@@ -451,6 +467,26 @@ impl<'a> Planner<'a> {
             at: self.now,
         });
     }
+}
+
+/// The ledger figure in a validated canonical stock record.
+fn level_update(
+    record: &Value,
+    version: &str,
+    captured_at: Millis,
+) -> Option<concord_store::LevelUpdate> {
+    Some(concord_store::LevelUpdate {
+        sku: record.get("sku")?.as_str()?.to_string(),
+        location: record.get("location")?.as_str()?.to_string(),
+        on_hand: record.get("on_hand")?.as_i64()?,
+        committed: record.get("committed").and_then(Value::as_i64).unwrap_or(0),
+        incoming: record
+            .get("incoming")
+            .cloned()
+            .unwrap_or_else(|| Value::Array(vec![])),
+        version: version.to_string(),
+        captured_at,
+    })
 }
 
 /// The write operation for a planned delivery.

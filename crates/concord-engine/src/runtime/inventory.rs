@@ -1,0 +1,584 @@
+//! The stock pool at run time (design §5): keeps each channel's available-to-sell in step with
+//! the ledger, expires reservations, raises oversold-risk alerts, and serves the commerce API's
+//! reads and reservations.
+//!
+//! - The processor feeds the ledger: every `stock` record from the inventory source becomes a
+//!   `LevelUpdate` in the same transaction as its journal entry (see `process.rs`), and pool
+//!   channels get no per-location copies of it.
+//! - Every ledger change (ERP figure, reservation, expiry, cancellation, release) marks its SKU
+//!   dirty in the store. The broadcaster recomputes `ats(s, c)` for dirty SKUs and plans one
+//!   `stock` item per (channel, SKU) through the channel's stock flow — coalesced and
+//!   hash-skipped like any state kind — and clears the marks in the same transaction, so a crash
+//!   never loses a recomputation.
+//! - Reservations are decided inside the store's single writer (all lines or nothing, atomic
+//!   with every other reservation and ledger update); this module only resolves the channel's
+//!   policy (feeding locations in priority order, buffers, backorder limit) into the request.
+//!
+//! Must never call a connector: storefront reads and reservations are served from the ledger.
+
+use super::Inner;
+use crate::config::{FlowConfig, InventoryConfig};
+use crate::mapping::MapVars;
+use concord_core::inventory::{buffer, sellable, Line, Position};
+use concord_core::{content_hash, Kind, Millis};
+use concord_store::{
+    AuditEvent, DirtySku, Feed, NewItem, ProcessBatch, Reservation, ReservationState,
+    ReserveOutcome, ReserveRequest, StockLevel, StoreError, TransitionError,
+};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Errors of the commerce API, each mapped to an HTTP status by the server.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// No `[inventory]` section in the config: 404.
+    #[error("the stock pool is not configured (no [inventory] section)")]
+    NotConfigured,
+    /// 400, naming the field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// 404.
+    #[error("reservation `{0}` not found")]
+    NotFound(String),
+    /// 409.
+    #[error("reservation `{id}` is {state:?}; {action} is not possible")]
+    WrongState {
+        id: String,
+        state: ReservationState,
+        action: &'static str,
+    },
+    /// 503.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InventoryError {
+    InventoryError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// One location's part of a SKU's availability for a channel.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LocationAvailability {
+    pub location: String,
+    pub on_hand: i64,
+    pub committed: i64,
+    pub held: i64,
+    pub buffer: i64,
+    /// `max(0, on_hand − committed − held − buffer)`.
+    pub available: i64,
+}
+
+/// A lot expected at a feeding location.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncomingLot {
+    pub location: String,
+    pub quantity: i64,
+    pub eta: Option<String>,
+}
+
+/// What a channel may sell of one SKU now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SkuAvailability {
+    pub sku: String,
+    /// Available-to-sell: the sum of `locations[].available`.
+    pub ats: i64,
+    pub locations: Vec<LocationAvailability>,
+    pub incoming: Vec<IncomingLot>,
+    /// Units that may still be sold against incoming stock (0 without backorders).
+    pub backorderable: i64,
+}
+
+/// The pool's run-time state.
+pub(crate) struct Pool {
+    pub cfg: InventoryConfig,
+    /// The stock flow that delivers from the source to each channel.
+    pub channel_flows: BTreeMap<String, FlowConfig>,
+    /// Positions currently below what is promised (for raise/clear of the alert).
+    at_risk: Mutex<BTreeSet<(String, String)>>,
+    pub notify: tokio::sync::Notify,
+}
+
+impl Pool {
+    pub fn new(cfg: InventoryConfig, flows: &[FlowConfig]) -> Pool {
+        let mut channel_flows = BTreeMap::new();
+        for c in cfg.channels.keys() {
+            if let Some(f) = flows.iter().find(|f| {
+                f.kind == Kind::Stock
+                    && f.from.iter().any(|s| s == &cfg.source)
+                    && f.to.iter().any(|d| d == c)
+            }) {
+                channel_flows.insert(c.clone(), f.clone());
+            }
+        }
+        Pool {
+            cfg,
+            channel_flows,
+            at_risk: Mutex::new(BTreeSet::new()),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Is `dest` a channel fed by the pool (it gets ats, not the source's per-location figures)?
+    pub fn is_channel(&self, dest: &str) -> bool {
+        self.cfg.channels.contains_key(dest)
+    }
+
+    fn position(l: &StockLevel) -> Position {
+        Position {
+            on_hand: l.on_hand,
+            committed: l.committed,
+            held: l.held,
+        }
+    }
+
+    /// Availability of `sku` for `channel` from the ledger positions of that SKU.
+    pub fn availability(&self, channel: &str, sku: &str, levels: &[StockLevel]) -> SkuAvailability {
+        let Some(policy) = self.cfg.channels.get(channel) else {
+            return SkuAvailability {
+                sku: sku.into(),
+                ats: 0,
+                locations: vec![],
+                incoming: vec![],
+                backorderable: 0,
+            };
+        };
+        let mut locations = Vec::new();
+        let mut incoming = Vec::new();
+        let mut backordered = 0;
+        for loc in &policy.locations {
+            let level = levels.iter().find(|l| l.sku == sku && &l.location == loc);
+            let pos = level.map(Self::position).unwrap_or_default();
+            let buf = buffer(&self.cfg.buffers, sku, channel, loc, pos.on_hand);
+            locations.push(LocationAvailability {
+                location: loc.clone(),
+                on_hand: pos.on_hand,
+                committed: pos.committed,
+                held: pos.held,
+                buffer: buf,
+                available: sellable(&pos, buf),
+            });
+            if let Some(l) = level {
+                backordered += l.backordered;
+                for lot in l.incoming.as_array().into_iter().flatten() {
+                    incoming.push(IncomingLot {
+                        location: loc.clone(),
+                        quantity: lot.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                        eta: lot.get("eta").and_then(Value::as_str).map(str::to_string),
+                    });
+                }
+            }
+        }
+        let expected: i64 = incoming.iter().map(|l| l.quantity.max(0)).sum();
+        let backorderable = policy
+            .backorder_limit
+            .map(|limit| limit.min(expected - backordered).max(0))
+            .unwrap_or(0);
+        SkuAvailability {
+            sku: sku.into(),
+            ats: locations.iter().map(|l| l.available).sum(),
+            locations,
+            incoming,
+            backorderable,
+        }
+    }
+}
+
+/// Run the broadcaster and the expiry timer until shutdown.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let Some(pool) = inner.pool.as_ref() else {
+        return;
+    };
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut next_expiry_check: Millis = 0;
+    loop {
+        if inner.is_shutting_down() {
+            return;
+        }
+        let notified = pool.notify.notified();
+        let now = inner.now();
+        if now >= next_expiry_check {
+            match inner.store.expire_reservations(now).await {
+                Ok(expired) => {
+                    for r in &expired {
+                        tracing::info!(reservation = %r.id, channel = %r.channel, "reservation expired");
+                    }
+                    if !expired.is_empty() {
+                        metrics::counter!("concord_reservations_expired_total")
+                            .increment(expired.len() as u64);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "expiring reservations failed"),
+            }
+            next_expiry_check = match inner.store.next_expiry().await {
+                Ok(Some(t)) => t.min(now + 1_000),
+                _ => now + 1_000,
+            };
+        }
+        let worked = match broadcast(&inner, pool).await {
+            Ok(n) => n > 0,
+            Err(e) => {
+                tracing::error!(error = %e, "recomputing available-to-sell failed");
+                false
+            }
+        };
+        if worked {
+            continue;
+        }
+        let wait = Duration::from_millis((next_expiry_check - inner.now()).clamp(5, 200) as u64);
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Recompute ats for dirty SKUs and plan the channel deliveries. Returns SKUs handled.
+pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, StoreError> {
+    let dirty: Vec<DirtySku> = inner.store.dirty_skus(500).await?;
+    if dirty.is_empty() {
+        return Ok(0);
+    }
+    let now = inner.now();
+    let skus: Vec<String> = dirty.iter().map(|d| d.sku.clone()).collect();
+    let levels = inner.store.levels(&skus).await?;
+    let mut batch = ProcessBatch {
+        clean: dirty.clone(),
+        ..ProcessBatch::default()
+    };
+    let mut dests = BTreeSet::new();
+    for sku in &skus {
+        let mine: Vec<StockLevel> = levels.iter().filter(|l| &l.sku == sku).cloned().collect();
+        check_risk(inner, pool, sku, &mine, now, &mut batch).await?;
+        for (channel, policy) in &pool.cfg.channels {
+            let Some(flow) = pool.channel_flows.get(channel) else {
+                continue;
+            };
+            let a = pool.availability(channel, sku, &mine);
+            let incoming: Vec<Value> = a
+                .incoming
+                .iter()
+                .map(|l| json!({"quantity": l.quantity, "eta": l.eta}))
+                .collect();
+            let mut record = json!({
+                "sku": sku,
+                "location": policy.stock_location,
+                "on_hand": a.ats,
+                "committed": 0,
+            });
+            if !incoming.is_empty() {
+                record["incoming"] = Value::Array(incoming);
+            }
+            let vars = MapVars {
+                dest: channel.clone(),
+                source: pool.cfg.source.clone(),
+                kind: Kind::Stock.as_str().to_string(),
+            };
+            if let Some(filter) = &flow.filter {
+                if !filter.test(&record, &vars).unwrap_or(true) {
+                    continue;
+                }
+            }
+            let payload = match flow.map_out_for(channel) {
+                Some(m) => match m.apply(&record, &vars) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(flow = %flow.name, %channel, %sku, error = %e, "stock mapping failed");
+                        continue;
+                    }
+                },
+                None => record,
+            };
+            let key = format!("{sku}@{}", policy.stock_location);
+            let hash = content_hash(&payload);
+            let (planned, _) = inner.store.hashes(channel, Kind::Stock, &key).await?;
+            if planned.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
+            metrics::gauge!("concord_ats", "channel" => channel.clone(), "sku" => sku.clone())
+                .set(a.ats as f64);
+            batch.items.push(NewItem {
+                dest: channel.clone(),
+                kind: Kind::Stock,
+                key,
+                op: "upsert".into(),
+                payload,
+                hash,
+                flow: flow.name.clone(),
+                journal_id: None,
+                captured_at: now,
+                waiting_on: Vec::new(),
+                coalesce: true,
+                not_before: now,
+            });
+            dests.insert(channel.clone());
+        }
+    }
+    let n = skus.len();
+    super::Stats::add(&inner.stats.planned, batch.items.len() as u64);
+    inner.store.apply(batch, now).await?;
+    inner.wake(dests);
+    Ok(n)
+}
+
+/// Raise (once) or clear the oversold-risk alert of each position of `sku`.
+async fn check_risk(
+    inner: &Inner,
+    pool: &Pool,
+    sku: &str,
+    levels: &[StockLevel],
+    now: Millis,
+    batch: &mut ProcessBatch,
+) -> Result<(), StoreError> {
+    for l in levels {
+        let free = l.on_hand - l.committed - l.held;
+        let k = (l.sku.clone(), l.location.clone());
+        let newly = {
+            let Ok(mut risk) = pool.at_risk.lock() else {
+                continue;
+            };
+            if free < 0 {
+                risk.insert(k.clone())
+            } else {
+                if risk.remove(&k) {
+                    tracing::info!(sku, location = %l.location, "oversold risk cleared");
+                    batch.audit.push(AuditEvent {
+                        at: now,
+                        event: "oversold_risk.cleared".into(),
+                        endpoint: Some(pool.cfg.source.clone()),
+                        kind: Some(Kind::Stock),
+                        key: Some(format!("{sku}@{}", l.location)),
+                        detail: json!({"sku": sku, "location": l.location, "free": free}),
+                    });
+                }
+                false
+            }
+        };
+        let at_risk = pool.at_risk.lock().map(|r| r.len()).unwrap_or(0);
+        metrics::gauge!("concord_oversold_risk_positions").set(at_risk as f64);
+        if newly {
+            let reservations: Vec<Value> = inner
+                .store
+                .reservations(None, Some(sku), 200)
+                .await?
+                .into_iter()
+                .filter(|r| r.state.is_active())
+                .filter_map(|r| {
+                    let qty: i64 = r
+                        .lines
+                        .iter()
+                        .filter(|x| x.location == l.location && x.sku == sku && x.released_at.is_none())
+                        .map(|x| x.quantity)
+                        .sum();
+                    (qty > 0).then(|| json!({"reservation": r.id, "channel": r.channel, "order": r.order, "quantity": qty}))
+                })
+                .collect();
+            tracing::warn!(sku, location = %l.location, on_hand = l.on_hand, committed = l.committed, held = l.held,
+                reservations = reservations.len(), "OVERSOLD RISK: the ERP's on-hand is below what is already promised");
+            metrics::counter!("concord_oversold_risk_total").increment(1);
+            batch.audit.push(AuditEvent {
+                at: now,
+                event: "oversold_risk".into(),
+                endpoint: Some(pool.cfg.source.clone()),
+                kind: Some(Kind::Stock),
+                key: Some(format!("{sku}@{}", l.location)),
+                detail: json!({"sku": sku, "location": l.location, "on_hand": l.on_hand,
+                               "committed": l.committed, "held": l.held, "short_by": -free,
+                               "reservations": reservations}),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The commerce API's operations, on the engine.
+impl super::Engine {
+    fn pool(&self) -> Result<&Pool, InventoryError> {
+        self.inner
+            .pool
+            .as_ref()
+            .ok_or(InventoryError::NotConfigured)
+    }
+
+    fn channel_policy(
+        &self,
+        channel: &str,
+    ) -> Result<&crate::config::ChannelPolicy, InventoryError> {
+        let pool = self.pool()?;
+        pool.cfg.channels.get(channel).ok_or_else(|| {
+            let known: Vec<&str> = pool.cfg.channels.keys().map(String::as_str).collect();
+            invalid(
+                "channel",
+                format!(
+                    "unknown channel `{channel}`; the pool feeds {}",
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// `GET /v1/availability`: served from the ledger, never by calling the ERP.
+    pub async fn availability(
+        &self,
+        channel: &str,
+        skus: &[String],
+    ) -> Result<Vec<SkuAvailability>, InventoryError> {
+        self.channel_policy(channel)?;
+        if skus.is_empty() {
+            return Err(invalid("sku", "give at least one `sku`"));
+        }
+        if let Some(i) = skus.iter().position(|s| s.trim().is_empty()) {
+            return Err(invalid(format!("sku[{i}]"), "must not be empty"));
+        }
+        let pool = self.pool()?;
+        let levels = self.inner.store.levels(skus).await?;
+        Ok(skus
+            .iter()
+            .map(|s| pool.availability(channel, s, &levels))
+            .collect())
+    }
+
+    /// `POST /v1/reservations`: all lines or nothing; idempotent on (channel, client_key).
+    pub async fn reserve(
+        &self,
+        channel: &str,
+        client_key: &str,
+        lines: Vec<Line>,
+    ) -> Result<ReserveOutcome, InventoryError> {
+        let policy = self.channel_policy(channel)?.clone();
+        let pool = self.pool()?;
+        if client_key.trim().is_empty() || client_key.len() > 200 {
+            return Err(invalid(
+                "key",
+                "give a client key of 1 to 200 characters (it makes the request idempotent)",
+            ));
+        }
+        if lines.is_empty() {
+            return Err(invalid("lines", "a reservation needs at least one line"));
+        }
+        for (i, l) in lines.iter().enumerate() {
+            if l.sku.trim().is_empty() {
+                return Err(invalid(format!("lines[{i}].sku"), "must not be empty"));
+            }
+            if l.quantity <= 0 {
+                return Err(invalid(
+                    format!("lines[{i}].quantity"),
+                    format!("must be greater than 0, got {}", l.quantity),
+                ));
+            }
+        }
+        let mut feeds: Vec<(String, Vec<Feed>)> = Vec::new();
+        let skus: Vec<String> = lines
+            .iter()
+            .map(|l| l.sku.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // Percent buffers need on-hand: read it; the store re-reads positions inside its
+        // transaction for the decision itself.
+        let levels = self.inner.store.levels(&skus).await?;
+        for sku in &skus {
+            let f = policy
+                .locations
+                .iter()
+                .map(|loc| {
+                    let on_hand = levels
+                        .iter()
+                        .find(|l| &l.sku == sku && &l.location == loc)
+                        .map(|l| l.on_hand)
+                        .unwrap_or(0);
+                    Feed {
+                        location: loc.clone(),
+                        buffer: buffer(&pool.cfg.buffers, sku, channel, loc, on_hand),
+                    }
+                })
+                .collect();
+            feeds.push((sku.clone(), f));
+        }
+        let now = self.inner.now();
+        let req = ReserveRequest {
+            id: format!("res_{:016x}{:08x}", now as u64, fastrand::u32(..)),
+            channel: channel.to_string(),
+            client_key: client_key.to_string(),
+            lines,
+            feeds,
+            backorder_limit: policy.backorder_limit,
+            source: pool.cfg.source.clone(),
+            now,
+            expires_at: now + pool.cfg.reservation_ttl.as_millis() as i64,
+        };
+        let out = self.inner.store.reserve(req).await?;
+        match &out {
+            ReserveOutcome::Reserved(_) => metrics::counter!("concord_reservations_total", "channel" => channel.to_string(), "result" => "reserved").increment(1),
+            ReserveOutcome::Existing(_) => metrics::counter!("concord_reservations_total", "channel" => channel.to_string(), "result" => "existing").increment(1),
+            ReserveOutcome::Short(_) => metrics::counter!("concord_reservations_total", "channel" => channel.to_string(), "result" => "short").increment(1),
+        }
+        pool.notify.notify_one();
+        Ok(out)
+    }
+
+    pub async fn reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
+        self.pool()?;
+        self.inner
+            .store
+            .reservation(id)
+            .await?
+            .ok_or_else(|| InventoryError::NotFound(id.to_string()))
+    }
+
+    /// `POST /v1/reservations/{id}/commit`: the channel placed order `number`; the reservation
+    /// stops expiring and waits for the ERP to include the order.
+    pub async fn commit_reservation(
+        &self,
+        id: &str,
+        number: &str,
+    ) -> Result<Reservation, InventoryError> {
+        self.pool()?;
+        if number.trim().is_empty() || number.contains('/') {
+            return Err(invalid("order", "give the channel's order number (no `/`)"));
+        }
+        let r = self.reservation(id).await?;
+        let order = format!("{}/{}", r.channel, number.trim());
+        let out = self
+            .inner
+            .store
+            .commit_reservation(id, &order, self.inner.now())
+            .await?;
+        self.transition(id, out, "commit")
+    }
+
+    /// `DELETE /v1/reservations/{id}`: cancel; its stock is free again at once.
+    pub async fn cancel_reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
+        let pool = self.pool()?;
+        let out = self
+            .inner
+            .store
+            .cancel_reservation(id, self.inner.now())
+            .await?;
+        pool.notify.notify_one();
+        self.transition(id, out, "cancel")
+    }
+
+    fn transition(
+        &self,
+        id: &str,
+        out: Result<Reservation, TransitionError>,
+        action: &'static str,
+    ) -> Result<Reservation, InventoryError> {
+        match out {
+            Ok(r) => Ok(r),
+            Err(TransitionError::NotFound) => Err(InventoryError::NotFound(id.to_string())),
+            Err(TransitionError::WrongState(state)) => Err(InventoryError::WrongState {
+                id: id.to_string(),
+                state,
+                action,
+            }),
+        }
+    }
+}

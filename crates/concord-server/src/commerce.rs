@@ -1,0 +1,148 @@
+//! The storefront (commerce) API, `/v1/...`: availability and reservations for checkouts,
+//! served from the hub's ledger, never by calling the ERP.
+//!
+//! - `GET /v1/availability?channel=C&sku=A&sku=B` → `{"channel", "skus": [{sku, ats, locations,
+//!   incoming, backorderable}]}`
+//! - `POST /v1/reservations` `{"channel", "key", "lines": [{"sku", "quantity"}]}` → 201 with the
+//!   reservation (200 with the earlier one when `key` was used before: idempotent); 409
+//!   `{"error", "short": [{sku, requested, available}]}` when stock is short (nothing reserved)
+//! - `POST /v1/reservations/{id}/commit` `{"order": "<channel order number>"}` → 200
+//! - `DELETE /v1/reservations/{id}` → 200 (cancelled; its stock is free again)
+//! - `GET /v1/reservations/{id}` → 200
+//!
+//! Bad input answers 400 naming the field. Must never block on a connector.
+
+use crate::{ApiError, AppState};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use concord_core::inventory::Line;
+use concord_engine::runtime::inventory::InventoryError;
+use concord_store::ReserveOutcome;
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/availability", get(availability))
+        .route("/v1/reservations", post(reserve))
+        .route("/v1/reservations/{id}", get(show).delete(cancel))
+        .route("/v1/reservations/{id}/commit", post(commit))
+}
+
+impl From<InventoryError> for ApiError {
+    fn from(e: InventoryError) -> Self {
+        let status = match &e {
+            InventoryError::NotConfigured | InventoryError::NotFound(_) => StatusCode::NOT_FOUND,
+            InventoryError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            InventoryError::WrongState { .. } => StatusCode::CONFLICT,
+            InventoryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            tracing::error!(error = %e, "commerce API could not reach the store");
+        }
+        ApiError {
+            status,
+            message: e.to_string(),
+            details: vec![],
+        }
+    }
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message,
+        details: vec![],
+    }
+}
+
+/// Parse a JSON body into `T`, naming the offending field on failure.
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| bad_request(format!("body is not UTF-8: {e}")))?;
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+async fn availability(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("query string: {e}")))?;
+    let mut channel = None;
+    let mut skus = Vec::new();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "channel" => channel = Some(v),
+            "sku" => skus.push(v),
+            other => {
+                return Err(bad_request(format!(
+                    "{other}: unknown parameter, expected `channel` and `sku`"
+                )))
+            }
+        }
+    }
+    let channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    let list = s.engine.availability(&channel, &skus).await?;
+    Ok(Json(json!({ "channel": channel, "skus": list })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReserveBody {
+    channel: String,
+    /// Client idempotency key (cart or checkout id).
+    key: String,
+    lines: Vec<Line>,
+}
+
+async fn reserve(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let b: ReserveBody = parse_body(&body)?;
+    match s.engine.reserve(&b.channel, &b.key, b.lines).await? {
+        ReserveOutcome::Reserved(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
+        ReserveOutcome::Existing(r) => Ok((StatusCode::OK, Json(r)).into_response()),
+        ReserveOutcome::Short(short) => Ok((
+            StatusCode::CONFLICT,
+            Json(json!({ "error": "insufficient stock; nothing was reserved", "short": short })),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    /// The channel's order number.
+    order: String,
+}
+
+async fn commit(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CommitBody = parse_body(&body)?;
+    let r = s.engine.commit_reservation(&id, &b.order).await?;
+    Ok(Json(r).into_response())
+}
+
+async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.engine.cancel_reservation(&id).await?).into_response())
+}
+
+async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(s.engine.reservation(&id).await?).into_response())
+}
