@@ -119,6 +119,7 @@ fn ext_id(o: &WriteOutcome) -> String {
     match o {
         WriteOutcome::Done {
             external_id: Some(id),
+            ..
         } => id.clone(),
         other => panic!("expected Done with an id, got {other:?}"),
     }
@@ -697,4 +698,32 @@ fn build_rejects_bad_specs_with_paths() {
         concord_connectors::connector_types(),
         ["sandbox-erp", "sandbox-shop"]
     );
+}
+
+#[tokio::test]
+async fn shop_tells_watchers_every_level_set_in_order() {
+    let shop = ShopSim::start(ShopOptions::default()).await.unwrap();
+    let mut rx = shop.watch_inventory();
+    let before = Instant::now();
+    shop.set_inventory("A", "WH1", 5).unwrap();
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/api/inventory/set", shop.base_url()))
+        .json(
+            &json!({"items": [{"sku": "A", "location": "WH1", "available": 7},
+                                {"sku": "B", "location": "WH1", "available": -1}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = rx.recv().await.unwrap();
+    let second = rx.recv().await.unwrap();
+    assert_eq!((first.sku.as_str(), first.available), ("A", 5));
+    assert_eq!((second.location.as_str(), second.available), ("WH1", 7));
+    assert!(before <= first.at && first.at <= second.at);
+    assert!(rx.try_recv().is_err(), "the refused item is not reported");
+    drop(rx);
+    shop.set_inventory("A", "WH1", 8).unwrap();
+    shop.shutdown().await;
 }

@@ -53,7 +53,7 @@ use std::collections::BTreeMap;
 pub use self::core::WriteEntry;
 pub use connector::{SandboxErpConnector, SandboxShopConnector};
 pub use erp::{ErpHandle, ErpOptions, ErpSim};
-pub use shop::{ShopError, ShopHandle, ShopOptions, ShopSim};
+pub use shop::{InventorySet, ShopError, ShopHandle, ShopOptions, ShopSim};
 
 /// Header carrying the webhook's topic (the kind of its events).
 pub const TOPIC_HEADER: &str = "X-Sandbox-Topic";

@@ -44,6 +44,8 @@ use state::ShopState;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
 
 /// Kinds the storefront serves.
 pub const SHOP_KINDS: &[Kind] = &[Kind::Product, Kind::Stock, Kind::Customer, Kind::Order];
@@ -94,6 +96,7 @@ impl ShopSim {
             core: core.clone(),
             state: Mutex::new(ShopState::default()),
             opts,
+            watchers: Mutex::new(Vec::new()),
         });
         core.serve(listener, api::router(inner.clone())).await;
         Ok(ShopHandle { inner })
@@ -104,6 +107,19 @@ pub(crate) struct ShopInner {
     pub core: Arc<Core>,
     pub state: Mutex<ShopState>,
     pub opts: ShopOptions,
+    /// Receivers of [`InventorySet`] (see [`ShopHandle::watch_inventory`]).
+    pub watchers: Mutex<Vec<mpsc::UnboundedSender<InventorySet>>>,
+}
+
+/// One inventory level set at the storefront (through `POST /api/inventory/set` or
+/// [`ShopHandle::set_inventory`]), as told to a watcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventorySet {
+    pub sku: String,
+    pub location: String,
+    pub available: i64,
+    /// When the level was stored (taken under the state lock, so watchers see writes in order).
+    pub at: Instant,
 }
 
 /// A cloneable handle on a running [`ShopSim`].
@@ -169,6 +185,16 @@ impl ShopHandle {
         available: i64,
     ) -> Result<(), ShopError> {
         self.inner.set_available(sku, location, available)
+    }
+
+    /// Every inventory level set from now on, in the order they were stored, each stamped with
+    /// the moment it was stored: lets benchmarks and tests time arrivals without polling. The
+    /// channel is unbounded; drop the receiver to stop watching. Checkouts and cancellations,
+    /// which move stock without a level being set, are not reported.
+    pub fn watch_inventory(&self) -> mpsc::UnboundedReceiver<InventorySet> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.inner.watchers).push(tx);
+        rx
     }
 
     /// Available per location.

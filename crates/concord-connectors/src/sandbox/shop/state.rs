@@ -191,7 +191,24 @@ impl ShopInner {
         st.inventory
             .insert((sku.trim().to_string(), location.to_string()), available);
         self.stock_changed(&st, sku.trim(), location);
+        self.tell_watchers(sku.trim(), location, available);
         Ok(())
+    }
+
+    /// Report a level to the watchers (called under the state lock, so in store order); drops
+    /// the ones whose receiver is gone.
+    fn tell_watchers(&self, sku: &str, location: &str, available: i64) {
+        let mut watchers = lock(&self.watchers);
+        if watchers.is_empty() {
+            return;
+        }
+        let set = super::InventorySet {
+            sku: sku.to_string(),
+            location: location.to_string(),
+            available,
+            at: std::time::Instant::now(),
+        };
+        watchers.retain(|w| w.send(set.clone()).is_ok());
     }
 
     /// One item of `POST /api/inventory/set`: its result object.
