@@ -1,1 +1,671 @@
-fn main() {}
+//! `concord-bench`: benchmarks that print a readable table and one JSON line per case (design
+//! section 8: goals are printed beside the figures, never asserted).
+//!
+//! Case `pipeline`: the durable push path from a sandbox ERP to a sandbox storefront, in one
+//! process and over real HTTP on 127.0.0.1 — `ErpSim` → signed, batched webhooks →
+//! Concord's `/hooks/erp` (axum + engine, SQLite store in WAL mode in a temporary directory) →
+//! journal → processor → outbox → dispatcher → bulk `POST /api/inventory/set` → `ShopSim`.
+//! The stock flow is realtime without a poll, so only the push path is measured.
+//!
+//! Every change is a `set_stock` to a strictly increasing `on_hand` of one SKU (round robin over
+//! `--skus` SKUs), so each value the storefront receives names the change it came from. Arrival
+//! times come from `ShopHandle::watch_inventory`, stamped by the storefront when it stores the
+//! level. A change superseded before delivery (coalesced in the outbox) counts as delivered when
+//! a later value of its SKU arrives; latency percentiles are over the values that arrived.
+//!
+//! - throughput (`--events`, default 50,000, as fast as possible): events/s from the first change
+//!   to the moment the storefront holds the final ERP value of every SKU;
+//! - latency (`--rate` changes/s for `--seconds`, default 1,000/s for 10 s): p50/p99/max of
+//!   change → storefront write.
+//!
+//! `lost` is the number of SKUs whose final level at the storefront differs from the ERP once
+//! the engine has drained; it must be 0. Build with `--release` for real figures.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use concord_connectors::sandbox::{
+    ErpHandle, ErpOptions, ErpSim, InventorySet, ShopHandle, ShopOptions, ShopSim,
+};
+use concord_engine::config::Config;
+use concord_engine::connector::Connector;
+use concord_engine::Engine;
+use concord_server::AppState;
+use concord_store::{SqliteStore, Store};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
+
+const SECRET: &str = "bench-secret";
+const LOCATION: &str = "WH1";
+/// The value every SKU starts from (set during the warm-up).
+const BASE: i64 = 1_000;
+/// Goals, printed beside the figures.
+const GOAL_EVENTS_PER_S: f64 = 10_000.0;
+const GOAL_P99_MS: f64 = 100.0;
+
+#[derive(Parser)]
+#[command(
+    name = "concord-bench",
+    about = "Concord benchmarks (build with --release)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    case: Option<Case>,
+}
+
+#[derive(Subcommand)]
+enum Case {
+    /// Durable pipeline throughput and latency, sandbox ERP webhook → sandbox storefront.
+    Pipeline(PipelineArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Throughput,
+    Latency,
+    Both,
+}
+
+#[derive(clap::Args, Clone)]
+struct PipelineArgs {
+    /// Changes in the throughput run (selects the throughput mode unless --mode says otherwise).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Changes per second in the latency run (selects the latency mode).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Length of the latency run in seconds (selects the latency mode).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// SKUs the changes are spread over (round robin).
+    #[arg(long, default_value_t = 2_000)]
+    skus: usize,
+    /// Which runs; by default both, or the one(s) the other flags name.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Most events per ERP webhook POST (the emulator's default is 100).
+    #[arg(long, default_value_t = 100)]
+    webhook_batch: usize,
+    /// Run each selected case this many times (each on a fresh store and emulators).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Give up waiting for the storefront after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+impl Default for PipelineArgs {
+    fn default() -> Self {
+        PipelineArgs {
+            events: None,
+            rate: None,
+            seconds: None,
+            skus: 2_000,
+            mode: None,
+            webhook_batch: 100,
+            repeat: 1,
+            timeout: 300,
+        }
+    }
+}
+
+/// How the changes are driven.
+#[derive(Clone, Copy)]
+enum Drive {
+    /// All at once, as fast as the ERP takes them.
+    Burst { events: u64 },
+    /// At a fixed rate.
+    Paced { rate: u64, seconds: u64 },
+}
+
+/// The figures of one run.
+struct Outcome {
+    case: &'static str,
+    events: u64,
+    seconds: f64,
+    events_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    lost: usize,
+    /// Values that reached the storefront during the run (one per SKU and write).
+    shop_writes: u64,
+    /// `POST /api/inventory/set` calls.
+    shop_calls: u64,
+    /// Changes whose exact value arrived (the others were coalesced into a later one).
+    arrived: u64,
+    /// Changes whose SKU never showed this value or a later one (should be 0).
+    undelivered: u64,
+    detail: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let args = match cli.case {
+        Some(Case::Pipeline(a)) => a,
+        None => PipelineArgs::default(),
+    };
+    if args.skus == 0 {
+        bail!("--skus must be at least 1");
+    }
+    let mode = args.mode.unwrap_or(
+        match (
+            args.events.is_some(),
+            args.rate.is_some() || args.seconds.is_some(),
+        ) {
+            (true, false) => Mode::Throughput,
+            (false, true) => Mode::Latency,
+            _ => Mode::Both,
+        },
+    );
+    let mut drives = Vec::new();
+    if matches!(mode, Mode::Throughput | Mode::Both) {
+        drives.push(Drive::Burst {
+            events: args.events.unwrap_or(50_000),
+        });
+    }
+    if matches!(mode, Mode::Latency | Mode::Both) {
+        drives.push(Drive::Paced {
+            rate: args.rate.unwrap_or(1_000).max(1),
+            seconds: args.seconds.unwrap_or(10).max(1),
+        });
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        for drive in &drives {
+            let o = run_case(&args, *drive).await?;
+            eprintln!("{}", o.detail);
+            outcomes.push(o);
+        }
+    }
+    print_table(&outcomes);
+    for o in &outcomes {
+        println!("{}", json_line(o));
+    }
+    Ok(())
+}
+
+fn json_line(o: &Outcome) -> serde_json::Value {
+    let r1 = |x: f64| (x * 10.0).round() / 10.0;
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let mut v = json!({
+        "bench": o.case,
+        "events": o.events,
+        "events_per_s": r1(o.events_per_s),
+        "p50_ms": r3(o.p50_ms),
+        "p99_ms": r3(o.p99_ms),
+        "lost": o.lost,
+    });
+    if let Some(m) = v.as_object_mut() {
+        m.insert("max_ms".into(), json!(r3(o.max_ms)));
+        m.insert("seconds".into(), json!(r3(o.seconds)));
+        m.insert("shop_writes".into(), json!(o.shop_writes));
+        m.insert("shop_calls".into(), json!(o.shop_calls));
+    }
+    v
+}
+
+fn print_table(outcomes: &[Outcome]) {
+    println!(
+        "{:<17} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>5} {:>11} {:>9}",
+        "case",
+        "events",
+        "seconds",
+        "events/s",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "lost",
+        "shop writes",
+        "arrived"
+    );
+    for o in outcomes {
+        println!(
+            "{:<17} {:>8} {:>8.3} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>5} {:>11} {:>9}",
+            o.case,
+            o.events,
+            o.seconds,
+            o.events_per_s,
+            o.p50_ms,
+            o.p99_ms,
+            o.max_ms,
+            o.lost,
+            o.shop_writes,
+            o.arrived
+        );
+    }
+    println!(
+        "goals (not asserted): pipeline >= {GOAL_EVENTS_PER_S:.0} events/s sustained; \
+         pipeline_latency p99 < {GOAL_P99_MS:.0} ms at 1000 events/s; lost = 0"
+    );
+    for o in outcomes {
+        let verdict = match o.case {
+            "pipeline" => format!(
+                "{:.0} events/s {} {GOAL_EVENTS_PER_S:.0}",
+                o.events_per_s,
+                if o.events_per_s >= GOAL_EVENTS_PER_S {
+                    ">="
+                } else {
+                    "<"
+                }
+            ),
+            _ => format!(
+                "p99 {:.2} ms {} {GOAL_P99_MS:.0} ms",
+                o.p99_ms,
+                if o.p99_ms < GOAL_P99_MS { "<" } else { ">=" }
+            ),
+        };
+        println!(
+            "  {:<17} {verdict}; lost {}; undelivered {}",
+            o.case, o.lost, o.undelivered
+        );
+    }
+}
+
+/// Concord (engine + HTTP server), the two emulators, and what is needed to stop them.
+struct Rig {
+    erp: ErpHandle,
+    shop: ShopHandle,
+    engine: Engine,
+    store: Arc<SqliteStore>,
+    tasks: JoinSet<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_server: oneshot::Sender<()>,
+    watch: mpsc::UnboundedReceiver<InventorySet>,
+    _dir: tempfile::TempDir,
+}
+
+fn config_text(store: &str, erp_url: &str, shop_url: &str) -> String {
+    // JSON string escapes are valid TOML basic-string escapes.
+    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+    format!(
+        r#"
+[store]
+path = {store}
+
+[server]
+listen = "127.0.0.1:0"
+
+[endpoints.erp]
+connector = "sandbox-erp"
+url = {erp}
+webhook_secret = {secret}
+timeout = "5s"
+
+[endpoints.shop]
+connector = "sandbox-shop"
+url = {shop}
+timeout = "5s"
+
+# The demo's stock flow, push only (no poll), so the webhook path is what is measured.
+[[flows]]
+name = "stock-push"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["shop"]
+filter = '.location == "WH1"'
+[flows.map_out]
+"*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
+"#,
+        store = q(store),
+        erp = q(erp_url),
+        shop = q(shop_url),
+        secret = q(SECRET),
+    )
+}
+
+impl Rig {
+    async fn start(webhook_batch: usize) -> anyhow::Result<Rig> {
+        let dir = tempfile::tempdir().context("creating the temporary store directory")?;
+        let store_path = dir.path().join("concord.db");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .context("binding Concord's HTTP server")?;
+        let addr = listener.local_addr()?;
+        let shop = ShopSim::start(ShopOptions::default()).await?;
+        let watch = shop.watch_inventory();
+        let erp = ErpSim::start(ErpOptions {
+            webhook_url: Some(format!("http://{addr}/hooks/erp")),
+            webhook_secret: Some(SECRET.to_string()),
+            webhook_batch: webhook_batch.max(1),
+            ..ErpOptions::default()
+        })
+        .await?;
+        let text = config_text(
+            &store_path.display().to_string(),
+            &erp.base_url(),
+            &shop.base_url(),
+        );
+        let config =
+            Config::from_toml_str_with_env(&text, &dir.path().join("bench.toml"), |_| None)
+                .context("the benchmark's configuration")?;
+        let mut connectors: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+        for (name, spec) in &config.endpoints {
+            let c = concord_connectors::build(spec)
+                .map_err(|e| anyhow::anyhow!("endpoints.{name}.{}: {}", e.path, e.message))?;
+            connectors.insert(name.clone(), c);
+        }
+        let store = Arc::new(SqliteStore::open(&store_path)?);
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
+        let tasks = engine.start().await?;
+        let state = AppState {
+            engine: engine.clone(),
+            metrics: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        };
+        let app = concord_server::app(state, engine.config().server.max_body_bytes);
+        let (stop_server, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(concord_server::serve(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Ok(Rig {
+            erp,
+            shop,
+            engine,
+            store,
+            tasks,
+            server,
+            stop_server,
+            watch,
+            _dir: dir,
+        })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop_server.send(());
+        let _ = self.server.await;
+        self.engine.shutdown();
+        while self.tasks.join_next().await.is_some() {}
+        self.erp.shutdown().await;
+        self.shop.shutdown().await;
+        self.store.close().await;
+    }
+
+    /// Wait until the engine has nothing pending or in flight.
+    async fn drained(&self, deadline: Instant) -> anyhow::Result<bool> {
+        loop {
+            if self.engine.is_drained().await? {
+                return Ok(true);
+            }
+            if Instant::now() > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// What the storefront has been told, per SKU index.
+struct Arrivals {
+    index: HashMap<String, usize>,
+    latest: Vec<i64>,
+    /// (sku index, value, when stored), in store order.
+    log: Vec<(usize, i64, Instant)>,
+}
+
+impl Arrivals {
+    fn new(skus: &[String]) -> Self {
+        Arrivals {
+            index: skus
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), i))
+                .collect(),
+            latest: vec![i64::MIN; skus.len()],
+            log: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self, rx: &mut mpsc::UnboundedReceiver<InventorySet>) {
+        while let Ok(set) = rx.try_recv() {
+            if set.location != LOCATION {
+                continue;
+            }
+            if let Some(&i) = self.index.get(&set.sku) {
+                self.latest[i] = set.available;
+                self.log.push((i, set.available, set.at));
+            }
+        }
+    }
+
+    fn all_at(&self, target: &[i64]) -> bool {
+        self.latest.iter().zip(target).all(|(a, t)| a == t)
+    }
+}
+
+fn sku_name(i: usize) -> String {
+    format!("SKU-{:05}", i + 1)
+}
+
+async fn run_case(args: &PipelineArgs, drive: Drive) -> anyhow::Result<Outcome> {
+    let k = args.skus;
+    let skus: Vec<String> = (0..k).map(sku_name).collect();
+    let mut rig = Rig::start(args.webhook_batch).await?;
+    let result = measure(&mut rig, args, drive, &skus).await;
+    rig.stop().await;
+    result
+}
+
+async fn measure(
+    rig: &mut Rig,
+    args: &PipelineArgs,
+    drive: Drive,
+    skus: &[String],
+) -> anyhow::Result<Outcome> {
+    let k = skus.len();
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut arrivals = Arrivals::new(skus);
+
+    // Warm-up: every SKU exists at the storefront at BASE, its xref and entity are stored.
+    for s in skus {
+        rig.erp.set_stock(s, LOCATION, BASE)?;
+    }
+    let base = vec![BASE; k];
+    let deadline = Instant::now() + timeout;
+    loop {
+        arrivals.drain(&mut rig.watch);
+        if arrivals.all_at(&base) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("warm-up: the storefront did not get every SKU within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if !rig.drained(deadline).await? {
+        bail!("warm-up: the engine did not drain within {timeout:?}");
+    }
+    arrivals.drain(&mut rig.watch);
+    arrivals.log.clear();
+    let shop_before = rig.shop.counters();
+    let groups_before = rig.store.write_groups();
+    let stats_before = rig.engine.stats(Some(i64::MAX));
+    let erp_before = rig.erp.counters();
+
+    // The changes: change n sets SKU n % k to BASE + n / k + 1.
+    let total = match drive {
+        Drive::Burst { events } => events,
+        Drive::Paced { rate, seconds } => rate * seconds,
+    };
+    let mut changes: Vec<(usize, i64, Instant)> = Vec::with_capacity(total as usize);
+    let mut target = base.clone();
+    let started = Instant::now();
+    let mut n: u64 = 0;
+    while n < total {
+        let due = match drive {
+            Drive::Burst { .. } => total,
+            Drive::Paced { rate, .. } => {
+                let elapsed = started.elapsed().as_secs_f64();
+                ((elapsed * rate as f64) as u64 + 1).min(total)
+            }
+        };
+        let mut burst = 0;
+        while n < due {
+            let i = (n % k as u64) as usize;
+            let value = BASE + (n / k as u64) as i64 + 1;
+            let at = Instant::now();
+            rig.erp.set_stock(&skus[i], LOCATION, value)?;
+            changes.push((i, value, at));
+            target[i] = value;
+            n += 1;
+            burst += 1;
+            if burst % 256 == 0 {
+                // Let the webhook sender and the server run on this worker too.
+                tokio::task::yield_now().await;
+            }
+        }
+        arrivals.drain(&mut rig.watch);
+        if let Drive::Paced { rate, .. } = drive {
+            if n < total {
+                let next = started + Duration::from_secs_f64(n as f64 / rate as f64);
+                tokio::time::sleep_until(next.into()).await;
+            }
+        }
+    }
+    let driven = started.elapsed();
+
+    // Wait for the storefront to hold every final value; note when the ERP's webhooks were all
+    // acknowledged (captured) and when the processor had planned everything.
+    let deadline = Instant::now() + timeout;
+    let expect_events = erp_before.webhook_events_sent + total;
+    let mut captured_at: Option<Instant> = None;
+    let mut complete = true;
+    loop {
+        arrivals.drain(&mut rig.watch);
+        if captured_at.is_none() && rig.erp.counters().webhook_events_sent >= expect_events {
+            captured_at = Some(Instant::now());
+        }
+        if arrivals.all_at(&target) {
+            break;
+        }
+        if Instant::now() > deadline {
+            complete = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let waited = Instant::now();
+    let drained = rig.drained(Instant::now() + timeout).await?;
+    arrivals.drain(&mut rig.watch);
+
+    // Lost: final level at the storefront against the ERP's, SKU by SKU.
+    let mut lost = 0;
+    for s in skus {
+        let erp = rig.erp.stock(s, LOCATION).map(|st| st.on_hand);
+        let shop = rig.shop.inventory(s).get(LOCATION).copied();
+        if erp.is_none() || erp != shop {
+            lost += 1;
+        }
+    }
+
+    // Latency per arrived value; coalesced changes are delivered by a later value.
+    let mut by_sku: Vec<HashMap<i64, Instant>> = vec![HashMap::new(); k];
+    for (i, v, at) in &changes {
+        by_sku[*i].insert(*v, *at);
+    }
+    let mut lat_ms = Vec::with_capacity(changes.len());
+    let mut done_at = started;
+    for (i, v, at) in &arrivals.log {
+        if let Some(t) = by_sku[*i].remove(v) {
+            lat_ms.push(at.saturating_duration_since(t).as_secs_f64() * 1000.0);
+        }
+        if *v == target[*i] && *at > done_at {
+            done_at = *at;
+        }
+    }
+    let arrived = lat_ms.len() as u64;
+    let max_arrived: Vec<i64> = {
+        let mut m = vec![i64::MIN; k];
+        for (i, v, _) in &arrivals.log {
+            m[*i] = m[*i].max(*v);
+        }
+        m
+    };
+    let undelivered = changes
+        .iter()
+        .filter(|(i, v, _)| *v > max_arrived[*i])
+        .count() as u64;
+    lat_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        if lat_ms.is_empty() {
+            return f64::NAN;
+        }
+        let idx = ((lat_ms.len() as f64 - 1.0) * p).round() as usize;
+        lat_ms[idx.min(lat_ms.len() - 1)]
+    };
+    let first = changes.first().map(|c| c.2).unwrap_or(started);
+    let seconds = done_at.saturating_duration_since(first).as_secs_f64();
+    let shop_after = rig.shop.counters();
+    let stats = rig.engine.stats(Some(i64::MAX));
+    let erp_after = rig.erp.counters();
+    let shop_writes = shop_after.writes_of("stock") - shop_before.writes_of("stock");
+    let shop_calls = shop_after.requests - shop_before.requests;
+    let hooks = erp_after.webhooks_sent - erp_before.webhooks_sent;
+    let case = match drive {
+        Drive::Burst { .. } => "pipeline",
+        Drive::Paced { .. } => "pipeline_latency",
+    };
+    let since = |t: Option<Instant>| {
+        t.map(|t| format!("{:.3}s", t.saturating_duration_since(first).as_secs_f64()))
+            .unwrap_or_else(|| "-".into())
+    };
+    let detail = format!(
+        "[{case}] {total} changes over {k} SKUs: driven in {:.3}s, webhooks acked by {} \
+         ({hooks} POSTs, {:.1} events/POST, {} failed), storefront complete at {:.3}s{}, \
+         drained {}; captured {} processed {} planned {} delivered {} retried {}; \
+         shop: {shop_writes} writes in {shop_calls} calls ({:.1}/call); store: {} write groups; \
+         arrived exactly {arrived}, coalesced {}, undelivered {undelivered}",
+        driven.as_secs_f64(),
+        since(captured_at),
+        (erp_after.webhook_events_sent - erp_before.webhook_events_sent) as f64
+            / hooks.max(1) as f64,
+        erp_after.webhooks_failed - erp_before.webhooks_failed,
+        seconds,
+        if complete { "" } else { " (TIMED OUT)" },
+        if drained {
+            format!(
+                "{:.3}s later",
+                Instant::now()
+                    .saturating_duration_since(waited)
+                    .as_secs_f64()
+            )
+        } else {
+            "NOT".into()
+        },
+        stats.captured - stats_before.captured,
+        stats.processed - stats_before.processed,
+        stats.planned - stats_before.planned,
+        stats.delivered - stats_before.delivered,
+        stats.retried - stats_before.retried,
+        shop_writes as f64 / shop_calls.max(1) as f64,
+        rig.store.write_groups() - groups_before,
+        total - arrived - undelivered,
+    );
+    Ok(Outcome {
+        case,
+        events: total,
+        seconds,
+        events_per_s: if seconds > 0.0 {
+            total as f64 / seconds
+        } else {
+            f64::NAN
+        },
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        max_ms: lat_ms.last().copied().unwrap_or(f64::NAN),
+        lost,
+        shop_writes,
+        shop_calls,
+        arrived,
+        undelivered,
+        detail,
+    })
+}
