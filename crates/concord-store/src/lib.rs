@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use inventory::{
-    DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
+    compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
     ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
 };
 pub use sqlite::SqliteStore;
@@ -356,8 +356,12 @@ pub struct ProcessBatch {
     /// ERP figures for the stock ledger, applied exactly as [`Store::update_levels`] does.
     pub levels: Vec<LevelUpdate>,
     /// Dirty SKUs whose channel figures this batch planned: cleared unless marked again since
-    /// (their generation changed).
+    /// (their generation changed). Applied after `levels`.
     pub clean: Vec<DirtySku>,
+    /// The `release_grace_ms` of [`Store::update_levels`] for `levels`. `None` (the default)
+    /// disables the time-based release fallback for this batch: only a figure whose version is
+    /// comparable with, and newer than, the order's accepted version releases.
+    pub release_grace_ms: Option<i64>,
 }
 
 /// Queue figures for one destination.

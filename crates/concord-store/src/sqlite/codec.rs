@@ -345,3 +345,26 @@ pub(crate) fn stored_audit(raw: RawAudit) -> Result<StoredAudit, StoreError> {
         },
     })
 }
+
+pub(crate) fn reservation_state_str(s: crate::ReservationState) -> &'static str {
+    use crate::ReservationState as S;
+    match s {
+        S::Held => "held",
+        S::Committed => "committed",
+        S::Released => "released",
+        S::Expired => "expired",
+        S::Cancelled => "cancelled",
+    }
+}
+
+pub(crate) fn reservation_state(s: &str) -> Result<crate::ReservationState, StoreError> {
+    use crate::ReservationState as S;
+    match s {
+        "held" => Ok(S::Held),
+        "committed" => Ok(S::Committed),
+        "released" => Ok(S::Released),
+        "expired" => Ok(S::Expired),
+        "cancelled" => Ok(S::Cancelled),
+        other => Err(decode_err(format_args!("reservation state `{other}`"))),
+    }
+}

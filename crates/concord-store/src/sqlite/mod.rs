@@ -9,15 +9,18 @@
 //! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).
 
 mod codec;
+mod ledger;
 mod reads;
 mod schema;
 mod writer;
 mod writes;
 
 use crate::{
-    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId, Entity,
-    IngestOutcome, ItemState, JournalEntry, JournalId, OutboxItem, ProcessBatch, Replay, Result,
-    Settlement, Store, StoreError, StoreStats, StoredAudit,
+    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId,
+    DirtySku, Entity, IngestOutcome, ItemState, JournalEntry, JournalId, LevelOutcome,
+    LevelUpdate, OutboxItem, ProcessBatch, Replay, Reservation, ReservationState, ReserveOutcome,
+    ReserveRequest, Result, Settlement, StockLevel, Store, StoreError, StoreStats, StoredAudit,
+    TransitionError,
 };
 use async_trait::async_trait;
 use concord_core::{Kind, Millis};
@@ -77,13 +80,19 @@ impl SqliteStore {
                 |r| r.get(0),
             )
             .map_err(|e| open_err(format!("read claim tokens: {e}")))?;
+        // Dirty-SKU generations share the counter: it must start above every stored one.
+        let max_generation: i64 = conn
+            .query_row("SELECT COALESCE(MAX(generation), 0) FROM ats_dirty", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| open_err(format!("read dirty generations: {e}")))?;
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
             .unwrap_or(0);
         let groups = Arc::new(AtomicU64::new(0));
         let ctx = WriterCtx {
-            last_token: max_token.max(clock),
+            last_token: max_token.max(max_generation).max(clock),
             groups: Arc::clone(&groups),
         };
 
@@ -276,7 +285,8 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
-        self.write(move |c, _| writes::apply(c, &batch, now)).await
+        self.write(move |c, ctx| writes::apply(c, ctx, &batch, now))
+            .await
     }
 
     async fn claim(
@@ -362,6 +372,81 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<StoreStats> {
         self.read(reads::stats).await
+    }
+
+    async fn update_levels(
+        &self,
+        updates: Vec<LevelUpdate>,
+        release_grace_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<LevelOutcome>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |c, ctx| {
+            ledger::update_levels(c, ctx, &updates, Some(release_grace_ms), now)
+        })
+        .await
+    }
+
+    async fn levels(&self, skus: &[String]) -> Result<Vec<StockLevel>> {
+        let skus = skus.to_vec();
+        self.read(move |c| ledger::levels(c, &skus)).await
+    }
+
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome> {
+        self.write(move |c, ctx| ledger::reserve(c, ctx, &req))
+            .await
+    }
+
+    async fn reservation(&self, id: &str) -> Result<Option<Reservation>> {
+        let id = id.to_owned();
+        self.read(move |c| ledger::reservation(c, &id)).await
+    }
+
+    async fn commit_reservation(
+        &self,
+        id: &str,
+        order: &str,
+        now: Millis,
+    ) -> Result<Result<Reservation, TransitionError>> {
+        let (id, order) = (id.to_owned(), order.to_owned());
+        self.write(move |c, _| ledger::commit_reservation(c, &id, &order, now))
+            .await
+    }
+
+    async fn cancel_reservation(
+        &self,
+        id: &str,
+        now: Millis,
+    ) -> Result<Result<Reservation, TransitionError>> {
+        let id = id.to_owned();
+        self.write(move |c, ctx| ledger::cancel_reservation(c, ctx, &id, now))
+            .await
+    }
+
+    async fn expire_reservations(&self, now: Millis) -> Result<Vec<Reservation>> {
+        self.write(move |c, ctx| ledger::expire_reservations(c, ctx, now))
+            .await
+    }
+
+    async fn next_expiry(&self) -> Result<Option<Millis>> {
+        self.read(ledger::next_expiry).await
+    }
+
+    async fn reservations(
+        &self,
+        state: Option<ReservationState>,
+        sku: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>> {
+        let sku = sku.map(str::to_owned);
+        self.read(move |c| ledger::reservations(c, state, sku.as_deref(), limit))
+            .await
+    }
+
+    async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
+        self.read(move |c| ledger::dirty_skus(c, limit)).await
     }
 }
 

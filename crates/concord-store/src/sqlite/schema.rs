@@ -154,6 +154,74 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         detail   TEXT NOT NULL
     );
     "#,
+    // 2: the stock ledger and reservations (design §5).
+    r#"
+    -- One row per (SKU, location): the ERP's figures plus the hub's own `held`/`backordered`,
+    -- which always equal the sum of the unreleased reservation lines there.
+    CREATE TABLE stock_levels (
+        sku         TEXT NOT NULL,
+        location    TEXT NOT NULL,
+        on_hand     INTEGER NOT NULL,
+        committed   INTEGER NOT NULL,
+        held        INTEGER NOT NULL,
+        backordered INTEGER NOT NULL,
+        incoming    TEXT NOT NULL,
+        version     TEXT,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (sku, location)
+    ) WITHOUT ROWID;
+
+    -- A rowid table: the rowid breaks ties of `created_at` in the newest-first listing.
+    CREATE TABLE reservations (
+        id               TEXT PRIMARY KEY,
+        channel          TEXT NOT NULL,
+        client_key       TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        source           TEXT NOT NULL,
+        order_key        TEXT,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER,
+        committed_at     INTEGER,
+        accepted_at      INTEGER,
+        accepted_version TEXT,
+        ended_at         INTEGER,
+        UNIQUE (channel, client_key)
+    );
+    -- expire_reservations / next_expiry: only held reservations expire.
+    CREATE INDEX reservations_expiry ON reservations (expires_at) WHERE state = 'held';
+    -- A delivered order marks its reservations accepted.
+    CREATE INDEX reservations_order ON reservations (order_key, source)
+        WHERE order_key IS NOT NULL;
+    -- reservations(state, …) newest first.
+    CREATE INDEX reservations_state ON reservations (state, created_at);
+    CREATE INDEX reservations_created ON reservations (created_at);
+
+    CREATE TABLE reservation_lines (
+        reservation_id TEXT NOT NULL REFERENCES reservations (id),
+        seq            INTEGER NOT NULL,
+        sku            TEXT NOT NULL,
+        location       TEXT NOT NULL,
+        quantity       INTEGER NOT NULL,
+        backorder      INTEGER NOT NULL,
+        released_at    INTEGER,
+        PRIMARY KEY (reservation_id, seq)
+    ) WITHOUT ROWID;
+    -- The lines a ledger update may release: unreleased ones at one position. Partial, so the
+    -- history of released lines never slows the hot path down.
+    CREATE INDEX reservation_lines_open ON reservation_lines (sku, location)
+        WHERE released_at IS NULL;
+    -- reservations(…, sku, …): reservations with a line of a SKU.
+    CREATE INDEX reservation_lines_sku ON reservation_lines (sku, reservation_id);
+
+    -- SKUs whose channel figures must be recomputed. `generation` changes at every mark, so a
+    -- planner clears only the marks it has seen.
+    CREATE TABLE ats_dirty (
+        sku        TEXT PRIMARY KEY,
+        generation INTEGER NOT NULL,
+        marked_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX ats_dirty_marked ON ats_dirty (marked_at, sku);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

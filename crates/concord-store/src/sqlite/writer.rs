@@ -36,6 +36,13 @@ impl WriterCtx {
         self.last_token = self.last_token.wrapping_add(1);
         self.last_token
     }
+
+    /// A dirty-SKU generation: drawn from the same counter as claim tokens, so it is never
+    /// reused for the life of the database (the counter is seeded at open above every stored
+    /// generation too), even for a SKU whose mark was cleared and set again.
+    pub(crate) fn next_generation(&mut self) -> i64 {
+        self.next_token()
+    }
 }
 
 /// A unit of work for the writer: run inside a savepoint, then told the group's fate.

@@ -6,6 +6,7 @@
 //! thread (they take the write connection).
 
 use super::codec::{self, db, to_json};
+use super::ledger;
 use super::writer::WriterCtx;
 use crate::{
     AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterId, IngestOutcome, ItemId, ItemState,
@@ -110,7 +111,12 @@ fn journal_capture(conn: &Connection, c: &Capture, dedupe: bool) -> Result<Optio
 
 // ---- processing ----
 
-pub(crate) fn apply(conn: &Connection, batch: &ProcessBatch, now: Millis) -> Result<()> {
+pub(crate) fn apply(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    batch: &ProcessBatch,
+    now: Millis,
+) -> Result<()> {
     for (id, status, note, key) in &batch.journal {
         // A `None` key keeps the one resolved earlier: processing never forgets a resolution.
         conn.prepare_cached(
@@ -160,6 +166,11 @@ pub(crate) fn apply(conn: &Connection, batch: &ProcessBatch, now: Millis) -> Res
     }
     for dl in &batch.dead_letters {
         insert_dead_letter(conn, dl)?;
+    }
+    // Figures before clean marks: a SKU this batch's own figures changed stays dirty.
+    ledger::update_levels(conn, ctx, &batch.levels, batch.release_grace_ms, now)?;
+    for dirty in &batch.clean {
+        ledger::clean(conn, dirty)?;
     }
     record_audit(conn, &batch.audit)
 }
@@ -483,9 +494,16 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
         let Some(held) = held else { continue };
         match outcome {
             Settlement::Delivered {
-                external_id, at, ..
+                external_id,
+                version,
+                at,
+                ..
             } => {
                 finish_item(conn, id, "done", None, *at)?;
+                if held.kind == Kind::Order.as_str() {
+                    // The source endpoint now has the order: its reservations are accepted.
+                    ledger::mark_accepted(conn, &held.key, &held.dest, *at, version.as_deref())?;
+                }
                 conn.prepare_cached(
                     "INSERT INTO hashes (dest, kind, key, planned, written) VALUES (?1, ?2, ?3, ?4, ?4)
                      ON CONFLICT (dest, kind, key) DO UPDATE SET written = excluded.written",

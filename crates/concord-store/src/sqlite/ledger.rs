@@ -1,0 +1,831 @@
+//! The stock ledger and reservations of design §5 on SQLite.
+//!
+//! Write functions (`reserve`, `update_levels`, transitions, acceptance, dirty marks) run on the
+//! writer thread inside the job's savepoint, like everything in [`super::writes`]; since there is
+//! one writer, each call is atomic with respect to every other reservation and ledger update
+//! without any locking of its own. Read functions run on the reader pool.
+//!
+//! The invariant this module keeps, whatever the order of calls: at every position, `held` is the
+//! sum of the unreleased non-backorder lines there and `backordered` the sum of the unreleased
+//! backorder lines. A line's contribution is added once when it is reserved and removed once,
+//! by the only statement that sets its `released_at` (guarded by `released_at IS NULL`).
+//!
+//! Contract choices (the trait leaves them open):
+//! - A figure whose version *equals* the stored one is a re-delivery of the same figure: it is
+//!   `Applied` with nothing released and nothing changed (the ledger already has it), not
+//!   `Stale`. An unchanged figure cannot show that the ERP now includes an order, so it must not
+//!   release anything, not even through the time-based fallback.
+//! - `reserve` with a (channel, client key) already used returns the stored reservation as
+//!   `Existing`, even when the new request's lines differ: the key names the checkout, not its
+//!   content.
+//! - A delivered order marks its reservations accepted once: the first acceptance is the
+//!   watermark; later deliveries of the same order (updates) do not move it.
+//! - The backorder allowance of a SKU for one request is `min(backorder_limit, Σ incoming −
+//!   Σ backordered)` over the request's feeds (incoming lots with a positive integer `quantity`;
+//!   anything else in `incoming` counts as nothing).
+
+use super::codec::{self, db, to_json};
+use super::writer::WriterCtx;
+use crate::inventory::compare_versions;
+use crate::{
+    DirtySku, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
+    ReserveOutcome, ReserveRequest, Result, StockLevel, StoreError, TransitionError,
+};
+use concord_core::inventory::{route, Backorderable, Candidate};
+use concord_core::Millis;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde_json::Value;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+const RES_COLS: &str = "id, channel, client_key, state, source, order_key, created_at, \
+     expires_at, committed_at, accepted_at, accepted_version, ended_at";
+
+struct RawReservation {
+    id: String,
+    channel: String,
+    client_key: String,
+    state: String,
+    source: String,
+    order: Option<String>,
+    created_at: Millis,
+    expires_at: Option<Millis>,
+    committed_at: Option<Millis>,
+    accepted_at: Option<Millis>,
+    accepted_version: Option<String>,
+    ended_at: Option<Millis>,
+}
+
+fn raw_reservation(r: &Row<'_>) -> rusqlite::Result<RawReservation> {
+    Ok(RawReservation {
+        id: r.get(0)?,
+        channel: r.get(1)?,
+        client_key: r.get(2)?,
+        state: r.get(3)?,
+        source: r.get(4)?,
+        order: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        committed_at: r.get(8)?,
+        accepted_at: r.get(9)?,
+        accepted_version: r.get(10)?,
+        ended_at: r.get(11)?,
+    })
+}
+
+/// Decode a reservation row and load its lines.
+fn reservation_from(conn: &Connection, raw: RawReservation) -> Result<Reservation> {
+    let lines = conn
+        .prepare_cached(
+            "SELECT sku, location, quantity, backorder, released_at FROM reservation_lines
+             WHERE reservation_id = ?1 ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([&raw.id], |r| {
+                Ok(ReservationLine {
+                    sku: r.get(0)?,
+                    location: r.get(1)?,
+                    quantity: r.get(2)?,
+                    backorder: r.get(3)?,
+                    released_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read reservation lines"))?;
+    Ok(Reservation {
+        state: codec::reservation_state(&raw.state)?,
+        id: raw.id,
+        channel: raw.channel,
+        client_key: raw.client_key,
+        lines,
+        source: raw.source,
+        order: raw.order,
+        created_at: raw.created_at,
+        expires_at: raw.expires_at,
+        committed_at: raw.committed_at,
+        accepted_at: raw.accepted_at,
+        accepted_version: raw.accepted_version,
+        ended_at: raw.ended_at,
+    })
+}
+
+/// One reservation with its lines (callers wanting a snapshot wrap this in a transaction).
+pub(crate) fn load_reservation(conn: &Connection, id: &str) -> Result<Option<Reservation>> {
+    let raw = conn
+        .prepare_cached(&format!("SELECT {RES_COLS} FROM reservations WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id], raw_reservation).optional())
+        .map_err(db("read reservation"))?;
+    raw.map(|raw| reservation_from(conn, raw)).transpose()
+}
+
+/// Load a reservation that must exist (it was just found or written by this job).
+fn reload(conn: &Connection, id: &str) -> Result<Reservation> {
+    load_reservation(conn, id)?
+        .ok_or_else(|| StoreError::Db(format!("reservation {id} vanished mid-transaction")))
+}
+
+// ---- writes ----
+
+/// Mark `sku` dirty with a fresh generation; the first unresolved mark's time is kept, so the
+/// oldest-first listing never starves a SKU that keeps changing.
+pub(crate) fn mark_dirty(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    sku: &str,
+    now: Millis,
+) -> Result<()> {
+    let generation = ctx.next_generation();
+    conn.prepare_cached(
+        "INSERT INTO ats_dirty (sku, generation, marked_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sku) DO UPDATE SET generation = excluded.generation",
+    )
+    .and_then(|mut s| s.execute(params![sku, generation, now]))
+    .map_err(db("mark SKU dirty"))?;
+    Ok(())
+}
+
+/// Clear a dirty mark unless it was set again since the planner read it.
+pub(crate) fn clean(conn: &Connection, dirty: &DirtySku) -> Result<()> {
+    conn.prepare_cached("DELETE FROM ats_dirty WHERE sku = ?1 AND generation = ?2")
+        .and_then(|mut s| s.execute(params![dirty.sku, dirty.generation]))
+        .map_err(db("clear dirty SKU"))?;
+    Ok(())
+}
+
+/// What `reserve` needs of one position.
+#[derive(Default, Clone, Copy)]
+struct Pos {
+    on_hand: i64,
+    committed: i64,
+    held: i64,
+    backordered: i64,
+    /// Σ of the incoming lots' quantities.
+    incoming: i64,
+}
+
+/// Σ of the positive integer `quantity` of each incoming lot; anything else counts as nothing
+/// (the safe direction: fewer backorders).
+fn incoming_total(incoming: &Value) -> i64 {
+    incoming.as_array().map_or(0, |lots| {
+        lots.iter()
+            .filter_map(|lot| lot.get("quantity").and_then(Value::as_i64))
+            .filter(|q| *q > 0)
+            .fold(0i64, |acc, q| acc.saturating_add(q))
+    })
+}
+
+fn read_pos(conn: &Connection, sku: &str, location: &str) -> Result<Pos> {
+    let raw: Option<(i64, i64, i64, i64, String)> = conn
+        .prepare_cached(
+            "SELECT on_hand, committed, held, backordered, incoming FROM stock_levels
+             WHERE sku = ?1 AND location = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![sku, location], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()
+        })
+        .map_err(db("read ledger position"))?;
+    Ok(match raw {
+        // A position never seen has no stock.
+        None => Pos::default(),
+        Some((on_hand, committed, held, backordered, incoming)) => Pos {
+            on_hand,
+            committed,
+            held,
+            backordered,
+            incoming: incoming_total(&codec::json(&incoming)?),
+        },
+    })
+}
+
+pub(crate) fn reserve(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    req: &ReserveRequest,
+) -> Result<ReserveOutcome> {
+    if let Some(line) = req.lines.iter().find(|l| l.quantity < 1) {
+        // A negative line would lower `held`: refuse it outright rather than route it.
+        return Err(StoreError::Unsupported(if line.quantity == 0 {
+            "reservation lines of quantity 0"
+        } else {
+            "reservation lines of negative quantity"
+        }));
+    }
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM reservations WHERE channel = ?1 AND client_key = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![req.channel, req.client_key], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("look up client key"))?;
+    if let Some(id) = existing {
+        return Ok(ReserveOutcome::Existing(reload(conn, &id)?));
+    }
+
+    // Positions of every feed of every requested SKU, read once.
+    let feeds: HashMap<&str, &[crate::Feed]> = req
+        .feeds
+        .iter()
+        .rev() // the first entry of a repeated SKU wins
+        .map(|(sku, feeds)| (sku.as_str(), feeds.as_slice()))
+        .collect();
+    let mut positions: HashMap<(&str, &str), Pos> = HashMap::new();
+    for line in &req.lines {
+        for feed in feeds.get(line.sku.as_str()).copied().unwrap_or_default() {
+            let key = (line.sku.as_str(), feed.location.as_str());
+            if !positions.contains_key(&key) {
+                positions.insert(key, read_pos(conn, key.0, key.1)?);
+            }
+        }
+    }
+    let pos = |sku: &str, location: &str| {
+        positions
+            .get(&(sku, location))
+            .copied()
+            .unwrap_or_default()
+    };
+    let candidates = |sku: &str| -> Vec<Candidate> {
+        feeds
+            .get(sku)
+            .copied()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| {
+                let p = pos(sku, &f.location);
+                Candidate {
+                    location: f.location.clone(),
+                    available: (p.on_hand - p.committed - p.held - f.buffer).max(0),
+                }
+            })
+            .collect()
+    };
+    let backorderable = |sku: &str| -> Option<Backorderable> {
+        let limit = req.backorder_limit?;
+        let feeds = feeds.get(sku).copied().unwrap_or_default();
+        let location = feeds
+            .iter()
+            .find(|f| pos(sku, &f.location).incoming > 0)?
+            .location
+            .clone();
+        let incoming: i64 = feeds.iter().map(|f| pos(sku, &f.location).incoming).sum();
+        let backordered: i64 = feeds
+            .iter()
+            .map(|f| pos(sku, &f.location).backordered)
+            .sum();
+        Some(Backorderable {
+            quantity: limit.min(incoming - backordered).max(0),
+            location,
+        })
+    };
+    let allocations = match route(&req.lines, &candidates, &backorderable) {
+        Ok(a) => a,
+        Err(shortages) => return Ok(ReserveOutcome::Short(shortages)),
+    };
+
+    conn.prepare_cached(
+        "INSERT INTO reservations (id, channel, client_key, state, source, created_at, expires_at)
+         VALUES (?1, ?2, ?3, 'held', ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            req.id,
+            req.channel,
+            req.client_key,
+            req.source,
+            req.now,
+            req.expires_at
+        ])
+    })
+    .map_err(db("insert reservation"))?;
+    let mut lines = Vec::with_capacity(allocations.len());
+    let mut skus = BTreeSet::new();
+    for (seq, a) in allocations.into_iter().enumerate() {
+        conn.prepare_cached(
+            "INSERT INTO reservation_lines
+                 (reservation_id, seq, sku, location, quantity, backorder)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                req.id,
+                codec::limit(seq),
+                a.sku,
+                a.location,
+                a.quantity,
+                a.backorder
+            ])
+        })
+        .map_err(db("insert reservation line"))?;
+        let (held, backordered) = if a.backorder {
+            (0, a.quantity)
+        } else {
+            (a.quantity, 0)
+        };
+        conn.prepare_cached(
+            "INSERT INTO stock_levels
+                 (sku, location, on_hand, committed, held, backordered, incoming, version,
+                  updated_at)
+             VALUES (?1, ?2, 0, 0, ?3, ?4, '[]', NULL, ?5)
+             ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
+                 backordered = backordered + excluded.backordered,
+                 updated_at = excluded.updated_at",
+        )
+        .and_then(|mut s| s.execute(params![a.sku, a.location, held, backordered, req.now]))
+        .map_err(db("raise held"))?;
+        skus.insert(a.sku.clone());
+        lines.push(ReservationLine {
+            sku: a.sku,
+            location: a.location,
+            quantity: a.quantity,
+            backorder: a.backorder,
+            released_at: None,
+        });
+    }
+    for sku in &skus {
+        mark_dirty(conn, ctx, sku, req.now)?;
+    }
+    Ok(ReserveOutcome::Reserved(Reservation {
+        id: req.id.clone(),
+        channel: req.channel.clone(),
+        client_key: req.client_key.clone(),
+        state: ReservationState::Held,
+        lines,
+        source: req.source.clone(),
+        order: None,
+        created_at: req.now,
+        expires_at: Some(req.expires_at),
+        committed_at: None,
+        accepted_at: None,
+        accepted_version: None,
+        ended_at: None,
+    }))
+}
+
+/// An unreleased line, as the release paths need it.
+struct OpenLine {
+    reservation_id: String,
+    seq: i64,
+    sku: String,
+    location: String,
+    quantity: i64,
+    backorder: bool,
+}
+
+/// Release one line: set `released_at` and remove its contribution from the position, exactly
+/// once. Returns whether this call released it.
+fn release_line(conn: &Connection, line: &OpenLine, now: Millis) -> Result<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE reservation_lines SET released_at = ?3
+             WHERE reservation_id = ?1 AND seq = ?2 AND released_at IS NULL",
+        )
+        .and_then(|mut s| s.execute(params![line.reservation_id, line.seq, now]))
+        .map_err(db("release reservation line"))?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    let sql = if line.backorder {
+        "UPDATE stock_levels SET backordered = backordered - ?3, updated_at = ?4
+         WHERE sku = ?1 AND location = ?2"
+    } else {
+        "UPDATE stock_levels SET held = held - ?3, updated_at = ?4
+         WHERE sku = ?1 AND location = ?2"
+    };
+    let lowered = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.execute(params![line.sku, line.location, line.quantity, now]))
+        .map_err(db("lower held"))?;
+    if lowered != 1 {
+        // Reserving created the position; without it the invariant cannot hold: undo the job.
+        return Err(StoreError::Db(format!(
+            "ledger position ({}, {}) of reservation {} is missing",
+            line.sku, line.location, line.reservation_id
+        )));
+    }
+    Ok(true)
+}
+
+/// Release every unreleased line of a reservation; returns the SKUs touched.
+fn release_all(conn: &Connection, id: &str, now: Millis) -> Result<BTreeSet<String>> {
+    let open = conn
+        .prepare_cached(
+            "SELECT seq, sku, location, quantity, backorder FROM reservation_lines
+             WHERE reservation_id = ?1 AND released_at IS NULL ORDER BY seq",
+        )
+        .and_then(|mut s| {
+            s.query_map([id], |r| {
+                Ok(OpenLine {
+                    reservation_id: id.to_owned(),
+                    seq: r.get(0)?,
+                    sku: r.get(1)?,
+                    location: r.get(2)?,
+                    quantity: r.get(3)?,
+                    backorder: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read unreleased lines"))?;
+    let mut skus = BTreeSet::new();
+    for line in &open {
+        if release_line(conn, line, now)? {
+            skus.insert(line.sku.clone());
+        }
+    }
+    Ok(skus)
+}
+
+/// End an active reservation in `to` (expired, cancelled), releasing its lines.
+fn end(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    id: &str,
+    to: ReservationState,
+    now: Millis,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET state = ?2, ended_at = ?3, expires_at = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, codec::reservation_state_str(to), now]))
+    .map_err(db("end reservation"))?;
+    for sku in release_all(conn, id, now)? {
+        mark_dirty(conn, ctx, &sku, now)?;
+    }
+    Ok(())
+}
+
+fn state_of(conn: &Connection, id: &str) -> Result<Option<(ReservationState, Option<String>)>> {
+    let raw: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT state, order_key FROM reservations WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db("read reservation state"))?;
+    raw.map(|(state, order)| Ok((codec::reservation_state(&state)?, order)))
+        .transpose()
+}
+
+pub(crate) fn commit_reservation(
+    conn: &Connection,
+    id: &str,
+    order: &str,
+    now: Millis,
+) -> Result<std::result::Result<Reservation, TransitionError>> {
+    match state_of(conn, id)? {
+        None => Ok(Err(TransitionError::NotFound)),
+        Some((ReservationState::Held, _)) => {
+            conn.prepare_cached(
+                "UPDATE reservations SET state = 'committed', order_key = ?2, expires_at = NULL,
+                     committed_at = ?3
+                 WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![id, order, now]))
+            .map_err(db("commit reservation"))?;
+            Ok(Ok(reload(conn, id)?))
+        }
+        Some((ReservationState::Committed, Some(o))) if o == order => Ok(Ok(reload(conn, id)?)),
+        Some((state, _)) => Ok(Err(TransitionError::WrongState(state))),
+    }
+}
+
+pub(crate) fn cancel_reservation(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    id: &str,
+    now: Millis,
+) -> Result<std::result::Result<Reservation, TransitionError>> {
+    match state_of(conn, id)? {
+        None => Ok(Err(TransitionError::NotFound)),
+        Some((state, _)) if state.is_active() => {
+            end(conn, ctx, id, ReservationState::Cancelled, now)?;
+            Ok(Ok(reload(conn, id)?))
+        }
+        Some((ReservationState::Cancelled, _)) => Ok(Ok(reload(conn, id)?)),
+        Some((state, _)) => Ok(Err(TransitionError::WrongState(state))),
+    }
+}
+
+pub(crate) fn expire_reservations(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    now: Millis,
+) -> Result<Vec<Reservation>> {
+    let due: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM reservations WHERE state = 'held' AND expires_at <= ?1
+             ORDER BY expires_at, id",
+        )
+        .and_then(|mut s| {
+            s.query_map([now], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("find due reservations"))?;
+    let mut expired = Vec::with_capacity(due.len());
+    for id in due {
+        end(conn, ctx, &id, ReservationState::Expired, now)?;
+        expired.push(reload(conn, &id)?);
+    }
+    Ok(expired)
+}
+
+/// A delivered order: its reservations from `source` are now accepted by the ERP (first
+/// acceptance wins).
+pub(crate) fn mark_accepted(
+    conn: &Connection,
+    order: &str,
+    source: &str,
+    at: Millis,
+    version: Option<&str>,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET accepted_at = ?3, accepted_version = ?4
+         WHERE order_key = ?1 AND source = ?2 AND state IN ('held', 'committed')
+           AND accepted_at IS NULL",
+    )
+    .and_then(|mut s| s.execute(params![order, source, at, version]))
+    .map_err(db("mark reservations accepted"))?;
+    Ok(())
+}
+
+/// Does the figure `(version, captured_at)` include an order accepted at `accepted_at` with
+/// `accepted_version`? Comparable versions decide alone; otherwise only time can, when a grace
+/// is given.
+fn passes_watermark(
+    version: &str,
+    captured_at: Millis,
+    accepted_at: Millis,
+    accepted_version: Option<&str>,
+    grace: Option<i64>,
+) -> bool {
+    match accepted_version.and_then(|a| compare_versions(version, a)) {
+        Some(order) => order == Ordering::Greater,
+        None => grace.is_some_and(|g| captured_at >= accepted_at.saturating_add(g)),
+    }
+}
+
+/// Apply ERP figures (see `Store::update_levels`). `grace: None` disables the time-based
+/// release fallback.
+pub(crate) fn update_levels(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    updates: &[crate::LevelUpdate],
+    grace: Option<i64>,
+    now: Millis,
+) -> Result<Vec<LevelOutcome>> {
+    let mut out = Vec::with_capacity(updates.len());
+    for u in updates {
+        out.push(update_level(conn, ctx, u, grace, now)?);
+    }
+    Ok(out)
+}
+
+fn free_at(conn: &Connection, sku: &str, location: &str) -> Result<i64> {
+    conn.prepare_cached(
+        "SELECT on_hand - committed - held FROM stock_levels WHERE sku = ?1 AND location = ?2",
+    )
+    .and_then(|mut s| s.query_row(params![sku, location], |r| r.get(0)))
+    .map_err(db("read free stock"))
+}
+
+fn update_level(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    u: &LevelUpdate,
+    grace: Option<i64>,
+    now: Millis,
+) -> Result<LevelOutcome> {
+    let stored: Option<Option<String>> = conn
+        .prepare_cached("SELECT version FROM stock_levels WHERE sku = ?1 AND location = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![u.sku, u.location], |r| r.get(0))
+                .optional()
+        })
+        .map_err(db("read position version"))?;
+    if let Some(Some(stored)) = &stored {
+        match compare_versions(&u.version, stored) {
+            Some(Ordering::Less) => return Ok(LevelOutcome::Stale),
+            // The same figure again: the ledger has it already (see the module docs).
+            Some(Ordering::Equal) => {
+                return Ok(LevelOutcome::Applied {
+                    released: Vec::new(),
+                    free: free_at(conn, &u.sku, &u.location)?,
+                })
+            }
+            _ => {}
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO stock_levels
+             (sku, location, on_hand, committed, held, backordered, incoming, version, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7)
+         ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand,
+             committed = excluded.committed, incoming = excluded.incoming,
+             version = excluded.version, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            u.sku,
+            u.location,
+            u.on_hand,
+            u.committed,
+            to_json(&u.incoming),
+            u.version,
+            now
+        ])
+    })
+    .map_err(db("apply ledger figure"))?;
+
+    // Accepted, still active lines at this position: the candidates for release.
+    let open = conn
+        .prepare_cached(
+            "SELECT l.reservation_id, l.seq, l.quantity, l.backorder, r.accepted_at,
+                    r.accepted_version
+             FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id
+             WHERE l.sku = ?1 AND l.location = ?2 AND l.released_at IS NULL
+               AND r.state IN ('held', 'committed') AND r.accepted_at IS NOT NULL",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![u.sku, u.location], |r| {
+                Ok((
+                    OpenLine {
+                        reservation_id: r.get(0)?,
+                        seq: r.get(1)?,
+                        sku: u.sku.clone(),
+                        location: u.location.clone(),
+                        quantity: r.get(2)?,
+                        backorder: r.get(3)?,
+                    },
+                    r.get::<_, Millis>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read releasable lines"))?;
+    let mut released: BTreeMap<String, i64> = BTreeMap::new();
+    for (line, accepted_at, accepted_version) in &open {
+        let includes = passes_watermark(
+            &u.version,
+            u.captured_at,
+            *accepted_at,
+            accepted_version.as_deref(),
+            grace,
+        );
+        if includes && release_line(conn, line, now)? {
+            *released.entry(line.reservation_id.clone()).or_default() += line.quantity;
+        }
+    }
+    for id in released.keys() {
+        // Released once nothing is left unreleased anywhere.
+        conn.prepare_cached(
+            "UPDATE reservations SET state = 'released', ended_at = ?2, expires_at = NULL
+             WHERE id = ?1 AND state IN ('held', 'committed')
+               AND NOT EXISTS (SELECT 1 FROM reservation_lines
+                               WHERE reservation_id = ?1 AND released_at IS NULL)",
+        )
+        .and_then(|mut s| s.execute(params![id, now]))
+        .map_err(db("mark reservation released"))?;
+    }
+    mark_dirty(conn, ctx, &u.sku, now)?;
+    Ok(LevelOutcome::Applied {
+        released: released.into_iter().collect(),
+        free: free_at(conn, &u.sku, &u.location)?,
+    })
+}
+
+// ---- reads ----
+
+pub(crate) fn reservation(conn: &Connection, id: &str) -> Result<Option<Reservation>> {
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin reservation snapshot"))?;
+    let out = load_reservation(&tx, id)?;
+    tx.rollback().map_err(db("end reservation snapshot"))?;
+    Ok(out)
+}
+
+pub(crate) fn reservations(
+    conn: &Connection,
+    state: Option<ReservationState>,
+    sku: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Reservation>> {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    if let Some(state) = state {
+        args.push(SqlValue::Text(
+            codec::reservation_state_str(state).to_owned(),
+        ));
+        clauses.push(format!("state = ?{}", args.len()));
+    }
+    if let Some(sku) = sku {
+        args.push(SqlValue::Text(sku.to_owned()));
+        clauses.push(format!(
+            "id IN (SELECT reservation_id FROM reservation_lines WHERE sku = ?{})",
+            args.len()
+        ));
+    }
+    args.push(SqlValue::Integer(codec::limit(limit)));
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {RES_COLS} FROM reservations {filter}
+         ORDER BY created_at DESC, rowid DESC LIMIT ?{}",
+        args.len()
+    );
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin reservations snapshot"))?;
+    let raws = tx
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(params_from_iter(args), raw_reservation)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read reservations"))?;
+    let out = raws
+        .into_iter()
+        .map(|raw| reservation_from(&tx, raw))
+        .collect::<Result<Vec<_>>>()?;
+    tx.rollback().map_err(db("end reservations snapshot"))?;
+    Ok(out)
+}
+
+pub(crate) fn levels(conn: &Connection, skus: &[String]) -> Result<Vec<StockLevel>> {
+    let skus: BTreeSet<&str> = skus.iter().map(String::as_str).collect();
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin levels snapshot"))?;
+    let mut out = Vec::new();
+    for sku in skus {
+        let raws = tx
+            .prepare_cached(
+                "SELECT location, on_hand, committed, held, backordered, incoming, version,
+                        updated_at
+                 FROM stock_levels WHERE sku = ?1 ORDER BY location",
+            )
+            .and_then(|mut s| {
+                s.query_map([sku], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Millis>(7)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("read ledger positions"))?;
+        for (location, on_hand, committed, held, backordered, incoming, version, updated_at) in
+            raws
+        {
+            out.push(StockLevel {
+                sku: sku.to_owned(),
+                location,
+                on_hand,
+                committed,
+                held,
+                backordered,
+                incoming: codec::json(&incoming)?,
+                version,
+                updated_at,
+            });
+        }
+    }
+    tx.rollback().map_err(db("end levels snapshot"))?;
+    Ok(out)
+}
+
+pub(crate) fn next_expiry(conn: &Connection) -> Result<Option<Millis>> {
+    conn.prepare_cached("SELECT MIN(expires_at) FROM reservations WHERE state = 'held'")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(db("read next expiry"))
+}
+
+pub(crate) fn dirty_skus(conn: &Connection, limit: usize) -> Result<Vec<DirtySku>> {
+    conn.prepare_cached(
+        "SELECT sku, generation FROM ats_dirty ORDER BY marked_at, sku LIMIT ?1",
+    )
+    .and_then(|mut s| {
+        s.query_map([codec::limit(limit)], |r| {
+            Ok(DirtySku {
+                sku: r.get(0)?,
+                generation: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(db("read dirty SKUs"))
+}
