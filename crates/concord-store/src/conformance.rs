@@ -16,9 +16,11 @@
 
 use crate::{
     AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterFilter, DeadLetterState, Direction,
-    EntityWrite, IngestOutcome, ItemState, JournalStatus, NewDeadLetter, NewItem, ProcessBatch,
-    Replay, Settlement, Store, Xref,
+    EntityWrite, Feed, IngestOutcome, ItemState, JournalStatus, LevelOutcome, LevelUpdate,
+    NewDeadLetter, NewItem, ProcessBatch, Replay, Reservation, ReservationState, ReserveOutcome,
+    ReserveRequest, Settlement, StockLevel, Store, TransitionError, Xref,
 };
+use concord_core::inventory::{Line, Shortage};
 use concord_core::{Kind, Millis};
 use serde_json::{json, Value};
 use std::any::Any;
@@ -98,6 +100,19 @@ macro_rules! store_conformance_tests {
             audit_log_is_newest_first,
             items_are_listed_oldest_first,
             claim_ignores_finished_history,
+            reserve_is_all_or_nothing_and_names_the_shortage,
+            reserve_is_idempotent_on_the_client_key,
+            reserve_routes_one_location_first_else_splits,
+            reserve_respects_buffers,
+            backorders_are_limited_and_never_exceed_incoming,
+            stale_figures_are_ignored,
+            accepted_order_is_released_once_by_a_newer_figure,
+            release_falls_back_to_time_when_versions_are_not_comparable,
+            reservation_transitions_and_wrong_states,
+            expiry_returns_each_reservation_once,
+            dirty_marks_and_generation_guarded_clean,
+            delivered_order_marks_acceptance_for_its_source_only,
+            concurrent_reservations_never_oversell,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -2009,4 +2024,974 @@ pub async fn claim_ignores_finished_history(fx: &Fixture) {
     let took = started.elapsed();
     assert_eq!(keys(&c), [(Kind::Stock, "SKU-7".into(), "new".into())]);
     eprintln!("claim with {N} done items took {took:?}");
+}
+
+// ---- inventory (design §5) ----
+
+const WEB: &str = "web";
+const B2B: &str = "b2b";
+
+fn figure(sku: &str, location: &str, on_hand: i64, committed: i64, version: &str) -> LevelUpdate {
+    LevelUpdate {
+        sku: sku.into(),
+        location: location.into(),
+        on_hand,
+        committed,
+        incoming: json!([]),
+        version: version.into(),
+        captured_at: 1_000,
+    }
+}
+
+fn line(sku: &str, quantity: i64) -> Line {
+    Line {
+        sku: sku.into(),
+        quantity,
+    }
+}
+
+/// A request of `channel` with key `key` (id `r-{key}`), every SKU fed by `feeds` (location,
+/// buffer) in that priority order; held until 61 000.
+fn request(
+    channel: &str,
+    key: &str,
+    lines: &[(&str, i64)],
+    feeds: &[(&str, i64)],
+) -> ReserveRequest {
+    let feeds: Vec<Feed> = feeds
+        .iter()
+        .map(|(l, b)| Feed {
+            location: (*l).into(),
+            buffer: *b,
+        })
+        .collect();
+    ReserveRequest {
+        id: format!("r-{key}"),
+        channel: channel.into(),
+        client_key: key.into(),
+        lines: lines.iter().map(|(s, q)| line(s, *q)).collect(),
+        feeds: lines
+            .iter()
+            .map(|(s, _)| ((*s).to_owned(), feeds.clone()))
+            .collect(),
+        backorder_limit: None,
+        source: ERP.into(),
+        now: 1_000,
+        expires_at: 61_000,
+    }
+}
+
+async fn set_levels(store: &dyn Store, figures: Vec<LevelUpdate>) -> Vec<LevelOutcome> {
+    store
+        .update_levels(figures, 60_000, 1_000)
+        .await
+        .expect("update_levels failed")
+}
+
+async fn reserve_ok(store: &dyn Store, req: ReserveRequest) -> Reservation {
+    match store.reserve(req).await.expect("reserve failed") {
+        ReserveOutcome::Reserved(r) => r,
+        other => panic!("expected Reserved, got {other:?}"),
+    }
+}
+
+/// The position, or an all-zero one when the store has none.
+async fn position(store: &dyn Store, sku: &str, location: &str) -> StockLevel {
+    store
+        .levels(&[sku.to_owned()])
+        .await
+        .expect("levels failed")
+        .into_iter()
+        .find(|l| l.location == location)
+        .unwrap_or(StockLevel {
+            sku: sku.into(),
+            location: location.into(),
+            on_hand: 0,
+            committed: 0,
+            held: 0,
+            backordered: 0,
+            incoming: json!([]),
+            version: None,
+            updated_at: 0,
+        })
+}
+
+fn allocations(r: &Reservation) -> Vec<(String, String, i64, bool)> {
+    r.lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.location.clone(), l.quantity, l.backorder))
+        .collect()
+}
+
+/// `held` (and `backordered`) of every position equals the sum of the unreleased lines there.
+async fn check_ledger(store: &dyn Store) {
+    let all = store
+        .reservations(None, None, 100_000)
+        .await
+        .expect("reservations failed");
+    let mut expected: std::collections::BTreeMap<(String, String), (i64, i64)> = Default::default();
+    let mut skus = std::collections::BTreeSet::new();
+    for r in &all {
+        for l in &r.lines {
+            skus.insert(l.sku.clone());
+            let e = expected
+                .entry((l.sku.clone(), l.location.clone()))
+                .or_default();
+            if l.released_at.is_none() {
+                assert!(
+                    r.state.is_active(),
+                    "reservation {} is {:?} with an unreleased line",
+                    r.id,
+                    r.state
+                );
+                if l.backorder {
+                    e.1 += l.quantity;
+                } else {
+                    e.0 += l.quantity;
+                }
+            }
+        }
+        if r.state == ReservationState::Released {
+            assert!(r.lines.iter().all(|l| l.released_at.is_some()));
+        }
+    }
+    let skus: Vec<String> = skus.into_iter().collect();
+    for level in store.levels(&skus).await.expect("levels failed") {
+        let (held, backordered) = expected
+            .get(&(level.sku.clone(), level.location.clone()))
+            .copied()
+            .unwrap_or_default();
+        assert_eq!(
+            (level.held, level.backordered),
+            (held, backordered),
+            "held/backordered of ({}, {}) = the sum of its unreleased lines",
+            level.sku,
+            level.location
+        );
+    }
+}
+
+/// Deliver an order item for `order` to `dest` with the destination's `version`.
+async fn deliver_order(
+    store: &dyn Store,
+    dest: &str,
+    order: &str,
+    version: Option<&str>,
+    at: Millis,
+) {
+    enqueue(store, vec![item(dest, Kind::Order, order, "h")], at).await;
+    let claimed = claim(store, dest, 100, at).await;
+    let mine: Vec<Settlement> = claimed
+        .iter()
+        .filter(|c| c.item.key == order)
+        .map(|c| Settlement::Delivered {
+            id: c.item.id,
+            token: c.token,
+            external_id: None,
+            version: version.map(str::to_owned),
+            at,
+        })
+        .collect();
+    assert_eq!(mine.len(), 1, "the order item was claimed");
+    settle(store, mine).await;
+}
+
+/// All lines or nothing; a short request names each short line with what could be had, and
+/// reserves nothing.
+pub async fn reserve_is_all_or_nothing_and_names_the_shortage(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(
+        s,
+        vec![
+            figure("A", "WH1", 10, 2, "1"),
+            figure("B", "WH1", 3, 0, "1"),
+        ],
+    )
+    .await;
+    let r = reserve_ok(s, request(WEB, "k1", &[("A", 5)], &[("WH1", 0)])).await;
+    assert_eq!(r.state, ReservationState::Held);
+    assert_eq!(r.expires_at, Some(61_000));
+    assert_eq!(allocations(&r), [("A".into(), "WH1".into(), 5, false)]);
+    assert_eq!(position(s, "A", "WH1").await.held, 5);
+    check_ledger(s).await;
+
+    let out = s
+        .reserve(request(WEB, "k2", &[("A", 4), ("B", 2)], &[("WH1", 0)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ReserveOutcome::Short(vec![Shortage {
+            sku: "A".into(),
+            requested: 4,
+            available: 3
+        }]),
+        "10 on hand − 2 committed − 5 held = 3"
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 5, "nothing reserved");
+    assert_eq!(
+        position(s, "B", "WH1").await.held,
+        0,
+        "not even the line that fit"
+    );
+    assert_eq!(s.reservation("r-k2").await.unwrap(), None);
+    // An unknown SKU (no position anywhere) has no stock.
+    let out = s
+        .reserve(request(WEB, "k3", &[("Z", 1)], &[("WH1", 0)]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ReserveOutcome::Short(ref v) if v[0].available == 0),
+        "{out:?}"
+    );
+    let r = reserve_ok(s, request(WEB, "k4", &[("A", 3), ("B", 3)], &[("WH1", 0)])).await;
+    assert_eq!(r.lines.len(), 2);
+    assert_eq!(s.reservation("r-k4").await.unwrap(), Some(r));
+    check_ledger(s).await;
+}
+
+/// The same (channel, client key) returns the first reservation, even with other lines; the
+/// same key on another channel is another reservation.
+pub async fn reserve_is_idempotent_on_the_client_key(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 10, 0, "1")]).await;
+    let first = reserve_ok(s, request(WEB, "k", &[("A", 2)], &[("WH1", 0)])).await;
+    let mut again = request(WEB, "k", &[("A", 7)], &[("WH1", 0)]);
+    again.id = "other-id".into();
+    assert_eq!(
+        s.reserve(again).await.unwrap(),
+        ReserveOutcome::Existing(first.clone()),
+        "a repeated key returns what it made, unchanged"
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 2);
+    let mut b2b = request(B2B, "k", &[("A", 1)], &[("WH1", 0)]);
+    b2b.id = "r-b2b".into();
+    reserve_ok(s, b2b).await;
+    assert_eq!(position(s, "A", "WH1").await.held, 3);
+    // After a transition the key still names it, in its current state.
+    s.commit_reservation(&first.id, "web/1", 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    match s
+        .reserve(request(WEB, "k", &[("A", 2)], &[("WH1", 0)]))
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Existing(r) => assert_eq!(r.state, ReservationState::Committed),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    check_ledger(s).await;
+}
+
+/// The highest-priority location that fills the whole order first; else each line split by
+/// priority.
+pub async fn reserve_routes_one_location_first_else_splits(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(
+        s,
+        vec![
+            figure("A", "WH1", 5, 0, "1"),
+            figure("A", "WH2", 10, 0, "1"),
+            figure("B", "WH1", 0, 0, "1"),
+            figure("B", "WH2", 3, 0, "1"),
+        ],
+    )
+    .await;
+    let feeds = [("WH1", 0), ("WH2", 0)];
+    let r = reserve_ok(s, request(WEB, "one", &[("A", 4), ("B", 2)], &feeds)).await;
+    assert_eq!(
+        allocations(&r),
+        [
+            ("A".into(), "WH2".into(), 4, false),
+            ("B".into(), "WH2".into(), 2, false)
+        ],
+        "WH1 cannot fill B: WH2 fills everything"
+    );
+    let r = reserve_ok(s, request(WEB, "split", &[("A", 8)], &feeds)).await;
+    assert_eq!(
+        allocations(&r),
+        [
+            ("A".into(), "WH1".into(), 5, false),
+            ("A".into(), "WH2".into(), 3, false)
+        ],
+        "WH1 has 5, WH2 has 6 left: split by priority"
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 5);
+    assert_eq!(position(s, "A", "WH2").await.held, 7);
+    check_ledger(s).await;
+}
+
+/// A location gives a channel `max(0, on_hand − committed − held − buffer)`.
+pub async fn reserve_respects_buffers(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 10, 1, "1")]).await;
+    let out = s
+        .reserve(request(WEB, "k1", &[("A", 8)], &[("WH1", 2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        ReserveOutcome::Short(vec![Shortage {
+            sku: "A".into(),
+            requested: 8,
+            available: 7
+        }])
+    );
+    reserve_ok(s, request(WEB, "k2", &[("A", 7)], &[("WH1", 2)])).await;
+    let level = position(s, "A", "WH1").await;
+    assert_eq!(
+        level.on_hand - level.committed - level.held,
+        2,
+        "the buffer is left"
+    );
+    // Another channel without a buffer may take it.
+    reserve_ok(s, request(B2B, "k3", &[("A", 2)], &[("WH1", 0)])).await;
+    // A buffer larger than free stock gives nothing, never a negative amount.
+    let out = s
+        .reserve(request(WEB, "k4", &[("A", 1)], &[("WH1", 5)]))
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ReserveOutcome::Short(ref v) if v[0].available == 0),
+        "{out:?}"
+    );
+    check_ledger(s).await;
+}
+
+/// Backorders take what free stock cannot, up to the channel's limit and never beyond the feeds'
+/// incoming minus what is already backordered, at the first feed with incoming stock.
+pub async fn backorders_are_limited_and_never_exceed_incoming(fx: &Fixture) {
+    let s = fx.store();
+    let mut wh2 = figure("A", "WH2", 0, 0, "1");
+    wh2.incoming =
+        json!([{ "quantity": 4, "eta": "2030-01-01" }, { "quantity": 2, "eta": "2030-02-01" }]);
+    set_levels(s, vec![figure("A", "WH1", 2, 0, "1"), wh2]).await;
+    let feeds = [("WH1", 0), ("WH2", 0)];
+    let with_limit = |key: &str, q: i64, limit: Option<i64>| {
+        let mut r = request(WEB, key, &[("A", q)], &feeds);
+        r.backorder_limit = limit;
+        r
+    };
+    let out = s.reserve(with_limit("none", 3, None)).await.unwrap();
+    assert_eq!(
+        out,
+        ReserveOutcome::Short(vec![Shortage {
+            sku: "A".into(),
+            requested: 3,
+            available: 2
+        }]),
+        "no limit, no backorders"
+    );
+    let out = s.reserve(with_limit("over", 6, Some(3))).await.unwrap();
+    assert_eq!(
+        out,
+        ReserveOutcome::Short(vec![Shortage {
+            sku: "A".into(),
+            requested: 6,
+            available: 5
+        }]),
+        "2 free + a limit of 3"
+    );
+    let r = reserve_ok(s, with_limit("ok", 5, Some(3))).await;
+    assert_eq!(
+        allocations(&r),
+        [
+            ("A".into(), "WH1".into(), 2, false),
+            ("A".into(), "WH2".into(), 3, true)
+        ]
+    );
+    let wh2 = position(s, "A", "WH2").await;
+    assert_eq!((wh2.held, wh2.backordered), (0, 3));
+    // 6 incoming, 3 backordered: at most 3 more, whatever the limit.
+    let out = s.reserve(with_limit("beyond", 4, Some(100))).await.unwrap();
+    assert_eq!(
+        out,
+        ReserveOutcome::Short(vec![Shortage {
+            sku: "A".into(),
+            requested: 4,
+            available: 3
+        }]),
+        "never beyond incoming"
+    );
+    reserve_ok(s, with_limit("rest", 3, Some(100))).await;
+    assert_eq!(position(s, "A", "WH2").await.backordered, 6);
+    // Cancelling gives the allowance back.
+    s.cancel_reservation(&r.id, 2_000).await.unwrap().unwrap();
+    assert_eq!(position(s, "A", "WH2").await.backordered, 3);
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    check_ledger(s).await;
+}
+
+/// An older figure changes nothing; a newer one replaces on_hand, committed, incoming, version.
+/// Integers compare numerically, timestamps as strings.
+pub async fn stale_figures_are_ignored(fx: &Fixture) {
+    let s = fx.store();
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 1, "9")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 9
+        }]
+    );
+    let out = set_levels(s, vec![figure("A", "WH1", 50, 0, "10")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 50
+        }],
+        "10 > 9 numerically"
+    );
+    let out = set_levels(s, vec![figure("A", "WH1", 3, 0, "8")]).await;
+    assert_eq!(out, [LevelOutcome::Stale]);
+    let level = position(s, "A", "WH1").await;
+    assert_eq!((level.on_hand, level.version.as_deref()), (50, Some("10")));
+    // Equal: not stale, nothing changes.
+    let out = set_levels(s, vec![figure("A", "WH1", 50, 0, "10")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 50
+        }]
+    );
+
+    let t = |on_hand, v: &str| figure("T", "WH1", on_hand, 0, v);
+    set_levels(s, vec![t(5, "2024-05-01T10:00:00Z")]).await;
+    assert_eq!(
+        set_levels(s, vec![t(6, "2024-04-30T23:00:00Z")]).await,
+        [LevelOutcome::Stale]
+    );
+    set_levels(s, vec![t(7, "2024-05-01T10:00:01Z")]).await;
+    assert_eq!(position(s, "T", "WH1").await.on_hand, 7);
+    // Not comparable: never stale.
+    set_levels(s, vec![t(8, "abc")]).await;
+    assert_eq!(position(s, "T", "WH1").await.on_hand, 8);
+    // Within one call, in order.
+    let out = set_levels(
+        s,
+        vec![figure("C", "WH1", 1, 0, "2"), figure("C", "WH1", 2, 0, "1")],
+    )
+    .await;
+    assert_eq!(out[1], LevelOutcome::Stale);
+    assert_eq!(position(s, "C", "WH1").await.on_hand, 1);
+}
+
+/// An accepted order's lines are released by the first figure newer than the acceptance, once:
+/// an equal or older figure afterwards releases nothing, and `held` is lowered once.
+pub async fn accepted_order_is_released_once_by_a_newer_figure(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 10, 0, "100")]).await;
+    let r = reserve_ok(s, request(WEB, "k", &[("A", 3)], &[("WH1", 0)])).await;
+    s.commit_reservation(&r.id, "web/1", 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    // Not accepted yet: a newer figure releases nothing.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 0, "101")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 7
+        }]
+    );
+    deliver_order(s, ERP, "web/1", Some("105"), 2_000).await;
+    let accepted = s.reservation(&r.id).await.unwrap().unwrap();
+    assert_eq!(
+        (accepted.accepted_at, accepted.accepted_version.as_deref()),
+        (Some(2_000), Some("105"))
+    );
+    // A figure from before the acceptance (delayed) must not release.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 0, "104")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 7
+        }]
+    );
+    // The acceptance's own version is not newer.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 3, "105")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 4
+        }]
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 3);
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 3, "106")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![(r.id.clone(), 3)],
+            free: 7
+        }]
+    );
+    let done = s.reservation(&r.id).await.unwrap().unwrap();
+    assert_eq!(done.state, ReservationState::Released);
+    assert!(done.lines.iter().all(|l| l.released_at.is_some()));
+    // Again, equal and older and newer: nothing more.
+    for v in ["106", "105", "107"] {
+        let out = set_levels(s, vec![figure("A", "WH1", 10, 3, v)]).await;
+        assert!(
+            matches!(&out[0], LevelOutcome::Stale)
+                || matches!(&out[0], LevelOutcome::Applied { released, free: 7 } if released.is_empty()),
+            "version {v}: {out:?}"
+        );
+    }
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    // Released is final.
+    assert_eq!(
+        s.cancel_reservation(&r.id, 9_000).await.unwrap(),
+        Err(TransitionError::WrongState(ReservationState::Released))
+    );
+    check_ledger(s).await;
+}
+
+/// A reservation split over two locations is released location by location, and becomes
+/// `Released` only when the last line is; versions that cannot be compared fall back to time.
+pub async fn release_falls_back_to_time_when_versions_are_not_comparable(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(
+        s,
+        vec![
+            figure("A", "WH1", 2, 0, "h-a"),
+            figure("A", "WH2", 3, 0, "h-b"),
+        ],
+    )
+    .await;
+    let r = reserve_ok(s, request(WEB, "k", &[("A", 4)], &[("WH1", 0), ("WH2", 0)])).await;
+    assert_eq!(r.lines.len(), 2);
+    s.commit_reservation(&r.id, "web/7", 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    deliver_order(s, ERP, "web/7", Some("etag-xyz"), 10_000).await;
+    let at = |mut f: LevelUpdate, captured_at| {
+        f.captured_at = captured_at;
+        f
+    };
+    // Grace is 60 s: captured 30 s after acceptance, not yet.
+    let out = set_levels(s, vec![at(figure("A", "WH1", 2, 2, "h-c"), 40_000)]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: -2
+        }]
+    );
+    let out = set_levels(s, vec![at(figure("A", "WH1", 2, 2, "h-d"), 70_000)]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![(r.id.clone(), 2)],
+            free: 0
+        }]
+    );
+    assert_eq!(
+        s.reservation(&r.id).await.unwrap().unwrap().state,
+        ReservationState::Committed,
+        "WH2's line is still held"
+    );
+    // The same figure again (equal version) releases nothing, even later.
+    let out = set_levels(s, vec![at(figure("A", "WH2", 3, 0, "h-b"), 90_000)]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 1
+        }]
+    );
+    let out = set_levels(s, vec![at(figure("A", "WH2", 3, 2, "h-e"), 90_000)]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![(r.id.clone(), 2)],
+            free: 1
+        }]
+    );
+    assert_eq!(
+        s.reservation(&r.id).await.unwrap().unwrap().state,
+        ReservationState::Released
+    );
+
+    // Acceptance without any version: time decides too.
+    let r2 = reserve_ok(s, request(WEB, "k2", &[("A", 1)], &[("WH2", 0)])).await;
+    s.commit_reservation(&r2.id, "web/8", 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    deliver_order(s, ERP, "web/8", None, 10_000).await;
+    let out = set_levels(s, vec![at(figure("A", "WH2", 3, 3, "h-f"), 70_000)]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![(r2.id.clone(), 1)],
+            free: 0
+        }]
+    );
+    check_ledger(s).await;
+}
+
+/// Commit, cancel, expire: the allowed transitions, idempotent repeats and refusals.
+pub async fn reservation_transitions_and_wrong_states(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 100, 0, "1")]).await;
+    let feeds = [("WH1", 0)];
+    let a = reserve_ok(s, request(WEB, "a", &[("A", 1)], &feeds)).await;
+    let b = reserve_ok(s, request(WEB, "b", &[("A", 2)], &feeds)).await;
+    let c = reserve_ok(s, request(WEB, "c", &[("A", 4)], &feeds)).await;
+
+    assert_eq!(
+        s.commit_reservation("nope", "web/0", 2_000).await.unwrap(),
+        Err(TransitionError::NotFound)
+    );
+    assert_eq!(
+        s.cancel_reservation("nope", 2_000).await.unwrap(),
+        Err(TransitionError::NotFound)
+    );
+    let committed = s
+        .commit_reservation(&a.id, "web/1", 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(committed.state, ReservationState::Committed);
+    assert_eq!(committed.order.as_deref(), Some("web/1"));
+    assert_eq!(committed.expires_at, None, "no expiry once committed");
+    assert_eq!(committed.committed_at, Some(2_000));
+    assert_eq!(
+        s.commit_reservation(&a.id, "web/1", 3_000).await.unwrap(),
+        Ok(committed.clone()),
+        "same order: a no-op"
+    );
+    assert_eq!(
+        s.commit_reservation(&a.id, "web/2", 3_000).await.unwrap(),
+        Err(TransitionError::WrongState(ReservationState::Committed))
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 7);
+
+    let cancelled = s.cancel_reservation(&b.id, 4_000).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, ReservationState::Cancelled);
+    assert_eq!(cancelled.ended_at, Some(4_000));
+    assert!(cancelled.lines.iter().all(|l| l.released_at == Some(4_000)));
+    assert_eq!(position(s, "A", "WH1").await.held, 5);
+    assert_eq!(
+        s.cancel_reservation(&b.id, 5_000).await.unwrap(),
+        Ok(cancelled),
+        "cancelling again: a no-op"
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 5, "held lowered once");
+    assert_eq!(
+        s.commit_reservation(&b.id, "web/3", 5_000).await.unwrap(),
+        Err(TransitionError::WrongState(ReservationState::Cancelled))
+    );
+    // A committed reservation can be cancelled too.
+    let a2 = s.cancel_reservation(&a.id, 6_000).await.unwrap().unwrap();
+    assert_eq!(a2.state, ReservationState::Cancelled);
+    assert_eq!(position(s, "A", "WH1").await.held, 4);
+
+    let expired = s.expire_reservations(61_000).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        [c.id.as_str()]
+    );
+    assert_eq!(expired[0].state, ReservationState::Expired);
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    assert_eq!(
+        s.cancel_reservation(&c.id, 62_000).await.unwrap(),
+        Err(TransitionError::WrongState(ReservationState::Expired))
+    );
+    assert_eq!(
+        s.commit_reservation(&c.id, "web/4", 62_000).await.unwrap(),
+        Err(TransitionError::WrongState(ReservationState::Expired))
+    );
+
+    // Listings: newest first, by state, by SKU.
+    let ids = |rs: Vec<Reservation>| rs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let mut later = request(WEB, "d", &[], &feeds);
+    later.now = 7_000;
+    reserve_ok(s, later).await;
+    assert_eq!(
+        ids(s.reservations(None, None, 10).await.unwrap()),
+        ["r-d", "r-c", "r-b", "r-a"]
+    );
+    assert_eq!(
+        ids(s.reservations(None, None, 2).await.unwrap()),
+        ["r-d", "r-c"]
+    );
+    assert_eq!(
+        ids(s
+            .reservations(Some(ReservationState::Cancelled), None, 10)
+            .await
+            .unwrap()),
+        ["r-b", "r-a"]
+    );
+    assert_eq!(
+        ids(s.reservations(None, Some("A"), 10).await.unwrap()),
+        ["r-c", "r-b", "r-a"]
+    );
+    assert!(s
+        .reservations(Some(ReservationState::Held), Some("A"), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    check_ledger(s).await;
+}
+
+/// Only held reservations whose time has come expire, each exactly once; `next_expiry` follows.
+pub async fn expiry_returns_each_reservation_once(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 100, 0, "1")]).await;
+    assert_eq!(s.next_expiry().await.unwrap(), None);
+    for (key, expires_at) in [("a", 5_000), ("b", 9_000), ("c", 7_000), ("d", 5_000)] {
+        let mut r = request(WEB, key, &[("A", 1)], &[("WH1", 0)]);
+        r.expires_at = expires_at;
+        reserve_ok(s, r).await;
+    }
+    s.commit_reservation("r-d", "web/d", 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.next_expiry().await.unwrap(), Some(5_000));
+    assert!(s.expire_reservations(4_999).await.unwrap().is_empty());
+    let first = s.expire_reservations(7_000).await.unwrap();
+    let mut ids: Vec<&str> = first.iter().map(|r| r.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["r-a", "r-c"], "the committed one never expires");
+    assert!(first
+        .iter()
+        .all(|r| r.state == ReservationState::Expired && r.ended_at == Some(7_000)));
+    assert!(
+        s.expire_reservations(7_000).await.unwrap().is_empty(),
+        "once"
+    );
+    assert_eq!(s.next_expiry().await.unwrap(), Some(9_000));
+    let second = s.expire_reservations(100_000).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, "r-b");
+    assert_eq!(s.next_expiry().await.unwrap(), None);
+    assert_eq!(
+        position(s, "A", "WH1").await.held,
+        1,
+        "only the committed one"
+    );
+    check_ledger(s).await;
+}
+
+/// Reservations and figures mark their SKUs dirty, oldest mark first; a planner's clean (via
+/// `apply`) clears a mark only if it was not set again since. `apply` applies figures like
+/// `update_levels`, in the same transaction.
+pub async fn dirty_marks_and_generation_guarded_clean(fx: &Fixture) {
+    let s = fx.store();
+    assert!(s.dirty_skus(10).await.unwrap().is_empty());
+    set_levels(s, vec![figure("A", "WH1", 10, 0, "1")]).await;
+    // A reservation without lines marks nothing.
+    reserve_ok(s, request(WEB, "k", &[], &[])).await;
+    let mut r = request(WEB, "k2", &[("A", 1)], &[("WH1", 0)]);
+    r.now = 2_000;
+    reserve_ok(s, r).await;
+    let dirty = s.dirty_skus(10).await.unwrap();
+    assert_eq!(
+        dirty.iter().map(|d| d.sku.as_str()).collect::<Vec<_>>(),
+        ["A"]
+    );
+    let seen = dirty[0].clone();
+    assert_eq!(s.dirty_skus(0).await.unwrap(), []);
+
+    // Marked again after the planner read it: the clean must not clear it.
+    let mut f = figure("C", "WH1", 1, 0, "1");
+    f.captured_at = 3_000;
+    s.update_levels(vec![f], 0, 3_000).await.unwrap();
+    let mut r = request(WEB, "k3", &[("A", 1)], &[("WH1", 0)]);
+    r.now = 4_000;
+    reserve_ok(s, r).await;
+    let now = s.dirty_skus(10).await.unwrap();
+    assert_eq!(
+        now.iter().map(|d| d.sku.as_str()).collect::<Vec<_>>(),
+        ["A", "C"],
+        "oldest mark first"
+    );
+    assert_ne!(
+        now[0].generation, seen.generation,
+        "a new mark, a new generation"
+    );
+    s.apply(
+        ProcessBatch {
+            clean: vec![seen],
+            ..ProcessBatch::default()
+        },
+        5_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.dirty_skus(10).await.unwrap().len(),
+        2,
+        "A was marked again: kept"
+    );
+    s.apply(
+        ProcessBatch {
+            clean: now.clone(),
+            ..ProcessBatch::default()
+        },
+        5_000,
+    )
+    .await
+    .unwrap();
+    assert!(s.dirty_skus(10).await.unwrap().is_empty());
+
+    // Figures in a processing batch: applied, stale ones ignored, the SKU marked again even if
+    // the same batch cleans its old mark.
+    let mut r = request(WEB, "k4", &[("D", 1)], &[("WH1", 0)]);
+    r.now = 6_000;
+    assert!(matches!(
+        s.reserve(r).await.unwrap(),
+        ReserveOutcome::Short(_)
+    ));
+    s.update_levels(vec![figure("D", "WH1", 1, 0, "5")], 0, 6_000)
+        .await
+        .unwrap();
+    let old = s.dirty_skus(10).await.unwrap();
+    s.apply(
+        ProcessBatch {
+            levels: vec![figure("D", "WH1", 9, 0, "6"), figure("E", "WH1", 9, 0, "1")],
+            clean: old,
+            ..ProcessBatch::default()
+        },
+        7_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(position(s, "D", "WH1").await.on_hand, 9);
+    assert_eq!(
+        s.dirty_skus(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.sku.as_str())
+            .collect::<Vec<_>>(),
+        ["D", "E"]
+    );
+    s.apply(
+        ProcessBatch {
+            levels: vec![figure("D", "WH1", 1, 0, "4")],
+            ..ProcessBatch::default()
+        },
+        8_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        position(s, "D", "WH1").await.on_hand,
+        9,
+        "stale in a batch too"
+    );
+}
+
+/// A delivered order marks accepted only the active reservations of that order sourced from
+/// the destination it was delivered to; other kinds and other orders mark nothing.
+pub async fn delivered_order_marks_acceptance_for_its_source_only(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 100, 0, "1")]).await;
+    let feeds = [("WH1", 0)];
+    let ours = reserve_ok(s, request(WEB, "ours", &[("A", 1)], &feeds)).await;
+    let mut other_source = request(WEB, "theirs", &[("A", 1)], &feeds);
+    other_source.source = "erp2".into();
+    let theirs = reserve_ok(s, other_source).await;
+    let other_order = reserve_ok(s, request(WEB, "other", &[("A", 1)], &feeds)).await;
+    let held = reserve_ok(s, request(WEB, "held", &[("A", 1)], &feeds)).await;
+    s.commit_reservation(&ours.id, "web/1", 1_100)
+        .await
+        .unwrap()
+        .unwrap();
+    s.commit_reservation(&theirs.id, "web/1", 1_100)
+        .await
+        .unwrap()
+        .unwrap();
+    s.commit_reservation(&other_order.id, "web/2", 1_100)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Another kind with the same key at the ERP: nothing.
+    enqueue(s, vec![item(ERP, Kind::Customer, "web/1", "h")], 1_200).await;
+    let c = claim(s, ERP, 10, 1_200).await;
+    settle(s, vec![delivered(&c[0], None, 1_200)]).await;
+    // The order to another endpoint: nothing either.
+    deliver_order(s, SHOP, "web/1", Some("1"), 1_300).await;
+    assert_eq!(
+        s.reservation(&ours.id).await.unwrap().unwrap().accepted_at,
+        None
+    );
+
+    deliver_order(s, ERP, "web/1", Some("42"), 2_000).await;
+    let get = |id: String| async move { s.reservation(&id).await.unwrap().unwrap() };
+    let r = get(ours.id.clone()).await;
+    assert_eq!(
+        (r.accepted_at, r.accepted_version.as_deref()),
+        (Some(2_000), Some("42"))
+    );
+    assert_eq!(
+        get(theirs.id.clone()).await.accepted_at,
+        None,
+        "another source"
+    );
+    assert_eq!(
+        get(other_order.id.clone()).await.accepted_at,
+        None,
+        "another order"
+    );
+    assert_eq!(get(held.id.clone()).await.accepted_at, None);
+    // A later delivery of the same order (an update) keeps the first acceptance.
+    deliver_order(s, ERP, "web/1", Some("50"), 3_000).await;
+    let r = get(ours.id.clone()).await;
+    assert_eq!(
+        (r.accepted_at, r.accepted_version.as_deref()),
+        (Some(2_000), Some("42"))
+    );
+    // A cancelled reservation is never marked.
+    s.cancel_reservation(&other_order.id, 3_100)
+        .await
+        .unwrap()
+        .unwrap();
+    deliver_order(s, ERP, "web/2", Some("60"), 3_200).await;
+    assert_eq!(get(other_order.id.clone()).await.accepted_at, None);
+    check_ledger(s).await;
+}
+
+/// 64 concurrent reservations of one unit against 10 on hand: exactly 10 succeed.
+pub async fn concurrent_reservations_never_oversell(fx: &Fixture) {
+    set_levels(fx.store(), vec![figure("A", "WH1", 10, 0, "1")]).await;
+    let mut tasks = Vec::new();
+    for n in 0..64 {
+        let store = Arc::clone(&fx.store);
+        tasks.push(tokio::spawn(async move {
+            let req = request(
+                if n % 2 == 0 { WEB } else { B2B },
+                &format!("k{n}"),
+                &[("A", 1)],
+                &[("WH1", 0)],
+            );
+            store.reserve(req).await
+        }));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        match t.await.expect("task panicked").expect("reserve failed") {
+            ReserveOutcome::Reserved(_) => reserved += 1,
+            ReserveOutcome::Short(v) => assert_eq!(v[0].available, 0),
+            ReserveOutcome::Existing(r) => panic!("unexpected Existing {r:?}"),
+        }
+    }
+    assert_eq!(reserved, 10);
+    let level = position(fx.store(), "A", "WH1").await;
+    assert_eq!(
+        (level.held, level.on_hand - level.committed - level.held),
+        (10, 0)
+    );
+    check_ledger(fx.store()).await;
 }

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use inventory::{
-    compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
-    ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
+    compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine,
+    ReservationState, ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
 };
 pub use sqlite::SqliteStore;
 

@@ -114,7 +114,9 @@ fn reservation_from(conn: &Connection, raw: RawReservation) -> Result<Reservatio
 /// One reservation with its lines (callers wanting a snapshot wrap this in a transaction).
 pub(crate) fn load_reservation(conn: &Connection, id: &str) -> Result<Option<Reservation>> {
     let raw = conn
-        .prepare_cached(&format!("SELECT {RES_COLS} FROM reservations WHERE id = ?1"))
+        .prepare_cached(&format!(
+            "SELECT {RES_COLS} FROM reservations WHERE id = ?1"
+        ))
         .and_then(|mut s| s.query_row([id], raw_reservation).optional())
         .map_err(db("read reservation"))?;
     raw.map(|raw| reservation_from(conn, raw)).transpose()
@@ -237,17 +239,13 @@ pub(crate) fn reserve(
     for line in &req.lines {
         for feed in feeds.get(line.sku.as_str()).copied().unwrap_or_default() {
             let key = (line.sku.as_str(), feed.location.as_str());
-            if !positions.contains_key(&key) {
-                positions.insert(key, read_pos(conn, key.0, key.1)?);
+            if let std::collections::hash_map::Entry::Vacant(e) = positions.entry(key) {
+                e.insert(read_pos(conn, key.0, key.1)?);
             }
         }
     }
-    let pos = |sku: &str, location: &str| {
-        positions
-            .get(&(sku, location))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pos =
+        |sku: &str, location: &str| positions.get(&(sku, location)).copied().unwrap_or_default();
     let candidates = |sku: &str| -> Vec<Candidate> {
         feeds
             .get(sku)
@@ -461,10 +459,7 @@ fn end(
 fn state_of(conn: &Connection, id: &str) -> Result<Option<(ReservationState, Option<String>)>> {
     let raw: Option<(String, Option<String>)> = conn
         .prepare_cached("SELECT state, order_key FROM reservations WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut s| s.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(db("read reservation state"))?;
     raw.map(|(state, order)| Ok((codec::reservation_state(&state)?, order)))
         .transpose()
@@ -788,8 +783,7 @@ pub(crate) fn levels(conn: &Connection, skus: &[String]) -> Result<Vec<StockLeve
                 .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(db("read ledger positions"))?;
-        for (location, on_hand, committed, held, backordered, incoming, version, updated_at) in
-            raws
+        for (location, on_hand, committed, held, backordered, incoming, version, updated_at) in raws
         {
             out.push(StockLevel {
                 sku: sku.to_owned(),
@@ -815,17 +809,15 @@ pub(crate) fn next_expiry(conn: &Connection) -> Result<Option<Millis>> {
 }
 
 pub(crate) fn dirty_skus(conn: &Connection, limit: usize) -> Result<Vec<DirtySku>> {
-    conn.prepare_cached(
-        "SELECT sku, generation FROM ats_dirty ORDER BY marked_at, sku LIMIT ?1",
-    )
-    .and_then(|mut s| {
-        s.query_map([codec::limit(limit)], |r| {
-            Ok(DirtySku {
-                sku: r.get(0)?,
-                generation: r.get(1)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()
-    })
-    .map_err(db("read dirty SKUs"))
+    conn.prepare_cached("SELECT sku, generation FROM ats_dirty ORDER BY marked_at, sku LIMIT ?1")
+        .and_then(|mut s| {
+            s.query_map([codec::limit(limit)], |r| {
+                Ok(DirtySku {
+                    sku: r.get(0)?,
+                    generation: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read dirty SKUs"))
 }

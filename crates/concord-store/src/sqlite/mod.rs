@@ -17,8 +17,8 @@ mod writes;
 
 use crate::{
     AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId,
-    DirtySku, Entity, IngestOutcome, ItemState, JournalEntry, JournalId, LevelOutcome,
-    LevelUpdate, OutboxItem, ProcessBatch, Replay, Reservation, ReservationState, ReserveOutcome,
+    DirtySku, Entity, IngestOutcome, ItemState, JournalEntry, JournalId, LevelOutcome, LevelUpdate,
+    OutboxItem, ProcessBatch, Replay, Reservation, ReservationState, ReserveOutcome,
     ReserveRequest, Result, Settlement, StockLevel, Store, StoreError, StoreStats, StoredAudit,
     TransitionError,
 };
@@ -82,9 +82,11 @@ impl SqliteStore {
             .map_err(|e| open_err(format!("read claim tokens: {e}")))?;
         // Dirty-SKU generations share the counter: it must start above every stored one.
         let max_generation: i64 = conn
-            .query_row("SELECT COALESCE(MAX(generation), 0) FROM ats_dirty", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(generation), 0) FROM ats_dirty",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| open_err(format!("read dirty generations: {e}")))?;
         let clock = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
