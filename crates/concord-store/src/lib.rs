@@ -438,6 +438,49 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
     ) -> Result<(Option<String>, Option<String>)>;
 
+    // Batched lookups: the processor and the dispatchers read per journal entry or per item; these
+    // answer a whole batch in one call (one result per input, in order). The defaults loop over
+    // the single lookups; an implementation should answer from one snapshot and one round trip.
+
+    /// [`Store::xref_key`] for each `(endpoint, kind, external_id)`.
+    async fn xref_keys(&self, ids: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (endpoint, kind, external_id) in ids {
+            out.push(self.xref_key(endpoint, *kind, external_id).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::xref_external`] for each `(endpoint, kind, key)`.
+    async fn xref_externals(&self, keys: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (endpoint, kind, key) in keys {
+            out.push(self.xref_external(endpoint, *kind, key).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::entity`] for each `(kind, key)`.
+    async fn entities(&self, keys: &[(Kind, String)]) -> Result<Vec<Option<Entity>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (kind, key) in keys {
+            out.push(self.entity(*kind, key).await?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::hashes`] for each `(dest, kind, key)`.
+    async fn hashes_of(
+        &self,
+        keys: &[(String, Kind, String)],
+    ) -> Result<Vec<(Option<String>, Option<String>)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for (dest, kind, key) in keys {
+            out.push(self.hashes(dest, *kind, key).await?);
+        }
+        Ok(out)
+    }
+
     /// Commit one processing step atomically (see [`ProcessBatch`]). Xrefs inserted here also
     /// un-park items waiting on them (an entity captured from endpoint E is known at E).
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()>;

@@ -286,6 +286,49 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn xref_keys(&self, ids: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.read(move |c| reads::many(c, &ids, |c, (e, k, x)| reads::xref_key(c, e, *k, x)))
+            .await
+    }
+
+    async fn xref_externals(&self, keys: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |c| {
+            reads::many(c, &keys, |c, (e, k, key)| {
+                reads::xref_external(c, e, *k, key)
+            })
+        })
+        .await
+    }
+
+    async fn entities(&self, keys: &[(Kind, String)]) -> Result<Vec<Option<Entity>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |c| reads::many(c, &keys, |c, (k, key)| reads::entity(c, *k, key)))
+            .await
+    }
+
+    async fn hashes_of(
+        &self,
+        keys: &[(String, Kind, String)],
+    ) -> Result<Vec<(Option<String>, Option<String>)>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read(move |c| reads::many(c, &keys, |c, (d, k, key)| reads::hashes(c, d, *k, key)))
+            .await
+    }
+
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
         self.write(move |c, ctx| writes::apply(c, ctx, &batch, now))
             .await

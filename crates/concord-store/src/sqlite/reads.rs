@@ -164,6 +164,24 @@ pub(crate) fn hashes(
     .map_err(db("read hashes"))
 }
 
+/// Run `lookup` on every input inside one read transaction, so that a batch sees one snapshot.
+pub(crate) fn many<I, T>(
+    conn: &Connection,
+    inputs: &[I],
+    lookup: impl Fn(&Connection, &I) -> Result<T>,
+) -> Result<Vec<T>> {
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin lookup snapshot"))?;
+    let out = inputs
+        .iter()
+        .map(|i| lookup(&tx, i))
+        .collect::<Result<Vec<_>>>();
+    // Read-only: nothing to commit, ending the snapshot is all.
+    tx.rollback().map_err(db("end lookup snapshot"))?;
+    out
+}
+
 pub(crate) fn next_due(conn: &Connection, dest: &str) -> Result<Option<Millis>> {
     conn.prepare_cached("SELECT MIN(next_at) FROM outbox WHERE dest = ?1 AND state = 'pending'")
         .and_then(|mut s| s.query_row([dest], |r| r.get(0)))
