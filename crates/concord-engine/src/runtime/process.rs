@@ -61,6 +61,7 @@ pub(crate) async fn step(inner: &Inner, batch_size: usize) -> Result<usize, Engi
     let n = entries.len();
     let now = inner.now();
     let mut planner = Planner::new(inner, now);
+    planner.prefetch(&entries).await?;
     for entry in entries {
         planner.entry(entry).await?;
     }
@@ -86,6 +87,11 @@ struct Planner<'a> {
     known_at: BTreeSet<(String, Kind, String)>,
     planned: HashMap<(String, Kind, String), String>,
     dests: BTreeSet<String>,
+    /// Store reads for the whole batch, made at its start in a few batched lookups (see
+    /// [`Planner::prefetch`]); the overlays above take precedence. Misses are remembered too.
+    pre_keys: HashMap<(String, Kind, String), Option<String>>,
+    pre_entities: HashMap<(Kind, String), Option<Entity>>,
+    pre_hashes: HashMap<(String, Kind, String), Option<String>>,
 }
 
 impl<'a> Planner<'a> {
@@ -99,7 +105,66 @@ impl<'a> Planner<'a> {
             known_at: BTreeSet::new(),
             planned: HashMap::new(),
             dests: BTreeSet::new(),
+            pre_keys: HashMap::new(),
+            pre_entities: HashMap::new(),
+            pre_hashes: HashMap::new(),
         }
+    }
+
+    /// Read what the batch's entries will look up — their xrefs, then the entities and planned
+    /// hashes of the keys they resolve to — in three batched store calls instead of three reads
+    /// per entry. Reading at the start of the batch rather than entry by entry changes nothing:
+    /// this processor is the only writer of entities and planned hashes until its `apply`, and
+    /// a concurrent settlement could as well have landed just after a per-entry read.
+    async fn prefetch(&mut self, entries: &[JournalEntry]) -> Result<(), EngineError> {
+        let config = &self.inner.config;
+        let mut ids: Vec<(String, Kind, String)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for e in entries {
+            if config.flows_for(e.kind, &e.endpoint).next().is_none() {
+                continue;
+            }
+            let id = (e.endpoint.clone(), e.kind, e.external_id.clone());
+            if seen.insert(id.clone()) {
+                ids.push(id);
+            }
+        }
+        let found = self.inner.store.xref_keys(&ids).await?;
+        self.pre_keys = ids.into_iter().zip(found).collect();
+        let mut entity_keys: Vec<(Kind, String)> = Vec::new();
+        let mut hash_keys: Vec<(String, Kind, String)> = Vec::new();
+        let (mut seen_e, mut seen_h) = (BTreeSet::new(), BTreeSet::new());
+        for e in entries {
+            let id = (e.endpoint.clone(), e.kind, e.external_id.clone());
+            let key = match self.pre_keys.get(&id) {
+                Some(Some(k)) => k.clone(),
+                Some(None) => match natural_key(e.kind, &record_of(e), &e.endpoint) {
+                    Ok(k) => k,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            for flow in config.flows_for(e.kind, &e.endpoint) {
+                for dest in flow.to.iter().filter(|d| **d != e.endpoint) {
+                    let k = (dest.clone(), e.kind, key.clone());
+                    if seen_h.insert(k.clone()) {
+                        hash_keys.push(k);
+                    }
+                }
+            }
+            if seen_e.insert((e.kind, key.clone())) {
+                entity_keys.push((e.kind, key));
+            }
+        }
+        let store = &self.inner.store;
+        let (entities, hashes) =
+            tokio::try_join!(store.entities(&entity_keys), store.hashes_of(&hash_keys))?;
+        self.pre_entities = entity_keys.into_iter().zip(entities).collect();
+        self.pre_hashes = hash_keys
+            .into_iter()
+            .zip(hashes.into_iter().map(|(planned, _)| planned))
+            .collect();
+        Ok(())
     }
 
     fn finish(self) -> (ProcessBatch, BTreeSet<String>) {
@@ -111,8 +176,12 @@ impl<'a> Planner<'a> {
     }
 
     async fn entity(&mut self, kind: Kind, key: &str) -> Result<Option<Entity>, EngineError> {
-        if let Some(e) = self.entities.get(&(kind, key.to_string())) {
+        let k = (kind, key.to_string());
+        if let Some(e) = self.entities.get(&k) {
             return Ok(Some(e.clone()));
+        }
+        if let Some(e) = self.pre_entities.get(&k) {
+            return Ok(e.clone());
         }
         Ok(self.inner.store.entity(kind, key).await?)
     }
@@ -149,6 +218,9 @@ impl<'a> Planner<'a> {
         if let Some(h) = self.planned.get(&k) {
             return Ok(Some(h.clone()));
         }
+        if let Some(h) = self.pre_hashes.get(&k) {
+            return Ok(h.clone());
+        }
         Ok(self.inner.store.hashes(dest, kind, key).await?.0)
     }
 
@@ -163,18 +235,13 @@ impl<'a> Planner<'a> {
             );
             return Ok(());
         }
-        // Orders remember the channel they were sold through.
-        let mut record = e.payload.clone();
-        if e.kind == Kind::Order && record.get("channel").is_none_or(Value::is_null) {
-            if let Some(obj) = record.as_object_mut() {
-                obj.insert("channel".into(), Value::String(e.endpoint.clone()));
-            }
-        }
+        let record = record_of(&e);
         // Resolve: known xref, else correlate by natural key.
         let xk = (e.endpoint.clone(), e.kind, e.external_id.clone());
-        let known = match self.xref_keys.get(&xk) {
-            Some(k) => Some(k.clone()),
-            None => {
+        let known = match (self.xref_keys.get(&xk), self.pre_keys.get(&xk)) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(pre)) => pre.clone(),
+            (None, None) => {
                 self.inner
                     .store
                     .xref_key(&e.endpoint, e.kind, &e.external_id)
@@ -487,6 +554,17 @@ fn level_update(
         version: version.to_string(),
         captured_at,
     })
+}
+
+/// The entry's record as processed: orders remember the channel they were sold through.
+fn record_of(e: &JournalEntry) -> Value {
+    let mut record = e.payload.clone();
+    if e.kind == Kind::Order && record.get("channel").is_none_or(Value::is_null) {
+        if let Some(obj) = record.as_object_mut() {
+            obj.insert("channel".into(), Value::String(e.endpoint.clone()));
+        }
+    }
+    record
 }
 
 /// The write operation for a planned delivery.
