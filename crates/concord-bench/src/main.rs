@@ -537,11 +537,18 @@ async fn measure(
     let deadline = Instant::now() + timeout;
     let expect_events = erp_before.webhook_events_sent + total;
     let mut captured_at: Option<Instant> = None;
+    let mut processed_at: Option<Instant> = None;
     let mut complete = true;
     loop {
         arrivals.drain(&mut rig.watch);
         if captured_at.is_none() && rig.erp.counters().webhook_events_sent >= expect_events {
             captured_at = Some(Instant::now());
+        }
+        if captured_at.is_some() && processed_at.is_none() {
+            let processed = rig.engine.stats(Some(i64::MAX)).processed;
+            if processed >= stats_before.processed + total {
+                processed_at = Some(Instant::now());
+            }
         }
         if arrivals.all_at(&target) {
             break;
@@ -619,7 +626,7 @@ async fn measure(
     };
     let detail = format!(
         "[{case}] {total} changes over {k} SKUs: driven in {:.3}s, webhooks acked by {} \
-         ({hooks} POSTs, {:.1} events/POST, {} failed), storefront complete at {:.3}s{}, \
+         ({hooks} POSTs, {:.1} events/POST, {} failed), all processed by {}, storefront complete at {:.3}s{}, \
          drained {}; captured {} processed {} planned {} delivered {} retried {}; \
          shop: {shop_writes} writes in {shop_calls} calls ({:.1}/call); store: {} write groups; \
          arrived exactly {arrived}, coalesced {}, undelivered {undelivered}",
@@ -628,6 +635,7 @@ async fn measure(
         (erp_after.webhook_events_sent - erp_before.webhook_events_sent) as f64
             / hooks.max(1) as f64,
         erp_after.webhooks_failed - erp_before.webhooks_failed,
+        since(processed_at),
         seconds,
         if complete { "" } else { " (TIMED OUT)" },
         if drained {
