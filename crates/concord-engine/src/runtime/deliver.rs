@@ -340,10 +340,7 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
             tokio::time::sleep(wait).await;
         }
     }
-    let mut ops = Vec::with_capacity(batch.len());
-    for c in &batch {
-        ops.push(write_op(inner, &ep.name, c).await);
-    }
+    let ops = write_ops(inner, &ep.name, &batch).await;
     let started = Instant::now();
     super::Stats::add(&inner.stats.api_calls, 1);
     metrics::counter!("concord_api_calls_total", "endpoint" => ep.name.clone(), "op" => "write")
@@ -548,33 +545,71 @@ fn breaker_event(at: Millis, endpoint: &str, event: &str, reason: Option<String>
     }
 }
 
-/// Build the connector's view of an item: its external id and the external ids of what it
-/// refers to at this destination.
-async fn write_op(inner: &Inner, dest: &str, c: &Claimed) -> WriteOp {
-    let item = &c.item;
+/// Build the connector's view of a batch's items: each item's external id and the external ids
+/// of what it refers to at this destination. Read in three batched lookups whatever the batch
+/// size; a failed lookup leaves the ids unknown (the connector then looks them up or creates).
+async fn write_ops(inner: &Inner, dest: &str, batch: &[Claimed]) -> Vec<WriteOp> {
     let store = &inner.store;
-    let external_id = store
-        .xref_external(dest, item.kind, &item.key)
-        .await
-        .ok()
-        .flatten();
-    let mut refs = BTreeMap::new();
-    if let Ok(Some(entity)) = store.entity(item.kind, &item.key).await {
-        for (dk, dkey) in dependencies(item.kind, &entity.state) {
-            if let Ok(Some(ext)) = store.xref_external(dest, dk, &dkey).await {
-                refs.insert(format!("{dk}:{dkey}"), ext);
+    let at_dest: Vec<(String, Kind, String)> = batch
+        .iter()
+        .map(|c| (dest.to_string(), c.item.kind, c.item.key.clone()))
+        .collect();
+    let entity_keys: Vec<(Kind, String)> = batch
+        .iter()
+        .map(|c| (c.item.kind, c.item.key.clone()))
+        .collect();
+    let (externals, entities) =
+        tokio::join!(store.xref_externals(&at_dest), store.entities(&entity_keys));
+    let externals = externals.unwrap_or_else(|_| vec![None; batch.len()]);
+    let entities = entities.unwrap_or_else(|_| vec![None; batch.len()]);
+    // Dependencies of every item, looked up together.
+    let deps: Vec<Vec<(Kind, String)>> = batch
+        .iter()
+        .zip(&entities)
+        .map(|(c, e)| {
+            e.as_ref()
+                .map(|e| dependencies(c.item.kind, &e.state))
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut dep_keys: Vec<(String, Kind, String)> = deps
+        .iter()
+        .flatten()
+        .map(|(dk, dkey)| (dest.to_string(), *dk, dkey.clone()))
+        .collect();
+    dep_keys.sort();
+    dep_keys.dedup();
+    let dep_ext: BTreeMap<(Kind, String), String> = match store.xref_externals(&dep_keys).await {
+        Ok(found) => dep_keys
+            .into_iter()
+            .zip(found)
+            .filter_map(|((_, k, key), ext)| ext.map(|ext| ((k, key), ext)))
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    batch
+        .iter()
+        .zip(externals)
+        .zip(deps)
+        .map(|((c, external_id), deps)| {
+            let item = &c.item;
+            let mut refs = BTreeMap::new();
+            for (dk, dkey) in deps {
+                if let Some(ext) = dep_ext.get(&(dk, dkey.clone())) {
+                    refs.insert(format!("{dk}:{dkey}"), ext.clone());
+                }
             }
-        }
-    }
-    WriteOp {
-        item_id: item.id,
-        kind: item.kind,
-        key: item.key.clone(),
-        op: item.op.clone(),
-        payload: item.payload.clone(),
-        external_id,
-        refs,
-    }
+            WriteOp {
+                item_id: item.id,
+                kind: item.kind,
+                key: item.key.clone(),
+                op: item.op.clone(),
+                payload: item.payload.clone(),
+                external_id,
+                refs,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
