@@ -548,6 +548,31 @@ mod tests {
         );
     }
 
+    /// The ledger's per-position and expiry queries must stay index-driven: released lines and
+    /// ended reservations are kept as history and must never be scanned.
+    #[test]
+    fn ledger_queries_use_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
+            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params, |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap()
+                .join("\n")
+        };
+        let p = plan(ledger::RELEASABLE_LINES, &[&"A", &"WH1"]);
+        assert!(p.contains("reservation_lines_open"), "plan: {p}");
+        assert!(!p.contains("SCAN"), "no full scan: {p}");
+        let p = plan(ledger::DUE_RESERVATIONS, &[&1_000]);
+        assert!(p.contains("reservations_expiry"), "plan: {p}");
+        assert!(!p.contains("SCAN"), "no full scan: {p}");
+    }
+
     /// The claim query must stay index-driven however many done rows pile up: done rows are
     /// kept, so a scan of `outbox` would grow without bound.
     #[test]
