@@ -130,7 +130,7 @@ pub struct ReserveRequest {
     pub lines: Vec<Line>,
     /// Per SKU of `lines`: the feeding locations in priority order with their buffers.
     pub feeds: Vec<(String, Vec<Feed>)>,
-    /// Units that may be sold against incoming stock per SKU (`None`: no backorders).
+    /// Most units of one SKU outstanding as backorders at once (`None`: no backorders).
     pub backorder_limit: Option<i64>,
     pub source: String,
     pub now: Millis,

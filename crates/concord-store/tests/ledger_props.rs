@@ -366,7 +366,7 @@ async fn step(store: &mut SqliteStore, path: &Path, model: &mut Model, op: &Op) 
                     .map(|(l, _)| model.pos(sku, l).backordered)
                     .sum();
                 Some(Backorderable {
-                    quantity: limit.min(incoming - bo).max(0),
+                    quantity: (limit - bo).min(incoming - bo).max(0),
                     location: location.into(),
                 })
             };

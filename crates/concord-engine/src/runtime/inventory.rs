@@ -177,7 +177,7 @@ impl Pool {
         let expected: i64 = incoming.iter().map(|l| l.quantity.max(0)).sum();
         let backorderable = policy
             .backorder_limit
-            .map(|limit| limit.min(expected - backordered).max(0))
+            .map(|limit| (limit - backordered).min(expected - backordered).max(0))
             .unwrap_or(0);
         SkuAvailability {
             sku: sku.into(),

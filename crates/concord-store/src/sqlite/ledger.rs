@@ -20,8 +20,8 @@
 //!   content.
 //! - A delivered order marks its reservations accepted once: the first acceptance is the
 //!   watermark; later deliveries of the same order (updates) do not move it.
-//! - The backorder allowance of a SKU for one request is `min(backorder_limit, Σ incoming −
-//!   Σ backordered)` over the request's feeds (incoming lots with a positive integer `quantity`;
+//! - The backorder allowance of a SKU is `min(backorder_limit, Σ incoming) − Σ backordered`
+//!   over the request's feeds: the limit caps the SKU's outstanding backorders, not each request (incoming lots with a positive integer `quantity`;
 //!   anything else in `incoming` counts as nothing).
 
 use super::codec::{self, db, to_json};
@@ -289,7 +289,7 @@ pub(crate) fn reserve(
             .map(|f| pos(sku, &f.location).backordered)
             .sum();
         Some(Backorderable {
-            quantity: limit.min(incoming - backordered).max(0),
+            quantity: (limit - backordered).min(incoming - backordered).max(0),
             location,
         })
     };
