@@ -150,6 +150,11 @@ pub struct OrderLine {
     pub unit_price_minor: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship_to: Option<Address>,
+    /// The stock location the line is taken from, when the channel knows it (a checkout that
+    /// reserved through the stock pool gets it from the reservation, design §5): the ERP commits
+    /// and ships the line there. Absent: the ERP picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 /// Order status as the canonical lifecycle names it.
@@ -454,6 +459,10 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Value, ValidationError> {
                 c.non_empty(&format!("lines[{i}].sku"), &l.sku)?;
                 c.positive(&format!("lines[{i}].quantity"), l.quantity)?;
                 c.non_negative(&format!("lines[{i}].unit_price_minor"), l.unit_price_minor)?;
+                if let Some(loc) = l.location.as_mut() {
+                    *loc = loc.trim().to_string();
+                    c.non_empty(&format!("lines[{i}].location"), loc)?;
+                }
             }
             if let Some(t) = o.total_minor {
                 c.non_negative("total_minor", t)?;

@@ -109,6 +109,8 @@ pub(crate) struct CounterSet {
     pub webhooks_dropped: AtomicU64,
     pub webhook_events_dropped: AtomicU64,
     pub oversell_refused: AtomicU64,
+    pub hub_refused: AtomicU64,
+    pub oversold_units: AtomicU64,
     pub writes: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -243,6 +245,11 @@ impl Core {
         Some(entry.seq)
     }
 
+    /// The last seq assigned (0 before any change).
+    pub fn last_seq(&self) -> u64 {
+        lock(&self.feed).last_seq()
+    }
+
     pub fn record(&self, kind: Kind, id: &str) -> Option<Value> {
         lock(&self.feed).get(kind, id).map(|e| e.record.clone())
     }
@@ -266,6 +273,8 @@ impl Core {
             webhooks_dropped: c.webhooks_dropped.load(Relaxed),
             webhook_events_dropped: c.webhook_events_dropped.load(Relaxed),
             oversell_refused: c.oversell_refused.load(Relaxed),
+            hub_refused: c.hub_refused.load(Relaxed),
+            oversold_units: c.oversold_units.load(Relaxed),
         }
     }
 

@@ -50,6 +50,10 @@ impl Feed {
         self.kinds.get(&kind)?.by_id.get(id)
     }
 
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.seq
+    }
+
     pub(crate) fn put(&mut self, kind: Kind, id: &str, record: Value) -> Entry {
         self.seq += 1;
         let entry = Entry {

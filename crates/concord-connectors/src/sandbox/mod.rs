@@ -132,6 +132,11 @@ pub struct Counters {
     pub webhook_events_dropped: u64,
     /// Storefront checkouts refused for lack of stock.
     pub oversell_refused: u64,
+    /// Storefront checkouts the hub's stock pool refused (`409` from `POST /v1/reservations`).
+    pub hub_refused: u64,
+    /// ERP only: units accepted on sales orders beyond the ERP's own `on_hand − committed` at
+    /// the line's location when the order was accepted (stock the ERP did not have).
+    pub oversold_units: u64,
 }
 
 impl Counters {

@@ -88,8 +88,8 @@ impl SandboxErpConnector {
         r.ok().map(|_| true)
     }
 
-    /// The sales order id for a reference (`channel/number`), if the ERP has one.
-    async fn find_order(&self, reference: &str) -> Result<Option<String>, DeliveryError> {
+    /// The sales order for a reference (`channel/number`), if the ERP has one.
+    async fn find_order(&self, reference: &str) -> Result<Option<Value>, DeliveryError> {
         let found = self
             .c
             .api
@@ -100,15 +100,15 @@ impl SandboxErpConnector {
             .get("orders")
             .and_then(Value::as_array)
             .and_then(|o| o.first())
-            .and_then(|o| o.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string))
+            .cloned())
     }
 
-    /// Look up by reference first (idempotent create), then POST with the customer id.
+    /// Look up by reference first (idempotent create), then POST with the customer id. Either
+    /// way the outcome carries the ERP's acceptance version of the order (the watermark the
+    /// stock pool releases reservations against).
     async fn upsert_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
-        if let Some(id) = self.find_order(&op.key).await? {
-            return Ok(done(id));
+        if let Some(found) = self.find_order(&op.key).await? {
+            return order_done(&found);
         }
         if op.op == "update_only" {
             return Ok(WriteOutcome::NoMatch);
@@ -142,7 +142,7 @@ impl SandboxErpConnector {
             .post(&["api", "sales-orders"], &body)
             .await?
             .ok()?;
-        Ok(done(id_of(&created)?))
+        order_done(&created)
     }
 
     async fn find_customer(&self, email: &str) -> Result<Option<String>, DeliveryError> {
@@ -164,12 +164,15 @@ impl SandboxErpConnector {
     async fn cancel_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let id = match &op.external_id {
             Some(id) => id.clone(),
-            None => self
-                .find_order(&op.key)
-                .await?
-                .ok_or_else(|| DeliveryError::Permanent {
-                    reason: format!("no sales order with reference `{}` to cancel", op.key),
-                })?,
+            None => {
+                let found =
+                    self.find_order(&op.key)
+                        .await?
+                        .ok_or_else(|| DeliveryError::Permanent {
+                            reason: format!("no sales order with reference `{}` to cancel", op.key),
+                        })?;
+                id_of(&found)?
+            }
         };
         self.c
             .api
@@ -178,6 +181,19 @@ impl SandboxErpConnector {
             .ok()?;
         Ok(done(id))
     }
+}
+
+/// `Done` for a sales order the ERP answered with: its id and acceptance `version`.
+fn order_done(so: &Value) -> Result<WriteOutcome, DeliveryError> {
+    let version = match so.get("version") {
+        Some(Value::String(v)) => Some(v.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    Ok(WriteOutcome::Done {
+        external_id: Some(id_of(so)?),
+        version,
+    })
 }
 
 fn erp_caps() -> Capabilities {

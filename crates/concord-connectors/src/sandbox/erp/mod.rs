@@ -18,7 +18,23 @@
 //!   customer on credit hold → 422 "customer on credit hold". `GET /api/sales-orders/{id}`.
 //!   `POST /api/sales-orders/{id}/cancel` (open → cancelled, releases committed; idempotent;
 //!   shipped → 409). `POST /api/sales-orders/{id}/ship` ships what remains (409 when nothing).
-//!   A sales order is `{"id","reference","customer_id","status":"open|cancelled|shipped","record"}`.
+//!   A sales order is `{"id","reference","customer_id","status":"open|cancelled|shipped",
+//!   "version","record"}`; `version` is its acceptance version (below).
+//!
+//! # Where an order's stock comes from, and the acceptance version
+//! Each order line is committed, then shipped, at its own `location` when the line names one
+//! (canonical `lines[].location`: a storefront that reserved through the hub's stock pool
+//! copies it from the reservation, so the ERP takes the units exactly where the hub held them
+//! and the hub's release of each reservation line is matched by the ERP's figure at the same
+//! position); a line without one comes from the default location (`ErpOptions::default_location`),
+//! as do orders keyed in by a rep ([`ErpHandle::rep_order`]).
+//!
+//! The acceptance `version` is the feed seq taken just before the order's stock commits are
+//! emitted: every stock figure that includes the order has a greater version, every figure that
+//! does not has a smaller or equal one. (The stock changes are emitted before the order record,
+//! so the order record's own seq would be too high.) An order found again by reference keeps
+//! its version. `oversold_units` in the counters adds, per accepted line, the units beyond the
+//! ERP's own `on_hand − committed` at its location: stock promised that the ERP did not have.
 //! - `GET /api/shipments?order=<reference>` → `{"shipments":[canonical shipment]}`.
 //! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
 //!   customer, order, shipment; ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
@@ -229,6 +245,13 @@ impl ErpHandle {
     pub fn ship_partial(&self, order_id: &str, lines: &[(&str, i64)]) -> Result<Value, ErpError> {
         let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
         self.inner.ship_lines(order_id, &lines)
+    }
+
+    /// An order entered directly in the ERP by a sales rep (reference `rep/<n>`, lines from the
+    /// default location): it commits stock like any order, whatever the hub promised.
+    pub fn rep_order(&self, email: &str, lines: &[(&str, i64)]) -> Result<SalesOrder, ErpError> {
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        self.inner.rep_order(email, &lines)
     }
 
     /// Cancel an open order (releases committed stock).

@@ -53,9 +53,12 @@ pub struct SalesOrder {
     pub currency: String,
     pub lines: Vec<OrderLine>,
     pub status: ErpOrderStatus,
-    /// Quantity shipped so far per SKU.
+    /// Quantity shipped so far per SKU (taken from the SKU's lines in line order).
     pub shipped: BTreeMap<String, i64>,
-    pub location: String,
+    /// The ERP's acceptance version: the feed seq just before the order's stock commits were
+    /// emitted. Every stock figure that includes the order has a greater version; none that
+    /// doesn't.
+    pub version: String,
 }
 
 impl SalesOrder {
@@ -74,6 +77,28 @@ impl SalesOrder {
         rem
     }
 
+    /// Open quantity per (sku, location) in line order: a SKU's shipped units are taken from
+    /// its lines in line order (every line's `location` is set once the ERP accepted it).
+    pub fn remaining_at(&self) -> Vec<(String, String, i64)> {
+        let mut shipped = self.shipped.clone();
+        let mut out: Vec<(String, String, i64)> = Vec::new();
+        for l in &self.lines {
+            let loc = l.location.clone().unwrap_or_default();
+            let s = shipped.entry(l.sku.clone()).or_default();
+            let take = (*s).clamp(0, l.quantity);
+            *s -= take;
+            let left = l.quantity - take;
+            if left <= 0 {
+                continue;
+            }
+            match out.iter_mut().find(|(k, lo, _)| *k == l.sku && *lo == loc) {
+                Some(e) => e.2 += left,
+                None => out.push((l.sku.clone(), loc, left)),
+            }
+        }
+        out
+    }
+
     /// The canonical order record.
     pub fn record(&self) -> Value {
         let status = match self.status {
@@ -90,7 +115,7 @@ impl SalesOrder {
     /// The API representation.
     pub fn to_api(&self) -> Value {
         json!({"id": self.id, "reference": self.reference, "customer_id": self.customer_id,
-               "status": self.status, "record": self.record()})
+               "status": self.status, "version": self.version, "record": self.record()})
     }
 }
 
@@ -112,6 +137,7 @@ pub(crate) struct ErpState {
     next_customer: u64,
     next_order: u64,
     next_shipment: u64,
+    next_rep: u64,
 }
 
 impl ErpState {
@@ -322,7 +348,34 @@ impl ErpInner {
                 });
             }
         }
+        let so = self.accept(&mut st, reference, channel, o, customer_id, email);
+        drop(st);
+        self.schedule_ship(&so.id);
+        Ok((so, true))
+    }
+
+    /// Accept a validated order under the state lock: each line at its `location` (the
+    /// default location when it names none), committing stock there; counts units beyond the
+    /// ERP's own `on_hand − committed` in `oversold_units`.
+    fn accept(
+        &self,
+        st: &mut ErpState,
+        reference: String,
+        channel: String,
+        o: concord_core::model::Order,
+        customer_id: String,
+        email: String,
+    ) -> SalesOrder {
+        // Taken before the stock changes below are emitted (under the state lock, which every
+        // stock change holds): figures with a greater seq include this order, others don't.
+        let version = self.core.last_seq().to_string();
         st.next_order += 1;
+        let mut lines = o.lines.clone();
+        for l in &mut lines {
+            if l.location.as_deref().is_none_or(|x| x.trim().is_empty()) {
+                l.location = Some(self.opts.default_location.clone());
+            }
+        }
         let so = SalesOrder {
             id: format!("SO-{}", st.next_order),
             reference: reference.clone(),
@@ -331,26 +384,74 @@ impl ErpInner {
             customer_id,
             email,
             currency: o.currency.clone(),
-            lines: o.lines.clone(),
+            lines,
             status: ErpOrderStatus::Open,
             shipped: BTreeMap::new(),
-            location: self.opts.default_location.clone(),
+            version,
         };
-        for (sku, q) in so.remaining() {
-            let row = st
-                .stock
-                .entry((sku.clone(), so.location.clone()))
-                .or_default();
+        for (sku, loc, q) in so.remaining_at() {
+            let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
+            let free = (row.on_hand - row.committed).max(0);
+            if q > free {
+                self.core
+                    .counters
+                    .oversold_units
+                    .fetch_add((q - free) as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             row.committed += q;
-            self.stock_changed(&st, &sku, &so.location);
+            self.stock_changed(st, &sku, &loc);
         }
         st.order_by_ref.insert(reference, so.id.clone());
         st.orders.insert(so.id.clone(), so.clone());
         self.core.emit(Kind::Order, &so.id, so.record());
         self.core.count_writes(Kind::Order, 1);
+        so
+    }
+
+    /// An order a sales rep keys into the ERP directly (reference `rep/<n>`): the customer is
+    /// created when the e-mail is unknown; lines are taken from the default location.
+    pub fn rep_order(&self, email: &str, lines: &[(String, i64)]) -> Result<SalesOrder, ErpError> {
+        let c = validate(Kind::Customer, &json!({"email": email})).map_err(invalid)?;
+        let email = c["email"].as_str().unwrap_or_default().to_string();
+        let mut st = lock(&self.state);
+        let customer_id = match st.customer_by_email.get(&email) {
+            Some(id) => id.clone(),
+            None => {
+                st.next_customer += 1;
+                let id = format!("C-{}", st.next_customer);
+                st.customer_by_email.insert(email.clone(), id.clone());
+                st.customers.insert(id.clone(), c.clone());
+                self.core.emit(Kind::Customer, &id, c.clone());
+                id
+            }
+        };
+        st.next_rep += 1;
+        let number = st.next_rep.to_string();
+        let body = json!({"channel": "rep", "number": number, "customer": {"email": email},
+                          "currency": "USD",
+                          "lines": lines.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>()});
+        let o = validate(Kind::Order, &body).map_err(invalid)?;
+        let o: concord_core::model::Order =
+            serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
+        for (i, l) in o.lines.iter().enumerate() {
+            if self.core.record(Kind::Product, &l.sku).is_none() {
+                return Err(ErpError::UnknownSku {
+                    path: format!("lines[{i}].sku"),
+                    sku: l.sku.clone(),
+                });
+            }
+        }
+        let so = self.accept(
+            &mut st,
+            format!("rep/{number}"),
+            "rep".into(),
+            o,
+            customer_id,
+            email,
+        );
         drop(st);
         self.schedule_ship(&so.id);
-        Ok((so, true))
+        Ok(so)
     }
 
     pub fn cancel(&self, id: &str) -> Result<SalesOrder, ErpError> {
@@ -372,13 +473,10 @@ impl ErpInner {
             }
             ErpOrderStatus::Open => {}
         }
-        for (sku, q) in so.remaining() {
-            let row = st
-                .stock
-                .entry((sku.clone(), so.location.clone()))
-                .or_default();
+        for (sku, loc, q) in so.remaining_at() {
+            let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
             row.committed = (row.committed - q).max(0);
-            self.stock_changed(&st, &sku, &so.location);
+            self.stock_changed(&st, &sku, &loc);
         }
         let mut so = so;
         so.status = ErpOrderStatus::Cancelled;
@@ -447,15 +545,22 @@ impl ErpInner {
         st.shipments.push(shipment.clone());
         self.core
             .emit(Kind::Shipment, &format!("SH-{n}"), shipment.clone());
+        let open = so.remaining_at();
         for (sku, q) in &merged {
-            let row = st
-                .stock
-                .entry((sku.clone(), so.location.clone()))
-                .or_default();
-            row.on_hand = (row.on_hand - q).max(0);
-            row.committed = (row.committed - q).max(0);
+            // From the SKU's open lines in line order, each at its own location.
+            let mut left = *q;
+            for (_, loc, avail) in open.iter().filter(|(s, _, _)| s == sku) {
+                let take = left.min(*avail);
+                if take <= 0 {
+                    continue;
+                }
+                left -= take;
+                let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
+                row.on_hand = (row.on_hand - take).max(0);
+                row.committed = (row.committed - take).max(0);
+                self.stock_changed(&st, sku, loc);
+            }
             *so.shipped.entry(sku.clone()).or_default() += q;
-            self.stock_changed(&st, sku, &so.location);
         }
         if so.remaining().is_empty() {
             so.status = ErpOrderStatus::Shipped;

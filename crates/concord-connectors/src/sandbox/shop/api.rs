@@ -38,6 +38,7 @@ fn fail(e: ShopError) -> Response {
         ShopError::NotFound { .. } => StatusCode::NOT_FOUND,
         ShopError::Conflict(_) | ShopError::OutOfStock { .. } => StatusCode::CONFLICT,
         ShopError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ShopError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
 }
@@ -194,7 +195,7 @@ async fn checkout(State(s): S, b: Bytes) -> Response {
         Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
     };
     let lines: Vec<(String, i64)> = c.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
-    match s.place_order(&c.email, c.name.as_deref(), &lines) {
+    match s.checkout(&c.email, c.name.as_deref(), &lines).await {
         Ok(p) => match s.order(&p.id) {
             Some(o) => (StatusCode::CREATED, Json(o.to_api(&s.opts.name))).into_response(),
             None => not_found("order", &p.id),

@@ -23,7 +23,8 @@
 //!   `partially_shipped` or `shipped` by quantities.
 //! - `POST /api/orders/{id}/cancel` → order (restocks; idempotent; fulfilled → 409).
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
-//!   stock (the same checkout as `place_order`).
+//!   stock | 503 hub unavailable (the same checkout as [`ShopHandle::checkout`]: through the
+//!   hub's stock pool when `ShopOptions::hub` is set, else from the store's own inventory).
 //! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, customer,
 //!   order; ids: sku, `sku@location`, `cus_n`, `ord_n`. Stock records are
 //!   `{"sku","location","on_hand":available,"committed":0}`.
@@ -32,6 +33,7 @@
 //! Must never: reach any other system than the webhook receiver, or persist anything.
 
 mod api;
+mod hub;
 mod state;
 
 pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus};
@@ -64,6 +66,19 @@ pub struct ShopOptions {
     pub webhook_kinds: Option<Vec<Kind>>,
     /// Most events per webhook POST (default 100).
     pub webhook_batch: usize,
+    /// Check out through the hub's stock pool ([`ShopHandle::checkout`]); `None` = the store
+    /// sells from its own inventory copy.
+    pub hub: Option<HubCheckout>,
+}
+
+/// Where the storefront reserves stock at checkout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubCheckout {
+    /// The hub's HTTP address, `http://host:port`.
+    pub base_url: String,
+    /// The pool channel this store sells as (`[inventory.channels.NAME]`), normally its
+    /// endpoint name.
+    pub channel: String,
 }
 
 impl Default for ShopOptions {
@@ -75,6 +90,7 @@ impl Default for ShopOptions {
             webhook_secret: None,
             webhook_kinds: None,
             webhook_batch: 100,
+            hub: None,
         }
     }
 }
@@ -97,6 +113,7 @@ impl ShopSim {
             state: Mutex::new(ShopState::default()),
             opts,
             watchers: Mutex::new(Vec::new()),
+            http: reqwest::Client::new(),
         });
         core.serve(listener, api::router(inner.clone())).await;
         Ok(ShopHandle { inner })
@@ -109,6 +126,8 @@ pub(crate) struct ShopInner {
     pub opts: ShopOptions,
     /// Receivers of [`InventorySet`] (see [`ShopHandle::watch_inventory`]).
     pub watchers: Mutex<Vec<mpsc::UnboundedSender<InventorySet>>>,
+    /// Client for the hub (checkout through the hub).
+    pub http: reqwest::Client,
 }
 
 /// One inventory level set at the storefront (through `POST /api/inventory/set` or
@@ -170,6 +189,19 @@ impl ShopHandle {
     ) -> Result<PlacedOrder, ShopError> {
         let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
         self.inner.place_order(email, Some(name), &lines)
+    }
+
+    /// The checkout `POST /api/checkout` runs: through the hub's stock pool when
+    /// [`ShopOptions::hub`] is set (see the `hub` module: reserve, commit, place; a 409 from the
+    /// hub is [`ShopError::OutOfStock`]), else exactly [`ShopHandle::place_order`].
+    pub async fn checkout(
+        &self,
+        email: &str,
+        name: &str,
+        lines: &[(&str, i64)],
+    ) -> Result<PlacedOrder, ShopError> {
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        self.inner.checkout(email, Some(name), &lines).await
     }
 
     /// Create or replace a product (canonical JSON).

@@ -29,6 +29,9 @@ pub enum ShopError {
     NotFound { what: &'static str, id: String },
     #[error("{0}")]
     Conflict(String),
+    /// The hub's stock pool could not be asked (checkout through the hub only).
+    #[error("the hub is unavailable: {0}")]
+    Unavailable(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,9 +62,12 @@ pub struct ShopOrder {
     pub lines: Vec<OrderLine>,
     pub status: ShopOrderStatus,
     pub fulfillments: Vec<Fulfillment>,
-    /// Where each unit was taken from: (sku, location, quantity).
+    /// Where each unit was taken from the store's own inventory: (sku, location, quantity).
+    /// Empty for a checkout through the hub (the hub's pool holds the stock).
     pub allocations: Vec<(String, String, i64)>,
     pub placed_at: String,
+    /// The hub reservation this order was checked out against (checkout through the hub).
+    pub reservation: Option<String>,
 }
 
 /// What a successful checkout returns.
@@ -72,6 +78,8 @@ pub struct PlacedOrder {
     /// The canonical order key, `channel/number`.
     pub key: String,
     pub total_minor: i64,
+    /// The hub reservation it was checked out against (checkout through the hub).
+    pub reservation: Option<String>,
 }
 
 impl ShopOrder {
@@ -309,13 +317,13 @@ impl ShopInner {
         lock(&self.state).customers.get(id).map(|c| with_id(id, c))
     }
 
-    /// The checkout: all lines or nothing.
-    pub fn place_order(
+    /// Validate a checkout's customer and lines: `(customer, lines trimmed, quantity per SKU)`.
+    pub fn prepare(
         &self,
         email: &str,
         name: Option<&str>,
         lines: &[(String, i64)],
-    ) -> Result<PlacedOrder, ShopError> {
+    ) -> Result<(Value, Vec<(String, i64)>, BTreeMap<String, i64>), ShopError> {
         let mut cust = json!({"email": email});
         if let Some(n) = name.filter(|n| !n.trim().is_empty()) {
             cust["name"] = json!(n);
@@ -327,14 +335,32 @@ impl ShopInner {
             ));
         }
         let mut wanted: BTreeMap<String, i64> = BTreeMap::new();
+        let mut trimmed = Vec::with_capacity(lines.len());
         for (i, (sku, q)) in lines.iter().enumerate() {
             if *q <= 0 {
                 return Err(ShopError::Invalid(format!(
                     "lines[{i}].quantity: must be greater than 0, got {q}"
                 )));
             }
+            if sku.trim().is_empty() {
+                return Err(ShopError::Invalid(format!(
+                    "lines[{i}].sku: must not be empty"
+                )));
+            }
             *wanted.entry(sku.trim().to_string()).or_default() += q;
+            trimmed.push((sku.trim().to_string(), *q));
         }
+        Ok((cust, trimmed, wanted))
+    }
+
+    /// The checkout: all lines or nothing.
+    pub fn place_order(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        lines: &[(String, i64)],
+    ) -> Result<PlacedOrder, ShopError> {
+        let (cust, lines, wanted) = self.prepare(email, name, lines)?;
         let mut st = lock(&self.state);
         for (sku, q) in &wanted {
             let available: i64 = st.levels(sku).values().sum();
@@ -361,9 +387,58 @@ impl ShopInner {
                 }
             }
         }
-        self.ensure_customer(&mut st, cust.clone());
         st.next_order += 1;
         let n = st.next_order;
+        let lines = lines
+            .iter()
+            .map(|(sku, q)| (sku.clone(), *q, None))
+            .collect::<Vec<_>>();
+        let placed = self.insert_order(&mut st, n, cust, &lines, allocations.clone(), None);
+        for (sku, loc, _) in &allocations {
+            self.stock_changed(&st, sku, loc);
+        }
+        Ok(placed)
+    }
+
+    /// Reserve the next order number (for a checkout through the hub, which commits the
+    /// reservation under that number before the order exists).
+    pub fn next_number(&self) -> u64 {
+        let mut st = lock(&self.state);
+        st.next_order += 1;
+        st.next_order
+    }
+
+    /// Place order `n` with lines `(sku, quantity, location)` the hub reserved: no check against
+    /// the store's own inventory copy (the hub said yes; the copy may lag), and the copy is
+    /// left to the hub, which pushes the new available-to-sell after every reservation.
+    pub fn place_reserved(
+        &self,
+        n: u64,
+        cust: Value,
+        lines: &[(String, i64, Option<String>)],
+        reservation: &str,
+    ) -> PlacedOrder {
+        let mut st = lock(&self.state);
+        self.insert_order(
+            &mut st,
+            n,
+            cust,
+            lines,
+            Vec::new(),
+            Some(reservation.to_string()),
+        )
+    }
+
+    fn insert_order(
+        &self,
+        st: &mut ShopState,
+        n: u64,
+        cust: Value,
+        lines: &[(String, i64, Option<String>)],
+        allocations: Vec<(String, String, i64)>,
+        reservation: Option<String>,
+    ) -> PlacedOrder {
+        self.ensure_customer(st, cust.clone());
         let order = ShopOrder {
             id: format!("ord_{n}"),
             number: (1000 + n).to_string(),
@@ -371,27 +446,26 @@ impl ShopInner {
             name: cust["name"].as_str().map(str::to_string),
             lines: lines
                 .iter()
-                .map(|(sku, q)| OrderLine {
+                .map(|(sku, q, location)| OrderLine {
                     line_id: None,
-                    sku: sku.trim().to_string(),
+                    sku: sku.clone(),
                     quantity: *q,
-                    unit_price_minor: self.price_of(sku.trim()),
+                    unit_price_minor: self.price_of(sku),
                     ship_to: None,
+                    location: location.clone(),
                 })
                 .collect(),
             status: ShopOrderStatus::Placed,
             fulfillments: Vec::new(),
-            allocations: allocations.clone(),
+            allocations,
             placed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            reservation,
         };
         let channel = &self.opts.name;
         st.orders.insert(order.id.clone(), order.clone());
         self.core
             .emit(Kind::Order, &order.id, order.record(channel));
-        for (sku, loc, _) in &allocations {
-            self.stock_changed(&st, sku, loc);
-        }
-        Ok(PlacedOrder {
+        PlacedOrder {
             id: order.id.clone(),
             number: order.number.clone(),
             key: format!("{channel}/{}", order.number),
@@ -400,7 +474,8 @@ impl ShopInner {
                 .iter()
                 .map(|l| l.quantity * l.unit_price_minor)
                 .sum(),
-        })
+            reservation: order.reservation.clone(),
+        }
     }
 
     pub fn order(&self, id: &str) -> Option<ShopOrder> {
