@@ -20,6 +20,13 @@
 //!
 //! `lost` is the number of SKUs whose final level at the storefront differs from the ERP once
 //! the engine has drained; it must be 0. Build with `--release` for real figures.
+//!
+//! Case `reservations`: concurrent storefront reservations over HTTP on hot SKUs, checked for
+//! oversell afterwards (see [`reservations`]).
+//!
+//! With no arguments every case runs with its defaults.
+
+mod reservations;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -61,6 +68,8 @@ struct Cli {
 enum Case {
     /// Durable pipeline throughput and latency, sandbox ERP webhook → sandbox storefront.
     Pipeline(PipelineArgs),
+    /// Concurrent reservations over HTTP on hot SKUs; verifies that nothing is oversold.
+    Reservations(reservations::ReservationsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -146,10 +155,17 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let args = match cli.case {
-        Some(Case::Pipeline(a)) => a,
-        None => PipelineArgs::default(),
-    };
+    match cli.case {
+        Some(Case::Pipeline(a)) => pipeline(a).await,
+        Some(Case::Reservations(a)) => reservations::run(&a).await,
+        None => {
+            pipeline(PipelineArgs::default()).await?;
+            reservations::run(&reservations::ReservationsArgs::default()).await
+        }
+    }
+}
+
+async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
     if args.skus == 0 {
         bail!("--skus must be at least 1");
     }
