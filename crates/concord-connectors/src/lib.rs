@@ -8,13 +8,14 @@
 //! Must never: touch the store, sleep or retry (the engine does that), or decide routing.
 
 pub mod sandbox;
+pub mod tryton;
 
 use concord_engine::connector::{BuildError, Connector, EndpointSpec};
 use std::sync::Arc;
 
 /// Connector type names [`build`] knows.
 pub fn connector_types() -> &'static [&'static str] {
-    &["sandbox-erp", "sandbox-shop"]
+    &["sandbox-erp", "sandbox-shop", "tryton"]
 }
 
 /// Build the connector an endpoint names.
@@ -22,6 +23,7 @@ pub fn build(spec: &EndpointSpec) -> Result<Arc<dyn Connector>, BuildError> {
     match spec.connector.as_str() {
         "sandbox-erp" => Ok(Arc::new(sandbox::SandboxErpConnector::new(spec)?)),
         "sandbox-shop" => Ok(Arc::new(sandbox::SandboxShopConnector::new(spec)?)),
+        "tryton" => Ok(Arc::new(tryton::TrytonConnector::new(spec)?)),
         other => Err(BuildError {
             path: "connector".into(),
             message: format!(

@@ -1,0 +1,462 @@
+//! The Tryton JSON-RPC client: one `POST <url>/<database>/rpc/` per call with
+//! `{"id","method","params"}`, a session from `common.db.login`, and every failure classified
+//! the engine's way.
+//!
+//! API reference followed: Tryton 8.2, `trytond/protocols/jsonrpc.py` and
+//! `trytond/protocols/dispatcher.py` — JSON-RPC 1.0-style bodies, answered HTTP 200 with either
+//! `{"result"}` or `{"error": [name, args]}`; HTTP 401 for a missing or expired session; 429 after
+//! too many failed logins; `Authorization: Session base64(login:user_id:token)`. Model methods are
+//! `model.<name>.<method>` and take the context as their last parameter.
+//!
+//! Sessions: the client logs in lazily on the first call and keeps the session. When a call is
+//! answered 401 (the session expired or the server restarted and lost it), the client logs in
+//! again and resends that one call, **once**. That is not a retry loop: a 401 on a fresh session,
+//! or any other failure, is classified and returned to the engine, which owns retries, backoff
+//! and the breaker.
+//!
+//! Classification: connection refused → `Unavailable`; timeout/reset → `Transient`; HTTP status
+//! through `classify_status`; RPC errors by name — `UserError`, `UserWarning`, `AccessError` and
+//! other validation errors are `Permanent` (the same request will fail again), lock and
+//! concurrency errors (`DatabaseOperationalError`, `ConcurrencyException`, "database is locked")
+//! are `Transient`; unknown server exceptions are `Permanent` (they are bugs the same request
+//! would hit again; the dead letter keeps the message).
+//!
+//! Must never: sleep, loop to retry, or log the password or the session token.
+
+use crate::sandbox::client::transport_error;
+use concord_engine::connector::{classify_status, DeliveryError};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// A logged-in session.
+#[derive(Clone)]
+struct Session {
+    /// `Session base64(login:uid:token)`.
+    header: String,
+    /// The user's context (`company`, `companies`, `language`, …) from `get_preferences`.
+    context: Value,
+    /// Bumped on every login, so concurrent callers that all saw a 401 log in only once.
+    generation: u64,
+}
+
+/// JSON-RPC client bound to one database.
+pub struct Rpc {
+    http: reqwest::Client,
+    url: String,
+    user: String,
+    password: String,
+    session: Mutex<Option<Session>>,
+    logins: AtomicU64,
+    ids: AtomicU64,
+}
+
+impl std::fmt::Debug for Rpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rpc")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Building the client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    #[error("`{0}` must be an http:// or https:// URL")]
+    Url(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+impl Rpc {
+    /// No I/O. `base` is the server's root URL, `database` the Tryton database name.
+    pub fn new(
+        base: &str,
+        database: &str,
+        user: &str,
+        password: &str,
+        timeout: Duration,
+    ) -> Result<Rpc, ClientError> {
+        let parsed = reqwest::Url::parse(base).map_err(|_| ClientError::Url(base.into()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ClientError::Url(base.into()));
+        }
+        let timeout = if timeout.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            timeout
+        };
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        Ok(Rpc {
+            http,
+            url: format!("{}/{}/rpc/", base.trim_end_matches('/'), database),
+            user: user.to_string(),
+            password: password.to_string(),
+            session: Mutex::new(None),
+            logins: AtomicU64::new(0),
+            ids: AtomicU64::new(1),
+        })
+    }
+
+    /// How many times this client has logged in (tests check re-login).
+    pub fn logins(&self) -> u64 {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// The user's context (company, language); logs in when needed.
+    pub async fn context(&self) -> Result<Value, DeliveryError> {
+        Ok(self.session(None).await?.context)
+    }
+
+    /// Call `method` with `params`; model methods get the session's context appended (merged
+    /// with `extra_context`). Re-logs in once on 401.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: Vec<Value>,
+        extra_context: Option<&Value>,
+    ) -> Result<Value, DeliveryError> {
+        let session = self.session(None).await?;
+        match self
+            .send(method, &params, extra_context, Some(&session))
+            .await
+        {
+            Err(Unauthorized) => {
+                // The session is gone (expired, server restarted): log in again and resend this
+                // call once. A second 401 is returned as a failure, not retried here.
+                let fresh = self.session(Some(session.generation)).await?;
+                match self
+                    .send(method, &params, extra_context, Some(&fresh))
+                    .await
+                {
+                    Err(Unauthorized) => Err(DeliveryError::Permanent {
+                        reason: format!(
+                            "Tryton answered 401 to `{method}` right after a fresh login as `{}`",
+                            self.user
+                        ),
+                    }),
+                    Ok(r) => r,
+                }
+            }
+            Ok(r) => r,
+        }
+    }
+
+    /// A model method: `model.<model>.<method>`.
+    pub async fn model(
+        &self,
+        model: &str,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Value, DeliveryError> {
+        self.call(&format!("model.{model}.{method}"), params, None)
+            .await
+    }
+
+    /// `search_read(domain, offset, limit, order, fields)`.
+    pub async fn search_read(
+        &self,
+        model: &str,
+        domain: Value,
+        limit: Option<usize>,
+        order: Value,
+        fields: &[&str],
+    ) -> Result<Vec<Value>, DeliveryError> {
+        let r = self
+            .model(
+                model,
+                "search_read",
+                vec![domain, json!(0), json!(limit), order, json!(fields)],
+            )
+            .await?;
+        rows(r, model)
+    }
+
+    /// `read(ids, fields)` with an extra context (e.g. `locations` for quantities).
+    pub async fn read_ctx(
+        &self,
+        model: &str,
+        ids: &[i64],
+        fields: &[&str],
+        ctx: &Value,
+    ) -> Result<Vec<Value>, DeliveryError> {
+        let r = self
+            .call(
+                &format!("model.{model}.read"),
+                vec![json!(ids), json!(fields)],
+                Some(ctx),
+            )
+            .await?;
+        rows(r, model)
+    }
+
+    /// The current session, or a new one when there is none or it is the generation
+    /// `stale` (the one a 401 was answered to).
+    async fn session(&self, stale: Option<u64>) -> Result<Session, DeliveryError> {
+        let mut guard = self.session.lock().await;
+        if let Some(s) = guard.as_ref() {
+            if Some(s.generation) != stale {
+                return Ok(s.clone());
+            }
+        }
+        let login = self
+            .send(
+                "common.db.login",
+                &[
+                    json!(self.user),
+                    json!({"password": self.password}),
+                    json!("en"),
+                ],
+                None,
+                None,
+            )
+            .await
+            .map_err(|Unauthorized| DeliveryError::Permanent {
+                reason: format!("Tryton refused the login of `{}` (401)", self.user),
+            })?
+            .map_err(|e| match e {
+                DeliveryError::Permanent { reason } => DeliveryError::Permanent {
+                    reason: format!("login as `{}` failed: {reason}", self.user),
+                },
+                other => other,
+            })?;
+        let (uid, token) = match (
+            login.get(0).and_then(Value::as_i64),
+            login.get(1).and_then(Value::as_str),
+        ) {
+            (Some(u), Some(t)) => (u, t.to_string()),
+            _ => {
+                return Err(DeliveryError::Permanent {
+                    reason: format!(
+                        "login as `{}` failed (wrong password or unknown user)",
+                        self.user
+                    ),
+                })
+            }
+        };
+        let header = format!(
+            "Session {}",
+            base64(format!("{}:{uid}:{token}", self.user).as_bytes())
+        );
+        let generation = self.logins.fetch_add(1, Ordering::Relaxed) + 1;
+        let partial = Session {
+            header,
+            context: json!({}),
+            generation,
+        };
+        let prefs = self
+            .send(
+                "model.res.user.get_preferences",
+                &[json!(true)],
+                None,
+                Some(&partial),
+            )
+            .await
+            .map_err(|Unauthorized| DeliveryError::Transient {
+                reason: "Tryton dropped the session right after login".into(),
+                retry_after: None,
+            })??;
+        let mut context = serde_json::Map::new();
+        // Only what company-owned records need; the full preferences carry UI settings.
+        for key in ["company", "companies", "language", "employee"] {
+            if let Some(v) = prefs.get(key).filter(|v| !v.is_null()) {
+                context.insert(key.to_string(), v.clone());
+            }
+        }
+        let s = Session {
+            context: Value::Object(context),
+            ..partial
+        };
+        *guard = Some(s.clone());
+        Ok(s)
+    }
+
+    /// One HTTP request. `Err(Unauthorized)` for a 401; otherwise the result or the classified
+    /// failure.
+    async fn send(
+        &self,
+        method: &str,
+        params: &[Value],
+        extra_context: Option<&Value>,
+        session: Option<&Session>,
+    ) -> Result<Result<Value, DeliveryError>, Unauthorized> {
+        let mut params = params.to_vec();
+        if let Some(s) = session {
+            if method.starts_with("model.") {
+                let mut ctx = s.context.clone();
+                if let (Some(c), Some(Value::Object(extra))) = (ctx.as_object_mut(), extra_context)
+                {
+                    for (k, v) in extra {
+                        c.insert(k.clone(), v.clone());
+                    }
+                }
+                params.push(ctx);
+            }
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let body = json!({"id": id, "method": method, "params": params});
+        let mut req = self.http.post(&self.url).json(&body);
+        if let Some(s) = session {
+            req = req.header(reqwest::header::AUTHORIZATION, &s.header);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(transport_error(&e))),
+        };
+        let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED && session.is_some() {
+            return Err(Unauthorized);
+        }
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(transport_error(&e))),
+        };
+        if !status.is_success() {
+            return Ok(Err(classify_status(
+                status.as_u16(),
+                retry_after.as_deref(),
+                &text,
+            )));
+        }
+        let v: Value = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(Err(DeliveryError::Transient {
+                    reason: format!("`{method}`: malformed JSON-RPC answer: {e}"),
+                    retry_after: None,
+                }))
+            }
+        };
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            return Ok(Err(classify_rpc_error(method, err)));
+        }
+        Ok(Ok(v.get("result").cloned().unwrap_or(Value::Null)))
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), for the `Session` header.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ABC[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A 401 answer (handled by re-login in [`Rpc::call`]).
+struct Unauthorized;
+
+fn rows(v: Value, model: &str) -> Result<Vec<Value>, DeliveryError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(DeliveryError::Transient {
+            reason: format!("`{model}` answered a non-list: {other}"),
+            retry_after: None,
+        }),
+    }
+}
+
+/// Classify `{"error": [name, args]}`.
+pub fn classify_rpc_error(method: &str, err: &Value) -> DeliveryError {
+    let name = err
+        .get(0)
+        .and_then(Value::as_str)
+        .unwrap_or("unknown error");
+    // UserError args: [message, description, domain]; others: whatever the server sent.
+    let detail = match err.get(1) {
+        Some(Value::Array(a)) => a
+            .iter()
+            .take(2)
+            .filter_map(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" — "),
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let mut reason = format!("Tryton `{method}`: {name}");
+    if !detail.is_empty() {
+        let snippet: String = detail.chars().take(400).collect();
+        reason.push_str(": ");
+        reason.push_str(&snippet);
+    }
+    let transient = ["DatabaseOperationalError", "ConcurrencyException"]
+        .iter()
+        .any(|t| name.contains(t))
+        || name.contains("database is locked")
+        || detail.contains("database is locked");
+    if name.contains("RateLimit") {
+        DeliveryError::RateLimited {
+            reason,
+            retry_after: None,
+        }
+    } else if transient {
+        DeliveryError::Transient {
+            reason,
+            retry_after: None,
+        }
+    } else {
+        DeliveryError::Permanent { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_errors_are_classified_by_name() {
+        let e = classify_rpc_error(
+            "model.sale.sale.create",
+            &json!(["UserError", ["The field \"Party\" is required.", "", null]]),
+        );
+        assert!(e.is_permanent(), "{e}");
+        assert!(e.to_string().contains("Party"), "{e}");
+        let e = classify_rpc_error("x", &json!(["DatabaseOperationalError", []]));
+        assert!(matches!(e, DeliveryError::Transient { .. }));
+        let e = classify_rpc_error("x", &json!(["database is locked", ["tb"]]));
+        assert!(matches!(e, DeliveryError::Transient { .. }));
+        assert!(classify_rpc_error("x", &json!("weird")).is_permanent());
+    }
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"admin:1:abc"), "YWRtaW46MTphYmM=");
+    }
+
+    #[test]
+    fn urls_and_debug_hide_the_password() {
+        let r = Rpc::new("http://h:1/", "db", "u", "secret", Duration::ZERO).unwrap();
+        assert_eq!(r.url, "http://h:1/db/rpc/");
+        assert!(!format!("{r:?}").contains("secret"));
+        assert!(Rpc::new("ftp://h", "db", "u", "p", Duration::ZERO).is_err());
+    }
+}

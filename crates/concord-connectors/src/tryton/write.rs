@@ -1,0 +1,621 @@
+//! Writing canonical records into Tryton: sales from channel orders (idempotent on the sale's
+//! `reference`), their cancellation, customers (parties correlated by e-mail) and products
+//! (by code, for migrations).
+//!
+//! Idempotency of order creates: the sale is looked up by `reference` (= the canonical order key
+//! `channel/number`) before anything is created, and a sale found in an earlier state (a crash
+//! between create and confirm) is moved on along `sale_flow` instead of being created again. So a
+//! replayed op, or a Concord killed between Tryton's create and its own bookkeeping, finds the
+//! sale and never makes a second one. (Two deliveries of the same key are never in flight at
+//! once: the engine keeps one in flight per key.)
+//!
+//! Must never: create a sale whose reference already exists, or guess a product: an unknown SKU
+//! is a permanent failure naming it.
+
+use super::config::SaleFlow;
+use super::mapping::{address_to_tryton, changed_at, format_ts, just_before, minor_to_decimal};
+use super::TrytonConnector;
+use concord_core::Kind;
+use concord_engine::connector::{DeliveryError, WriteOp, WriteOutcome};
+use serde_json::{json, Value};
+
+fn permanent(reason: impl Into<String>) -> DeliveryError {
+    DeliveryError::Permanent {
+        reason: reason.into(),
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn first_id(v: &Value) -> Option<i64> {
+    v.as_array()?.first()?.as_i64()
+}
+
+impl TrytonConnector {
+    pub(super) async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        match (op.kind, op.op.as_str()) {
+            (Kind::Order, "cancel") => self.cancel_sale(op).await,
+            (Kind::Order, "create" | "upsert" | "update" | "update_only") => {
+                self.upsert_sale(op).await
+            }
+            (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
+                self.upsert_party(op).await
+            }
+            (Kind::Product, "create" | "upsert" | "update" | "update_only") => {
+                self.upsert_product(op).await
+            }
+            (kind, o) => Ok(WriteOutcome::Failed(permanent(format!(
+                "the tryton connector cannot `{o}` a {kind}"
+            )))),
+        }
+    }
+
+    /// The sale with this reference: (id, state).
+    async fn find_sale(&self, reference: &str) -> Result<Option<(i64, String)>, DeliveryError> {
+        let rows = self
+            .rpc
+            .search_read(
+                "sale.sale",
+                json!([["reference", "=", reference]]),
+                Some(2),
+                json!([["id", "ASC"]]),
+                &["state"],
+            )
+            .await?;
+        Ok(rows.first().and_then(|r| {
+            Some((
+                r.get("id")?.as_i64()?,
+                r.get("state")?.as_str()?.to_string(),
+            ))
+        }))
+    }
+
+    async fn upsert_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let reference = op.key.trim();
+        if reference.is_empty() {
+            return Err(permanent(
+                "an order without a key cannot be made idempotent",
+            ));
+        }
+        let (sale, mut state) = match self.find_sale(reference).await? {
+            Some(found) => found,
+            None if op.op == "update_only" => return Ok(WriteOutcome::NoMatch),
+            None => (self.create_sale(op).await?, "draft".to_string()),
+        };
+        // Move it along the configured flow (also finishes what a crash left half done).
+        let call = |m: &'static str| self.rpc.model("sale.sale", m, vec![json!([sale])]);
+        if state == "draft" {
+            call("quote").await?;
+            state = "quotation".into();
+        }
+        if state == "quotation" && self.opts.sale_flow != SaleFlow::Quote {
+            call("confirm").await?;
+            state = "confirmed".into();
+        }
+        if self.opts.sale_flow == SaleFlow::Process && state == "confirmed" {
+            call("process").await?;
+        }
+        Ok(WriteOutcome::Done {
+            external_id: Some(sale.to_string()),
+            version: self.sale_watermark(sale).await?,
+        })
+    }
+
+    /// One microsecond before the sale's first stock move was created (or before the sale's
+    /// last write when it has no move yet): every stock figure that includes the order has a
+    /// greater version.
+    async fn sale_watermark(&self, sale: i64) -> Result<Option<String>, DeliveryError> {
+        let moves = self
+            .rpc
+            .search_read(
+                "stock.move",
+                json!([["origin.sale", "=", sale, "sale.line"]]),
+                None,
+                json!([["id", "ASC"]]),
+                &["create_date"],
+            )
+            .await?;
+        let first_move = moves
+            .iter()
+            .filter_map(|m| {
+                m.get("create_date")
+                    .and_then(super::mapping::ts_from_tryton)
+            })
+            .min();
+        if let Some(t) = first_move.as_deref().and_then(super::mapping::parse_ts) {
+            return Ok(Some(format_ts(just_before(t))));
+        }
+        let rows = self
+            .rpc
+            .read_ctx(
+                "sale.sale",
+                &[sale],
+                &["write_date", "create_date"],
+                &json!({}),
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(changed_at)
+            .map(|t| format_ts(just_before(t))))
+    }
+
+    async fn create_sale(&self, op: &WriteOp) -> Result<i64, DeliveryError> {
+        let p = &op.payload;
+        let company = self.company().await?;
+        let email = str_at(p, "/customer/email")
+            .ok_or_else(|| permanent("payload field `customer.email` is required"))?
+            .to_lowercase();
+        let party = match op
+            .refs
+            .get(&format!("customer:{email}"))
+            .and_then(|id| id.parse::<i64>().ok())
+        {
+            Some(id) => id,
+            None => match self.find_party(&email).await? {
+                Some(id) => id,
+                None => {
+                    let customer = json!({
+                        "email": email,
+                        "name": p.pointer("/customer/name").cloned().unwrap_or(Value::Null),
+                        "addresses": p.get("shipping_address").map(|a| vec![a.clone()]).unwrap_or_default(),
+                    });
+                    self.create_party(&customer).await?
+                }
+            },
+        };
+        let address = self.party_address(party, p.get("shipping_address")).await?;
+        let dir = self.directory(false).await?;
+        let warehouse = match &self.opts.order_warehouse {
+            Some(code) => dir
+                .warehouses
+                .iter()
+                .find(|(_, c)| c == code)
+                .map(|w| w.0)
+                .ok_or_else(|| permanent(format!("no warehouse `{code}` in Tryton")))?,
+            None => dir
+                .warehouses
+                .first()
+                .map(|w| w.0)
+                .ok_or_else(|| permanent("Tryton has no warehouse"))?,
+        };
+        let lines = p
+            .get("lines")
+            .and_then(Value::as_array)
+            .filter(|l| !l.is_empty())
+            .ok_or_else(|| permanent("payload field `lines` must be a non-empty list"))?;
+        let mut sale_lines = Vec::with_capacity(lines.len());
+        for (i, l) in lines.iter().enumerate() {
+            let sku = str_at(l, "/sku")
+                .ok_or_else(|| permanent(format!("payload field `lines[{i}].sku` is required")))?;
+            let (product, uom) = self.product_by_code(sku, op).await?.ok_or_else(|| {
+                permanent(format!(
+                    "lines[{i}]: no product with code `{sku}` in Tryton"
+                ))
+            })?;
+            let quantity = l.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+            if quantity <= 0 {
+                return Err(permanent(format!("lines[{i}].quantity must be positive")));
+            }
+            let price = l
+                .get("unit_price_minor")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            sale_lines.push(
+                json!({"type": "line", "product": product, "quantity": quantity,
+                                   "unit": uom, "unit_price": minor_to_decimal(price)}),
+            );
+        }
+        let mut sale = json!({
+            "party": party, "invoice_address": address, "shipment_address": address,
+            "warehouse": warehouse, "company": company, "reference": op.key.trim(),
+            "lines": [["create", sale_lines]],
+        });
+        if let Some(term) = self.payment_term(party).await? {
+            sale["payment_term"] = json!(term);
+        }
+        if let Some(code) = str_at(p, "/currency") {
+            let cur = self
+                .rpc
+                .search_read(
+                    "currency.currency",
+                    json!([["code", "=", code]]),
+                    Some(1),
+                    json!(null),
+                    &["id"],
+                )
+                .await?;
+            let id = cur
+                .first()
+                .and_then(|c| c.get("id"))
+                .and_then(Value::as_i64)
+                .ok_or_else(|| permanent(format!("currency `{code}` is not set up in Tryton")))?;
+            sale["currency"] = json!(id);
+        }
+        if let Some(number) = str_at(p, "/number") {
+            sale["description"] = json!(format!("Order {number}"));
+        }
+        let created = self
+            .rpc
+            .model("sale.sale", "create", vec![json!([sale])])
+            .await?;
+        first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("sale.sale.create answered {created}"),
+            retry_after: None,
+        })
+    }
+
+    async fn product_by_code(
+        &self,
+        sku: &str,
+        op: &WriteOp,
+    ) -> Result<Option<(i64, i64)>, DeliveryError> {
+        let known = op
+            .refs
+            .get(&format!("product:{sku}"))
+            .and_then(|id| id.parse::<i64>().ok());
+        let domain = match known {
+            Some(id) => json!([["id", "=", id]]),
+            None => json!([["code", "=", sku]]),
+        };
+        let rows = self
+            .rpc
+            .search_read(
+                "product.product",
+                domain,
+                Some(1),
+                json!(null),
+                &["default_uom"],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| Some((r.get("id")?.as_i64()?, r.get("default_uom")?.as_i64()?))))
+    }
+
+    async fn payment_term(&self, party: i64) -> Result<Option<i64>, DeliveryError> {
+        let rows = self
+            .rpc
+            .read_ctx(
+                "party.party",
+                &[party],
+                &["customer_payment_term"],
+                &json!({}),
+            )
+            .await?;
+        if let Some(t) = rows
+            .first()
+            .and_then(|r| r.get("customer_payment_term"))
+            .and_then(Value::as_i64)
+        {
+            return Ok(Some(t));
+        }
+        let Some(name) = &self.opts.payment_term else {
+            return Ok(None);
+        };
+        let rows = self
+            .rpc
+            .search_read(
+                "account.invoice.payment_term",
+                json!([["name", "=", name]]),
+                Some(1),
+                json!(null),
+                &["id"],
+            )
+            .await?;
+        rows.first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64)
+            .map(Some)
+            .ok_or_else(|| permanent(format!("options.payment_term: no payment term `{name}`")))
+    }
+
+    /// The party's first address; one is created (from `fallback`, else empty) when it has none.
+    async fn party_address(
+        &self,
+        party: i64,
+        fallback: Option<&Value>,
+    ) -> Result<i64, DeliveryError> {
+        let rows = self
+            .rpc
+            .search_read(
+                "party.address",
+                json!([["party", "=", party]]),
+                Some(1),
+                json!([["sequence", "ASC"], ["id", "ASC"]]),
+                &["id"],
+            )
+            .await?;
+        if let Some(id) = rows
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64)
+        {
+            return Ok(id);
+        }
+        let mut addr = match fallback {
+            Some(a) => address_to_tryton(a, self.country(a).await?),
+            None => json!({}),
+        };
+        addr["party"] = json!(party);
+        let created = self
+            .rpc
+            .model("party.address", "create", vec![json!([addr])])
+            .await?;
+        first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("party.address.create answered {created}"),
+            retry_after: None,
+        })
+    }
+
+    /// The Tryton country id of a canonical address's country, when Tryton has it.
+    async fn country(&self, address: &Value) -> Result<Option<i64>, DeliveryError> {
+        let Some(code) = str_at(address, "/country") else {
+            return Ok(None);
+        };
+        let rows = self
+            .rpc
+            .search_read(
+                "country.country",
+                json!([["code", "=", code.to_uppercase()]]),
+                Some(1),
+                json!(null),
+                &["id"],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64))
+    }
+
+    /// The party with this e-mail (case-insensitive), if any.
+    async fn find_party(&self, email: &str) -> Result<Option<i64>, DeliveryError> {
+        let rows = self
+            .rpc
+            .search_read(
+                "party.contact_mechanism",
+                json!([["type", "=", "email"], ["value", "ilike", email]]),
+                Some(1),
+                json!([["id", "ASC"]]),
+                &["party"],
+            )
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("party"))
+            .and_then(Value::as_i64))
+    }
+
+    async fn create_party(&self, c: &Value) -> Result<i64, DeliveryError> {
+        let email =
+            str_at(c, "/email").ok_or_else(|| permanent("payload field `email` is required"))?;
+        let name = str_at(c, "/name").unwrap_or(email);
+        let mut mechs = vec![json!({"type": "email", "value": email})];
+        if let Some(phone) = str_at(c, "/phone") {
+            mechs.push(json!({"type": "phone", "value": phone}));
+        }
+        let mut addresses = Vec::new();
+        for a in c
+            .get("addresses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            addresses.push(address_to_tryton(a, self.country(a).await?));
+        }
+        let mut party = json!({"name": name, "contact_mechanisms": [["create", mechs]]});
+        if !addresses.is_empty() {
+            party["addresses"] = json!([["create", addresses]]);
+        }
+        let created = self
+            .rpc
+            .model("party.party", "create", vec![json!([party])])
+            .await?;
+        first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("party.party.create answered {created}"),
+            retry_after: None,
+        })
+    }
+
+    /// Customers are correlated by e-mail: found → its name is updated when it differs (Tryton
+    /// keeps its own addresses); not found → created.
+    async fn upsert_party(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let email = str_at(&op.payload, "/email")
+            .ok_or_else(|| permanent("payload field `email` is required"))?
+            .to_lowercase();
+        let found = match op
+            .external_id
+            .as_deref()
+            .and_then(|i| i.parse::<i64>().ok())
+        {
+            Some(id) => Some(id),
+            None => self.find_party(&email).await?,
+        };
+        let id = match found {
+            Some(id) => {
+                if let Some(name) = str_at(&op.payload, "/name") {
+                    let cur = self
+                        .rpc
+                        .read_ctx("party.party", &[id], &["name"], &json!({}))
+                        .await?;
+                    if cur
+                        .first()
+                        .and_then(|r| r.get("name"))
+                        .and_then(Value::as_str)
+                        != Some(name)
+                    {
+                        self.rpc
+                            .model(
+                                "party.party",
+                                "write",
+                                vec![json!([id]), json!({"name": name})],
+                            )
+                            .await?;
+                    }
+                }
+                id
+            }
+            None if op.op == "update_only" => return Ok(WriteOutcome::NoMatch),
+            None => self.create_party(&op.payload).await?,
+        };
+        Ok(WriteOutcome::Done {
+            external_id: Some(id.to_string()),
+            version: None,
+        })
+    }
+
+    /// Products by code: found → name/active updated on its template; else a goods template
+    /// (unit "Unit", list price 0, the first accounting category) with one product is created.
+    async fn upsert_product(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let sku = str_at(&op.payload, "/sku")
+            .unwrap_or(op.key.trim())
+            .to_string();
+        let name = str_at(&op.payload, "/name").unwrap_or(&sku).to_string();
+        let active = op
+            .payload
+            .get("active")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let rows = self
+            .rpc
+            .search_read(
+                "product.product",
+                json!([["code", "=", sku], ["active", "in", [true, false]]]),
+                Some(1),
+                json!(null),
+                &["template"],
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            let (Some(id), Some(tpl)) = (
+                row.get("id").and_then(Value::as_i64),
+                row.get("template").and_then(Value::as_i64),
+            ) else {
+                return Err(permanent(format!("product `{sku}` has no template")));
+            };
+            self.rpc
+                .model(
+                    "product.template",
+                    "write",
+                    vec![json!([tpl]), json!({"name": name, "active": active})],
+                )
+                .await?;
+            return Ok(WriteOutcome::Done {
+                external_id: Some(id.to_string()),
+                version: None,
+            });
+        }
+        if op.op == "update_only" {
+            return Ok(WriteOutcome::NoMatch);
+        }
+        let unit = self
+            .rpc
+            .search_read(
+                "product.uom",
+                json!([["name", "=", "Unit"]]),
+                Some(1),
+                json!(null),
+                &["id"],
+            )
+            .await?
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64)
+            .ok_or_else(|| permanent("Tryton has no unit of measure `Unit`"))?;
+        let category = self
+            .rpc
+            .search_read(
+                "product.category",
+                json!([["accounting", "=", true]]),
+                Some(1),
+                json!([["id", "ASC"]]),
+                &["id"],
+            )
+            .await?
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64);
+        let mut tpl = json!({"name": name, "code": sku, "type": "goods", "default_uom": unit,
+                             "salable": true, "sale_uom": unit, "list_price": minor_to_decimal(0),
+                             "active": active, "products": [["create", [{}]]]});
+        if let Some(c) = category {
+            tpl["account_category"] = json!(c);
+        }
+        self.rpc
+            .model("product.template", "create", vec![json!([tpl])])
+            .await?;
+        let rows = self
+            .rpc
+            .search_read(
+                "product.product",
+                json!([["code", "=", sku], ["active", "in", [true, false]]]),
+                Some(1),
+                json!(null),
+                &["id"],
+            )
+            .await?;
+        Ok(WriteOutcome::Done {
+            external_id: rows
+                .first()
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_i64)
+                .map(|i| i.to_string()),
+            version: None,
+        })
+    }
+
+    /// Cancel the sale of this order: draft/quotation → cancelled; confirmed → back to draft,
+    /// then cancelled; already cancelled → done. A sale Tryton is processing (shipments exist)
+    /// cannot be cancelled from here: permanent, with the reason.
+    async fn cancel_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let found = match op
+            .external_id
+            .as_deref()
+            .and_then(|i| i.parse::<i64>().ok())
+        {
+            Some(id) => {
+                let rows = self
+                    .rpc
+                    .read_ctx("sale.sale", &[id], &["state"], &json!({}))
+                    .await?;
+                rows.first()
+                    .and_then(|r| r.get("state").and_then(Value::as_str))
+                    .map(|s| (id, s.to_string()))
+            }
+            None => self.find_sale(op.key.trim()).await?,
+        };
+        let Some((sale, state)) = found else {
+            return Err(permanent(format!(
+                "no sale with reference `{}` to cancel",
+                op.key
+            )));
+        };
+        let call = |m: &'static str| self.rpc.model("sale.sale", m, vec![json!([sale])]);
+        match state.as_str() {
+            "cancelled" => {}
+            "draft" | "quotation" => {
+                call("cancel").await?;
+            }
+            "confirmed" => {
+                call("draft").await?;
+                call("cancel").await?;
+            }
+            other => {
+                return Err(permanent(format!(
+                    "sale {sale} (`{}`) is {other} in Tryton: cancel its shipments there first",
+                    op.key
+                )))
+            }
+        }
+        Ok(WriteOutcome::Done {
+            external_id: Some(sale.to_string()),
+            version: None,
+        })
+    }
+}
