@@ -2,12 +2,18 @@
 //!
 //! It starts a sandbox ERP and two sandbox storefronts (real HTTP servers on 127.0.0.1), writes
 //! a normal configuration file for them into the demo's data directory, and runs the real engine
-//! on it with an embedded SQLite store. Traffic: stock changes in the ERP, checkouts in both
-//! stores (new and returning customers, one customer on credit hold), automatic shipping in the
-//! ERP, one store going down for a while, a burst of 429s from the ERP. Every second it prints
-//! one line; at the end it checks every system against the others and exits 0 only if nothing
-//! was lost: every order in the ERP exactly once (or dead-lettered with a reason), every stock
-//! position and every shipment agreeing across systems.
+//! on it with an embedded SQLite store. Both stores sell from one stock pool (design §5): they
+//! check out through the hub's `/v1/reservations`, concurrently, on the same SKUs, and a few hot
+//! SKUs have less stock than demand, so the hub refuses some checkouts (409). Traffic: goods
+//! receipts in the ERP, checkouts in both stores (new and returning customers, one customer on
+//! credit hold), abandoned carts (reservations cancelled or left to expire), automatic shipping
+//! in the ERP, one store going down for a while, a burst of 429s from the ERP. Every second it
+//! prints one line; at the end it checks every system against the others and exits 0 only if
+//! nothing was lost and nothing oversold: every order in the ERP exactly once (or dead-lettered
+//! with a reason), every shipment at its store, the hub's ledger equal to the ERP's figures,
+//! each store's inventory equal to the hub's available-to-sell for it, every reservation of an
+//! order the ERP has released (none stuck), and no unit accepted by the ERP beyond its own
+//! stock (`oversold_units`).
 //!
 //! Must never reach into the engine's internals: it drives the sandboxes from outside and reads
 //! the results from the systems themselves, as a user would.
@@ -16,10 +22,10 @@ use crate::wiring;
 use anyhow::Context;
 use clap::Args;
 use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_connectors::sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
 use concord_connectors::sandbox::Faults;
 use concord_engine::Engine;
-use concord_store::{DeadLetterFilter, ItemState};
+use concord_store::{DeadLetterFilter, ItemState, ReservationState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,9 +57,11 @@ pub struct DemoArgs {
 }
 
 const LOCATIONS: [&str; 2] = ["WH1", "WH2"];
-/// The locations that feed the stores (the stock flow's filter in demo.toml).
-const FED_LOCATIONS: [&str; 1] = ["WH1"];
 const HELD_CUSTOMER: &str = "held@example.com";
+/// The first SKUs are hot: little stock (per location), in every other checkout, rarely
+/// restocked — demand exceeds supply, so the hub refuses some checkouts.
+const HOT_SKUS: usize = 3;
+const HOT_STOCK: i64 = 4;
 
 struct Systems {
     erp: ErpHandle,
@@ -63,7 +71,11 @@ struct Systems {
 #[derive(Default)]
 struct Traffic {
     orders_placed: AtomicU64,
+    /// Refused by the hub's stock pool (409).
     orders_refused: AtomicU64,
+    /// Checkouts that failed for another reason (hub unreachable).
+    orders_failed: AtomicU64,
+    carts_abandoned: AtomicU64,
     stock_changes: AtomicU64,
     web2_down: AtomicBool,
     erp_throttled: AtomicBool,
@@ -99,12 +111,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             name: name.to_string(),
             webhook_url: Some(hook(name)),
             webhook_secret: Some(secret.clone()),
+            hub: Some(HubCheckout {
+                base_url: format!("http://{addr}"),
+                channel: name.to_string(),
+            }),
             ..ShopOptions::default()
         })
         .await?;
         shops.push((name.to_string(), shop));
     }
     erp.seed(args.skus, &LOCATIONS, 30)?;
+    for i in 1..=HOT_SKUS.min(args.skus) {
+        for loc in LOCATIONS {
+            erp.set_stock(&format!("SKU-{i:04}"), loc, HOT_STOCK)?;
+        }
+    }
 
     let store_path = dir.join("concord.sqlite");
     let config_path = dir.join("concord.toml");
@@ -128,7 +149,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     for (name, s) in &shops {
         println!("  {name:<5} {}  (sandbox storefront)", s.base_url());
     }
-    println!("  hub   http://{addr}  (/metrics, /healthz, webhooks at /hooks/<endpoint>)");
+    println!(
+        "  hub   http://{addr}  (/v1 storefront API, /metrics, /healthz, webhooks at /hooks/<endpoint>)"
+    );
+    println!(
+        "  both stores check out through the hub's stock pool; SKU-0001..SKU-{HOT_SKUS:04} are hot (demand > supply)"
+    );
     println!("  config {}", config_path.display());
 
     let systems = Arc::new(Systems { erp, shops });
@@ -143,6 +169,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         skus.clone(),
         args.clone(),
         total,
+        format!("http://{addr}"),
     ));
 
     let started = Instant::now();
@@ -153,7 +180,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             _ = ticker.tick() => {}
             _ = tokio::signal::ctrl_c() => { println!("\ninterrupted"); break; }
         }
-        print_line(&engine, &traffic, started.elapsed()).await;
+        print_line(&engine, &systems, &traffic, started.elapsed()).await;
         if total.is_some_and(|t| started.elapsed() >= t) {
             break;
         }
@@ -175,7 +202,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         report = verify(&engine, &systems, &skus).await?;
     }
     let ok = report.ok();
-    print_final(&engine, &traffic, &report, started.elapsed()).await?;
+    print_final(&engine, &systems, &traffic, &report, started.elapsed()).await?;
     running.stop().await;
     systems.erp.shutdown().await;
     for (_, s) in &systems.shops {
@@ -191,7 +218,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The traffic generator: stock changes, checkouts, an outage of web2 and a 429 burst at the ERP.
+/// The traffic generator: goods receipts, checkouts through the hub (concurrent, both stores),
+/// abandoned carts, an outage of web2 and a 429 burst at the ERP.
 async fn drive(
     sys: Arc<Systems>,
     t: Arc<Traffic>,
@@ -199,6 +227,7 @@ async fn drive(
     skus: Vec<String>,
     args: DemoArgs,
     total: Option<Duration>,
+    hub: String,
 ) {
     let started = Instant::now();
     // Outage of web2 from 30 % to 55 % of the run; 429s from the ERP from 60 % to 75 %.
@@ -210,9 +239,13 @@ async fn drive(
     let stock_per_tick = args.stock_changes_per_sec * tick.as_secs_f64();
     let (mut order_acc, mut stock_acc) = (0.0, 0.0);
     let mut held_sent = false;
+    let hot = HOT_SKUS.min(skus.len());
     let customers: Vec<String> = (1..=25)
         .map(|i| format!("buyer{i:02}@example.com"))
         .collect();
+    let http = reqwest::Client::new();
+    let mut checkouts = tokio::task::JoinSet::new();
+    let mut cart = 0u64;
     while !stop.load(Ordering::Acquire) {
         let el = started.elapsed();
         let cycle = Duration::from_nanos((el.as_nanos() % span.as_nanos().max(1)) as u64);
@@ -238,15 +271,15 @@ async fn drive(
         stock_acc += stock_per_tick;
         while stock_acc >= 1.0 {
             stock_acc -= 1.0;
-            let sku = &skus[fastrand::usize(..skus.len())];
-            let loc = LOCATIONS[fastrand::usize(..LOCATIONS.len())];
-            // Mostly receipts, sometimes shrinkage; never below zero.
-            let delta = if fastrand::u8(..10) < 7 {
-                fastrand::i64(1..=6)
+            // Goods receipts only (shrinkage would make the ERP itself short, which is not what
+            // `oversold` measures); the hot SKUs get one in ten.
+            let sku = if fastrand::u8(..10) == 0 || hot == skus.len() {
+                &skus[fastrand::usize(..skus.len())]
             } else {
-                -fastrand::i64(1..=3)
+                &skus[fastrand::usize(hot..skus.len())]
             };
-            if sys.erp.adjust_stock(sku, loc, delta).is_ok() {
+            let loc = LOCATIONS[fastrand::usize(..LOCATIONS.len())];
+            if sys.erp.adjust_stock(sku, loc, fastrand::i64(1..=6)).is_ok() {
                 t.stock_changes.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -258,7 +291,7 @@ async fn drive(
             } else {
                 fastrand::usize(..2)
             };
-            let (_, shop) = &sys.shops[shop_idx];
+            let (channel, shop) = &sys.shops[shop_idx];
             let email = if !held_sent && el >= span.mul_f64(0.2) {
                 held_sent = true;
                 HELD_CUSTOMER.to_string()
@@ -267,24 +300,79 @@ async fn drive(
             };
             let n_lines = fastrand::usize(1..=3);
             let mut lines: Vec<(String, i64)> = Vec::new();
-            for _ in 0..n_lines {
-                let sku = skus[fastrand::usize(..skus.len())].clone();
+            // A hot SKU in one checkout in four (never in the credit-hold customer's, whose
+            // order must reach the ERP to be refused there).
+            if hot > 0 && email != HELD_CUSTOMER && fastrand::u8(..4) == 0 {
+                lines.push((skus[fastrand::usize(..hot)].clone(), fastrand::i64(1..=3)));
+            }
+            while lines.len() < n_lines {
+                let sku = if email == HELD_CUSTOMER && hot < skus.len() {
+                    skus[fastrand::usize(hot..skus.len())].clone()
+                } else {
+                    skus[fastrand::usize(..skus.len())].clone()
+                };
                 if !lines.iter().any(|(s, _)| *s == sku) {
                     lines.push((sku, fastrand::i64(1..=3)));
+                } else if lines.len() >= skus.len() {
+                    break;
                 }
             }
-            let line_refs: Vec<(&str, i64)> = lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+            // One cart in eight is abandoned: reserved at the hub, then cancelled or left to
+            // expire (the stock comes back either way).
+            if fastrand::u8(..8) == 0 && email != HELD_CUSTOMER {
+                cart += 1;
+                let (http, hub, t) = (http.clone(), hub.clone(), t.clone());
+                let body = serde_json::json!({
+                    "channel": channel, "key": format!("demo-abandoned-{cart}"),
+                    "lines": lines.iter().map(|(s, q)| serde_json::json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
+                });
+                checkouts.spawn(async move {
+                    let r = http
+                        .post(format!("{hub}/v1/reservations"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Ok(r) = r else { return };
+                    if r.status().as_u16() != 201 {
+                        return;
+                    }
+                    t.carts_abandoned.fetch_add(1, Ordering::Relaxed);
+                    let id = r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string));
+                    if let Some(id) = id.filter(|_| fastrand::bool()) {
+                        tokio::time::sleep(Duration::from_millis(fastrand::u64(200..2_000))).await;
+                        let _ = http
+                            .delete(format!("{hub}/v1/reservations/{id}"))
+                            .send()
+                            .await;
+                    }
+                });
+                continue;
+            }
+            let (shop, t) = (shop.clone(), t.clone());
             let name = email.split('@').next().unwrap_or("buyer").to_string();
-            match shop.place_order(&email, &name, &line_refs) {
-                Ok(_) => t.orders_placed.fetch_add(1, Ordering::Relaxed),
-                Err(_) => t.orders_refused.fetch_add(1, Ordering::Relaxed),
-            };
+            checkouts.spawn(async move {
+                let line_refs: Vec<(&str, i64)> =
+                    lines.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+                match shop.checkout(&email, &name, &line_refs).await {
+                    Ok(_) => t.orders_placed.fetch_add(1, Ordering::Relaxed),
+                    Err(ShopError::OutOfStock { .. }) => {
+                        t.orders_refused.fetch_add(1, Ordering::Relaxed)
+                    }
+                    Err(_) => t.orders_failed.fetch_add(1, Ordering::Relaxed),
+                };
+            });
         }
+        while checkouts.try_join_next().is_some() {}
         tokio::time::sleep(tick).await;
     }
+    while checkouts.join_next().await.is_some() {}
 }
 
-async fn print_line(engine: &Engine, t: &Traffic, elapsed: Duration) {
+async fn print_line(engine: &Engine, sys: &Systems, t: &Traffic, elapsed: Duration) {
     let s = engine.stats(Some(engine.now() - 5_000));
     let (mut queue, mut parked) = (0, 0);
     if let Ok(st) = engine.store().stats().await {
@@ -306,7 +394,7 @@ async fn print_line(engine: &Engine, t: &Traffic, elapsed: Duration) {
         }
     }
     println!(
-        "[{:>3}s] captured {:>6}  delivered {:>6}  retried {:>4}  dead {:>2}  queue {:>4}  parked {:>2}  p99 lag {:>5} ms  orders {:>4}{}",
+        "[{:>3}s] captured {:>6}  delivered {:>6}  retried {:>4}  dead {:>2}  queue {:>4}  parked {:>2}  p99 lag {:>5} ms  orders {:>4}  ats-refused {:>3}{}",
         elapsed.as_secs(),
         s.captured,
         s.delivered,
@@ -316,8 +404,17 @@ async fn print_line(engine: &Engine, t: &Traffic, elapsed: Duration) {
         parked,
         s.lag_p99_ms,
         t.orders_placed.load(Ordering::Relaxed),
+        hub_refused(sys),
         if notes.is_empty() { String::new() } else { format!("  | {}", notes.join(", ")) }
     );
+}
+
+/// Checkouts the hub refused, over both stores.
+fn hub_refused(sys: &Systems) -> u64 {
+    sys.shops
+        .iter()
+        .map(|(_, s)| s.counters().hub_refused)
+        .sum()
 }
 
 /// Cross-system agreement at one moment.
@@ -331,7 +428,15 @@ struct Report {
     orders_dead_lettered: Vec<(String, String)>,
     stock_positions: usize,
     stock_mismatches: Vec<String>,
-    stock_excused: Vec<String>,
+    ledger_positions: usize,
+    ledger_mismatches: Vec<String>,
+    /// Reservations by state: held, committed, released, expired, cancelled.
+    reservations: [usize; 5],
+    /// Committed reservations of orders the ERP has, not released.
+    reservations_stuck: Vec<String>,
+    /// Committed reservations of dead-lettered orders (awaiting an operator).
+    reservations_excused: Vec<String>,
+    oversold_units: u64,
     shipments_total: usize,
     shipments_missing: Vec<String>,
     parked: usize,
@@ -343,10 +448,16 @@ impl Report {
         self.orders_missing.len()
             + self.orders_duplicated.len()
             + self.stock_mismatches.len()
+            + self.ledger_mismatches.len()
             + self.shipments_missing.len()
+            + self.reservations_stuck.len()
     }
     fn ok(&self) -> bool {
-        self.drained && self.lost() == 0 && self.parked == 0 && self.other_dead_letters.is_empty()
+        self.drained
+            && self.lost() == 0
+            && self.oversold_units == 0
+            && self.parked == 0
+            && self.other_dead_letters.is_empty()
     }
 }
 
@@ -378,7 +489,6 @@ async fn verify(engine: &Engine, sys: &Systems, skus: &[String]) -> anyhow::Resu
     for so in sys.erp.sales_orders() {
         *in_erp.entry(so.reference.clone()).or_default() += 1;
     }
-    let mut excused_skus: Vec<String> = Vec::new();
     for (name, shop) in &sys.shops {
         for o in shop.orders() {
             r.orders_total += 1;
@@ -386,38 +496,72 @@ async fn verify(engine: &Engine, sys: &Systems, skus: &[String]) -> anyhow::Resu
             match in_erp.get(&reference).copied().unwrap_or(0) {
                 1 => r.orders_in_erp_once += 1,
                 0 => match dead_orders.get(&reference) {
-                    Some(reason) => {
-                        r.orders_dead_lettered
-                            .push((reference.clone(), reason.clone()));
-                        // The refused order's units stay allocated at its store until an operator acts.
-                        excused_skus.extend(o.lines.iter().map(|l| l.sku.clone()));
-                    }
+                    Some(reason) => r
+                        .orders_dead_lettered
+                        .push((reference.clone(), reason.clone())),
                     None => r.orders_missing.push(reference),
                 },
                 n => r.orders_duplicated.push(format!("{reference} ×{n}")),
             }
         }
     }
+    // The hub's ledger holds the ERP's figures…
+    let levels = store.levels(skus).await?;
     for sku in skus {
-        for loc in FED_LOCATIONS {
+        for loc in LOCATIONS {
             let Some(st) = sys.erp.stock(sku, loc) else {
                 continue;
             };
-            let expected = (st.on_hand - st.committed).max(0);
-            for (name, shop) in &sys.shops {
-                r.stock_positions += 1;
-                let got = shop.inventory(sku).get(loc).copied();
-                if got != Some(expected) {
-                    let line = format!("{sku}@{loc} at {name}: {got:?}, ERP says {expected}");
-                    if excused_skus.contains(sku) {
-                        r.stock_excused.push(line);
-                    } else {
-                        r.stock_mismatches.push(line);
-                    }
-                }
+            r.ledger_positions += 1;
+            let got = levels
+                .iter()
+                .find(|l| &l.sku == sku && l.location == loc)
+                .map(|l| (l.on_hand, l.committed));
+            if got != Some((st.on_hand, st.committed)) {
+                r.ledger_mismatches.push(format!(
+                    "{sku}@{loc} in the hub's ledger: {got:?}, ERP says ({}, {})",
+                    st.on_hand, st.committed
+                ));
             }
         }
     }
+    // …and each store shows the hub's available-to-sell for it.
+    for (name, shop) in &sys.shops {
+        let ats = engine.availability(name, skus).await?;
+        for a in ats {
+            r.stock_positions += 1;
+            let got = shop.inventory(&a.sku).get("default").copied();
+            if got != Some(a.ats) {
+                r.stock_mismatches.push(format!(
+                    "{} at {name}: {got:?}, the hub's ats is {}",
+                    a.sku, a.ats
+                ));
+            }
+        }
+    }
+    // Every reservation of an order the ERP has is released; only a dead-lettered order's
+    // reservation may stay committed.
+    for res in store.reservations(None, None, 1_000_000).await? {
+        let slot = match res.state {
+            ReservationState::Held => 0,
+            ReservationState::Committed => 1,
+            ReservationState::Released => 2,
+            ReservationState::Expired => 3,
+            ReservationState::Cancelled => 4,
+        };
+        r.reservations[slot] += 1;
+        if res.state == ReservationState::Committed {
+            let order = res.order.clone().unwrap_or_default();
+            if dead_orders.contains_key(&order) {
+                r.reservations_excused
+                    .push(format!("{} of {order}", res.id));
+            } else if in_erp.contains_key(&order) {
+                r.reservations_stuck
+                    .push(format!("reservation {} of {order} still committed", res.id));
+            }
+        }
+    }
+    r.oversold_units = sys.erp.counters().oversold_units;
     let shop_orders: BTreeMap<String, (&ShopHandle, String)> = sys
         .shops
         .iter()
@@ -443,6 +587,7 @@ async fn verify(engine: &Engine, sys: &Systems, skus: &[String]) -> anyhow::Resu
 
 async fn print_final(
     engine: &Engine,
+    sys: &Systems,
     t: &Traffic,
     r: &Report,
     elapsed: Duration,
@@ -466,25 +611,42 @@ async fn print_final(
         "lag p50/p99    {:>4} / {} ms (capture → delivery)",
         s.lag_p50_ms, s.lag_p99_ms
     );
-    println!("traffic        {} checkouts ({} refused by a store for lack of stock), {} ERP stock changes",
-        t.orders_placed.load(Ordering::Relaxed), t.orders_refused.load(Ordering::Relaxed), t.stock_changes.load(Ordering::Relaxed));
+    println!("traffic        {} checkouts ({} refused by the hub, {} failed), {} carts abandoned, {} ERP goods receipts",
+        t.orders_placed.load(Ordering::Relaxed), t.orders_refused.load(Ordering::Relaxed),
+        t.orders_failed.load(Ordering::Relaxed), t.carts_abandoned.load(Ordering::Relaxed),
+        t.stock_changes.load(Ordering::Relaxed));
     println!("orders         {} placed: {} in the ERP exactly once, {} dead-lettered with a reason, {} missing, {} duplicated",
         r.orders_total, r.orders_in_erp_once, r.orders_dead_lettered.len(), r.orders_missing.len(), r.orders_duplicated.len());
     for (reference, reason) in &r.orders_dead_lettered {
         println!("               dead letter: order {reference}: {reason}");
     }
     println!(
-        "stock          {} positions compared, {} disagree{}",
+        "stock          {} ERP positions in the hub's ledger, {} disagree; {} store figures = the hub's ats, {} disagree",
+        r.ledger_positions,
+        r.ledger_mismatches.len(),
         r.stock_positions,
         r.stock_mismatches.len(),
-        if r.stock_excused.is_empty() {
+    );
+    let [held, committed, released, expired, cancelled] = r.reservations;
+    println!(
+        "reservations   {held} held / {committed} committed / {released} released / {expired} expired / {cancelled} cancelled; {} stuck{}",
+        r.reservations_stuck.len(),
+        if r.reservations_excused.is_empty() {
             String::new()
         } else {
             format!(
-                " ({} held by dead-lettered orders, awaiting an operator)",
-                r.stock_excused.len()
+                " ({} committed for dead-lettered orders, awaiting an operator)",
+                r.reservations_excused.len()
             )
         }
+    );
+    println!(
+        "hub refused    {:>7}  (insufficient stock)",
+        hub_refused(sys)
+    );
+    println!(
+        "oversold       {:>7}  (units the ERP accepted beyond its own on-hand − committed)",
+        r.oversold_units
     );
     println!(
         "shipments      {} shipped by the ERP, {} missing at their store",
@@ -496,7 +658,9 @@ async fn print_final(
         .iter()
         .chain(&r.orders_duplicated)
         .chain(&r.stock_mismatches)
+        .chain(&r.ledger_mismatches)
         .chain(&r.shipments_missing)
+        .chain(&r.reservations_stuck)
         .take(10)
     {
         println!("  ! {line}");
@@ -514,7 +678,7 @@ async fn print_final(
     println!(
         "{}",
         if r.ok() {
-            "result: OK — every change delivered or dead-lettered with a reason"
+            "result: OK — every change delivered or dead-lettered with a reason, nothing oversold"
         } else {
             "result: FAILED"
         }
