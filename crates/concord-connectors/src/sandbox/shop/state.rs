@@ -129,6 +129,9 @@ impl ShopOrder {
     }
 }
 
+/// A validated checkout: the customer, the trimmed lines, the quantity wanted per SKU.
+pub(crate) type Prepared = (Value, Vec<(String, i64)>, BTreeMap<String, i64>);
+
 #[derive(Default)]
 pub(crate) struct ShopState {
     pub inventory: BTreeMap<(String, String), i64>,
@@ -323,7 +326,7 @@ impl ShopInner {
         email: &str,
         name: Option<&str>,
         lines: &[(String, i64)],
-    ) -> Result<(Value, Vec<(String, i64)>, BTreeMap<String, i64>), ShopError> {
+    ) -> Result<Prepared, ShopError> {
         let mut cust = json!({"email": email});
         if let Some(n) = name.filter(|n| !n.trim().is_empty()) {
             cust["name"] = json!(n);
