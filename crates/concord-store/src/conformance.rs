@@ -3042,13 +3042,28 @@ pub async fn delivered_order_marks_acceptance_for_its_source_only(fx: &Fixture) 
         None,
         "another order"
     );
-    assert_eq!(get(held.id.clone()).await.accepted_at, None);
+    assert_eq!(
+        get(held.id.clone()).await.accepted_at,
+        None,
+        "not committed to the order"
+    );
     // A later delivery of the same order (an update) keeps the first acceptance.
     deliver_order(s, ERP, "web/1", Some("50"), 3_000).await;
     let r = get(ours.id.clone()).await;
     assert_eq!(
         (r.accepted_at, r.accepted_version.as_deref()),
         (Some(2_000), Some("42"))
+    );
+    // Committed only after the ERP accepted the order: it takes over the first acceptance.
+    s.commit_reservation(&held.id, "web/1", 3_050)
+        .await
+        .unwrap()
+        .unwrap();
+    let late = get(held.id.clone()).await;
+    assert_eq!(
+        (late.accepted_at, late.accepted_version.as_deref()),
+        (Some(2_000), Some("42")),
+        "a commit after the acceptance must learn it"
     );
     // A cancelled reservation is never marked.
     s.cancel_reservation(&other_order.id, 3_100)

@@ -495,6 +495,7 @@ pub(crate) fn commit_reservation(
             )
             .and_then(|mut s| s.execute(params![id, order, now]))
             .map_err(db("commit reservation"))?;
+            apply_known_acceptance(conn, id, order)?;
             Ok(Ok(reload(conn, id)?))
         }
         Some((ReservationState::Committed, Some(o))) if o == order => Ok(Ok(reload(conn, id)?)),
@@ -549,12 +550,34 @@ pub(crate) fn mark_accepted(
     version: Option<&str>,
 ) -> Result<()> {
     conn.prepare_cached(
+        "INSERT OR IGNORE INTO order_acceptances (order_key, source, accepted_at, version)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![order, source, at, version]))
+    .map_err(db("remember order acceptance"))?;
+    conn.prepare_cached(
         "UPDATE reservations SET accepted_at = ?3, accepted_version = ?4
          WHERE order_key = ?1 AND source = ?2 AND state IN ('held', 'committed')
            AND accepted_at IS NULL",
     )
     .and_then(|mut s| s.execute(params![order, source, at, version]))
     .map_err(db("mark reservations accepted"))?;
+    Ok(())
+}
+
+/// A reservation just committed to `order`: if the ERP accepted that order already, take over
+/// the first acceptance (its time and watermark).
+fn apply_known_acceptance(conn: &Connection, id: &str, order: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET (accepted_at, accepted_version) =
+             (SELECT a.accepted_at, a.version FROM order_acceptances a
+               WHERE a.order_key = ?2 AND a.source = reservations.source)
+         WHERE id = ?1 AND accepted_at IS NULL
+           AND EXISTS (SELECT 1 FROM order_acceptances a
+                        WHERE a.order_key = ?2 AND a.source = reservations.source)",
+    )
+    .and_then(|mut s| s.execute(params![id, order]))
+    .map_err(db("apply a known order acceptance"))?;
     Ok(())
 }
 

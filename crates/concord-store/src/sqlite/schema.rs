@@ -222,6 +222,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX ats_dirty_marked ON ats_dirty (marked_at, sku);
     "#,
+    // 3: order acceptances remembered on their own, so that a reservation committed after its
+    //    order already reached the ERP still learns the acceptance (and its watermark).
+    r#"
+    CREATE TABLE order_acceptances (
+        order_key   TEXT NOT NULL,
+        source      TEXT NOT NULL,
+        accepted_at INTEGER NOT NULL,
+        version     TEXT,
+        PRIMARY KEY (order_key, source)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).
