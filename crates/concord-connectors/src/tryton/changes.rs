@@ -141,7 +141,7 @@ pub async fn changed_since(
             Some((changed_at(&r)?, id, r))
         }));
     }
-    rows.sort_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
+    rows.sort_by_key(|r| (r.0, r.1));
     rows.dedup_by(|x, y| x.1 == y.1);
     let newest = rows.last().map(|r| r.0);
     let stored = req.cursor.and_then(parse_ts);

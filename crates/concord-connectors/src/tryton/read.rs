@@ -83,8 +83,22 @@ impl TrytonConnector {
         } = page;
         let records = match req.kind {
             Kind::Stock => {
-                let products = ids(&rows, "product");
-                self.stock_of(&products, version).await?
+                // Each figure is "as of" the newest move of its product in this page: re-reading
+                // the overlap window yields the same version (dropped as a duplicate), and any
+                // figure that includes an order's moves is at least as new as those moves.
+                let mut newest: BTreeMap<i64, NaiveDateTime> = BTreeMap::new();
+                for r in &rows {
+                    if let (Some(p), Some(t)) = (
+                        r.get("product").and_then(Value::as_i64),
+                        super::mapping::changed_at(r),
+                    ) {
+                        let e = newest.entry(p).or_insert(t);
+                        *e = (*e).max(t);
+                    }
+                }
+                let products: Vec<i64> = newest.keys().copied().collect();
+                self.stock_of(&products, |p| newest.get(&p).copied().or(version))
+                    .await?
             }
             Kind::Product | Kind::Price => {
                 let products = ids(&rows, "products");
@@ -142,7 +156,7 @@ impl TrytonConnector {
             _ => None,
         };
         let records = match req.kind {
-            Kind::Stock => self.stock_of(&page_ids, version).await?,
+            Kind::Stock => self.stock_of(&page_ids, |_| version).await?,
             Kind::Customer => self.customers_of(&page_ids, version).await?,
             kind => self.products_of(kind, &page_ids, version).await?,
         };
@@ -185,7 +199,7 @@ impl TrytonConnector {
     async fn stock_of(
         &self,
         products: &[i64],
-        version: Option<NaiveDateTime>,
+        version_of: impl Fn(i64) -> Option<NaiveDateTime>,
     ) -> Result<Vec<Captured>, DeliveryError> {
         if products.is_empty() {
             return Ok(Vec::new());
@@ -235,7 +249,6 @@ impl TrytonConnector {
             dir = self.directory(true).await?;
         }
         let (committed, incoming) = open_moves(&dir, &moves);
-        let version = version.map(format_ts);
         let mut out = Vec::new();
         for (wh_id, wh_code) in &dir.warehouses {
             let figures = self
@@ -260,7 +273,7 @@ impl TrytonConnector {
                 out.push(Captured {
                     kind: Kind::Stock,
                     external_id: format!("{}@{wh_code}", product_external_id(*pid, sku)),
-                    version: version.clone(),
+                    version: version_of(*pid).map(format_ts),
                     record: stock_record(
                         sku,
                         wh_code,
