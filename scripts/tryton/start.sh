@@ -29,8 +29,10 @@ fi
 
 t0=$(date +%s%N)
 rm -f "$TRYTON_PIDFILE"
-# TRYTOND_<SECTION>__<KEY> env vars configure what the config file leaves out.
-TRYTOND_WEB__LISTEN="127.0.0.1:$TRYTON_PORT" \
+# TRYTOND_<SECTION>__<KEY> env vars configure what the config file leaves out. TZ=UTC: the
+# SQLite backend stamps create_date/write_date with the server's local time, and Concord reads
+# them as UTC.
+TZ=UTC TRYTOND_WEB__LISTEN="127.0.0.1:$TRYTON_PORT" \
   setsid nohup "$TRYTON_VENV/bin/trytond" -c "$TRYTON_CONF" -d "$TRYTON_DB" \
   >>"$TRYTON_DIR/log/trytond.log" 2>&1 < /dev/null &
 echo $! > "$TRYTON_PIDFILE"
