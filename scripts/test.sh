@@ -60,7 +60,7 @@ log "Tryton ready in $(( $(date +%s) - t0 ))s"
 log "building"
 cargo build --workspace --all-targets --quiet
 log "cargo test (unit, conformance, engine, HTTP, crash and CLI tests)"
-cargo test --workspace --quiet -- --test-threads=2
+cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
 log "real-Tryton tests (timed; they ran above too, this prints their latency line)"
 t0=$(date +%s)
 out="$(mktemp)"

@@ -668,11 +668,11 @@ async fn erp_auto_ships_accepted_orders() {
 
 #[test]
 fn build_rejects_bad_specs_with_paths() {
-    let e = concord_connectors::build(&spec("tryton", "http://x.io", None, Value::Null))
+    let e = concord_connectors::build(&spec("netsuite", "http://x.io", None, Value::Null))
         .err()
         .unwrap();
     assert_eq!(e.path, "connector");
-    assert!(e.message.contains("sandbox-erp, sandbox-shop"));
+    assert!(e.message.contains("sandbox-erp, sandbox-shop"), "{}", e.message);
     let e = concord_connectors::build(&spec("sandbox-erp", "not a url", None, Value::Null))
         .err()
         .unwrap();

@@ -627,60 +627,55 @@ pub(crate) async fn replay(
                     .flow
                     .as_deref()
                     .and_then(|name| inner.config.flows.iter().find(|f| f.name == name));
-                let item = if dl.kind.is_state() {
-                    // Re-plan from the current state: an old payload must never overwrite a newer one.
-                    let Some(entity) = inner.store.entity(dl.kind, &dl.key).await? else {
-                        continue;
-                    };
-                    let vars = MapVars {
-                        dest: dl.endpoint.clone(),
-                        source: String::new(),
-                        kind: dl.kind.as_str().to_string(),
-                    };
-                    let mapping = flow
-                        .and_then(|f| f.map_out.get(&dl.endpoint).or_else(|| f.map_out.get("*")));
-                    let payload = match mapping {
-                        Some(m) => match m.apply(&entity.state, &vars) {
-                            Ok(v) => v,
-                            Err(err) => {
-                                tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
-                                continue;
-                            }
-                        },
-                        None => entity.state.clone(),
-                    };
-                    let op = flow
-                        .map(|f| operation(f, dl.kind, &entity.state, true))
-                        .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
-                    NewItem {
-                        dest: dl.endpoint.clone(),
-                        kind: dl.kind,
-                        key: dl.key.clone(),
-                        op,
-                        hash: content_hash(&payload),
-                        payload,
-                        flow: dl.flow.clone().unwrap_or_default(),
-                        journal_id: dl.journal_id,
-                        captured_at: now,
-                        waiting_on: Vec::new(),
-                        coalesce: true,
-                        not_before: now,
-                    }
+                // State kinds are re-planned from the current state: an old payload must never
+                // overwrite a newer one. Without an entity (e.g. a pool channel's
+                // available-to-sell, which is computed, not stored) the stored payload is
+                // resent; the next ledger change re-plans it anyway.
+                let current = if dl.kind.is_state() {
+                    inner.store.entity(dl.kind, &dl.key).await?
                 } else {
-                    NewItem {
-                        dest: dl.endpoint.clone(),
-                        kind: dl.kind,
-                        key: dl.key.clone(),
-                        op: dl.op.clone().unwrap_or_else(|| "upsert".into()),
-                        hash: content_hash(&dl.payload),
-                        payload: dl.payload.clone(),
-                        flow: dl.flow.clone().unwrap_or_default(),
-                        journal_id: dl.journal_id,
-                        captured_at: now,
-                        waiting_on: Vec::new(),
-                        coalesce: false,
-                        not_before: now,
+                    None
+                };
+                let (op, payload) = match &current {
+                    Some(entity) => {
+                        let vars = MapVars {
+                            dest: dl.endpoint.clone(),
+                            source: String::new(),
+                            kind: dl.kind.as_str().to_string(),
+                        };
+                        let payload = match flow.and_then(|f| f.map_out_for(&dl.endpoint)) {
+                            Some(m) => match m.apply(&entity.state, &vars) {
+                                Ok(v) => v,
+                                Err(err) => {
+                                    tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
+                                    continue;
+                                }
+                            },
+                            None => entity.state.clone(),
+                        };
+                        let op = flow
+                            .map(|f| operation(f, dl.kind, &entity.state, true))
+                            .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
+                        (op, payload)
                     }
+                    None => (
+                        dl.op.clone().unwrap_or_else(|| "upsert".into()),
+                        dl.payload.clone(),
+                    ),
+                };
+                let item = NewItem {
+                    dest: dl.endpoint.clone(),
+                    kind: dl.kind,
+                    key: dl.key.clone(),
+                    op,
+                    hash: content_hash(&payload),
+                    payload,
+                    flow: dl.flow.clone().unwrap_or_default(),
+                    journal_id: dl.journal_id,
+                    captured_at: now,
+                    waiting_on: Vec::new(),
+                    coalesce: dl.kind.is_state(),
+                    not_before: now,
                 };
                 dests.insert(dl.endpoint.clone());
                 replays.push((id, Replay::Outbound(item)));
