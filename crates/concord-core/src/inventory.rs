@@ -97,12 +97,7 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// The buffer for (sku, channel, location): the most specific matching rule, ties going to the
 /// rule listed last (so a later, more deliberate rule overrides). No rule: 0.
 pub fn buffer(rules: &[BufferRule], sku: &str, channel: &str, location: &str, on_hand: i64) -> i64 {
-    let best = rules
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.matches(sku, channel, location))
-        .max_by_key(|(i, r)| (r.specificity(), *i));
-    match best.map(|(_, r)| r.amount) {
+    match best_rule(rules, sku, channel, location).map(|r| r.amount) {
         None => 0,
         Some(BufferAmount::Units(u)) => u.max(0),
         Some(BufferAmount::Percent(p)) => {
@@ -111,6 +106,36 @@ pub fn buffer(rules: &[BufferRule], sku: &str, channel: &str, location: &str, on
             (on_hand * i64::from(p) + 99) / 100
         }
     }
+}
+
+/// Does the buffer for (sku, channel, location) depend on on-hand (its rule is a percent)? When
+/// it does not, [`buffer`] gives the same answer whatever `on_hand` it is passed, so a caller
+/// may skip reading the position.
+pub fn buffer_needs_on_hand(
+    rules: &[BufferRule],
+    sku: &str,
+    channel: &str,
+    location: &str,
+) -> bool {
+    matches!(
+        best_rule(rules, sku, channel, location).map(|r| r.amount),
+        Some(BufferAmount::Percent(_))
+    )
+}
+
+/// The rule that decides the buffer for (sku, channel, location), if any (see [`buffer`]).
+fn best_rule<'a>(
+    rules: &'a [BufferRule],
+    sku: &str,
+    channel: &str,
+    location: &str,
+) -> Option<&'a BufferRule> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.matches(sku, channel, location))
+        .max_by_key(|(i, r)| (r.specificity(), *i))
+        .map(|(_, r)| r)
 }
 
 /// What one location can give a channel: `max(0, free − buffer)`.
@@ -324,6 +349,17 @@ mod tests {
             "10 % of 95 rounded up"
         );
         assert_eq!(buffer(&[], "SKU-7", "web", "WH1", 95), 0);
+        // Only a deciding percent rule makes the buffer depend on on-hand.
+        assert!(buffer_needs_on_hand(&rules, "SKU-7", "web", "WH1"));
+        assert!(!buffer_needs_on_hand(&rules, "SKU-1", "web", "WH1"));
+        assert!(!buffer_needs_on_hand(&rules, "X", "web", "WH1"));
+        assert!(!buffer_needs_on_hand(&[], "SKU-7", "web", "WH1"));
+        for (sku, channel) in [("X", "web"), ("SKU-1", "b2b"), ("SKU-1", "web")] {
+            assert_eq!(
+                buffer(&rules, sku, channel, "WH1", 0),
+                buffer(&rules, sku, channel, "WH1", 1_000)
+            );
+        }
     }
 
     #[test]

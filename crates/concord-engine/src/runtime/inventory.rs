@@ -19,7 +19,7 @@
 use super::Inner;
 use crate::config::{FlowConfig, InventoryConfig};
 use crate::mapping::MapVars;
-use concord_core::inventory::{buffer, sellable, Line, Position};
+use concord_core::inventory::{buffer, buffer_needs_on_hand, sellable, Line, Position};
 use concord_core::{content_hash, Kind, Millis};
 use concord_store::{
     AuditEvent, DirtySku, Feed, NewItem, ProcessBatch, Reservation, ReservationState,
@@ -480,9 +480,21 @@ impl super::Engine {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Percent buffers need on-hand: read it; the store re-reads positions inside its
-        // transaction for the decision itself.
-        let levels = self.inner.store.levels(&skus).await?;
+        // Percent buffers need on-hand: read it, but only when a percent rule decides the
+        // buffer of some feed of the request (other buffers do not depend on it, so the hot
+        // path skips a read). The store re-reads positions inside its transaction for the
+        // decision itself.
+        let needs_on_hand = skus.iter().any(|sku| {
+            policy
+                .locations
+                .iter()
+                .any(|loc| buffer_needs_on_hand(&pool.cfg.buffers, sku, channel, loc))
+        });
+        let levels = if needs_on_hand {
+            self.inner.store.levels(&skus).await?
+        } else {
+            Vec::new()
+        };
         for sku in &skus {
             let f = policy
                 .locations
