@@ -68,6 +68,13 @@ impl SqliteStore {
         };
         let mut conn = Connection::open(&path).map_err(|e| open_err(format!("open: {e}")))?;
         schema::configure(&conn).map_err(|e| open_err(format!("configure: {e}")))?;
+        // Every writer job runs in its own savepoint, so SQLite copies each page a job touches
+        // to the transaction's sub-journal first. That copy only serves `ROLLBACK TO` inside
+        // the open transaction (never crash recovery, which is the WAL's job): keep it in
+        // memory instead of a temporary file, saving a write(2) per page per job under group
+        // commit. Durability is unchanged.
+        conn.execute_batch("PRAGMA temp_store = MEMORY")
+            .map_err(|e| open_err(format!("configure: temp_store: {e}")))?;
         schema::migrate(&mut conn).map_err(open_err)?;
 
         // Tokens only need to differ from every token an item was claimed with before. In-flight
