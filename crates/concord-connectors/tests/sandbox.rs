@@ -672,7 +672,11 @@ fn build_rejects_bad_specs_with_paths() {
         .err()
         .unwrap();
     assert_eq!(e.path, "connector");
-    assert!(e.message.contains("sandbox-erp, sandbox-shop"), "{}", e.message);
+    assert!(
+        e.message.contains("sandbox-erp, sandbox-shop"),
+        "{}",
+        e.message
+    );
     let e = concord_connectors::build(&spec("sandbox-erp", "not a url", None, Value::Null))
         .err()
         .unwrap();
