@@ -1,6 +1,7 @@
 //! Concord's domain core: the canonical model of the nine kinds, their natural keys and
 //! dependencies, validation of canonical records, content hashing, field-ownership merge, and the
-//! pure arithmetic of retries (backoff with full jitter, circuit breaker).
+//! pure arithmetic of retries (backoff with full jitter, circuit breaker), of the stock pool
+//! (`inventory`) and of price lists (`pricing`: precedence, validity, tiers, minor units).
 //!
 //! Architecture invariant: this crate performs no I/O and reads no clock. Time is passed in as
 //! milliseconds, randomness as a number in `[0, 1)`. Everything here is deterministic and unit-tested
@@ -11,6 +12,7 @@ pub mod inventory;
 pub mod kind;
 pub mod merge;
 pub mod model;
+pub mod pricing;
 pub mod retry;
 
 pub use hash::content_hash;

@@ -100,6 +100,12 @@ pub struct Tier {
     pub amount_minor: i64,
 }
 
+/// The price of one SKU on one price list. The list's own attributes (scope, validity) are
+/// carried on every price of the list, so that one record is self-sufficient for a lookup
+/// (`crate::pricing`). Scope: no `customer` and no `customer_group` = a channel default list
+/// (for every channel, or only `channel` when set); `customer_group` = the list of a group;
+/// `customer` (canonical customer key, the e-mail) = a customer-specific list. Setting both
+/// `customer` and `customer_group` is invalid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
@@ -108,9 +114,26 @@ pub struct Price {
     #[serde(default = "default_list")]
     pub list: String,
     pub currency: String,
+    /// Unit price for quantities below the first tier, in minor units.
     pub amount_minor: i64,
+    /// Quantity breaks: from `min_quantity` on, the unit price is `amount_minor`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tiers: Vec<Tier>,
+    /// Restrict a default list to one channel (endpoint name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// A customer-group list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_group: Option<String>,
+    /// A customer-specific list (canonical customer key: the lower-cased e-mail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    /// First day the list applies (`YYYY-MM-DD`, inclusive, from 00:00 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_from: Option<String>,
+    /// Day the list stops applying (`YYYY-MM-DD`, exclusive: from 00:00 UTC it no longer does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -433,6 +456,45 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Value, ValidationError> {
             for (i, t) in p.tiers.iter().enumerate() {
                 c.positive(&format!("tiers[{i}].min_quantity"), t.min_quantity)?;
                 c.non_negative(&format!("tiers[{i}].amount_minor"), t.amount_minor)?;
+                if i > 0 && t.min_quantity <= p.tiers[i - 1].min_quantity {
+                    return Err(c.err(
+                        format!("tiers[{i}].min_quantity"),
+                        format!(
+                            "tiers must be in increasing min_quantity order, got {} after {}",
+                            t.min_quantity,
+                            p.tiers[i - 1].min_quantity
+                        ),
+                    ));
+                }
+            }
+            if let Some(cu) = p.customer.as_mut() {
+                *cu = cu.trim().to_lowercase();
+                c.non_empty("customer", cu)?;
+                if p.customer_group.is_some() {
+                    return Err(c.err(
+                        "customer_group",
+                        "a list is either customer-specific or for a group, not both",
+                    ));
+                }
+            }
+            if let Some(g) = &p.customer_group {
+                c.non_empty("customer_group", g)?;
+            }
+            if let Some(ch) = &p.channel {
+                c.non_empty("channel", ch)?;
+            }
+            let mut from_day = None;
+            for (field, v) in [("valid_from", &p.valid_from), ("valid_to", &p.valid_to)] {
+                if let Some(d) = v {
+                    let day = crate::pricing::parse_day(d).ok_or_else(|| {
+                        c.err(field, format!("must be a date YYYY-MM-DD, got {d:?}"))
+                    })?;
+                    if field == "valid_from" {
+                        from_day = Some(day);
+                    } else if from_day.is_some_and(|f| day <= f) {
+                        return Err(c.err(field, "must be after valid_from"));
+                    }
+                }
             }
             to_json(&p)
         }
@@ -674,6 +736,33 @@ mod tests {
                 json!({"sku": "A", "currency": "usd", "amount_minor": 1}),
                 "currency",
                 "ISO 4217",
+            ),
+            (
+                Kind::Price,
+                json!({"sku": "A", "currency": "USD", "amount_minor": 9,
+                       "tiers": [{"min_quantity": 10, "amount_minor": 8}, {"min_quantity": 10, "amount_minor": 7}]}),
+                "tiers[1].min_quantity",
+                "increasing",
+            ),
+            (
+                Kind::Price,
+                json!({"sku": "A", "currency": "USD", "amount_minor": 9, "customer": "a@b.co",
+                       "customer_group": "g"}),
+                "customer_group",
+                "not both",
+            ),
+            (
+                Kind::Price,
+                json!({"sku": "A", "currency": "USD", "amount_minor": 9, "valid_to": "2026-02-30"}),
+                "valid_to",
+                "YYYY-MM-DD",
+            ),
+            (
+                Kind::Price,
+                json!({"sku": "A", "currency": "USD", "amount_minor": 9,
+                       "valid_from": "2026-03-01", "valid_to": "2026-03-01"}),
+                "valid_to",
+                "after valid_from",
             ),
             (
                 Kind::Shipment,
