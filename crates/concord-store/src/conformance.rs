@@ -114,6 +114,7 @@ macro_rules! store_conformance_tests {
             delivered_order_marks_acceptance_for_its_source_only,
             concurrent_reservations_never_oversell,
             batched_lookups_match_single_ones,
+            entities_of_kind_pages_by_key,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
@@ -3106,4 +3107,52 @@ pub async fn concurrent_reservations_never_oversell(fx: &Fixture) {
         (10, 0)
     );
     check_ledger(fx.store()).await;
+}
+
+/// `entities_of_kind` returns only that kind, in key order, paged strictly after `after`.
+pub async fn entities_of_kind_pages_by_key(fx: &Fixture) {
+    let store = fx.store();
+    let write = |kind: Kind, key: &str| EntityWrite {
+        kind,
+        key: key.into(),
+        state: json!({"key": key}),
+        hash: format!("h-{key}"),
+        endpoint: ERP.into(),
+        version: "1".into(),
+        at: 5,
+    };
+    let batch = ProcessBatch {
+        entities: vec![
+            write(Kind::Price, "default:B"),
+            write(Kind::Price, "default:A"),
+            write(Kind::Customer, "a@b.co"),
+            write(Kind::Price, "vip:A"),
+        ],
+        ..ProcessBatch::default()
+    };
+    store.apply(batch, 5).await.unwrap();
+    let keys = |v: Vec<crate::Entity>| v.into_iter().map(|e| e.key).collect::<Vec<_>>();
+    let first = store.entities_of_kind(Kind::Price, None, 2).await.unwrap();
+    assert_eq!(
+        first[0].state,
+        json!({"key": "default:A"}),
+        "state is returned"
+    );
+    assert_eq!(first[0].hash, "h-default:A");
+    assert_eq!(keys(first), ["default:A", "default:B"], "first page by key");
+    let next = store
+        .entities_of_kind(Kind::Price, Some("default:B"), 2)
+        .await
+        .unwrap();
+    assert_eq!(keys(next), ["vip:A"], "next page strictly after the cursor");
+    let rest = store
+        .entities_of_kind(Kind::Price, Some("vip:A"), 2)
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "past the end");
+    let customers = store
+        .entities_of_kind(Kind::Customer, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(keys(customers), ["a@b.co"], "only the asked kind");
 }

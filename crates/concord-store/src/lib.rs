@@ -469,6 +469,19 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Up to `limit` entities of `kind` with a key greater than `after` (all when `None`), in
+    /// ascending key order: a paged scan, for in-memory indexes rebuilt at start (the engine's
+    /// price index). Each page is read from one snapshot; pages are not one snapshot together.
+    async fn entities_of_kind(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        let _ = (kind, after, limit);
+        Err(StoreError::Unsupported("entities_of_kind"))
+    }
+
     /// [`Store::hashes`] for each `(dest, kind, key)`.
     async fn hashes_of(
         &self,

@@ -324,6 +324,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn entities_of_kind(
+        &self,
+        kind: Kind,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        let after = after.map(str::to_owned);
+        self.read(move |c| reads::entities_of_kind(c, kind, after.as_deref(), limit))
+            .await
+    }
+
     async fn hashes_of(
         &self,
         keys: &[(String, Kind, String)],

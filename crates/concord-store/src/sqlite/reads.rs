@@ -86,6 +86,50 @@ fn journal_rows(conn: &Connection, sql: &str, args: Vec<SqlValue>) -> Result<Vec
     raws.into_iter().map(codec::journal_entry).collect()
 }
 
+/// A page of entities of one kind after `after`, by key (the primary key's order).
+pub(crate) fn entities_of_kind(
+    conn: &Connection,
+    kind: Kind,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Entity>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT key, state, hash, versions, updated_at FROM entities \
+             WHERE kind = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+        )
+        .map_err(db("scan entities"))?;
+    let rows = stmt
+        .query_map(
+            params![kind.as_str(), after.unwrap_or(""), limit as i64],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Millis>(4)?,
+                ))
+            },
+        )
+        .map_err(db("scan entities"))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, state, hash, versions, updated_at) = row.map_err(db("scan entities"))?;
+        let versions: BTreeMap<String, String> = serde_json::from_str(&versions)
+            .map_err(|e| codec::decode_err(format_args!("entity versions: {e}")))?;
+        out.push(Entity {
+            kind,
+            key,
+            state: codec::json(&state)?,
+            hash,
+            versions,
+            updated_at,
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn entity(conn: &Connection, kind: Kind, key: &str) -> Result<Option<Entity>> {
     let raw: Option<(String, String, String, Millis)> = conn
         .prepare_cached(
