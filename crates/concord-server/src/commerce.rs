@@ -1,5 +1,5 @@
-//! The storefront (commerce) API, `/v1/...`: availability and reservations for checkouts,
-//! served from the hub's ledger, never by calling the ERP.
+//! The storefront (commerce) API, `/v1/...`: availability, reservations and prices for
+//! checkouts, served from the hub's ledger and price index, never by calling the ERP.
 //!
 //! - `GET /v1/availability?channel=C&sku=A&sku=B` → `{"channel", "skus": [{sku, ats, locations,
 //!   incoming, backorderable}]}`
@@ -9,6 +9,11 @@
 //! - `POST /v1/reservations/{id}/commit` `{"order": "<channel order number>"}` → 200
 //! - `DELETE /v1/reservations/{id}` → 200 (cancelled; its stock is free again)
 //! - `GET /v1/reservations/{id}` → 200
+//! - `GET /v1/prices?channel=C&sku=A&qty=48[&customer=K][&currency=USD]` → 200 `{channel,
+//!   customer, customer_group, sku, quantity, list, scope, currency, tier_min_quantity,
+//!   unit_minor, extended_minor, rule}` from the hub's price index (`runtime/pricing.rs`); 404
+//!   `{"error"}` saying why no price applies (no list has the SKU, none for this buyer, none in
+//!   the currency, none valid today) or that `[pricing]` is not configured
 //!
 //! Bad input answers 400 naming the field. Must never block on a connector.
 
@@ -21,6 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_core::inventory::Line;
 use concord_engine::runtime::inventory::InventoryError;
+use concord_engine::runtime::pricing::{PriceRequest, PricingError};
 use concord_store::ReserveOutcome;
 use serde::Deserialize;
 use serde_json::json;
@@ -31,6 +37,55 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/reservations", post(reserve))
         .route("/v1/reservations/{id}", get(show).delete(cancel))
         .route("/v1/reservations/{id}/commit", post(commit))
+        .route("/v1/prices", get(prices))
+}
+
+impl From<PricingError> for ApiError {
+    fn from(e: PricingError) -> Self {
+        let status = match &e {
+            PricingError::NotConfigured | PricingError::NoPrice(_) => StatusCode::NOT_FOUND,
+            PricingError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            PricingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+            details: vec![],
+        }
+    }
+}
+
+async fn prices(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
+        .map_err(|e| bad_request(format!("query string: {e}")))?;
+    let mut req = PriceRequest::default();
+    let (mut channel, mut sku, mut qty) = (None, None, None);
+    for (k, v) in pairs {
+        let slot = match k.as_str() {
+            "channel" => &mut channel,
+            "sku" => &mut sku,
+            "qty" => &mut qty,
+            "customer" => &mut req.customer,
+            "currency" => &mut req.currency,
+            other => {
+                return Err(bad_request(format!(
+                    "{other}: unknown parameter, expected `channel`, `sku`, `qty`, `customer`, `currency`"
+                )))
+            }
+        };
+        if slot.replace(v).is_some() {
+            return Err(bad_request(format!("{k}: given more than once")));
+        }
+    }
+    req.channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    req.sku = sku.ok_or_else(|| bad_request("sku: required".into()))?;
+    req.quantity = match qty {
+        None => 1,
+        Some(q) => q
+            .parse()
+            .map_err(|_| bad_request(format!("qty: must be a whole number, got {q:?}")))?,
+    };
+    Ok(Json(s.engine.price(&req)?).into_response())
 }
 
 impl From<InventoryError> for ApiError {

@@ -44,6 +44,16 @@ pub struct Config {
     pub ownership: BTreeMap<Kind, Ownership>,
     /// The stock pool, when configured.
     pub inventory: Option<InventoryConfig>,
+    /// Price lookups and order price checks, when configured.
+    pub pricing: Option<PricingConfig>,
+}
+
+/// `[pricing]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PricingConfig {
+    pub currency: Option<String>,
+    pub tolerance_minor: i64,
+    pub check_orders: bool,
 }
 
 /// `[inventory]`, checked.

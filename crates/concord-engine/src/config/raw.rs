@@ -37,6 +37,24 @@ pub struct RawConfig {
     /// `[inventory]`: one stock pool for every channel (reservations, buffers, available-to-sell).
     /// Optional: without it, stock flows copy the source's figures per location.
     pub inventory: Option<RawInventory>,
+    /// `[pricing]`: serve `/v1/prices` from an in-memory index of the hub's price lists and check
+    /// channel orders' line prices against it. Optional: without it, `price` flows still sync
+    /// but `/v1/prices` answers 404 and orders are not checked.
+    pub pricing: Option<RawPricing>,
+}
+
+/// `[pricing]`: price lookups and order price checks (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPricing {
+    /// Currency (ISO 4217) of lookups and checks that name none; absent: a lookup without
+    /// `currency=` matches lists in any currency.
+    pub currency: Option<String>,
+    /// Largest per-unit difference, in minor units, between an order line's `unit_price_minor`
+    /// and the hub's price that is not flagged. Default 0 (any difference is flagged).
+    pub tolerance_minor: Option<u64>,
+    /// Check the line prices of orders captured from channels. Default `true`.
+    pub check_orders: Option<bool>,
 }
 
 /// `[inventory]`: the stock pool. The ledger is fed by the `stock` flows from `source`; each

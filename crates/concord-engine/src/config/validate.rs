@@ -89,6 +89,11 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         None => None,
     };
 
+    let pricing = match raw.pricing {
+        Some(p) => Some(pricing(p)?),
+        None => None,
+    };
+
     Ok(Config {
         path: file.to_path_buf(),
         store,
@@ -98,6 +103,29 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         flows,
         ownership,
         inventory,
+        pricing,
+    })
+}
+
+fn pricing(raw: super::raw::RawPricing) -> Result<super::PricingConfig> {
+    if let Some(c) = &raw.currency {
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Issue::new(
+                "pricing.currency",
+                format!("must be a three-letter ISO 4217 code such as USD, got {c:?}"),
+            ));
+        }
+    }
+    let tolerance_minor = i64::try_from(raw.tolerance_minor.unwrap_or(0)).map_err(|_| {
+        Issue::new(
+            "pricing.tolerance_minor",
+            "is larger than any amount can be",
+        )
+    })?;
+    Ok(super::PricingConfig {
+        currency: raw.currency,
+        tolerance_minor,
+        check_orders: raw.check_orders.unwrap_or(true),
     })
 }
 

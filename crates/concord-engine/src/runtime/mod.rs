@@ -19,6 +19,7 @@ pub mod capture;
 pub mod clock;
 pub mod deliver;
 pub mod inventory;
+pub mod pricing;
 pub mod process;
 pub mod stats;
 
@@ -84,6 +85,8 @@ pub(crate) struct Inner {
     pub endpoints: BTreeMap<String, Arc<EndpointRuntime>>,
     /// The stock pool, when `[inventory]` is configured.
     pub pool: Option<inventory::Pool>,
+    /// The price index, when `[pricing]` is configured (loaded by [`Engine::start`]).
+    pub prices: Option<pricing::PriceIndex>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -168,6 +171,10 @@ impl Engine {
             .inventory
             .clone()
             .map(|cfg| inventory::Pool::new(cfg, &config.flows));
+        let prices = config
+            .pricing
+            .as_ref()
+            .map(|_| pricing::PriceIndex::default());
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
@@ -178,6 +185,7 @@ impl Engine {
                 journal_notify: Notify::new(),
                 endpoints,
                 pool,
+                prices,
                 shutdown,
             }),
         })
@@ -207,6 +215,10 @@ impl Engine {
                 recovered,
                 "returned in-flight deliveries of a previous run to the queue"
             );
+        }
+        // The price index is rebuilt from the store before the processor may update it.
+        if let Some(index) = &inner.prices {
+            pricing::load(inner, index).await?;
         }
         let mut tasks = JoinSet::new();
         tasks.spawn(process::run(inner.clone()));

@@ -68,7 +68,19 @@ pub(crate) async fn step(inner: &Inner, batch_size: usize) -> Result<usize, Engi
     let (batch, dests) = planner.finish();
     let planned = batch.items.len() as u64;
     let conflicts = batch.audit.iter().filter(|a| a.event == "conflict").count() as u64;
+    let index_updates = match &inner.prices {
+        Some(_) => super::pricing::updates_of(&batch.entities),
+        None => Vec::new(),
+    };
     inner.store.apply(batch, now).await?;
+    // The price index follows the store, only once the batch is committed.
+    if let Some(index) = &inner.prices {
+        index.apply(
+            index_updates
+                .iter()
+                .map(|(k, key, v)| (*k, key.as_str(), v)),
+        );
+    }
     super::Stats::add(&inner.stats.processed, n as u64);
     super::Stats::add(&inner.stats.planned, planned);
     super::Stats::add(&inner.stats.conflicts, conflicts);
@@ -382,13 +394,59 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        let price_note = if e.kind == Kind::Order && current.is_none() {
+            self.check_prices(&e, &key, &outcome.state)
+        } else {
+            String::new()
+        };
         self.done(
             &e,
             JournalStatus::Processed,
-            format!("applied; {planned} delivery(ies) planned"),
+            format!("applied; {planned} delivery(ies) planned{price_note}"),
             Some(key),
         );
         Ok(())
+    }
+
+    /// Check a newly seen channel order's line prices against the price index: a
+    /// `price_mismatch` audit event per line off by more than the tolerance, and a note suffix
+    /// naming them (see `runtime/pricing.rs`). Never blocks the order.
+    fn check_prices(&mut self, e: &JournalEntry, key: &str, order: &Value) -> String {
+        let (Some(cfg), Some(index)) = (&self.inner.config.pricing, &self.inner.prices) else {
+            return String::new();
+        };
+        let from_channel = order.get("channel").and_then(Value::as_str) == Some(&e.endpoint);
+        if !cfg.check_orders || !from_channel {
+            return String::new();
+        }
+        let check = super::pricing::check_order(index, cfg, order, self.now);
+        let mut parts = Vec::new();
+        for m in &check.mismatches {
+            self.batch.audit.push(AuditEvent {
+                at: self.now,
+                event: "price_mismatch".into(),
+                endpoint: Some(e.endpoint.clone()),
+                kind: Some(Kind::Order),
+                key: Some(key.to_string()),
+                detail: json!({"order": key, "line": m.line, "line_id": m.line_id, "sku": m.sku,
+                               "quantity": m.quantity, "expected_minor": m.expected_minor,
+                               "actual_minor": m.actual_minor, "list": m.list, "rule": m.rule,
+                               "journal_id": e.id}),
+            });
+            parts.push(format!(
+                "line {} ({}) expected {} got {}",
+                m.line, m.sku, m.expected_minor, m.actual_minor
+            ));
+        }
+        let mut note = String::new();
+        if !parts.is_empty() {
+            note.push_str(&format!("; price_mismatch: {}", parts.join(", ")));
+        }
+        if !check.unpriced.is_empty() {
+            let lines: Vec<String> = check.unpriced.iter().map(|i| i.to_string()).collect();
+            note.push_str(&format!("; no hub price for line(s) {}", lines.join(", ")));
+        }
+        note
     }
 
     fn reject(&mut self, e: &JournalEntry, reason: String) {
