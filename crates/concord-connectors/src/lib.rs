@@ -9,13 +9,14 @@
 
 pub mod sandbox;
 pub mod tryton;
+pub mod vendure;
 
 use concord_engine::connector::{BuildError, Connector, EndpointSpec};
 use std::sync::Arc;
 
 /// Connector type names [`build`] knows.
 pub fn connector_types() -> &'static [&'static str] {
-    &["sandbox-erp", "sandbox-shop", "tryton"]
+    &["sandbox-erp", "sandbox-shop", "tryton", "vendure"]
 }
 
 /// Build the connector an endpoint names.
@@ -24,6 +25,7 @@ pub fn build(spec: &EndpointSpec) -> Result<Arc<dyn Connector>, BuildError> {
         "sandbox-erp" => Ok(Arc::new(sandbox::SandboxErpConnector::new(spec)?)),
         "sandbox-shop" => Ok(Arc::new(sandbox::SandboxShopConnector::new(spec)?)),
         "tryton" => Ok(Arc::new(tryton::TrytonConnector::new(spec)?)),
+        "vendure" => Ok(Arc::new(vendure::VendureConnector::new(spec)?)),
         other => Err(BuildError {
             path: "connector".into(),
             message: format!(
