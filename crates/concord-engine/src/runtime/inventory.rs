@@ -252,7 +252,9 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
         clean: dirty.clone(),
         ..ProcessBatch::default()
     };
-    let mut dests = BTreeSet::new();
+    // Every (channel, SKU) record first, then their planned hashes in one read: a pass over
+    // many dirty SKUs (the norm under checkout load) costs one round trip, not one per record.
+    let mut planned: Vec<(NewItem, &str, i64)> = Vec::new();
     for sku in &skus {
         let mine: Vec<StockLevel> = levels.iter().filter(|l| &l.sku == sku).cloned().collect();
         check_risk(inner, pool, sku, &mine, now, &mut batch).await?;
@@ -297,28 +299,40 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
             };
             let key = format!("{sku}@{}", policy.stock_location);
             let hash = content_hash(&payload);
-            let (planned, _) = inner.store.hashes(channel, Kind::Stock, &key).await?;
-            if planned.as_deref() == Some(hash.as_str()) {
-                continue;
-            }
-            metrics::gauge!("concord_ats", "channel" => channel.clone(), "sku" => sku.clone())
-                .set(a.ats as f64);
-            batch.items.push(NewItem {
-                dest: channel.clone(),
-                kind: Kind::Stock,
-                key,
-                op: "upsert".into(),
-                payload,
-                hash,
-                flow: flow.name.clone(),
-                journal_id: None,
-                captured_at: now,
-                waiting_on: Vec::new(),
-                coalesce: true,
-                not_before: now,
-            });
-            dests.insert(channel.clone());
+            planned.push((
+                NewItem {
+                    dest: channel.clone(),
+                    kind: Kind::Stock,
+                    key,
+                    op: "upsert".into(),
+                    payload,
+                    hash,
+                    flow: flow.name.clone(),
+                    journal_id: None,
+                    captured_at: now,
+                    waiting_on: Vec::new(),
+                    coalesce: true,
+                    not_before: now,
+                },
+                sku.as_str(),
+                a.ats,
+            ));
         }
+    }
+    let keys: Vec<(String, Kind, String)> = planned
+        .iter()
+        .map(|(item, _, _)| (item.dest.clone(), Kind::Stock, item.key.clone()))
+        .collect();
+    let hashes = inner.store.hashes_of(&keys).await?;
+    let mut dests = BTreeSet::new();
+    for ((item, sku, ats), (last, _)) in planned.into_iter().zip(hashes) {
+        if last.as_deref() == Some(item.hash.as_str()) {
+            continue;
+        }
+        metrics::gauge!("concord_ats", "channel" => item.dest.clone(), "sku" => sku.to_string())
+            .set(ats as f64);
+        dests.insert(item.dest.clone());
+        batch.items.push(item);
     }
     let n = skus.len();
     super::Stats::add(&inner.stats.planned, batch.items.len() as u64);
