@@ -34,7 +34,9 @@
 //!   available-to-sell once the engine is idle.
 //!
 //! `ops_per_s` is answered requests (201 + 409) per second, first send to last answer; latency
-//! is per request, client side.
+//! is per request, client side. Since the machine may be shared, the run also reports the CPU
+//! time per answered request of the whole process (`cpu_us_per_op`, load generator included)
+//! and of the store's writer thread (`writer_us_per_op`), and the load average.
 
 use anyhow::{bail, Context};
 use concord_connectors::sandbox::{
@@ -119,6 +121,10 @@ struct Outcome {
     ats_mismatch: usize,
     shop_stale: usize,
     write_groups: u64,
+    /// Process CPU (all threads, load generator included) per answered request, µs.
+    cpu_us_per_op: f64,
+    /// The store writer thread's CPU per answered request, µs.
+    writer_us_per_op: f64,
     load_start: f64,
     load_end: f64,
 }
@@ -146,7 +152,7 @@ pub async fn run(args: &ReservationsArgs) -> anyhow::Result<()> {
 
 fn print_table(outcomes: &[Outcome]) {
     println!(
-        "{:<13} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>8} {:>5} {:>7} {:>7}",
+        "{:<13} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>8} {:>5} {:>7} {:>7} {:>9} {:>12}",
         "case",
         "requests",
         "seconds",
@@ -160,11 +166,13 @@ fn print_table(outcomes: &[Outcome]) {
         "oversold",
         "held≠",
         "inexact",
-        "groups"
+        "groups",
+        "cpu µs/op",
+        "writer µs/op"
     );
     for o in outcomes {
         println!(
-            "{:<13} {:>8} {:>7.3} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>8} {:>8} {:>6} {:>8} {:>5} {:>7} {:>7}",
+            "{:<13} {:>8} {:>7.3} {:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>8} {:>8} {:>6} {:>8} {:>5} {:>7} {:>7} {:>9.1} {:>12.1}",
             "reservations",
             o.requests,
             o.seconds,
@@ -178,7 +186,9 @@ fn print_table(outcomes: &[Outcome]) {
             o.oversold,
             o.held_mismatch,
             o.inexact,
-            o.write_groups
+            o.write_groups,
+            o.cpu_us_per_op,
+            o.writer_us_per_op
         );
     }
     println!(
@@ -230,9 +240,42 @@ fn json_line(o: &Outcome) -> Value {
         m.insert("ats_mismatch".into(), json!(o.ats_mismatch));
         m.insert("shop_stale".into(), json!(o.shop_stale));
         m.insert("write_groups".into(), json!(o.write_groups));
+        m.insert("cpu_us_per_op".into(), json!(r1(o.cpu_us_per_op)));
+        m.insert("writer_us_per_op".into(), json!(r1(o.writer_us_per_op)));
         m.insert("loadavg".into(), json!(r1(o.load_start.max(o.load_end))));
     }
     v
+}
+
+/// CPU seconds (user + system) used so far by the whole process and by the store's writer
+/// thread, from `/proc` (Linux; 0 elsewhere). Throughput on a shared machine swings with the
+/// load; CPU per request does much less.
+fn cpu_seconds() -> (f64, f64) {
+    // utime and stime are fields 14 and 15 of `stat`, in clock ticks, after the `(comm)` field.
+    fn ticks(stat: &str) -> Option<f64> {
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+    }
+    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
+    const HZ: f64 = 100.0;
+    let process = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .unwrap_or(0.0);
+    let mut writer = 0.0;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == "concord-store-w" {
+                writer += std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|s| ticks(&s))
+                    .unwrap_or(0.0);
+            }
+        }
+    }
+    (process / HZ, writer / HZ)
 }
 
 /// The 1-minute load average (0 when unknown).
@@ -666,6 +709,7 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
 
     let load_start = loadavg();
     let groups_before = rig.store.write_groups();
+    let cpu_before = cpu_seconds();
     let index: HashMap<String, usize> = skus
         .iter()
         .enumerate()
@@ -691,6 +735,7 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
         logs.push(log.context("a client task failed")?);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
     let write_groups = rig.store.write_groups() - groups_before;
     let load_end = loadavg();
 
@@ -812,7 +857,10 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
         skus.len(),
         (reserved + refused) as f64 / write_groups.max(1) as f64,
     );
+    let answered = (reserved + refused).max(1) as f64;
     Ok(Outcome {
+        cpu_us_per_op: (cpu_after.0 - cpu_before.0) * 1e6 / answered,
+        writer_us_per_op: (cpu_after.1 - cpu_before.1) * 1e6 / answered,
         requests: args.requests,
         seconds,
         ops_per_s: (reserved + refused) as f64 / seconds.max(f64::MIN_POSITIVE),
