@@ -486,7 +486,15 @@ mod tests {
     fn precedence_and_tiers_table() {
         let rules = lists();
         // (customer, group, qty, list, tier, unit)
-        let table: Vec<(Option<&str>, Option<&str>, i64, &str, Option<i64>, i64)> = vec![
+        type Row<'a> = (
+            Option<&'a str>,
+            Option<&'a str>,
+            i64,
+            &'a str,
+            Option<i64>,
+            i64,
+        );
+        let table: Vec<Row> = vec![
             (None, None, 1, "web", None, 990),
             (None, Some("retail"), 47, "web", None, 990),
             (None, Some("wholesale"), 1, "wholesale", None, 850),

@@ -1,7 +1,10 @@
 //! `SandboxShopConnector` (`sandbox-shop`): the connector for [`crate::sandbox::ShopSim`],
 //! following the HTTP API documented in `sandbox::shop`. Stock goes in one bulk
 //! `POST /api/inventory/set` per batch (up to 100), with one outcome per op from the per-item
-//! results; shipments become fulfillments (idempotent on `shipment_id`).
+//! results; shipments become fulfillments (idempotent on `shipment_id`); prices go to
+//! `PUT /api/prices/{list}/{sku}` — list prices with tiers, customer-group and customer lists —
+//! except dated lists (`valid_from`/`valid_to`), which the storefront cannot represent: those
+//! dead-letter with a "cannot represent" reason (the hub still serves them via `/v1/prices`).
 //!
 //! Must never: sleep or retry; fail a whole stock batch for one bad item.
 
@@ -180,6 +183,32 @@ impl SandboxShopConnector {
                     .await?
                     .ok()?;
                 Ok(done(sku))
+            }
+            (Kind::Price, "create" | "upsert" | "update" | "update_only") => {
+                let p = &op.payload;
+                // The storefront has list prices per variant (with tiers) and customer-group and
+                // customer lists, but no validity dates: a dated list cannot be represented.
+                for field in ["valid_from", "valid_to"] {
+                    if p.get(field).is_some_and(|v| !v.is_null()) {
+                        return Err(DeliveryError::Permanent {
+                            reason: format!(
+                                "cannot represent: sandbox-shop prices have no validity dates \
+                                 (`{field}` is set); the hub still serves this list through /v1/prices"
+                            ),
+                        });
+                    }
+                }
+                let sku = str_field(p, "sku")?.to_string();
+                let list = str_field(p, "list").unwrap_or("default").to_string();
+                if op.op == "update_only" {
+                    let r = api.get(&["api", "prices", &list, &sku], &[]).await?;
+                    if r.status == StatusCode::NOT_FOUND {
+                        return Ok(WriteOutcome::NoMatch);
+                    }
+                    r.ok()?;
+                }
+                api.put(&["api", "prices", &list, &sku], p).await?.ok()?;
+                Ok(done(format!("{list}:{sku}")))
             }
             (Kind::Shipment, "create" | "upsert" | "update") => {
                 let p = &op.payload;

@@ -219,6 +219,12 @@ impl ErpHandle {
         self.inner.put_price(None, p).map(|_| ())
     }
 
+    /// Create or replace a price of any list (canonical price JSON: tiers, customer group or
+    /// customer scope, validity dates).
+    pub fn upsert_price(&self, price: Value) -> Result<(), ErpError> {
+        self.inner.put_price(None, price).map(|_| ())
+    }
+
     /// Set on-hand at a location (creating the row).
     pub fn set_stock(&self, sku: &str, location: &str, on_hand: i64) -> Result<(), ErpError> {
         self.inner

@@ -23,6 +23,7 @@ pub(crate) fn router(inner: Arc<ShopInner>) -> Router {
         .route("/api/inventory/set", post(inventory_set))
         .route("/api/inventory/{sku}", get(get_inventory))
         .route("/api/products/{sku}", get(get_product).put(put_product))
+        .route("/api/prices/{list}/{sku}", get(get_price).put(put_price))
         .route("/api/customers", get(find_customers).post(create_customer))
         .route("/api/customers/{id}", get(get_customer).put(put_customer))
         .route("/api/orders", get(find_orders))
@@ -94,6 +95,21 @@ async fn get_product(State(s): S, Path(sku): Path<String>) -> Response {
 
 async fn put_product(State(s): S, Path(sku): Path<String>, b: Bytes) -> Response {
     match s.put_product(Some(&sku), body!(b)) {
+        Ok(p) => Json(p).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn get_price(State(s): S, Path((list, sku)): Path<(String, String)>) -> Response {
+    let id = format!("{list}:{sku}");
+    match s.core.record(Kind::Price, &id) {
+        Some(p) => Json(p).into_response(),
+        None => not_found("price", &id),
+    }
+}
+
+async fn put_price(State(s): S, Path((list, sku)): Path<(String, String)>, b: Bytes) -> Response {
+    match s.put_price(&list, &sku, body!(b)) {
         Ok(p) => Json(p).into_response(),
         Err(e) => fail(e),
     }

@@ -11,7 +11,11 @@
 //! - `GET /api/inventory/{sku}` → `{"sku","available":total,"levels":[{"location","available"}]}`
 //!   | 404.
 //! - `GET|PUT /api/products/{sku}` (canonical product; `attributes.price_minor` sets the price
-//!   checkouts use, else 1000).
+//!   checkouts use when the `default` price list has none, else 1000).
+//! - `GET|PUT /api/prices/{list}/{sku}` (canonical price: list prices per variant with tiers,
+//!   customer-group and customer-specific lists). The store has no validity dates: a price with
+//!   `valid_from` or `valid_to` is refused with 422 ("cannot represent"). Checkouts use the
+//!   `default` list's base price of the SKU when there is one.
 //! - `GET /api/customers?email=E` → `{"customers":[{"id":"cus_n",..canonical}]}`;
 //!   `POST /api/customers` idempotent on e-mail (existing → 200 unchanged, new → 201);
 //!   `GET|PUT /api/customers/{id}`.
@@ -25,8 +29,8 @@
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
 //!   stock | 503 hub unavailable (the same checkout as [`ShopHandle::checkout`]: through the
 //!   hub's stock pool when `ShopOptions::hub` is set, else from the store's own inventory).
-//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, customer,
-//!   order; ids: sku, `sku@location`, `cus_n`, `ord_n`. Stock records are
+//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
+//!   customer, order; ids: sku, `sku@location`, `list:sku`, `cus_n`, `ord_n`. Stock records are
 //!   `{"sku","location","on_hand":available,"committed":0}`.
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //!
@@ -50,7 +54,13 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// Kinds the storefront serves.
-pub const SHOP_KINDS: &[Kind] = &[Kind::Product, Kind::Stock, Kind::Customer, Kind::Order];
+pub const SHOP_KINDS: &[Kind] = &[
+    Kind::Product,
+    Kind::Stock,
+    Kind::Price,
+    Kind::Customer,
+    Kind::Order,
+];
 
 /// How to start a [`ShopSim`].
 #[derive(Debug, Clone)]
@@ -173,6 +183,13 @@ impl ShopHandle {
 
     pub fn counters(&self) -> Counters {
         self.inner.core.counters()
+    }
+
+    /// The price of `sku` on `list`, as last written.
+    pub fn price(&self, list: &str, sku: &str) -> Option<Value> {
+        self.inner
+            .core
+            .record(Kind::Price, &format!("{list}:{sku}"))
     }
 
     /// Every write request received (after fault injection), for counting duplicates/echoes.

@@ -181,6 +181,28 @@ impl ShopInner {
         Ok(p)
     }
 
+    /// `PUT /api/prices/{list}/{sku}`: a canonical price without validity dates.
+    pub fn put_price(&self, list: &str, sku: &str, mut body: Value) -> Result<Value, ShopError> {
+        bind_path_field(&mut body, "list", list).map_err(ShopError::Invalid)?;
+        bind_path_field(&mut body, "sku", sku).map_err(ShopError::Invalid)?;
+        let p = validate(Kind::Price, &body).map_err(invalid)?;
+        for field in ["valid_from", "valid_to"] {
+            if p.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(ShopError::Invalid(format!(
+                    "{field}: cannot represent: this storefront's prices have no validity dates"
+                )));
+            }
+        }
+        let id = format!(
+            "{}:{}",
+            p["list"].as_str().unwrap_or_default(),
+            p["sku"].as_str().unwrap_or_default()
+        );
+        self.core.emit(Kind::Price, &id, p.clone());
+        self.core.count_writes(Kind::Price, 1);
+        Ok(p)
+    }
+
     pub fn set_available(
         &self,
         sku: &str,
@@ -250,6 +272,13 @@ impl ShopInner {
     }
 
     fn price_of(&self, sku: &str) -> i64 {
+        if let Some(p) = self
+            .core
+            .record(Kind::Price, &format!("default:{sku}"))
+            .and_then(|p| p.get("amount_minor").and_then(Value::as_i64))
+        {
+            return p;
+        }
         self.core
             .record(Kind::Product, sku)
             .and_then(|p| p.pointer("/attributes/price_minor").and_then(Value::as_i64))
