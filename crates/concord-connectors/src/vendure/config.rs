@@ -16,6 +16,7 @@
 //! # Concord location name -> Vendure stock location id or name. A location not listed here is
 //! # looked up by its own name.
 //! stock_locations = { default = "Default Stock Location", WH2 = "2" }
+//! settle_on_ship = true              # settle authorized payments when the ERP ships (default)
 //! ```
 //!
 //! Must never: do I/O or print the password.
@@ -35,6 +36,7 @@ struct Raw {
     language: Option<String>,
     admin_api_path: Option<String>,
     stock_locations: Option<BTreeMap<String, Value>>,
+    settle_on_ship: Option<bool>,
 }
 
 /// Checked options.
@@ -49,6 +51,9 @@ pub struct Options {
     pub admin_api_path: String,
     /// Concord location → Vendure stock location id or name.
     pub stock_locations: BTreeMap<String, String>,
+    /// Settle (capture) an order's authorized payments when the ERP ships it: Vendure's default
+    /// order process only lets paid orders become `Shipped`. Default true.
+    pub settle_on_ship: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -139,6 +144,7 @@ impl Options {
             language: non_empty("options.language", raw.language)?.unwrap_or_else(|| "en".into()),
             admin_api_path,
             stock_locations,
+            settle_on_ship: raw.settle_on_ship.unwrap_or(true),
         })
     }
 }

@@ -484,7 +484,7 @@ impl VendureConnector {
     /// The Vendure order (id, state, lines, fulfillments) for a canonical order key.
     async fn order_by_key(&self, key: &str, op: &WriteOp) -> Result<Value, DeliveryError> {
         const FIELDS: &str = "id code state lines { id quantity productVariant { sku } } \
-                              fulfillments { id state method trackingCode }";
+                              fulfillments { id state method trackingCode } payments { id state }";
         let known = op.refs.get(&format!("order:{key}")).cloned();
         let code = key.rsplit_once('/').map_or(key, |(_, n)| n);
         let data = match known {
@@ -615,6 +615,31 @@ impl VendureConnector {
                 )
             }
         };
+        // Vendure ships only paid orders (default order process: PaymentSettled → Shipped), so
+        // authorized payments are settled first when `settle_on_ship` (capture on shipment).
+        if self.opts.settle_on_ship {
+            for pay in order
+                .get("payments")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|p| p.get("state").and_then(Value::as_str) == Some("Authorized"))
+            {
+                let data = self
+                    .gql
+                    .query(
+                        "mutation($id:ID!){ settlePayment(id:$id){ __typename \
+                         ... on Payment { id state } ... on ErrorResult { errorCode message } } }",
+                        json!({"id": pay.get("id")}),
+                    )
+                    .await?;
+                ok(&data, "settlePayment")?;
+            }
+        }
+        if state == "Shipped" || state == "Delivered" {
+            // Shipped before the payment was settled (or a crash in between): move the order on.
+            self.order_follows(&order).await?;
+        }
         let mut steps = vec!["Shipped"];
         if status == "delivered" {
             steps.push("Delivered");
@@ -638,6 +663,37 @@ impl VendureConnector {
                 .to_string();
         }
         Ok(done(fid))
+    }
+
+    /// Move an order whose fulfillments are shipped to `Shipped` (or `PartiallyShipped`);
+    /// Vendure does this itself when a fulfillment transitions, unless the order was not yet
+    /// paid then. A refusal (some items not shipped) is not an error here.
+    async fn order_follows(&self, order: &Value) -> Result<(), DeliveryError> {
+        let state = order.get("state").and_then(Value::as_str).unwrap_or("");
+        if !matches!(
+            state,
+            "PaymentAuthorized" | "PaymentSettled" | "PartiallyShipped"
+        ) {
+            return Ok(());
+        }
+        let id = order.get("id").cloned().unwrap_or(Value::Null);
+        for to in ["Shipped", "PartiallyShipped"] {
+            if to == state {
+                return Ok(());
+            }
+            let data = self
+                .gql
+                .query(
+                    "mutation($id:ID!,$s:String!){ transitionOrderToState(id:$id, state:$s){ __typename \
+                     ... on Order { id state } ... on OrderStateTransitionError { errorCode message } } }",
+                    json!({"id": id, "s": to}),
+                )
+                .await?;
+            if ok(&data, "transitionOrderToState").is_ok() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// Cancel an order in Vendure (all lines; stock is released by Vendure). An order already
