@@ -24,8 +24,12 @@
 //! Case `reservations`: concurrent storefront reservations over HTTP on hot SKUs, checked for
 //! oversell afterwards (see [`reservations`]).
 //!
+//! Case `prices`: `GET /v1/prices` lookups over HTTP with 100k SKUs and 1,000 customers'
+//! price lists loaded (see [`prices`]).
+//!
 //! With no arguments every case runs with its defaults.
 
+mod prices;
 mod reservations;
 
 use anyhow::{bail, Context};
@@ -70,6 +74,8 @@ enum Case {
     Pipeline(PipelineArgs),
     /// Concurrent reservations over HTTP on hot SKUs; verifies that nothing is oversold.
     Reservations(reservations::ReservationsArgs),
+    /// Price lookups over HTTP (`/v1/prices`) with 100k SKUs and 1,000 customers' lists loaded.
+    Prices(prices::PricesArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -158,9 +164,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.case {
         Some(Case::Pipeline(a)) => pipeline(a).await,
         Some(Case::Reservations(a)) => reservations::run(&a).await,
+        Some(Case::Prices(a)) => prices::run(&a).await,
         None => {
             pipeline(PipelineArgs::default()).await?;
-            reservations::run(&reservations::ReservationsArgs::default()).await
+            reservations::run(&reservations::ReservationsArgs::default()).await?;
+            prices::run(&prices::PricesArgs::default()).await
         }
     }
 }

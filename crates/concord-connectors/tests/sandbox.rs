@@ -250,7 +250,7 @@ async fn webhook_verification_rejects_tampering_missing_signature_and_bad_envelo
             .contains("events[0].kind")
     );
     assert!(
-        signed(br#"{"events":[{"kind":"price","id":"1","version":"1","record":{}}]}"#)
+        signed(br#"{"events":[{"kind":"invoice","id":"1","version":"1","record":{}}]}"#)
             .contains("events[0].kind")
     );
     assert!(
