@@ -170,12 +170,12 @@ fn lookup_query(args: &PricesArgs, n: u64) -> String {
     let c = (n as usize) % args.customers.max(1);
     let mix = (n / 7) as usize;
     let qty = 1 + (n.wrapping_mul(2_654_435_761) % 100);
-    let s = if mix % 2 == 0 && args.customer_skus > 0 {
+    let s = if mix.is_multiple_of(2) && args.customer_skus > 0 {
         customer_sku(args, c, mix % args.customer_skus.min(args.skus))
     } else {
         (n as usize).wrapping_mul(40_503) % args.skus
     };
-    if n % 10 == 0 || args.customers == 0 {
+    if n.is_multiple_of(10) || args.customers == 0 {
         format!("channel=shop&sku={}&qty={qty}", sku(s))
     } else {
         format!(
