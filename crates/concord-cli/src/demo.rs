@@ -13,7 +13,8 @@
 //! with a reason), every shipment at its store, the hub's ledger equal to the ERP's figures,
 //! each store's inventory equal to the hub's available-to-sell for it, every reservation of an
 //! order the ERP has released (none stuck), and no unit accepted by the ERP beyond its own
-//! stock (`oversold_units`).
+//! stock (`oversold_units`). Price lists flow from the ERP to both stores (with a contract list
+//! for one B2B customer); the summary shows that customer's price from `/v1/prices`.
 //!
 //! Must never reach into the engine's internals: it drives the sandboxes from outside and reads
 //! the results from the systems themselves, as a user would.
@@ -24,6 +25,7 @@ use clap::Args;
 use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
 use concord_connectors::sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
 use concord_connectors::sandbox::Faults;
+use concord_engine::runtime::pricing::PriceRequest;
 use concord_engine::Engine;
 use concord_store::{DeadLetterFilter, ItemState, ReservationState};
 use std::collections::BTreeMap;
@@ -58,6 +60,9 @@ pub struct DemoArgs {
 
 const LOCATIONS: [&str; 2] = ["WH1", "WH2"];
 const HELD_CUSTOMER: &str = "held@example.com";
+/// The B2B customer with a contract price list in the ERP, and the SKU it covers.
+const CONTRACT_CUSTOMER: &str = "buyer@acme.example";
+const CONTRACT_SKU: &str = "SKU-0001";
 /// The first SKUs are hot: little stock (per location), in every other checkout, rarely
 /// restocked — demand exceeds supply, so the hub refuses some checkouts.
 const HOT_SKUS: usize = 3;
@@ -121,6 +126,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         shops.push((name.to_string(), shop));
     }
     erp.seed(args.skus, &LOCATIONS, 30)?;
+    // A contract price list for one B2B customer (shown in the final summary).
+    erp.upsert_price(
+        serde_json::json!({"sku": CONTRACT_SKU, "list": "acme-contract",
+        "currency": "USD", "amount_minor": 900, "customer": CONTRACT_CUSTOMER,
+        "tiers": [{"min_quantity": 48, "amount_minor": 750}]}),
+    )?;
     for i in 1..=HOT_SKUS.min(args.skus) {
         for loc in LOCATIONS {
             erp.set_stock(&format!("SKU-{i:04}"), loc, HOT_STOCK)?;
@@ -673,6 +684,22 @@ async fn print_final(
     }
     if !r.drained {
         println!("  ! the queues did not drain in time");
+    }
+    let lookup = |customer: Option<&str>| {
+        engine.price(&PriceRequest {
+            channel: "web1".into(),
+            customer: customer.map(str::to_string),
+            sku: CONTRACT_SKU.into(),
+            quantity: 48,
+            currency: None,
+        })
+    };
+    match (lookup(Some(CONTRACT_CUSTOMER)), lookup(None)) {
+        (Ok(c), Ok(l)) => println!(
+            "prices         GET /v1/prices?channel=web1&customer={CONTRACT_CUSTOMER}&sku={CONTRACT_SKU}&qty=48 → {} {}/unit, {} total ({}); list price {}/unit",
+            c.quote.currency, c.quote.unit_minor, c.quote.extended_minor, c.quote.rule, l.quote.unit_minor
+        ),
+        (c, l) => println!("  ! price lookup failed: {:?} / {:?}", c.err(), l.err()),
     }
     println!("lost: {}", r.lost());
     println!(
