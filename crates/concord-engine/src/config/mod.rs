@@ -62,6 +62,8 @@ pub struct InventoryConfig {
     pub source: String,
     pub reservation_ttl: Duration,
     pub release_grace: Duration,
+    /// Least time between two broadcaster passes while changes keep coming (0: none).
+    pub broadcast_interval: Duration,
     pub channels: BTreeMap<String, ChannelPolicy>,
     pub buffers: Vec<concord_core::inventory::BufferRule>,
 }

@@ -74,6 +74,12 @@ pub struct RawInventory {
     /// reservation is released by the first ERP figure captured this long after the ERP
     /// accepted its order. Default `"5s"`.
     pub release_grace: Option<String>,
+    /// Under a continuous stream of ledger changes (checkouts), each channel's available-to-sell
+    /// is recomputed and planned at most once per this interval; an isolated change is still
+    /// broadcast at once. Trades a little freshness of the channels' copies for much less work
+    /// under load (reservations themselves always decide on the ledger). Default `"50ms"`;
+    /// `"0s"` recomputes right after every change.
+    pub broadcast_interval: Option<String>,
     /// `[inventory.channels.NAME]`: one table per channel that sells from the pool. NAME is an
     /// endpoint that receives a `stock` flow from `source`.
     #[serde(default)]

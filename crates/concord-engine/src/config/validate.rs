@@ -164,6 +164,12 @@ fn inventory(
         Duration::from_secs(5),
         true,
     )?;
+    let broadcast_interval = duration(
+        "inventory.broadcast_interval",
+        raw.broadcast_interval.as_deref(),
+        Duration::from_millis(50),
+        true,
+    )?;
     if raw.channels.is_empty() {
         return Err(Issue::new(
             "inventory.channels",
@@ -250,6 +256,7 @@ fn inventory(
         source: raw.source,
         reservation_ttl,
         release_grace,
+        broadcast_interval,
         channels,
         buffers,
     })

@@ -9,7 +9,9 @@
 //!   dirty in the store. The broadcaster recomputes `ats(s, c)` for dirty SKUs and plans one
 //!   `stock` item per (channel, SKU) through the channel's stock flow — coalesced and
 //!   hash-skipped like any state kind — and clears the marks in the same transaction, so a crash
-//!   never loses a recomputation.
+//!   never loses a recomputation. While changes keep coming, passes start at most once per
+//!   `broadcast_interval`, so a hot SKU is recomputed once per interval rather than once per
+//!   reservation; a change after a quiet spell is handled at once.
 //! - Reservations are decided inside the store's single writer (all lines or nothing, atomic
 //!   with every other reservation and ledger update); this module only resolves the channel's
 //!   policy (feeding locations in priority order, buffers, backorder limit) into the request.
@@ -189,6 +191,9 @@ impl Pool {
     }
 }
 
+/// Most dirty SKUs recomputed in one pass.
+const BROADCAST_PAGE: usize = 500;
+
 /// Run the broadcaster and the expiry timer until shutdown.
 pub(crate) async fn run(inner: Arc<Inner>) {
     let Some(pool) = inner.pool.as_ref() else {
@@ -220,14 +225,26 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 _ => now + 1_000,
             };
         }
-        let worked = match broadcast(&inner, pool).await {
-            Ok(n) => n > 0,
+        let started = tokio::time::Instant::now();
+        let handled = match broadcast(&inner, pool).await {
+            Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "recomputing available-to-sell failed");
-                false
+                0
             }
         };
-        if worked {
+        if handled >= BROADCAST_PAGE {
+            // A backlog (an ERP snapshot, a restart): keep going.
+            continue;
+        }
+        if handled > 0 {
+            // Changes keep coming (checkouts): let them gather for the rest of the interval, so
+            // that a hot SKU is recomputed and delivered once per interval, not once per
+            // reservation. After a quiet spell the next change is broadcast at once.
+            tokio::select! {
+                _ = tokio::time::sleep_until(started + pool.cfg.broadcast_interval) => {}
+                _ = shutdown.changed() => return,
+            }
             continue;
         }
         let wait = Duration::from_millis((next_expiry_check - inner.now()).clamp(5, 200) as u64);
@@ -241,7 +258,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 /// Recompute ats for dirty SKUs and plan the channel deliveries. Returns SKUs handled.
 pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, StoreError> {
-    let dirty: Vec<DirtySku> = inner.store.dirty_skus(500).await?;
+    let dirty: Vec<DirtySku> = inner.store.dirty_skus(BROADCAST_PAGE).await?;
     if dirty.is_empty() {
         return Ok(0);
     }
