@@ -710,6 +710,8 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
     let load_start = loadavg();
     let groups_before = rig.store.write_groups();
     let cpu_before = cpu_seconds();
+    let stats_before = rig.engine.stats(Some(i64::MAX));
+    let shop_before = rig.shop.counters();
     let index: HashMap<String, usize> = skus
         .iter()
         .enumerate()
@@ -736,6 +738,8 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = cpu_seconds();
+    let stats_after = rig.engine.stats(Some(i64::MAX));
+    let shop_after = rig.shop.counters();
     let write_groups = rig.store.write_groups() - groups_before;
     let load_end = loadavg();
 
@@ -851,11 +855,16 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
     eprintln!(
         "[reservations] {} requests by {} clients over {} SKUs in {seconds:.3}s: {reserved} reserved \
          ({units_reserved} units of {supply_total} sellable), {refused} refused, {errors} errors; \
-         {write_groups} write groups ({:.1} jobs/group incl. the broadcaster's)",
+         {write_groups} write groups ({:.1} requests/group); during the load the broadcaster \
+         planned {} stock items, {} were delivered, the storefront took {} stock writes in {} calls",
         args.requests,
         args.clients,
         skus.len(),
         (reserved + refused) as f64 / write_groups.max(1) as f64,
+        stats_after.planned - stats_before.planned,
+        stats_after.delivered - stats_before.delivered,
+        shop_after.writes_of("stock") - shop_before.writes_of("stock"),
+        shop_after.requests - shop_before.requests,
     );
     let answered = (reserved + refused).max(1) as f64;
     Ok(Outcome {
