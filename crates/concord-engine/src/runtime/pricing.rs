@@ -12,7 +12,9 @@
 //!   `unit_price_minor` differs from the hub's unit price by more than
 //!   `[pricing] tolerance_minor` yields a [`Mismatch`]; the processor records a `price_mismatch`
 //!   audit event per line and names the lines in the order's journal note. The order is never
-//!   blocked. Lines with no applicable price are not flagged (the note says so).
+//!   blocked. Lines with no applicable price are not flagged (the note says so). The check sees
+//!   the index as of the previous batch: a price processed in the same batch as the order is
+//!   not yet in it.
 //!
 //! Must never call a connector or hold the lock across an await.
 
