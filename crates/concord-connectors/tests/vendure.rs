@@ -20,7 +20,7 @@ use concord_connectors::tryton::TrytonConnector;
 use concord_connectors::vendure::VendureConnector;
 use concord_core::Kind;
 use concord_engine::config::Config;
-use concord_engine::connector::{Connector, EndpointSpec, ReadRequest, WriteOp, WriteOutcome};
+use concord_engine::connector::{Connector, EndpointSpec, WriteOp, WriteOutcome};
 use concord_engine::runtime::Engine;
 use concord_store::{DeadLetterFilter, SqliteStore, Store};
 use serde_json::{json, Value};
@@ -235,24 +235,21 @@ impl Erp {
             .expect("quantity")[0]["quantity"]
             .as_f64()
             .unwrap_or(0.0) as i64;
-        let page = self
-            .c
-            .read_changes(ReadRequest {
-                kind: Kind::Stock,
-                cursor: Some("2000-01-01T00:00:00.000000Z"),
-                limit: 5000,
-                overlap: Duration::ZERO,
-            })
-            .await;
-        let committed = page
-            .ok()
-            .and_then(|p| {
-                p.records
-                    .into_iter()
-                    .find(|c| c.external_id == format!("{sku}@{wh}"))
-            })
-            .map(|c| c.record["committed"].as_i64().unwrap_or(0))
-            .unwrap_or(0);
+        // Committed: the open moves of its sales (to a customer location).
+        let committed = self
+            .find(
+                "stock.move",
+                json!([
+                    ["product", "=", product],
+                    ["state", "in", ["draft", "assigned"]],
+                    ["to_location.type", "=", "customer"]
+                ]),
+                &["quantity"],
+            )
+            .await
+            .iter()
+            .map(|m| m["quantity"].as_f64().unwrap_or(0.0) as i64)
+            .sum::<i64>();
         (on_hand, committed)
     }
 }
@@ -309,89 +306,122 @@ impl Store2 {
     /// A guest checkout through the Shop API: `Ok(order code)` once the order is placed
     /// (PaymentAuthorized), `Err(why)` when Vendure or the hub refused it.
     async fn checkout(&self, variant: &str, qty: i64, email: &str) -> Result<String, String> {
-        let http = reqwest::Client::new();
-        let url = format!("{}/shop-api", self.url.trim_end_matches('/'));
-        let mut token: Option<String> = None;
-        let mut q = async |query: &str, vars: Value| -> Result<Value, String> {
-            let mut req = http
-                .post(&url)
-                .json(&json!({"query": query, "variables": vars}));
-            if let Some(t) = &token {
-                req = req.bearer_auth(t);
-            }
-            let resp = req.send().await.map_err(|e| e.to_string())?;
-            if let Some(t) = resp
-                .headers()
-                .get("vendure-auth-token")
-                .and_then(|v| v.to_str().ok())
-            {
-                token = Some(t.to_string());
-            }
-            let body: Value = resp.json().await.map_err(|e| e.to_string())?;
-            if let Some(e) = body.get("errors") {
-                return Err(format!("GraphQL errors: {e}"));
-            }
-            Ok(body["data"].clone())
+        Cart::prepare(&self.url, variant, qty, email)
+            .await?
+            .place()
+            .await
+    }
+}
+
+/// A buyer's Shop API session (the `vendure-auth-token` kept between calls).
+struct Cart {
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+const ORDER: &str = "... on Order { id code state } ... on ErrorResult { errorCode message }";
+
+impl Cart {
+    async fn q(&mut self, query: &str, vars: Value) -> Result<Value, String> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .json(&json!({"query": query, "variables": vars}));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if let Some(t) = resp
+            .headers()
+            .get("vendure-auth-token")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.token = Some(t.to_string());
+        }
+        let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+        if let Some(e) = body.get("errors") {
+            return Err(format!("GraphQL errors: {e}"));
+        }
+        Ok(body["data"].clone())
+    }
+
+    /// A mutation answering an `Order | ErrorResult` union.
+    async fn m(&mut self, field: &str, query: &str, vars: Value) -> Result<Value, String> {
+        let d = self.q(query, vars).await?;
+        match d[field].get("errorCode") {
+            Some(code) => Err(format!("{field}: {code} {}", d[field]["message"])),
+            None => Ok(d[field].clone()),
+        }
+    }
+
+    /// A cart with the item, the customer, the address and the shipping method: everything
+    /// before the order asks to be placed.
+    async fn prepare(base: &str, variant: &str, qty: i64, email: &str) -> Result<Cart, String> {
+        let mut c = Cart {
+            http: reqwest::Client::new(),
+            url: format!("{}/shop-api", base.trim_end_matches('/')),
+            token: None,
         };
-        let res = |d: &Value, f: &str| -> Result<(), String> {
-            match d[f].get("errorCode") {
-                Some(code) => Err(format!("{f}: {code} {}", d[f]["message"])),
-                None => Ok(()),
-            }
-        };
-        const ORDER: &str =
-            "... on Order { id code state } ... on ErrorResult { errorCode message }";
-        let d = q(
+        c.m(
+            "addItemToOrder",
             &format!("mutation($v:ID!,$q:Int!){{ addItemToOrder(productVariantId:$v, quantity:$q){{ {ORDER} }} }}"),
             json!({"v": variant, "q": qty}),
         )
         .await?;
-        res(&d, "addItemToOrder")?;
-        let d = q(
+        c.m(
+            "setCustomerForOrder",
             &format!(
                 "mutation($i:CreateCustomerInput!){{ setCustomerForOrder(input:$i){{ {ORDER} }} }}"
             ),
             json!({"i": {"emailAddress": email, "firstName": "Guest", "lastName": "Buyer"}}),
         )
         .await?;
-        res(&d, "setCustomerForOrder")?;
-        let d = q(
+        c.m(
+            "setOrderShippingAddress",
             &format!("mutation($i:CreateAddressInput!){{ setOrderShippingAddress(input:$i){{ {ORDER} }} }}"),
             json!({"i": {"fullName": "Guest Buyer", "streetLine1": "1 Main Street",
                          "city": "Springfield", "postalCode": "12345", "countryCode": "US"}}),
         )
         .await?;
-        res(&d, "setOrderShippingAddress")?;
-        let m = q("{ eligibleShippingMethods { id } }", json!({})).await?;
+        let m = c.q("{ eligibleShippingMethods { id } }", json!({})).await?;
         let method = m
             .pointer("/eligibleShippingMethods/0/id")
             .cloned()
             .ok_or("no eligible shipping method (run seed.js)")?;
-        let d = q(
+        c.m(
+            "setOrderShippingMethod",
             &format!("mutation($id:[ID!]!){{ setOrderShippingMethod(shippingMethodId:$id){{ {ORDER} }} }}"),
             json!({"id": [method]}),
         )
         .await?;
-        res(&d, "setOrderShippingMethod")?;
-        let d = q(
-            "mutation{ transitionOrderToState(state:\"ArrangingPayment\"){ ... on Order { id state } \
-             ... on OrderStateTransitionError { errorCode message transitionError } } }",
-            json!({}),
-        )
-        .await?;
+        Ok(c)
+    }
+
+    /// Ask to pay (the hub reserves here, through the plugin) and pay.
+    async fn place(mut self) -> Result<String, String> {
+        let d = self
+            .q(
+                "mutation{ transitionOrderToState(state:\"ArrangingPayment\"){ ... on Order { id state } \
+                 ... on OrderStateTransitionError { errorCode message transitionError } } }",
+                json!({}),
+            )
+            .await?;
         if d["transitionOrderToState"].get("errorCode").is_some() {
             return Err(format!(
                 "refused: {}",
                 d["transitionOrderToState"]["transitionError"]
             ));
         }
-        let d = q(
-            &format!("mutation($i:PaymentInput!){{ addPaymentToOrder(input:$i){{ {ORDER} }} }}"),
-            json!({"i": {"method": "dummy", "metadata": {}}}),
-        )
-        .await?;
-        res(&d, "addPaymentToOrder")?;
-        let o = &d["addPaymentToOrder"];
+        let o = self
+            .m(
+                "addPaymentToOrder",
+                &format!(
+                    "mutation($i:PaymentInput!){{ addPaymentToOrder(input:$i){{ {ORDER} }} }}"
+                ),
+                json!({"i": {"method": "dummy", "metadata": {}}}),
+            )
+            .await?;
         if o["state"] != "PaymentAuthorized" {
             return Err(format!("order ended in {}", o["state"]));
         }
@@ -411,7 +441,7 @@ struct Hub {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-fn config_text(e: &Env, web2: Option<&ShopHandle>, store: &Path) -> String {
+fn config_text(e: &Env, web2: Option<(&str, &ShopHandle)>, store: &Path) -> String {
     let mut t = format!(
         r#"
 [store]
@@ -456,12 +486,12 @@ stock_locations = {{ default = "Default Stock Location" }}
         vendure = e.vendure_url,
     );
     let mut channels = vec![format!("\"{CHANNEL}\"")];
-    if let Some(s) = web2 {
+    if let Some((name, s)) = web2 {
         t.push_str(&format!(
-            "\n[endpoints.web2]\nconnector = \"sandbox-shop\"\nurl = \"{}\"\n",
+            "\n[endpoints.{name}]\nconnector = \"sandbox-shop\"\nurl = \"{}\"\n",
             s.base_url()
         ));
-        channels.push("\"web2\"".into());
+        channels.push(format!("\"{name}\""));
     }
     let channels = channels.join(", ");
     t.push_str(&format!(
@@ -507,14 +537,16 @@ channel = "vendure"
 units = {BUFFER}
 "#
     ));
-    if web2.is_some() {
-        t.push_str("\n[inventory.channels.web2]\nlocations = [\"WH\"]\n");
+    if let Some((name, _)) = web2 {
+        t.push_str(&format!(
+            "\n[inventory.channels.{name}]\nlocations = [\"WH\"]\n"
+        ));
     }
     t
 }
 
 impl Hub {
-    async fn start(e: &Env, web2: Option<&ShopHandle>, dir: &Path) -> Hub {
+    async fn start(e: &Env, web2: Option<(&str, &ShopHandle)>, dir: &Path) -> Hub {
         let store_path = dir.join("concord.sqlite");
         let text = config_text(e, web2, &store_path);
         let (tp, vp) = (e.tryton_password.clone(), e.vendure_password.clone());
@@ -794,43 +826,94 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
     assert!(matches!(out[0], WriteOutcome::Done { .. }), "{out:?}");
     erp.inventory(p, "WH", 8).await;
 
+    // The second channel: a sandbox storefront checking out through the hub's `/v1` API (its
+    // own name per run: order numbers restart at 1001 with every storefront).
+    let w2 = format!("w{run}");
     let web2 = ShopSim::start(ShopOptions {
-        name: "web2".into(),
+        name: w2.clone(),
         hub: Some(HubCheckout {
             base_url: format!("http://{}", e.hub),
-            channel: "web2".into(),
+            channel: w2.clone(),
         }),
         ..ShopOptions::default()
     })
     .await
     .expect("web2 starts");
     let dir = tempfile::tempdir().expect("tmp");
-    let hub = Hub::start(&e, Some(&web2), dir.path()).await;
+    let hub = Hub::start(&e, Some((&w2, &web2)), dir.path()).await;
     wait_until(
         "both channels see the 8 units (Vendure minus its buffer)",
         || async {
             shop.saleable(&sku).await.map(|s| s.1) == Some(8 - BUFFER)
-                && hub.ats("web2", &sku).await == 8
+                && hub.ats(&w2, &sku).await == 8
                 && web2.inventory(&sku).values().copied().sum::<i64>() == 8
         },
     )
     .await;
     let (variant, _, _) = shop.saleable(&sku).await.expect("variant");
 
-    // 5 Vendure buyers and 4 web2 buyers, 2 units each, all at once: 18 units for 8.
-    let shop = Arc::new(shop);
-    let mut tasks = tokio::task::JoinSet::new();
+    // 5 Vendure buyers with their carts ready (2 units each; Vendure's own check passes, it
+    // shows 6) and 2 web2 buyers (2 each), all asking at once: 14 units for 8. The hub decides.
+    let mut carts = Vec::new();
     for i in 0..5 {
-        let (shop, variant, email) = (
-            shop.clone(),
-            variant.clone(),
-            format!("race{i}-{run}@example.com"),
+        carts.push(
+            Cart::prepare(
+                &e.vendure_url,
+                &variant,
+                2,
+                &format!("race{i}-{run}@example.com"),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("cart {i}: {err}")),
         );
-        tasks.spawn(async move { ("vendure", shop.checkout(&variant, 2, &email).await) });
     }
-    for i in 0..4 {
-        let (web2, sku, run) = (web2.clone(), sku.clone(), run.clone());
+    // The buyers are returning customers: their parties exist in Tryton before the race.
+    // (Tryton's party code sequence collides when two new parties are created at the same
+    // moment over SQLite — "The code on party must be unique", a permanent UserError for the
+    // tryton connector today — which is not what this test is about.)
+    let mut emails: Vec<String> = (0..5)
+        .map(|i| format!("race{i}-{run}@example.com"))
+        .collect();
+    emails.extend((0..2).map(|i| format!("web{i}-{run}@example.com")));
+    for (i, email) in emails.iter().enumerate() {
+        let out = erp
+            .c
+            .write(vec![WriteOp {
+                item_id: i as i64,
+                kind: Kind::Customer,
+                key: email.clone(),
+                op: "upsert".into(),
+                payload: json!({"email": email, "name": "Race Buyer",
+                    "addresses": [{"line1": "1 Main Street", "city": "Springfield",
+                                   "postal_code": "12345", "country": "US"}]}),
+                external_id: None,
+                refs: BTreeMap::new(),
+            }])
+            .await;
+        assert!(matches!(out[0], WriteOutcome::Done { .. }), "{out:?}");
+    }
+    let go = Arc::new(tokio::sync::Barrier::new(7));
+    let mut tasks = tokio::task::JoinSet::new();
+    for cart in carts {
+        let go = go.clone();
         tasks.spawn(async move {
+            go.wait().await;
+            (
+                "vendure",
+                cart.place().await.map(|c| format!("{CHANNEL}/{c}")),
+            )
+        });
+    }
+    for i in 0..2 {
+        let (web2, sku, run, go, w2) = (
+            web2.clone(),
+            sku.clone(),
+            run.clone(),
+            go.clone(),
+            w2.clone(),
+        );
+        tasks.spawn(async move {
+            go.wait().await;
             let r = web2
                 .checkout(
                     &format!("web{i}-{run}@example.com"),
@@ -840,14 +923,14 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
                 .await
                 .map(|o| o.number)
                 .map_err(|e| e.to_string());
-            ("web2", r)
+            ("web2", r.map(|n| format!("{w2}/{n}")))
         });
     }
     let mut sold = Vec::new();
     let mut refused = 0;
     while let Some(r) = tasks.join_next().await {
         match r.expect("buyer task") {
-            (ch, Ok(number)) => sold.push(format!("{ch}/{number}")),
+            (_, Ok(key)) => sold.push(key),
             (ch, Err(why)) => {
                 refused += 1;
                 println!("{ch} buyer refused: {why}");
@@ -861,16 +944,53 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
     );
     assert!(sold.len() * 2 <= 8, "oversold: {sold:?}");
     assert!(
-        refused >= 5,
-        "18 units asked for 8: at least 5 buyers refused"
+        refused >= 3,
+        "14 units asked for 8: at least 3 buyers refused"
+    );
+    let vendure_units = sold.iter().filter(|s| s.starts_with("vendure/")).count() as i64 * 2;
+    assert!(
+        vendure_units <= 8 - BUFFER,
+        "Vendure sold {vendure_units}: more than its share (its buffer is kept back)"
+    );
+    // Nothing is left unsold that a buyer could have had: at most the buffer (2) is left, and
+    // only when web2 did not need it.
+    assert!(
+        sold.len() * 2 >= 6,
+        "units were refused while free: {sold:?}"
     );
 
     // Every placed order becomes exactly one Tryton sale; the ERP never commits more than 8.
+    for d in hub.unexpected_dead_letters().await {
+        println!(
+            "dead letter {} {} {}: {}",
+            d.endpoint, d.kind, d.key, d.reason
+        );
+    }
     for r in &sold {
-        wait_until(&format!("{r} is a Tryton sale"), || async {
-            erp.sales(r).await.len() == 1
-        })
-        .await;
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let s = erp.sales(r).await;
+            if s.len() == 1 && s[0]["state"] == "processing" {
+                break;
+            }
+            if Instant::now() > until {
+                for d in hub
+                    .store
+                    .dead_letters(DeadLetterFilter::default())
+                    .await
+                    .unwrap_or_default()
+                {
+                    println!(
+                        "dead letter {} {} {}: {}",
+                        d.endpoint, d.kind, d.key, d.reason
+                    );
+                }
+                println!("health: {:?}", hub.engine.endpoint_health());
+                println!("stats: {:?}", hub.engine.stats(None));
+                panic!("{r} never became a confirmed Tryton sale: {s:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let (on_hand, committed) = erp.available(&sku, "WH").await;
     assert_eq!(on_hand, 8);
@@ -881,7 +1001,7 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
     );
     assert!(on_hand - committed >= 0, "zero oversold in the ERP");
     wait_until("the channels show what is left", || async {
-        hub.ats("web2", &sku).await == on_hand - committed
+        hub.ats(&w2, &sku).await == on_hand - committed
     })
     .await;
     assert!(
