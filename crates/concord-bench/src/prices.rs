@@ -23,7 +23,9 @@
 //! customer-specific level answers) else any SKU (group or default level), quantity 1–100.
 //! Every answer must be 200 with a body: `errors` counts anything else (must be 0).
 //! `lookups_per_s` is answered lookups per second, first send to last answer; latency is per
-//! request, client side (load generator on the same machine).
+//! request, client side (load generator on the same machine). On a shared machine throughput
+//! swings with the load, so the case also reports the process's CPU time per lookup (server
+//! and load generator together, `cpu_us_per_lookup`) and the 1-minute load average.
 
 use anyhow::Context;
 use concord_core::{content_hash, validate, Kind};
@@ -259,6 +261,7 @@ currency = "USD"
     // A short warm-up (connections, caches), then the timed run.
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let total = args.requests;
+    let (cpu0, load_start) = (cpu_seconds(), loadavg());
     let t0 = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..args.clients {
@@ -312,6 +315,8 @@ currency = "USD"
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / (lat.len().max(1) as f64);
+    let load = load_start.max(loadavg());
     lat.sort();
     let pct = |p: f64| -> f64 {
         if lat.is_empty() {
@@ -323,9 +328,9 @@ currency = "USD"
     let (p50, p99, max) = (pct(0.50), pct(0.99), pct(1.0));
     let per_s = lat.len() as f64 / seconds;
 
-    println!("case    lookups  seconds  lookups/s (goal)     p50 ms  p99 ms (goal)  max ms  errors  prices  customers  load s  index s");
+    println!("case    lookups  seconds  lookups/s (goal)     p50 ms  p99 ms (goal)  max ms  errors  prices  customers  load s  index s  cpu µs/lookup  loadavg");
     println!(
-        "prices  {:>7}  {:>7.2}  {:>9.0} (≥{:.0})  {:>6.3}  {:>6.3} (<{:.0})  {:>6.2}  {:>6}  {:>6}  {:>9}  {:>6.1}  {:>7.2}",
+        "prices  {:>7}  {:>7.2}  {:>9.0} (≥{:.0})  {:>6.3}  {:>6.3} (<{:.0})  {:>6.2}  {:>6}  {:>6}  {:>9}  {:>6.1}  {:>7.2}  {:>13.1}  {:>7.1}",
         lat.len(),
         seconds,
         per_s,
@@ -338,7 +343,9 @@ currency = "USD"
         prices,
         customers,
         load_s,
-        index_s
+        index_s,
+        cpu_us,
+        load
     );
     let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
@@ -349,6 +356,8 @@ currency = "USD"
                "max_ms": r3(max), "errors": errors, "clients": args.clients,
                "skus": args.skus, "customers": customers, "prices": prices,
                "load_s": r3(load_s), "index_rebuild_s": r3(index_s),
+               "cpu_us_per_lookup": (cpu_us * 10.0).round() / 10.0,
+               "loadavg": (load * 10.0).round() / 10.0,
                "met": per_s >= GOAL_LOOKUPS_PER_S && p99 < GOAL_P99_MS && errors == 0})
     );
     let _ = stop.send(());
@@ -360,4 +369,27 @@ currency = "USD"
         anyhow::bail!("prices: {errors} lookups failed");
     }
     Ok(())
+}
+
+/// CPU seconds (user + system) used so far by this process, from `/proc/self/stat` (Linux; 0
+/// elsewhere). utime and stime are fields 14 and 15, in USER_HZ (100) ticks.
+fn cpu_seconds() -> f64 {
+    let ticks = |stat: &str| -> Option<f64> {
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+    };
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| ticks(&s))
+        .unwrap_or(0.0)
+        / 100.0
+}
+
+/// The 1-minute load average (0 when unknown).
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
 }

@@ -181,65 +181,56 @@ pub enum NoPrice {
 
 /// Pick the applicable price among `rules` (the candidates of `q.sku`; others are ignored) and
 /// price `q.quantity` of it. See the module docs for the rules.
-pub fn quote<'r>(
-    rules: impl IntoIterator<Item = &'r Rule>,
-    q: &Query<'_>,
-) -> Result<Quote, NoPrice> {
+pub fn quote<'r, I>(rules: I, q: &Query<'_>) -> Result<Quote, NoPrice>
+where
+    I: IntoIterator<Item = &'r Rule> + Clone,
+{
     if q.quantity <= 0 {
         return Err(NoPrice::BadQuantity(q.quantity));
     }
-    let mut any = Vec::new();
-    let mut in_scope = Vec::new();
-    let mut in_currency = Vec::new();
-    let mut best: Option<&Rule> = None;
-    for r in rules.into_iter().filter(|r| r.price.sku == q.sku) {
-        any.push(r);
-        if !r.applies_to(q.channel, q.customer, q.group) {
-            continue;
-        }
-        in_scope.push(r);
-        if q.currency.is_some_and(|c| c != r.price.currency) {
-            continue;
-        }
-        in_currency.push(r);
-        if !r.is_valid_at(q.now) {
-            continue;
-        }
-        let rank = |r: &Rule| {
-            (
-                r.scope(),
-                Reverse(r.from.unwrap_or(Millis::MIN)),
-                r.price.list.clone(),
-                r.price.currency.clone(),
-            )
-        };
-        if best.is_none_or(|b| rank(r) < rank(b)) {
-            best = Some(r);
-        }
-    }
+    let of_sku = |rules: I| rules.into_iter().filter(|r| r.price.sku == q.sku);
+    let in_scope = |r: &&Rule| r.applies_to(q.channel, q.customer, q.group);
+    let in_currency = |r: &&Rule| q.currency.is_none_or(|c| c == r.price.currency);
+    let rank = |r: &'r Rule| {
+        (
+            r.scope(),
+            Reverse(r.from.unwrap_or(Millis::MIN)),
+            r.price.list.as_str(),
+            r.price.currency.as_str(),
+        )
+    };
+    // The hot path allocates nothing until the answer; diagnostics are built only on a miss.
+    let best = of_sku(rules.clone())
+        .filter(in_scope)
+        .filter(in_currency)
+        .filter(|r| r.is_valid_at(q.now))
+        .min_by_key(|r| rank(r));
     let Some(r) = best else {
         let sku = q.sku.to_string();
+        let any: Vec<&Rule> = of_sku(rules).collect();
         if any.is_empty() {
             return Err(NoPrice::UnknownSku(sku));
         }
-        if in_scope.is_empty() {
+        let scoped: Vec<&Rule> = any.iter().copied().filter(in_scope).collect();
+        if scoped.is_empty() {
             return Err(NoPrice::NoScope {
                 sku,
                 channel: q.channel.to_string(),
                 lists: join(any.iter().map(|r| describe_list(r))),
             });
         }
-        if in_currency.is_empty() {
+        let priced: Vec<&Rule> = scoped.iter().copied().filter(in_currency).collect();
+        if priced.is_empty() {
             return Err(NoPrice::Currency {
                 sku,
                 requested: q.currency.unwrap_or_default().to_string(),
-                available: join(in_scope.iter().map(|r| r.price.currency.clone())),
+                available: join(scoped.iter().map(|r| r.price.currency.clone())),
             });
         }
         return Err(NoPrice::NotValid {
             sku,
             day: day_string(q.now),
-            windows: join(in_currency.iter().map(|r| {
+            windows: join(priced.iter().map(|r| {
                 format!(
                     "`{}` from {} to {}",
                     r.price.list,
