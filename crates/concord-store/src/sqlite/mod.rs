@@ -75,6 +75,14 @@ impl SqliteStore {
         // commit. Durability is unchanged.
         conn.execute_batch("PRAGMA temp_store = MEMORY")
             .map_err(|e| open_err(format!("configure: temp_store: {e}")))?;
+        // The writer checkpoints the WAL itself once it holds this many pages (SQLite's default
+        // is 1,000). A checkpoint copies each page once, however often it was rewritten since
+        // the last one, and ends with an fsync; the write path rewrites the same hot pages
+        // (ledger positions, outbox and index tails) in every group, so a longer WAL makes
+        // checkpoints rarer for little more work each. 4,000 pages (about 16 MB of WAL) takes
+        // most of the gain; longer ones stall the writer long enough to show in p99 latency.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 4000")
+            .map_err(|e| open_err(format!("configure: wal_autocheckpoint: {e}")))?;
         schema::migrate(&mut conn).map_err(open_err)?;
 
         // Tokens only need to differ from every token an item was claimed with before. In-flight
