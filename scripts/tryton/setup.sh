@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install a real Tryton ERP for Concord's integration tests: a venv with the pinned modules of
 # requirements.txt, a server config, and an SQLite database with party, company, product,
-# stock, account, sale and product_price_list activated. Idempotent: what exists is kept (the
-# venv is rebuilt only when requirements.txt changes; the database only if never completed).
+# stock, account, sale, product_price_list and sale_price_list activated. Idempotent: what
+# exists is kept (the venv is rebuilt only when requirements.txt changes; the database is
+# initialised only if never completed, and modules added to MODULES since are activated in it —
+# run this with the server stopped, as test.sh does).
 #
 #   ./scripts/tryton/setup.sh          then start.sh, then seed.py
 # Env: see env.sh (TRYTON_DIR, TRYTON_PORT, TRYTON_DB, TRYTON_ADMIN_PASSWORD, PYTHON).
@@ -49,6 +51,14 @@ CONF
 
 DBFILE="$TRYTON_DIR/db/$TRYTON_DB.sqlite"
 DONE="$TRYTON_DIR/db/.$TRYTON_DB.activated"
+MODULES="party company currency product stock account sale product_price_list sale_price_list"
+activate() {
+  # shellcheck disable=SC2086 # MODULES is a word list
+  "$TRYTON_VENV/bin/trytond-admin" -c "$TRYTON_CONF" -d "$TRYTON_DB" \
+    -u $MODULES --activate-dependencies >>"$TRYTON_DIR/log/admin-init.log" 2>&1 \
+    || { tail -30 "$TRYTON_DIR/log/admin-init.log" >&2; exit 1; }
+  printf '%s\n' "$MODULES" > "$DONE"
+}
 if [ ! -f "$DONE" ]; then
   t1=$(date +%s)
   log "initialising database $DBFILE"
@@ -60,11 +70,13 @@ if [ ! -f "$DONE" ]; then
     --all --email admin@example.com -l en >"$TRYTON_DIR/log/admin-init.log" 2>&1 \
     || { rm -f "$pw"; tail -30 "$TRYTON_DIR/log/admin-init.log" >&2; exit 1; }
   rm -f "$pw"
-  "$TRYTON_VENV/bin/trytond-admin" -c "$TRYTON_CONF" -d "$TRYTON_DB" \
-    -u party company currency product stock account sale product_price_list \
-    --activate-dependencies >>"$TRYTON_DIR/log/admin-init.log" 2>&1 \
-    || { tail -30 "$TRYTON_DIR/log/admin-init.log" >&2; exit 1; }
-  touch "$DONE"
+  activate
   log "database ready in $(( $(date +%s) - t1 ))s"
+elif [ "$(cat "$DONE")" != "$MODULES" ]; then
+  # A database set up before a module was added to MODULES: activate what is missing.
+  t1=$(date +%s)
+  log "activating modules: $MODULES"
+  activate
+  log "modules activated in $(( $(date +%s) - t1 ))s"
 fi
 log "ready: $TRYTON_DIR (db '$TRYTON_DB'); total $(( $(date +%s) - t0 ))s"

@@ -374,3 +374,199 @@ mod tests {
         );
     }
 }
+
+/// An exact decimal: `mantissa × 10^-scale`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Dec {
+    mantissa: i128,
+    scale: u32,
+}
+
+impl Dec {
+    /// `"9.50"`, `"-1"`, `"0.9"` (no exponents, no floats).
+    fn parse(s: &str) -> Option<Dec> {
+        let s = s.trim();
+        let (neg, body) = match s.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, s.strip_prefix('+').unwrap_or(s)),
+        };
+        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit())
+            || int.len() + frac.len() > 30
+        {
+            return None;
+        }
+        let digits = format!("{int}{frac}");
+        let m: i128 = digits.parse().ok()?;
+        Some(Dec {
+            mantissa: if neg { -m } else { m },
+            scale: u32::try_from(frac.len()).ok()?,
+        })
+    }
+
+    fn rescale(self, scale: u32) -> Option<i128> {
+        self.mantissa
+            .checked_mul(10i128.checked_pow(scale.checked_sub(self.scale)?)?)
+    }
+
+    fn add(self, o: Dec) -> Option<Dec> {
+        let scale = self.scale.max(o.scale);
+        Some(Dec {
+            mantissa: self.rescale(scale)?.checked_add(o.rescale(scale)?)?,
+            scale,
+        })
+    }
+
+    fn neg(self) -> Dec {
+        Dec {
+            mantissa: -self.mantissa,
+            scale: self.scale,
+        }
+    }
+
+    fn mul(self, o: Dec) -> Option<Dec> {
+        Some(Dec {
+            mantissa: self.mantissa.checked_mul(o.mantissa)?,
+            scale: self.scale.checked_add(o.scale)?,
+        })
+    }
+
+    /// Minor units with `digits` decimals, rounded half away from zero.
+    fn to_minor(self, digits: u32) -> Option<i64> {
+        let abs = self.mantissa.unsigned_abs();
+        let text = if self.scale == 0 {
+            abs.to_string()
+        } else {
+            let s = format!("{abs:0>width$}", width = self.scale as usize + 1);
+            let (i, f) = s.split_at(s.len() - self.scale as usize);
+            format!("{i}.{f}")
+        };
+        let minor = concord_core::pricing::decimal_to_minor(&text, digits)?;
+        Some(if self.mantissa < 0 { -minor } else { minor })
+    }
+}
+
+/// A number of a formula: `9.5`, `Decimal('9.50')` or `Decimal("9.50")`.
+fn formula_number(s: &str) -> Option<Dec> {
+    let s = s.trim();
+    let inner = s
+        .strip_prefix("Decimal(")
+        .and_then(|r| r.strip_suffix(')'))
+        .map(str::trim);
+    match inner {
+        Some(q) => {
+            let unquoted = q
+                .strip_prefix('\'')
+                .and_then(|r| r.strip_suffix('\''))
+                .or_else(|| q.strip_prefix('"').and_then(|r| r.strip_suffix('"')))
+                .unwrap_or(q);
+            Dec::parse(unquoted)
+        }
+        None => Dec::parse(s),
+    }
+}
+
+/// Evaluate a Tryton price list line `formula` for one product, in minor units (`digits`
+/// decimals, rounded half away from zero; exact decimal arithmetic). `unit_price` and
+/// `list_price` both stand for the product's list price (a `Decimal` value as Tryton sends it).
+///
+/// Supported shapes (whitespace free): a number (`9.5`, `Decimal('9.50')`), `unit_price` or
+/// `list_price` alone, and `unit_price|list_price` `*`, `+` or `-` a number. `Err` says why
+/// anything else is not evaluated (the caller turns it into a record the validator rejects).
+pub fn eval_formula(formula: &str, list_price: &Value, digits: u32) -> Result<i64, String> {
+    let f = formula.trim();
+    let unsupported = || {
+        format!(
+            "unsupported Tryton price list formula `{f}`: Concord evaluates only a number, \
+             `unit_price`/`list_price` alone, or `unit_price * N`, `unit_price + N`, \
+             `unit_price - N`, `list_price * N`"
+        )
+    };
+    let overflow = || format!("Tryton price list formula `{f}` overflows");
+    let base = || -> Result<Dec, String> {
+        let text = match list_price {
+            Value::Object(_) => list_price
+                .get("decimal")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        text.as_deref().and_then(Dec::parse).ok_or_else(|| {
+            format!(
+                "Tryton price list formula `{f}` needs the product's list price, which is not set"
+            )
+        })
+    };
+    let value = if let Some(n) = formula_number(f) {
+        n
+    } else {
+        let rest = f
+            .strip_prefix("unit_price")
+            .or_else(|| f.strip_prefix("list_price"))
+            .ok_or_else(unsupported)?
+            .trim();
+        if rest.is_empty() {
+            base()?
+        } else {
+            let (op, num) = rest.split_at(1);
+            let n = formula_number(num).ok_or_else(unsupported)?;
+            let b = base()?;
+            match op {
+                "*" => b.mul(n),
+                "+" => b.add(n),
+                "-" => b.add(n.neg()),
+                _ => return Err(unsupported()),
+            }
+            .ok_or_else(overflow)?
+        }
+    };
+    value.to_minor(digits).ok_or_else(overflow)
+}
+
+#[cfg(test)]
+mod formula_tests {
+    use super::eval_formula;
+    use serde_json::json;
+
+    fn ev(f: &str, lp: &str) -> Result<i64, String> {
+        eval_formula(f, &json!({"__class__": "Decimal", "decimal": lp}), 2)
+    }
+
+    #[test]
+    fn supported_shapes_are_exact_and_round_half_away_from_zero() {
+        assert_eq!(ev("Decimal('9.50')", "10"), Ok(950));
+        assert_eq!(ev("Decimal(\"9.5\")", "10"), Ok(950));
+        assert_eq!(ev(" 9.5 ", "10"), Ok(950));
+        assert_eq!(ev("unit_price", "12.3400"), Ok(1234));
+        assert_eq!(ev("unit_price * 0.9", "10.0000"), Ok(900));
+        assert_eq!(ev("unit_price*Decimal('0.9')", "10.0000"), Ok(900));
+        // 0.1 * 0.05 = 0.005 → 0.01 (half away from zero), never a float artefact.
+        assert_eq!(ev("list_price * 0.05", "0.1"), Ok(1));
+        assert_eq!(ev("unit_price * 0.333", "10.0050"), Ok(333));
+        assert_eq!(ev("unit_price - 1.5", "10"), Ok(850));
+        assert_eq!(ev("unit_price + 0.005", "10"), Ok(1001));
+        // Negative results are returned as they are (the validator rejects them).
+        assert_eq!(ev("unit_price - 20", "10"), Ok(-1000));
+        assert_eq!(ev("unit_price - 10.005", "0"), Ok(-1001));
+    }
+
+    #[test]
+    fn anything_else_is_refused_with_the_formula_named() {
+        for f in [
+            "cost_price * 1.2",
+            "unit_price * 0.9 + 1",
+            "unit_price / 2",
+            "__import__('os')",
+            "unit_price * x",
+            "",
+        ] {
+            let e = ev(f, "10").expect_err(f);
+            assert!(e.contains(&format!("`{}`", f.trim())), "{e}");
+        }
+        let e = eval_formula("unit_price * 2", &serde_json::Value::Null, 2).expect_err("no price");
+        assert!(e.contains("list price"), "{e}");
+    }
+}

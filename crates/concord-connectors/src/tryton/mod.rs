@@ -46,6 +46,7 @@ pub mod changes;
 pub mod client;
 pub mod config;
 pub mod mapping;
+mod prices;
 mod read;
 mod write;
 
@@ -90,6 +91,8 @@ pub struct TrytonConnector {
     rpc: Rpc,
     opts: Options,
     dir: Mutex<Option<Directory>>,
+    /// Whether `product_price_list` and `sale_price_list` are activated (looked up once).
+    modules: Mutex<Option<(bool, bool)>>,
 }
 
 impl TrytonConnector {
@@ -111,6 +114,7 @@ impl TrytonConnector {
             rpc,
             opts,
             dir: Mutex::new(None),
+            modules: Mutex::new(None),
         })
     }
 

@@ -45,9 +45,12 @@ fn reference_id(v: Option<&Value>, model: &str) -> Option<i64> {
 
 impl TrytonConnector {
     pub(super) async fn changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        if req.kind == Kind::Price {
+            return self.price_changes(req).await;
+        }
         let (model, filter, fields): (&str, Vec<Value>, &[&str]) = match req.kind {
             Kind::Stock => ("stock.move", vec![], &["product"]),
-            Kind::Product | Kind::Price => ("product.template", vec![], &["products"]),
+            Kind::Product => ("product.template", vec![], &["products"]),
             Kind::Customer => ("party.party", vec![], &[]),
             Kind::Order => ("sale.sale", vec![], &[]),
             Kind::Shipment => {
@@ -100,7 +103,7 @@ impl TrytonConnector {
                 self.stock_of(&products, |p| newest.get(&p).copied().or(version))
                     .await?
             }
-            Kind::Product | Kind::Price => {
+            Kind::Product => {
                 let products = ids(&rows, "products");
                 self.products_of(req.kind, &products, version).await?
             }
@@ -155,11 +158,15 @@ impl TrytonConnector {
             Kind::Stock => self.newest_move().await?,
             _ => None,
         };
-        let records = match req.kind {
+        let mut records = match req.kind {
             Kind::Stock => self.stock_of(&page_ids, |_| version).await?,
             Kind::Customer => self.customers_of(&page_ids, version).await?,
             kind => self.products_of(kind, &page_ids, version).await?,
         };
+        if req.kind == Kind::Price {
+            // Price lists: the prices of this page's products in every list.
+            records.extend(self.price_list_records(None, Some(&page_ids)).await?);
+        }
         Ok(Page {
             records,
             cursor: page_ids.last().map(|i| i.to_string()),
@@ -287,7 +294,7 @@ impl TrytonConnector {
         Ok(out)
     }
 
-    async fn products_of(
+    pub(super) async fn products_of(
         &self,
         kind: Kind,
         products: &[i64],
@@ -368,9 +375,14 @@ impl TrytonConnector {
                 ],
             )
             .await?;
+        let (_, party_lists) = self.price_list_modules().await?;
+        let mut fields = vec!["name", "code"];
+        if party_lists {
+            fields.push("sale_price_list.name");
+        }
         let rows = self
             .rpc
-            .read_ctx("party.party", parties, &["name", "code"], &json!({}))
+            .read_ctx("party.party", parties, &fields, &json!({}))
             .await?;
         let version = version.map(format_ts);
         let mut out = Vec::new();
@@ -398,6 +410,16 @@ impl TrytonConnector {
             }
             if let Some(c) = r.get("code").and_then(Value::as_str) {
                 rec["customer_number"] = json!(c);
+            }
+            // The customer's price list is its group (see `prices`: a list several parties use
+            // is a `customer_group` list named after it).
+            if let Some(g) = r
+                .pointer("/sale_price_list./name")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+            {
+                rec["group"] = json!(g);
             }
             if let Some(p) = of(&["phone", "mobile"]) {
                 rec["phone"] = json!(p);
