@@ -56,12 +56,39 @@ trap './scripts/tryton/stop.sh || true' EXIT
 export CONCORD_TRYTON_URL="http://127.0.0.1:$TRYTON_PORT"
 log "Tryton ready in $(( $(date +%s) - t0 ))s"
 
+# --- a real Vendure for the integration tests (crates/concord-connectors/tests/vendure.rs) -----
+# Installed under target/vendure from scripts/vendure/package-lock.json (`npm ci`, exact
+# versions), started on 127.0.0.1:$VENDURE_PORT with its checkout plugin pointed at the hub the
+# tests serve on $CONCORD_VENDURE_HUB, seeded, and stopped again however this script exits.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  log "installing nodejs and npm (the Vendure test server runs on Node)"
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+fi
+export VENDURE_DIR="${VENDURE_DIR:-$PWD/target/vendure}" VENDURE_PORT="${VENDURE_PORT:-3011}"
+export CONCORD_VENDURE_HUB="${CONCORD_VENDURE_HUB:-127.0.0.1:18411}"
+trap './scripts/tryton/stop.sh || true; ./scripts/vendure/stop.sh || true' EXIT
+if command -v node >/dev/null 2>&1 && [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then
+  log "Vendure: setup, start, seed ($VENDURE_DIR, port $VENDURE_PORT)"
+  t0=$(date +%s)
+  ./scripts/vendure/setup.sh
+  CONCORD_URL="http://$CONCORD_VENDURE_HUB" CONCORD_CHANNEL=vendure ./scripts/vendure/start.sh
+  (cd "$VENDURE_DIR" && node seed.js >/dev/null)
+  export CONCORD_VENDURE_URL="http://127.0.0.1:$VENDURE_PORT"
+  log "Vendure ready in $(( $(date +%s) - t0 ))s"
+else
+  log "!!!!! Node.js >= 20 is not available: the real-Vendure tests will be SKIPPED"
+fi
+
 # --- tests -------------------------------------------------------------------------------------
 log "building"
 cargo build --workspace --all-targets --quiet
 log "cargo test (unit, conformance, engine, HTTP, crash and CLI tests)"
-cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
-log "real-Tryton tests (timed; they ran above too, this prints their latency line)"
+# The real-Tryton tests stop and start the shared Tryton server (outage test): they run on their
+# own below, one at a time, not beside the rest of the suite.
+env -u CONCORD_TRYTON_URL cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
+log "real-Tryton tests (one at a time: one of them takes Tryton down and up again)"
 t0=$(date +%s)
 out="$(mktemp)"
 if ! cargo test -p concord-connectors --test tryton --quiet -- --test-threads=1 --nocapture >"$out" 2>&1; then
@@ -70,4 +97,13 @@ fi
 grep -E 'LATENCY|SKIPPED|test result' "$out" >&2 || true
 rm -f "$out"
 log "real-Tryton tests took $(( $(date +%s) - t0 ))s"
+log "real Tryton + Vendure tests (timed; they ran above too, this prints their latency line)"
+t0=$(date +%s)
+out="$(mktemp)"
+if ! cargo test -p concord-connectors --test vendure --quiet -- --test-threads=1 --nocapture >"$out" 2>&1; then
+  cat "$out" >&2; exit 1
+fi
+grep -E 'LATENCY|RACE:|OUTAGE|SKIPPED|test result' "$out" >&2 || true
+rm -f "$out"
+log "real Tryton + Vendure tests took $(( $(date +%s) - t0 ))s"
 log "all tests passed"
