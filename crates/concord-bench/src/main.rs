@@ -29,28 +29,19 @@
 //!
 //! With no arguments every case runs with its defaults.
 
+mod harness;
 mod prices;
 mod reservations;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
-use concord_connectors::sandbox::{
-    ErpHandle, ErpOptions, ErpSim, InventorySet, ShopHandle, ShopOptions, ShopSim,
-};
-use concord_engine::config::Config;
-use concord_engine::connector::Connector;
-use concord_engine::Engine;
-use concord_server::AppState;
-use concord_store::{SqliteStore, Store};
+use concord_connectors::sandbox::InventorySet;
+use harness::{percentile, round1, round3, Rig};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::mpsc;
 
-const SECRET: &str = "bench-secret";
 const LOCATION: &str = "WH1";
 /// The value every SKU starts from (set during the warm-up).
 const BASE: i64 = 1_000;
@@ -215,19 +206,17 @@ async fn pipeline(args: PipelineArgs) -> anyhow::Result<()> {
 }
 
 fn json_line(o: &Outcome) -> serde_json::Value {
-    let r1 = |x: f64| (x * 10.0).round() / 10.0;
-    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     let mut v = json!({
         "bench": o.case,
         "events": o.events,
-        "events_per_s": r1(o.events_per_s),
-        "p50_ms": r3(o.p50_ms),
-        "p99_ms": r3(o.p99_ms),
+        "events_per_s": round1(o.events_per_s),
+        "p50_ms": round3(o.p50_ms),
+        "p99_ms": round3(o.p99_ms),
         "lost": o.lost,
     });
     if let Some(m) = v.as_object_mut() {
-        m.insert("max_ms".into(), json!(r3(o.max_ms)));
-        m.insert("seconds".into(), json!(r3(o.seconds)));
+        m.insert("max_ms".into(), json!(round3(o.max_ms)));
+        m.insert("seconds".into(), json!(round3(o.seconds)));
         m.insert("shop_writes".into(), json!(o.shop_writes));
         m.insert("shop_calls".into(), json!(o.shop_calls));
     }
@@ -291,42 +280,9 @@ fn print_table(outcomes: &[Outcome]) {
     }
 }
 
-/// Concord (engine + HTTP server), the two emulators, and what is needed to stop them.
-struct Rig {
-    erp: ErpHandle,
-    shop: ShopHandle,
-    engine: Engine,
-    store: Arc<SqliteStore>,
-    tasks: JoinSet<()>,
-    server: JoinHandle<std::io::Result<()>>,
-    stop_server: oneshot::Sender<()>,
-    watch: mpsc::UnboundedReceiver<InventorySet>,
-    _dir: tempfile::TempDir,
-}
-
-fn config_text(store: &str, erp_url: &str, shop_url: &str) -> String {
-    // JSON string escapes are valid TOML basic-string escapes.
-    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
-    format!(
-        r#"
-[store]
-path = {store}
-
-[server]
-listen = "127.0.0.1:0"
-
-[endpoints.erp]
-connector = "sandbox-erp"
-url = {erp}
-webhook_secret = {secret}
-timeout = "5s"
-
-[endpoints.shop]
-connector = "sandbox-shop"
-url = {shop}
-timeout = "5s"
-
-# The demo's stock flow, push only (no poll), so the webhook path is what is measured.
+/// The pipeline's flow: the demo's stock flow, push only (no poll), so the webhook path is
+/// what is measured.
+const FLOWS: &str = r#"
 [[flows]]
 name = "stock-push"
 kind = "stock"
@@ -336,83 +292,10 @@ from = ["erp"]
 to = ["shop"]
 filter = '.location == "WH1"'
 [flows.map_out]
-"*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
-"#,
-        store = q(store),
-        erp = q(erp_url),
-        shop = q(shop_url),
-        secret = q(SECRET),
-    )
-}
+"*" = '{sku, location, available: ([.on_hand - .committed, 0] | max)}'
+"#;
 
 impl Rig {
-    async fn start(webhook_batch: usize) -> anyhow::Result<Rig> {
-        let dir = tempfile::tempdir().context("creating the temporary store directory")?;
-        let store_path = dir.path().join("concord.db");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .context("binding Concord's HTTP server")?;
-        let addr = listener.local_addr()?;
-        let shop = ShopSim::start(ShopOptions::default()).await?;
-        let watch = shop.watch_inventory();
-        let erp = ErpSim::start(ErpOptions {
-            webhook_url: Some(format!("http://{addr}/hooks/erp")),
-            webhook_secret: Some(SECRET.to_string()),
-            webhook_batch: webhook_batch.max(1),
-            ..ErpOptions::default()
-        })
-        .await?;
-        let text = config_text(
-            &store_path.display().to_string(),
-            &erp.base_url(),
-            &shop.base_url(),
-        );
-        let config =
-            Config::from_toml_str_with_env(&text, &dir.path().join("bench.toml"), |_| None)
-                .context("the benchmark's configuration")?;
-        let mut connectors: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-        for (name, spec) in &config.endpoints {
-            let c = concord_connectors::build(spec)
-                .map_err(|e| anyhow::anyhow!("endpoints.{name}.{}: {}", e.path, e.message))?;
-            connectors.insert(name.clone(), c);
-        }
-        let store = Arc::new(SqliteStore::open(&store_path)?);
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
-        let tasks = engine.start().await?;
-        let state = AppState {
-            engine: engine.clone(),
-            metrics: None,
-            ready: Arc::new(AtomicBool::new(true)),
-        };
-        let app = concord_server::app(state, engine.config().server.max_body_bytes);
-        let (stop_server, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(concord_server::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
-        Ok(Rig {
-            erp,
-            shop,
-            engine,
-            store,
-            tasks,
-            server,
-            stop_server,
-            watch,
-            _dir: dir,
-        })
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop_server.send(());
-        let _ = self.server.await;
-        self.engine.shutdown();
-        while self.tasks.join_next().await.is_some() {}
-        self.erp.shutdown().await;
-        self.shop.shutdown().await;
-        self.store.close().await;
-    }
-
     /// Wait until the engine has nothing pending or in flight.
     async fn drained(&self, deadline: Instant) -> anyhow::Result<bool> {
         loop {
@@ -472,14 +355,16 @@ fn sku_name(i: usize) -> String {
 async fn run_case(args: &PipelineArgs, drive: Drive) -> anyhow::Result<Outcome> {
     let k = args.skus;
     let skus: Vec<String> = (0..k).map(sku_name).collect();
-    let mut rig = Rig::start(args.webhook_batch).await?;
-    let result = measure(&mut rig, args, drive, &skus).await;
+    let rig = Rig::start(Some(args.webhook_batch), FLOWS).await?;
+    let mut watch = rig.shop.watch_inventory();
+    let result = measure(&rig, &mut watch, args, drive, &skus).await;
     rig.stop().await;
     result
 }
 
 async fn measure(
-    rig: &mut Rig,
+    rig: &Rig,
+    watch: &mut mpsc::UnboundedReceiver<InventorySet>,
     args: &PipelineArgs,
     drive: Drive,
     skus: &[String],
@@ -495,7 +380,7 @@ async fn measure(
     let base = vec![BASE; k];
     let deadline = Instant::now() + timeout;
     loop {
-        arrivals.drain(&mut rig.watch);
+        arrivals.drain(watch);
         if arrivals.all_at(&base) {
             break;
         }
@@ -507,7 +392,7 @@ async fn measure(
     if !rig.drained(deadline).await? {
         bail!("warm-up: the engine did not drain within {timeout:?}");
     }
-    arrivals.drain(&mut rig.watch);
+    arrivals.drain(watch);
     arrivals.log.clear();
     let shop_before = rig.shop.counters();
     let groups_before = rig.store.write_groups();
@@ -546,7 +431,7 @@ async fn measure(
                 tokio::task::yield_now().await;
             }
         }
-        arrivals.drain(&mut rig.watch);
+        arrivals.drain(watch);
         if let Drive::Paced { rate, .. } = drive {
             if n < total {
                 let next = started + Duration::from_secs_f64(n as f64 / rate as f64);
@@ -564,7 +449,7 @@ async fn measure(
     let mut processed_at: Option<Instant> = None;
     let mut complete = true;
     loop {
-        arrivals.drain(&mut rig.watch);
+        arrivals.drain(watch);
         if captured_at.is_none() && rig.erp.counters().webhook_events_sent >= expect_events {
             captured_at = Some(Instant::now());
         }
@@ -585,7 +470,7 @@ async fn measure(
     }
     let waited = Instant::now();
     let drained = rig.drained(Instant::now() + timeout).await?;
-    arrivals.drain(&mut rig.watch);
+    arrivals.drain(watch);
 
     // Lost: final level at the storefront against the ERP's, SKU by SKU.
     let mut lost = 0;
@@ -625,13 +510,7 @@ async fn measure(
         .filter(|(i, v, _)| *v > max_arrived[*i])
         .count() as u64;
     lat_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| -> f64 {
-        if lat_ms.is_empty() {
-            return f64::NAN;
-        }
-        let idx = ((lat_ms.len() as f64 - 1.0) * p).round() as usize;
-        lat_ms[idx.min(lat_ms.len() - 1)]
-    };
+    let pct = |p: f64| percentile(&lat_ms, p);
     let first = changes.first().map(|c| c.2).unwrap_or(started);
     let seconds = done_at.saturating_duration_since(first).as_secs_f64();
     let shop_after = rig.shop.counters();

@@ -27,16 +27,15 @@
 //! swings with the load, so the case also reports the process's CPU time per lookup (server
 //! and load generator together, `cpu_us_per_lookup`) and the 1-minute load average.
 
+use crate::harness::{loadavg, process_cpu_seconds, round3, Server};
 use anyhow::Context;
 use concord_core::{content_hash, validate, Kind};
 use concord_engine::config::Config;
 use concord_engine::connector::Connector;
 use concord_engine::Engine;
-use concord_server::AppState;
 use concord_store::{EntityWrite, ProcessBatch, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -238,30 +237,18 @@ currency = "USD"
     let load_s = t.elapsed().as_secs_f64();
     eprintln!("[prices] loaded {entities} entities into the store in {load_s:.1} s");
     let dyn_store: Arc<dyn Store> = store.clone();
-    let max_body = config.server.max_body_bytes;
     let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
     let t = Instant::now();
     let mut tasks = engine.start().await?;
     let index_s = t.elapsed().as_secs_f64();
     let (prices, customers) = engine.price_index().map(|i| i.len()).unwrap_or((0, 0));
     eprintln!("[prices] engine started, index of {prices} prices and {customers} customers rebuilt in {index_s:.2} s");
-    let app = concord_server::app(
-        AppState {
-            engine: engine.clone(),
-            metrics: None,
-            ready: Arc::new(AtomicBool::new(true)),
-        },
-        max_body,
-    );
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(concord_server::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
+    let server = Server::start(&engine, listener);
 
     // A short warm-up (connections, caches), then the timed run.
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let total = args.requests;
-    let (cpu0, load_start) = (cpu_seconds(), loadavg());
+    let (cpu0, load_start) = (process_cpu_seconds(), loadavg());
     let t0 = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..args.clients {
@@ -315,7 +302,7 @@ currency = "USD"
         }
     }
     let seconds = t0.elapsed().as_secs_f64();
-    let cpu_us = (cpu_seconds() - cpu0) * 1e6 / (lat.len().max(1) as f64);
+    let cpu_us = (process_cpu_seconds() - cpu0) * 1e6 / (lat.len().max(1) as f64);
     let load = load_start.max(loadavg());
     lat.sort();
     let pct = |p: f64| -> f64 {
@@ -347,21 +334,19 @@ currency = "USD"
         cpu_us,
         load
     );
-    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     println!(
         "{}",
-        json!({"bench": "prices", "lookups": lat.len(), "seconds": r3(seconds),
+        json!({"bench": "prices", "lookups": lat.len(), "seconds": round3(seconds),
                "lookups_per_s": per_s.round(), "goal_lookups_per_s": GOAL_LOOKUPS_PER_S,
-               "p50_ms": r3(p50), "p99_ms": r3(p99), "goal_p99_ms": GOAL_P99_MS,
-               "max_ms": r3(max), "errors": errors, "clients": args.clients,
+               "p50_ms": round3(p50), "p99_ms": round3(p99), "goal_p99_ms": GOAL_P99_MS,
+               "max_ms": round3(max), "errors": errors, "clients": args.clients,
                "skus": args.skus, "customers": customers, "prices": prices,
-               "load_s": r3(load_s), "index_rebuild_s": r3(index_s),
+               "load_s": round3(load_s), "index_rebuild_s": round3(index_s),
                "cpu_us_per_lookup": (cpu_us * 10.0).round() / 10.0,
                "loadavg": (load * 10.0).round() / 10.0,
                "met": per_s >= GOAL_LOOKUPS_PER_S && p99 < GOAL_P99_MS && errors == 0})
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     engine.shutdown();
     while tasks.join_next().await.is_some() {}
     store.close().await;
@@ -369,27 +354,4 @@ currency = "USD"
         anyhow::bail!("prices: {errors} lookups failed");
     }
     Ok(())
-}
-
-/// CPU seconds (user + system) used so far by this process, from `/proc/self/stat` (Linux; 0
-/// elsewhere). utime and stime are fields 14 and 15, in USER_HZ (100) ticks.
-fn cpu_seconds() -> f64 {
-    let ticks = |stat: &str| -> Option<f64> {
-        let rest = stat.get(stat.rfind(')')? + 2..)?;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-    };
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| ticks(&s))
-        .unwrap_or(0.0)
-        / 100.0
-}
-
-/// The 1-minute load average (0 when unknown).
-fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(0.0)
 }

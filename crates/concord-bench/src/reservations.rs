@@ -38,25 +38,16 @@
 //! time per answered request of the whole process (`cpu_us_per_op`, load generator included)
 //! and of the store's writer thread (`writer_us_per_op`), and the load average.
 
+use crate::harness::{cpu_seconds, loadavg, percentile, round1, round3, Rig};
 use anyhow::{bail, Context};
-use concord_connectors::sandbox::{
-    ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim,
-};
 use concord_core::inventory::buffer;
-use concord_engine::config::Config;
-use concord_engine::connector::Connector;
-use concord_engine::Engine;
-use concord_server::AppState;
-use concord_store::{SqliteStore, Store};
+use concord_store::Store;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
-use tokio::task::{JoinHandle, JoinSet};
-
-const SECRET: &str = "bench-secret";
+use tokio::task::JoinSet;
 const CHANNEL: &str = "shop";
 /// Locations feeding the channel, in routing priority order.
 const LOCATIONS: [&str; 2] = ["WH1", "WH2"];
@@ -138,7 +129,7 @@ pub async fn run(args: &ReservationsArgs) -> anyhow::Result<()> {
     }
     let mut outcomes = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        let rig = Rig::start().await?;
+        let rig = Rig::start(None, &config_rest()).await?;
         let result = measure(&rig, args).await;
         rig.stop().await;
         outcomes.push(result?);
@@ -215,19 +206,17 @@ fn print_table(outcomes: &[Outcome]) {
 }
 
 fn json_line(o: &Outcome) -> Value {
-    let r1 = |x: f64| (x * 10.0).round() / 10.0;
-    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
     let mut v = json!({
         "bench": "reservations",
-        "ops_per_s": r1(o.ops_per_s),
-        "p99_ms": r3(o.p99_ms),
+        "ops_per_s": round1(o.ops_per_s),
+        "p99_ms": round3(o.p99_ms),
         "oversold": o.oversold,
     });
     if let Some(m) = v.as_object_mut() {
         m.insert("requests".into(), json!(o.requests));
-        m.insert("seconds".into(), json!(r3(o.seconds)));
-        m.insert("p50_ms".into(), json!(r3(o.p50_ms)));
-        m.insert("max_ms".into(), json!(r3(o.max_ms)));
+        m.insert("seconds".into(), json!(round3(o.seconds)));
+        m.insert("p50_ms".into(), json!(round3(o.p50_ms)));
+        m.insert("max_ms".into(), json!(round3(o.max_ms)));
         m.insert("reserved".into(), json!(o.reserved));
         m.insert("refused".into(), json!(o.refused));
         m.insert("errors".into(), json!(o.errors));
@@ -240,88 +229,20 @@ fn json_line(o: &Outcome) -> Value {
         m.insert("ats_mismatch".into(), json!(o.ats_mismatch));
         m.insert("shop_stale".into(), json!(o.shop_stale));
         m.insert("write_groups".into(), json!(o.write_groups));
-        m.insert("cpu_us_per_op".into(), json!(r1(o.cpu_us_per_op)));
-        m.insert("writer_us_per_op".into(), json!(r1(o.writer_us_per_op)));
-        m.insert("loadavg".into(), json!(r1(o.load_start.max(o.load_end))));
+        m.insert("cpu_us_per_op".into(), json!(round1(o.cpu_us_per_op)));
+        m.insert("writer_us_per_op".into(), json!(round1(o.writer_us_per_op)));
+        m.insert(
+            "loadavg".into(),
+            json!(round1(o.load_start.max(o.load_end))),
+        );
     }
     v
 }
 
-/// CPU seconds (user + system) used so far by the whole process and by the store's writer
-/// thread, from `/proc` (Linux; 0 elsewhere). Throughput on a shared machine swings with the
-/// load; CPU per request does much less.
-fn cpu_seconds() -> (f64, f64) {
-    // utime and stime are fields 14 and 15 of `stat`, in clock ticks, after the `(comm)` field.
-    fn ticks(stat: &str) -> Option<f64> {
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-    }
-    // Linux reports these in USER_HZ, which is 100 on every mainstream configuration.
-    const HZ: f64 = 100.0;
-    let process = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| ticks(&s))
-        .unwrap_or(0.0);
-    let mut writer = 0.0;
-    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
-        for t in tasks.flatten() {
-            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() == "concord-store-w" {
-                writer += std::fs::read_to_string(t.path().join("stat"))
-                    .ok()
-                    .and_then(|s| ticks(&s))
-                    .unwrap_or(0.0);
-            }
-        }
-    }
-    (process / HZ, writer / HZ)
-}
-
-/// The 1-minute load average (0 when unknown).
-fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(0.0)
-}
-
-/// Concord (engine + HTTP server) with the pool configured, the two emulators, and what is
-/// needed to stop them.
-struct Rig {
-    erp: ErpHandle,
-    shop: ShopHandle,
-    engine: Engine,
-    store: Arc<SqliteStore>,
-    tasks: JoinSet<()>,
-    server: JoinHandle<std::io::Result<()>>,
-    stop_server: oneshot::Sender<()>,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-fn config_text(store: &str, erp_url: &str, shop_url: &str) -> String {
-    // JSON string escapes are valid TOML basic-string escapes.
-    let q = |s: &str| serde_json::Value::String(s.to_string()).to_string();
+/// The case's flows and pool, after the endpoints.
+fn config_rest() -> String {
     format!(
         r#"
-[store]
-path = {store}
-
-[server]
-listen = "127.0.0.1:0"
-
-[endpoints.erp]
-connector = "sandbox-erp"
-url = {erp}
-webhook_secret = {secret}
-timeout = "5s"
-
-[endpoints.shop]
-connector = "sandbox-shop"
-url = {shop}
-timeout = "5s"
-
 # Feeds the ledger from the ERP; the pool turns it into the channel's available-to-sell.
 [[flows]]
 name = "stock"
@@ -346,80 +267,11 @@ location = "WH2"
 channel = "shop"
 units = {buffer}
 "#,
-        store = q(store),
-        erp = q(erp_url),
-        shop = q(shop_url),
-        secret = q(SECRET),
         buffer = WH2_BUFFER,
     )
 }
 
 impl Rig {
-    async fn start() -> anyhow::Result<Rig> {
-        let dir = tempfile::tempdir().context("creating the temporary store directory")?;
-        let store_path = dir.path().join("concord.db");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .context("binding Concord's HTTP server")?;
-        let addr = listener.local_addr()?;
-        let shop = ShopSim::start(ShopOptions::default()).await?;
-        let erp = ErpSim::start(ErpOptions {
-            webhook_url: Some(format!("http://{addr}/hooks/erp")),
-            webhook_secret: Some(SECRET.to_string()),
-            ..ErpOptions::default()
-        })
-        .await?;
-        let text = config_text(
-            &store_path.display().to_string(),
-            &erp.base_url(),
-            &shop.base_url(),
-        );
-        let config =
-            Config::from_toml_str_with_env(&text, &dir.path().join("bench.toml"), |_| None)
-                .context("the benchmark's configuration")?;
-        let mut connectors: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-        for (name, spec) in &config.endpoints {
-            let c = concord_connectors::build(spec)
-                .map_err(|e| anyhow::anyhow!("endpoints.{name}.{}: {}", e.path, e.message))?;
-            connectors.insert(name.clone(), c);
-        }
-        let store = Arc::new(SqliteStore::open(&store_path)?);
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
-        let tasks = engine.start().await?;
-        let state = AppState {
-            engine: engine.clone(),
-            metrics: None,
-            ready: Arc::new(AtomicBool::new(true)),
-        };
-        let app = concord_server::app(state, engine.config().server.max_body_bytes);
-        let (stop_server, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(concord_server::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
-        Ok(Rig {
-            erp,
-            shop,
-            engine,
-            store,
-            tasks,
-            server,
-            stop_server,
-            base: format!("http://{addr}"),
-            _dir: dir,
-        })
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop_server.send(());
-        let _ = self.server.await;
-        self.engine.shutdown();
-        while self.tasks.join_next().await.is_some() {}
-        self.erp.shutdown().await;
-        self.shop.shutdown().await;
-        self.store.close().await;
-    }
-
     /// Wait until the engine has nothing pending or in flight and no SKU awaits recomputation.
     async fn idle(&self, deadline: Instant) -> anyhow::Result<bool> {
         loop {
@@ -845,13 +697,7 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
     }
     let units_reserved: i64 = reserved_of.iter().sum();
     lat_ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| -> f64 {
-        if lat_ms.is_empty() {
-            return f64::NAN;
-        }
-        let idx = ((lat_ms.len() as f64 - 1.0) * p).round() as usize;
-        lat_ms[idx.min(lat_ms.len() - 1)]
-    };
+    let pct = |p: f64| percentile(&lat_ms, p);
     eprintln!(
         "[reservations] {} requests by {} clients over {} SKUs in {seconds:.3}s: {reserved} reserved \
          ({units_reserved} units of {supply_total} sellable), {refused} refused, {errors} errors; \
