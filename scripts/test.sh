@@ -97,7 +97,7 @@ fi
 grep -E 'LATENCY|SKIPPED|test result' "$out" >&2 || true
 rm -f "$out"
 log "real-Tryton tests took $(( $(date +%s) - t0 ))s"
-log "real Tryton + Vendure tests (timed; they ran above too, this prints their latency line)"
+log "real Tryton + Vendure tests (one at a time: one of them takes Vendure down and up again)"
 t0=$(date +%s)
 out="$(mktemp)"
 if ! cargo test -p concord-connectors --test vendure --quiet -- --test-threads=1 --nocapture >"$out" 2>&1; then
