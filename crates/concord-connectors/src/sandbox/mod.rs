@@ -40,6 +40,7 @@
 pub mod client;
 pub mod connector;
 pub(crate) mod core;
+pub(crate) mod customers;
 pub mod erp;
 pub(crate) mod feed;
 pub mod shop;

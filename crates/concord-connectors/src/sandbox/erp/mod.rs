@@ -271,11 +271,7 @@ impl ErpHandle {
 
     /// Customers as `{"id": "C-n", ..canonical}`.
     pub fn customers(&self) -> Vec<Value> {
-        let st = lock(&self.inner.state);
-        st.customers
-            .iter()
-            .map(|(id, c)| super::core::with_id(id, c))
-            .collect()
+        lock(&self.inner.state).customers.find(None)
     }
 
     /// Canonical shipments, oldest first.

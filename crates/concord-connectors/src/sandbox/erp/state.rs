@@ -6,6 +6,7 @@
 
 use super::ErpInner;
 use crate::sandbox::core::{lock, with_id};
+use crate::sandbox::customers::{Customers, UpdateRefused};
 use concord_core::model::{Incoming, OrderLine, Stock};
 use concord_core::{validate, Kind};
 use serde::Serialize;
@@ -129,12 +130,10 @@ pub(crate) struct StockRow {
 #[derive(Default)]
 pub(crate) struct ErpState {
     pub stock: BTreeMap<(String, String), StockRow>,
-    pub customers: BTreeMap<String, Value>,
-    pub customer_by_email: HashMap<String, String>,
+    pub customers: Customers,
     pub orders: BTreeMap<String, SalesOrder>,
     pub order_by_ref: HashMap<String, String>,
     pub shipments: Vec<Value>,
-    next_customer: u64,
     next_order: u64,
     next_shipment: u64,
     next_rep: u64,
@@ -254,44 +253,32 @@ impl ErpInner {
     /// Idempotent on e-mail: `(customer with id, created)`.
     pub fn create_customer(&self, body: Value) -> Result<(Value, bool), ErpError> {
         let c = validate(Kind::Customer, &body).map_err(invalid)?;
-        let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        if let Some(id) = st.customer_by_email.get(&email) {
-            let existing = st.customers.get(id).map(|r| with_id(id, r));
-            return existing
-                .map(|e| (e, false))
-                .ok_or_else(|| ErpError::Invalid("customer index out of step".into()));
+        let (id, created) = st.customers.ensure("C-", &c);
+        if created {
+            self.core.emit(Kind::Customer, &id, c.clone());
+            self.core.count_writes(Kind::Customer, 1);
         }
-        st.next_customer += 1;
-        let id = format!("C-{}", st.next_customer);
-        st.customer_by_email.insert(email, id.clone());
-        st.customers.insert(id.clone(), c.clone());
-        self.core.emit(Kind::Customer, &id, c.clone());
-        self.core.count_writes(Kind::Customer, 1);
-        Ok((with_id(&id, &c), true))
+        let out = st
+            .customers
+            .with_id(&id)
+            .unwrap_or_else(|| with_id(&id, &c));
+        Ok((out, created))
     }
 
     pub fn update_customer(&self, id: &str, body: Value) -> Result<Value, ErpError> {
         let c = validate(Kind::Customer, &body).map_err(invalid)?;
-        let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        let old_email = match st.customers.get(id) {
-            Some(old) => old["email"].as_str().unwrap_or_default().to_string(),
-            None => {
-                return Err(ErpError::NotFound {
-                    what: "customer",
-                    id: id.into(),
-                })
-            }
-        };
-        if let Some(other) = st.customer_by_email.get(&email).filter(|o| *o != id) {
-            return Err(ErpError::Conflict(format!(
-                "email: `{email}` already belongs to customer {other}"
-            )));
-        }
-        st.customer_by_email.remove(&old_email);
-        st.customer_by_email.insert(email, id.to_string());
-        st.customers.insert(id.to_string(), c.clone());
+        st.customers.update(id, &c).map_err(|e| match e {
+            UpdateRefused::NotFound => ErpError::NotFound {
+                what: "customer",
+                id: id.into(),
+            },
+            UpdateRefused::EmailTaken(other) => ErpError::Conflict(format!(
+                "email: `{}` already belongs to customer {other}",
+                c["email"].as_str().unwrap_or_default()
+            )),
+        })?;
         self.core.emit(Kind::Customer, id, c.clone());
         self.core.count_writes(Kind::Customer, 1);
         Ok(with_id(id, &c))
@@ -414,17 +401,10 @@ impl ErpInner {
         let c = validate(Kind::Customer, &json!({"email": email})).map_err(invalid)?;
         let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        let customer_id = match st.customer_by_email.get(&email) {
-            Some(id) => id.clone(),
-            None => {
-                st.next_customer += 1;
-                let id = format!("C-{}", st.next_customer);
-                st.customer_by_email.insert(email.clone(), id.clone());
-                st.customers.insert(id.clone(), c.clone());
-                self.core.emit(Kind::Customer, &id, c.clone());
-                id
-            }
-        };
+        let (customer_id, created) = st.customers.ensure("C-", &c);
+        if created {
+            self.core.emit(Kind::Customer, &customer_id, c.clone());
+        }
         st.next_rep += 1;
         let number = st.next_rep.to_string();
         let body = json!({"channel": "rep", "number": number, "customer": {"email": email},
@@ -571,13 +551,7 @@ impl ErpInner {
     }
 
     pub fn find_customers(&self, email: Option<&str>) -> Vec<Value> {
-        let st = lock(&self.state);
-        let email = email.map(|e| e.trim().to_lowercase());
-        st.customers
-            .iter()
-            .filter(|(_, c)| email.as_deref().is_none_or(|e| c["email"] == e))
-            .map(|(id, c)| with_id(id, c))
-            .collect()
+        lock(&self.state).customers.find(email)
     }
 
     pub fn find_orders(&self, reference: Option<&str>) -> Vec<Value> {
@@ -594,7 +568,7 @@ impl ErpInner {
     }
 
     pub fn customer(&self, id: &str) -> Option<Value> {
-        lock(&self.state).customers.get(id).map(|c| with_id(id, c))
+        lock(&self.state).customers.with_id(id)
     }
 
     pub fn shipments_of(&self, reference: Option<&str>) -> Vec<Value> {

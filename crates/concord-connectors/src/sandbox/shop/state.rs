@@ -6,11 +6,12 @@
 use super::ShopInner;
 use crate::sandbox::core::lock;
 use crate::sandbox::core::{bind_path_field, with_id};
+use crate::sandbox::customers::{Customers, UpdateRefused};
 use concord_core::model::{ItemQty, OrderLine};
 use concord_core::{validate, Kind};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The storefront refused an operation.
@@ -135,10 +136,8 @@ pub(crate) type Prepared = (Value, Vec<(String, i64)>, BTreeMap<String, i64>);
 #[derive(Default)]
 pub(crate) struct ShopState {
     pub inventory: BTreeMap<(String, String), i64>,
-    pub customers: BTreeMap<String, Value>,
-    pub customer_by_email: HashMap<String, String>,
+    pub customers: Customers,
     pub orders: BTreeMap<String, ShopOrder>,
-    next_customer: u64,
     next_order: u64,
 }
 
@@ -288,17 +287,15 @@ impl ShopInner {
 
     /// Create the customer unless the e-mail is known; `(customer with id, created)`.
     fn ensure_customer(&self, st: &mut ShopState, c: Value) -> (Value, bool) {
-        let email = c["email"].as_str().unwrap_or_default().to_string();
-        if let Some(id) = st.customer_by_email.get(&email).cloned() {
-            let existing = st.customers.get(&id).cloned().unwrap_or(c);
-            return (with_id(&id, &existing), false);
+        let (id, created) = st.customers.ensure("cus_", &c);
+        if created {
+            self.core.emit(Kind::Customer, &id, c.clone());
         }
-        st.next_customer += 1;
-        let id = format!("cus_{}", st.next_customer);
-        st.customer_by_email.insert(email, id.clone());
-        st.customers.insert(id.clone(), c.clone());
-        self.core.emit(Kind::Customer, &id, c.clone());
-        (with_id(&id, &c), true)
+        let out = st
+            .customers
+            .with_id(&id)
+            .unwrap_or_else(|| with_id(&id, &c));
+        (out, created)
     }
 
     pub fn create_customer(&self, body: Value) -> Result<(Value, bool), ShopError> {
@@ -313,40 +310,28 @@ impl ShopInner {
 
     pub fn update_customer(&self, id: &str, body: Value) -> Result<Value, ShopError> {
         let c = validate(Kind::Customer, &body).map_err(invalid)?;
-        let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        let Some(old) = st.customers.get(id) else {
-            return Err(ShopError::NotFound {
+        st.customers.update(id, &c).map_err(|e| match e {
+            UpdateRefused::NotFound => ShopError::NotFound {
                 what: "customer",
                 id: id.into(),
-            });
-        };
-        let old_email = old["email"].as_str().unwrap_or_default().to_string();
-        if let Some(other) = st.customer_by_email.get(&email).filter(|o| *o != id) {
-            return Err(ShopError::Conflict(format!(
-                "email: `{email}` already belongs to customer {other}"
-            )));
-        }
-        st.customer_by_email.remove(&old_email);
-        st.customer_by_email.insert(email, id.to_string());
-        st.customers.insert(id.to_string(), c.clone());
+            },
+            UpdateRefused::EmailTaken(other) => ShopError::Conflict(format!(
+                "email: `{}` already belongs to customer {other}",
+                c["email"].as_str().unwrap_or_default()
+            )),
+        })?;
         self.core.emit(Kind::Customer, id, c.clone());
         self.core.count_writes(Kind::Customer, 1);
         Ok(with_id(id, &c))
     }
 
     pub fn find_customers(&self, email: Option<&str>) -> Vec<Value> {
-        let email = email.map(|e| e.trim().to_lowercase());
-        lock(&self.state)
-            .customers
-            .iter()
-            .filter(|(_, c)| email.as_deref().is_none_or(|e| c["email"] == e))
-            .map(|(id, c)| with_id(id, c))
-            .collect()
+        lock(&self.state).customers.find(email)
     }
 
     pub fn customer(&self, id: &str) -> Option<Value> {
-        lock(&self.state).customers.get(id).map(|c| with_id(id, c))
+        lock(&self.state).customers.with_id(id)
     }
 
     /// Validate a checkout's customer and lines: `(customer, lines trimmed, quantity per SKU)`.
