@@ -27,6 +27,42 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+/// The handle methods both emulators share, forwarded to their [`Core`] (`self.inner.core`).
+macro_rules! core_handle_methods {
+    () => {
+        /// `http://127.0.0.1:<port>`.
+        pub fn base_url(&self) -> String {
+            self.inner.core.base_url()
+        }
+
+        /// Stop serving and stop the background tasks (without it the emulator runs until the
+        /// tokio runtime ends).
+        pub async fn shutdown(&self) {
+            self.inner.core.shutdown().await;
+        }
+
+        pub fn set_faults(&self, faults: $crate::sandbox::Faults) {
+            self.inner.core.set_faults(faults);
+        }
+
+        /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
+        pub async fn set_down(&self, down: bool) -> Result<(), $crate::sandbox::SimError> {
+            self.inner.core.set_down(down).await
+        }
+
+        pub fn counters(&self) -> $crate::sandbox::Counters {
+            self.inner.core.counters()
+        }
+
+        /// Every write request received (after fault injection), for counting
+        /// duplicates/echoes.
+        pub fn write_log(&self) -> Vec<$crate::sandbox::WriteEntry> {
+            self.inner.core.write_log()
+        }
+    };
+}
+pub(crate) use core_handle_methods;
+
 /// Lock a std mutex, ignoring poisoning (a panicked handler must not wedge the emulator).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

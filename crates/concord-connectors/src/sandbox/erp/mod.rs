@@ -51,8 +51,8 @@ mod state;
 
 pub use state::{ErpError, ErpOrderStatus, SalesOrder};
 
-use super::core::{lock, Core, WebhookConfig};
-use super::{Counters, Faults, SimError, WriteEntry};
+use super::core::{core_handle_methods, lock, Core, WebhookConfig};
+use super::SimError;
 use concord_core::model::Stock;
 use concord_core::Kind;
 use serde_json::{json, Value};
@@ -178,34 +178,7 @@ pub struct ErpHandle {
 }
 
 impl ErpHandle {
-    /// `http://127.0.0.1:<port>`.
-    pub fn base_url(&self) -> String {
-        self.inner.core.base_url()
-    }
-
-    /// Stop serving and stop the background tasks (without it the emulator runs until the
-    /// tokio runtime ends).
-    pub async fn shutdown(&self) {
-        self.inner.core.shutdown().await;
-    }
-
-    pub fn set_faults(&self, faults: Faults) {
-        self.inner.core.set_faults(faults);
-    }
-
-    /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
-    pub async fn set_down(&self, down: bool) -> Result<(), SimError> {
-        self.inner.core.set_down(down).await
-    }
-
-    pub fn counters(&self) -> Counters {
-        self.inner.core.counters()
-    }
-
-    /// Every write request received (after fault injection).
-    pub fn write_log(&self) -> Vec<WriteEntry> {
-        self.inner.core.write_log()
-    }
+    core_handle_methods!();
 
     /// Create or replace a product (canonical JSON).
     pub fn upsert_product(&self, product: Value) -> Result<(), ErpError> {

@@ -42,8 +42,8 @@ mod state;
 
 pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus};
 
-use super::core::{lock, Core, WebhookConfig};
-use super::{Counters, Faults, SimError, WriteEntry};
+use super::core::{core_handle_methods, lock, Core, WebhookConfig};
+use super::SimError;
 use concord_core::Kind;
 use serde_json::Value;
 use state::ShopState;
@@ -158,31 +158,11 @@ pub struct ShopHandle {
 }
 
 impl ShopHandle {
-    /// `http://127.0.0.1:<port>`.
-    pub fn base_url(&self) -> String {
-        self.inner.core.base_url()
-    }
+    core_handle_methods!();
 
     /// The channel name used in orders.
     pub fn name(&self) -> &str {
         &self.inner.opts.name
-    }
-
-    pub async fn shutdown(&self) {
-        self.inner.core.shutdown().await;
-    }
-
-    pub fn set_faults(&self, faults: Faults) {
-        self.inner.core.set_faults(faults);
-    }
-
-    /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
-    pub async fn set_down(&self, down: bool) -> Result<(), SimError> {
-        self.inner.core.set_down(down).await
-    }
-
-    pub fn counters(&self) -> Counters {
-        self.inner.core.counters()
     }
 
     /// The price of `sku` on `list`, as last written.
@@ -190,11 +170,6 @@ impl ShopHandle {
         self.inner
             .core
             .record(Kind::Price, &format!("{list}:{sku}"))
-    }
-
-    /// Every write request received (after fault injection), for counting duplicates/echoes.
-    pub fn write_log(&self) -> Vec<WriteEntry> {
-        self.inner.core.write_log()
     }
 
     /// A checkout: all lines or nothing; refuses when a line's total available is short.
