@@ -715,6 +715,30 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
         .await
         .unwrap_or_else(|err| panic!("checkout: {err}"));
     let reference = format!("{CHANNEL}/{code}");
+    // The connector's own reads: the buyer as a customer, the order's payment.
+    let since = (chrono::Utc::now() - chrono::Duration::minutes(2))
+        .format("%Y-%m-%dT%H:%M:%S.000Z")
+        .to_string();
+    for kind in [Kind::Customer, Kind::Payment, Kind::Order] {
+        let page = shop
+            .c
+            .read_changes(concord_engine::connector::ReadRequest {
+                kind,
+                cursor: Some(&since),
+                limit: 1000,
+                overlap: Duration::ZERO,
+            })
+            .await
+            .unwrap_or_else(|err| panic!("reading {kind}: {err}"));
+        let found = page.records.iter().find(|c| match kind {
+            Kind::Customer => c.record["email"] == email.as_str(),
+            _ => c.record["order"] == reference.as_str() || c.record["number"] == code.as_str(),
+        });
+        let found = found.unwrap_or_else(|| panic!("no {kind} of {reference}: {:?}", page.records));
+        concord_core::validate(kind, &found.record)
+            .unwrap_or_else(|err| panic!("{kind} {}: {err}", found.record));
+        assert!(page.cursor.is_some(), "the cursor moves");
+    }
     wait_until("the Vendure order is a Tryton sale", || async {
         erp.sales(&reference)
             .await
