@@ -103,7 +103,7 @@ out="$(mktemp)"
 if ! cargo test -p concord-connectors --test vendure --quiet -- --test-threads=1 --nocapture >"$out" 2>&1; then
   cat "$out" >&2; exit 1
 fi
-grep -E 'LATENCY|RACE:|OUTAGE|SKIPPED|test result' "$out" >&2 || true
+grep -E 'LATENCY|RACE:|OUTAGE|UPSERTS|SKIPPED|test result' "$out" >&2 || true
 rm -f "$out"
 log "real Tryton + Vendure tests took $(( $(date +%s) - t0 ))s"
 log "all tests passed"

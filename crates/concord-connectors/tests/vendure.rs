@@ -1150,3 +1150,58 @@ async fn vendure_down_for_a_while_the_hub_queues_then_catches_up_nothing_lost() 
     );
     hub.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn products_by_sku_are_created_once_and_updated_with_measured_api_calls() {
+    let Some(e) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (_, shop) = systems(&e);
+    let run = run_id();
+    const N: usize = 20;
+    let ops = |name: &str| -> Vec<WriteOp> {
+        (0..N)
+            .map(|i| WriteOp {
+                item_id: i as i64,
+                kind: Kind::Product,
+                key: format!("MIG-{run}-{i:04}"),
+                op: "upsert".into(),
+                payload: json!({"sku": format!("MIG-{run}-{i:04}"), "name": format!("{name} {i}"),
+                                "active": true, "price_minor": 1000 + i as i64}),
+                external_id: None,
+                refs: BTreeMap::new(),
+            })
+            .collect()
+    };
+    let mut figures = Vec::new();
+    for (pass, name) in [("create", "Migrated"), ("update", "Renamed")] {
+        let (calls0, t0) = (shop.c.gql().calls(), Instant::now());
+        for op in ops(name) {
+            let out = shop.c.write(vec![op]).await;
+            assert!(
+                matches!(out[0], WriteOutcome::Done { .. }),
+                "{pass}: {out:?}"
+            );
+        }
+        let calls = shop.c.gql().calls() - calls0;
+        figures.push(format!(
+            "{pass}: {:.1} API calls and {} ms per product",
+            calls as f64 / N as f64,
+            t0.elapsed().as_millis() / N as u128
+        ));
+    }
+    println!(
+        "VENDURE PRODUCT UPSERTS ({N} products): {}",
+        figures.join("; ")
+    );
+    // One variant per SKU, renamed by the second pass.
+    let d = shop
+        .admin(
+            "query($s:String!){ productVariants(options:{filter:{sku:{contains:$s}}, take:100}){ totalItems items { sku name } } }",
+            json!({"s": format!("MIG-{run}-")}),
+        )
+        .await;
+    assert_eq!(d["productVariants"]["totalItems"], N, "{d}");
+    assert!(d["productVariants"]["items"].as_array().is_some_and(|v| v
+        .iter()
+        .all(|x| x["name"].as_str().is_some_and(|n| n.starts_with("Renamed")))));
+}
