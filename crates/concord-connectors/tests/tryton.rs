@@ -301,8 +301,13 @@ to = [{names}]
 
 impl Hub {
     async fn start(e: &Env, shops: &[(&str, &ShopHandle)], dir: &Path) -> Hub {
+        Hub::start_with(e, shops, dir, "").await
+    }
+
+    /// `extra`: more config (flows) appended to the common one.
+    async fn start_with(e: &Env, shops: &[(&str, &ShopHandle)], dir: &Path, extra: &str) -> Hub {
         let store_path = dir.join("concord.sqlite");
-        let text = config_text(e, shops, &store_path);
+        let text = config_text(e, shops, &store_path) + extra;
         let pw = e.password.clone();
         let config = Config::from_toml_str_with_env(&text, &dir.join("test.toml"), move |n| {
             (n == "CONCORD_TEST_TRYTON_PASSWORD").then(|| pw.clone())
@@ -851,6 +856,135 @@ async fn bad_tryton_data_is_dead_lettered_with_a_reason_and_blocks_nothing() {
     wait_until("a later change flows", || async {
         available(&b, "SKU-0002", "WH") == Some(expect)
     })
+    .await;
+    hub.stop().await;
+}
+
+/// A price list made in Tryton over JSON-RPC — a fixed price and a quantity break for one
+/// product, assigned to the seeded customer — becomes the customer's canonical price with its
+/// tier; a list whose formula Concord does not evaluate is dead-lettered with the formula named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tryton_price_list_becomes_the_customers_price_with_tiers_and_bad_formulas_dead_letter() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let flow = format!(
+        "\n[[flows]]\nname = \"prices\"\nkind = \"price\"\npattern = \"broadcast\"\n\
+         mode = \"delta\"\ninterval = \"{POLL}\"\nfrom = [\"erp\"]\nto = [\"{na}\"]\n"
+    );
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &flow).await;
+
+    // A seeded product (its list price is set for the company); its list price in cents.
+    let sku = "SKU-0001".to_string();
+    let product = erp.product(&sku).await;
+    let row = erp
+        .find(
+            "product.product",
+            json!([["id", "=", product]]),
+            &["list_price_used"],
+        )
+        .await;
+    let list_minor = concord_connectors::tryton::mapping::money_minor(&row[0]["list_price_used"])
+        .expect("seeded list price");
+    // Lines apply first-match in sequence order: from 10 units 20 % off, else a fixed 0.95.
+    let gold = format!("Gold {run}");
+    let list = erp
+        .call(
+            "product.price_list",
+            "create",
+            vec![json!([{"name": gold, "price": "list_price",
+               "lines": [["create", [
+                   {"sequence": 1, "product": product, "quantity": 10.0, "formula": "unit_price * 0.8"},
+                   {"sequence": 2, "product": product, "quantity": 0.0, "formula": "Decimal('0.95')"}
+               ]]]}])],
+        )
+        .await;
+    let list_id = list[0].as_i64().expect("price list id");
+    let customer = erp
+        .id("party.party", json!([["name", "=", "Customer 1"]]))
+        .await;
+    erp.call(
+        "party.party",
+        "write",
+        vec![json!([customer]), json!({"sale_price_list": list_id})],
+    )
+    .await;
+    let key = format!("{gold}:{sku}");
+    wait_until("the customer's price list is an entity", || async {
+        hub.store
+            .entity(Kind::Price, &key)
+            .await
+            .expect("entity")
+            .is_some_and(|en| en.state["customer"] == "customer1@example.com")
+    })
+    .await;
+    let price = hub
+        .store
+        .entity(Kind::Price, &key)
+        .await
+        .expect("entity")
+        .expect("price");
+    println!("price {key}: {}", price.state);
+    assert_eq!(price.state["amount_minor"], 95, "{}", price.state);
+    assert_eq!(
+        price.state["tiers"],
+        json!([{"min_quantity": 10, "amount_minor": list_minor * 8 / 10}]),
+        "{}",
+        price.state
+    );
+    assert_eq!(price.state["list"], gold.as_str());
+
+    // An unsupported formula: dead-lettered, its reason naming the formula.
+    let bad = format!("Bad {run}");
+    erp.call(
+        "product.price_list",
+        "create",
+        vec![json!([{"name": bad, "price": "list_price",
+           "lines": [["create", [{"product": product, "formula": "cost_price * 1.2"}]]]}])],
+    )
+    .await;
+    let named = |d: &concord_store::DeadLetter| d.reason.contains(&format!("`{bad}`"));
+    wait_until("the bad list is a dead letter", || async {
+        hub.dead_letters().await.iter().any(named)
+    })
+    .await;
+    let dl = hub.dead_letters().await;
+    let d = dl.iter().find(|d| named(d)).expect("dead letter");
+    println!("dead letter {}: {}", d.key, d.reason);
+    assert!(d.reason.contains("cost_price * 1.2"), "{}", d.reason);
+    assert!(d.reason.contains("amount_minor"), "{}", d.reason);
+
+    // A later change of the good list's line re-emits its prices (changed-since by write_date).
+    let line = erp
+        .id(
+            "product.price_list.line",
+            json!([["price_list", "=", list_id], ["sequence", "=", 2]]),
+        )
+        .await;
+    erp.call(
+        "product.price_list.line",
+        "write",
+        vec![json!([line]), json!({"formula": "unit_price - 0.1"})],
+    )
+    .await;
+    wait_until("the changed line is re-read", || async {
+        hub.store
+            .entity(Kind::Price, &key)
+            .await
+            .expect("entity")
+            .is_some_and(|en| en.state["amount_minor"] == list_minor - 10)
+    })
+    .await;
+    // Leave the seeded customer without a list for the next run.
+    erp.call(
+        "party.party",
+        "write",
+        vec![json!([customer]), json!({"sale_price_list": null})],
+    )
     .await;
     hub.stop().await;
 }

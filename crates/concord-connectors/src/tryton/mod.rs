@@ -13,8 +13,13 @@
 //!   location into the warehouse, grouped by `planned_date` (the ETA). Changes: stock moves
 //!   changed since the cursor → the affected products → their figures in every configured
 //!   warehouse. External id `SKU@WAREHOUSE_CODE`.
-//! - **product** (code = SKU) and **price** (list price, list `default`, company currency) from
-//!   `product.template` changes (names and prices live on the template).
+//! - **product** (code = SKU) and **price** (list price = `list_price_used`, list `default`,
+//!   company currency) from `product.template` changes (names and prices live on the template).
+//! - **price lists** (`product_price_list`; a customer's list from `sale_price_list`): one price
+//!   per (list, SKU), `list` = the list's name, customer-specific when exactly one party with an
+//!   e-mail uses the list, else a `customer_group` list named after it (customers carry `group`
+//!   = their list's name); line quantities are tiers; only safe formula shapes are evaluated,
+//!   others are dead-lettered naming the formula. See [`prices`].
 //! - **customer**: parties with an e-mail contact mechanism (others are not customers for
 //!   Concord and are skipped), with their addresses. Written: found by e-mail, else created with
 //!   the e-mail, phone and addresses.
@@ -37,7 +42,7 @@
 //!
 //! Known limits: a deleted draft move, or a contact mechanism or address edited without touching
 //! its party, changes nothing Tryton timestamps; the next change of that product/party (or a
-//! snapshot) brings it. Price lists (`product_price_list`) are not read yet.
+//! snapshot) brings it.
 //!
 //! Must never: sleep or retry (the engine does), create a second sale for one reference, or
 //! validate records (bad data goes to the engine, which dead-letters it with the reason).
@@ -46,7 +51,7 @@ pub mod changes;
 pub mod client;
 pub mod config;
 pub mod mapping;
-mod prices;
+pub mod prices;
 mod read;
 mod write;
 

@@ -57,24 +57,21 @@ impl TrytonConnector {
         if let Some(m) = *guard {
             return Ok(m);
         }
-        let rows = self
-            .rpc
-            .search_read(
-                "ir.module",
-                json!([
-                    ["name", "in", ["product_price_list", "sale_price_list"]],
-                    ["state", "=", "activated"]
-                ]),
-                None,
-                json!([["id", "ASC"]]),
-                &["name"],
-            )
-            .await?;
-        let has = |n: &str| {
-            rows.iter()
-                .any(|r| r.get("name").and_then(Value::as_str) == Some(n))
+        // `fields_get` answers for any user who can read the model; `ir.module` is not readable
+        // over RPC. A model that does not exist is a permanent error (the module is not there).
+        let fields = |model: &'static str| async move {
+            match self.rpc.model(model, "fields_get", vec![json!([])]).await {
+                Ok(v) => Ok(Some(v)),
+                Err(DeliveryError::Permanent { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
         };
-        let m = (has("product_price_list"), has("sale_price_list"));
+        let party = fields("party.party").await?;
+        let has_party_lists = party
+            .as_ref()
+            .is_some_and(|f| f.get("sale_price_list").is_some());
+        let has_lists = has_party_lists || fields("product.price_list").await?.is_some();
+        let m = (has_lists, has_party_lists);
         *guard = Some(m);
         Ok(m)
     }
@@ -134,20 +131,27 @@ impl TrytonConnector {
         let mut users: BTreeMap<i64, (Vec<i64>, Option<NaiveDateTime>)> = BTreeMap::new();
         let mut emails: BTreeMap<i64, String> = BTreeMap::new();
         if has_party_lists {
-            let assigned = self
+            // `party.party.sale_price_list` (the company-dependent value) is neither readable over
+            // RPC nor searchable on the party, so every party's field is read and filtered here
+            // (one read per page of changed lists).
+            let assigned: Vec<Value> = self
                 .rpc
                 .search_read(
-                    "party.party.sale_price_list",
-                    json!([["sale_price_list", "in", list_ids]]),
+                    "party.party",
+                    json!([]),
                     None,
                     json!([["id", "ASC"]]),
-                    &["party", "sale_price_list", "write_date", "create_date"],
+                    &["sale_price_list", "write_date", "create_date"],
                 )
-                .await?;
-            let parties: BTreeSet<i64> = assigned
-                .iter()
-                .filter_map(|a| a.get("party").and_then(Value::as_i64))
+                .await?
+                .into_iter()
+                .filter(|p| {
+                    p.get("sale_price_list")
+                        .and_then(Value::as_i64)
+                        .is_some_and(|l| list_ids.contains(&l))
+                })
                 .collect();
+            let parties: BTreeSet<i64> = assigned.iter().filter_map(id_of).collect();
             if !parties.is_empty() {
                 let mechs = self
                     .rpc
@@ -172,10 +176,9 @@ impl TrytonConnector {
                 }
             }
             for a in &assigned {
-                let (Some(l), Some(p)) = (
-                    a.get("sale_price_list").and_then(Value::as_i64),
-                    a.get("party").and_then(Value::as_i64),
-                ) else {
+                let (Some(l), Some(p)) =
+                    (a.get("sale_price_list").and_then(Value::as_i64), id_of(a))
+                else {
                     continue;
                 };
                 let e = users.entry(l).or_default();
@@ -239,7 +242,7 @@ impl TrytonConnector {
                 &wanted.iter().copied().collect::<Vec<_>>(),
                 &[
                     "code",
-                    "list_price",
+                    "list_price_used",
                     "categories_all",
                     "template.write_date",
                     "template.create_date",
@@ -275,7 +278,7 @@ impl TrytonConnector {
                 if applies.is_empty() {
                     continue;
                 }
-                let list_price = p.get("list_price").cloned().unwrap_or(Value::Null);
+                let list_price = p.get("list_price_used").cloned().unwrap_or(Value::Null);
                 let price_at = |q: i64| -> Result<i64, String> {
                     match applies.iter().find(|l| min_units(l) <= q) {
                         None => eval_formula("unit_price", &list_price, 2),
@@ -340,7 +343,7 @@ const STREAMS: [(&str, &str); 4] = [
     ("product.template", "products"),
     ("product.price_list", "id"),
     ("product.price_list.line", "price_list"),
-    ("party.party.sale_price_list", "sale_price_list"),
+    ("party.party", "sale_price_list"),
 ];
 
 /// The price cursor: one timestamp per stream joined by `|` (empty = not started). A plain

@@ -313,7 +313,7 @@ impl TrytonConnector {
             .read_ctx(
                 "product.product",
                 products,
-                &["code", "name", "active", "description", "list_price"],
+                &["code", "name", "active", "description", "list_price_used"],
                 &json!({}),
             )
             .await?;
@@ -324,7 +324,7 @@ impl TrytonConnector {
                 let id = id_of(r)?;
                 let sku = sku_of(r);
                 let record = match kind {
-                    Kind::Price => price_record(&sku, &currency, r.get("list_price")?)?,
+                    Kind::Price => price_record(&sku, &currency, r.get("list_price_used")?)?,
                     _ => product_record(r),
                 };
                 Some(Captured {
