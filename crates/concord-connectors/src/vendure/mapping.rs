@@ -165,17 +165,30 @@ pub fn order_record(o: &Value) -> Value {
     if let Some(n) = full_name(&customer) {
         cref["name"] = json!(n);
     }
+    // Vendure sets a cancelled order's line quantities to 0 and keeps what was ordered in
+    // `orderPlacedQuantity`: a cancelled order still carries its lines.
+    let cancelled = s(o, "state") == "Cancelled";
+    let qty = |l: &Value| {
+        let q = l.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+        if cancelled && q == 0 {
+            l.get("orderPlacedQuantity")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        } else {
+            q
+        }
+    };
     let lines: Vec<Value> = o
         .get("lines")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter(|l| l.get("quantity").and_then(Value::as_i64).unwrap_or(0) > 0)
+        .filter(|l| qty(l) > 0)
         .map(|l| {
             json!({
                 "line_id": s(l, "id"),
                 "sku": l.pointer("/productVariant/sku").and_then(Value::as_str).unwrap_or(""),
-                "quantity": l.get("quantity").and_then(Value::as_i64).unwrap_or(0),
+                "quantity": qty(l),
                 "unit_price_minor": l.get("unitPriceWithTax").and_then(Value::as_i64).unwrap_or(0),
             })
         })
@@ -270,6 +283,16 @@ mod tests {
         assert_eq!(p[0].1["status"], "authorized");
         validate(Kind::Payment, &p[0].1).unwrap();
         assert_eq!(order_status("PartiallyShipped"), "partially_shipped");
+        let mut c = o.clone();
+        c["state"] = json!("Cancelled");
+        c["lines"] = json!([{"id": "7", "quantity": 0, "orderPlacedQuantity": 2,
+                             "unitPriceWithTax": 1100, "productVariant": {"sku": "SKU-0001"}}]);
+        let r = order_record(&c);
+        assert_eq!(
+            (r["status"].as_str(), r["lines"][0]["quantity"].as_i64()),
+            (Some("cancelled"), Some(2))
+        );
+        validate(Kind::Order, &r).unwrap();
         assert_eq!(order_status("ArrangingPayment"), "placed");
     }
 

@@ -38,7 +38,7 @@ pub const ORDER_FIELDS: &str = "id code state active orderPlacedAt updatedAt cur
     totalWithTax customer { id emailAddress firstName lastName } \
     shippingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
     billingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
-    lines { id quantity unitPriceWithTax productVariant { id sku } } \
+    lines { id quantity orderPlacedQuantity unitPriceWithTax productVariant { id sku } } \
     payments { id method amount state }";
 
 const CUSTOMER_FIELDS: &str = "id emailAddress firstName lastName phoneNumber updatedAt \
