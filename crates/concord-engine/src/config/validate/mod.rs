@@ -1,12 +1,21 @@
 //! Raw config → checked config. No I/O: durations, addresses, URLs and cron schedules are
 //! parsed, jq programs compiled, names and cross-references checked, defaults filled in.
 //! The first problem found is reported, with the path of its field.
+//!
+//! [`validate`] is the only entry point: it checks the store, server, engine, endpoints, flows and
+//! ownership here, then hands `[inventory]` to `inventory.rs` and `[pricing]` to `pricing.rs`.
+//! Nothing in this module may do I/O or report more than the first problem.
+
+mod inventory;
+mod pricing;
 
 use super::raw::{RawConfig, RawEndpoint, RawEngine, RawFlow, RawMode, RawPattern, RawServer};
 use super::{Config, EngineSettings, FlowConfig, Issue, Mode, Pattern, ServerConfig, StoreConfig};
 use crate::connector::EndpointSpec;
 use crate::mapping::Mapping;
 use concord_core::{Kind, Ownership};
+use inventory::inventory;
+use pricing::pricing;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -104,161 +113,6 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         ownership,
         inventory,
         pricing,
-    })
-}
-
-fn pricing(raw: super::raw::RawPricing) -> Result<super::PricingConfig> {
-    if let Some(c) = &raw.currency {
-        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(Issue::new(
-                "pricing.currency",
-                format!("must be a three-letter ISO 4217 code such as USD, got {c:?}"),
-            ));
-        }
-    }
-    let tolerance_minor = i64::try_from(raw.tolerance_minor.unwrap_or(0)).map_err(|_| {
-        Issue::new(
-            "pricing.tolerance_minor",
-            "is larger than any amount can be",
-        )
-    })?;
-    Ok(super::PricingConfig {
-        currency: raw.currency,
-        tolerance_minor,
-        check_orders: raw.check_orders.unwrap_or(true),
-    })
-}
-
-fn inventory(
-    raw: super::raw::RawInventory,
-    endpoints: &BTreeMap<String, EndpointSpec>,
-    flows: &[FlowConfig],
-) -> Result<super::InventoryConfig> {
-    use concord_core::inventory::{BufferAmount, BufferRule};
-    known_endpoint("inventory.source", &raw.source, endpoints)?;
-    let feeds_stock = |to: Option<&str>| {
-        flows.iter().any(|f| {
-            f.kind == Kind::Stock
-                && f.from.iter().any(|s| s == &raw.source)
-                && to.is_none_or(|t| f.to.iter().any(|d| d == t))
-        })
-    };
-    if !feeds_stock(None) {
-        return Err(Issue::new(
-            "inventory.source",
-            format!(
-                "no `stock` flow reads from `{}`, so the ledger would never be fed",
-                raw.source
-            ),
-        ));
-    }
-    let reservation_ttl = duration(
-        "inventory.reservation_ttl",
-        raw.reservation_ttl.as_deref(),
-        Duration::from_secs(15 * 60),
-        false,
-    )?;
-    let release_grace = duration(
-        "inventory.release_grace",
-        raw.release_grace.as_deref(),
-        Duration::from_secs(5),
-        true,
-    )?;
-    let broadcast_interval = duration(
-        "inventory.broadcast_interval",
-        raw.broadcast_interval.as_deref(),
-        Duration::from_millis(50),
-        true,
-    )?;
-    if raw.channels.is_empty() {
-        return Err(Issue::new(
-            "inventory.channels",
-            "list at least one channel (`[inventory.channels.NAME]`)",
-        ));
-    }
-    let mut channels = BTreeMap::new();
-    for (name, ch) in raw.channels {
-        let mut at = String::from("inventory.channels");
-        super::env::push_key(&mut at, &name);
-        known_endpoint(&at, &name, endpoints)?;
-        if !feeds_stock(Some(&name)) {
-            return Err(Issue::new(
-                &at,
-                format!(
-                    "no `stock` flow delivers from `{}` to `{name}`; add `{name}` to a stock flow's `to`",
-                    raw.source
-                ),
-            ));
-        }
-        if ch.locations.is_empty() {
-            return Err(Issue::new(
-                format!("{at}.locations"),
-                "list at least one location that feeds this channel",
-            ));
-        }
-        for (i, l) in ch.locations.iter().enumerate() {
-            if l.trim().is_empty() {
-                return Err(Issue::new(
-                    format!("{at}.locations[{i}]"),
-                    "must not be empty",
-                ));
-            }
-            if ch.locations[..i].contains(l) {
-                return Err(Issue::new(
-                    format!("{at}.locations[{i}]"),
-                    format!("`{l}` is listed twice"),
-                ));
-            }
-        }
-        let backorder_limit = match ch.backorder_limit {
-            None => None,
-            Some(n) => Some(i64::try_from(n).map_err(|_| {
-                Issue::new(format!("{at}.backorder_limit"), format!("{n} is too large"))
-            })?),
-        };
-        channels.insert(
-            name,
-            super::ChannelPolicy {
-                locations: ch.locations,
-                backorder_limit,
-                stock_location: ch.stock_location.unwrap_or_else(|| "default".to_string()),
-            },
-        );
-    }
-    let mut buffers = Vec::with_capacity(raw.buffers.len());
-    for (i, b) in raw.buffers.into_iter().enumerate() {
-        let at = format!("inventory.buffers[{i}]");
-        if let Some(c) = &b.channel {
-            known_endpoint(&format!("{at}.channel"), c, endpoints)?;
-        }
-        let amount = match (b.units, b.percent) {
-            (Some(u), None) => BufferAmount::Units(
-                i64::try_from(u)
-                    .map_err(|_| Issue::new(format!("{at}.units"), format!("{u} is too large")))?,
-            ),
-            (None, Some(p)) if p <= 100 => BufferAmount::Percent(p as u32),
-            (None, Some(p)) => {
-                return Err(Issue::new(
-                    format!("{at}.percent"),
-                    format!("must be between 0 and 100, got {p}"),
-                ))
-            }
-            _ => return Err(Issue::new(&at, "give exactly one of `units` and `percent`")),
-        };
-        buffers.push(BufferRule {
-            sku: b.sku,
-            channel: b.channel,
-            location: b.location,
-            amount,
-        });
-    }
-    Ok(super::InventoryConfig {
-        source: raw.source,
-        reservation_ttl,
-        release_grace,
-        broadcast_interval,
-        channels,
-        buffers,
     })
 }
 

@@ -1,0 +1,29 @@
+//! `[pricing]` → [`PricingConfig`]: the currency is a three-letter ISO 4217 code, the tolerance
+//! fits an amount, `check_orders` defaults to on. Part of [`validate`](super::validate): no I/O,
+//! and it must never look at other sections (pricing needs no endpoint or flow to be checked).
+
+use super::Result;
+use crate::config::raw::RawPricing;
+use crate::config::{Issue, PricingConfig};
+
+pub(super) fn pricing(raw: RawPricing) -> Result<PricingConfig> {
+    if let Some(c) = &raw.currency {
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Issue::new(
+                "pricing.currency",
+                format!("must be a three-letter ISO 4217 code such as USD, got {c:?}"),
+            ));
+        }
+    }
+    let tolerance_minor = i64::try_from(raw.tolerance_minor.unwrap_or(0)).map_err(|_| {
+        Issue::new(
+            "pricing.tolerance_minor",
+            "is larger than any amount can be",
+        )
+    })?;
+    Ok(PricingConfig {
+        currency: raw.currency,
+        tolerance_minor,
+        check_orders: raw.check_orders.unwrap_or(true),
+    })
+}
