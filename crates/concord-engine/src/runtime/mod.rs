@@ -21,6 +21,7 @@ pub mod deliver;
 pub mod inventory;
 pub mod pricing;
 pub mod process;
+pub mod replay;
 pub mod stats;
 
 use crate::config::Config;
@@ -282,7 +283,7 @@ impl Engine {
         &self,
         ids: Vec<DeadLetterId>,
     ) -> Result<Vec<DeadLetterId>, EngineError> {
-        process::replay(&self.inner, ids).await
+        replay::replay(&self.inner, ids).await
     }
 
     /// Drop open dead letters (kept in the audit trail).

@@ -9,14 +9,17 @@
 //! Architecture invariant: exactly one processor runs per store, and it commits everything it
 //! decided for a batch in one `Store::apply`, together with the journal status. A crash between
 //! batches re-processes nothing twice and loses nothing: unprocessed entries stay pending.
+//!
+//! Dead-letter replay is not here: it lives in `replay.rs`, which reuses `operation` so that a
+//! replayed delivery gets the same write operation the planner would give it.
 
 use super::{reachable_kinds, EngineError, Inner};
 use crate::config::{FlowConfig, Pattern};
 use crate::mapping::MapVars;
 use concord_core::{content_hash, dependencies, merge, natural_key, Kind, Millis};
 use concord_store::{
-    AuditEvent, DeadLetterId, DeadLetterState, Direction, Entity, EntityWrite, JournalEntry,
-    JournalStatus, NewDeadLetter, NewItem, ProcessBatch, Replay, Xref,
+    AuditEvent, Direction, Entity, EntityWrite, JournalEntry, JournalStatus, NewDeadLetter,
+    NewItem, ProcessBatch, Xref,
 };
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -625,8 +628,8 @@ fn record_of(e: &JournalEntry) -> Value {
     record
 }
 
-/// The write operation for a planned delivery.
-fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_before: bool) -> String {
+/// The write operation for a planned delivery (also used by dead-letter replay).
+pub(super) fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_before: bool) -> String {
     if kind == Kind::Order {
         let cancelled = state.get("status").and_then(Value::as_str) == Some("cancelled");
         return if cancelled {
@@ -662,124 +665,6 @@ fn is_older(new: &str, applied: &str) -> bool {
                 && new < applied
         }
     }
-}
-
-/// Replay open dead letters (see [`super::Engine::replay_dead_letters`]).
-pub(crate) async fn replay(
-    inner: &Arc<Inner>,
-    ids: Vec<DeadLetterId>,
-) -> Result<Vec<DeadLetterId>, EngineError> {
-    let now = inner.now();
-    let mut replays = Vec::new();
-    let mut dests = BTreeSet::new();
-    for id in ids {
-        let Some(dl) = inner.store.dead_letter(id).await? else {
-            continue;
-        };
-        if dl.state != DeadLetterState::Open {
-            continue;
-        }
-        match dl.direction {
-            Direction::Outbound => {
-                let flow = dl
-                    .flow
-                    .as_deref()
-                    .and_then(|name| inner.config.flows.iter().find(|f| f.name == name));
-                // State kinds are re-planned from the current state: an old payload must never
-                // overwrite a newer one. Without an entity (e.g. a pool channel's
-                // available-to-sell, which is computed, not stored) the stored payload is
-                // resent; the next ledger change re-plans it anyway.
-                let current = if dl.kind.is_state() {
-                    inner.store.entity(dl.kind, &dl.key).await?
-                } else {
-                    None
-                };
-                let (op, payload) = match &current {
-                    Some(entity) => {
-                        let vars = MapVars {
-                            dest: dl.endpoint.clone(),
-                            source: String::new(),
-                            kind: dl.kind.as_str().to_string(),
-                        };
-                        let payload = match flow.and_then(|f| f.map_out_for(&dl.endpoint)) {
-                            Some(m) => match m.apply(&entity.state, &vars) {
-                                Ok(v) => v,
-                                Err(err) => {
-                                    tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
-                                    continue;
-                                }
-                            },
-                            None => entity.state.clone(),
-                        };
-                        let op = flow
-                            .map(|f| operation(f, dl.kind, &entity.state, true))
-                            .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
-                        (op, payload)
-                    }
-                    None => (
-                        dl.op.clone().unwrap_or_else(|| "upsert".into()),
-                        dl.payload.clone(),
-                    ),
-                };
-                let item = NewItem {
-                    dest: dl.endpoint.clone(),
-                    kind: dl.kind,
-                    key: dl.key.clone(),
-                    op,
-                    hash: content_hash(&payload),
-                    payload,
-                    flow: dl.flow.clone().unwrap_or_default(),
-                    journal_id: dl.journal_id,
-                    captured_at: now,
-                    waiting_on: Vec::new(),
-                    coalesce: dl.kind.is_state(),
-                    not_before: now,
-                };
-                dests.insert(dl.endpoint.clone());
-                replays.push((id, Replay::Outbound(item)));
-            }
-            Direction::Inbound => {
-                let (external_id, version) = match dl.journal_id {
-                    Some(j) => match inner.store.journal_entry(j).await? {
-                        Some(entry) => (entry.external_id, entry.version),
-                        None => (dl.key.clone(), content_hash(&dl.payload)),
-                    },
-                    None => (dl.key.clone(), content_hash(&dl.payload)),
-                };
-                let captured = crate::connector::Captured {
-                    kind: dl.kind,
-                    external_id,
-                    version: Some(version),
-                    record: dl.payload.clone(),
-                };
-                match super::capture::to_capture(inner, &dl.endpoint, captured, now) {
-                    Ok(capture) => replays.push((id, Replay::Inbound(capture))),
-                    Err(reason) => {
-                        tracing::warn!(id, %reason, "replay: record is still invalid; dead letter kept open");
-                    }
-                }
-            }
-        }
-    }
-    let done = inner.store.replay_dead_letters(replays, now).await?;
-    inner
-        .store
-        .record_audit(
-            done.iter()
-                .map(|id| AuditEvent {
-                    at: now,
-                    event: "dlq.replay".into(),
-                    endpoint: None,
-                    kind: None,
-                    key: None,
-                    detail: json!({"dead_letter": id}),
-                })
-                .collect(),
-        )
-        .await?;
-    inner.journal_notify.notify_one();
-    inner.wake(dests);
-    Ok(done)
 }
 
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! Dead-letter replay: turn open dead letters back into work — outbound ones into outbox items
+//! (state kinds re-planned from the current entity state through the flow's outbound mapping),
+//! inbound ones into captures validated again — and hand them to `Store::replay_dead_letters`
+//! in one call, then audit, wake the processor and the destinations.
+//!
+//! Reached only through [`Engine::replay_dead_letters`](super::Engine::replay_dead_letters).
+//! It must never resend an old payload of a state kind that has a current entity (an old payload
+//! must never overwrite a newer one), never close a dead letter whose record still fails, and
+//! never write to the store other than through that one `replay_dead_letters` call and its audit.
+
+use super::process::operation;
+use super::{EngineError, Inner};
+use crate::mapping::MapVars;
+use concord_core::content_hash;
+use concord_store::{AuditEvent, DeadLetterId, DeadLetterState, Direction, NewItem, Replay};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Replay open dead letters (see [`super::Engine::replay_dead_letters`]).
+pub(crate) async fn replay(
+    inner: &Arc<Inner>,
+    ids: Vec<DeadLetterId>,
+) -> Result<Vec<DeadLetterId>, EngineError> {
+    let now = inner.now();
+    let mut replays = Vec::new();
+    let mut dests = BTreeSet::new();
+    for id in ids {
+        let Some(dl) = inner.store.dead_letter(id).await? else {
+            continue;
+        };
+        if dl.state != DeadLetterState::Open {
+            continue;
+        }
+        match dl.direction {
+            Direction::Outbound => {
+                let flow = dl
+                    .flow
+                    .as_deref()
+                    .and_then(|name| inner.config.flows.iter().find(|f| f.name == name));
+                // State kinds are re-planned from the current state: an old payload must never
+                // overwrite a newer one. Without an entity (e.g. a pool channel's
+                // available-to-sell, which is computed, not stored) the stored payload is
+                // resent; the next ledger change re-plans it anyway.
+                let current = if dl.kind.is_state() {
+                    inner.store.entity(dl.kind, &dl.key).await?
+                } else {
+                    None
+                };
+                let (op, payload) = match &current {
+                    Some(entity) => {
+                        let vars = MapVars {
+                            dest: dl.endpoint.clone(),
+                            source: String::new(),
+                            kind: dl.kind.as_str().to_string(),
+                        };
+                        let payload = match flow.and_then(|f| f.map_out_for(&dl.endpoint)) {
+                            Some(m) => match m.apply(&entity.state, &vars) {
+                                Ok(v) => v,
+                                Err(err) => {
+                                    tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
+                                    continue;
+                                }
+                            },
+                            None => entity.state.clone(),
+                        };
+                        let op = flow
+                            .map(|f| operation(f, dl.kind, &entity.state, true))
+                            .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
+                        (op, payload)
+                    }
+                    None => (
+                        dl.op.clone().unwrap_or_else(|| "upsert".into()),
+                        dl.payload.clone(),
+                    ),
+                };
+                let item = NewItem {
+                    dest: dl.endpoint.clone(),
+                    kind: dl.kind,
+                    key: dl.key.clone(),
+                    op,
+                    hash: content_hash(&payload),
+                    payload,
+                    flow: dl.flow.clone().unwrap_or_default(),
+                    journal_id: dl.journal_id,
+                    captured_at: now,
+                    waiting_on: Vec::new(),
+                    coalesce: dl.kind.is_state(),
+                    not_before: now,
+                };
+                dests.insert(dl.endpoint.clone());
+                replays.push((id, Replay::Outbound(item)));
+            }
+            Direction::Inbound => {
+                let (external_id, version) = match dl.journal_id {
+                    Some(j) => match inner.store.journal_entry(j).await? {
+                        Some(entry) => (entry.external_id, entry.version),
+                        None => (dl.key.clone(), content_hash(&dl.payload)),
+                    },
+                    None => (dl.key.clone(), content_hash(&dl.payload)),
+                };
+                let captured = crate::connector::Captured {
+                    kind: dl.kind,
+                    external_id,
+                    version: Some(version),
+                    record: dl.payload.clone(),
+                };
+                match super::capture::to_capture(inner, &dl.endpoint, captured, now) {
+                    Ok(capture) => replays.push((id, Replay::Inbound(capture))),
+                    Err(reason) => {
+                        tracing::warn!(id, %reason, "replay: record is still invalid; dead letter kept open");
+                    }
+                }
+            }
+        }
+    }
+    let done = inner.store.replay_dead_letters(replays, now).await?;
+    inner
+        .store
+        .record_audit(
+            done.iter()
+                .map(|id| AuditEvent {
+                    at: now,
+                    event: "dlq.replay".into(),
+                    endpoint: None,
+                    kind: None,
+                    key: None,
+                    detail: json!({"dead_letter": id}),
+                })
+                .collect(),
+        )
+        .await?;
+    inner.journal_notify.notify_one();
+    inner.wake(dests);
+    Ok(done)
+}
