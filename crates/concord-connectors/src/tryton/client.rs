@@ -18,7 +18,8 @@
 //! through `classify_status`; RPC errors by name — `UserError`, `UserWarning`, `AccessError` and
 //! other validation errors are `Permanent` (the same request will fail again), lock and
 //! concurrency errors (`DatabaseOperationalError`, `ConcurrencyException`, "database is locked")
-//! are `Transient`; unknown server exceptions are `Permanent` (they are bugs the same request
+//! are `Transient`, and so is a create losing a race for a sequence-assigned unique code;
+//! unknown server exceptions are `Permanent` (they are bugs the same request
 //! would hit again; the dead letter keeps the message).
 //!
 //! Must never: sleep, loop to retry, or log the password or the session token.
@@ -404,11 +405,17 @@ pub fn classify_rpc_error(method: &str, err: &Value) -> DeliveryError {
         reason.push_str(": ");
         reason.push_str(&snippet);
     }
+    // Two creates racing for the same sequence-assigned code ("The code on party must be
+    // unique") fail for one of them; the retry either finds the record by its natural key or
+    // gets the next code. A create whose own data collides fails again and ends in the DLQ
+    // after the engine's max attempts.
+    let create_race = method.ends_with(".create") && detail.contains("must be unique");
     let transient = ["DatabaseOperationalError", "ConcurrencyException"]
         .iter()
         .any(|t| name.contains(t))
         || name.contains("database is locked")
-        || detail.contains("database is locked");
+        || detail.contains("database is locked")
+        || create_race;
     if name.contains("RateLimit") {
         DeliveryError::RateLimited {
             reason,
@@ -441,6 +448,12 @@ mod tests {
         let e = classify_rpc_error("x", &json!(["database is locked", ["tb"]]));
         assert!(matches!(e, DeliveryError::Transient { .. }));
         assert!(classify_rpc_error("x", &json!("weird")).is_permanent());
+        // Concurrent creates racing for a sequence-assigned code: retried.
+        let e = classify_rpc_error(
+            "model.party.party.create",
+            &json!(["UserError", ["The code on party must be unique.", "", null]]),
+        );
+        assert!(matches!(e, DeliveryError::Transient { .. }), "{e}");
     }
 
     #[test]
