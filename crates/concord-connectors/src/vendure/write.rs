@@ -367,6 +367,28 @@ impl VendureConnector {
                 "payload field `amount_minor` must not be negative",
             ));
         }
+        // A variant has one price per currency: customer, group, dated or tiered lists would
+        // overwrite it for every buyer. Refuse them visibly (dead letter) rather than write a
+        // wrong price; filter the price flow to base lists for Vendure (see README).
+        let scoped: Vec<&str> = ["customer", "customer_group", "valid_from", "valid_to"]
+            .into_iter()
+            .filter(|f| p.get(*f).is_some_and(|v| !v.is_null()))
+            .collect();
+        let tiered = p
+            .get("tiers")
+            .and_then(Value::as_array)
+            .is_some_and(|t| !t.is_empty());
+        if !scoped.is_empty() || tiered {
+            let what = if tiered && scoped.is_empty() {
+                "quantity tiers".to_string()
+            } else {
+                format!("`{}`", scoped.join("`, `"))
+            };
+            return Err(permanent(format!(
+                "cannot represent price list `{}` in Vendure: a variant has one price per currency, and this list has {what}",
+                str_at(p, "/list").unwrap_or("default")
+            )));
+        }
         let Some(v) = self.variants(&[sku]).await?.remove(sku) else {
             return if op.op == "update_only" {
                 Ok(WriteOutcome::NoMatch)
