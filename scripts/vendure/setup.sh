@@ -19,7 +19,7 @@ command -v node >/dev/null && command -v npm >/dev/null || {
 
 mkdir -p "$VENDURE_DIR/log"
 t0=$(date +%s)
-for f in package.json package-lock.json vendure-config.js index.js lib.js seed.js concord-reservations.js; do
+for f in package.json package-lock.json vendure-config.js index.js lib.js seed.js concord-reservations.js concord-refunds.js; do
   cp "$VENDURE_SCRIPTS/$f" "$VENDURE_DIR/$f"
 done
 

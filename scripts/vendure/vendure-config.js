@@ -5,8 +5,15 @@
 // VENDURE_SUPERADMIN(_PASSWORD), CONCORD_URL / CONCORD_CHANNEL (see concord-reservations.js).
 'use strict';
 const path = require('path');
-const { defaultOrderProcess, dummyPaymentHandler, DefaultLogger, LogLevel } = require('@vendure/core');
+const {
+  defaultOrderProcess,
+  defaultRefundProcess,
+  dummyPaymentHandler,
+  DefaultLogger,
+  LogLevel,
+} = require('@vendure/core');
 const { concordReservationProcess } = require('./concord-reservations');
+const { concordRefundTouch } = require('./concord-refunds');
 
 const dataDir = process.env.VENDURE_DIR || __dirname;
 
@@ -36,7 +43,11 @@ const config = {
     logging: false,
   },
   orderOptions: { process: [defaultOrderProcess, concordReservationProcess] },
-  paymentOptions: { paymentMethodHandlers: [dummyPaymentHandler] },
+  paymentOptions: {
+    paymentMethodHandlers: [dummyPaymentHandler],
+    // Stamps the order's updatedAt on refunds, so Concord's polling reads them (concord-refunds.js).
+    refundProcess: [defaultRefundProcess, concordRefundTouch],
+  },
   logger: new DefaultLogger({ level: process.env.VENDURE_LOG_DEBUG ? LogLevel.Debug : LogLevel.Info }),
   plugins: [],
 };

@@ -1252,3 +1252,178 @@ async fn an_order_cancelled_from_the_erp_is_cancelled_in_vendure_once() {
     }
     hub.stop().await;
 }
+
+/// Refunds both ways on a settled Vendure order: one made in Vendure (Admin API `refundOrder`)
+/// is read by the connector as a canonical `refund` (the order's `updatedAt` moves thanks to
+/// `scripts/vendure/concord-refunds.js`); one written by the connector appears in Vendure, and
+/// writing it again makes no second refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_on_a_settled_order_are_read_from_vendure_and_written_once() {
+    let Some(e) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (_, shop) = systems(&e);
+    let run = run_id();
+    let dir = tempfile::tempdir().expect("tmp");
+    // The hub only for the checkout's reservation.
+    let hub = Hub::start(&e, None, dir.path()).await;
+    wait_until("Vendure has SKU-0005 from this hub's pool", || async {
+        let ats = hub.ats(CHANNEL, "SKU-0005").await;
+        ats > 1 && shop.saleable("SKU-0005").await.map(|s| s.1) == Some(ats)
+    })
+    .await;
+    let (variant, _, _) = shop.saleable("SKU-0005").await.expect("variant");
+    let code = shop
+        .checkout(&variant, 2, &format!("refund-{run}@example.com"))
+        .await
+        .unwrap_or_else(|err| panic!("checkout: {err}"));
+    const FIELDS: &str = "id code state updatedAt totalWithTax lines { id } \
+        payments { id state refunds { id total reason state } }";
+    let order = || async {
+        shop.admin(
+            &format!("query($c:String!){{ orders(options:{{filter:{{code:{{eq:$c}}}}}}){{ items {{ {FIELDS} }} }} }}"),
+            json!({"c": code}),
+        )
+        .await
+        .pointer("/orders/items/0")
+        .cloned()
+        .unwrap_or(Value::Null)
+    };
+    let o = order().await;
+    let payment = o["payments"][0]["id"]
+        .as_str()
+        .expect("payment")
+        .to_string();
+    let settled = shop
+        .admin(
+            "mutation($id:ID!){ settlePayment(id:$id){ __typename ... on Payment { state } \
+             ... on ErrorResult { errorCode message } } }",
+            json!({"id": payment}),
+        )
+        .await;
+    assert_eq!(settled["settlePayment"]["state"], "Settled", "{settled}");
+    let o = order().await;
+    assert_eq!(o["state"], "PaymentSettled", "{o}");
+    // A cursor after the settlement: only a refund can move the order past it.
+    let stamped = o["updatedAt"].as_str().expect("updatedAt").to_string();
+    let after =
+        chrono::DateTime::parse_from_rfc3339(&stamped).expect("ts") + chrono::Duration::seconds(1);
+    let cursor = after
+        .with_timezone(&chrono::Utc)
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string();
+    wait_until("the clock is past the cursor's second", || async {
+        chrono::Utc::now() > after + chrono::Duration::milliseconds(50)
+    })
+    .await;
+
+    // 1. Made in Vendure → read as a canonical refund.
+    let line = o["lines"][0]["id"].as_str().expect("line").to_string();
+    let made = shop
+        .admin(
+            "mutation($i:RefundOrderInput!){ refundOrder(input:$i){ __typename ... on Refund { id } \
+             ... on ErrorResult { errorCode message } } }",
+            json!({"i": {"paymentId": payment, "amount": 100, "shipping": 0, "adjustment": 0,
+                         "reason": format!("dented {run}"),
+                         "lines": [{"orderLineId": line, "quantity": 1}]}}),
+        )
+        .await;
+    let vendure_refund = made["refundOrder"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("refundOrder: {made}"))
+        .to_string();
+    let key = format!("{CHANNEL}/{code}");
+    let seen = std::sync::Mutex::new(None);
+    wait_until("the connector reads the Vendure refund", || async {
+        let page = shop
+            .c
+            .read_changes(concord_engine::connector::ReadRequest {
+                kind: Kind::Refund,
+                cursor: Some(&cursor),
+                limit: 100,
+                overlap: Duration::ZERO,
+            })
+            .await
+            .expect("read refunds");
+        let found = page
+            .records
+            .into_iter()
+            .find(|c| c.external_id == vendure_refund);
+        let hit = found.is_some();
+        if let Ok(mut g) = seen.lock() {
+            *g = found;
+        }
+        hit
+    })
+    .await;
+    let rec = seen.into_inner().ok().flatten().expect("refund").record;
+    concord_core::validate(Kind::Refund, &rec).expect("a valid canonical refund");
+    assert_eq!(rec["order"], json!(key), "{rec}");
+    assert_eq!(rec["amount_minor"], 100, "{rec}");
+    assert_eq!(rec["reason"], json!(format!("dented {run}")), "{rec}");
+    assert_eq!(
+        rec["lines"],
+        json!([{"sku": "SKU-0005", "quantity": 1}]),
+        "{rec}"
+    );
+
+    // 2. Written by the connector, twice → one refund in Vendure.
+    let id = format!("R-{run}");
+    let op = || WriteOp {
+        item_id: 1,
+        kind: Kind::Refund,
+        key: id.clone(),
+        op: "upsert".into(),
+        payload: json!({"id": id, "order": key, "amount_minor": 150, "currency": "USD",
+                        "reason": "returned", "lines": [{"sku": "SKU-0005", "quantity": 1}]}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    };
+    let mut ids = Vec::new();
+    for attempt in 0..2 {
+        let out = shop.c.write(vec![op()]).await;
+        match &out[0] {
+            WriteOutcome::Done {
+                external_id: Some(x),
+                ..
+            } => ids.push(x.clone()),
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+    assert_eq!(ids[0], ids[1], "the second write found the first refund");
+    let o = order().await;
+    let ours: Vec<&Value> = o["payments"][0]["refunds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["reason"]
+                .as_str()
+                .is_some_and(|x| x.ends_with(&format!("(concord refund {id})")))
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{o}");
+    assert_eq!(ours[0]["total"], 150, "{o}");
+    // Read back, it carries the canonical id it was written with.
+    let page = shop
+        .c
+        .read_changes(concord_engine::connector::ReadRequest {
+            kind: Kind::Refund,
+            cursor: Some(&cursor),
+            limit: 100,
+            overlap: Duration::ZERO,
+        })
+        .await
+        .expect("read refunds");
+    assert!(
+        page.records
+            .iter()
+            .any(|c| c.record["id"] == json!(id) && c.record["reason"] == "returned"),
+        "{:?}",
+        page.records
+    );
+    println!(
+        "REFUNDS: read {vendure_refund} from Vendure; wrote {id} once as {}",
+        ids[0]
+    );
+    hub.stop().await;
+}

@@ -1,6 +1,6 @@
 //! Pure mapping between Vendure's Admin API objects and Concord's canonical records: timestamps
-//! (cursors), addresses, customers, orders (lines, customer, addresses, totals, status) and the
-//! payments on an order.
+//! (cursors), addresses, customers, orders (lines, customer, addresses, totals, status), the
+//! payments on an order and the refunds on those payments.
 //!
 //! Money: Vendure holds integer minor units (`price: 1100` = 11.00), as Concord does; amounts pass
 //! unchanged. Order lines carry `unitPriceWithTax` (what the buyer pays per unit).
@@ -239,6 +239,100 @@ pub fn payment_records(o: &Value, order_key: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The marker Concord appends to the `reason` of a refund it writes into Vendure, so a retried
+/// write finds it (and a read maps it back to the canonical id): `"<reason> (concord refund <id>)"`.
+pub fn refund_marker(id: &str) -> String {
+    format!("(concord refund {id})")
+}
+
+/// Splits a Vendure refund `reason` into (the reason without Concord's marker, the canonical
+/// refund id from the marker).
+pub fn split_refund_reason(reason: &str) -> (Option<String>, Option<String>) {
+    let reason = reason.trim();
+    if let Some(stripped) = reason.strip_suffix(')') {
+        if let Some((before, id)) = stripped.rsplit_once("(concord refund ") {
+            let id = id.trim();
+            if !id.is_empty() {
+                let before = before.trim();
+                return (
+                    Some(before.to_string()).filter(|b| !b.is_empty()),
+                    Some(id.to_string()),
+                );
+            }
+        }
+    }
+    (Some(reason.to_string()).filter(|r| !r.is_empty()), None)
+}
+
+/// Canonical refunds of a Vendure order (`payments { refunds { id total reason state lines {
+/// orderLineId quantity } } }`), `order` = the canonical order key; `(Vendure refund id, record)`.
+/// A `Failed` refund moved no money and is left out. The canonical `id` is the one Concord wrote
+/// (from the reason's marker), else `vendure-refund-<id>`; `lines` by SKU through the order's
+/// lines; `restock` is false (a Vendure refund never returns stock).
+pub fn refund_records(o: &Value, order_key: &str) -> Vec<(String, Value)> {
+    let sku_of = |line_id: &str| {
+        o.get("lines")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .find(|l| s(l, "id") == line_id)
+            .and_then(|l| l.pointer("/productVariant/sku").and_then(Value::as_str))
+            .map(str::to_string)
+    };
+    let mut out = Vec::new();
+    for p in o
+        .get("payments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for r in p
+            .get("refunds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(vid) = opt(r, "id") else { continue };
+            if s(r, "state") == "Failed" {
+                continue;
+            }
+            let (reason, marked) = split_refund_reason(s(r, "reason"));
+            let mut lines: Vec<Value> = Vec::new();
+            for l in r
+                .get("lines")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let q = l.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+                if q <= 0 {
+                    continue;
+                }
+                let sku = sku_of(s(l, "orderLineId")).unwrap_or_default();
+                match lines.iter_mut().find(|x| x["sku"] == json!(sku)) {
+                    Some(x) => x["quantity"] = json!(x["quantity"].as_i64().unwrap_or(0) + q),
+                    None => lines.push(json!({"sku": sku, "quantity": q})),
+                }
+            }
+            let mut rec = json!({
+                "id": marked.unwrap_or_else(|| format!("vendure-refund-{vid}")),
+                "order": order_key,
+                "amount_minor": r.get("total").and_then(Value::as_i64).unwrap_or(0),
+                "currency": s(o, "currencyCode"),
+                "restock": false,
+            });
+            if let Some(reason) = reason {
+                rec["reason"] = json!(reason);
+            }
+            if !lines.is_empty() {
+                rec["lines"] = Value::Array(lines);
+            }
+            out.push((vid, rec));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +388,33 @@ mod tests {
         );
         validate(Kind::Order, &r).unwrap();
         assert_eq!(order_status("ArrangingPayment"), "placed");
+    }
+
+    #[test]
+    fn refunds_map_with_their_marker_and_lines() {
+        let o = json!({"code": "ABC", "currencyCode": "USD",
+            "lines": [{"id": "7", "productVariant": {"sku": "SKU-1"}}],
+            "payments": [{"id": "3", "state": "Settled", "refunds": [
+                {"id": "11", "total": 500, "reason": "damaged (concord refund R-1)", "state": "Pending",
+                 "lines": [{"orderLineId": "7", "quantity": 1}]},
+                {"id": "12", "total": 100, "reason": null, "state": "Settled", "lines": []},
+                {"id": "13", "total": 100, "reason": "x", "state": "Failed", "lines": []}]}]});
+        let r = refund_records(&o, "vendure/ABC");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].0, "11");
+        assert_eq!(r[0].1["id"], "R-1");
+        assert_eq!(r[0].1["reason"], "damaged");
+        assert_eq!(r[0].1["lines"], json!([{"sku": "SKU-1", "quantity": 1}]));
+        assert_eq!(r[1].1["id"], "vendure-refund-12");
+        assert!(r[1].1.get("reason").is_none());
+        for (_, rec) in &r {
+            validate(Kind::Refund, rec).unwrap();
+        }
+        assert_eq!(
+            split_refund_reason(&refund_marker("R-2")),
+            (None, Some("R-2".into()))
+        );
+        assert_eq!(split_refund_reason("plain"), (Some("plain".into()), None));
     }
 
     #[test]

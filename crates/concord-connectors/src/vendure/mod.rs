@@ -27,10 +27,14 @@
 //!   order state; **payment** records from the order's payments.
 //! - **shipment** (written): a fulfillment with carrier and tracking code, moved to `Shipped`
 //!   (`Delivered` for delivered shipments); idempotent per shipment id.
+//! - **refund** (read with the orders; written): the refunds on an order's payments
+//!   (`total`, `reason`, lines by SKU); written with `refundOrder` (`amount`, lines) on the
+//!   order's settled payment, idempotent by a `(concord refund <id>)` marker in the reason (see
+//!   [`write`]). Reading them relies on the order's `updatedAt` moving, which Vendure's
+//!   `refundOrder` does not do by itself: see [`read`] for the refund process that does.
+//!   Vendure refunds never restock (`restock` is read as false and ignored on write).
 //!
-//! Not done (yet): refunds (Vendure's `refundOrder` needs the payment and amounts per line; the
-//! canonical refund carries both, but no test covers it), product snapshots for migrations from
-//! Vendure, reading stock back.
+//! Not done (yet): product snapshots for migrations from Vendure, reading stock back.
 //!
 //! Must never: sleep or retry (the engine does), create a second variant for one SKU or a
 //! second fulfillment for one shipment, or validate records (the engine does).
@@ -197,6 +201,13 @@ fn caps() -> Capabilities {
                 upsert: false,
                 max_batch: 1,
             },
+        },
+    );
+    caps.kinds.insert(
+        Kind::Refund,
+        KindCaps {
+            read: polled,
+            write: write(1),
         },
     );
     caps.kinds.insert(

@@ -1,5 +1,12 @@
-//! Reading Vendure: orders (and their payments) and customers changed since a cursor, by polling
-//! the Admin API's list queries filtered and sorted on `updatedAt`.
+//! Reading Vendure: orders (and their payments and refunds) and customers changed since a cursor,
+//! by polling the Admin API's list queries filtered and sorted on `updatedAt`.
+//!
+//! Refunds are read from the orders (`payments { refunds { … } }`) with the orders' cursor.
+//! Vendure 3.7's `refundOrder` does not save the order row, so a refund alone would not move the
+//! order's `updatedAt`: the project's Vendure setup installs a refund process
+//! (`scripts/vendure/concord-refunds.js`, in `paymentOptions.refundProcess`) that stamps the
+//! order's `updatedAt` when a refund is created or changes state. Without it, a refund is read
+//! only with the order's next change.
 //!
 //! Orders: `orders(options: {filter: {active: {eq: false}, updatedAt: {after: …}}, sort:
 //! {updatedAt: ASC}, take})` — `active: false` leaves out carts (an order stops being active
@@ -23,8 +30,8 @@
 //! engine validates and dead-letters it).
 
 use super::mapping::{
-    customer_record, format_ts, order_record, parse_ts, payment_records, second_of, ts_minus,
-    ts_plus,
+    customer_record, format_ts, order_record, parse_ts, payment_records, refund_records, second_of,
+    ts_minus, ts_plus,
 };
 use super::VendureConnector;
 use chrono::{DateTime, Utc};
@@ -39,7 +46,8 @@ pub const ORDER_FIELDS: &str = "id code state active orderPlacedAt updatedAt cur
     shippingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
     billingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
     lines { id quantity orderPlacedQuantity unitPriceWithTax productVariant { id sku } } \
-    payments { id method amount state }";
+    payments { id method amount state \
+    refunds { id total reason state lines { orderLineId quantity } } }";
 
 const CUSTOMER_FIELDS: &str = "id emailAddress firstName lastName phoneNumber updatedAt \
     addresses { fullName streetLine1 streetLine2 city province postalCode country { code } }";
@@ -164,7 +172,7 @@ impl VendureConnector {
 
     pub(super) async fn changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
         let q = match req.kind {
-            Kind::Order | Kind::Payment => ListQuery {
+            Kind::Order | Kind::Payment | Kind::Refund => ListQuery {
                 list: "orders",
                 filter_type: "OrderFilterParameter",
                 base_filter: json!({"active": {"eq": false}}),
@@ -204,6 +212,18 @@ impl VendureConnector {
                         records.push(Captured {
                             kind: Kind::Payment,
                             external_id: pid,
+                            version: None,
+                            record: rec,
+                        });
+                    }
+                }
+                Kind::Refund => {
+                    let code = r.get("code").and_then(Value::as_str).unwrap_or_default();
+                    let key = format!("{}/{code}", self.endpoint);
+                    for (rid, rec) in refund_records(r, &key) {
+                        records.push(Captured {
+                            kind: Kind::Refund,
+                            external_id: rid,
                             version: None,
                             record: rec,
                         });
