@@ -3,6 +3,7 @@
 //! exit codes (2 = bad configuration or usage, 1 = runtime failure). `anyhow` lives only here.
 
 mod admin;
+mod backfill;
 mod demo;
 mod sandbox;
 mod wiring;
@@ -47,6 +48,8 @@ enum Command {
         #[command(subcommand)]
         action: admin::DlqAction,
     },
+    /// Run one flow as a one-off migration to completion, with progress; resumable.
+    Backfill(backfill::BackfillArgs),
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
                 .into()),
             },
             Command::Status { config, json } => admin::status(&config, json).await,
+            Command::Backfill(args) => backfill::run(args).await,
         }
     });
     match result {

@@ -115,7 +115,8 @@ pub async fn start(engine: Engine, listen: std::net::SocketAddr) -> anyhow::Resu
     start_on(engine, listener).await
 }
 
-async fn interrupted() {
+/// Resolves at Ctrl-C or SIGTERM.
+pub async fn interrupted() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -323,12 +323,14 @@ async fn snapshot(
         .connectors
         .get(src)
         .ok_or_else(|| format!("no connector for `{src}`"))?;
+    // An empty value is a forgotten migration (`concord backfill --restart`): from the start.
     let mut token: Option<String> = match durable_stream {
         Some(s) => inner
             .store
             .cursor(src, s)
             .await
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| e.to_string())?
+            .filter(|v| !v.is_empty()),
         None => None,
     };
     let mut total = 0;
@@ -399,8 +401,13 @@ async fn batch_loop(
     }
 }
 
-async fn migrate(inner: Arc<Inner>, src: String, kind: Kind, page: usize, flow: String) {
-    let stream = format!("{}:migration:{flow}", kind.as_str());
+/// The durable cursor stream of flow `flow`'s migration of `kind` records.
+pub(crate) fn migration_stream(kind: Kind, flow: &str) -> String {
+    format!("{}:migration:{flow}", kind.as_str())
+}
+
+pub(crate) async fn migrate(inner: Arc<Inner>, src: String, kind: Kind, page: usize, flow: String) {
+    let stream = migration_stream(kind, &flow);
     let mut delay = Duration::from_secs(1);
     loop {
         match inner.store.cursor(&src, &stream).await {

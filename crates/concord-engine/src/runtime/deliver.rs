@@ -343,6 +343,7 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
     let ops = write_ops(inner, &ep.name, &batch).await;
     let started = Instant::now();
     super::Stats::add(&inner.stats.api_calls, 1);
+    super::Stats::add(&inner.stats.write_calls, 1);
     metrics::counter!("concord_api_calls_total", "endpoint" => ep.name.clone(), "op" => "write")
         .increment(1);
     let timeout = inner

@@ -15,6 +15,7 @@
 //! except health figures (breaker, concurrency, counters): a crash (kill -9) at any point loses
 //! nothing, and restarting resumes from the journal, the outbox and the cursors.
 
+pub mod backfill;
 pub mod capture;
 pub mod clock;
 pub mod deliver;
@@ -44,6 +45,9 @@ pub enum EngineError {
     /// The configuration asks for something the connectors cannot do (checked before start).
     #[error("{path}: {message}")]
     Capability { path: String, message: String },
+    /// No flow has this name.
+    #[error("no flow is named `{0}`")]
+    UnknownFlow(String),
     /// An endpoint named in a flow has no connector instance.
     #[error("no connector was built for endpoint `{0}`")]
     MissingConnector(String),
@@ -203,6 +207,13 @@ impl Engine {
     /// Start every task: processor, dispatchers, pollers, schedulers. Returns their join set;
     /// call [`Engine::shutdown`] to stop them.
     pub async fn start(&self) -> Result<JoinSet<()>, EngineError> {
+        let mut tasks = self.start_without_readers().await?;
+        capture::spawn_readers(&self.inner, &mut tasks);
+        Ok(tasks)
+    }
+
+    /// Everything [`Engine::start`] starts except the pollers, schedulers and migrations.
+    pub(crate) async fn start_without_readers(&self) -> Result<JoinSet<()>, EngineError> {
         let inner = &self.inner;
         // A store used by this process alone: every in-flight claim belongs to a dead process.
         let before = if inner.store.is_exclusive() {
@@ -226,7 +237,6 @@ impl Engine {
         for ep in inner.endpoints.values() {
             tasks.spawn(deliver::run(inner.clone(), ep.clone()));
         }
-        capture::spawn_readers(inner, &mut tasks);
         if inner.pool.is_some() {
             tasks.spawn(inventory::run(inner.clone()));
         }

@@ -26,6 +26,9 @@ pub struct Stats {
     pub conflicts: AtomicU64,
     pub poll_errors: AtomicU64,
     pub api_calls: AtomicU64,
+    /// Write requests to destinations (one per batch handed to a connector; a part of
+    /// `api_calls`, which also counts reads).
+    pub write_calls: AtomicU64,
     lags: Mutex<VecDeque<(Millis, u64)>>,
 }
 
@@ -45,6 +48,7 @@ pub struct StatsSnapshot {
     pub conflicts: u64,
     pub poll_errors: u64,
     pub api_calls: u64,
+    pub write_calls: u64,
     /// Capture-to-delivery lag over the recent window, in milliseconds.
     pub lag_p50_ms: u64,
     pub lag_p99_ms: u64,
@@ -101,6 +105,7 @@ impl Stats {
             conflicts: g(&self.conflicts),
             poll_errors: g(&self.poll_errors),
             api_calls: g(&self.api_calls),
+            write_calls: g(&self.write_calls),
             lag_p50_ms: pct(0.50),
             lag_p99_ms: pct(0.99),
             lag_max_ms: lags.last().copied().unwrap_or(0),
