@@ -106,4 +106,13 @@ fi
 grep -E 'LATENCY|RACE:|OUTAGE|UPSERTS|SKIPPED|test result' "$out" >&2 || true
 rm -f "$out"
 log "real Tryton + Vendure tests took $(( $(date +%s) - t0 ))s"
+log "5,000-product Tryton -> Vendure migration with concord backfill, killed and resumed (~1.5 min)"
+t0=$(date +%s)
+out="$(mktemp)"
+if ! cargo test -p concord-cli --test migration --quiet -- --nocapture >"$out" 2>&1; then
+  cat "$out" >&2; exit 1
+fi
+grep -E 'MIGRATION|seeded|SKIPPED|test result' "$out" >&2 || true
+rm -f "$out"
+log "migration test took $(( $(date +%s) - t0 ))s"
 log "all tests passed"
