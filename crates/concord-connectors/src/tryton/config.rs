@@ -20,6 +20,7 @@
 //!
 //! Must never: do I/O or print the password.
 
+use crate::options::{err, non_empty, parse_raw};
 use concord_engine::connector::BuildError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -91,41 +92,13 @@ const SHIPMENT_STATES: &[&str] = &[
     "cancelled",
 ];
 
-fn err(path: &str, message: impl Into<String>) -> BuildError {
-    BuildError {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
-
 impl Options {
     pub fn parse(options: &Value) -> Result<Options, BuildError> {
-        if !options.is_object() {
-            return Err(err(
-                "options",
-                "is required: a table with at least `database` and `password`",
-            ));
-        }
-        let raw: Raw = serde_json::from_value(options.clone()).map_err(|e| {
-            let msg = e.to_string();
-            // serde names the unknown field in backticks: `foo`.
-            match msg
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-            {
-                Some((field, _)) => err(
-                    &format!("options.{field}"),
-                    format!("unknown option for tryton; {msg}"),
-                ),
-                None => err("options", msg),
-            }
-        })?;
-        let non_empty = |path: &str, v: Option<String>| -> Result<Option<String>, BuildError> {
-            match v.map(|s| s.trim().to_string()) {
-                Some(s) if s.is_empty() => Err(err(path, "must not be empty")),
-                other => Ok(other),
-            }
-        };
+        let raw: Raw = parse_raw(
+            options,
+            "tryton",
+            "a table with at least `database` and `password`",
+        )?;
         let database = non_empty("options.database", raw.database)?
             .ok_or_else(|| err("options.database", "is required (the Tryton database name)"))?;
         let password = raw

@@ -21,6 +21,7 @@
 //!
 //! Must never: do I/O or print the password.
 
+use crate::options::{err, non_empty, parse_raw};
 use concord_engine::connector::BuildError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -69,40 +70,9 @@ impl std::fmt::Debug for Options {
     }
 }
 
-fn err(path: &str, message: impl Into<String>) -> BuildError {
-    BuildError {
-        path: path.to_string(),
-        message: message.into(),
-    }
-}
-
 impl Options {
     pub fn parse(options: &Value) -> Result<Options, BuildError> {
-        if !options.is_object() {
-            return Err(err(
-                "options",
-                "is required: a table with at least `password`",
-            ));
-        }
-        let raw: Raw = serde_json::from_value(options.clone()).map_err(|e| {
-            let msg = e.to_string();
-            match msg
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split_once('`'))
-            {
-                Some((field, _)) => err(
-                    &format!("options.{field}"),
-                    format!("unknown option for vendure; {msg}"),
-                ),
-                None => err("options", msg),
-            }
-        })?;
-        let non_empty = |path: &str, v: Option<String>| -> Result<Option<String>, BuildError> {
-            match v.map(|s| s.trim().to_string()) {
-                Some(s) if s.is_empty() => Err(err(path, "must not be empty")),
-                other => Ok(other),
-            }
-        };
+        let raw: Raw = parse_raw(options, "vendure", "a table with at least `password`")?;
         let password = raw
             .password
             .filter(|p| !p.is_empty())
