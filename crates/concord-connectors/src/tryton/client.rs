@@ -179,6 +179,17 @@ impl Rpc {
         rows(r, model)
     }
 
+    /// The id of the first record matching `domain`, if any.
+    pub async fn first_id(&self, model: &str, domain: Value) -> Result<Option<i64>, DeliveryError> {
+        let rows = self
+            .search_read(model, domain, Some(1), json!(null), &["id"])
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64))
+    }
+
     /// `read(ids, fields)` with an extra context (e.g. `locations` for quantities).
     pub async fn read_ctx(
         &self,

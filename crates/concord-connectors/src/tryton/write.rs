@@ -220,20 +220,10 @@ impl TrytonConnector {
             sale["payment_term"] = json!(term);
         }
         if let Some(code) = str_at(p, "/currency") {
-            let cur = self
+            let id = self
                 .rpc
-                .search_read(
-                    "currency.currency",
-                    json!([["code", "=", code]]),
-                    Some(1),
-                    json!(null),
-                    &["id"],
-                )
-                .await?;
-            let id = cur
-                .first()
-                .and_then(|c| c.get("id"))
-                .and_then(Value::as_i64)
+                .first_id("currency.currency", json!([["code", "=", code]]))
+                .await?
                 .ok_or_else(|| permanent(format!("currency `{code}` is not set up in Tryton")))?;
             sale["currency"] = json!(id);
         }
@@ -298,19 +288,9 @@ impl TrytonConnector {
         let Some(name) = &self.opts.payment_term else {
             return Ok(None);
         };
-        let rows = self
-            .rpc
-            .search_read(
-                "account.invoice.payment_term",
-                json!([["name", "=", name]]),
-                Some(1),
-                json!(null),
-                &["id"],
-            )
-            .await?;
-        rows.first()
-            .and_then(|r| r.get("id"))
-            .and_then(Value::as_i64)
+        self.rpc
+            .first_id("account.invoice.payment_term", json!([["name", "=", name]]))
+            .await?
             .map(Some)
             .ok_or_else(|| permanent(format!("options.payment_term: no payment term `{name}`")))
     }
@@ -358,20 +338,12 @@ impl TrytonConnector {
         let Some(code) = str_at(address, "/country") else {
             return Ok(None);
         };
-        let rows = self
-            .rpc
-            .search_read(
+        self.rpc
+            .first_id(
                 "country.country",
                 json!([["code", "=", code.to_uppercase()]]),
-                Some(1),
-                json!(null),
-                &["id"],
             )
-            .await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get("id"))
-            .and_then(Value::as_i64))
+            .await
     }
 
     /// The party with this e-mail (case-insensitive), if any.
