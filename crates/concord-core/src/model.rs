@@ -222,6 +222,11 @@ pub struct Order {
     /// The ERP's own number once accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub erp_number: Option<String>,
+    /// The reference the ERP order is keyed by, when it is not the canonical key
+    /// (`channel/number`): set by the engine for cancel-and-replace — the replacement order is
+    /// `"{key}~{n}"` (n = 2, 3, …). Connectors use it when present, else the write's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

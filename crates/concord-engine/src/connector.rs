@@ -33,6 +33,11 @@ pub struct WriteModes {
     pub upsert: bool,
     /// Largest batch one `write` call sends as one API call (1 = no bulk API).
     pub max_batch: usize,
+    /// For [`Kind::Order`]: the connector can apply an edit (changed quantities, added/removed
+    /// lines, changed addresses) to an order it already created, as op `amend` whose payload is
+    /// the full new order. Without it the engine follows `[orders] edits` (cancel-and-replace
+    /// or reject) and never sends `amend`.
+    pub amend: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -104,7 +109,23 @@ pub struct WriteOp {
     pub kind: Kind,
     /// Canonical key.
     pub key: String,
-    /// `upsert`, `create`, `update`, `cancel`, `update_only` (correlation: never create).
+    /// `upsert`, `create`, `update`, `cancel`, `amend`, `update_only` (correlation: never
+    /// create). By kind:
+    /// - Order: `create` (idempotent: the order is found by its reference first), `amend`
+    ///   (payload = the full new order; only sent when [`WriteModes::amend`] is declared),
+    ///   `cancel`. The reference is `payload.reference` when present (cancel-and-replace sets
+    ///   `"{key}~{n}"` on the replacement and the old reference on the cancel), else `key`.
+    /// - Refund: `create` — into an ERP a credit note (full/partial, by lines or by amount) and,
+    ///   when `restock` is true and lines are given, a customer return; into a channel, the
+    ///   refund recorded there. Idempotent by the refund's `id`.
+    /// - Payment: `upsert` — into an ERP, the payment recorded against the order's invoice or
+    ///   order where the connector can; into a channel, the payment state.
+    /// - Invoice: `upsert` — into a channel, the ERP invoice (number, status, total).
+    /// - Shipment: `upsert`/`create` — into a channel, one fulfilment per shipment id (several
+    ///   per order) with carrier, tracking number and the shipped lines.
+    ///
+    /// A connector must not accept a kind/op it cannot do: it answers
+    /// [`DeliveryError::Permanent`] naming what it cannot do.
     pub op: String,
     /// The record in the destination's shape.
     pub payload: Value,

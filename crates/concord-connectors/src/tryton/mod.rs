@@ -261,6 +261,7 @@ fn caps() -> Capabilities {
             WriteModes {
                 upsert: true,
                 max_batch: 1,
+                amend: false,
             }
         } else {
             WriteModes::default()

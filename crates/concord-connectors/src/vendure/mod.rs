@@ -169,6 +169,7 @@ fn caps() -> Capabilities {
     let write = |max_batch| WriteModes {
         upsert: true,
         max_batch,
+        amend: false,
     };
     caps.kinds.insert(
         Kind::Stock,
@@ -200,6 +201,7 @@ fn caps() -> Capabilities {
             write: WriteModes {
                 upsert: false,
                 max_batch: 1,
+                amend: false,
             },
         },
     );

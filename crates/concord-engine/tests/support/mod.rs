@@ -347,6 +347,7 @@ impl Connector for Fake {
             write: WriteModes {
                 upsert: true,
                 max_batch: self.max_batch,
+                amend: false,
             },
         };
         Capabilities {

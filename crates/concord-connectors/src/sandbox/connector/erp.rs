@@ -216,6 +216,7 @@ fn erp_caps() -> Capabilities {
             WriteModes {
                 upsert: true,
                 max_batch: 1,
+                amend: false,
             }
         };
         caps.kinds.insert(*kind, KindCaps { read, write });

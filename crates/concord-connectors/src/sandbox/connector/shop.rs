@@ -274,6 +274,7 @@ fn shop_caps() -> Capabilities {
     let write = |max_batch| WriteModes {
         upsert: true,
         max_batch,
+        amend: false,
     };
     let mut caps = Capabilities {
         rate_limit: RateLimitProfile {
