@@ -12,6 +12,7 @@
 //! - Outbox settlements are conditional on the claim token (River's way): a worker whose lease
 //!   expired can never complete work that was handed to another.
 
+pub mod alerts;
 pub mod conformance;
 pub mod inventory;
 pub mod sqlite;
@@ -21,6 +22,7 @@ use concord_core::{Kind, Millis};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use alerts::{AlertEpisode, AlertId, AlertNotice, AlertObservation};
 pub use inventory::{
     compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine,
     ReservationState, ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
@@ -649,5 +651,58 @@ pub trait Store: Send + Sync + 'static {
     async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
         let _ = limit;
         Err(StoreError::Unsupported("dirty_skus"))
+    }
+
+    // ---- alerts (see `alerts.rs`) ----
+
+    /// A rule's condition holds for `obs.subject`: open an episode (since `obs.since`) unless one
+    /// is open for (rule, subject), else update its value and summary. Returns the episode.
+    async fn observe_alert(&self, obs: AlertObservation, now: Millis) -> Result<AlertEpisode> {
+        let _ = (obs, now);
+        Err(StoreError::Unsupported("observe_alert"))
+    }
+
+    /// The condition no longer holds: close the open episode of (rule, subject), if any, at
+    /// `now`. Returns the closed episode.
+    async fn resolve_alert(
+        &self,
+        rule: &str,
+        subject: &str,
+        now: Millis,
+    ) -> Result<Option<AlertEpisode>> {
+        let _ = (rule, subject, now);
+        Err(StoreError::Unsupported("resolve_alert"))
+    }
+
+    /// Record that a notification of episode `id` was delivered. Returns false when it was
+    /// already recorded (or, for `Resolved`, the episode is still open).
+    async fn mark_alert_notified(
+        &self,
+        id: AlertId,
+        notice: AlertNotice,
+        now: Millis,
+    ) -> Result<bool> {
+        let _ = (id, notice, now);
+        Err(StoreError::Unsupported("mark_alert_notified"))
+    }
+
+    /// Episodes: open ones first (newest `since` first), then resolved ones, most recently
+    /// resolved first; only open ones when `open_only`.
+    async fn alert_episodes(&self, open_only: bool, limit: usize) -> Result<Vec<AlertEpisode>> {
+        let _ = (open_only, limit);
+        Err(StoreError::Unsupported("alert_episodes"))
+    }
+
+    /// Episodes with a notification not yet delivered, oldest first.
+    async fn unnotified_alerts(&self, limit: usize) -> Result<Vec<AlertEpisode>> {
+        let _ = limit;
+        Err(StoreError::Unsupported("unnotified_alerts"))
+    }
+
+    /// Ledger positions whose on-hand is below committed + held (oversold risk), sorted by SKU
+    /// then location; at most the positions of `limit` SKUs.
+    async fn oversold_positions(&self, limit: usize) -> Result<Vec<StockLevel>> {
+        let _ = limit;
+        Err(StoreError::Unsupported("oversold_positions"))
     }
 }

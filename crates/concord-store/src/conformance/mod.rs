@@ -20,6 +20,7 @@
 //! `$crate::conformance::<check>` paths resolve. A new check goes in its area's file, is
 //! re-exported below and is listed in the macro.
 
+mod alerts;
 mod apply;
 mod dead_letters;
 mod journal;
@@ -30,6 +31,7 @@ mod outbox;
 mod reservations;
 mod settlement;
 
+pub use alerts::{alert_episodes_open_once_and_resolve, oversold_positions_are_listed};
 pub use apply::{apply_commits_a_processing_step, apply_never_changes_existing_xrefs};
 pub use dead_letters::{
     dead_letter_filters, drop_dead_letters_only_drops_open_ones,
@@ -172,6 +174,8 @@ macro_rules! store_conformance_tests {
             concurrent_reservations_never_oversell,
             batched_lookups_match_single_ones,
             entities_of_kind_pages_by_key,
+            alert_episodes_open_once_and_resolve,
+            oversold_positions_are_listed,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

@@ -8,6 +8,7 @@
 //! This module must never write outside the writer thread and never block an async worker
 //! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).
 
+mod alerts;
 mod codec;
 mod ledger;
 mod reads;
@@ -15,6 +16,7 @@ mod schema;
 mod writer;
 mod writes;
 
+use crate::alerts::{AlertEpisode, AlertId, AlertNotice, AlertObservation};
 use crate::{
     AuditEvent, Capture, Claimed, CursorUpdate, DeadLetter, DeadLetterFilter, DeadLetterId,
     DirtySku, Entity, IngestOutcome, ItemState, JournalEntry, JournalId, LevelOutcome, LevelUpdate,
@@ -518,6 +520,45 @@ impl Store for SqliteStore {
 
     async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
         self.read(move |c| ledger::dirty_skus(c, limit)).await
+    }
+
+    async fn observe_alert(&self, obs: AlertObservation, now: Millis) -> Result<AlertEpisode> {
+        self.write(move |c, _| alerts::observe(c, &obs, now)).await
+    }
+
+    async fn resolve_alert(
+        &self,
+        rule: &str,
+        subject: &str,
+        now: Millis,
+    ) -> Result<Option<AlertEpisode>> {
+        let (rule, subject) = (rule.to_owned(), subject.to_owned());
+        self.write(move |c, _| alerts::resolve(c, &rule, &subject, now))
+            .await
+    }
+
+    async fn mark_alert_notified(
+        &self,
+        id: AlertId,
+        notice: AlertNotice,
+        now: Millis,
+    ) -> Result<bool> {
+        self.write(move |c, _| alerts::mark_notified(c, id, notice, now))
+            .await
+    }
+
+    async fn alert_episodes(&self, open_only: bool, limit: usize) -> Result<Vec<AlertEpisode>> {
+        self.read(move |c| alerts::episodes(c, open_only, limit))
+            .await
+    }
+
+    async fn unnotified_alerts(&self, limit: usize) -> Result<Vec<AlertEpisode>> {
+        self.read(move |c| alerts::unnotified(c, limit)).await
+    }
+
+    async fn oversold_positions(&self, limit: usize) -> Result<Vec<StockLevel>> {
+        self.read(move |c| alerts::oversold_positions(c, limit))
+            .await
     }
 }
 

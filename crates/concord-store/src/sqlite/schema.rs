@@ -233,6 +233,26 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (order_key, source)
     ) WITHOUT ROWID;
     "#,
+    // 4: alert episodes: one row per stretch of time a rule's condition held for a subject, with
+    //    whether its firing and resolved notifications were delivered (dedupe across restarts).
+    r#"
+    CREATE TABLE alert_episodes (
+        id                INTEGER PRIMARY KEY,
+        rule              TEXT NOT NULL,
+        subject           TEXT NOT NULL,
+        since             INTEGER NOT NULL,
+        resolved_at       INTEGER,
+        value             REAL NOT NULL,
+        summary           TEXT NOT NULL,
+        notified_firing   INTEGER NOT NULL DEFAULT 0,
+        notified_resolved INTEGER NOT NULL DEFAULT 0,
+        updated_at        INTEGER NOT NULL
+    );
+    -- At most one open episode per (rule, subject).
+    CREATE UNIQUE INDEX alert_open ON alert_episodes (rule, subject) WHERE resolved_at IS NULL;
+    CREATE INDEX alert_unnotified ON alert_episodes (id)
+        WHERE notified_firing = 0 OR (resolved_at IS NOT NULL AND notified_resolved = 0);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).
