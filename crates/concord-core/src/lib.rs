@@ -10,6 +10,7 @@
 pub mod hash;
 pub mod inventory;
 pub mod kind;
+pub mod lifecycle;
 pub mod merge;
 pub mod model;
 pub mod pricing;
