@@ -15,6 +15,7 @@
 pub mod alerts;
 pub mod conformance;
 pub mod inventory;
+pub mod orders;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -26,6 +27,10 @@ pub use alerts::{AlertEpisode, AlertId, AlertNotice, AlertObservation};
 pub use inventory::{
     compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine,
     ReservationState, ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
+};
+pub use orders::{
+    AdjustOutcome, AdjustRequest, DeliveryAttempt, NewOrderEvent, OrderEvent, OrderFilter,
+    OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
 pub use sqlite::SqliteStore;
 
@@ -91,6 +96,7 @@ pub enum IngestOutcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JournalStatus {
     /// Stored, not yet processed.
     Pending,
@@ -101,6 +107,7 @@ pub enum JournalStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JournalEntry {
     pub id: JournalId,
     pub endpoint: String,
@@ -113,6 +120,23 @@ pub struct JournalEntry {
     pub note: Option<String>,
     /// Canonical key once resolved.
     pub key: Option<String>,
+}
+
+/// A journal search (the admin API). Every filter is optional; results are newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalQuery {
+    pub endpoint: Option<String>,
+    pub kind: Option<Kind>,
+    /// Canonical key (resolved entries only).
+    pub key: Option<String>,
+    pub status: Option<JournalStatus>,
+    /// `received_at >= from`.
+    pub from: Option<Millis>,
+    /// `received_at < to`.
+    pub to: Option<Millis>,
+    /// Paging: only entries with a smaller id (pass the last id of the previous page).
+    pub before_id: Option<JournalId>,
+    pub limit: usize,
 }
 
 /// The hub's latest canonical state of one entity.
@@ -150,6 +174,7 @@ pub struct Xref {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ItemState {
     Pending,
     Inflight,
@@ -186,6 +211,7 @@ pub struct NewItem {
 
 /// An outbox item as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutboxItem {
     pub id: ItemId,
     pub dest: String,
@@ -202,6 +228,7 @@ pub struct OutboxItem {
     pub attempts: u32,
     pub next_at: Millis,
     pub last_error: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub waiting_on: Vec<(Kind, String)>,
     pub created_at: Millis,
     pub updated_at: Millis,
@@ -257,6 +284,7 @@ pub enum Settlement {
 
 /// An audit-trail event (conflicts, operator actions, breaker transitions, …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     pub at: Millis,
     /// Short machine-readable type: `conflict`, `dlq.replay`, `dlq.drop`, `breaker.open`, …
@@ -268,6 +296,7 @@ pub struct AuditEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredAudit {
     pub id: i64,
     #[serde(flatten)]
@@ -276,6 +305,7 @@ pub struct StoredAudit {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Direction {
     /// A captured record that could not be accepted or processed.
     Inbound,
@@ -285,6 +315,7 @@ pub enum Direction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DeadLetterState {
     Open,
     Replayed,
@@ -306,6 +337,7 @@ pub struct NewDeadLetter {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     pub id: DeadLetterId,
     pub direction: Direction,
@@ -364,10 +396,17 @@ pub struct ProcessBatch {
     /// disables the time-based release fallback for this batch: only a figure whose version is
     /// comparable with, and newer than, the order's accepted version releases.
     pub release_grace_ms: Option<i64>,
+    /// Order lifecycle changes (state, facts, events, children), written with the entity
+    /// changes that caused them.
+    pub orders: Vec<OrderWrite>,
+    /// Cancelled orders (canonical keys): every active reservation committed to one is
+    /// cancelled (its unreleased lines released) in this transaction.
+    pub cancel_reservations: Vec<String>,
 }
 
 /// Queue figures for one destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueStats {
     pub dest: String,
     pub pending: u64,
@@ -380,6 +419,7 @@ pub struct QueueStats {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoreStats {
     pub journal_total: u64,
     pub journal_pending: u64,
@@ -421,6 +461,12 @@ pub trait Store: Send + Sync + 'static {
         key: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JournalEntry>>;
+
+    /// Journal entries matching `q`, newest first, at most `q.limit`.
+    async fn search_journal(&self, q: JournalQuery) -> Result<Vec<JournalEntry>> {
+        let _ = q;
+        Err(StoreError::Unsupported("search_journal"))
+    }
 
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>>;
     /// Canonical key for an external id at an endpoint.
@@ -550,6 +596,21 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<DeadLetterId>>;
 
+    // ---- flow control (the admin API's pause / resume) ----
+
+    /// Pause (`true`) or resume a flow: `claim` and `next_due` skip the pending items of a
+    /// paused flow until it is resumed; nothing else changes (capture and planning go on).
+    /// Durable. Returns whether the state changed.
+    async fn set_flow_paused(&self, flow: &str, paused: bool, now: Millis) -> Result<bool> {
+        let _ = (flow, paused, now);
+        Err(StoreError::Unsupported("set_flow_paused"))
+    }
+
+    /// Names of the paused flows, sorted.
+    async fn paused_flows(&self) -> Result<Vec<String>> {
+        Err(StoreError::Unsupported("paused_flows"))
+    }
+
     async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;
@@ -651,6 +712,47 @@ pub trait Store: Send + Sync + 'static {
     async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
         let _ = limit;
         Err(StoreError::Unsupported("dirty_skus"))
+    }
+
+    /// Bring the active reservations committed to an order to new quantities (an edit before
+    /// shipment), atomically with respect to every other reservation and ledger update: an
+    /// increase the pool cannot cover changes nothing and answers `Short` (never oversells).
+    /// Idempotent. See [`AdjustRequest`].
+    async fn adjust_order_reservation(&self, req: AdjustRequest) -> Result<AdjustOutcome> {
+        let _ = req;
+        Err(StoreError::Unsupported("adjust_order_reservation"))
+    }
+
+    // ---- orders (issue 6; see `orders.rs`) ----
+
+    /// The lifecycle rows of these order keys (one result per key, in order).
+    async fn order_lifecycles(&self, keys: &[String]) -> Result<Vec<Option<OrderSummary>>> {
+        let _ = keys;
+        Err(StoreError::Unsupported("order_lifecycles"))
+    }
+
+    /// Orders in key order, filtered by state / channel, after a key (paging).
+    async fn orders(&self, filter: OrderFilter) -> Result<Vec<OrderSummary>> {
+        let _ = filter;
+        Err(StoreError::Unsupported("orders"))
+    }
+
+    /// Number of orders per state.
+    async fn order_counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        Err(StoreError::Unsupported("order_counts"))
+    }
+
+    /// One order's lifecycle row, events, and the journal entries, delivery attempts and dead
+    /// letters of the order and its order-scoped children. `None` when the hub has no such order.
+    async fn order_history(&self, key: &str) -> Result<Option<OrderHistory>> {
+        let _ = key;
+        Err(StoreError::Unsupported("order_history"))
+    }
+
+    /// Parked outbox items (oldest first) with what each still waits on.
+    async fn parked(&self, limit: usize) -> Result<Vec<ParkedItem>> {
+        let _ = limit;
+        Err(StoreError::Unsupported("parked"))
     }
 
     // ---- alerts (see `alerts.rs`) ----

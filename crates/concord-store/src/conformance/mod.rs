@@ -27,6 +27,7 @@ mod journal;
 mod levels;
 mod lookups;
 mod observability;
+mod orders;
 mod outbox;
 mod reservations;
 mod settlement;
@@ -53,6 +54,10 @@ pub use lookups::{batched_lookups_match_single_ones, entities_of_kind_pages_by_k
 pub use observability::{
     audit_log_is_newest_first, claim_ignores_finished_history, items_are_listed_oldest_first,
     stats_reflect_the_store,
+};
+pub use orders::{
+    order_lifecycle_rows_are_listed_and_counted, order_reservations_follow_cancellations_and_edits,
+    parked_items_say_what_they_wait_on, settle_logs_attempts_and_accepts_orders,
 };
 pub use outbox::{
     at_most_one_item_in_flight_per_key, command_items_keep_order_and_never_overtake,
@@ -174,6 +179,10 @@ macro_rules! store_conformance_tests {
             concurrent_reservations_never_oversell,
             batched_lookups_match_single_ones,
             entities_of_kind_pages_by_key,
+            order_lifecycle_rows_are_listed_and_counted,
+            settle_logs_attempts_and_accepts_orders,
+            parked_items_say_what_they_wait_on,
+            order_reservations_follow_cancellations_and_edits,
             alert_episodes_open_once_and_resolve,
             oversold_positions_are_listed,
         );

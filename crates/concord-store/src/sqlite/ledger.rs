@@ -540,6 +540,223 @@ pub(crate) fn expire_reservations(
     Ok(expired)
 }
 
+/// The order was cancelled (by the channel or the ERP): every active reservation committed to
+/// it is cancelled, releasing its unreleased lines. Returns how many reservations it ended.
+pub(crate) fn cancel_order_reservations(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    order: &str,
+    now: Millis,
+) -> Result<usize> {
+    let ids = active_of_order(conn, order)?;
+    for id in &ids {
+        end(conn, ctx, id, ReservationState::Cancelled, now)?;
+    }
+    Ok(ids.len())
+}
+
+/// Active reservations committed to `order`, oldest first.
+fn active_of_order(conn: &Connection, order: &str) -> Result<Vec<String>> {
+    conn.prepare_cached(
+        "SELECT id FROM reservations WHERE order_key = ?1 AND state IN ('held', 'committed')
+         ORDER BY created_at, rowid",
+    )
+    .and_then(|mut s| {
+        s.query_map([order], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()
+    })
+    .map_err(db("find the reservations of an order"))
+}
+
+/// An edit before shipment: bring the reservations committed to `req.order` to the new
+/// quantities. A SKU's current quantity is the sum of its lines (released ones included: the
+/// ERP's figures hold those). Decreases shrink unreleased lines (newest first), lowering `held`;
+/// what the unreleased lines cannot give back is the ERP's to release when it applies the edit.
+/// Increases are routed over `req.feeds` like a reservation (no backorders) and added as new
+/// lines of the oldest reservation; when the pool cannot cover one, nothing changes
+/// (`Short`). After an increase the reservations' acceptance is cleared, so that only the ERP's
+/// acceptance of the edited order (the next delivery) releases lines again. Idempotent: applying
+/// the same quantities again changes nothing.
+pub(crate) fn adjust_order_reservation(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    req: &crate::AdjustRequest,
+) -> Result<crate::AdjustOutcome> {
+    let ids = active_of_order(conn, &req.order)?;
+    let Some(first) = ids.first().cloned() else {
+        return Ok(crate::AdjustOutcome::NoReservation);
+    };
+    struct L {
+        rid: String,
+        seq: i64,
+        sku: String,
+        location: String,
+        quantity: i64,
+        backorder: bool,
+        released: bool,
+    }
+    let mut lines: Vec<L> = Vec::new();
+    for id in &ids {
+        let mut got = conn
+            .prepare_cached(
+                "SELECT seq, sku, location, quantity, backorder, released_at IS NOT NULL
+                 FROM reservation_lines WHERE reservation_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                s.query_map([id], |r| {
+                    Ok(L {
+                        rid: id.clone(),
+                        seq: r.get(0)?,
+                        sku: r.get(1)?,
+                        location: r.get(2)?,
+                        quantity: r.get(3)?,
+                        backorder: r.get(4)?,
+                        released: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("read the lines of an order's reservation"))?;
+        lines.append(&mut got);
+    }
+    let mut current: BTreeMap<String, i64> = BTreeMap::new();
+    for l in &lines {
+        *current.entry(l.sku.clone()).or_default() += l.quantity;
+    }
+    let target: BTreeMap<String, i64> = req.quantities.iter().cloned().collect();
+    let skus: BTreeSet<String> = current.keys().chain(target.keys()).cloned().collect();
+    let mut grow: Vec<concord_core::inventory::Line> = Vec::new();
+    let mut shrink: Vec<(String, i64)> = Vec::new();
+    for sku in &skus {
+        let (cur, want) = (
+            current.get(sku).copied().unwrap_or(0),
+            target.get(sku).copied().unwrap_or(0).max(0),
+        );
+        match want.cmp(&cur) {
+            Ordering::Greater => grow.push(concord_core::inventory::Line {
+                sku: sku.clone(),
+                quantity: want - cur,
+            }),
+            Ordering::Less => shrink.push((sku.clone(), cur - want)),
+            Ordering::Equal => {}
+        }
+    }
+    let mut touched = BTreeSet::new();
+    if !grow.is_empty() {
+        let feeds: HashMap<&str, &[crate::Feed]> = req
+            .feeds
+            .iter()
+            .rev()
+            .map(|(sku, f)| (sku.as_str(), f.as_slice()))
+            .collect();
+        let mut positions: HashMap<(String, String), Pos> = HashMap::new();
+        for l in &grow {
+            for f in feeds.get(l.sku.as_str()).copied().unwrap_or_default() {
+                let k = (l.sku.clone(), f.location.clone());
+                if let std::collections::hash_map::Entry::Vacant(e) = positions.entry(k) {
+                    e.insert(read_pos(conn, &l.sku, &f.location)?);
+                }
+            }
+        }
+        let candidates = |sku: &str| -> Vec<Candidate> {
+            feeds
+                .get(sku)
+                .copied()
+                .unwrap_or_default()
+                .iter()
+                .map(|f| {
+                    let p = positions
+                        .get(&(sku.to_string(), f.location.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    Candidate {
+                        location: f.location.clone(),
+                        available: (p.on_hand - p.committed - p.held - f.buffer).max(0),
+                    }
+                })
+                .collect()
+        };
+        let allocations = match route(&grow, &candidates, &|_| None) {
+            Ok(a) => a,
+            Err(shortages) => return Ok(crate::AdjustOutcome::Short(shortages)),
+        };
+        let seq: i64 = conn
+            .prepare_cached(
+                "SELECT COALESCE(MAX(seq), -1) + 1 FROM reservation_lines WHERE reservation_id = ?1",
+            )
+            .and_then(|mut s| s.query_row([&first], |r| r.get(0)))
+            .map_err(db("next reservation line"))?;
+        for (a, seq) in allocations.into_iter().zip(seq..) {
+            conn.prepare_cached(
+                "INSERT INTO reservation_lines
+                     (reservation_id, seq, sku, location, quantity, backorder)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+            )
+            .and_then(|mut s| s.execute(params![first, seq, a.sku, a.location, a.quantity]))
+            .map_err(db("insert reservation line"))?;
+            conn.prepare_cached(
+                "INSERT INTO stock_levels
+                     (sku, location, on_hand, committed, held, backordered, incoming, version,
+                      updated_at)
+                 VALUES (?1, ?2, 0, 0, ?3, 0, '[]', NULL, ?4)
+                 ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![a.sku, a.location, a.quantity, req.now]))
+            .map_err(db("raise held"))?;
+            touched.insert(a.sku);
+        }
+        for id in &ids {
+            conn.prepare_cached(
+                "UPDATE reservations SET accepted_at = NULL, accepted_version = NULL WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .map_err(db("clear acceptance after an increase"))?;
+        }
+    }
+    for (sku, mut cut) in shrink {
+        for l in lines
+            .iter()
+            .rev()
+            .filter(|l| l.sku == sku && !l.released && l.quantity > 0)
+        {
+            if cut == 0 {
+                break;
+            }
+            let take = cut.min(l.quantity);
+            cut -= take;
+            if take == l.quantity {
+                conn.prepare_cached(
+                    "DELETE FROM reservation_lines WHERE reservation_id = ?1 AND seq = ?2",
+                )
+                .and_then(|mut s| s.execute(params![l.rid, l.seq]))
+                .map_err(db("remove reservation line"))?;
+            } else {
+                conn.prepare_cached(
+                    "UPDATE reservation_lines SET quantity = quantity - ?3
+                     WHERE reservation_id = ?1 AND seq = ?2",
+                )
+                .and_then(|mut s| s.execute(params![l.rid, l.seq, take]))
+                .map_err(db("shrink reservation line"))?;
+            }
+            let col = if l.backorder { "backordered" } else { "held" };
+            conn.prepare_cached(&format!(
+                "UPDATE stock_levels SET {col} = {col} - ?3, updated_at = ?4
+                 WHERE sku = ?1 AND location = ?2"
+            ))
+            .and_then(|mut s| s.execute(params![l.sku, l.location, take, req.now]))
+            .map_err(db("lower held"))?;
+            touched.insert(sku.clone());
+        }
+    }
+    for sku in &touched {
+        mark_dirty(conn, ctx, sku, req.now)?;
+    }
+    Ok(crate::AdjustOutcome::Adjusted(Box::new(reload(
+        conn, &first,
+    )?)))
+}
+
 /// A delivered order: its reservations from `source` are now accepted by the ERP (first
 /// acceptance wins).
 pub(crate) fn mark_accepted(

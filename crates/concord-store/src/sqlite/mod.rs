@@ -11,6 +11,7 @@
 mod alerts;
 mod codec;
 mod ledger;
+mod orders;
 mod reads;
 mod schema;
 mod writer;
@@ -268,6 +269,20 @@ impl Store for SqliteStore {
         let key = key.map(str::to_owned);
         self.read(move |c| reads::journal(c, endpoint.as_deref(), kind, key.as_deref(), limit))
             .await
+    }
+
+    async fn search_journal(&self, q: crate::JournalQuery) -> Result<Vec<JournalEntry>> {
+        self.read(move |c| reads::search_journal(c, &q)).await
+    }
+
+    async fn set_flow_paused(&self, flow: &str, paused: bool, now: Millis) -> Result<bool> {
+        let flow = flow.to_owned();
+        self.write(move |c, _| writes::set_flow_paused(c, &flow, paused, now))
+            .await
+    }
+
+    async fn paused_flows(&self) -> Result<Vec<String>> {
+        self.read(reads::paused_flows).await
     }
 
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
@@ -559,6 +574,35 @@ impl Store for SqliteStore {
     async fn oversold_positions(&self, limit: usize) -> Result<Vec<StockLevel>> {
         self.read(move |c| alerts::oversold_positions(c, limit))
             .await
+    }
+    async fn adjust_order_reservation(
+        &self,
+        req: crate::AdjustRequest,
+    ) -> Result<crate::AdjustOutcome> {
+        self.write(move |c, ctx| ledger::adjust_order_reservation(c, ctx, &req))
+            .await
+    }
+
+    async fn order_lifecycles(&self, keys: &[String]) -> Result<Vec<Option<crate::OrderSummary>>> {
+        let keys = keys.to_vec();
+        self.read(move |c| orders::order_lifecycles(c, &keys)).await
+    }
+
+    async fn orders(&self, filter: crate::OrderFilter) -> Result<Vec<crate::OrderSummary>> {
+        self.read(move |c| orders::orders(c, &filter)).await
+    }
+
+    async fn order_counts(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        self.read(orders::order_counts).await
+    }
+
+    async fn order_history(&self, key: &str) -> Result<Option<crate::OrderHistory>> {
+        let key = key.to_owned();
+        self.read(move |c| orders::order_history(c, &key)).await
+    }
+
+    async fn parked(&self, limit: usize) -> Result<Vec<crate::ParkedItem>> {
+        self.read(move |c| orders::parked(c, limit)).await
     }
 }
 

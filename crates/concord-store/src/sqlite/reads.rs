@@ -75,6 +75,65 @@ pub(crate) fn journal(
     journal_rows(conn, &sql, args)
 }
 
+/// The admin API's journal search: the same per-shape SQL as [`journal`], plus status, a
+/// `received_at` range and id paging.
+pub(crate) fn search_journal(
+    conn: &Connection,
+    q: &crate::JournalQuery,
+) -> Result<Vec<JournalEntry>> {
+    let mut clauses = Vec::new();
+    let mut args = Vec::new();
+    let mut push = |clause: &str, v: SqlValue| {
+        args.push(v);
+        clauses.push(format!("{clause} ?{}", args.len()));
+    };
+    if let Some(e) = &q.endpoint {
+        push("endpoint =", SqlValue::Text(e.clone()));
+    }
+    if let Some(k) = q.kind {
+        push("kind =", SqlValue::Text(k.as_str().to_owned()));
+    }
+    if let Some(k) = &q.key {
+        push("key =", SqlValue::Text(k.clone()));
+    }
+    if let Some(s) = q.status {
+        push(
+            "status =",
+            SqlValue::Text(codec::journal_status_str(s).to_owned()),
+        );
+    }
+    if let Some(t) = q.from {
+        push("received_at >=", SqlValue::Integer(t));
+    }
+    if let Some(t) = q.to {
+        push("received_at <", SqlValue::Integer(t));
+    }
+    if let Some(id) = q.before_id {
+        push("id <", SqlValue::Integer(id));
+    }
+    args.push(SqlValue::Integer(codec::limit(q.limit)));
+    let filter = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {} FROM journal {filter} ORDER BY id DESC LIMIT ?{}",
+        codec::JOURNAL_COLS,
+        args.len()
+    );
+    journal_rows(conn, &sql, args)
+}
+
+pub(crate) fn paused_flows(conn: &Connection) -> Result<Vec<String>> {
+    conn.prepare_cached("SELECT flow FROM paused_flows ORDER BY flow")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(db("read paused flows"))
+}
+
 fn journal_rows(conn: &Connection, sql: &str, args: Vec<SqlValue>) -> Result<Vec<JournalEntry>> {
     let raws = conn
         .prepare_cached(sql)
@@ -227,9 +286,12 @@ pub(crate) fn many<I, T>(
 }
 
 pub(crate) fn next_due(conn: &Connection, dest: &str) -> Result<Option<Millis>> {
-    conn.prepare_cached("SELECT MIN(next_at) FROM outbox WHERE dest = ?1 AND state = 'pending'")
-        .and_then(|mut s| s.query_row([dest], |r| r.get(0)))
-        .map_err(db("read next due time"))
+    conn.prepare_cached(
+        "SELECT MIN(next_at) FROM outbox WHERE dest = ?1 AND state = 'pending'
+           AND flow NOT IN (SELECT flow FROM paused_flows)",
+    )
+    .and_then(|mut s| s.query_row([dest], |r| r.get(0)))
+    .map_err(db("read next due time"))
 }
 
 pub(crate) fn items(

@@ -253,6 +253,65 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX alert_unnotified ON alert_episodes (id)
         WHERE notified_firing = 0 OR (resolved_at IS NOT NULL AND notified_resolved = 0);
     "#,
+    // 5: flows paused by an operator (admin API): `claim` and `next_due` skip their items.
+    r#"
+    CREATE TABLE paused_flows (
+        flow      TEXT PRIMARY KEY,
+        paused_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
+    // 6: the order lifecycle (issue 6): one row per order (state + the facts it was derived from),
+    // every transition applied or refused, the order-scoped records seen per order, and every
+    // delivery attempt (written by `settle`).
+    r#"
+    CREATE TABLE order_lifecycle (
+        key         TEXT PRIMARY KEY,
+        channel     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        facts       TEXT NOT NULL,
+        accepted_at INTEGER,
+        updated_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- orders(state, …) in key order; order_counts.
+    CREATE INDEX order_lifecycle_state ON order_lifecycle (state, key);
+
+    CREATE TABLE order_events (
+        id         INTEGER PRIMARY KEY,
+        key        TEXT NOT NULL,
+        at         INTEGER NOT NULL,
+        from_state TEXT,
+        to_state   TEXT NOT NULL,
+        applied    INTEGER NOT NULL,
+        event      TEXT NOT NULL,
+        cause_kind TEXT,
+        cause_key  TEXT,
+        reason     TEXT,
+        journal_id INTEGER
+    );
+    CREATE INDEX order_events_key ON order_events (key, id);
+
+    CREATE TABLE order_children (
+        order_key TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        key       TEXT NOT NULL,
+        PRIMARY KEY (order_key, kind, key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE delivery_attempts (
+        id      INTEGER PRIMARY KEY,
+        item_id INTEGER NOT NULL,
+        dest    TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        key     TEXT NOT NULL,
+        op      TEXT NOT NULL,
+        at      INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        error   TEXT
+    );
+    CREATE INDEX delivery_attempts_key ON delivery_attempts (kind, key, id);
+    -- One order's dead letters (and its children's) for the order history.
+    CREATE INDEX dead_letters_key ON dead_letters (kind, key);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

@@ -7,6 +7,7 @@
 
 use super::codec::{self, db, to_json};
 use super::ledger;
+use super::orders;
 use super::writer::WriterCtx;
 use crate::{
     AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterId, IngestOutcome, ItemId, ItemState,
@@ -171,6 +172,12 @@ pub(crate) fn apply(
     ledger::update_levels(conn, ctx, &batch.levels, batch.release_grace_ms, now)?;
     for dirty in &batch.clean {
         ledger::clean(conn, dirty)?;
+    }
+    // The lifecycle commits with the entity changes that caused it; a cancelled order's
+    // reservations are released in the same transaction.
+    orders::write_orders(conn, &batch.orders, now)?;
+    for order in &batch.cancel_reservations {
+        ledger::cancel_order_reservations(conn, ctx, order, now)?;
     }
     record_audit(conn, &batch.audit)
 }
@@ -389,6 +396,23 @@ pub(crate) fn record_audit(conn: &Connection, events: &[AuditEvent]) -> Result<(
     Ok(())
 }
 
+pub(crate) fn set_flow_paused(
+    conn: &Connection,
+    flow: &str,
+    paused: bool,
+    now: Millis,
+) -> Result<bool> {
+    let changed = if paused {
+        conn.prepare_cached("INSERT OR IGNORE INTO paused_flows (flow, paused_at) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![flow, now]))
+    } else {
+        conn.prepare_cached("DELETE FROM paused_flows WHERE flow = ?1")
+            .and_then(|mut s| s.execute(params![flow]))
+    }
+    .map_err(db("pause or resume a flow"))?;
+    Ok(changed > 0)
+}
+
 // ---- delivery ----
 
 /// Due pending items of `?1` at `?2` in enqueue order, minus any with an earlier unfinished item
@@ -399,6 +423,7 @@ pub(crate) fn claim_sql() -> String {
     format!(
         "SELECT {cols} FROM outbox o
          WHERE o.dest = ?1 AND o.state = 'pending' AND o.next_at <= ?2
+           AND o.flow NOT IN (SELECT flow FROM paused_flows)
            AND NOT EXISTS (
                SELECT 1 FROM outbox p
                WHERE p.dest = o.dest AND p.kind = o.kind AND p.key = o.key
@@ -456,6 +481,8 @@ struct Held {
     flow: String,
     attempts: i64,
     journal_id: Option<i64>,
+    /// When the item was claimed (the attempt's start).
+    claimed_at: Millis,
 }
 
 pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize> {
@@ -471,8 +498,8 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
         // re-claimed by another) settles nothing.
         let held: Option<Held> = conn
             .prepare_cached(
-                "SELECT dest, kind, key, op, payload, hash, flow, attempts, journal_id FROM outbox
-                 WHERE id = ?1 AND state = 'inflight' AND token = ?2",
+                "SELECT dest, kind, key, op, payload, hash, flow, attempts, journal_id, updated_at
+                 FROM outbox WHERE id = ?1 AND state = 'inflight' AND token = ?2",
             )
             .and_then(|mut s| {
                 s.query_row(params![id, token], |r| {
@@ -486,12 +513,31 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
                         flow: r.get(6)?,
                         attempts: r.get(7)?,
                         journal_id: r.get(8)?,
+                        claimed_at: r.get(9)?,
                     })
                 })
                 .optional()
             })
             .map_err(db("read claimed item"))?;
         let Some(held) = held else { continue };
+        // Every applied settlement is one delivery attempt in the log (an order's history).
+        let (outcome_name, at, error) = match outcome {
+            Settlement::Delivered { at, .. } => ("delivered", *at, None),
+            Settlement::Retry { error, .. } => ("retry", held.claimed_at, Some(error.as_str())),
+            Settlement::Dead { reason, at, .. } => ("dead", *at, Some(reason.as_str())),
+            Settlement::Skipped { reason, at, .. } => ("skipped", *at, Some(reason.as_str())),
+        };
+        orders::log_attempt(
+            conn,
+            id,
+            &held.dest,
+            &held.kind,
+            &held.key,
+            &held.op,
+            at,
+            outcome_name,
+            error,
+        )?;
         match outcome {
             Settlement::Delivered {
                 external_id,
@@ -500,9 +546,12 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
                 ..
             } => {
                 finish_item(conn, id, "done", None, *at)?;
-                if held.kind == Kind::Order.as_str() {
+                if held.kind == Kind::Order.as_str() && held.op != "cancel" {
                     // The source endpoint now has the order: its reservations are accepted.
+                    // (Not by a cancel: the ERP's figures after a cancel do not hold the order,
+                    // and during cancel-and-replace the replacement's create sets the watermark.)
                     ledger::mark_accepted(conn, &held.key, &held.dest, *at, version.as_deref())?;
+                    orders::accept(conn, &held.key, &held.dest, *at)?;
                 }
                 conn.prepare_cached(
                     "INSERT INTO hashes (dest, kind, key, planned, written) VALUES (?1, ?2, ?3, ?4, ?4)
@@ -511,6 +560,19 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
                 .and_then(|mut s| s.execute(params![held.dest, held.kind, held.key, held.hash]))
                 .map_err(db("record written hash"))?;
                 if let Some(external_id) = external_id {
+                    if held.kind == Kind::Order.as_str() && held.op == "create" {
+                        // A create of an order names the key's record at `dest` from now on:
+                        // after cancel-and-replace that is the replacement, not the cancelled
+                        // original (a create that found the existing order returns its id).
+                        conn.prepare_cached(
+                            "DELETE FROM xref WHERE endpoint = ?1 AND kind = ?2 AND key = ?3
+                               AND external_id <> ?4",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![held.dest, held.kind, held.key, external_id])
+                        })
+                        .map_err(db("re-point an order's xref"))?;
+                    }
                     let xref = Xref {
                         endpoint: held.dest.clone(),
                         kind: codec::kind(&held.kind)?,
