@@ -6,6 +6,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use concord_connectors::sandbox::shop::ShopOrderStatus;
 use concord_connectors::sandbox::{
     ErpOptions, ErpSim, Faults, ShopError, ShopOptions, ShopSim, SIGNATURE_HEADER, TOPIC_HEADER,
 };
@@ -315,11 +316,16 @@ async fn changes_feed_and_snapshot_page_without_gaps_or_repeats() {
     }
     assert_eq!(listed.len(), 40);
     assert_eq!(listed[0], "SKU-0001@WH1");
-    let e = conn
+    // A kind the connector does not serve (the storefront has no invoices of its own) is
+    // refused before any call.
+    let shop_conn = connector("sandbox-shop", &erp.base_url());
+    let before = erp.counters().requests;
+    let e = shop_conn
         .read_changes(req(Kind::Invoice, None, 5))
         .await
         .unwrap_err();
-    assert!(e.is_permanent());
+    assert!(e.is_permanent() && e.to_string().contains("invoice"), "{e}");
+    assert_eq!(erp.counters().requests, before);
     erp.shutdown().await;
 }
 
@@ -729,5 +735,593 @@ async fn shop_tells_watchers_every_level_set_in_order() {
     assert!(rx.try_recv().is_err(), "the refused item is not reported");
     drop(rx);
     shop.set_inventory("A", "WH1", 8).unwrap();
+    shop.shutdown().await;
+}
+
+/// POST to an emulator's `/_control/...` (never faulted): `(status, body)`.
+async fn control(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every record of `kind` in a connector's change feed (latest state per record), each checked
+/// against the canonical model.
+async fn feed(conn: &Arc<dyn Connector>, kind: Kind) -> Vec<(String, Value)> {
+    let page = conn.read_changes(req(kind, None, 1000)).await.unwrap();
+    page.records
+        .into_iter()
+        .map(|c| {
+            concord_core::validate(kind, &c.record)
+                .unwrap_or_else(|e| panic!("{kind} {} is not canonical: {e}", c.external_id));
+            (c.external_id, c.record)
+        })
+        .collect()
+}
+
+fn permanent_with(o: &WriteOutcome, needle: &str) -> bool {
+    matches!(o, WriteOutcome::Failed(e) if e.is_permanent() && e.to_string().contains(needle))
+}
+
+/// An ERP with two SKUs (10 each at WH1), customer ann, and order `web/1001` (3 × SKU-0001 at
+/// 100, 2 × SKU-0002 at 250) created through the connector: `(erp, connector, order, so id)`.
+async fn erp_with_order() -> (
+    concord_connectors::sandbox::ErpHandle,
+    Arc<dyn Connector>,
+    Value,
+    String,
+) {
+    let erp = ErpSim::start(ErpOptions::default()).await.unwrap();
+    erp.seed(3, &["WH1"], 10).unwrap();
+    let conn = connector("sandbox-erp", &erp.base_url());
+    let cust = op(
+        Kind::Customer,
+        "ann@example.com",
+        "upsert",
+        json!({"email": "ann@example.com"}),
+    );
+    ext_id(&conn.write(vec![cust]).await[0]);
+    let order = json!({"channel": "web", "number": "1001", "customer": {"email": "ann@example.com"},
+                       "currency": "USD",
+                       "lines": [{"sku": "SKU-0001", "quantity": 3, "unit_price_minor": 100},
+                                 {"sku": "SKU-0002", "quantity": 2, "unit_price_minor": 250}]});
+    let so = ext_id(
+        &conn
+            .write(vec![op(Kind::Order, "web/1001", "create", order.clone())])
+            .await[0],
+    );
+    (erp, conn, order, so)
+}
+
+#[tokio::test]
+async fn erp_amends_an_order_until_it_ships_and_refuses_after_with_the_reason() {
+    let (erp, conn, order, so) = erp_with_order().await;
+    let caps = conn.capabilities();
+    assert!(caps.kind(Kind::Order).write.amend, "the sandbox ERP amends");
+    assert!(caps.kind(Kind::Refund).write.upsert && caps.kind(Kind::Payment).write.upsert);
+    assert!(!caps.kind(Kind::Shipment).write.upsert && !caps.kind(Kind::Invoice).write.upsert);
+    let v0: u64 = erp.order(&so).unwrap().version.parse().unwrap();
+
+    // Quantity change, a line removed, a line added, an address: one PATCH.
+    let mut edited = order.clone();
+    edited["lines"] = json!([{"sku": "SKU-0001", "quantity": 5, "unit_price_minor": 100},
+                             {"sku": "SKU-0003", "quantity": 1, "unit_price_minor": 900}]);
+    edited["shipping_address"] =
+        json!({"line1": "1 Main St", "city": "Springfield", "country": "US"});
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1001", "amend", edited.clone())])
+        .await;
+    let WriteOutcome::Done {
+        external_id: Some(id),
+        version: Some(v1),
+    } = &out[0]
+    else {
+        panic!("amend: {out:?}");
+    };
+    assert_eq!(id, &so, "the same sales order, amended in place");
+    assert!(v1.parse::<u64>().unwrap() > v0, "a new acceptance version");
+    let amended = erp.order(&so).unwrap();
+    assert_eq!(amended.lines.len(), 2);
+    assert_eq!(
+        (amended.lines[0].quantity, amended.lines[1].sku.as_str()),
+        (5, "SKU-0003")
+    );
+    assert_eq!(
+        amended.shipping_address.as_ref().map(|a| a.city.as_str()),
+        Some("Springfield")
+    );
+    let committed = |sku: &str| erp.stock(sku, "WH1").unwrap().committed;
+    assert_eq!(
+        (
+            committed("SKU-0001"),
+            committed("SKU-0002"),
+            committed("SKU-0003")
+        ),
+        (5, 0, 1),
+        "the reservation follows the edit"
+    );
+    assert_eq!(erp.sales_orders().len(), 1);
+    // The same amend again changes nothing.
+    let patches = || {
+        erp.write_log()
+            .iter()
+            .filter(|w| w.method == "PATCH")
+            .count()
+    };
+    let before = erp.last_seq();
+    conn.write(vec![op(Kind::Order, "web/1001", "amend", edited.clone())])
+        .await;
+    assert_eq!(
+        (patches(), erp.last_seq()),
+        (2, before),
+        "a no-op amend is no change"
+    );
+
+    // Invalid edit: named field.
+    let mut bad = edited.clone();
+    bad["lines"][0]["quantity"] = json!(0);
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1001", "amend", bad)])
+        .await;
+    assert!(permanent_with(&out[0], "lines[0].quantity"), "{out:?}");
+
+    // Shipped in part: refused with the reason, nothing changed.
+    erp.ship_partial(&so, &[("SKU-0001", 1)]).unwrap();
+    let mut late = edited.clone();
+    late["lines"][0]["quantity"] = json!(4);
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1001", "amend", late)])
+        .await;
+    assert!(
+        permanent_with(&out[0], "409") && permanent_with(&out[0], "after shipment"),
+        "{out:?}"
+    );
+    assert_eq!(erp.order(&so).unwrap().lines[0].quantity, 5);
+    erp.shutdown().await;
+}
+
+#[tokio::test]
+async fn erp_keys_orders_by_reference_for_cancel_and_replace() {
+    let (erp, conn, order, so) = erp_with_order().await;
+    // Cancel the original by its reference, then create the replacement `web/1001~2`.
+    let mut cancel = order.clone();
+    cancel["reference"] = json!("web/1001");
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1001", "cancel", cancel)])
+        .await;
+    assert_eq!(ext_id(&out[0]), so);
+    let mut replacement = order.clone();
+    replacement["reference"] = json!("web/1001~2");
+    replacement["lines"][0]["quantity"] = json!(1);
+    let created = ext_id(
+        &conn
+            .write(vec![op(
+                Kind::Order,
+                "web/1001",
+                "create",
+                replacement.clone(),
+            )])
+            .await[0],
+    );
+    assert_ne!(created, so);
+    // Idempotent on the replacement's reference too.
+    let again = ext_id(
+        &conn
+            .write(vec![op(Kind::Order, "web/1001", "create", replacement)])
+            .await[0],
+    );
+    assert_eq!(again, created);
+    let orders = erp.sales_orders();
+    assert_eq!(orders.len(), 2);
+    let live = erp.order_by_reference("web/1001").unwrap();
+    assert_eq!(
+        (live.id.as_str(), live.reference.as_str()),
+        (created.as_str(), "web/1001~2")
+    );
+    assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().committed, 1);
+    // The feed names both by the canonical key; the replacement carries its reference.
+    let recs = feed(&conn, Kind::Order).await;
+    let rec = |id: &str| recs.iter().find(|(i, _)| i == id).unwrap().1.clone();
+    assert_eq!(rec(&so)["status"], "cancelled");
+    assert_eq!(rec(&created)["reference"], "web/1001~2");
+    assert_eq!(rec(&created)["number"], "1001");
+    erp.shutdown().await;
+}
+
+#[tokio::test]
+async fn erp_split_shipments_invoice_payments_credit_notes_and_returns() {
+    let (erp, conn, _order, so) = erp_with_order().await;
+    let base = erp.base_url();
+    // Two shipments with their own carrier and tracking number.
+    let (st, sh1) = control(
+        &base,
+        &format!("/_control/sales-orders/{so}/ship"),
+        json!({"lines": [{"sku": "SKU-0001", "quantity": 3}], "carrier": "DHL",
+               "tracking_number": "TRACK-1"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{sh1}");
+    assert_eq!(
+        feed(&conn, Kind::Order).await.last().unwrap().1["status"],
+        "partially_shipped"
+    );
+    let (st, sh2) = control(
+        &base,
+        &format!("/_control/sales-orders/{so}/ship"),
+        json!({"lines": [{"sku": "SKU-0002", "quantity": 2}], "carrier": "UPS",
+               "tracking_number": "TRACK-2"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{sh2}");
+    let (st, over) = control(
+        &base,
+        &format!("/_control/sales-orders/{so}/ship"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 409, "nothing left: {over}");
+    let ships = feed(&conn, Kind::Shipment).await;
+    let tracking: Vec<_> = ships
+        .iter()
+        .map(|(_, r)| (r["order"].clone(), r["tracking_number"].clone()))
+        .collect();
+    assert_eq!(
+        tracking,
+        [
+            (json!("web/1001"), json!("TRACK-1")),
+            (json!("web/1001"), json!("TRACK-2"))
+        ]
+    );
+
+    // Invoice: posted for 3×100 + 2×250; a channel payment marks it paid, idempotently.
+    let (st, inv) = control(
+        &base,
+        &format!("/_control/sales-orders/{so}/invoice"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (st, &inv["total_minor"], &inv["status"]),
+        (200, &json!(800), &json!("posted"))
+    );
+    let pay = json!({"id": "pay_1", "order": "web/1001", "amount_minor": 800,
+                     "currency": "USD", "status": "captured"});
+    for _ in 0..2 {
+        let out = conn
+            .write(vec![op(Kind::Payment, "pay_1", "upsert", pay.clone())])
+            .await;
+        assert_eq!(ext_id(&out[0]), "pay_1");
+    }
+    assert_eq!(
+        erp.counters().writes_of("payment"),
+        1,
+        "idempotent by payment id"
+    );
+    let invoices = feed(&conn, Kind::Invoice).await;
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(
+        (&invoices[0].1["status"], &invoices[0].1["order"]),
+        (&json!("paid"), &json!("web/1001"))
+    );
+    let payments = feed(&conn, Kind::Payment).await;
+    assert_eq!(payments[0].1["invoice"], inv["number"]);
+    assert_eq!(
+        feed(&conn, Kind::Order).await.last().unwrap().1["status"],
+        "paid"
+    );
+
+    // A partial refund by lines with restock: a credit note for exactly those lines and a
+    // return that puts nothing back until it is received.
+    let refund = json!({"id": "re_1", "order": "web/1001", "amount_minor": 0, "currency": "USD",
+                        "lines": [{"sku": "SKU-0002", "quantity": 1}], "restock": true});
+    for _ in 0..2 {
+        let out = conn
+            .write(vec![op(Kind::Refund, "re_1", "create", refund.clone())])
+            .await;
+        assert_eq!(ext_id(&out[0]), "CN-1");
+    }
+    let notes = erp.credit_notes(Some("web/1001"));
+    assert_eq!(notes.len(), 1, "idempotent by refund id");
+    assert_eq!(notes[0].refund.amount_minor, 250, "the line's value");
+    let rma = notes[0].return_id.clone().expect("a return");
+    let on_hand = || erp.stock("SKU-0002", "WH1").unwrap().on_hand;
+    assert_eq!(on_hand(), 8, "not back before it is received");
+    let refunds = feed(&conn, Kind::Refund).await;
+    assert_eq!(refunds.len(), 1);
+    assert_eq!(refunds[0].1["id"], "re_1");
+    assert_eq!(
+        feed(&conn, Kind::Order).await.last().unwrap().1["status"],
+        "partially_refunded"
+    );
+    // By amount, more than is left: refused naming the field; a wrong line likewise.
+    let too_much = json!({"id": "re_2", "order": "web/1001", "amount_minor": 600,
+                          "currency": "USD"});
+    let out = conn
+        .write(vec![op(Kind::Refund, "re_2", "create", too_much)])
+        .await;
+    assert!(permanent_with(&out[0], "amount_minor"), "{out:?}");
+    let wrong = json!({"id": "re_3", "order": "web/1001", "amount_minor": 0, "currency": "USD",
+                       "lines": [{"sku": "SKU-0002", "quantity": 2}]});
+    let out = conn
+        .write(vec![op(Kind::Refund, "re_3", "create", wrong)])
+        .await;
+    assert!(permanent_with(&out[0], "lines[0].quantity"), "{out:?}");
+    let unknown = json!({"id": "re_4", "order": "web/4040", "amount_minor": 5, "currency": "USD"});
+    let out = conn
+        .write(vec![op(Kind::Refund, "re_4", "create", unknown)])
+        .await;
+    assert!(permanent_with(&out[0], "web/4040"), "{out:?}");
+
+    let (st, _) = control(
+        &base,
+        &format!("/_control/returns/{rma}/receive"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(on_hand(), 9, "received: back on hand");
+    let stock = feed(&conn, Kind::Stock).await;
+    let figure = stock.iter().find(|(id, _)| id == "SKU-0002@WH1").unwrap();
+    assert_eq!(figure.1["on_hand"], 9, "in the stock feed");
+    control(
+        &base,
+        &format!("/_control/returns/{rma}/receive"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(on_hand(), 9, "receiving twice puts nothing back twice");
+    assert_eq!(
+        feed(&conn, Kind::Order).await.last().unwrap().1["status"],
+        "returned"
+    );
+    erp.shutdown().await;
+}
+
+#[tokio::test]
+async fn erp_lifecycle_writes_are_faulted_like_any_api_call() {
+    let (erp, conn, _order, so) = erp_with_order().await;
+    erp.set_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    });
+    let refund = json!({"id": "re_1", "order": "web/1001", "amount_minor": 100,
+                        "currency": "USD"});
+    let pay = json!({"id": "pay_1", "order": "web/1001", "amount_minor": 100,
+                     "currency": "USD", "status": "captured"});
+    let mut amend = json!({"channel": "web", "number": "1001",
+                           "customer": {"email": "ann@example.com"}, "currency": "USD",
+                           "lines": [{"sku": "SKU-0001", "quantity": 1, "unit_price_minor": 100}]});
+    let out = conn
+        .write(vec![
+            op(Kind::Refund, "re_1", "create", refund.clone()),
+            op(Kind::Payment, "pay_1", "upsert", pay.clone()),
+            op(Kind::Order, "web/1001", "amend", amend.clone()),
+        ])
+        .await;
+    for o in &out {
+        assert!(
+            matches!(o, WriteOutcome::Failed(DeliveryError::Transient { .. })),
+            "{o:?}"
+        );
+    }
+    assert!(erp.credit_notes(None).is_empty() && erp.payment("pay_1").is_none());
+    erp.set_faults(Faults {
+        down: true,
+        ..Faults::default()
+    });
+    let out = conn
+        .write(vec![op(Kind::Refund, "re_1", "create", refund.clone())])
+        .await;
+    assert!(
+        matches!(
+            &out[0],
+            WriteOutcome::Failed(DeliveryError::Unavailable { .. })
+        ),
+        "{out:?}"
+    );
+    erp.set_faults(Faults::default());
+    amend["lines"][0]["quantity"] = json!(2);
+    let out = conn
+        .write(vec![
+            op(Kind::Refund, "re_1", "create", refund),
+            op(Kind::Payment, "pay_1", "upsert", pay),
+            op(Kind::Order, "web/1001", "amend", amend),
+        ])
+        .await;
+    assert_eq!(ext_id(&out[0]), "CN-1");
+    assert_eq!(ext_id(&out[1]), "pay_1");
+    assert_eq!(ext_id(&out[2]), so);
+    erp.shutdown().await;
+}
+
+#[tokio::test]
+async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancellations_refunds() {
+    let shop = ShopSim::start(ShopOptions::default()).await.unwrap();
+    shop.set_inventory("A", "L1", 10).unwrap();
+    shop.set_inventory("B", "L1", 10).unwrap();
+    let conn = connector("sandbox-shop", &shop.base_url());
+    let caps = conn.capabilities();
+    for k in [Kind::Shipment, Kind::Invoice, Kind::Payment, Kind::Refund] {
+        assert!(caps.kind(k).write.upsert, "the store takes {k}");
+    }
+    for k in [Kind::Order, Kind::Payment, Kind::Refund] {
+        assert!(caps.kind(k).read.changes, "the store's feed has {k}");
+    }
+    let placed = shop
+        .place_order("ann@example.com", "Ann", &[("A", 2), ("B", 1)])
+        .unwrap();
+    let key = placed.key.clone();
+    let base = shop.base_url();
+
+    // The merchant edits it before shipment: an order update in the feed.
+    let (st, edited) = control(
+        &base,
+        &format!("/_control/orders/{}/edit", placed.id),
+        json!({"lines": [{"sku": "A", "quantity": 3}, {"sku": "B", "quantity": 1}],
+               "shipping_address": {"line1": "2 Elm St", "city": "Shelbyville", "country": "US"}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{edited}");
+    let orders = feed(&conn, Kind::Order).await;
+    let rec = &orders.last().unwrap().1;
+    assert_eq!(
+        (
+            &rec["lines"][0]["quantity"],
+            &rec["shipping_address"]["city"]
+        ),
+        (&json!(3), &json!("Shelbyville"))
+    );
+    let (st, bad) = control(
+        &base,
+        &format!("/_control/orders/{}/edit", placed.id),
+        json!({"lines": [{"sku": "A", "quantity": 0}]}),
+    )
+    .await;
+    assert_eq!(st, 422);
+    assert!(
+        bad["error"].as_str().unwrap().contains("lines[0].quantity"),
+        "{bad}"
+    );
+
+    // Two shipments → two fulfilments with their tracking numbers.
+    let ship = |id: &str, sku: &str, q: i64, track: &str| {
+        op(
+            Kind::Shipment,
+            id,
+            "upsert",
+            json!({"id": id, "order": key, "status": "shipped", "carrier": "UPS",
+                  "tracking_number": track, "lines": [{"sku": sku, "quantity": q}]}),
+        )
+    };
+    let out = conn.write(vec![ship("SH-1", "A", 3, "T-1")]).await;
+    assert_eq!(ext_id(&out[0]), "SH-1");
+    assert_eq!(
+        shop.order(&placed.id).unwrap().status,
+        ShopOrderStatus::PartiallyShipped
+    );
+    conn.write(vec![
+        ship("SH-2", "B", 1, "T-2"),
+        ship("SH-2", "B", 1, "T-2"),
+    ])
+    .await;
+    let f = shop.fulfillments(&placed.id);
+    let tracks: Vec<_> = f
+        .iter()
+        .map(|f| f.tracking_number.clone().unwrap())
+        .collect();
+    assert_eq!(tracks, ["T-1", "T-2"]);
+    assert_eq!(
+        shop.order(&placed.id).unwrap().status,
+        ShopOrderStatus::Shipped
+    );
+    let (st, _) = control(
+        &base,
+        &format!("/_control/orders/{}/edit", placed.id),
+        json!({"lines": [{"sku": "A", "quantity": 1}]}),
+    )
+    .await;
+    assert_eq!(st, 409, "no edit after shipment");
+
+    // The ERP's invoice (then paid), a payment state, a refund recorded elsewhere: by number/id.
+    let inv = |status: &str| {
+        op(
+            Kind::Invoice,
+            "INV-1",
+            "upsert",
+            json!({"number": "INV-1", "order": key, "status": status, "currency": "USD",
+                  "total_minor": 4000}),
+        )
+    };
+    assert_eq!(ext_id(&conn.write(vec![inv("posted")]).await[0]), "INV-1");
+    conn.write(vec![inv("paid"), inv("paid")]).await;
+    let o = shop.order(&placed.id).unwrap();
+    assert_eq!(o.invoices.len(), 1);
+    assert_eq!(o.invoices[0]["status"], "paid");
+    assert_eq!(
+        shop.counters().writes_of("invoice"),
+        2,
+        "the repeat changed nothing"
+    );
+    let wrong = op(
+        Kind::Invoice,
+        "INV-9",
+        "upsert",
+        json!({"number": "INV-9", "order": "web/9999", "currency": "USD",
+                          "total_minor": 1}),
+    );
+    let out = conn.write(vec![wrong]).await;
+    assert!(permanent_with(&out[0], "web/9999"), "{out:?}");
+
+    // The store's own payment and refunds: in its feed.
+    let (st, pay) = control(
+        &base,
+        &format!("/_control/orders/{}/capture", placed.id),
+        json!({}),
+    )
+    .await;
+    assert_eq!((st, &pay["amount_minor"]), (201, &json!(4000)));
+    let (st, re) = control(
+        &base,
+        &format!("/_control/orders/{}/refund", placed.id),
+        json!({"lines": [{"sku": "A", "quantity": 1}], "restock": true,
+                                  "reason": "damaged"}),
+    )
+    .await;
+    assert_eq!((st, &re["amount_minor"]), (201, &json!(1000)), "{re}");
+    let (st, re2) = control(
+        &base,
+        &format!("/_control/orders/{}/refund", placed.id),
+        json!({"amount_minor": 500}),
+    )
+    .await;
+    assert_eq!(st, 201, "{re2}");
+    let (st, over) = control(
+        &base,
+        &format!("/_control/orders/{}/refund", placed.id),
+        json!({"amount_minor": 2600}),
+    )
+    .await;
+    assert_eq!(st, 422, "{over}");
+    assert!(
+        over["error"].as_str().unwrap().contains("2500 left"),
+        "{over}"
+    );
+    let pays = feed(&conn, Kind::Payment).await;
+    assert_eq!((pays.len(), &pays[0].1["order"]), (1, &json!(key)));
+    let refunds = feed(&conn, Kind::Refund).await;
+    let amounts: Vec<_> = refunds
+        .iter()
+        .map(|(_, r)| r["amount_minor"].clone())
+        .collect();
+    assert_eq!(amounts, [json!(1000), json!(500)]);
+    assert_eq!(refunds[0].1["lines"], json!([{"sku": "A", "quantity": 1}]));
+
+    // A customer cancels another order; the hub's cancel of a fulfilled one is refused.
+    let second = shop
+        .place_order("bob@example.com", "Bob", &[("A", 1)])
+        .unwrap();
+    let (st, _) = control(
+        &base,
+        &format!("/_control/orders/{}/cancel", second.id),
+        json!({}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let orders = feed(&conn, Kind::Order).await;
+    let rec = &orders.iter().find(|(id, _)| *id == second.id).unwrap().1;
+    assert_eq!(rec["status"], "cancelled");
+    let out = conn
+        .write(vec![op(Kind::Order, &key, "cancel", json!({}))])
+        .await;
+    assert!(permanent_with(&out[0], "fulfillments"), "{out:?}");
+    let out = conn
+        .write(vec![op(Kind::Order, &key, "amend", json!({}))])
+        .await;
+    assert!(permanent_with(&out[0], "cannot `amend`"), "{out:?}");
     shop.shutdown().await;
 }

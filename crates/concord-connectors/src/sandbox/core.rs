@@ -54,6 +54,11 @@ macro_rules! core_handle_methods {
             self.inner.core.counters()
         }
 
+        /// The last change's seq (0 before any change): unchanged means nothing happened.
+        pub fn last_seq(&self) -> u64 {
+            self.inner.core.last_seq()
+        }
+
         /// Every write request received (after fault injection), for counting
         /// duplicates/echoes.
         pub fn write_log(&self) -> Vec<$crate::sandbox::WriteEntry> {

@@ -1,6 +1,20 @@
 //! `SandboxErpConnector` (`sandbox-erp`): the connector for [`crate::sandbox::ErpSim`], following
 //! the HTTP API documented in `sandbox::erp`. One op per API call (the ERP has no bulk API).
 //!
+//! Ops by kind (the engine's `WriteOp.op` contract):
+//! - order `create` (also `upsert`/`update`): the sales order is looked up by its reference —
+//!   `payload.reference` when present (cancel-and-replace), else the key — and created only when
+//!   none exists; `amend` → `PATCH /api/sales-orders/{id}` with the full new order (lines and
+//!   both addresses, absent ones sent as `null`), 409 after shipment → a permanent failure with
+//!   the ERP's reason; `cancel` → the sales order of `payload.reference` (else the xref, else the
+//!   key) is cancelled. Each outcome carries the ERP's acceptance version.
+//! - refund `create`/`upsert` → `POST /api/credit-notes` (idempotent by refund id; a return when
+//!   `restock` and lines).
+//! - payment `upsert`/`create`/`update` → `POST /api/payments` (idempotent by payment id).
+//! - customer, product, stock, price: create-or-update by natural key.
+//!
+//! Shipments and invoices originate in the ERP: read only, writes are refused.
+//!
 //! Must never: sleep or retry; create a second sales order for one reference (it always looks
 //! the reference up before creating).
 
@@ -13,7 +27,7 @@ use concord_engine::connector::{
     RateLimitProfile, ReadModes, ReadRequest, WebhookError, WriteModes, WriteOp, WriteOutcome,
 };
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Talks to an `ErpSim`. Options: `location` (stock location when a payload names none).
 #[derive(Debug, Clone)]
@@ -33,8 +47,20 @@ impl SandboxErpConnector {
         let update_only = op.op == "update_only";
         match (op.kind, op.op.as_str()) {
             (Kind::Order, "cancel") => self.cancel_order(op).await,
+            (Kind::Order, "amend") => self.amend_order(op).await,
             (Kind::Order, "create" | "upsert" | "update" | "update_only") => {
                 self.upsert_order(op).await
+            }
+            (Kind::Refund, "create" | "upsert") => {
+                let note = api
+                    .post(&["api", "credit-notes"], &op.payload)
+                    .await?
+                    .ok()?;
+                Ok(done(id_of(&note)?))
+            }
+            (Kind::Payment, "create" | "upsert" | "update") => {
+                let p = api.post(&["api", "payments"], &op.payload).await?.ok()?;
+                Ok(done(id_of(&p)?))
             }
             (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
                 self.c.upsert_customer(op).await
@@ -107,7 +133,7 @@ impl SandboxErpConnector {
     /// way the outcome carries the ERP's acceptance version of the order (the watermark the
     /// stock pool releases reservations against).
     async fn upsert_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
-        if let Some(found) = self.find_order(&op.key).await? {
+        if let Some(found) = self.find_order(reference(op)).await? {
             return order_done(&found);
         }
         if op.op == "update_only" {
@@ -135,6 +161,7 @@ impl SandboxErpConnector {
         let mut body = with_default(&op.payload, "channel", channel);
         if let Some(obj) = body.as_object_mut() {
             obj.insert("customer_id".into(), Value::String(customer_id));
+            obj.insert("reference".into(), json!(reference(op)));
         }
         let created = self
             .c
@@ -161,26 +188,60 @@ impl SandboxErpConnector {
             .map(str::to_string))
     }
 
+    /// Apply an edit: the sales order of the reference gets the full new order's lines and
+    /// addresses. An order the ERP does not have yet is created from it instead.
+    async fn amend_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let Some(found) = self.find_order(reference(op)).await? else {
+            return self.upsert_order(op).await;
+        };
+        let id = id_of(&found)?;
+        let p = &op.payload;
+        let field = |f: &str| p.get(f).cloned().unwrap_or(Value::Null);
+        let edit = json!({"lines": field("lines"), "shipping_address": field("shipping_address"),
+                          "billing_address": field("billing_address")});
+        let so = self
+            .c
+            .api
+            .send(
+                reqwest::Method::PATCH,
+                self.c.api.url(&["api", "sales-orders", &id], &[]),
+                Some(&edit),
+            )
+            .await?
+            .ok()?;
+        order_done(&so)
+    }
+
     async fn cancel_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
-        let id = match &op.external_id {
-            Some(id) => id.clone(),
-            None => {
-                let found =
-                    self.find_order(&op.key)
-                        .await?
-                        .ok_or_else(|| DeliveryError::Permanent {
-                            reason: format!("no sales order with reference `{}` to cancel", op.key),
-                        })?;
+        let explicit = str_field(&op.payload, "reference").ok();
+        let id = match (&op.external_id, explicit) {
+            (Some(id), None) => id.clone(),
+            _ => {
+                let r = reference(op);
+                let found = self
+                    .find_order(r)
+                    .await?
+                    .ok_or_else(|| DeliveryError::Permanent {
+                        reason: format!("no sales order with reference `{r}` to cancel"),
+                    })?;
                 id_of(&found)?
             }
         };
-        self.c
+        let so = self
+            .c
             .api
             .post(&["api", "sales-orders", &id, "cancel"], &Value::Null)
             .await?
             .ok()?;
-        Ok(done(id))
+        order_done(&so)
     }
+}
+
+/// The reference the ERP order is keyed by: `payload.reference` when present, else the key.
+fn reference(op: &WriteOp) -> &str {
+    str_field(&op.payload, "reference")
+        .map(str::trim)
+        .unwrap_or(&op.key)
 }
 
 /// `Done` for a sales order the ERP answered with: its id and acceptance `version`.
@@ -210,13 +271,14 @@ fn erp_caps() -> Capabilities {
         ..Capabilities::default()
     };
     for kind in ERP_KINDS {
-        let write = if *kind == Kind::Shipment {
+        // Shipments and invoices are the ERP's own: read only.
+        let write = if matches!(kind, Kind::Shipment | Kind::Invoice) {
             WriteModes::default()
         } else {
             WriteModes {
                 upsert: true,
                 max_batch: 1,
-                amend: false,
+                amend: *kind == Kind::Order,
             }
         };
         caps.kinds.insert(*kind, KindCaps { read, write });

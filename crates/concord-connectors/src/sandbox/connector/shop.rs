@@ -1,7 +1,13 @@
 //! `SandboxShopConnector` (`sandbox-shop`): the connector for [`crate::sandbox::ShopSim`],
 //! following the HTTP API documented in `sandbox::shop`. Stock goes in one bulk
 //! `POST /api/inventory/set` per batch (up to 100), with one outcome per op from the per-item
-//! results; shipments become fulfillments (idempotent on `shipment_id`); prices go to
+//! results; shipments become fulfillments (idempotent on `shipment_id`, several per order, each
+//! with its carrier, tracking number and lines); the ERP's invoices (`upsert`, by number),
+//! payment states (`upsert`, by id) and refunds (`create`, by id) are recorded on the order
+//! they name (`POST /api/orders/{id}/invoices|payments|refunds`); an order `cancel` cancels the
+//! store's order — any other order op is refused (the store takes orders, it is not told them).
+//! Read: products, stock, prices, customers, orders (edits and cancellations included), payments
+//! captured and refunds made at the store. Prices go to
 //! `PUT /api/prices/{list}/{sku}` — list prices with tiers, customer-group and customer lists —
 //! except dated lists (`valid_from`/`valid_to`), which the storefront cannot represent: those
 //! dead-letter with a "cannot represent" reason (the hub still serves them via `/v1/prices`).
@@ -223,6 +229,28 @@ impl SandboxShopConnector {
                     .ok()?;
                 Ok(done(shipment_id))
             }
+            (Kind::Invoice | Kind::Payment | Kind::Refund, op_name)
+                if matches!(
+                    (op.kind, op_name),
+                    (
+                        Kind::Invoice | Kind::Payment,
+                        "create" | "upsert" | "update"
+                    ) | (Kind::Refund, "create" | "upsert")
+                ) =>
+            {
+                let p = &op.payload;
+                let order_key = str_field(p, "order")?;
+                let order_id = self.order_id(order_key, op).await?;
+                let (path, id_field) = match op.kind {
+                    Kind::Invoice => ("invoices", "number"),
+                    Kind::Payment => ("payments", "id"),
+                    _ => ("refunds", "id"),
+                };
+                api.post(&["api", "orders", &order_id, path], p)
+                    .await?
+                    .ok()?;
+                Ok(done(str_field(p, id_field).unwrap_or(&op.key)))
+            }
             (Kind::Order, "cancel") => {
                 let id = match &op.external_id {
                     Some(id) => id.clone(),
@@ -291,13 +319,16 @@ fn shop_caps() -> Capabilities {
         };
         caps.kinds.insert(*kind, KindCaps { read, write: w });
     }
-    caps.kinds.insert(
-        Kind::Shipment,
-        KindCaps {
-            read: ReadModes::default(),
-            write: write(1),
-        },
-    );
+    // Written by the hub only (the ERP's shipments and invoices): not in the store's feed.
+    for kind in [Kind::Shipment, Kind::Invoice] {
+        caps.kinds.insert(
+            kind,
+            KindCaps {
+                read: ReadModes::default(),
+                write: write(1),
+            },
+        );
+    }
     caps
 }
 

@@ -26,10 +26,24 @@ pub(crate) fn router(inner: Arc<ErpInner>) -> Router {
         .route("/api/customers", get(find_customers).post(create_customer))
         .route("/api/customers/{id}", get(get_customer).put(put_customer))
         .route("/api/sales-orders", get(find_orders).post(create_order))
-        .route("/api/sales-orders/{id}", get(get_order))
+        .route("/api/sales-orders/{id}", get(get_order).patch(amend_order))
         .route("/api/sales-orders/{id}/cancel", post(cancel_order))
         .route("/api/sales-orders/{id}/ship", post(ship_order))
         .route("/api/shipments", get(find_shipments))
+        .route("/api/invoices", get(find_invoices))
+        .route("/api/payments", post(record_payment))
+        .route("/api/payments/{id}", get(get_payment))
+        .route(
+            "/api/credit-notes",
+            get(find_credit_notes).post(create_credit_note),
+        )
+        .route("/api/returns", get(find_returns))
+        // What happens inside the ERP (a warehouse, accounting): never faulted, not counted.
+        .route("/_control/sales-orders/{id}/ship", post(control_ship))
+        .route("/_control/sales-orders/{id}/invoice", post(control_invoice))
+        .route("/_control/sales-orders/{id}/cancel", post(control_cancel))
+        .route("/_control/invoices/{number}/pay", post(control_pay))
+        .route("/_control/returns/{id}/receive", post(control_receive))
         .with_state(inner)
 }
 
@@ -163,4 +177,130 @@ struct OrderQuery {
 
 async fn find_shipments(State(s): S, Query(q): Query<OrderQuery>) -> Response {
     Json(json!({"shipments": s.shipments_of(q.order.as_deref())})).into_response()
+}
+
+async fn amend_order(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    reply(s.amend(&id, body!(b)).map(|o| o.to_api()))
+}
+
+fn created(r: Result<(Value, bool), ErpError>) -> Response {
+    match r {
+        Ok((v, true)) => (StatusCode::CREATED, Json(v)).into_response(),
+        Ok((v, false)) => Json(v).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+async fn find_invoices(State(s): S, Query(q): Query<OrderQuery>) -> Response {
+    let inv: Vec<Value> = s
+        .invoices_of(q.order.as_deref())
+        .iter()
+        .map(to_value)
+        .collect();
+    Json(json!({ "invoices": inv })).into_response()
+}
+
+async fn record_payment(State(s): S, b: Bytes) -> Response {
+    created(s.record_payment(body!(b)))
+}
+
+async fn get_payment(State(s): S, Path(id): Path<String>) -> Response {
+    found(s.payment(&id), "payment", &id)
+}
+
+async fn find_credit_notes(State(s): S, Query(q): Query<OrderQuery>) -> Response {
+    let notes: Vec<Value> = s
+        .credit_notes_of(q.order.as_deref())
+        .iter()
+        .map(to_value)
+        .collect();
+    Json(json!({ "credit_notes": notes })).into_response()
+}
+
+async fn create_credit_note(State(s): S, b: Bytes) -> Response {
+    created(s.credit(body!(b)).map(|(cn, new)| (to_value(&cn), new)))
+}
+
+async fn find_returns(State(s): S, Query(q): Query<OrderQuery>) -> Response {
+    let r: Vec<Value> = s
+        .returns_of(q.order.as_deref())
+        .iter()
+        .map(to_value)
+        .collect();
+    Json(json!({ "returns": r })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShipBody {
+    /// Absent or empty: everything still open.
+    #[serde(default)]
+    lines: Vec<concord_core::model::ItemQty>,
+    carrier: Option<String>,
+    tracking_number: Option<String>,
+}
+
+/// `POST /_control/sales-orders/{id}/ship` `{"lines":[{"sku","quantity"}],"carrier",
+/// "tracking_number"}`: the warehouse ships part of (or, without lines, the rest of) an order.
+async fn control_ship(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    let body = if b.is_empty() { json!({}) } else { body!(b) };
+    let req: ShipBody = match serde_json::from_value(body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+    };
+    let lines: Vec<(String, i64)> = if req.lines.is_empty() {
+        match s.order(&id) {
+            Some(o) => o.remaining().into_iter().collect(),
+            None => return error(StatusCode::NOT_FOUND, format!("no sales order `{id}`")),
+        }
+    } else {
+        req.lines.into_iter().map(|l| (l.sku, l.quantity)).collect()
+    };
+    let r = s.ship_lines(
+        &id,
+        &lines,
+        req.carrier.as_deref(),
+        req.tracking_number.as_deref(),
+    );
+    match r {
+        Ok(v) => (StatusCode::CREATED, Json(v)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn control_invoice(State(s): S, Path(id): Path<String>) -> Response {
+    reply(s.invoice(&id).map(|i| to_value(&i)))
+}
+
+async fn control_cancel(State(s): S, Path(id): Path<String>) -> Response {
+    reply(s.cancel(&id).map(|o| o.to_api()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PayBody {
+    amount_minor: Option<i64>,
+    method: Option<String>,
+}
+
+/// `POST /_control/invoices/{number}/pay` `{"amount_minor","method"}` (both optional): a payment
+/// received at the ERP (a bank transfer).
+async fn control_pay(State(s): S, Path(number): Path<String>, b: Bytes) -> Response {
+    let req: PayBody = if b.is_empty() {
+        PayBody::default()
+    } else {
+        match serde_json::from_value(body!(b)) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        }
+    };
+    reply(s.pay_invoice(&number, req.amount_minor, req.method.as_deref()))
+}
+
+async fn control_receive(State(s): S, Path(id): Path<String>) -> Response {
+    reply(s.receive_return(&id).map(|r| to_value(&r)))
 }

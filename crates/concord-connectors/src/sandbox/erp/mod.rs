@@ -47,8 +47,10 @@
 //! Must never: reach any other system than the webhook receiver, or persist anything.
 
 mod api;
+mod money;
 mod state;
 
+pub use money::{CreditNote, CustomerReturn, ErpInvoice, ReturnLine, ReturnStatus};
 pub use state::{ErpError, ErpOrderStatus, SalesOrder};
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
@@ -70,6 +72,9 @@ pub const ERP_KINDS: &[Kind] = &[
     Kind::Customer,
     Kind::Order,
     Kind::Shipment,
+    Kind::Invoice,
+    Kind::Payment,
+    Kind::Refund,
 ];
 
 /// How to start an [`ErpSim`].
@@ -91,6 +96,9 @@ pub struct ErpOptions {
     pub auto_ship_after: Option<Duration>,
     /// E-mails of customers on credit hold (their orders are refused).
     pub credit_hold: Vec<String>,
+    /// Invoice an order when its last shipment leaves (default off: invoices are made with
+    /// [`ErpHandle::invoice`] or `POST /_control/sales-orders/{id}/invoice`).
+    pub invoice_on_ship: bool,
 }
 
 impl Default for ErpOptions {
@@ -104,6 +112,7 @@ impl Default for ErpOptions {
             default_location: "WH1".to_string(),
             auto_ship_after: None,
             credit_hold: Vec::new(),
+            invoice_on_ship: false,
         }
     }
 }
@@ -223,7 +232,63 @@ impl ErpHandle {
     /// Ship some lines of an order (split shipments).
     pub fn ship_partial(&self, order_id: &str, lines: &[(&str, i64)]) -> Result<Value, ErpError> {
         let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
-        self.inner.ship_lines(order_id, &lines)
+        self.inner.ship_lines(order_id, &lines, None, None)
+    }
+
+    /// Ship some lines of an order with this carrier and tracking number (one of several
+    /// shipments of a split order); returns the canonical shipment.
+    pub fn ship_with(
+        &self,
+        order_id: &str,
+        lines: &[(&str, i64)],
+        carrier: &str,
+        tracking_number: &str,
+    ) -> Result<Value, ErpError> {
+        let lines: Vec<(String, i64)> = lines.iter().map(|(s, q)| (s.to_string(), *q)).collect();
+        self.inner
+            .ship_lines(order_id, &lines, Some(carrier), Some(tracking_number))
+    }
+
+    /// The live sales order of an order reference or canonical key (`web/1001`): after a
+    /// cancel-and-replace, the replacement.
+    pub fn order_by_reference(&self, reference: &str) -> Option<SalesOrder> {
+        lock(&self.inner.state).live_order(reference).cloned()
+    }
+
+    /// Invoice a sales order (idempotent); returns the invoice.
+    pub fn invoice(&self, order_id: &str) -> Result<ErpInvoice, ErpError> {
+        self.inner.invoice(order_id)
+    }
+
+    /// Book a payment received at the ERP against invoice `number` (default: what is open).
+    pub fn pay_invoice(&self, number: &str, amount_minor: Option<i64>) -> Result<Value, ErpError> {
+        self.inner
+            .pay_invoice(number, amount_minor, Some("bank_transfer"))
+    }
+
+    /// Invoices (of one order key or sales order id, or all).
+    pub fn invoices(&self, order: Option<&str>) -> Vec<ErpInvoice> {
+        self.inner.invoices_of(order)
+    }
+
+    /// A payment recorded at the ERP, by payment id (canonical).
+    pub fn payment(&self, id: &str) -> Option<Value> {
+        self.inner.payment(id)
+    }
+
+    /// Credit notes (of one order key or sales order id, or all).
+    pub fn credit_notes(&self, order: Option<&str>) -> Vec<CreditNote> {
+        self.inner.credit_notes_of(order)
+    }
+
+    /// Customer returns (of one order key or sales order id, or all).
+    pub fn returns(&self, order: Option<&str>) -> Vec<CustomerReturn> {
+        self.inner.returns_of(order)
+    }
+
+    /// Receive a customer return: its units go back on hand (and into the stock feed).
+    pub fn receive_return(&self, return_id: &str) -> Result<CustomerReturn, ErpError> {
+        self.inner.receive_return(return_id)
     }
 
     /// An order entered directly in the ERP by a sales rep (reference `rep/<n>`, lines from the
@@ -236,6 +301,11 @@ impl ErpHandle {
     /// Cancel an open order (releases committed stock).
     pub fn cancel(&self, order_id: &str) -> Result<SalesOrder, ErpError> {
         self.inner.cancel(order_id)
+    }
+
+    /// One sales order by id (`SO-n`).
+    pub fn order(&self, order_id: &str) -> Option<SalesOrder> {
+        self.inner.order(order_id)
     }
 
     pub fn sales_orders(&self) -> Vec<SalesOrder> {

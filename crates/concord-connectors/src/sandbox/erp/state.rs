@@ -7,7 +7,7 @@
 use super::ErpInner;
 use crate::sandbox::core::{lock, with_id};
 use crate::sandbox::customers::{Customers, UpdateRefused};
-use concord_core::model::{Incoming, OrderLine, Stock};
+use concord_core::model::{Address, Incoming, OrderLine, Stock};
 use concord_core::{validate, Kind};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -45,7 +45,8 @@ pub enum ErpOrderStatus {
 pub struct SalesOrder {
     /// `SO-<n>`.
     pub id: String,
-    /// The channel order's canonical key, `channel/number`.
+    /// What the order is keyed by: the canonical order's `reference` when it has one (a
+    /// cancel-and-replace replacement, `channel/number~n`), else its key `channel/number`.
     pub reference: String,
     pub channel: String,
     pub number: String,
@@ -53,9 +54,25 @@ pub struct SalesOrder {
     pub email: String,
     pub currency: String,
     pub lines: Vec<OrderLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<Address>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Address>,
     pub status: ErpOrderStatus,
     /// Quantity shipped so far per SKU (taken from the SKU's lines in line order).
     pub shipped: BTreeMap<String, i64>,
+    /// The order's invoice number, once invoiced.
+    pub invoice: Option<String>,
+    /// Its invoice is paid (captured payments cover its total).
+    pub invoice_paid: bool,
+    /// Units credited (credit notes by lines) per SKU.
+    pub credited: BTreeMap<String, i64>,
+    /// Amount credited by credit notes so far.
+    pub credited_minor: i64,
+    /// Captured payments recorded against the order (refunded ones excluded).
+    pub paid_minor: i64,
+    /// A customer return of this order has been received.
+    pub returned: bool,
     /// The ERP's acceptance version: the feed seq just before the order's stock commits were
     /// emitted. Every stock figure that includes the order has a greater version; none that
     /// doesn't.
@@ -100,17 +117,67 @@ impl SalesOrder {
         out
     }
 
-    /// The canonical order record.
+    /// The canonical order key, `channel/number` (shipments, invoices, payments and refunds name
+    /// the order by it).
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.channel, self.number)
+    }
+
+    /// Σ quantity × unit price over the lines.
+    pub fn total_minor(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| l.quantity.saturating_mul(l.unit_price_minor))
+            .sum()
+    }
+
+    /// Anything shipped yet.
+    pub fn has_shipped(&self) -> bool {
+        self.shipped.values().any(|q| *q > 0)
+    }
+
+    /// The canonical lifecycle status as the ERP sees the order: cancelled, returned (a return
+    /// was received), refunded / partially refunded (credit notes), paid / invoiced (its
+    /// invoice), shipped / partially shipped, else accepted.
+    pub fn lifecycle(&self) -> &'static str {
+        let total = self.total_minor();
+        if self.status == ErpOrderStatus::Cancelled {
+            "cancelled"
+        } else if self.returned {
+            "returned"
+        } else if self.credited_minor > 0 && self.credited_minor >= total {
+            "refunded"
+        } else if self.credited_minor > 0 {
+            "partially_refunded"
+        } else if self.invoice.is_some() && self.invoice_paid {
+            "paid"
+        } else if self.invoice.is_some() {
+            "invoiced"
+        } else if self.status == ErpOrderStatus::Shipped {
+            "shipped"
+        } else if self.has_shipped() {
+            "partially_shipped"
+        } else {
+            "accepted"
+        }
+    }
+
+    /// The canonical order record (status from [`SalesOrder::lifecycle`]).
     pub fn record(&self) -> Value {
-        let status = match self.status {
-            ErpOrderStatus::Cancelled => "cancelled",
-            ErpOrderStatus::Shipped => "shipped",
-            ErpOrderStatus::Open if self.shipped.values().any(|q| *q > 0) => "partially_shipped",
-            ErpOrderStatus::Open => "accepted",
-        };
-        json!({"channel": self.channel, "number": self.number, "customer": {"email": self.email},
-               "status": status, "currency": self.currency, "lines": self.lines,
-               "erp_number": self.id})
+        let mut r = json!({"channel": self.channel, "number": self.number,
+               "customer": {"email": self.email},
+               "status": self.lifecycle(), "currency": self.currency,
+               "lines": self.lines, "total_minor": self.total_minor(), "erp_number": self.id});
+        if let Some(a) = &self.shipping_address {
+            r["shipping_address"] = json!(a);
+        }
+        if let Some(a) = &self.billing_address {
+            r["billing_address"] = json!(a);
+        }
+        if self.reference != self.key() {
+            r["reference"] = json!(self.reference);
+        }
+        r
     }
 
     /// The API representation.
@@ -134,6 +201,7 @@ pub(crate) struct ErpState {
     pub orders: BTreeMap<String, SalesOrder>,
     pub order_by_ref: HashMap<String, String>,
     pub shipments: Vec<Value>,
+    pub money: super::money::Money,
     next_order: u64,
     next_shipment: u64,
     next_rep: u64,
@@ -166,7 +234,7 @@ fn bind_path_field(body: &mut Value, field: &str, value: &str) -> Result<(), Erp
 }
 
 impl ErpInner {
-    fn stock_changed(&self, st: &ErpState, sku: &str, location: &str) {
+    pub(super) fn stock_changed(&self, st: &ErpState, sku: &str, location: &str) {
         if let Some(s) = st.stock_of(sku, location) {
             let id = format!("{sku}@{location}");
             self.core.emit(
@@ -310,7 +378,12 @@ impl ErpInner {
                     "field `channel`: is required (the reference is channel/number)".into(),
                 )
             })?;
-        let reference = format!("{channel}/{}", o.number);
+        let reference = o
+            .reference
+            .clone()
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| format!("{channel}/{}", o.number));
         let mut st = lock(&self.state);
         if let Some(existing) = st
             .order_by_ref
@@ -327,14 +400,7 @@ impl ErpInner {
         if self.credit_hold.contains(&email) {
             return Err(ErpError::CreditHold(email));
         }
-        for (i, l) in o.lines.iter().enumerate() {
-            if self.core.record(Kind::Product, &l.sku).is_none() {
-                return Err(ErpError::UnknownSku {
-                    path: format!("lines[{i}].sku"),
-                    sku: l.sku.clone(),
-                });
-            }
-        }
+        self.known_skus(&o.lines)?;
         let so = self.accept(&mut st, reference, channel, o, customer_id, email);
         drop(st);
         self.schedule_ship(&so.id);
@@ -357,12 +423,6 @@ impl ErpInner {
         // stock change holds): figures with a greater seq include this order, others don't.
         let version = self.core.last_seq().to_string();
         st.next_order += 1;
-        let mut lines = o.lines.clone();
-        for l in &mut lines {
-            if l.location.as_deref().is_none_or(|x| x.trim().is_empty()) {
-                l.location = Some(self.opts.default_location.clone());
-            }
-        }
         let so = SalesOrder {
             id: format!("SO-{}", st.next_order),
             reference: reference.clone(),
@@ -371,28 +431,152 @@ impl ErpInner {
             customer_id,
             email,
             currency: o.currency.clone(),
-            lines,
+            lines: self.located(o.lines.clone()),
+            shipping_address: o.shipping_address.clone(),
+            billing_address: o.billing_address.clone(),
             status: ErpOrderStatus::Open,
             shipped: BTreeMap::new(),
+            invoice: None,
+            invoice_paid: false,
+            credited: BTreeMap::new(),
+            credited_minor: 0,
+            paid_minor: 0,
+            returned: false,
             version,
         };
-        for (sku, loc, q) in so.remaining_at() {
+        self.commit_stock(st, &so.remaining_at());
+        st.order_by_ref.insert(reference, so.id.clone());
+        st.orders.insert(so.id.clone(), so.clone());
+        self.core.emit(Kind::Order, &so.id, so.record());
+        self.core.count_writes(Kind::Order, 1);
+        so
+    }
+
+    /// Every line's SKU must be a known product.
+    fn known_skus(&self, lines: &[OrderLine]) -> Result<(), ErpError> {
+        for (i, l) in lines.iter().enumerate() {
+            if self.core.record(Kind::Product, &l.sku).is_none() {
+                return Err(ErpError::UnknownSku {
+                    path: format!("lines[{i}].sku"),
+                    sku: l.sku.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lines with their `location` set (the default location when a line names none).
+    fn located(&self, mut lines: Vec<OrderLine>) -> Vec<OrderLine> {
+        for l in &mut lines {
+            if l.location.as_deref().is_none_or(|x| x.trim().is_empty()) {
+                l.location = Some(self.opts.default_location.clone());
+            }
+        }
+        lines
+    }
+
+    /// Commit `(sku, location, quantity)`s, counting units beyond the ERP's own free stock in
+    /// `oversold_units`; emits each stock change.
+    fn commit_stock(&self, st: &mut ErpState, lines: &[(String, String, i64)]) {
+        for (sku, loc, q) in lines {
             let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
             let free = (row.on_hand - row.committed).max(0);
-            if q > free {
+            if *q > free {
                 self.core
                     .counters
                     .oversold_units
                     .fetch_add((q - free) as u64, std::sync::atomic::Ordering::Relaxed);
             }
             row.committed += q;
-            self.stock_changed(st, &sku, &loc);
+            self.stock_changed(st, sku, loc);
         }
-        st.order_by_ref.insert(reference, so.id.clone());
+    }
+
+    /// Release what `lines` committed; emits each stock change.
+    fn release_stock(&self, st: &mut ErpState, lines: &[(String, String, i64)]) {
+        for (sku, loc, q) in lines {
+            let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
+            row.committed = (row.committed - q).max(0);
+            self.stock_changed(st, sku, loc);
+        }
+    }
+
+    /// `PATCH /api/sales-orders/{id}`: apply an edit to an order not yet shipped. The body is a
+    /// canonical order (or part of one): `lines` (the full new list) and `shipping_address` /
+    /// `billing_address` (`null` removes) replace the order's when present; other fields are
+    /// ignored. The edited order is validated as a whole (422 naming the field). What the old lines committed is released and the new lines are committed in one
+    /// step under the lock; the order gets a new acceptance `version` (the seq before those stock
+    /// changes). Refused with 409 once anything shipped or was invoiced, or when cancelled.
+    pub fn amend(&self, id: &str, body: Value) -> Result<SalesOrder, ErpError> {
+        let edit = body
+            .as_object()
+            .ok_or_else(|| ErpError::Invalid("body must be a JSON object".into()))?;
+        let mut st = lock(&self.state);
+        let mut so = st
+            .orders
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ErpError::NotFound {
+                what: "sales order",
+                id: id.into(),
+            })?;
+        if so.status == ErpOrderStatus::Cancelled {
+            return Err(ErpError::Conflict(format!(
+                "sales order {id} is cancelled; a cancelled order cannot be amended"
+            )));
+        }
+        if so.has_shipped() {
+            let shipped: Vec<String> = so
+                .shipped
+                .iter()
+                .map(|(s, q)| format!("{q} × {s}"))
+                .collect();
+            return Err(ErpError::Conflict(format!(
+                "sales order {id} has already shipped ({}); an order cannot be amended after shipment",
+                shipped.join(", ")
+            )));
+        }
+        if let Some(inv) = &so.invoice {
+            return Err(ErpError::Conflict(format!(
+                "sales order {id} is invoiced ({inv}); an invoiced order cannot be amended"
+            )));
+        }
+        // The edited order, validated as a whole canonical order (errors name the field).
+        let mut merged = json!({"channel": so.channel, "number": so.number,
+                                "customer": {"email": so.email}, "currency": so.currency,
+                                "lines": so.lines});
+        for f in ["lines", "shipping_address", "billing_address"] {
+            match edit.get(f) {
+                Some(Value::Null) => {}
+                Some(v) => merged[f] = v.clone(),
+                None => {
+                    if let Some(a) = so.record().get(f) {
+                        merged[f] = a.clone();
+                    }
+                }
+            }
+        }
+        let o = validate(Kind::Order, &merged).map_err(invalid)?;
+        let o: concord_core::model::Order =
+            serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
+        self.known_skus(&o.lines)?;
+        let mut next = so.clone();
+        next.lines = self.located(o.lines);
+        next.shipping_address = o.shipping_address;
+        next.billing_address = o.billing_address;
+        if next == so {
+            return Ok(so);
+        }
+        next.version = self.core.last_seq().to_string();
+        if next.lines != so.lines {
+            self.release_stock(&mut st, &so.remaining_at());
+            self.commit_stock(&mut st, &next.remaining_at());
+        }
+        so = next;
         st.orders.insert(so.id.clone(), so.clone());
         self.core.emit(Kind::Order, &so.id, so.record());
         self.core.count_writes(Kind::Order, 1);
-        so
+        Ok(so)
     }
 
     /// An order a sales rep keys into the ERP directly (reference `rep/<n>`): the customer is
@@ -413,14 +597,7 @@ impl ErpInner {
         let o = validate(Kind::Order, &body).map_err(invalid)?;
         let o: concord_core::model::Order =
             serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
-        for (i, l) in o.lines.iter().enumerate() {
-            if self.core.record(Kind::Product, &l.sku).is_none() {
-                return Err(ErpError::UnknownSku {
-                    path: format!("lines[{i}].sku"),
-                    sku: l.sku.clone(),
-                });
-            }
-        }
+        self.known_skus(&o.lines)?;
         let so = self.accept(
             &mut st,
             format!("rep/{number}"),
@@ -453,13 +630,10 @@ impl ErpInner {
             }
             ErpOrderStatus::Open => {}
         }
-        for (sku, loc, q) in so.remaining_at() {
-            let row = st.stock.entry((sku.clone(), loc.clone())).or_default();
-            row.committed = (row.committed - q).max(0);
-            self.stock_changed(&st, &sku, &loc);
-        }
+        self.release_stock(&mut st, &so.remaining_at());
         let mut so = so;
         so.status = ErpOrderStatus::Cancelled;
+        self.cancel_invoice(&mut st, &so);
         st.orders.insert(so.id.clone(), so.clone());
         self.core.emit(Kind::Order, &so.id, so.record());
         Ok(so)
@@ -474,11 +648,20 @@ impl ErpInner {
             })?;
             so.remaining().into_iter().collect::<Vec<_>>()
         };
-        self.ship_lines(id, &remaining)
+        self.ship_lines(id, &remaining, None, None)
     }
 
-    /// Create a shipment for `lines` of an open order: lowers on-hand and committed.
-    pub fn ship_lines(&self, id: &str, lines: &[(String, i64)]) -> Result<Value, ErpError> {
+    /// Create a shipment for `lines` of an open order (one of several when split): lowers
+    /// on-hand and committed. `carrier` defaults to `UPS`, the tracking number to a generated
+    /// one. The shipment names the order by its canonical key and carries the order's shipping
+    /// address. With `invoice_on_ship`, the shipment that completes the order invoices it.
+    pub fn ship_lines(
+        &self,
+        id: &str,
+        lines: &[(String, i64)],
+        carrier: Option<&str>,
+        tracking: Option<&str>,
+    ) -> Result<Value, ErpError> {
         let mut st = lock(&self.state);
         let mut so = st
             .orders
@@ -516,12 +699,18 @@ impl ErpInner {
         }
         st.next_shipment += 1;
         let n = st.next_shipment;
-        let shipment = json!({
-            "id": format!("SH-{n}"), "order": so.reference, "status": "shipped", "carrier": "UPS",
-            "tracking_number": format!("1Z999AA1{:010}", n * 7919 % 10_000_000_000),
+        let tracking = tracking
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("1Z999AA1{:010}", n * 7919 % 10_000_000_000));
+        let mut shipment = json!({
+            "id": format!("SH-{n}"), "order": so.key(), "status": "shipped",
+            "carrier": carrier.unwrap_or("UPS"), "tracking_number": tracking,
             "lines": merged.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
             "shipped_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
+        if let Some(a) = &so.shipping_address {
+            shipment["address"] = json!(a);
+        }
         st.shipments.push(shipment.clone());
         self.core
             .emit(Kind::Shipment, &format!("SH-{n}"), shipment.clone());
@@ -547,6 +736,9 @@ impl ErpInner {
         }
         st.orders.insert(so.id.clone(), so.clone());
         self.core.emit(Kind::Order, &so.id, so.record());
+        if so.status == ErpOrderStatus::Shipped && self.opts.invoice_on_ship {
+            self.invoice_locked(&mut st, &so.id)?;
+        }
         Ok(shipment)
     }
 

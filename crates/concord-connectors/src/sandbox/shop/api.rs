@@ -3,7 +3,7 @@
 //!
 //! Must never: hold the state lock across an `.await`.
 
-use super::{ShopError, ShopInner};
+use super::{RefundRequest, ShopError, ShopInner};
 use crate::sandbox::core::{error, lock, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -30,6 +30,14 @@ pub(crate) fn router(inner: Arc<ShopInner>) -> Router {
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/fulfillments", post(fulfill))
         .route("/api/orders/{id}/cancel", post(cancel))
+        .route("/api/orders/{id}/invoices", post(hub_invoice))
+        .route("/api/orders/{id}/payments", post(hub_payment))
+        .route("/api/orders/{id}/refunds", post(hub_refund))
+        // The merchant or the customer acting in the store: never faulted, not counted.
+        .route("/_control/orders/{id}/edit", post(control_edit))
+        .route("/_control/orders/{id}/cancel", post(control_cancel))
+        .route("/_control/orders/{id}/capture", post(control_capture))
+        .route("/_control/orders/{id}/refund", post(control_refund))
         .route("/api/checkout", post(checkout))
         .with_state(inner)
 }
@@ -216,6 +224,95 @@ async fn checkout(State(s): S, b: Bytes) -> Response {
             Some(o) => (StatusCode::CREATED, Json(o.to_api(&s.opts.name))).into_response(),
             None => not_found("order", &p.id),
         },
+        Err(e) => fail(e),
+    }
+}
+
+fn from_hub(s: &ShopInner, id: &str, kind: Kind, body: Value) -> Response {
+    let field = match kind {
+        Kind::Invoice => "invoice",
+        Kind::Payment => "payment",
+        _ => "refund",
+    };
+    match s.record_from_hub(id, kind, body) {
+        Ok((rec, o, created)) => {
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            let out = json!({ field: rec, "order": o.to_api(&s.opts.name) });
+            (status, Json(out)).into_response()
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn hub_invoice(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    from_hub(&s, &id, Kind::Invoice, body!(b))
+}
+
+async fn hub_payment(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    from_hub(&s, &id, Kind::Payment, body!(b))
+}
+
+async fn hub_refund(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    from_hub(&s, &id, Kind::Refund, body!(b))
+}
+
+/// A control body: empty means all defaults; unknown fields are refused (422).
+fn control_body<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, Box<Response>> {
+    if b.is_empty() {
+        return Ok(T::default());
+    }
+    let v = parse_json(b).map_err(|e| Box::new(e.into_response()))?;
+    serde_json::from_value(v)
+        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))
+}
+
+async fn control_edit(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    let edit = match control_body(&b) {
+        Ok(e) => e,
+        Err(r) => return *r,
+    };
+    match s.edit_order(&id, edit) {
+        Ok(o) => Json(o.to_api(&s.opts.name)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn control_cancel(State(s): S, Path(id): Path<String>) -> Response {
+    match s.cancel_order(&id) {
+        Ok(o) => Json(o.to_api(&s.opts.name)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CaptureBody {
+    amount_minor: Option<i64>,
+    method: Option<String>,
+}
+
+async fn control_capture(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    let c: CaptureBody = match control_body(&b) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match s.capture(&id, c.amount_minor, c.method.as_deref()) {
+        Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn control_refund(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    let req: RefundRequest = match control_body(&b) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    match s.refund(&id, req) {
+        Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Err(e) => fail(e),
     }
 }

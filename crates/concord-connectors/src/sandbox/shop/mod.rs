@@ -38,8 +38,10 @@
 
 mod api;
 mod hub;
+mod lifecycle;
 mod state;
 
+pub use lifecycle::{OrderEdit, RefundRequest};
 pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus};
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
@@ -60,6 +62,8 @@ pub const SHOP_KINDS: &[Kind] = &[
     Kind::Price,
     Kind::Customer,
     Kind::Order,
+    Kind::Payment,
+    Kind::Refund,
 ];
 
 /// How to start a [`ShopSim`].
@@ -241,5 +245,31 @@ impl ShopHandle {
     /// Customers as `{"id": "cus_n", ..canonical}`.
     pub fn customers(&self) -> Vec<Value> {
         self.inner.find_customers(None)
+    }
+
+    /// One order by id (`ord_n`).
+    pub fn order(&self, order_id: &str) -> Option<ShopOrder> {
+        self.inner.order(order_id)
+    }
+
+    /// The merchant edits a placed order (emitted as the order's update); 409-style
+    /// [`ShopError::Conflict`] once fulfilled or cancelled.
+    pub fn edit_order(&self, order_id: &str, edit: OrderEdit) -> Result<ShopOrder, ShopError> {
+        self.inner.edit_order(order_id, edit)
+    }
+
+    /// The customer cancels (emitted as the order, `cancelled`); refused once fulfilled.
+    pub fn customer_cancel(&self, order_id: &str) -> Result<ShopOrder, ShopError> {
+        self.inner.cancel_order(order_id)
+    }
+
+    /// Capture a payment (default: what is not captured yet); emitted as payment `pay_n`.
+    pub fn capture(&self, order_id: &str, amount_minor: Option<i64>) -> Result<Value, ShopError> {
+        self.inner.capture(order_id, amount_minor, None)
+    }
+
+    /// Refund at the store (by lines, by amount or in full); emitted as refund `re_n`.
+    pub fn refund(&self, order_id: &str, req: RefundRequest) -> Result<Value, ShopError> {
+        self.inner.refund(order_id, req)
     }
 }

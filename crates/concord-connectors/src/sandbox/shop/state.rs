@@ -7,7 +7,7 @@ use super::ShopInner;
 use crate::sandbox::core::lock;
 use crate::sandbox::core::{bind_path_field, with_id};
 use crate::sandbox::customers::{Customers, UpdateRefused};
-use concord_core::model::{ItemQty, OrderLine};
+use concord_core::model::{Address, ItemQty, OrderLine};
 use concord_core::{validate, Kind};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -62,7 +62,15 @@ pub struct ShopOrder {
     pub name: Option<String>,
     pub lines: Vec<OrderLine>,
     pub status: ShopOrderStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<Address>,
     pub fulfillments: Vec<Fulfillment>,
+    /// Invoices the ERP sent (canonical, by number).
+    pub invoices: Vec<Value>,
+    /// Payments (canonical): captured at this store, or payment states the hub sent.
+    pub payments: Vec<Value>,
+    /// Refunds (canonical): made at this store, or recorded by the hub.
+    pub refunds: Vec<Value>,
     /// Where each unit was taken from the store's own inventory: (sku, location, quantity).
     /// Empty for a checkout through the hub (the hub's pool holds the stock).
     pub allocations: Vec<(String, String, i64)>,
@@ -84,7 +92,7 @@ pub struct PlacedOrder {
 }
 
 impl ShopOrder {
-    fn fulfilled(&self) -> BTreeMap<String, i64> {
+    pub(crate) fn fulfilled(&self) -> BTreeMap<String, i64> {
         let mut m: BTreeMap<String, i64> = BTreeMap::new();
         for f in &self.fulfillments {
             for l in &f.lines {
@@ -94,7 +102,7 @@ impl ShopOrder {
         m
     }
 
-    fn ordered(&self) -> BTreeMap<String, i64> {
+    pub(crate) fn ordered(&self) -> BTreeMap<String, i64> {
         let mut m: BTreeMap<String, i64> = BTreeMap::new();
         for l in &self.lines {
             *m.entry(l.sku.clone()).or_default() += l.quantity;
@@ -109,24 +117,41 @@ impl ShopOrder {
             ShopOrderStatus::Shipped => "shipped",
             ShopOrderStatus::Cancelled => "cancelled",
         };
-        let total: i64 = self
-            .lines
-            .iter()
-            .map(|l| l.quantity * l.unit_price_minor)
-            .sum();
         let mut customer = json!({"email": self.email});
         if let Some(n) = &self.name {
             customer["name"] = json!(n);
         }
-        json!({"channel": channel, "number": self.number, "customer": customer, "status": status,
-               "currency": "USD", "lines": self.lines, "total_minor": total,
-               "placed_at": self.placed_at})
+        let mut r = json!({"channel": channel, "number": self.number, "customer": customer,
+               "status": status, "currency": "USD", "lines": self.lines,
+               "total_minor": self.total_minor(), "placed_at": self.placed_at});
+        if let Some(a) = &self.shipping_address {
+            r["shipping_address"] = json!(a);
+        }
+        r
+    }
+
+    /// Σ quantity × unit price.
+    pub fn total_minor(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| l.quantity.saturating_mul(l.unit_price_minor))
+            .sum()
+    }
+
+    /// What was refunded so far (refunds made here and refunds the hub recorded).
+    pub fn refunded_minor(&self) -> i64 {
+        self.refunds
+            .iter()
+            .filter_map(|r| r["amount_minor"].as_i64())
+            .sum()
     }
 
     pub fn to_api(&self, channel: &str) -> Value {
         json!({"id": self.id, "number": self.number, "status": self.status,
                "customer": {"email": self.email, "name": self.name}, "lines": self.lines,
-               "fulfillments": self.fulfillments, "record": self.record(channel)})
+               "fulfillments": self.fulfillments, "invoices": self.invoices,
+               "payments": self.payments, "refunds": self.refunds,
+               "record": self.record(channel)})
     }
 }
 
@@ -139,6 +164,8 @@ pub(crate) struct ShopState {
     pub customers: Customers,
     pub orders: BTreeMap<String, ShopOrder>,
     next_order: u64,
+    pub(crate) next_payment: u64,
+    pub(crate) next_refund: u64,
 }
 
 impl ShopState {
@@ -156,7 +183,7 @@ fn invalid(e: concord_core::ValidationError) -> ShopError {
 }
 
 impl ShopInner {
-    fn stock_changed(&self, st: &ShopState, sku: &str, location: &str) {
+    pub(crate) fn stock_changed(&self, st: &ShopState, sku: &str, location: &str) {
         let key = (sku.to_string(), location.to_string());
         if let Some(a) = st.inventory.get(&key) {
             let rec = json!({"sku": sku, "location": location, "on_hand": a, "committed": 0});
@@ -270,7 +297,7 @@ impl ShopInner {
         }
     }
 
-    fn price_of(&self, sku: &str) -> i64 {
+    pub(crate) fn price_of(&self, sku: &str) -> i64 {
         if let Some(p) = self
             .core
             .record(Kind::Price, &format!("default:{sku}"))
@@ -473,7 +500,11 @@ impl ShopInner {
                 })
                 .collect(),
             status: ShopOrderStatus::Placed,
+            shipping_address: None,
             fulfillments: Vec::new(),
+            invoices: Vec::new(),
+            payments: Vec::new(),
+            refunds: Vec::new(),
             allocations,
             placed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             reservation,
@@ -588,7 +619,15 @@ impl ShopInner {
         Ok((f, order, true))
     }
 
+    /// `POST /api/orders/{id}/cancel` (the hub telling the store: a counted write).
     pub fn cancel(&self, id: &str) -> Result<ShopOrder, ShopError> {
+        let o = self.cancel_order(id)?;
+        self.core.count_writes(Kind::Order, 1);
+        Ok(o)
+    }
+
+    /// Cancel an order not fulfilled yet (restocks what it took; idempotent).
+    pub fn cancel_order(&self, id: &str) -> Result<ShopOrder, ShopError> {
         let mut st = lock(&self.state);
         let mut order = st
             .orders
@@ -612,7 +651,6 @@ impl ShopInner {
             *st.inventory.entry((sku.clone(), loc.clone())).or_default() += q;
             self.stock_changed(&st, sku, loc);
         }
-        self.core.count_writes(Kind::Order, 1);
         Ok(order)
     }
 }
