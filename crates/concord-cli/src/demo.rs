@@ -67,6 +67,10 @@ const CONTRACT_SKU: &str = "SKU-0001";
 /// restocked — demand exceeds supply, so the hub refuses some checkouts.
 const HOT_SKUS: usize = 3;
 const HOT_STOCK: i64 = 4;
+/// The demo's admin tokens (their hashes are in `demo.toml`). DEMO ONLY: fixed and printed so
+/// anyone can log in to the demo's dashboard; never use fixed tokens in a real config.
+pub const DEMO_VIEWER_TOKEN: &str = "concord-demo-viewer";
+pub const DEMO_OPERATOR_TOKEN: &str = "concord-demo-operator";
 
 struct Systems {
     erp: ErpHandle,
@@ -167,6 +171,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "  both stores check out through the hub's stock pool; SKU-0001..SKU-{HOT_SKUS:04} are hot (demand > supply)"
     );
     println!("  config {}", config_path.display());
+    println!(
+        "  dashboard http://{addr}/  admin API http://{addr}/api/v1 (OpenAPI: /api/v1/openapi.json)"
+    );
+    println!(
+        "    tokens (demo only, fixed): viewer {DEMO_VIEWER_TOKEN}  operator {DEMO_OPERATOR_TOKEN}"
+    );
 
     let systems = Arc::new(Systems { erp, shops });
     let traffic = Arc::new(Traffic::default());

@@ -6,6 +6,7 @@ mod admin;
 mod backfill;
 mod demo;
 mod sandbox;
+mod token;
 mod wiring;
 
 use clap::{Parser, Subcommand};
@@ -50,6 +51,12 @@ enum Command {
     },
     /// Run one flow as a one-off migration to completion, with progress; resumable.
     Backfill(backfill::BackfillArgs),
+    /// Make access tokens: `token new --name N --role viewer|operator` (admin API) or
+    /// `token new --name N --channel C` (storefront API key). Prints the token once.
+    Token {
+        #[command(subcommand)]
+        action: token::TokenAction,
+    },
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -105,6 +112,7 @@ fn main() -> ExitCode {
             },
             Command::Status { config, json } => admin::status(&config, json).await,
             Command::Backfill(args) => backfill::run(args).await,
+            Command::Token { action } => token::run(action),
         }
     });
     match result {

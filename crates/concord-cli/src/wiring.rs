@@ -53,6 +53,9 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
         config.endpoints.len(),
         config.flows.len()
     );
+    for w in concord_server::access_warnings(&config) {
+        println!("warning: {w}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -159,6 +162,9 @@ pub async fn start_on(
     listener: tokio::net::TcpListener,
 ) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    for w in concord_server::access_warnings(engine.config()) {
+        tracing::warn!("{w}");
+    }
     let tasks = engine.start().await?;
     let state = AppState {
         engine: engine.clone(),

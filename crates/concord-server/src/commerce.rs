@@ -15,8 +15,11 @@
 //!   `{"error"}` saying why no price applies (no list has the SKU, none for this buyer, none in
 //!   the currency, none valid today) or that `[pricing]` is not configured
 //!
-//! Bad input answers 400 naming the field. Must never block on a connector.
+//! Bad input answers 400 naming the field. With `[[commerce.keys]]` configured every request
+//! needs a key, which acts only for its channel (401 without a known key, 403 for another
+//! channel's data: [`crate::access`]). Must never block on a connector.
 
+use crate::access::ChannelScope;
 use crate::{ApiError, AppState};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -55,7 +58,11 @@ impl From<PricingError> for ApiError {
     }
 }
 
-async fn prices(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn prices(
+    State(s): State<AppState>,
+    scope: ChannelScope,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
         .map_err(|e| bad_request(format!("query string: {e}")))?;
     let mut req = PriceRequest::default();
@@ -78,6 +85,7 @@ async fn prices(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Resp
         }
     }
     req.channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    scope.check(&req.channel)?;
     req.sku = sku.ok_or_else(|| bad_request("sku: required".into()))?;
     req.quantity = match qty {
         None => 1,
@@ -116,7 +124,7 @@ fn bad_request(message: String) -> ApiError {
 }
 
 /// Parse a JSON body into `T`, naming the offending field on failure.
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let text =
         std::str::from_utf8(body).map_err(|e| bad_request(format!("body is not UTF-8: {e}")))?;
     let de = &mut serde_json::Deserializer::from_str(text);
@@ -133,6 +141,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> 
 
 async fn availability(
     State(s): State<AppState>,
+    scope: ChannelScope,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
@@ -151,6 +160,7 @@ async fn availability(
         }
     }
     let channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    scope.check(&channel)?;
     let list = s.engine.availability(&channel, &skus).await?;
     Ok(Json(json!({ "channel": channel, "skus": list })).into_response())
 }
@@ -164,8 +174,13 @@ struct ReserveBody {
     lines: Vec<Line>,
 }
 
-async fn reserve(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn reserve(
+    State(s): State<AppState>,
+    scope: ChannelScope,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let b: ReserveBody = parse_body(&body)?;
+    scope.check(&b.channel)?;
     match s.engine.reserve(&b.channel, &b.key, b.lines).await? {
         ReserveOutcome::Reserved(r) => Ok((StatusCode::CREATED, Json(r)).into_response()),
         ReserveOutcome::Existing(r) => Ok((StatusCode::OK, Json(r)).into_response()),
@@ -184,20 +199,41 @@ struct CommitBody {
     order: String,
 }
 
+/// 403 unless the request's key acts for the channel of reservation `id` (no-op when open).
+async fn check_reservation(s: &AppState, scope: &ChannelScope, id: &str) -> Result<(), ApiError> {
+    if scope.0.is_some() {
+        let r = s.engine.reservation(id).await?;
+        scope.check(&r.channel)?;
+    }
+    Ok(())
+}
+
 async fn commit(
     State(s): State<AppState>,
+    scope: ChannelScope,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CommitBody = parse_body(&body)?;
+    check_reservation(&s, &scope, &id).await?;
     let r = s.engine.commit_reservation(&id, &b.order).await?;
     Ok(Json(r).into_response())
 }
 
-async fn cancel(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(s): State<AppState>,
+    scope: ChannelScope,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_reservation(&s, &scope, &id).await?;
     Ok(Json(s.engine.cancel_reservation(&id).await?).into_response())
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn show(
+    State(s): State<AppState>,
+    scope: ChannelScope,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    check_reservation(&s, &scope, &id).await?;
     Ok(Json(s.engine.reservation(&id).await?).into_response())
 }

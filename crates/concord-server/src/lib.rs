@@ -1,12 +1,17 @@
 //! Concord's HTTP surface (axum): `/hooks/{endpoint}` for webhooks, `/healthz`, `/readyz` and
-//! `/metrics` (Prometheus), and the storefront API `/v1/...` ([`commerce`]). The admin API
-//! (`/api/v1/...`) joins this router when its issue lands.
+//! `/metrics` (Prometheus), the storefront API `/v1/...` ([`commerce`], per-channel keys), and
+//! the admin API `/api/v1/...` ([`admin`], tokens and roles; OpenAPI at
+//! `/api/v1/openapi.json`). [`access`] holds the authentication of both.
 //!
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
 //! connector's write path and never block on delivery.
 
+pub mod access;
+pub mod admin;
 pub mod commerce;
+
+pub(crate) use commerce::parse_body as parse_json_body;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -69,8 +74,14 @@ impl From<CaptureError> for ApiError {
     }
 }
 
-/// The router. `max_body_bytes` bounds webhook bodies (larger ones get 413).
+/// The router. `max_body_bytes` bounds webhook bodies (larger ones get 413). Access control
+/// (admin tokens, storefront keys) comes from the engine's config (`[admin]`, `[commerce]`).
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    let config = state.engine.config();
+    let access = Arc::new(access::Access::new(
+        config.admin.clone(),
+        config.commerce.clone(),
+    ));
     Router::new()
         .route(
             "/hooks/{endpoint}",
@@ -79,8 +90,31 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .merge(commerce::routes())
+        .merge(
+            commerce::routes().route_layer(axum::middleware::from_fn_with_state(
+                access.clone(),
+                access::require_channel_key,
+            )),
+        )
+        .merge(admin::router(access))
         .with_state(state)
+}
+
+/// What access control leaves open, for a WARN at start and `concord validate`: one line per
+/// concern, empty when nothing is open.
+pub fn access_warnings(config: &concord_engine::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.commerce.keys.is_empty() {
+        out.push(
+            "the storefront API (/v1) is open: no [[commerce.keys]] are configured, so anyone who can reach the port can reserve stock; create keys with `concord token new --name NAME --channel CHANNEL`".to_string(),
+        );
+    }
+    if config.admin.tokens.is_empty() {
+        out.push(
+            "the admin API (/api/v1) and dashboard refuse every request: no [[admin.tokens]] are configured; create one with `concord token new --name NAME --role operator`".to_string(),
+        );
+    }
+    out
 }
 
 async fn hook(

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 /// One ledger position as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StockLevel {
     pub sku: String,
     pub location: String,
@@ -62,6 +63,7 @@ pub enum LevelOutcome {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReservationState {
     /// Reserved at checkout; expires at `expires_at`.
     Held,
@@ -80,6 +82,7 @@ impl ReservationState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationLine {
     pub sku: String,
     pub location: String,
@@ -91,6 +94,7 @@ pub struct ReservationLine {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Reservation {
     pub id: String,
     pub channel: String,

@@ -15,9 +15,12 @@
 //! Secrets: values substituted from the environment are scrubbed from every error message, and
 //! [`EndpointSpec`]'s `Debug` hides `webhook_secret`.
 
+pub mod access;
 mod env;
 pub mod raw;
 mod validate;
+
+pub use access::{AccessToken, AdminConfig, ChannelKey, CommerceConfig, Role};
 
 use crate::connector::EndpointSpec;
 use crate::mapping::Mapping;
@@ -46,6 +49,10 @@ pub struct Config {
     pub inventory: Option<InventoryConfig>,
     /// Price lookups and order price checks, when configured.
     pub pricing: Option<PricingConfig>,
+    /// Admin API tokens and sessions.
+    pub admin: AdminConfig,
+    /// Storefront API keys.
+    pub commerce: CommerceConfig,
 }
 
 /// `[pricing]`, checked.

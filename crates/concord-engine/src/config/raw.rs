@@ -41,6 +41,65 @@ pub struct RawConfig {
     /// channel orders' line prices against it. Optional: without it, `price` flows still sync
     /// but `/v1/prices` answers 404 and orders are not checked.
     pub pricing: Option<RawPricing>,
+    /// `[admin]`: who may use the admin API (`/api/v1`) and the dashboard. Without tokens both
+    /// refuse every request (never open by default).
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// `[commerce]`: keys of the storefront API (`/v1/...`). Without keys `/v1` is open to anyone
+    /// who can reach the port (a WARN at start and in `concord validate`).
+    #[serde(default)]
+    pub commerce: RawCommerce,
+}
+
+/// `[admin]`: access to the admin API and the dashboard.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `[[admin.tokens]]`: one per person or tool. Create one with
+    /// `concord token new --name NAME --role viewer|operator`, which prints the token once and
+    /// this entry with its hash.
+    #[serde(default)]
+    pub tokens: Vec<RawToken>,
+    /// How long a dashboard login (`POST /api/v1/session`) lasts. Default `"12h"`.
+    pub session_ttl: Option<String>,
+    /// Mark the session cookie `Secure` (only sent over HTTPS). Set it when the hub is served
+    /// behind TLS. Default `false` (the demo and local use are plain HTTP).
+    pub secure_cookie: Option<bool>,
+}
+
+/// `[[admin.tokens]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    /// Who holds it (shown in the audit trail): `[a-z0-9_.@-]+`, unique.
+    pub name: String,
+    /// `"viewer"` (read only) or `"operator"` (also replay, drop, pause, resume, run now).
+    pub role: String,
+    /// SHA-256 of the token, 64 hex digits. The token itself is never stored.
+    pub sha256: String,
+}
+
+/// `[commerce]`: the storefront API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommerce {
+    /// `[[commerce.keys]]`: keys a storefront sends as `Authorization: Bearer KEY` (or
+    /// `X-Concord-Key: KEY`). A key acts only for its channel. Create one with
+    /// `concord token new --name NAME --channel CHANNEL`.
+    #[serde(default)]
+    pub keys: Vec<RawChannelKey>,
+}
+
+/// `[[commerce.keys]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChannelKey {
+    /// A name for the key (logs): `[a-z0-9_.@-]+`, unique.
+    pub name: String,
+    /// The channel (an endpoint name) this key may act for.
+    pub channel: String,
+    /// SHA-256 of the key, 64 hex digits.
+    pub sha256: String,
 }
 
 /// `[pricing]`: price lookups and order price checks (every field optional).

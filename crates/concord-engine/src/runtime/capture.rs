@@ -205,10 +205,34 @@ async fn poll_loop(
     page: usize,
 ) {
     let stream = kind.as_str().to_string();
+    // The polling flows this poller reads for (their `last_run` is this poller's).
+    let flows: Vec<Arc<super::flows::FlowState>> = inner
+        .config
+        .flows_for(kind, &src)
+        .filter(|f| {
+            matches!(
+                f.mode,
+                Mode::Delta { .. } | Mode::Realtime { poll: Some(_) }
+            )
+        })
+        .filter_map(|f| inner.flows.get(&f.name).cloned())
+        .collect();
     loop {
-        if let Err(e) = poll_once(&inner, &src, kind, &stream, overlap, page).await {
+        let started_at = inner.now();
+        let result = poll_once(&inner, &src, kind, &stream, overlap, page).await;
+        if let Err(e) = &result {
             super::Stats::add(&inner.stats.poll_errors, 1);
             tracing::warn!(endpoint = %src, %kind, error = %e, "poll failed; cursor unchanged, will retry");
+        }
+        let run = super::flows::FlowRun {
+            started_at,
+            finished_at: inner.now(),
+            stored: *result.as_ref().unwrap_or(&0),
+            error: result.err(),
+            trigger: "poll".into(),
+        };
+        for f in &flows {
+            f.set_last_run(run.clone());
         }
         if sleep_or_shutdown(&inner, interval).await {
             return;
@@ -378,26 +402,48 @@ async fn batch_loop(
     schedule: cron::Schedule,
     flow: String,
 ) {
+    let state = inner.flows.get(&flow).cloned().unwrap_or_default();
+    let mut run_now = state.run_now.subscribe();
+    run_now.mark_unchanged();
+    let mut shutdown = inner.shutdown.subscribe();
     loop {
-        let Some(next) = schedule.upcoming(chrono::Utc).next() else {
-            tracing::warn!(%flow, "schedule has no future run");
-            return;
-        };
-        let wait = (next - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO);
-        if sleep_or_shutdown(&inner, wait).await {
+        if *shutdown.borrow() {
             return;
         }
-        match snapshot(&inner, &src, kind, page, None).await {
+        let next = schedule.upcoming(chrono::Utc).next();
+        if next.is_none() {
+            tracing::warn!(%flow, "schedule has no future run; only `run now` starts one");
+        }
+        let wait = next
+            .and_then(|n| (n - chrono::Utc::now()).to_std().ok())
+            .unwrap_or(Duration::from_secs(86_400));
+        // A run-now request (admin API) starts a run at once; the schedule is unchanged.
+        let trigger = tokio::select! {
+            _ = tokio::time::sleep(wait) => if next.is_some() { "schedule" } else { continue },
+            r = run_now.changed() => match r {
+                Ok(()) => "manual",
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let started_at = inner.now();
+        let result = snapshot(&inner, &src, kind, page, None).await;
+        match &result {
             Ok(n) => {
-                tracing::info!(%flow, endpoint = %src, %kind, stored = n, "batch run finished")
+                tracing::info!(%flow, endpoint = %src, %kind, stored = n, trigger, "batch run finished")
             }
             Err(e) => {
                 super::Stats::add(&inner.stats.poll_errors, 1);
                 tracing::warn!(%flow, endpoint = %src, error = %e, "batch run failed; next run on schedule");
             }
         }
+        state.set_last_run(super::flows::FlowRun {
+            started_at,
+            finished_at: inner.now(),
+            stored: *result.as_ref().unwrap_or(&0),
+            error: result.err(),
+            trigger: trigger.into(),
+        });
     }
 }
 

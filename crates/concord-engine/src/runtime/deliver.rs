@@ -402,6 +402,9 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                 let lag = (now - item.captured_at).max(0) as u64;
                 inner.stats.record_lag(now, lag);
                 super::Stats::add(&inner.stats.delivered, 1);
+                if let Some(f) = inner.flows.get(&item.flow) {
+                    f.record_delivered(now, 1, lag);
+                }
                 metrics::counter!("concord_deliveries_total", &labels).increment(1);
                 metrics::histogram!("concord_lag_seconds", "flow" => item.flow.clone())
                     .record(lag as f64 / 1000.0);

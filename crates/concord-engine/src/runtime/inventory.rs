@@ -66,6 +66,7 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InventoryErr
 
 /// One location's part of a SKU's availability for a channel.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LocationAvailability {
     pub location: String,
     pub on_hand: i64,
@@ -78,6 +79,7 @@ pub struct LocationAvailability {
 
 /// A lot expected at a feeding location.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IncomingLot {
     pub location: String,
     pub quantity: i64,
@@ -86,6 +88,7 @@ pub struct IncomingLot {
 
 /// What a channel may sell of one SKU now.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SkuAvailability {
     pub sku: String,
     /// Available-to-sell: the sum of `locations[].available`.
@@ -94,6 +97,27 @@ pub struct SkuAvailability {
     pub incoming: Vec<IncomingLot>,
     /// Units that may still be sold against incoming stock (0 without backorders).
     pub backorderable: i64,
+}
+
+/// One SKU across the pool (admin API `GET /api/v1/stock/{sku}`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StockPool {
+    pub sku: String,
+    /// The endpoint whose figures feed the ledger (the ERP).
+    pub source: String,
+    /// Ledger positions of the SKU, one per location (empty when the ERP never reported it).
+    pub positions: Vec<StockLevel>,
+    /// What each channel may sell.
+    pub channels: Vec<ChannelStock>,
+}
+
+/// One channel's availability of a SKU.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ChannelStock {
+    pub channel: String,
+    pub availability: SkuAvailability,
 }
 
 /// The pool's run-time state.
@@ -451,6 +475,33 @@ impl super::Engine {
                     known.join(", ")
                 ),
             )
+        })
+    }
+
+    /// The pool's view of one SKU (admin API): every ledger position (on hand, committed,
+    /// held, backordered, incoming with ETA) and what each channel may sell (buffer, ats per
+    /// location). From the ledger only, never the ERP.
+    pub async fn stock_pool(&self, sku: &str) -> Result<StockPool, InventoryError> {
+        if sku.trim().is_empty() {
+            return Err(invalid("sku", "must not be empty"));
+        }
+        let pool = self.pool()?;
+        let skus = [sku.to_string()];
+        let positions = self.inner.store.levels(&skus).await?;
+        let channels = pool
+            .cfg
+            .channels
+            .keys()
+            .map(|c| ChannelStock {
+                channel: c.clone(),
+                availability: pool.availability(c, sku, &positions),
+            })
+            .collect();
+        Ok(StockPool {
+            sku: sku.to_string(),
+            source: pool.cfg.source.clone(),
+            positions,
+            channels,
         })
     }
 

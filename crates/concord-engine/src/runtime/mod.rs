@@ -19,6 +19,7 @@ pub mod backfill;
 pub mod capture;
 pub mod clock;
 pub mod deliver;
+pub mod flows;
 pub mod inventory;
 pub mod pricing;
 pub mod process;
@@ -51,6 +52,9 @@ pub enum EngineError {
     /// An endpoint named in a flow has no connector instance.
     #[error("no connector was built for endpoint `{0}`")]
     MissingConnector(String),
+    /// The request cannot be done in the current state (the message says why).
+    #[error("{0}")]
+    NotPossible(String),
 }
 
 /// Why a webhook was not accepted. Maps to an HTTP status in the server.
@@ -92,6 +96,8 @@ pub(crate) struct Inner {
     pub pool: Option<inventory::Pool>,
     /// The price index, when `[pricing]` is configured (loaded by [`Engine::start`]).
     pub prices: Option<pricing::PriceIndex>,
+    /// Operator state per flow (paused, run now, last run, events per minute), by flow name.
+    pub flows: BTreeMap<String, Arc<flows::FlowState>>,
     pub shutdown: watch::Sender<bool>,
 }
 
@@ -116,6 +122,7 @@ impl Inner {
 
 /// Health of one endpoint as seen by its dispatcher.
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointHealth {
     pub endpoint: String,
     pub breaker: String,
@@ -180,6 +187,11 @@ impl Engine {
             .pricing
             .as_ref()
             .map(|_| pricing::PriceIndex::default());
+        let flows = config
+            .flows
+            .iter()
+            .map(|f| (f.name.clone(), Arc::new(flows::FlowState::default())))
+            .collect();
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
@@ -191,6 +203,7 @@ impl Engine {
                 endpoints,
                 pool,
                 prices,
+                flows,
                 shutdown,
             }),
         })
@@ -227,6 +240,19 @@ impl Engine {
                 recovered,
                 "returned in-flight deliveries of a previous run to the queue"
             );
+        }
+        // Flows paused by an operator stay paused across restarts (the store holds them).
+        match inner.store.paused_flows().await {
+            Ok(paused) => {
+                for name in paused {
+                    if let Some(f) = inner.flows.get(&name) {
+                        f.paused.store(true, std::sync::atomic::Ordering::Release);
+                        tracing::warn!(flow = %name, "flow is paused (deliveries held); resume it with the admin API");
+                    }
+                }
+            }
+            Err(StoreError::Unsupported(_)) => {}
+            Err(e) => return Err(e.into()),
         }
         // The price index is rebuilt from the store before the processor may update it.
         if let Some(index) = &inner.prices {
@@ -294,6 +320,128 @@ impl Engine {
         ids: Vec<DeadLetterId>,
     ) -> Result<Vec<DeadLetterId>, EngineError> {
         replay::replay(&self.inner, ids).await
+    }
+
+    /// Every flow with its operator state and figures, in config order.
+    pub async fn flows(&self) -> Result<Vec<flows::FlowView>, EngineError> {
+        let stats = self.inner.store.stats().await?;
+        Ok(self
+            .inner
+            .config
+            .flows
+            .iter()
+            .map(|f| self.flow_view(f, &stats))
+            .collect())
+    }
+
+    /// One flow (`None` when no flow has this name).
+    pub async fn flow(&self, name: &str) -> Result<Option<flows::FlowView>, EngineError> {
+        let Some(f) = self.inner.config.flow(name) else {
+            return Ok(None);
+        };
+        let stats = self.inner.store.stats().await?;
+        Ok(Some(self.flow_view(f, &stats)))
+    }
+
+    fn flow_view(
+        &self,
+        f: &crate::config::FlowConfig,
+        stats: &concord_store::StoreStats,
+    ) -> flows::FlowView {
+        use crate::config::Mode;
+        let now = self.now();
+        let state = self.inner.flows.get(&f.name).cloned().unwrap_or_default();
+        let last_run = state.last_run();
+        let (schedule, poll) = match &f.mode {
+            Mode::Batch { expr, .. } => (Some(expr.clone()), None),
+            Mode::Delta { interval } => (None, Some(*interval)),
+            Mode::Realtime { poll } => (None, *poll),
+            Mode::Migration => (None, None),
+        };
+        let next_run = match &f.mode {
+            Mode::Batch { schedule, .. } => schedule
+                .upcoming(chrono::Utc)
+                .next()
+                .map(|t| t.timestamp_millis()),
+            _ => poll.and_then(|p| {
+                last_run
+                    .as_ref()
+                    .map(|r| r.finished_at + p.as_millis() as i64)
+            }),
+        };
+        let (mut pending, mut parked, mut oldest) = (0, 0, None::<Millis>);
+        for q in stats.queues.iter().filter(|q| f.to.contains(&q.dest)) {
+            pending += q.pending + q.inflight;
+            parked += q.parked;
+            if let Some(t) = q.oldest_captured_at {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
+        }
+        let per_minute = state.per_minute(now);
+        flows::FlowView {
+            name: f.name.clone(),
+            kind: f.kind,
+            pattern: f.pattern.as_str().to_string(),
+            mode: f.mode.as_str().to_string(),
+            from: f.from.clone(),
+            to: f.to.clone(),
+            schedule,
+            poll_interval_ms: poll.map(|p| p.as_millis() as u64),
+            paused: state.is_paused(),
+            last_run,
+            next_run,
+            delivered: state.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            throughput_per_minute: per_minute.len().checked_sub(2).map_or(0, |i| per_minute[i]),
+            events_per_minute: per_minute,
+            queue_pending: pending,
+            queue_parked: parked,
+            lag_ms: oldest.map_or(0, |t| (now - t).max(0) as u64),
+            last_delivery_lag_ms: state.last_lag_ms.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    fn flow_state(&self, name: &str) -> Result<&Arc<flows::FlowState>, EngineError> {
+        self.inner
+            .flows
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownFlow(name.to_string()))
+    }
+
+    /// Pause (`true`) or resume a flow: its deliveries are held (see [`flows`] for the
+    /// semantics). Durable across restarts. Returns whether the state changed.
+    pub async fn set_flow_paused(&self, name: &str, paused: bool) -> Result<bool, EngineError> {
+        let state = self.flow_state(name)?;
+        let changed = self
+            .inner
+            .store
+            .set_flow_paused(name, paused, self.now())
+            .await?;
+        state
+            .paused
+            .store(paused, std::sync::atomic::Ordering::Release);
+        if !paused {
+            if let Some(f) = self.inner.config.flow(name) {
+                self.inner.wake(f.to.iter().cloned());
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Start a read run of a batch flow now (its scheduled runs are unchanged). Returns at
+    /// once; the run shows in the flow's `last_run` when it finishes.
+    pub fn run_flow_now(&self, name: &str) -> Result<(), EngineError> {
+        let state = self.flow_state(name)?;
+        let Some(flow) = self.inner.config.flow(name) else {
+            return Err(EngineError::UnknownFlow(name.to_string()));
+        };
+        if !matches!(flow.mode, crate::config::Mode::Batch { .. }) {
+            return Err(EngineError::NotPossible(format!(
+                "flow `{name}` is a {} flow; only batch flows can be run now (delta and realtime flows read continuously)",
+                flow.mode
+            )));
+        }
+        state.run_now.send_modify(|n| *n += 1);
+        Ok(())
     }
 
     /// Drop open dead letters (kept in the audit trail).

@@ -6,6 +6,7 @@
 //! ownership here, then hands `[inventory]` to `inventory.rs` and `[pricing]` to `pricing.rs`.
 //! Nothing in this module may do I/O or report more than the first problem.
 
+mod access;
 mod inventory;
 mod pricing;
 
@@ -102,6 +103,8 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         Some(p) => Some(pricing(p)?),
         None => None,
     };
+    let admin = access::admin(raw.admin)?;
+    let commerce = access::commerce(raw.commerce, &endpoints)?;
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -113,6 +116,8 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         ownership,
         inventory,
         pricing,
+        admin,
+        commerce,
     })
 }
 

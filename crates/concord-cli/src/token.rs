@@ -1,0 +1,68 @@
+//! `concord token new`: make an admin token (`--role viewer|operator`) or a storefront key
+//! (`--channel CHANNEL`): 32 random bytes, printed once, with the config entry holding only its
+//! SHA-256. Must never write the token anywhere but stdout.
+
+use crate::wiring::ConfigProblem;
+use clap::Subcommand;
+use concord_engine::config::access::token_hash;
+use concord_engine::config::Role;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// Make a new token (admin API) or key (storefront API) and print it once.
+    New {
+        /// Who holds it (shown in the audit trail): lowercase letters, digits, `_-.@`.
+        #[arg(long)]
+        name: String,
+        /// Admin API role: viewer (read) or operator (also replay, drop, pause, resume, run).
+        #[arg(long, conflicts_with = "channel", required_unless_present = "channel")]
+        role: Option<String>,
+        /// Make a storefront API key for this channel instead of an admin token.
+        #[arg(long)]
+        channel: Option<String>,
+    },
+}
+
+pub fn run(action: TokenAction) -> anyhow::Result<ExitCode> {
+    let TokenAction::New {
+        name,
+        role,
+        channel,
+    } = action;
+    let valid_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.' | '@')
+        });
+    if !valid_name {
+        return Err(ConfigProblem(format!(
+            "--name: invalid name {name:?}: expected 1-64 of lowercase letters, digits, `_`, `-`, `.`, `@`"
+        ))
+        .into());
+    }
+    let token = concord_server::access::random_secret()
+        .map_err(|e| anyhow::anyhow!("no randomness source: {e}"))?;
+    let hash = hex::encode(token_hash(&token));
+    match (role, channel) {
+        (Some(role), None) => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                ConfigProblem(format!(
+                    "--role: unknown role {role:?}, expected viewer or operator"
+                ))
+            })?;
+            println!(
+                "token (shown once; give it to {name}, it is not stored anywhere):\n  {token}\n"
+            );
+            println!("add to the config file:\n");
+            println!("[[admin.tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nsha256 = \"{hash}\"");
+        }
+        (None, Some(channel)) => {
+            println!("storefront key for channel {channel} (shown once; it is not stored anywhere):\n  {token}\n");
+            println!("add to the config file:\n");
+            println!("[[commerce.keys]]\nname = \"{name}\"\nchannel = \"{channel}\"\nsha256 = \"{hash}\"");
+        }
+        _ => return Err(ConfigProblem("give exactly one of --role and --channel".into()).into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,116 @@
+//! Access control settings, checked: admin API tokens (`[admin]`) and storefront API keys
+//! (`[commerce]`). Only hashes live here; the server compares a presented token's hash with
+//! them in constant time. Must never hold or log a token in clear.
+//!
+//! Why SHA-256 and not a password hash (argon2, bcrypt): tokens and keys are 32 random bytes
+//! made by `concord token new`, not something a person chose. Guessing one from its hash means
+//! searching 2^256 values, which no hash speed makes feasible; a deliberately slow password
+//! hash only protects low-entropy secrets, and here it would cost CPU on every API request
+//! (each request presents its token). A fast hash of a high-entropy secret is what GitHub and
+//! others use for API tokens for the same reason.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::time::Duration;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Read, and act: replay, drop, pause, resume, run now.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[admin.tokens]]` entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[admin]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub tokens: Vec<AccessToken>,
+    pub session_ttl: Duration,
+    pub secure_cookie: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            tokens: Vec::new(),
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookie: false,
+        }
+    }
+}
+
+/// One `[[commerce.keys]]` entry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChannelKey {
+    pub name: String,
+    pub channel: String,
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for ChannelKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelKey")
+            .field("name", &self.name)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[commerce]`, checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommerceConfig {
+    pub keys: Vec<ChannelKey>,
+}
+
+/// SHA-256 of a token or key as presented.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Parse 64 hex digits.
+pub fn parse_hash(hex_text: &str) -> Option<[u8; 32]> {
+    let bytes = hex::decode(hex_text.trim()).ok()?;
+    bytes.try_into().ok()
+}

@@ -1,0 +1,343 @@
+//! Access control for the HTTP surface: admin API tokens and dashboard sessions (`/api/v1`),
+//! and per-channel keys of the storefront API (`/v1`). Tokens and keys are compared by their
+//! SHA-256 in constant time (why SHA-256: `concord_engine::config::access`).
+//!
+//! - Admin: `Authorization: Bearer TOKEN`, or the `concord_session` cookie set by
+//!   `POST /api/v1/session` (HttpOnly, SameSite=Strict; server-side session, ended by
+//!   `DELETE /api/v1/session` or after `[admin] session_ttl`). Missing or unknown → 401; a
+//!   viewer asking for an operator action → 403; no `[admin]` tokens configured → 403 naming
+//!   the fix (the admin API is never open by default).
+//! - Storefront: with `[[commerce.keys]]` configured, every `/v1` request needs a key
+//!   (`Authorization: Bearer KEY` or `X-Concord-Key: KEY`) and acts only for that key's channel
+//!   (403 otherwise); without keys `/v1` stays open (the server logs a WARN at start).
+//!
+//! Must never log, store or echo a token, key or session id in clear. Webhooks (`/hooks`) are
+//! not handled here: they stay authenticated by their HMAC signature only.
+
+use crate::ApiError;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use concord_engine::config::access::{token_hash, ChannelKey};
+use concord_engine::config::{AccessToken, AdminConfig, CommerceConfig, Role};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// Name of the dashboard session cookie.
+pub const SESSION_COOKIE: &str = "concord_session";
+
+/// Who is calling the admin API (put in the request's extensions by [`require_admin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's configured name (audit trail).
+    pub name: String,
+    pub role: Role,
+}
+
+/// A caller with the operator role: take it as a handler argument to require that role (403
+/// for a viewer).
+#[derive(Debug, Clone)]
+pub struct Operator(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| unauthorized("authentication required".into()))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, s).await?;
+        if caller.role < Role::Operator {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: format!(
+                    "token `{}` has role {}; this action needs role operator",
+                    caller.name, caller.role
+                ),
+                details: vec![],
+            });
+        }
+        Ok(Operator(caller))
+    }
+}
+
+struct Session {
+    caller: Caller,
+    expires: Instant,
+}
+
+/// Tokens, keys and live sessions. One per server, shared by every request.
+pub struct Access {
+    admin: AdminConfig,
+    commerce: CommerceConfig,
+    /// By SHA-256 of the session id.
+    sessions: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+fn unauthorized(message: String) -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        message,
+        details: vec![],
+    }
+}
+
+/// Find the entry whose hash equals `hash`, comparing every entry in constant time (no early
+/// exit: the time taken does not depend on which entry, if any, matched).
+fn find_by_hash<'a, T>(
+    entries: &'a [T],
+    hash: &[u8; 32],
+    of: impl Fn(&T) -> &[u8; 32],
+) -> Option<&'a T> {
+    let mut found = None;
+    for e in entries {
+        if bool::from(of(e).ct_eq(hash)) {
+            found = Some(e);
+        }
+    }
+    found
+}
+
+/// The bearer token of `Authorization: Bearer X`, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// 32 random bytes as 64 hex digits (a token, a key or a session id).
+pub fn random_secret() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+impl Access {
+    pub fn new(admin: AdminConfig, commerce: CommerceConfig) -> Access {
+        Access {
+            admin,
+            commerce,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured token `token` is, if any.
+    pub fn token(&self, token: &str) -> Option<&AccessToken> {
+        find_by_hash(&self.admin.tokens, &token_hash(token), |t| &t.sha256)
+    }
+
+    /// The channel key `key` is, if any.
+    pub fn channel_key(&self, key: &str) -> Option<&ChannelKey> {
+        find_by_hash(&self.commerce.keys, &token_hash(key), |k| &k.sha256)
+    }
+
+    pub fn commerce_open(&self) -> bool {
+        self.commerce.keys.is_empty()
+    }
+
+    fn session(&self, id: &str) -> Option<Caller> {
+        let hash = token_hash(id);
+        let mut sessions = self.sessions.lock().ok()?;
+        let now = Instant::now();
+        sessions.retain(|_, s| s.expires > now);
+        // HashMap lookup by the hash of a 256-bit random id: timing reveals nothing useful
+        // about an id an attacker does not already hold.
+        sessions.get(&hash).map(|s| s.caller.clone())
+    }
+
+    /// Who the request's credentials belong to. A bearer header wins over a cookie.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        if self.admin.tokens.is_empty() {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: "the admin API is disabled: no tokens are configured. Create one with \
+                          `concord token new --name NAME --role viewer|operator` and add the \
+                          printed [[admin.tokens]] entry to the config"
+                    .into(),
+                details: vec![],
+            });
+        }
+        if let Some(t) = bearer(headers) {
+            return self
+                .token(t)
+                .map(|t| Caller {
+                    name: t.name.clone(),
+                    role: t.role,
+                })
+                .ok_or_else(|| unauthorized("unknown token".into()));
+        }
+        if let Some(id) = cookie(headers, SESSION_COOKIE) {
+            return self
+                .session(id)
+                .ok_or_else(|| unauthorized("session expired or logged out; log in again".into()));
+        }
+        Err(unauthorized(
+            "authentication required: send `Authorization: Bearer TOKEN` or log in with POST /api/v1/session".into(),
+        ))
+    }
+
+    /// Start a session for `token`; returns the caller and the `Set-Cookie` value.
+    pub fn login(&self, token: &str) -> Result<(Caller, HeaderValue), ApiError> {
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            headers.insert(header::AUTHORIZATION, v);
+        }
+        let caller = self.authenticate(&headers)?;
+        let id = random_secret().map_err(|e| ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("no randomness source for a session id: {e}"),
+            details: vec![],
+        })?;
+        let ttl = self.admin.session_ttl;
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(
+                token_hash(&id),
+                Session {
+                    caller: caller.clone(),
+                    expires: Instant::now() + ttl,
+                },
+            );
+        }
+        let cookie = format!(
+            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            ttl.as_secs(),
+            if self.admin.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        let value = HeaderValue::from_str(&cookie).map_err(|e| ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: format!("session cookie: {e}"),
+            details: vec![],
+        })?;
+        Ok((caller, value))
+    }
+
+    /// End the session of the request's cookie (if any); returns the clearing `Set-Cookie`.
+    pub fn logout(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(id) = cookie(headers, SESSION_COOKIE) {
+            if let Ok(mut s) = self.sessions.lock() {
+                s.remove(&token_hash(id));
+            }
+        }
+        HeaderValue::from_static("concord_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        self.admin.session_ttl
+    }
+}
+
+/// Middleware for the admin API: authenticates and puts the [`Caller`] in the extensions.
+pub async fn require_admin(
+    State(access): State<Arc<Access>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match access.authenticate(req.headers()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            let mut r = e.into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"concord\""),
+                );
+            }
+            r
+        }
+    }
+}
+
+/// The channel a storefront API request's key acts for (`None`: no keys configured, open).
+#[derive(Debug, Clone)]
+pub struct ChannelScope(pub Option<String>);
+
+impl ChannelScope {
+    /// 403 unless this request may act for `channel`.
+    pub fn check(&self, channel: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(own) if own != channel => Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: format!("channel: this key acts for channel `{own}`, not `{channel}`"),
+                details: vec![],
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChannelScope {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ChannelScope>()
+            .cloned()
+            .unwrap_or(ChannelScope(None)))
+    }
+}
+
+/// Middleware for the storefront API: with keys configured, requires one and records its
+/// channel as the request's [`ChannelScope`].
+pub async fn require_channel_key(
+    State(access): State<Arc<Access>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if access.commerce_open() {
+        req.extensions_mut().insert(ChannelScope(None));
+        return next.run(req).await;
+    }
+    let presented = bearer(req.headers()).or_else(|| {
+        req.headers()
+            .get("x-concord-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    });
+    let Some(presented) = presented else {
+        return unauthorized(
+            "a storefront key is required: send `Authorization: Bearer KEY` or `X-Concord-Key: KEY`"
+                .into(),
+        )
+        .into_response();
+    };
+    match access.channel_key(presented) {
+        Some(k) => {
+            req.extensions_mut()
+                .insert(ChannelScope(Some(k.channel.clone())));
+            next.run(req).await
+        }
+        None => unauthorized("unknown storefront key".into()).into_response(),
+    }
+}

@@ -1,0 +1,251 @@
+//! The admin API, `/api/v1/...`: what the dashboard and operators' tools read and do —
+//! endpoints and their health, flows (with per-minute event counts), the journal, dead letters,
+//! parked items, reservations, orders, the stock pool of a SKU, and the operator actions
+//! (replay, drop, pause, resume, run now). JSON in and out; errors are `{"error", "details"}`
+//! with the message naming the field. The OpenAPI document is generated from the handlers'
+//! `#[utoipa::path]` attributes and the types' `ToSchema` derives, and served at
+//! `/api/v1/openapi.json`.
+//!
+//! Adding a route (the pattern every part of the admin API follows):
+//! 1. write the handler in a module here with `#[utoipa::path(get|post|…, path = "/api/v1/…",
+//!    tag = "…", params(…), responses(…))]` (its request and response types derive
+//!    `utoipa::ToSchema`); take [`Operator`](crate::access::Operator) as an argument when it
+//!    acts (403 for a viewer) and record the action with [`audit`];
+//! 2. add `.routes(routes!(module::handler))` to [`protected`] (or [`public`] for routes that
+//!    need no token).
+//!
+//! Access (`crate::access`): every route of [`protected`] needs a token or a session; the
+//! openapi document and `POST`/`DELETE /api/v1/session` do not. Must never expose a token, key
+//! or session id, and never call a connector on a request's behalf.
+
+mod actions;
+mod dead_letters;
+mod endpoints;
+mod flows;
+mod journal;
+mod session;
+mod stock;
+
+use crate::access::{require_admin, Access, Caller};
+use crate::{ApiError, AppState};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{middleware, Extension, Router};
+use concord_store::AuditEvent;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Every error answer of the admin API.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong; names the field for bad input.
+    pub error: String,
+    /// Further messages (one per bad record or field), often empty.
+    pub details: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Concord admin API",
+        description = "Monitoring and operating a Concord hub: endpoints, flows, journal, dead letters, parked items, reservations, orders, stock, and operator actions. Authenticate with `Authorization: Bearer TOKEN` (a token from `concord token new`) or the session cookie of `POST /api/v1/session`. Viewers read; operators also act."
+    ),
+    modifiers(&Security),
+    security(("bearer" = []), ("session" = [])),
+    components(schemas(ErrorBody)),
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::access::SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+/// Routes that need a token or a session (read: viewer; actions: operator).
+fn protected() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(session::me))
+        .routes(routes!(endpoints::list))
+        .routes(routes!(flows::list))
+        .routes(routes!(flows::show))
+        .routes(routes!(journal::search))
+        .routes(routes!(journal::show))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::show))
+        .routes(routes!(dead_letters::replay))
+        .routes(routes!(dead_letters::drop_letters))
+        .routes(routes!(stock::pool))
+        .routes(routes!(stock::reservations))
+        .routes(routes!(actions::pause))
+        .routes(routes!(actions::resume))
+        .routes(routes!(actions::run_now))
+        .routes(routes!(actions::audit_log))
+}
+
+/// Routes open without a token.
+fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session::login, session::logout))
+}
+
+/// The OpenAPI document of the admin API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, mut doc) = protected().split_for_parts();
+    let (_, public_doc) = public().split_for_parts();
+    doc.merge(public_doc);
+    doc
+}
+
+/// The admin API router (`/api/v1/...`), to merge into the app.
+pub fn router(access: Arc<Access>) -> Router<AppState> {
+    let (protected, mut doc) = protected().split_for_parts();
+    let (public, public_doc) = public().split_for_parts();
+    doc.merge(public_doc);
+    let json: Arc<str> = match doc.to_json() {
+        Ok(j) => j.into(),
+        Err(e) => format!("{{\"error\": \"openapi document: {e}\"}}").into(),
+    };
+    protected
+        .route_layer(middleware::from_fn_with_state(
+            access.clone(),
+            require_admin,
+        ))
+        .merge(public)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                }
+            }),
+        )
+        .layer(Extension(access))
+}
+
+/// Record an operator action in the audit trail: who, what, target, result. The action's
+/// outcome is returned to the caller even if recording fails (logged as an error then).
+pub(crate) async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    target: serde_json::Value,
+    result: serde_json::Value,
+) {
+    let event = AuditEvent {
+        at: state.engine.now(),
+        event: format!("admin.{action}"),
+        endpoint: None,
+        kind: None,
+        key: None,
+        detail: serde_json::json!({
+            "who": caller.name,
+            "role": caller.role.as_str(),
+            "action": action,
+            "target": target,
+            "result": result,
+        }),
+    };
+    if let Err(e) = state.engine.store().record_audit(vec![event]).await {
+        tracing::error!(error = %e, who = %caller.name, action, "could not record an operator action in the audit trail");
+    }
+}
+
+pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::BAD_REQUEST,
+        message: message.into(),
+        details: vec![],
+    }
+}
+
+pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: message.into(),
+        details: vec![],
+    }
+}
+
+impl From<concord_store::StoreError> for ApiError {
+    fn from(e: concord_store::StoreError) -> Self {
+        tracing::error!(error = %e, "admin API could not read the store");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: format!("store: {e}"),
+            details: vec![],
+        }
+    }
+}
+
+impl From<concord_engine::EngineError> for ApiError {
+    fn from(e: concord_engine::EngineError) -> Self {
+        use concord_engine::EngineError;
+        let status = match &e {
+            EngineError::UnknownFlow(_) => StatusCode::NOT_FOUND,
+            EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::CONFLICT,
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+            details: vec![],
+        }
+    }
+}
+
+/// Parse a query string into `T`, rejecting unknown parameters and naming the bad one.
+pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(q: Option<&str>) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q.unwrap_or("")));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            bad_request(format!("query string: {inner}"))
+        } else {
+            bad_request(format!("{path}: {inner}"))
+        }
+    })
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}
+
+/// `IntoResponse` for handlers answering JSON with a status.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: T) -> axum::response::Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// Most items one listing returns.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// A listing's `limit` parameter: 1 to [`MAX_LIMIT`], `default` when absent.
+pub(crate) fn limit(given: Option<u32>, default: u32) -> Result<usize, ApiError> {
+    match given.unwrap_or(default) {
+        n @ 1..=MAX_LIMIT => Ok(n as usize),
+        n => Err(bad_request(format!(
+            "limit: must be from 1 to {MAX_LIMIT}, got {n}"
+        ))),
+    }
+}

@@ -1,0 +1,98 @@
+//! `POST /api/v1/session` (log in with a token: sets the HttpOnly session cookie),
+//! `DELETE /api/v1/session` (log out) and `GET /api/v1/me` (who am I).
+
+use super::{bad_request, ErrorBody};
+use crate::access::{Access, Caller};
+use crate::ApiError;
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Log-in request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// An admin token (as printed by `concord token new`).
+    pub token: String,
+}
+
+/// Who a token or session belongs to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    /// The token's configured name.
+    pub name: String,
+    /// `viewer` or `operator`.
+    pub role: String,
+}
+
+impl From<Caller> for Me {
+    fn from(c: Caller) -> Me {
+        Me {
+            name: c.name,
+            role: c.role.as_str().to_string(),
+        }
+    }
+}
+
+/// Log in with a token; the answer sets the `concord_session` cookie (HttpOnly,
+/// SameSite=Strict) that authenticates the dashboard's requests.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "session",
+    security(()),
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in; `Set-Cookie: concord_session=…`", body = Me),
+        (status = 400, description = "Malformed body", body = ErrorBody),
+        (status = 401, description = "Unknown token", body = ErrorBody),
+        (status = 403, description = "The admin API has no tokens configured", body = ErrorBody),
+    )
+)]
+pub async fn login(
+    Extension(access): Extension<Arc<Access>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: LoginBody = crate::parse_json_body(&body)?;
+    if b.token.trim().is_empty() {
+        return Err(bad_request("token: must not be empty"));
+    }
+    let (caller, cookie) = access.login(b.token.trim())?;
+    Ok((
+        StatusCode::OK,
+        [(header::SET_COOKIE, cookie)],
+        Json(Me::from(caller)),
+    )
+        .into_response())
+}
+
+/// Log out: ends the session of the request's cookie and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "session",
+    security(()),
+    responses((status = 204, description = "Logged out (also when there was no session)"))
+)]
+pub async fn logout(Extension(access): Extension<Arc<Access>>, headers: HeaderMap) -> Response {
+    let clear = access.logout(&headers);
+    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response()
+}
+
+/// The caller's token name and role.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "session",
+    responses(
+        (status = 200, body = Me),
+        (status = 401, description = "Missing or unknown token / session", body = ErrorBody),
+    )
+)]
+pub async fn me(caller: Caller) -> Json<Me> {
+    Json(Me::from(caller))
+}
