@@ -10,6 +10,7 @@
 pub mod access;
 pub mod admin;
 pub mod commerce;
+pub mod dashboard;
 
 pub(crate) use commerce::parse_body as parse_json_body;
 
@@ -97,6 +98,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             )),
         )
         .merge(admin::router(access))
+        .merge(dashboard::routes())
         .with_state(state)
 }
 

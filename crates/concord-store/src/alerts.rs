@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub type AlertId = i64;
 
 /// Which notification of an episode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertNotice {
     Firing,

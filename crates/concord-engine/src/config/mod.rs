@@ -16,11 +16,13 @@
 //! [`EndpointSpec`]'s `Debug` hides `webhook_secret`.
 
 pub mod access;
+pub mod alerts;
 mod env;
 pub mod raw;
 mod validate;
 
 pub use access::{AccessToken, AdminConfig, ChannelKey, CommerceConfig, Role};
+pub use alerts::{AlertCondition, AlertRule, AlertsConfig};
 
 use crate::connector::EndpointSpec;
 use crate::mapping::Mapping;
@@ -49,6 +51,8 @@ pub struct Config {
     pub inventory: Option<InventoryConfig>,
     /// Price lookups and order price checks, when configured.
     pub pricing: Option<PricingConfig>,
+    /// Alert rules and their webhook (no rules when `[alerts]` is absent).
+    pub alerts: AlertsConfig,
     /// Admin API tokens and sessions.
     pub admin: AdminConfig,
     /// Storefront API keys.

@@ -41,6 +41,10 @@ pub struct RawConfig {
     /// channel orders' line prices against it. Optional: without it, `price` flows still sync
     /// but `/v1/prices` answers 404 and orders are not checked.
     pub pricing: Option<RawPricing>,
+    /// `[alerts]`: rules watched by the hub and where their notifications go. Optional: without
+    /// it nothing is evaluated.
+    #[serde(default)]
+    pub alerts: RawAlerts,
     /// `[admin]`: who may use the admin API (`/api/v1`) and the dashboard. Without tokens both
     /// refuse every request (never open by default).
     #[serde(default)]
@@ -100,6 +104,77 @@ pub struct RawChannelKey {
     pub channel: String,
     /// SHA-256 of the key, 64 hex digits.
     pub sha256: String,
+}
+
+/// `[alerts]`: alert rules and their webhook.
+///
+/// Every `interval` the hub evaluates each rule. When a rule's condition starts to hold for a
+/// subject (the whole hub, an endpoint, or a `sku@location` stock position) an *episode* opens
+/// and one `firing` notification is sent; when it stops holding the episode is resolved and one
+/// `resolved` notification is sent. Episodes are stored, so a restart neither repeats a
+/// notification already delivered nor loses one not yet delivered. A notification is a JSON
+/// POST to `webhook_url`:
+///
+/// ```json
+/// {"status": "firing", "rule": "dead-letters", "condition": "dead_letters", "subject": "",
+///  "summary": "3 open dead letters (alert above 0)", "value": 3.0, "threshold": 0.0,
+///  "since": "2026-01-01T10:00:00Z", "resolved_at": null, "episode": 17}
+/// ```
+///
+/// A receiver answering anything but 2xx (or unreachable) gets the same notification again with
+/// exponential backoff (full jitter, 1 s doubling to 5 min) until it accepts it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// `http://` or `https://` URL receiving the notifications. Optional: without it alerts are
+    /// only shown (dashboard, `GET /api/v1/alerts`, the log).
+    pub webhook_url: Option<String>,
+    /// How often the rules are evaluated. Default `"10s"`.
+    pub interval: Option<String>,
+    /// Per-request timeout of a notification. Default `"10s"`.
+    pub timeout: Option<String>,
+    /// `[[alerts.rules]]`: the rules.
+    #[serde(default)]
+    pub rules: Vec<RawAlertRule>,
+}
+
+/// `[[alerts.rules]]`: one rule. Each condition takes only its own threshold field.
+///
+/// | `condition` | fires when | threshold | `endpoint` |
+/// |---|---|---|---|
+/// | `dead_letters` | open dead letters > `above` | `above`, default 0 | only that endpoint's; absent: all |
+/// | `lag` | a destination's oldest waiting item was captured more than `lag_above` ago | `lag_above` (required) | only that destination; absent: each one |
+/// | `breaker_open` | an endpoint's circuit breaker has not been closed for longer than `open_for` | `open_for`, default `"0s"` | only that endpoint; absent: each one |
+/// | `oversold_risk` | a stock position's ERP on-hand is more than `above` units below committed + held | `above`, default 0 | not allowed |
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertRule {
+    /// Unique name, `[a-z0-9_-]+`.
+    pub name: String,
+    /// `dead_letters`, `lag`, `breaker_open` or `oversold_risk`.
+    pub condition: String,
+    /// Count (dead letters) or units (oversold risk) above which the rule fires.
+    pub above: Option<u64>,
+    /// `lag`: the duration above which the rule fires.
+    pub lag_above: Option<String>,
+    /// `breaker_open`: how long the breaker must have been open (or half-open) before it fires.
+    pub open_for: Option<String>,
+    /// Restrict the rule to one endpoint.
+    pub endpoint: Option<String>,
+}
+
+/// `[orders]`: the order lifecycle (placed → accepted → partially shipped → shipped → invoiced →
+/// paid → closed; cancelled, partially refunded, refunded, returned). Edits of an order before
+/// it ships (changed quantities, added or removed lines, changed addresses) go to the ERP as an
+/// `amend` when its connector can amend orders; otherwise this policy decides. After shipment an
+/// edit is always refused (inbound dead letter naming the reason).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOrders {
+    /// `"cancel_and_replace"` (default): cancel the ERP order and create a replacement with
+    /// reference `"{channel/number}~{n}"` (n = 2, 3, …). `"reject"`: refuse the edit; the ERP
+    /// order stays as it was and the edit waits in the dead letters for an operator.
+    pub edits: Option<String>,
 }
 
 /// `[pricing]`: price lookups and order price checks (every field optional).

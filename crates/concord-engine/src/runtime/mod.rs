@@ -15,6 +15,7 @@
 //! except health figures (breaker, concurrency, counters): a crash (kill -9) at any point loses
 //! nothing, and restarting resumes from the journal, the outbox and the cursors.
 
+pub mod alerts;
 pub mod backfill;
 pub mod capture;
 pub mod clock;
@@ -266,6 +267,7 @@ impl Engine {
         if inner.pool.is_some() {
             tasks.spawn(inventory::run(inner.clone()));
         }
+        tasks.spawn(alerts::run(inner.clone()));
         tasks.spawn(metrics_loop(inner.clone()));
         Ok(tasks)
     }

@@ -19,6 +19,7 @@
 //! or session id, and never call a connector on a request's behalf.
 
 mod actions;
+mod alerts;
 mod dead_letters;
 mod endpoints;
 mod flows;
@@ -98,6 +99,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::resume))
         .routes(routes!(actions::run_now))
         .routes(routes!(actions::audit_log))
+        .routes(routes!(alerts::list))
 }
 
 /// Routes open without a token.

@@ -7,6 +7,7 @@
 //! Nothing in this module may do I/O or report more than the first problem.
 
 mod access;
+mod alerts;
 mod inventory;
 mod pricing;
 
@@ -103,6 +104,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         Some(p) => Some(pricing(p)?),
         None => None,
     };
+    let alerts = alerts::alerts(raw.alerts, &endpoints)?;
     let admin = access::admin(raw.admin)?;
     let commerce = access::commerce(raw.commerce, &endpoints)?;
 
@@ -116,6 +118,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         ownership,
         inventory,
         pricing,
+        alerts,
         admin,
         commerce,
     })

@@ -1,0 +1,72 @@
+//! `[alerts]`, checked: where notifications go, how often rules are evaluated, and the rules.
+//! The run-time side is `runtime/alerts.rs`. Plain data: nothing here evaluates a rule.
+
+use std::time::Duration;
+
+/// `[alerts]`, checked. The default has no rules (nothing is evaluated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// Where `firing` and `resolved` notifications are POSTed as JSON; `None`: alerts are only
+    /// shown (dashboard, `/api/v1/alerts`, logs).
+    pub webhook_url: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rules: Vec<AlertRule>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRule {
+    /// Unique name, `[a-z0-9_-]+`; the episode's identity together with its subject.
+    pub name: String,
+    pub condition: AlertCondition,
+    /// Only this endpoint (dead letters, lag, breaker); `None`: every endpoint (lag, breaker,
+    /// one alert each) or the whole hub (dead letters).
+    pub endpoint: Option<String>,
+}
+
+/// What a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlertCondition {
+    /// More than `above` open dead letters.
+    DeadLetters { above: u64 },
+    /// A destination's oldest waiting item was captured more than `above` ago.
+    Lag { above: Duration },
+    /// An endpoint's circuit breaker has not been closed for longer than `longer_than`.
+    BreakerOpen { longer_than: Duration },
+    /// A stock position's on-hand is more than `above` units below what is committed and held.
+    OversoldRisk { above: u64 },
+}
+
+impl AlertCondition {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AlertCondition::DeadLetters { .. } => "dead_letters",
+            AlertCondition::Lag { .. } => "lag",
+            AlertCondition::BreakerOpen { .. } => "breaker_open",
+            AlertCondition::OversoldRisk { .. } => "oversold_risk",
+        }
+    }
+
+    /// The threshold in the unit of the rule's value (count, seconds, units).
+    pub fn threshold(&self) -> f64 {
+        match self {
+            AlertCondition::DeadLetters { above } | AlertCondition::OversoldRisk { above } => {
+                *above as f64
+            }
+            AlertCondition::Lag { above } => above.as_secs_f64(),
+            AlertCondition::BreakerOpen { longer_than } => longer_than.as_secs_f64(),
+        }
+    }
+}

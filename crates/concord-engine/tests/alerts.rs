@@ -1,0 +1,345 @@
+//! Alerts end to end: a real engine over a real SQLite store, fake endpoints (`support::Fake`),
+//! and a real HTTP receiver (a tiny axum server) as the alert webhook.
+//!
+//! - A dead letter fires the `dead_letters` rule once; the receiver's first answer is a 500, so
+//!   the notification is retried and accepted; the engine is restarted over the same store while
+//!   the condition still holds and sends nothing again; replaying the dead letter clears the
+//!   condition and exactly one `resolved` notification follows, for the same episode.
+//! - An endpoint whose breaker stays open fires `breaker_open`, and the episode resolves when the
+//!   endpoint recovers; `lag` fires for the destination that falls behind.
+//!
+//! Waits are conditions under a deadline (`wait_until`); "nothing more was sent" is checked
+//! after two complete evaluation rounds observed in the store, never after a sleep.
+
+mod support;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use concord_core::Kind;
+use concord_engine::config::Config;
+use concord_engine::connector::Connector;
+use concord_engine::runtime::Engine;
+use concord_store::{DeadLetterFilter, SqliteStore, Store};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use support::{config_text, stock, wait_until, webhook_body, Fake, Outcome};
+use tokio::task::JoinSet;
+
+/// The alert webhook: records every body; answers 500 to the first `fail_first` requests.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Value>>>,
+    requests: Arc<Mutex<usize>>,
+    fail_first: usize,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> (Receiver, String) {
+        let r = Receiver {
+            fail_first,
+            ..Receiver::default()
+        };
+        let app = Router::new()
+            .route("/alerts", post(receive))
+            .with_state(r.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (r, url)
+    }
+
+    fn accepted(&self) -> Vec<Value> {
+        self.got.lock().expect("lock").clone()
+    }
+
+    fn requests(&self) -> usize {
+        *self.requests.lock().expect("lock")
+    }
+
+    fn statuses(&self) -> Vec<(String, String)> {
+        self.accepted()
+            .iter()
+            .map(|v| {
+                (
+                    v["rule"].as_str().unwrap_or("").to_owned(),
+                    v["status"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCode {
+    let n = {
+        let mut n = r.requests.lock().expect("lock");
+        *n += 1;
+        *n
+    };
+    if n <= r.fail_first {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    r.got.lock().expect("lock").push(body);
+    StatusCode::OK
+}
+
+const STOCK_FLOW: &str = r#"
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+"#;
+
+/// An engine that can be stopped and started again over the same database.
+struct Hub {
+    engine: Engine,
+    store: Arc<SqliteStore>,
+    tasks: JoinSet<()>,
+}
+
+impl Hub {
+    async fn start(config: &str, db: &Path, fakes: &BTreeMap<String, Arc<Fake>>) -> Hub {
+        let config = Config::from_toml_str_with_env(config, Path::new("test.toml"), |_| None)
+            .unwrap_or_else(|e| panic!("test config: {e}\n{config}"));
+        let store = Arc::new(SqliteStore::open(db).expect("open store"));
+        let connectors: BTreeMap<String, Arc<dyn Connector>> = fakes
+            .iter()
+            .map(|(n, f)| (n.clone(), f.clone() as Arc<dyn Connector>))
+            .collect();
+        let engine = Engine::new(
+            Arc::new(config),
+            store.clone() as Arc<dyn Store>,
+            connectors,
+        )
+        .expect("engine builds");
+        let tasks = engine.start().await.expect("engine starts");
+        Hub {
+            engine,
+            store,
+            tasks,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.engine.shutdown();
+        while let Some(r) = self.tasks.join_next().await {
+            if let Err(e) = r {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            }
+        }
+        drop(self.engine);
+        self.store.close().await;
+    }
+
+    /// Wait for two evaluation rounds that start after now: the first one's notifications have
+    /// then certainly been attempted (notifying follows evaluating in the same round).
+    async fn two_rounds(&self, rule: &str) {
+        for _ in 0..2 {
+            let seen = self.updated_at(rule).await;
+            wait_until("an evaluation round", async || {
+                self.updated_at(rule).await > seen
+            })
+            .await;
+        }
+    }
+
+    async fn updated_at(&self, rule: &str) -> i64 {
+        self.store
+            .alert_episodes(true, 100)
+            .await
+            .expect("episodes")
+            .into_iter()
+            .filter(|e| e.rule == rule)
+            .map(|e| e.updated_at)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+fn fakes() -> BTreeMap<String, Arc<Fake>> {
+    [
+        Fake::new("erp", &[Kind::Stock]),
+        Fake::new("web", &[Kind::Stock]),
+    ]
+    .into_iter()
+    .map(|f| (f.name.clone(), Arc::new(f)))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
+    let (receiver, url) = Receiver::start(1).await;
+    let config = format!(
+        "{}\n[alerts]\nwebhook_url = \"{url}\"\ninterval = \"50ms\"\n\
+         [[alerts.rules]]\nname = \"dlq\"\ncondition = \"dead_letters\"\nabove = 0\n",
+        config_text(&["erp", "web"], &[], STOCK_FLOW)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("concord.sqlite");
+    let fakes = fakes();
+    fakes["web"].set_key(
+        "BAD@WH",
+        Some(Outcome::Permanent("HTTP 422: sku BAD is unknown".into())),
+    );
+
+    let hub = Hub::start(&config, &db, &fakes).await;
+    hub.engine
+        .capture_webhook(
+            "erp",
+            &http::HeaderMap::new(),
+            &webhook_body(&[(Kind::Stock, "BAD@WH", Some("1"), stock("BAD", 1))]),
+        )
+        .await
+        .expect("webhook");
+    wait_until(
+        "the firing notification is accepted (after one 500)",
+        async || !receiver.accepted().is_empty(),
+    )
+    .await;
+    assert!(receiver.requests() >= 2, "the 500 was retried");
+    let firing = receiver.accepted()[0].clone();
+    assert_eq!(firing["status"], "firing");
+    assert_eq!(firing["rule"], "dlq");
+    assert_eq!(firing["condition"], "dead_letters");
+    assert_eq!(firing["value"], 1.0);
+    assert_eq!(firing["threshold"], 0.0);
+    assert!(
+        firing["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("1 open dead letter")),
+        "{firing}"
+    );
+    assert!(firing["since"].as_str().is_some_and(|s| s.ends_with('Z')));
+    let alerts = hub.engine.alerts(10).await.expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].state.as_str(), alerts[0].notified),
+        ("firing", true)
+    );
+    hub.two_rounds("dlq").await;
+    assert_eq!(receiver.accepted().len(), 1, "no repeat while it holds");
+
+    // Restart over the same database while the dead letter is still open.
+    hub.stop().await;
+    let hub = Hub::start(&config, &db, &fakes).await;
+    hub.two_rounds("dlq").await;
+    assert_eq!(
+        receiver.statuses(),
+        [("dlq".to_owned(), "firing".to_owned())],
+        "a restart does not fire the episode again"
+    );
+
+    // Fix the cause and replay: the condition clears and the episode resolves, once.
+    fakes["web"].set_key("BAD@WH", None);
+    let open = hub
+        .store
+        .dead_letters(DeadLetterFilter::default())
+        .await
+        .expect("dead letters");
+    hub.engine
+        .replay_dead_letters(open.iter().map(|d| d.id).collect())
+        .await
+        .expect("replay");
+    wait_until("the resolved notification arrives", async || {
+        receiver.accepted().len() >= 2
+    })
+    .await;
+    let resolved = receiver.accepted()[1].clone();
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["episode"], firing["episode"], "same episode");
+    assert_eq!(resolved["since"], firing["since"]);
+    assert!(resolved["resolved_at"].is_string());
+    let alerts = hub.engine.alerts(10).await.expect("alerts");
+    assert_eq!(
+        (alerts[0].state.as_str(), alerts[0].notified),
+        ("resolved", true)
+    );
+    // Two more rounds (no episode is open now, so watch the engine's view instead).
+    let before = receiver.requests();
+    hub.engine.evaluate_alerts().await.expect("evaluate");
+    hub.engine.evaluate_alerts().await.expect("evaluate");
+    assert_eq!(receiver.requests(), before, "nothing more is sent");
+    hub.stop().await;
+    assert_eq!(
+        receiver.statuses(),
+        [
+            ("dlq".to_owned(), "firing".to_owned()),
+            ("dlq".to_owned(), "resolved".to_owned())
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_and_lag_alerts_fire_and_resolve_when_the_endpoint_recovers() {
+    let (receiver, url) = Receiver::start(0).await;
+    let config = format!(
+        "{}\n[alerts]\nwebhook_url = \"{url}\"\ninterval = \"50ms\"\n\
+         [[alerts.rules]]\nname = \"breaker\"\ncondition = \"breaker_open\"\nopen_for = \"100ms\"\n\
+         [[alerts.rules]]\nname = \"lag\"\ncondition = \"lag\"\nlag_above = \"300ms\"\nendpoint = \"web\"\n",
+        config_text(
+            &["erp", "web"],
+            &[("breaker_threshold", "2"), ("max_attempts", "1000")],
+            STOCK_FLOW
+        )
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fakes = fakes();
+    fakes["web"].set_default(Some(Outcome::Unavailable));
+    let hub = Hub::start(&config, &dir.path().join("concord.sqlite"), &fakes).await;
+    hub.engine
+        .capture_webhook(
+            "erp",
+            &http::HeaderMap::new(),
+            &webhook_body(&[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))]),
+        )
+        .await
+        .expect("webhook");
+    wait_until("breaker and lag alerts fire", async || {
+        let s = receiver.statuses();
+        s.contains(&("breaker".into(), "firing".into()))
+            && s.contains(&("lag".into(), "firing".into()))
+    })
+    .await;
+    let breaker = receiver
+        .accepted()
+        .into_iter()
+        .find(|v| v["rule"] == "breaker")
+        .expect("breaker alert");
+    assert_eq!(breaker["subject"], "web");
+    assert!(
+        breaker["value"].as_f64().is_some_and(|v| v >= 0.1),
+        "{breaker}"
+    );
+
+    fakes["web"].set_default(None);
+    wait_until("both resolve once the endpoint recovers", async || {
+        let s = receiver.statuses();
+        s.contains(&("breaker".into(), "resolved".into()))
+            && s.contains(&("lag".into(), "resolved".into()))
+    })
+    .await;
+    let firing = receiver
+        .statuses()
+        .iter()
+        .filter(|(_, s)| s == "firing")
+        .count();
+    assert_eq!(
+        firing,
+        2,
+        "one firing per episode: {:?}",
+        receiver.statuses()
+    );
+    hub.stop().await;
+}
