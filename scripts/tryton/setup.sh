@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install a real Tryton ERP for Concord's integration tests: a venv with the pinned modules of
 # requirements.txt, a server config, and an SQLite database with party, company, product,
-# stock, account, sale, product_price_list and sale_price_list activated. Idempotent: what
-# exists is kept (the venv is rebuilt only when requirements.txt changes; the database is
-# initialised only if never completed, and modules added to MODULES since are activated in it —
-# run this with the server stopped, as test.sh does).
+# stock, account, sale, product_price_list, sale_price_list, sale_history and sale_amendment
+# activated. Idempotent: what exists is kept (the venv is rebuilt only when requirements.txt
+# changes; the database is initialised only if never completed, and modules added to MODULES
+# since are activated in it — run this with the server stopped, as test.sh does).
 #
 #   ./scripts/tryton/setup.sh          then start.sh, then seed.py
 # Env: see env.sh (TRYTON_DIR, TRYTON_PORT, TRYTON_DB, TRYTON_ADMIN_PASSWORD, PYTHON).
@@ -51,7 +51,7 @@ CONF
 
 DBFILE="$TRYTON_DIR/db/$TRYTON_DB.sqlite"
 DONE="$TRYTON_DIR/db/.$TRYTON_DB.activated"
-MODULES="party company currency product stock account sale product_price_list sale_price_list"
+MODULES="party company currency product stock account sale product_price_list sale_price_list sale_history sale_amendment"
 activate() {
   # shellcheck disable=SC2086 # MODULES is a word list
   "$TRYTON_VENV/bin/trytond-admin" -c "$TRYTON_CONF" -d "$TRYTON_DB" \

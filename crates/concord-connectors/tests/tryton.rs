@@ -988,3 +988,487 @@ async fn a_tryton_price_list_becomes_the_customers_price_with_tiers_and_bad_form
     .await;
     hub.stop().await;
 }
+
+// ---- Issue 6: the order lifecycle on a real Tryton sale, through the connector directly ----
+
+/// An order op of `op` for `key` with `(sku, quantity)` lines at 11.00 and a shipping address.
+fn lifecycle_op(op: &str, key: &str, lines: &[(&str, i64)], street: &str) -> WriteOp {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(s, q)| json!({"sku": s, "quantity": q, "unit_price_minor": 1100}))
+        .collect();
+    WriteOp {
+        item_id: 1,
+        kind: Kind::Order,
+        key: key.into(),
+        op: op.into(),
+        payload: json!({"number": key.rsplit('/').next().unwrap_or(key), "currency": "USD",
+                        "customer": {"email": "customer1@example.com", "name": "Customer 1"},
+                        "shipping_address": {"line1": street, "city": "Springfield",
+                                             "postal_code": "12345", "country": "US"},
+                        "lines": lines}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    }
+}
+
+fn done_id(out: &[WriteOutcome]) -> i64 {
+    match &out[0] {
+        WriteOutcome::Done {
+            external_id: Some(id),
+            ..
+        } => id.parse().expect("numeric id"),
+        other => panic!("expected Done, got {other:?}"),
+    }
+}
+
+fn permanent_reason(out: &[WriteOutcome]) -> String {
+    match &out[0] {
+        WriteOutcome::Failed(e) if e.is_permanent() => e.to_string(),
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+impl Erp {
+    /// (SKU, quantity) of a sale's lines, sorted.
+    async fn sale_lines(&self, sale: i64) -> Vec<(String, i64)> {
+        let mut v: Vec<(String, i64)> = self
+            .find(
+                "sale.line",
+                json!([["sale", "=", sale], ["type", "=", "line"]]),
+                &["product.code", "quantity"],
+            )
+            .await
+            .iter()
+            .map(|l| {
+                (
+                    l["product."]["code"].as_str().unwrap_or("").to_string(),
+                    l["quantity"].as_f64().unwrap_or(0.0) as i64,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn sale(&self, sale: i64, fields: &[&str]) -> Value {
+        self.call("sale.sale", "read", vec![json!([sale]), json!(fields)])
+            .await[0]
+            .clone()
+    }
+
+    /// (SKU, quantity) of the open (not cancelled) outgoing moves of a sale's shipments.
+    async fn shipment_moves(&self, sale: i64) -> Vec<(String, i64)> {
+        let s = self.sale(sale, &["shipments"]).await;
+        let mut v: Vec<(String, i64)> = self
+            .find(
+                "stock.move",
+                json!([
+                    [
+                        "shipment",
+                        "in",
+                        s["shipments"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|i| format!("stock.shipment.out,{i}"))
+                            .collect::<Vec<_>>()
+                    ],
+                    ["to_location.type", "=", "customer"],
+                    ["state", "!=", "cancelled"]
+                ]),
+                &["product.code", "quantity"],
+            )
+            .await
+            .iter()
+            .map(|l| {
+                (
+                    l["product."]["code"].as_str().unwrap_or("").to_string(),
+                    l["quantity"].as_f64().unwrap_or(0.0) as i64,
+                )
+            })
+            .filter(|(_, q)| *q > 0)
+            .collect();
+        v.sort();
+        v
+    }
+
+    async fn street_of_address(&self, id: &Value) -> String {
+        self.find("party.address", json!([["id", "=", id]]), &["street"])
+            .await[0]["street"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+fn quote_spec(e: &Env) -> EndpointSpec {
+    let mut s = tryton_spec(e);
+    s.options["sale_flow"] = json!("quote");
+    s
+}
+
+/// Edits: a quotation is taken back to draft, rewritten (lines added/removed/changed, the
+/// address) and quoted again; a processing sale is amended through `sale_amendment` (its
+/// waiting shipment follows), a replayed edit makes no second amendment, an edit adding a SKU
+/// is refused with the reason (the engine's cancel-and-replace takes over), and nothing is
+/// amended once goods are picked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+
+    // A quotation (sale_flow = quote): rewritten in place.
+    let quoting = concord_connectors::build(&quote_spec(&e)).expect("build");
+    let key = format!("t{run}a/amend-q");
+    let sale = done_id(
+        &quoting
+            .write(vec![lifecycle_op(
+                "create",
+                &key,
+                &[("SKU-0001", 2), ("SKU-0002", 1)],
+                "1 Main Street",
+            )])
+            .await,
+    );
+    let edit = lifecycle_op(
+        "amend",
+        &key,
+        &[("SKU-0001", 5), ("SKU-0003", 1)],
+        &format!("{run} Elm Road"),
+    );
+    assert_eq!(done_id(&quoting.write(vec![edit.clone()]).await), sale);
+    assert_eq!(
+        erp.sale_lines(sale).await,
+        vec![("SKU-0001".into(), 5), ("SKU-0003".into(), 1)]
+    );
+    let s = erp.sale(sale, &["state", "shipment_address"]).await;
+    assert_eq!(s["state"], "quotation");
+    assert_eq!(
+        erp.street_of_address(&s["shipment_address"]).await,
+        format!("{run} Elm Road")
+    );
+    assert_eq!(erp.sales(&key).await.len(), 1, "still one sale");
+
+    // A processing sale (sale_flow = confirm): amended.
+    let tryton = concord_connectors::build(&tryton_spec(&e)).expect("build");
+    let key = format!("t{run}a/amend-p");
+    let sale = done_id(
+        &tryton
+            .write(vec![lifecycle_op(
+                "create",
+                &key,
+                &[("SKU-0001", 2), ("SKU-0002", 3)],
+                "1 Main Street",
+            )])
+            .await,
+    );
+    assert_eq!(erp.sale(sale, &["state"]).await["state"], "processing");
+    let edit = lifecycle_op(
+        "amend",
+        &key,
+        &[("SKU-0001", 4)],
+        &format!("{run} Oak Avenue"),
+    );
+    assert_eq!(done_id(&tryton.write(vec![edit.clone()]).await), sale);
+    let s = erp
+        .sale(
+            sale,
+            &["state", "revision", "shipment_address", "total_amount"],
+        )
+        .await;
+    assert_eq!(s["state"], "processing");
+    assert_eq!(s["revision"], 1, "one amendment: {s}");
+    assert_eq!(
+        erp.sale_lines(sale).await,
+        vec![("SKU-0001".into(), 4), ("SKU-0002".into(), 0)]
+    );
+    assert_eq!(
+        erp.shipment_moves(sale).await,
+        vec![("SKU-0001".into(), 4)],
+        "the waiting shipment follows the amendment"
+    );
+    assert_eq!(
+        erp.street_of_address(&s["shipment_address"]).await,
+        format!("{run} Oak Avenue")
+    );
+    assert_eq!(s["total_amount"]["decimal"], "44.00");
+    // Replayed: no second amendment.
+    assert_eq!(done_id(&tryton.write(vec![edit]).await), sale);
+    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 1);
+    // Adding a SKU to a processing sale: refused, naming it.
+    let add = lifecycle_op(
+        "amend",
+        &key,
+        &[("SKU-0001", 4), ("SKU-0005", 1)],
+        &format!("{run} Oak Avenue"),
+    );
+    let reason = permanent_reason(&tryton.write(vec![add]).await);
+    assert!(reason.contains("SKU-0005"), "{reason}");
+    // Once goods are picked: refused.
+    let ship = erp.sale(sale, &["shipments"]).await["shipments"][0]
+        .as_i64()
+        .expect("shipment");
+    erp.call("stock.shipment.out", "assign_try", vec![json!([ship])])
+        .await;
+    erp.call("stock.shipment.out", "pick", vec![json!([ship])])
+        .await;
+    let late = lifecycle_op("amend", &key, &[("SKU-0001", 1)], "1 Main Street");
+    let reason = permanent_reason(&tryton.write(vec![late]).await);
+    assert!(reason.contains("after shipment"), "{reason}");
+    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 1);
+}
+
+/// Cancellation after acceptance: a processing sale (shipment waiting, draft invoice) is
+/// cancelled — shipment and invoice cancelled, Tryton ends the sale with nothing shipped or
+/// invoiced, and the connector reads it back as `cancelled`; a replay is a no-op; a sale whose
+/// goods are picked is refused with the reason. A replacement reference (`payload.reference`)
+/// is honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_processing_tryton_sale_is_cancelled_and_reads_back_cancelled() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let tryton = concord_connectors::build(&tryton_spec(&e)).expect("build");
+    let key = format!("t{run}a/cancel");
+    // Created under a replacement reference (cancel-and-replace's `{key}~2`).
+    let mut create = lifecycle_op("create", &key, &[("SKU-0002", 2)], "1 Main Street");
+    create.payload["reference"] = json!(format!("{key}~2"));
+    let sale = done_id(&tryton.write(vec![create.clone()]).await);
+    assert!(erp.sales(&key).await.is_empty(), "keyed by the reference");
+    let s = erp.sale(sale, &["state", "shipments", "invoices"]).await;
+    assert_eq!(s["state"], "processing");
+    let mut cancel = create.clone();
+    cancel.op = "cancel".into();
+    assert_eq!(done_id(&tryton.write(vec![cancel.clone()]).await), sale);
+    let s = erp
+        .sale(
+            sale,
+            &[
+                "state",
+                "shipment_state",
+                "invoice_state",
+                "shipments",
+                "invoices",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (&s["state"], &s["shipment_state"], &s["invoice_state"]),
+        (&json!("done"), &json!("none"), &json!("none")),
+        "{s}"
+    );
+    for sh in erp
+        .find(
+            "stock.shipment.out",
+            json!([["id", "in", s["shipments"]]]),
+            &["state"],
+        )
+        .await
+    {
+        assert_eq!(sh["state"], "cancelled");
+    }
+    for inv in erp
+        .find(
+            "account.invoice",
+            json!([["id", "in", s["invoices"]]]),
+            &["state"],
+        )
+        .await
+    {
+        assert_eq!(inv["state"], "cancelled");
+    }
+    // Read back as cancelled.
+    let page = tryton
+        .read_changes(ReadRequest {
+            kind: Kind::Order,
+            cursor: None,
+            limit: 10_000,
+            overlap: Duration::ZERO,
+        })
+        .await
+        .expect("orders");
+    let order = page
+        .records
+        .iter()
+        .find(|c| c.external_id == sale.to_string())
+        .expect("the sale is read");
+    assert_eq!(order.record["status"], "cancelled", "{}", order.record);
+    // Replayed: still done.
+    assert_eq!(done_id(&tryton.write(vec![cancel]).await), sale);
+
+    // Goods picked: refused.
+    let key = format!("t{run}a/cancel-late");
+    let create = lifecycle_op("create", &key, &[("SKU-0002", 1)], "1 Main Street");
+    let sale = done_id(&tryton.write(vec![create.clone()]).await);
+    let ship = erp.sale(sale, &["shipments"]).await["shipments"][0]
+        .as_i64()
+        .expect("shipment");
+    erp.call("stock.shipment.out", "assign_try", vec![json!([ship])])
+        .await;
+    erp.call("stock.shipment.out", "pick", vec![json!([ship])])
+        .await;
+    let mut cancel = create;
+    cancel.op = "cancel".into();
+    let reason = permanent_reason(&tryton.write(vec![cancel]).await);
+    assert!(reason.contains("picked or shipped"), "{reason}");
+    assert_eq!(erp.sale(sale, &["state"]).await["state"], "processing");
+}
+
+fn refund_op(id: &str, order: &str, amount: i64, lines: &[(&str, i64)], restock: bool) -> WriteOp {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(s, q)| json!({"sku": s, "quantity": q}))
+        .collect();
+    WriteOp {
+        item_id: 1,
+        kind: Kind::Refund,
+        key: id.into(),
+        op: "create".into(),
+        payload: json!({"id": id, "order": order, "amount_minor": amount, "currency": "USD",
+                        "lines": lines, "restock": restock}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    }
+}
+
+/// Refunds: a partial refund by lines becomes one posted credit note for exactly those lines
+/// at the order's prices (delivered twice: still one); a refund by amount, a credit note of
+/// that amount; a restocking refund, a return sale whose credit note is posted and whose return
+/// shipment puts the stock back only when Tryton receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tryton_refunds_become_one_credit_note_each_and_restock_only_when_received() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let tryton = concord_connectors::build(&tryton_spec(&e)).expect("build");
+    let key = format!("t{run}a/refund");
+    let sale = done_id(
+        &tryton
+            .write(vec![lifecycle_op(
+                "create",
+                &key,
+                &[("SKU-0001", 2), ("SKU-0002", 3)],
+                "1 Main Street",
+            )])
+            .await,
+    );
+    // The accountant posts the sale's invoice.
+    let invoices = erp.sale(sale, &["invoices"]).await["invoices"].clone();
+    erp.call("account.invoice", "post", vec![invoices]).await;
+
+    let notes = |id: String| {
+        let erp = &erp;
+        async move {
+            erp.find(
+                "account.invoice",
+                json!([
+                    ["reference", "=", format!("refund:{id}")],
+                    ["type", "=", "out"]
+                ]),
+                &["state", "total_amount", "lines"],
+            )
+            .await
+        }
+    };
+    // By lines, delivered twice.
+    let r1 = format!("{key}/r1");
+    let op = refund_op(&r1, &key, 1100, &[("SKU-0001", 1)], false);
+    let a = done_id(&tryton.write(vec![op.clone()]).await);
+    let b = done_id(&tryton.write(vec![op]).await);
+    assert_eq!(a, b, "the same credit note");
+    let n = notes(r1.clone()).await;
+    assert_eq!(n.len(), 1, "one credit note: {n:?}");
+    assert_eq!(n[0]["state"], "posted");
+    assert_eq!(n[0]["total_amount"]["decimal"], "-11.00");
+    let lines = erp
+        .find(
+            "account.invoice.line",
+            json!([["invoice", "=", a]]),
+            &["product.code", "quantity", "unit_price"],
+        )
+        .await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["product."]["code"], "SKU-0001");
+    assert_eq!(lines[0]["quantity"], -1.0);
+
+    // By amount.
+    let r2 = format!("{key}/r2");
+    done_id(
+        &tryton
+            .write(vec![refund_op(&r2, &key, 250, &[], false)])
+            .await,
+    );
+    let n = notes(r2).await;
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0]["total_amount"]["decimal"], "-2.50");
+    assert_eq!(n[0]["state"], "posted");
+
+    // More than sold: refused, naming the line.
+    let reason = permanent_reason(
+        &tryton
+            .write(vec![refund_op(
+                &format!("{key}/r9"),
+                &key,
+                0,
+                &[("SKU-0002", 9)],
+                false,
+            )])
+            .await,
+    );
+    assert!(reason.contains("SKU-0002"), "{reason}");
+
+    // Restock: a return sale, its credit note, and a return shipment.
+    let before = tryton_available(&erp, "SKU-0002", "WH").await;
+    let r3 = format!("{key}/r3");
+    let op = refund_op(&r3, &key, 2200, &[("SKU-0002", 2)], true);
+    let ret = done_id(&tryton.write(vec![op.clone()]).await);
+    assert_eq!(
+        done_id(&tryton.write(vec![op]).await),
+        ret,
+        "replayed: same return"
+    );
+    assert_eq!(erp.sales(&format!("refund:{r3}")).await.len(), 1);
+    let n = notes(r3).await;
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0]["total_amount"]["decimal"], "-22.00", "2 × 11.00");
+    assert_eq!(n[0]["state"], "posted");
+    let returns = erp.sale(ret, &["shipment_returns"]).await["shipment_returns"].clone();
+    let rs = erp
+        .find(
+            "stock.shipment.out.return",
+            json!([["id", "in", returns]]),
+            &["state", "incoming_moves"],
+        )
+        .await;
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0]["state"], "draft");
+    assert_eq!(
+        tryton_available(&erp, "SKU-0002", "WH").await,
+        before,
+        "nothing back before Tryton receives it"
+    );
+    let rid = rs[0]["id"].as_i64().expect("id");
+    erp.call("stock.shipment.out.return", "receive", vec![json!([rid])])
+        .await;
+    assert_eq!(tryton_available(&erp, "SKU-0002", "WH").await, before + 2);
+    // The return sale is not read as an order.
+    let page = tryton
+        .read_changes(ReadRequest {
+            kind: Kind::Order,
+            cursor: None,
+            limit: 10_000,
+            overlap: Duration::ZERO,
+        })
+        .await
+        .expect("orders");
+    assert!(page
+        .records
+        .iter()
+        .all(|c| c.external_id != ret.to_string()));
+}

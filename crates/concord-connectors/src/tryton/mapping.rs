@@ -296,6 +296,9 @@ pub fn order_status(row: &Value) -> &'static str {
     let s = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("");
     match (s("state"), s("shipment_state"), s("invoice_state")) {
         ("cancelled", _, _) => "cancelled",
+        // Done with nothing shipped and nothing invoiced: a processing sale cancelled (its
+        // shipments and invoices cancelled and ignored; Tryton has no processing → cancelled).
+        ("done", "none", "none") => "cancelled",
         ("draft" | "quotation", _, _) => "placed",
         ("done", _, _) => "closed",
         (_, _, "paid") => "paid",
@@ -372,6 +375,11 @@ mod tests {
             order_status(&json!({"state": "processing", "shipment_state": "sent"})),
             "shipped"
         );
+        let done = |sh: &str, inv: &str| {
+            order_status(&json!({"state": "done", "shipment_state": sh, "invoice_state": inv}))
+        };
+        assert_eq!(done("none", "none"), "cancelled");
+        assert_eq!(done("sent", "paid"), "closed");
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! API reference followed: Tryton 8.2 JSON-RPC (`POST <url>/<database>/rpc/`, session login with
 //! `common.db.login`, model methods `model.<name>.<method>` with the context last; see
-//! [`client`]) and the models of the `product`, `stock`, `party`, `sale`, `account_invoice` and
-//! `product_price_list` modules (docs.tryton.org/projects/modules-*/en/8.2). The facts this was
+//! [`client`]) and the models of the `product`, `stock`, `party`, `sale`, `sale_amendment`,
+//! `account_invoice` and `product_price_list` modules (docs.tryton.org/projects/modules-*/en/8.2). The facts this was
 //! built from, with working calls, are in `scripts/tryton/` and the README's "Connect Tryton".
 //!
 //! What it maps (canonical shapes of `concord_core::model`):
@@ -23,10 +23,23 @@
 //! - **customer**: parties with an e-mail contact mechanism (others are not customers for
 //!   Concord and are skipped), with their addresses. Written: found by e-mail, else created with
 //!   the e-mail, phone and addresses.
-//! - **order**: sales read back (`reference` = canonical key `channel/number`); written
-//!   idempotently (looked up by `reference` before creating, then quoted/confirmed per
-//!   `sale_flow`; a draft left by a crash is moved on, never duplicated); `cancel`.
-//! - **shipment**: customer shipments (`stock.shipment.out`) linked to a sale; `order` = the
+//! - **order**: sales read back (`reference` = canonical key `channel/number`; return sales,
+//!   whose `origin` is another sale, are not orders); written idempotently (keyed by
+//!   `payload.reference` when present — cancel-and-replace's `{key}~n` — else the key; looked up
+//!   by `reference` before creating, then quoted/confirmed per `sale_flow`; a draft left by a
+//!   crash is moved on, never duplicated, and the order's shipping/billing addresses are found
+//!   among the party's or added); `amend` (back to draft and rewritten before processing,
+//!   a `sale.amendment` of module `sale_amendment` once processing — it cannot add lines) and
+//!   `cancel` (a processing sale with nothing picked: shipments and draft invoice cancelled and
+//!   ignored, Tryton ends it done, read back as `cancelled`). See [`lifecycle`].
+//! - **refund** (written only): a credit note (`account.invoice` with negative lines, by lines
+//!   at the order's prices or by amount, posted when the credited invoice is), or with
+//!   `restock` and lines a return sale (Tryton's "Return Sale": credit note + customer return
+//!   shipment, stock back only when received); idempotent by `reference` = `refund:<id>`. See
+//!   [`refund`].
+//! - **shipment**: customer shipments (`stock.shipment.out`) linked to a sale, each its own
+//!   canonical shipment with its own lines (a sale shipped in two — Tryton makes a second
+//!   shipment for what the first did not pick — is two shipments); `order` = the
 //!   sale's reference, `tracking_number` = the shipment's `reference` field (the carrier's
 //!   tracking reference is typed there; the `stock_package_shipping` module's per-package
 //!   tracking numbers are not used because that module pulls carrier integrations this connector
@@ -44,15 +57,19 @@
 //! its party, changes nothing Tryton timestamps; the next change of that product/party (or a
 //! snapshot) brings it.
 //!
+//! Not written: payments from a channel (see the README's "Connect Tryton" for why).
+//!
 //! Must never: sleep or retry (the engine does), create a second sale for one reference, or
 //! validate records (bad data goes to the engine, which dead-letters it with the reason).
 
 pub mod changes;
 pub mod client;
 pub mod config;
+pub mod lifecycle;
 pub mod mapping;
 pub mod prices;
 mod read;
+pub mod refund;
 mod write;
 
 use async_trait::async_trait;
@@ -261,7 +278,8 @@ fn caps() -> Capabilities {
             WriteModes {
                 upsert: true,
                 max_batch: 1,
-                amend: false,
+                // Orders: `amend` (lifecycle.rs), through `sale_amendment` once processing.
+                amend: *kind == Kind::Order,
             }
         } else {
             WriteModes::default()
@@ -278,6 +296,18 @@ fn caps() -> Capabilities {
             },
         );
     }
+    // Refunds are written (credit notes and returns, refund.rs), not read.
+    caps.kinds.insert(
+        Kind::Refund,
+        KindCaps {
+            read: ReadModes::default(),
+            write: WriteModes {
+                upsert: true,
+                max_batch: 1,
+                amend: false,
+            },
+        },
+    );
     caps
 }
 

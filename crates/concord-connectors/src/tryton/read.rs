@@ -34,6 +34,14 @@ fn ids(rows: &[Value], field: &str) -> Vec<i64> {
     out
 }
 
+/// A sale whose `origin` is another sale: a return (Tryton's "Return Sale", or a refund with
+/// restock written by [`super::refund`]).
+fn is_return(origin: Option<&Value>) -> bool {
+    origin
+        .and_then(Value::as_str)
+        .is_some_and(|o| o.starts_with("sale.sale,"))
+}
+
 /// `"sale.line,12"` → 12.
 fn reference_id(v: Option<&Value>, model: &str) -> Option<i64> {
     v?.as_str()?
@@ -463,12 +471,13 @@ impl TrytonConnector {
             .read_ctx(
                 "sale.line",
                 lines,
-                &["sale.reference", "sale.number"],
+                &["sale.reference", "sale.number", "sale.origin"],
                 &json!({}),
             )
             .await?;
         Ok(rows
             .iter()
+            .filter(|r| !is_return(r.pointer("/sale./origin")))
             .filter_map(|r| {
                 let reference = r
                     .pointer("/sale./reference")
@@ -502,10 +511,16 @@ impl TrytonConnector {
                     "currency.code",
                     "total_amount",
                     "lines",
+                    "origin",
                 ],
                 &json!({}),
             )
             .await?;
+        // Return sales (refunds with restock, see `refund`) are not orders.
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .filter(|r| !is_return(r.get("origin")))
+            .collect();
         let lines = self
             .rpc
             .read_ctx(

@@ -19,30 +19,61 @@ use concord_core::Kind;
 use concord_engine::connector::{DeliveryError, WriteOp, WriteOutcome};
 use serde_json::{json, Value};
 
-fn permanent(reason: impl Into<String>) -> DeliveryError {
+pub(super) fn permanent(reason: impl Into<String>) -> DeliveryError {
     DeliveryError::Permanent {
         reason: reason.into(),
     }
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+pub(super) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer)
         .and_then(Value::as_str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
 
-fn first_id(v: &Value) -> Option<i64> {
+pub(super) fn first_id(v: &Value) -> Option<i64> {
     v.as_array()?.first()?.as_i64()
+}
+
+/// The reference the sale of an order op is keyed by: `payload.reference` when present (the
+/// engine's cancel-and-replace sets `{key}~{n}` on a replacement and the old reference on a
+/// cancel), else the canonical key.
+pub(super) fn sale_reference(op: &WriteOp) -> Result<String, DeliveryError> {
+    let reference = str_at(&op.payload, "/reference").unwrap_or(op.key.trim());
+    if reference.is_empty() {
+        return Err(permanent(
+            "an order without a key cannot be made idempotent",
+        ));
+    }
+    Ok(reference.to_string())
+}
+
+/// Tryton's `party.address.street` of a canonical address, for comparing addresses.
+fn street_of(a: &Value) -> String {
+    [str_at(a, "/line1"), str_at(a, "/line2")]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn norm(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 impl TrytonConnector {
     pub(super) async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         match (op.kind, op.op.as_str()) {
             (Kind::Order, "cancel") => self.cancel_sale(op).await,
+            (Kind::Order, "amend") => self.amend_sale(op).await,
             (Kind::Order, "create" | "upsert" | "update" | "update_only") => {
                 self.upsert_sale(op).await
             }
+            (Kind::Refund, "create" | "upsert") => self.create_refund(op).await,
             (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
                 self.upsert_party(op).await
             }
@@ -56,7 +87,10 @@ impl TrytonConnector {
     }
 
     /// The sale with this reference: (id, state).
-    async fn find_sale(&self, reference: &str) -> Result<Option<(i64, String)>, DeliveryError> {
+    pub(super) async fn find_sale(
+        &self,
+        reference: &str,
+    ) -> Result<Option<(i64, String)>, DeliveryError> {
         let rows = self
             .rpc
             .search_read(
@@ -75,19 +109,23 @@ impl TrytonConnector {
         }))
     }
 
-    async fn upsert_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
-        let reference = op.key.trim();
-        if reference.is_empty() {
-            return Err(permanent(
-                "an order without a key cannot be made idempotent",
-            ));
-        }
-        let (sale, mut state) = match self.find_sale(reference).await? {
+    pub(super) async fn upsert_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let reference = sale_reference(op)?;
+        let (sale, state) = match self.find_sale(&reference).await? {
             Some(found) => found,
             None if op.op == "update_only" => return Ok(WriteOutcome::NoMatch),
-            None => (self.create_sale(op).await?, "draft".to_string()),
+            None => (self.create_sale(op, &reference).await?, "draft".to_string()),
         };
-        // Move it along the configured flow (also finishes what a crash left half done).
+        self.advance_sale(sale, state).await
+    }
+
+    /// Move a sale along the configured flow from `state` (also finishes what a crash left half
+    /// done); answers the written sale with its watermark.
+    pub(super) async fn advance_sale(
+        &self,
+        sale: i64,
+        mut state: String,
+    ) -> Result<WriteOutcome, DeliveryError> {
         let call = |m: &'static str| self.rpc.model("sale.sale", m, vec![json!([sale])]);
         if state == "draft" {
             call("quote").await?;
@@ -145,9 +183,9 @@ impl TrytonConnector {
             .map(|t| format_ts(just_before(t))))
     }
 
-    async fn create_sale(&self, op: &WriteOp) -> Result<i64, DeliveryError> {
+    /// The party of an order payload: by the engine's ref, else by e-mail, else created.
+    pub(super) async fn order_party(&self, op: &WriteOp) -> Result<i64, DeliveryError> {
         let p = &op.payload;
-        let company = self.company().await?;
         let email = str_at(p, "/customer/email")
             .ok_or_else(|| permanent("payload field `customer.email` is required"))?
             .to_lowercase();
@@ -169,22 +207,73 @@ impl TrytonConnector {
                 }
             },
         };
-        let address = self.party_address(party, p.get("shipping_address")).await?;
-        let dir = self.directory(false).await?;
-        let warehouse = match &self.opts.order_warehouse {
-            Some(code) => dir
-                .warehouses
-                .iter()
-                .find(|(_, c)| c == code)
-                .map(|w| w.0)
-                .ok_or_else(|| permanent(format!("no warehouse `{code}` in Tryton")))?,
-            None => dir
-                .warehouses
-                .first()
-                .map(|w| w.0)
-                .ok_or_else(|| permanent("Tryton has no warehouse"))?,
+        Ok(party)
+    }
+
+    /// The (invoice, shipment) addresses of an order payload at `party`: each found among the
+    /// party's addresses (same street, postal code and city) or added to it; without a
+    /// shipping address, the party's first address; without a billing address, the shipping one.
+    pub(super) async fn order_addresses(
+        &self,
+        party: i64,
+        p: &Value,
+    ) -> Result<(i64, i64), DeliveryError> {
+        let shipping = p.get("shipping_address").filter(|a| a.is_object());
+        let ship = match shipping {
+            Some(a) => self.matching_address(party, a).await?,
+            None => self.party_address(party, None).await?,
         };
-        let lines = p
+        let invoice = match p.get("billing_address").filter(|a| a.is_object()) {
+            Some(a) => self.matching_address(party, a).await?,
+            None => ship,
+        };
+        Ok((invoice, ship))
+    }
+
+    /// The party's address equal to canonical address `a` (street, postal code, city), created
+    /// when it has none.
+    async fn matching_address(&self, party: i64, a: &Value) -> Result<i64, DeliveryError> {
+        let rows = self
+            .rpc
+            .search_read(
+                "party.address",
+                json!([["party", "=", party]]),
+                None,
+                json!([["sequence", "ASC"], ["id", "ASC"]]),
+                &["street", "postal_code", "city"],
+            )
+            .await?;
+        let want = (
+            norm(&street_of(a)),
+            norm(str_at(a, "/postal_code").unwrap_or("")),
+            norm(str_at(a, "/city").unwrap_or("")),
+        );
+        let s = |r: &Value, k: &str| norm(r.get(k).and_then(Value::as_str).unwrap_or(""));
+        if let Some(id) = rows
+            .iter()
+            .find(|r| (s(r, "street"), s(r, "postal_code"), s(r, "city")) == want)
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_i64)
+        {
+            return Ok(id);
+        }
+        let mut addr = address_to_tryton(a, self.country(a).await?);
+        addr["party"] = json!(party);
+        let created = self
+            .rpc
+            .model("party.address", "create", vec![json!([addr])])
+            .await?;
+        first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("party.address.create answered {created}"),
+            retry_after: None,
+        })
+    }
+
+    /// Sale lines (`sale.line` create values) of an order payload's `lines`; an unknown SKU
+    /// or a non-positive quantity is a permanent failure naming the line.
+    pub(super) async fn sale_lines(&self, op: &WriteOp) -> Result<Vec<Value>, DeliveryError> {
+        let lines = op
+            .payload
             .get("lines")
             .and_then(Value::as_array)
             .filter(|l| !l.is_empty())
@@ -211,9 +300,33 @@ impl TrytonConnector {
                                    "unit": uom, "unit_price": minor_to_decimal(price)}),
             );
         }
+        Ok(sale_lines)
+    }
+
+    async fn create_sale(&self, op: &WriteOp, reference: &str) -> Result<i64, DeliveryError> {
+        let p = &op.payload;
+        let company = self.company().await?;
+        let party = self.order_party(op).await?;
+        let (invoice_address, shipment_address) = self.order_addresses(party, p).await?;
+        let dir = self.directory(false).await?;
+        let warehouse = match &self.opts.order_warehouse {
+            Some(code) => dir
+                .warehouses
+                .iter()
+                .find(|(_, c)| c == code)
+                .map(|w| w.0)
+                .ok_or_else(|| permanent(format!("no warehouse `{code}` in Tryton")))?,
+            None => dir
+                .warehouses
+                .first()
+                .map(|w| w.0)
+                .ok_or_else(|| permanent("Tryton has no warehouse"))?,
+        };
+        let sale_lines = self.sale_lines(op).await?;
         let mut sale = json!({
-            "party": party, "invoice_address": address, "shipment_address": address,
-            "warehouse": warehouse, "company": company, "reference": op.key.trim(),
+            "party": party, "invoice_address": invoice_address,
+            "shipment_address": shipment_address, "warehouse": warehouse, "company": company,
+            "reference": reference,
             "lines": [["create", sale_lines]],
         });
         if let Some(term) = self.payment_term(party).await? {
@@ -538,55 +651,6 @@ impl TrytonConnector {
                 .and_then(|r| r.get("id"))
                 .and_then(Value::as_i64)
                 .map(|i| i.to_string()),
-            version: None,
-        })
-    }
-
-    /// Cancel the sale of this order: draft/quotation → cancelled; confirmed → back to draft,
-    /// then cancelled; already cancelled → done. A sale Tryton is processing (shipments exist)
-    /// cannot be cancelled from here: permanent, with the reason.
-    async fn cancel_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
-        let found = match op
-            .external_id
-            .as_deref()
-            .and_then(|i| i.parse::<i64>().ok())
-        {
-            Some(id) => {
-                let rows = self
-                    .rpc
-                    .read_ctx("sale.sale", &[id], &["state"], &json!({}))
-                    .await?;
-                rows.first()
-                    .and_then(|r| r.get("state").and_then(Value::as_str))
-                    .map(|s| (id, s.to_string()))
-            }
-            None => self.find_sale(op.key.trim()).await?,
-        };
-        let Some((sale, state)) = found else {
-            return Err(permanent(format!(
-                "no sale with reference `{}` to cancel",
-                op.key
-            )));
-        };
-        let call = |m: &'static str| self.rpc.model("sale.sale", m, vec![json!([sale])]);
-        match state.as_str() {
-            "cancelled" => {}
-            "draft" | "quotation" => {
-                call("cancel").await?;
-            }
-            "confirmed" => {
-                call("draft").await?;
-                call("cancel").await?;
-            }
-            other => {
-                return Err(permanent(format!(
-                    "sale {sale} (`{}`) is {other} in Tryton: cancel its shipments there first",
-                    op.key
-                )))
-            }
-        }
-        Ok(WriteOutcome::Done {
-            external_id: Some(sale.to_string()),
             version: None,
         })
     }
