@@ -1472,3 +1472,129 @@ async fn tryton_refunds_become_one_credit_note_each_and_restock_only_when_receiv
         .iter()
         .all(|c| c.external_id != ret.to_string()));
 }
+
+/// Split shipments: a storefront order of two lines whose first Tryton shipment leaves with
+/// only one of them (the warehouse picks nothing of the other; Tryton puts the rest on a new
+/// shipment) — two Tryton shipments, two tracking references, two fulfillments at the
+/// storefront, each with its own line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_shipped_in_two_tryton_shipments_is_two_fulfillments_at_the_storefront() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    a.set_inventory("SKU-0003", "WH", 50).expect("stock");
+    a.set_inventory("SKU-0004", "WH", 50).expect("stock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
+    let placed = a
+        .place_order(
+            "customer1@example.com",
+            "Customer 1",
+            &[("SKU-0003", 1), ("SKU-0004", 2)],
+        )
+        .expect("checkout");
+    let reference = format!("{na}/{}", placed.number);
+    wait_until("the sale has a shipment", || async {
+        erp.sales(&reference)
+            .await
+            .first()
+            .is_some_and(|s| s["shipments"].as_array().is_some_and(|x| !x.is_empty()))
+    })
+    .await;
+    let sale = erp.sales(&reference).await[0]["id"].as_i64().expect("sale");
+    let first = erp.sale(sale, &["shipments"]).await["shipments"][0]
+        .as_i64()
+        .expect("shipment");
+    // The warehouse picks only SKU-0003: the SKU-0004 inventory move is zeroed.
+    let inv = erp
+        .find(
+            "stock.move",
+            json!([
+                ["shipment", "=", format!("stock.shipment.out,{first}")],
+                ["product.code", "=", "SKU-0004"],
+                ["to_location.type", "!=", "customer"]
+            ]),
+            &["id"],
+        )
+        .await;
+    assert_eq!(inv.len(), 1, "{inv:?}");
+    erp.call(
+        "stock.move",
+        "write",
+        vec![json!([inv[0]["id"]]), json!({"quantity": 0})],
+    )
+    .await;
+    let (t1, t2) = (format!("1Z-{run}-1"), format!("1Z-{run}-2"));
+    let ship = |id: i64, tracking: String| {
+        let erp = &erp;
+        async move {
+            erp.call(
+                "stock.shipment.out",
+                "write",
+                vec![json!([id]), json!({"reference": tracking})],
+            )
+            .await;
+            erp.call("stock.shipment.out", "assign_try", vec![json!([id])])
+                .await;
+            for step in ["pick", "pack", "do"] {
+                erp.call("stock.shipment.out", step, vec![json!([id])])
+                    .await;
+            }
+        }
+    };
+    ship(first, t1.clone()).await;
+    // Tryton made a second shipment for what the first did not carry.
+    let shipments = erp.sale(sale, &["shipments", "shipment_state"]).await;
+    assert_eq!(
+        shipments["shipment_state"], "partially shipped",
+        "{shipments}"
+    );
+    let second = shipments["shipments"]
+        .as_array()
+        .expect("shipments")
+        .iter()
+        .filter_map(Value::as_i64)
+        .find(|s| *s != first)
+        .expect("a second shipment");
+    wait_until("the first fulfillment is at the storefront", || async {
+        a.fulfillments(&placed.id)
+            .iter()
+            .any(|f| f.tracking_number.as_deref() == Some(t1.as_str()))
+    })
+    .await;
+    ship(second, t2.clone()).await;
+    wait_until("the second fulfillment is at the storefront", || async {
+        a.fulfillments(&placed.id)
+            .iter()
+            .any(|f| f.tracking_number.as_deref() == Some(t2.as_str()))
+    })
+    .await;
+    let f = a.fulfillments(&placed.id);
+    assert_eq!(f.len(), 2, "{f:?}");
+    let lines_of = |t: &str| -> Vec<(String, i64)> {
+        f.iter()
+            .find(|x| x.tracking_number.as_deref() == Some(t))
+            .map(|x| {
+                x.lines
+                    .iter()
+                    .map(|l| (l.sku.clone(), l.quantity))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(lines_of(&t1), vec![("SKU-0003".to_string(), 1)]);
+    assert_eq!(lines_of(&t2), vec![("SKU-0004".to_string(), 2)]);
+    assert_eq!(
+        erp.sale(sale, &["shipment_state"]).await["shipment_state"],
+        "sent"
+    );
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}
