@@ -51,12 +51,31 @@ pub struct Config {
     pub inventory: Option<InventoryConfig>,
     /// Price lookups and order price checks, when configured.
     pub pricing: Option<PricingConfig>,
+    /// The order lifecycle's policies (`[orders]`; defaults when absent).
+    pub orders: OrdersConfig,
     /// Alert rules and their webhook (no rules when `[alerts]` is absent).
     pub alerts: AlertsConfig,
     /// Admin API tokens and sessions.
     pub admin: AdminConfig,
     /// Storefront API keys.
     pub commerce: CommerceConfig,
+}
+
+/// `[orders]`, checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OrdersConfig {
+    pub edits: EditPolicy,
+}
+
+/// What to do with an edit (before shipment) of an order already created at a destination that
+/// cannot amend orders.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EditPolicy {
+    /// Cancel the ERP order (its current reference) and create a replacement `"{key}~{n}"`.
+    #[default]
+    CancelAndReplace,
+    /// Refuse the edit (inbound dead letter with the reason); the ERP order stays as it was.
+    Reject,
 }
 
 /// `[pricing]`, checked.

@@ -41,6 +41,9 @@ pub struct RawConfig {
     /// channel orders' line prices against it. Optional: without it, `price` flows still sync
     /// but `/v1/prices` answers 404 and orders are not checked.
     pub pricing: Option<RawPricing>,
+    /// `[orders]`: how the order lifecycle treats edits. Optional; every field has a default.
+    #[serde(default)]
+    pub orders: RawOrders,
     /// `[alerts]`: rules watched by the hub and where their notifications go. Optional: without
     /// it nothing is evaluated.
     #[serde(default)]

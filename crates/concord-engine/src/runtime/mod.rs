@@ -22,6 +22,7 @@ pub mod clock;
 pub mod deliver;
 pub mod flows;
 pub mod inventory;
+pub mod orders;
 pub mod pricing;
 pub mod process;
 pub mod replay;
@@ -494,7 +495,9 @@ pub fn check_capabilities(
             let c = connectors
                 .get(dest)
                 .ok_or_else(|| EngineError::MissingConnector(dest.clone()))?;
-            if !c.capabilities().kind(flow.kind).write.upsert {
+            // A refund a destination cannot record is not a configuration error: each one
+            // becomes a "needs attention" dead letter for an operator (runtime/orders.rs).
+            if flow.kind != Kind::Refund && !c.capabilities().kind(flow.kind).write.upsert {
                 return Err(EngineError::Capability {
                     path: path("to"),
                     message: format!(

@@ -93,10 +93,14 @@ pub(crate) async fn step(inner: &Inner, batch_size: usize) -> Result<usize, Engi
 
 /// Accumulates one batch's decisions, with an overlay so that later entries of the batch see
 /// what earlier ones decided.
-struct Planner<'a> {
-    inner: &'a Inner,
-    now: Millis,
-    batch: ProcessBatch,
+pub(super) struct Planner<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) now: Millis,
+    pub(super) batch: ProcessBatch,
+    /// Order lifecycle rows read and written by this batch (see `orders.rs`).
+    pub(super) orders: super::orders::Tracker,
+    /// How the current entry's order edit is to be planned (set by `track_order`).
+    pub(super) edit: Option<super::orders::EditPlan>,
     entities: HashMap<(Kind, String), Entity>,
     xref_keys: HashMap<(String, Kind, String), String>,
     known_at: BTreeSet<(String, Kind, String)>,
@@ -115,6 +119,8 @@ impl<'a> Planner<'a> {
             inner,
             now,
             batch: ProcessBatch::default(),
+            orders: super::orders::Tracker::default(),
+            edit: None,
             entities: HashMap::new(),
             xref_keys: HashMap::new(),
             known_at: BTreeSet::new(),
@@ -148,8 +154,14 @@ impl<'a> Planner<'a> {
         self.pre_keys = ids.into_iter().zip(found).collect();
         let mut entity_keys: Vec<(Kind, String)> = Vec::new();
         let mut hash_keys: Vec<(String, Kind, String)> = Vec::new();
+        let mut order_keys: Vec<String> = Vec::new();
         let (mut seen_e, mut seen_h) = (BTreeSet::new(), BTreeSet::new());
         for e in entries {
+            if e.kind.is_order_scoped() {
+                if let Some(o) = e.payload.get("order").and_then(Value::as_str) {
+                    order_keys.push(o.to_string());
+                }
+            }
             let id = (e.endpoint.clone(), e.kind, e.external_id.clone());
             let key = match self.pre_keys.get(&id) {
                 Some(Some(k)) => k.clone(),
@@ -167,10 +179,15 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+            if e.kind == Kind::Order {
+                order_keys.push(key.clone());
+            }
             if seen_e.insert((e.kind, key.clone())) {
                 entity_keys.push((e.kind, key));
             }
         }
+        // Only batches with orders or order-scoped records read lifecycle rows.
+        self.orders.prefetch(self.inner, order_keys).await?;
         let store = &self.inner.store;
         let (entities, hashes) =
             tokio::try_join!(store.entities(&entity_keys), store.hashes_of(&hash_keys))?;
@@ -190,7 +207,11 @@ impl<'a> Planner<'a> {
         self.batch.journal.push((e.id, status, Some(note), key));
     }
 
-    async fn entity(&mut self, kind: Kind, key: &str) -> Result<Option<Entity>, EngineError> {
+    pub(super) async fn entity(
+        &mut self,
+        kind: Kind,
+        key: &str,
+    ) -> Result<Option<Entity>, EngineError> {
         let k = (kind, key.to_string());
         if let Some(e) = self.entities.get(&k) {
             return Ok(Some(e.clone()));
@@ -223,7 +244,7 @@ impl<'a> Planner<'a> {
         Ok(known)
     }
 
-    async fn planned_hash(
+    pub(super) async fn planned_hash(
         &mut self,
         dest: &str,
         kind: Kind,
@@ -322,6 +343,26 @@ impl<'a> Planner<'a> {
                                "kept": c.kept, "journal_id": e.id}),
             });
         }
+        // The order lifecycle: tracked in this same batch, before the entity is written. A
+        // refused order change is not applied at all (see `orders.rs`).
+        let mut order_note = String::new();
+        self.edit = None;
+        if outcome.changed || current.is_none() {
+            if e.kind == Kind::Order {
+                match self
+                    .track_order(&e, &key, current.as_ref(), &outcome.state)
+                    .await?
+                {
+                    super::orders::Tracked::Apply { note } => order_note = note,
+                    super::orders::Tracked::Reject(reason) => {
+                        self.reject_order(&e, &key, reason);
+                        return Ok(());
+                    }
+                }
+            } else if e.kind.is_order_scoped() {
+                order_note = self.track_child(&e, &key, &outcome.state).await?;
+            }
+        }
         let mut versions = current
             .as_ref()
             .map(|c| c.versions.clone())
@@ -402,10 +443,11 @@ impl<'a> Planner<'a> {
         } else {
             String::new()
         };
+        self.edit = None;
         self.done(
             &e,
             JournalStatus::Processed,
-            format!("applied; {planned} delivery(ies) planned{price_note}"),
+            format!("applied; {planned} delivery(ies) planned{price_note}{order_note}"),
             Some(key),
         );
         Ok(())
@@ -520,8 +562,30 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // A refund for a destination that cannot record refunds: an operator must (the config
+        // is accepted; see `check_capabilities`).
+        if kind == Kind::Refund && !self.can_write(dest, kind) {
+            let connector = self
+                .inner
+                .connectors
+                .get(dest)
+                .map_or("?", |c| c.connector_type());
+            self.dead_out(
+                flow,
+                dest,
+                kind,
+                key,
+                state,
+                journal_id,
+                format!(
+                    "needs attention: `{dest}` ({connector}) cannot record refunds; record this \
+                     refund (credit note / return) there by hand, then drop this dead letter"
+                ),
+            );
+            return Ok(false);
+        }
         let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
-        let payload = match mapping {
+        let mut payload = match mapping {
             Some(m) => match m.apply(state, &vars) {
                 Ok(v) => v,
                 Err(err) => {
@@ -539,12 +603,53 @@ impl<'a> Planner<'a> {
             },
             None => state.clone(),
         };
+        // An ERP order keyed by another reference (cancel-and-replace) is addressed by it.
+        let channel_of_order =
+            kind == Kind::Order && state.get("channel").and_then(Value::as_str) == Some(dest);
+        let replacing = match (&self.edit, kind == Kind::Order && !channel_of_order) {
+            (Some(edit), true) => Some(edit.clone()),
+            _ => None,
+        };
+        if kind == Kind::Order && !channel_of_order {
+            if let Some(r) = self.orders.reference(key) {
+                set_reference(&mut payload, Some(&r));
+            }
+        }
         let hash = content_hash(&payload);
         let previous = self.planned_hash(dest, kind, key).await?;
         if previous.as_deref() == Some(hash.as_str()) {
             return Ok(false);
         }
-        let op = operation(flow, kind, state, previous.is_some());
+        let mut op = operation(flow, kind, state, previous.is_some());
+        let mut coalesce = kind.is_state();
+        if let (Some(edit), true, "update") = (&replacing, previous.is_some(), op.as_str()) {
+            if self.can_amend(dest) {
+                op = "amend".into();
+            } else if edit.new_reference.is_some() {
+                // Cancel the current ERP order, then create the replacement (this item).
+                let mut cancel = payload.clone();
+                set_reference(&mut cancel, edit.old_reference.as_deref());
+                if let Some(obj) = cancel.as_object_mut() {
+                    obj.insert("status".into(), Value::String("cancelled".into()));
+                }
+                self.batch.items.push(NewItem {
+                    dest: dest.to_string(),
+                    kind,
+                    key: key.to_string(),
+                    op: "cancel".into(),
+                    hash: content_hash(&cancel),
+                    payload: cancel,
+                    flow: flow.name.clone(),
+                    journal_id,
+                    captured_at,
+                    waiting_on: Vec::new(),
+                    coalesce: false,
+                    not_before: self.now,
+                });
+                op = "create".into();
+                coalesce = false;
+            }
+        }
         let mut waiting_on = Vec::new();
         let reachable = reachable_kinds(&self.inner.config, dest);
         for (dk, dkey) in dependencies(kind, state) {
@@ -565,11 +670,25 @@ impl<'a> Planner<'a> {
             journal_id,
             captured_at,
             waiting_on,
-            coalesce: kind.is_state(),
+            coalesce,
             not_before: self.now,
         });
         self.dests.insert(dest.to_string());
         Ok(true)
+    }
+
+    fn can_write(&self, dest: &str, kind: Kind) -> bool {
+        self.inner
+            .connectors
+            .get(dest)
+            .is_some_and(|c| c.capabilities().kind(kind).write.upsert)
+    }
+
+    fn can_amend(&self, dest: &str) -> bool {
+        self.inner
+            .connectors
+            .get(dest)
+            .is_some_and(|c| c.capabilities().kind(Kind::Order).write.amend)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -628,6 +747,20 @@ fn record_of(e: &JournalEntry) -> Value {
     record
 }
 
+/// Set (or, with `None`, remove) an order payload's `reference`.
+fn set_reference(payload: &mut Value, reference: Option<&str>) {
+    if let Some(obj) = payload.as_object_mut() {
+        match reference {
+            Some(r) => {
+                obj.insert("reference".into(), Value::String(r.to_string()));
+            }
+            None => {
+                obj.remove("reference");
+            }
+        }
+    }
+}
+
 /// The write operation for a planned delivery (also used by dead-letter replay).
 pub(super) fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_before: bool) -> String {
     if kind == Kind::Order {
@@ -643,6 +776,9 @@ pub(super) fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_befor
     }
     if flow.pattern == Pattern::Correlation {
         "update_only".into()
+    } else if kind == Kind::Refund {
+        // A refund is a new document at the destination (credit note), idempotent by its id.
+        "create".into()
     } else {
         "upsert".into()
     }

@@ -9,6 +9,7 @@
 mod access;
 mod alerts;
 mod inventory;
+mod orders;
 mod pricing;
 
 use super::raw::{RawConfig, RawEndpoint, RawEngine, RawFlow, RawMode, RawPattern, RawServer};
@@ -104,6 +105,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         Some(p) => Some(pricing(p)?),
         None => None,
     };
+    let orders = orders::orders(raw.orders)?;
     let alerts = alerts::alerts(raw.alerts, &endpoints)?;
     let admin = access::admin(raw.admin)?;
     let commerce = access::commerce(raw.commerce, &endpoints)?;
@@ -118,6 +120,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         ownership,
         inventory,
         pricing,
+        orders,
         alerts,
         admin,
         commerce,
