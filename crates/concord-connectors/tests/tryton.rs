@@ -13,6 +13,7 @@
 //! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
 
 use concord_connectors::sandbox::{ShopHandle, ShopOptions, ShopSim};
+use concord_connectors::tryton::refund::refund_reference;
 use concord_connectors::tryton::TrytonConnector;
 use concord_core::Kind;
 use concord_engine::config::Config;
@@ -1363,14 +1364,11 @@ async fn tryton_refunds_become_one_credit_note_each_and_restock_only_when_receiv
     erp.call("account.invoice", "post", vec![invoices]).await;
 
     let notes = |id: String| {
-        let erp = &erp;
+        let (erp, marker) = (&erp, refund_reference(&key, &id));
         async move {
             erp.find(
                 "account.invoice",
-                json!([
-                    ["reference", "=", format!("refund:{id}")],
-                    ["type", "=", "out"]
-                ]),
+                json!([["reference", "=", marker], ["type", "=", "out"]]),
                 &["state", "total_amount", "lines"],
             )
             .await
@@ -1433,7 +1431,7 @@ async fn tryton_refunds_become_one_credit_note_each_and_restock_only_when_receiv
         ret,
         "replayed: same return"
     );
-    assert_eq!(erp.sales(&format!("refund:{r3}")).await.len(), 1);
+    assert_eq!(erp.sales(&refund_reference(&key, &r3)).await.len(), 1);
     let n = notes(r3).await;
     assert_eq!(n.len(), 1, "{n:?}");
     assert_eq!(n[0]["total_amount"]["decimal"], "-22.00", "2 × 11.00");

@@ -35,8 +35,8 @@
 //! - **refund** (written only): a credit note (`account.invoice` with negative lines, by lines
 //!   at the order's prices or by amount, posted when the credited invoice is), or with
 //!   `restock` and lines a return sale (Tryton's "Return Sale": credit note + customer return
-//!   shipment, stock back only when received); idempotent by `reference` = `refund:<id>`. See
-//!   [`refund`].
+//!   shipment, stock back only when received); idempotent by `reference` =
+//!   `refund:<order>:<id>`. See [`refund`].
 //! - **shipment**: customer shipments (`stock.shipment.out`) linked to a sale, each its own
 //!   canonical shipment with its own lines (a sale shipped in two — Tryton makes a second
 //!   shipment for what the first did not pick — is two shipments); `order` = the

@@ -19,9 +19,11 @@
 //!   stock re-enters only when the warehouse receives that shipment in Tryton, and the stock
 //!   read then reports it like any other done move.
 //!
-//! Idempotency: the credit note (and the return sale) carry `reference` = `refund:<refund id>`
-//! and are looked up by it before anything is created; a return sale found half-way (a crash
-//! between create and confirm) is moved on, never duplicated.
+//! Idempotency: the credit note (and the return sale) carry `reference` =
+//! `refund:<order key>:<refund id>` (a refund id is only unique within its channel — the
+//! sandbox store numbers them `re_1`, `re_2`, … — and one Tryton serves every channel) and are
+//! looked up by it before anything is created; a return sale found half-way (a crash between
+//! create and confirm) is moved on, never duplicated.
 //!
 //! The sale is found by the engine's `order:<key>` ref, else by `reference` = the order key,
 //! else the newest replacement `<key>~<n>` (cancel-and-replace).
@@ -50,9 +52,9 @@ fn state_of(v: &Value) -> &str {
     v.get("state").and_then(Value::as_str).unwrap_or("")
 }
 
-/// The `reference` Concord gives the credit note and return sale of a refund.
-pub fn refund_reference(id: &str) -> String {
-    format!("refund:{id}")
+/// The `reference` Concord gives the credit note and return sale of refund `id` of `order`.
+pub fn refund_reference(order: &str, id: &str) -> String {
+    format!("refund:{order}:{id}")
 }
 
 /// A refund's lines as (SKU, quantity), quantities summed per SKU; each must be positive.
@@ -86,7 +88,7 @@ impl TrytonConnector {
             str_at(p, "/order").ok_or_else(|| permanent("payload field `order` is required"))?;
         let lines = refund_lines(p)?;
         let restock = p.get("restock").and_then(Value::as_bool).unwrap_or(false);
-        let marker = refund_reference(id);
+        let marker = refund_reference(order, id);
         let sale = self.refund_sale(op, order).await?;
         let doc = if restock && !lines.is_empty() {
             self.return_sale(sale, order, &marker, &lines).await?
