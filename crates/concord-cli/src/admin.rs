@@ -1,11 +1,12 @@
-//! Operator commands that work on the store directly: `dlq list|replay|drop` and `status`.
+//! Operator commands that work on the store directly: `dlq list|replay|drop` and `status`
+//! (queues, orders by state, parked items and what they wait on, feeds).
 //! They are safe to run beside a running `concord run` on the same SQLite file (SQLite's own
 //! locking serialises writers; the running engine picks replayed items up on its next poll).
 
 use crate::wiring;
 use clap::Subcommand;
 use concord_core::Kind;
-use concord_store::{DeadLetterFilter, DeadLetterState, ItemState};
+use concord_store::{DeadLetterFilter, DeadLetterState};
 use serde_json::json;
 use std::path::Path;
 use std::process::ExitCode;
@@ -137,7 +138,14 @@ pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let engine = wiring::engine(config)?;
     let store = engine.store();
     let stats = store.stats().await?;
-    let parked = store.items(None, ItemState::Parked, 50).await?;
+    let parked = engine.parked(50).await?;
+    let orders = match engine.order_counts().await {
+        Ok(c) => c,
+        Err(concord_engine::EngineError::Store(concord_store::StoreError::Unsupported(_))) => {
+            Default::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut cursors = Vec::new();
     for flow in &engine.config().flows {
         for src in &flow.from {
@@ -154,7 +162,7 @@ pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         }
     }
     if as_json {
-        let out = json!({"store": stats, "parked": parked, "cursors": cursors});
+        let out = json!({"store": stats, "orders": orders, "parked": parked, "cursors": cursors});
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -182,8 +190,24 @@ pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
             c["cursor"]
         );
     }
+    if !orders.is_empty() {
+        println!("\norders by state:");
+        // Lifecycle order, then anything else the store holds.
+        let known = concord_core::model::OrderStatus::ALL.map(|s| s.as_str());
+        for state in known.iter().copied().chain(
+            orders
+                .keys()
+                .map(String::as_str)
+                .filter(|s| !known.contains(s)),
+        ) {
+            if let Some(n) = orders.get(state) {
+                println!("  {state:<20} {n:>8}");
+            }
+        }
+    }
     if !parked.is_empty() {
         println!("\nparked (waiting for dependencies at the destination):");
+        let now = engine.now();
         for p in &parked {
             let waiting: Vec<String> = p
                 .waiting_on
@@ -191,14 +215,17 @@ pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
                 .map(|(k, key)| format!("{k} {key}"))
                 .collect();
             println!(
-                "  #{:<6} {} {} → {}: waiting for {}",
-                p.id,
+                "  #{:<6} {} {} → {} ({}): waiting for {} (for {}s)",
+                p.item_id,
                 p.kind,
                 p.key,
                 p.dest,
-                waiting.join(", ")
+                p.op,
+                waiting.join(", "),
+                (now - p.since).max(0) / 1000
             );
         }
+        println!("  (`concord order KEY` shows an order's whole history)");
     }
     Ok(ExitCode::SUCCESS)
 }

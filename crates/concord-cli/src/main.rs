@@ -5,6 +5,7 @@
 mod admin;
 mod backfill;
 mod demo;
+mod orders;
 mod sandbox;
 mod token;
 mod wiring;
@@ -56,6 +57,18 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: token::TokenAction,
+    },
+    /// One order's history: lifecycle state, every event (refused ones with their reason),
+    /// journal entries of the order and its shipments/invoices/payments/refunds, every
+    /// delivery attempt, dead letters.
+    Order {
+        #[arg(short, long, env = "CONCORD_CONFIG")]
+        config: PathBuf,
+        /// The canonical order key, `channel/number` (e.g. `web1/1001`).
+        key: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
@@ -111,6 +124,7 @@ fn main() -> ExitCode {
                 .into()),
             },
             Command::Status { config, json } => admin::status(&config, json).await,
+            Command::Order { config, key, json } => orders::order(&config, &key, json).await,
             Command::Backfill(args) => backfill::run(args).await,
             Command::Token { action } => token::run(action),
         }
