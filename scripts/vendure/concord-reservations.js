@@ -8,7 +8,9 @@
 //     the reservation under the order code (`POST /v1/reservations/<id>/commit {"order": code}`).
 // A cart sent back to AddingItems keeps its hold until the TTL (a new line set gets a new key).
 // Env: CONCORD_URL (unset: the process does nothing), CONCORD_CHANNEL (the channel's endpoint name
-// in Concord's config, default "vendure"), CONCORD_TIMEOUT_MS (default 5000).
+// in Concord's config, default "vendure"), CONCORD_TIMEOUT_MS (default 5000), CONCORD_KEY (the
+// hub's storefront key for this channel, a `[[commerce.keys]]` entry; sent as a bearer token when
+// set — required once the hub has keys configured).
 'use strict';
 const crypto = require('crypto');
 const { Logger, TransactionalConnection, OrderLine } = require('@vendure/core');
@@ -23,6 +25,7 @@ function settings() {
     url,
     channel: process.env.CONCORD_CHANNEL || 'vendure',
     timeout: Number(process.env.CONCORD_TIMEOUT_MS || 5000),
+    key: process.env.CONCORD_KEY || '',
   };
 }
 
@@ -52,7 +55,10 @@ async function post(path, body) {
   const s = settings();
   const res = await fetch(`${s.url}${path}`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: Object.assign(
+      { 'content-type': 'application/json' },
+      s.key ? { authorization: `Bearer ${s.key}` } : {},
+    ),
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(s.timeout),
   });

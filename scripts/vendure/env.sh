@@ -3,6 +3,7 @@
 #   VENDURE_PORT  HTTP port on 127.0.0.1 (default 3011)
 #   VENDURE_SUPERADMIN / VENDURE_SUPERADMIN_PASSWORD  (default superadmin / superadmin)
 #   CONCORD_URL, CONCORD_CHANNEL  (optional) the hub the reservation plugin calls at checkout
+#   CONCORD_KEY  (optional) the hub's storefront key for that channel ([[commerce.keys]])
 VENDURE_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$VENDURE_SCRIPTS/../.." && pwd)"
 VENDURE_DIR="${VENDURE_DIR:-$REPO_ROOT/target/vendure}"

@@ -72,6 +72,11 @@ const HOT_STOCK: i64 = 4;
 pub const DEMO_VIEWER_TOKEN: &str = "concord-demo-viewer";
 pub const DEMO_OPERATOR_TOKEN: &str = "concord-demo-operator";
 
+/// The demo's storefront key of `channel` (hashes in `demo.toml`; DEMO ONLY, fixed).
+fn demo_key(channel: &str) -> String {
+    format!("concord-demo-key-{channel}")
+}
+
 struct Systems {
     erp: ErpHandle,
     shops: Vec<(String, ShopHandle)>,
@@ -123,6 +128,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             hub: Some(HubCheckout {
                 base_url: format!("http://{addr}"),
                 channel: name.to_string(),
+                key: Some(demo_key(name)),
             }),
             ..ShopOptions::default()
         })
@@ -343,6 +349,7 @@ async fn drive(
             if fastrand::u8(..8) == 0 && email != HELD_CUSTOMER {
                 cart += 1;
                 let (http, hub, t) = (http.clone(), hub.clone(), t.clone());
+                let key = demo_key(channel);
                 let body = serde_json::json!({
                     "channel": channel, "key": format!("demo-abandoned-{cart}"),
                     "lines": lines.iter().map(|(s, q)| serde_json::json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
@@ -350,6 +357,7 @@ async fn drive(
                 checkouts.spawn(async move {
                     let r = http
                         .post(format!("{hub}/v1/reservations"))
+                        .bearer_auth(&key)
                         .json(&body)
                         .send()
                         .await;
@@ -367,6 +375,7 @@ async fn drive(
                         tokio::time::sleep(Duration::from_millis(fastrand::u64(200..2_000))).await;
                         let _ = http
                             .delete(format!("{hub}/v1/reservations/{id}"))
+                            .bearer_auth(&key)
                             .send()
                             .await;
                     }

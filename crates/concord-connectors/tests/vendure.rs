@@ -866,6 +866,7 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
         hub: Some(HubCheckout {
             base_url: format!("http://{}", e.hub),
             channel: w2.clone(),
+            key: None,
         }),
         ..ShopOptions::default()
     })

@@ -217,6 +217,7 @@ impl Setup {
             let checkout = spec.shops.contains(name).then(|| HubCheckout {
                 base_url: base.clone(),
                 channel: name.to_string(),
+                key: None,
             });
             let shop = ShopSim::start(ShopOptions {
                 name: name.to_string(),

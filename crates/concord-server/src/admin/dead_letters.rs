@@ -77,14 +77,16 @@ pub async fn list(
     params(("id" = i64, Path, description = "Dead-letter id")),
     responses(
         (status = 200, body = DeadLetter),
+        (status = 400, description = "Not an id", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
 pub async fn show(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<DeadLetter>, ApiError> {
+    let id = super::path_id(&id)?;
     s.engine
         .store()
         .dead_letter(id)

@@ -98,14 +98,16 @@ pub async fn search(
     params(("id" = i64, Path, description = "Journal entry id")),
     responses(
         (status = 200, body = JournalEntry),
+        (status = 400, description = "Not an id", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
 pub async fn show(
     State(s): State<AppState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Json<JournalEntry>, ApiError> {
+    let id = super::path_id(&id)?;
     s.engine
         .store()
         .journal_entry(id)

@@ -251,3 +251,10 @@ pub(crate) fn limit(given: Option<u32>, default: u32) -> Result<usize, ApiError>
         ))),
     }
 }
+
+/// An `{id}` path segment as an integer (400 naming `id` otherwise; axum's own rejection would
+/// answer plain text).
+pub(crate) fn path_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| bad_request(format!("id: expected an integer, got {raw:?}")))
+}

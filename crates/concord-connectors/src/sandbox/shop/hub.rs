@@ -31,6 +31,14 @@ fn unavailable(e: impl std::fmt::Display) -> ShopError {
 }
 
 impl ShopInner {
+    /// Add the hub's storefront key, when one is configured.
+    fn with_key(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self.opts.hub.as_ref().and_then(|h| h.key.as_deref()) {
+            Some(key) => req.bearer_auth(key),
+            None => req,
+        }
+    }
+
     pub async fn checkout(
         &self,
         email: &str,
@@ -49,8 +57,7 @@ impl ShopInner {
             "lines": lines.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
         });
         let resp = self
-            .http
-            .post(format!("{base}/v1/reservations"))
+            .with_key(self.http.post(format!("{base}/v1/reservations")))
             .json(&body)
             .timeout(Duration::from_secs(10))
             .send()
@@ -102,8 +109,7 @@ impl ShopInner {
         let number = (1000 + n).to_string();
         if let Err(e) = self.commit(&base, &id, &number).await {
             let _ = self
-                .http
-                .delete(format!("{base}/v1/reservations/{id}"))
+                .with_key(self.http.delete(format!("{base}/v1/reservations/{id}")))
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await;
@@ -120,8 +126,10 @@ impl ShopInner {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
             let sent = self
-                .http
-                .post(format!("{base}/v1/reservations/{id}/commit"))
+                .with_key(
+                    self.http
+                        .post(format!("{base}/v1/reservations/{id}/commit")),
+                )
                 .json(&json!({ "order": number }))
                 .timeout(Duration::from_secs(10))
                 .send()

@@ -93,6 +93,9 @@ pub struct HubCheckout {
     /// The pool channel this store sells as (`[inventory.channels.NAME]`), normally its
     /// endpoint name.
     pub channel: String,
+    /// The hub's storefront key for this channel (`[[commerce.keys]]`), sent as
+    /// `Authorization: Bearer KEY`; `None` when the hub's `/v1` is open.
+    pub key: Option<String>,
 }
 
 impl Default for ShopOptions {

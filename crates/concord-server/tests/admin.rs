@@ -1,0 +1,1200 @@
+//! The admin API (`/api/v1`) and the access control of the whole HTTP surface, over real HTTP
+//! on a real hub: an engine over a `SqliteStore` in a temporary directory, the sandbox ERP and
+//! two sandbox storefronts (web1 checks out through the hub with its storefront key).
+//!
+//! - `every_route_needs_a_token_and_every_read_answers_a_viewer`: every path of the OpenAPI
+//!   document: 401 (with `WWW-Authenticate`) without or with a wrong token, reads 200 for a
+//!   viewer, actions 403 for a viewer.
+//! - `cookie_login_reads_and_logout_ends_the_session`: `POST /api/v1/session` sets an HttpOnly,
+//!   SameSite=Strict cookie that authenticates; `DELETE` ends it server-side.
+//! - `no_tokens_configured_refuses_the_admin_api`: never open by default.
+//! - `pause_holds_deliveries_across_a_restart_and_resume_releases_them`: a paused flow's
+//!   change is captured and planned but not delivered (while another flow to the same store
+//!   is), stays paused after a restart, and goes out on resume; both actions audited.
+//! - `run_now_starts_a_batch_flow`: a yearly batch flow runs on request (202), shows
+//!   `last_run.trigger = manual`; 409 for a realtime flow, 404 for an unknown one.
+//! - `dead_letters_list_show_replay_drop`: an order the ERP refuses (credit hold) is
+//!   dead-lettered; viewer lists and shows it (payload and reason), operator replays (it comes
+//!   back: still on hold) and drops it; every action in the audit trail with who and result.
+//! - `journal_search_filters_and_pages`, `stock_pool_and_reservations`,
+//!   `endpoints_and_flows_show_health_and_sparklines`, `bad_parameters_name_the_field`.
+//! - `storefront_keys_act_only_for_their_channel`: `/v1` with keys configured: 401 without or
+//!   with an unknown key, 403 for another channel's data (also a reservation by id), 200 for its
+//!   own; the sandbox storefront's checkout sends its key.
+//!
+//! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
+
+use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_connectors::sandbox::shop::{HubCheckout, ShopHandle, ShopOptions, ShopSim};
+use concord_core::Kind;
+use concord_engine::config::access::token_hash;
+use concord_engine::config::Config;
+use concord_engine::Engine;
+use concord_server::AppState;
+use concord_store::{ItemState, SqliteStore, Store};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "admin-test-secret";
+const DEADLINE: Duration = Duration::from_secs(30);
+const VIEWER: &str = "viewer-token-7c1f0e9a2b3d4c5e6f708192a3b4c5d6";
+const OPERATOR: &str = "operator-token-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+const KEY_WEB1: &str = "web1-key-55aa2c7e9d10f3b4a6c8e0d2f4b6a8c0";
+const KEY_WEB2: &str = "web2-key-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+const HELD: &str = "held@example.com";
+
+async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !cond().await {
+        if Instant::now() >= until {
+            panic!("timed out after {DEADLINE:?} waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sha(t: &str) -> String {
+    token_hash(t).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Hub {
+    engine: Engine,
+    store: Arc<SqliteStore>,
+    base: String,
+    http: reqwest::Client,
+    tasks: tokio::task::JoinSet<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Hub {
+    async fn start(listener: tokio::net::TcpListener, config_text: &str, dir: &Path) -> Hub {
+        let config = Config::from_toml_str(config_text, &dir.join("concord.toml"))
+            .unwrap_or_else(|e| panic!("test config: {e}\n{config_text}"));
+        let mut connectors = BTreeMap::new();
+        for (name, spec) in &config.endpoints {
+            connectors.insert(
+                name.clone(),
+                concord_connectors::build(spec).expect("build connector"),
+            );
+        }
+        let store = Arc::new(SqliteStore::open(&config.store.path).expect("open the store"));
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let max_body = config.server.max_body_bytes;
+        let engine = Engine::new(Arc::new(config), dyn_store, connectors).expect("engine");
+        let tasks = engine.start().await.expect("start the engine");
+        let app = concord_server::app(
+            AppState {
+                engine: engine.clone(),
+                metrics: None,
+                ready: Arc::new(AtomicBool::new(true)),
+            },
+            max_body,
+        );
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(concord_server::serve(listener, app, async move {
+            let _ = rx.await;
+        }));
+        Hub {
+            engine,
+            store,
+            base,
+            http: reqwest::Client::new(),
+            tasks,
+            server,
+            stop: Some(stop),
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.server).await;
+        self.engine.shutdown();
+        while self.tasks.join_next().await.is_some() {}
+        self.store.close().await;
+    }
+
+    /// A request with an optional bearer token; returns status, headers and JSON body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(20));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.expect("request to the hub");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, v)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (s, _, v) = self.call(reqwest::Method::GET, path, token, None).await;
+        (s, v)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let (s, _, v) = self
+            .call(reqwest::Method::POST, path, token, Some(body))
+            .await;
+        (s, v)
+    }
+
+    async fn flow(&self, name: &str) -> Value {
+        let (s, v) = self
+            .get(&format!("/api/v1/flows/{name}"), Some(VIEWER))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    async fn audit(&self) -> Vec<Value> {
+        let (s, v) = self.get("/api/v1/audit?limit=1000", Some(VIEWER)).await;
+        assert_eq!(s, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    }
+}
+
+struct Setup {
+    erp: ErpHandle,
+    web1: ShopHandle,
+    web2: ShopHandle,
+    hub: Hub,
+    dir: tempfile::TempDir,
+    config: String,
+    addr: std::net::SocketAddr,
+}
+
+/// The topology. `access` is appended to the config (tokens and keys), `None`: the defaults.
+async fn setup(access: Option<&str>) -> Setup {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the hub");
+    let addr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}");
+    let erp = ErpSim::start(ErpOptions {
+        webhook_url: Some(format!("{base}/hooks/erp")),
+        webhook_secret: Some(SECRET.into()),
+        credit_hold: vec![HELD.to_string()],
+        // Products are only read by the flows (migration, batch), never pushed: a product
+        // added later reaches the hub only through a batch run.
+        webhook_kinds: Some(vec![Kind::Stock]),
+        ..ErpOptions::default()
+    })
+    .await
+    .expect("start the ERP");
+    for sku in ["SKU-1", "SKU-2"] {
+        erp.upsert_product(json!({"sku": sku, "name": format!("Product {sku}")}))
+            .expect("product");
+        erp.set_price(sku, 1500).expect("price");
+        erp.set_stock(sku, "WH1", 10).expect("stock");
+    }
+    let mut shops = Vec::new();
+    for (name, key) in [("web1", KEY_WEB1), ("web2", KEY_WEB2)] {
+        shops.push(
+            ShopSim::start(ShopOptions {
+                name: name.to_string(),
+                webhook_url: Some(format!("{base}/hooks/{name}")),
+                webhook_secret: Some(SECRET.into()),
+                hub: Some(HubCheckout {
+                    base_url: base.clone(),
+                    channel: name.to_string(),
+                    key: Some(key.to_string()),
+                }),
+                ..ShopOptions::default()
+            })
+            .await
+            .expect("start a storefront"),
+        );
+    }
+    let access = access.map(str::to_string).unwrap_or_else(|| {
+        format!(
+            r#"
+[[admin.tokens]]
+name = "watcher"
+role = "viewer"
+sha256 = "{v}"
+
+[[admin.tokens]]
+name = "ops"
+role = "operator"
+sha256 = "{o}"
+
+[[commerce.keys]]
+name = "web1-checkout"
+channel = "web1"
+sha256 = "{k1}"
+
+[[commerce.keys]]
+name = "web2-checkout"
+channel = "web2"
+sha256 = "{k2}"
+"#,
+            v = sha(VIEWER),
+            o = sha(OPERATOR),
+            k1 = sha(KEY_WEB1),
+            k2 = sha(KEY_WEB2)
+        )
+    });
+    let config = format!(
+        r#"
+[store]
+path = "{store}"
+
+[server]
+listen = "{addr}"
+
+[engine]
+backoff_base = "50ms"
+backoff_cap = "500ms"
+
+[endpoints.erp]
+connector = "sandbox-erp"
+url = "{erp}"
+webhook_secret = "{SECRET}"
+timeout = "5s"
+
+[endpoints.web1]
+connector = "sandbox-shop"
+url = "{web1}"
+webhook_secret = "{SECRET}"
+timeout = "5s"
+
+[endpoints.web2]
+connector = "sandbox-shop"
+url = "{web2}"
+webhook_secret = "{SECRET}"
+timeout = "5s"
+
+[[flows]]
+name = "catalog"
+kind = "product"
+pattern = "migration"
+from = ["erp"]
+to = ["web1"]
+
+# Runs only when asked (the schedule's next run is in 2099).
+[[flows]]
+name = "catalog-nightly"
+kind = "product"
+pattern = "broadcast"
+mode = "batch"
+schedule = "0 0 0 1 1 * 2099"
+from = ["erp"]
+to = ["web2"]
+
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+poll = "1s"
+from = ["erp"]
+to = ["web1", "web2"]
+[flows.map_out]
+"*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
+
+[[flows]]
+name = "customers"
+kind = "customer"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web1"]
+to = ["erp"]
+
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+poll = "1s"
+from = ["web1"]
+to = ["erp"]
+
+[inventory]
+source = "erp"
+reservation_ttl = "10m"
+[inventory.channels.web1]
+locations = ["WH1"]
+[inventory.channels.web2]
+locations = ["WH1"]
+{access}
+"#,
+        store = dir.path().join("concord.sqlite").display(),
+        erp = erp.base_url(),
+        web1 = shops[0].base_url(),
+        web2 = shops[1].base_url(),
+    );
+    let hub = Hub::start(listener, &config, dir.path()).await;
+    let web2 = shops.pop().expect("web2");
+    let web1 = shops.pop().expect("web1");
+    Setup {
+        erp,
+        web1,
+        web2,
+        hub,
+        dir,
+        config,
+        addr,
+    }
+}
+
+impl Setup {
+    async fn shutdown(self) {
+        self.hub.stop().await;
+        self.erp.shutdown().await;
+        self.web1.shutdown().await;
+        self.web2.shutdown().await;
+        drop(self.dir);
+    }
+
+    /// Wait until both SKUs' stock reached web1 (the hub is up and has the ledger).
+    async fn settled(&self) {
+        wait_for(
+            "web1 has the pool's figure of SKU-1 and SKU-2",
+            async || {
+                ["SKU-1", "SKU-2"]
+                    .iter()
+                    .all(|s| self.web1.inventory(s).values().sum::<i64>() == 10)
+            },
+        )
+        .await;
+    }
+}
+
+/// Fill `{param}` placeholders of an OpenAPI path with plausible values.
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "stock")
+        .replace("{sku}", "SKU-1")
+        .replace("{id}", "1")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    let (status, doc) = hub.get("/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200, "the OpenAPI document is public: {doc}");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    // Every route this issue names is documented.
+    for p in [
+        "/api/v1/endpoints",
+        "/api/v1/flows",
+        "/api/v1/flows/{name}",
+        "/api/v1/flows/{name}/pause",
+        "/api/v1/flows/{name}/resume",
+        "/api/v1/flows/{name}/run",
+        "/api/v1/journal",
+        "/api/v1/journal/{id}",
+        "/api/v1/dead-letters",
+        "/api/v1/dead-letters/{id}",
+        "/api/v1/dead-letters/replay",
+        "/api/v1/dead-letters/drop",
+        "/api/v1/stock/{sku}",
+        "/api/v1/reservations",
+        "/api/v1/audit",
+        "/api/v1/session",
+        "/api/v1/me",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    let mut checked = 0;
+    for (path, item) in paths {
+        let url = concrete(path);
+        for method in ["get", "post", "delete"] {
+            let Some(op) = item.get(method) else { continue };
+            let public = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+            });
+            if public {
+                continue;
+            }
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("m");
+            let body = (method == "post").then(|| json!({"ids": [1]}));
+            for token in [None, Some("not-a-token")] {
+                let (st, headers, v) = hub.call(m.clone(), &url, token, body.clone()).await;
+                assert_eq!(st, 401, "{method} {url} with {token:?}: {v}");
+                assert!(
+                    headers.contains_key("www-authenticate"),
+                    "{method} {url}: 401 without WWW-Authenticate"
+                );
+                assert!(v["error"].is_string(), "{method} {url}: error body {v}");
+            }
+            let (st, _, v) = hub.call(m.clone(), &url, Some(VIEWER), body.clone()).await;
+            if method == "get" {
+                // Reads: 200, or 404 for an id that does not exist.
+                assert!(
+                    st == 200 || (st == 404 && url.ends_with("/1")),
+                    "GET {url} as viewer: {st} {v}"
+                );
+            } else {
+                assert_eq!(st, 403, "{method} {url} as viewer must need operator: {v}");
+                assert!(
+                    v["error"].as_str().unwrap_or("").contains("operator"),
+                    "{v}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} operations checked");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_login_reads_and_logout_ends_the_session() {
+    let s = setup(None).await;
+    let hub = &s.hub;
+    let (st, v) = hub
+        .post("/api/v1/session", None, json!({"token": "wrong"}))
+        .await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = hub.post("/api/v1/session", None, json!({"tok": "x"})).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("tok"), "{v}");
+
+    let (st, headers, me) = hub
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/session",
+            None,
+            Some(json!({"token": OPERATOR})),
+        )
+        .await;
+    assert_eq!(st, 200, "{me}");
+    assert_eq!(me, json!({"name": "ops", "role": "operator"}));
+    let set_cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("Set-Cookie")
+        .to_string();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().expect("pair").to_string();
+    assert!(
+        !cookie.contains(OPERATOR),
+        "the cookie must not carry the token"
+    );
+    let with_cookie = |m: reqwest::Method, p: &str| {
+        hub.http
+            .request(m, format!("{}{p}", hub.base))
+            .header("cookie", &cookie)
+    };
+    let r = with_cookie(reqwest::Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(r.status().as_u16(), 200);
+    // The session carries the role: an operator action works with the cookie alone.
+    let r = with_cookie(reqwest::Method::POST, "/api/v1/flows/stock/pause")
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(r.status().as_u16(), 200);
+    let r = with_cookie(reqwest::Method::POST, "/api/v1/flows/stock/resume")
+        .send()
+        .await
+        .expect("resume");
+    assert_eq!(r.status().as_u16(), 200);
+    // Log out: the cookie is cleared and the session is gone server-side.
+    let r = with_cookie(reqwest::Method::DELETE, "/api/v1/session")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status().as_u16(), 204);
+    let cleared = r
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let r = with_cookie(reqwest::Method::GET, "/api/v1/me")
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(
+        r.status().as_u16(),
+        401,
+        "a logged-out session must not work"
+    );
+    // A viewer's session cannot act.
+    let (_, headers, _) = hub
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/session",
+            None,
+            Some(json!({"token": VIEWER})),
+        )
+        .await;
+    let viewer_cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let r = hub
+        .http
+        .post(format!("{}/api/v1/flows/stock/pause", hub.base))
+        .header("cookie", viewer_cookie)
+        .send()
+        .await
+        .expect("pause");
+    assert_eq!(r.status().as_u16(), 403);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tokens_configured_refuses_the_admin_api() {
+    let s = setup(Some("")).await;
+    for token in [None, Some(VIEWER)] {
+        let (st, v) = s.hub.get("/api/v1/flows", token).await;
+        assert_eq!(st, 403, "{v}");
+        let msg = v["error"].as_str().unwrap_or("");
+        assert!(msg.contains("no tokens are configured"), "{msg}");
+        assert!(msg.contains("concord token new"), "{msg}");
+    }
+    let (st, v) = s
+        .hub
+        .post("/api/v1/session", None, json!({"token": VIEWER}))
+        .await;
+    assert_eq!(st, 403, "{v}");
+    // Without keys the storefront API stays open (a WARN at start says so).
+    let (st, v) = s
+        .hub
+        .get("/v1/availability?channel=web1&sku=SKU-1", None)
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let warnings = concord_server::access_warnings(s.hub.engine.config());
+    assert!(warnings
+        .iter()
+        .any(|w| w.contains("/v1") && w.contains("open")));
+    s.shutdown().await;
+}
+
+/// Items of `flow` for `dest` waiting in the outbox.
+async fn held_items(store: &SqliteStore, dest: &str, flow: &str) -> usize {
+    store
+        .items(Some(dest), ItemState::Pending, 1000)
+        .await
+        .expect("items")
+        .iter()
+        .filter(|i| i.flow == flow)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
+    let s = setup(None).await;
+    s.settled().await;
+    let (st, v) = s
+        .hub
+        .post("/api/v1/flows/stock/pause", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v, json!({"flow": "stock", "paused": true, "changed": true}));
+    assert_eq!(s.hub.flow("stock").await["paused"], true);
+
+    // A stock change at the ERP: captured and planned for both stores, but held.
+    s.erp.set_stock("SKU-1", "WH1", 4).expect("stock");
+    wait_for("the change is planned and held for web2", async || {
+        held_items(&s.hub.store, "web2", "stock").await > 0
+    })
+    .await;
+    // Meanwhile another flow to the same store is delivered: web2's dispatcher is running.
+    let (st, v) = s
+        .hub
+        .post(
+            "/api/v1/flows/catalog-nightly/run",
+            Some(OPERATOR),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    wait_for("the nightly catalogue reached web2", async || {
+        s.hub
+            .store
+            .xref_external("web2", Kind::Product, "SKU-2")
+            .await
+            .expect("xref")
+            .is_some()
+    })
+    .await;
+    assert_eq!(held_items(&s.hub.store, "web2", "stock").await, 1);
+    assert_eq!(s.web2.inventory("SKU-1").values().sum::<i64>(), 10);
+
+    // A restart keeps the pause (the store holds it).
+    let Setup {
+        erp,
+        web1,
+        web2,
+        hub,
+        dir,
+        config,
+        addr,
+    } = s;
+    hub.stop().await;
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let hub = Hub::start(listener, &config, dir.path()).await;
+    let s = Setup {
+        erp,
+        web1,
+        web2,
+        hub,
+        dir,
+        config,
+        addr,
+    };
+    assert_eq!(s.hub.flow("stock").await["paused"], true);
+    // The other flows deliver after the restart; the paused one still waits.
+    let (st, _) = s
+        .hub
+        .post(
+            "/api/v1/flows/catalog-nightly/run",
+            Some(OPERATOR),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 202);
+    wait_for("the manual run after the restart finished", async || {
+        s.hub.flow("catalog-nightly").await["last_run"]["trigger"] == "manual"
+    })
+    .await;
+    assert_eq!(held_items(&s.hub.store, "web2", "stock").await, 1);
+
+    let (st, v) = s
+        .hub
+        .post("/api/v1/flows/stock/resume", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["changed"], true);
+    wait_for("the held stock figure reached both stores", async || {
+        s.web2.inventory("SKU-1").values().sum::<i64>() == 4
+            && s.web1.inventory("SKU-1").values().sum::<i64>() == 4
+    })
+    .await;
+    let flow = s.hub.flow("stock").await;
+    assert_eq!(flow["paused"], false);
+    assert!(flow["delivered"].as_u64().unwrap_or(0) >= 2, "{flow}");
+
+    let audit = s.hub.audit().await;
+    for action in ["admin.flow.pause", "admin.flow.resume", "admin.flow.run"] {
+        let e = audit
+            .iter()
+            .find(|e| e["event"] == action)
+            .unwrap_or_else(|| panic!("{action} not audited: {audit:?}"));
+        assert_eq!(e["detail"]["who"], "ops", "{e}");
+        assert_eq!(e["detail"]["role"], "operator", "{e}");
+        assert_eq!(e["detail"]["result"]["ok"], true, "{e}");
+        assert!(e["detail"]["target"]["flow"].is_string(), "{e}");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_starts_a_batch_flow() {
+    let s = setup(None).await;
+    let hub = &s.hub;
+    let before = hub.flow("catalog-nightly").await;
+    assert_eq!(before["mode"], "batch");
+    assert!(before["last_run"].is_null(), "{before}");
+    let next = before["next_run"].as_i64().expect("next_run");
+    assert!(
+        next > 4_000_000_000_000,
+        "next scheduled run is in 2099: {next}"
+    );
+
+    // A product the ERP does not push: only a batch run brings it.
+    s.erp
+        .upsert_product(json!({"sku": "SKU-3", "name": "Product SKU-3"}))
+        .expect("product");
+    let (st, v) = hub
+        .post("/api/v1/flows/catalog-nightly/run", Some(VIEWER), json!({}))
+        .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = hub
+        .post(
+            "/api/v1/flows/catalog-nightly/run",
+            Some(OPERATOR),
+            json!({}),
+        )
+        .await;
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v, json!({"flow": "catalog-nightly", "started": true}));
+    wait_for("the run finished", async || {
+        hub.flow("catalog-nightly").await["last_run"]["trigger"] == "manual"
+    })
+    .await;
+    let after = hub.flow("catalog-nightly").await;
+    assert_eq!(after["last_run"]["error"], Value::Null, "{after}");
+    assert_eq!(after["last_run"]["stored"], 1, "only SKU-3 is new: {after}");
+    wait_for("every product reached web2", async || {
+        let mut all = true;
+        for sku in ["SKU-1", "SKU-2", "SKU-3"] {
+            all &= hub
+                .store
+                .xref_external("web2", Kind::Product, sku)
+                .await
+                .expect("xref")
+                .is_some();
+        }
+        all
+    })
+    .await;
+
+    let (st, v) = hub
+        .post("/api/v1/flows/stock/run", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").contains("batch"), "{v}");
+    let (st, v) = hub
+        .post("/api/v1/flows/nope/run", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 404, "{v}");
+    // A refused action is audited too, with its result.
+    let audit = hub.audit().await;
+    assert!(
+        audit.iter().any(|e| e["event"] == "admin.flow.run"
+            && e["detail"]["target"]["flow"] == "stock"
+            && e["detail"]["result"]["ok"] == false),
+        "{audit:?}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_list_show_replay_drop() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    let order = s
+        .web1
+        .checkout(HELD, "Held Buyer", &[("SKU-1", 1)])
+        .await
+        .expect("checkout through the hub with web1's key");
+    let dl = async || -> Vec<Value> {
+        let (st, v) = hub
+            .get("/api/v1/dead-letters?endpoint=erp&kind=order", Some(VIEWER))
+            .await;
+        assert_eq!(st, 200, "{v}");
+        v.as_array().cloned().unwrap_or_default()
+    };
+    wait_for("the held customer's order is dead-lettered", async || {
+        !dl().await.is_empty()
+    })
+    .await;
+    let list = dl().await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let id = list[0]["id"].as_i64().expect("id");
+    assert_eq!(list[0]["key"], order.key);
+    let (st, one) = hub
+        .get(&format!("/api/v1/dead-letters/{id}"), Some(VIEWER))
+        .await;
+    assert_eq!(st, 200, "{one}");
+    assert!(one["reason"].as_str().unwrap_or("").len() > 3, "{one}");
+    assert_eq!(one["payload"]["customer"]["email"], HELD, "{one}");
+    let (st, v) = hub
+        .get(
+            &format!("/api/v1/dead-letters?key={}", order.key),
+            Some(VIEWER),
+        )
+        .await;
+    assert_eq!((st, v.as_array().map(Vec::len)), (200, Some(1)), "{v}");
+
+    // Replay: viewer refused; operator replays; still on hold, so it comes back.
+    let (st, v) = hub
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(VIEWER),
+            json!({"ids": [id]}),
+        )
+        .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = hub
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(OPERATOR),
+            json!({"ids": [id, 999_999]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["done"], json!([id]), "{v}");
+    assert_eq!(v["skipped"], json!([999_999]), "{v}");
+    let (_, replayed) = hub
+        .get(&format!("/api/v1/dead-letters/{id}"), Some(VIEWER))
+        .await;
+    assert_eq!(replayed["state"], "replayed");
+    wait_for("the replayed order is refused again", async || {
+        dl().await.iter().any(|d| d["id"].as_i64() != Some(id))
+    })
+    .await;
+    let again = dl().await[0]["id"].as_i64().expect("id");
+    let (st, v) = hub
+        .post(
+            "/api/v1/dead-letters/drop",
+            Some(OPERATOR),
+            json!({"ids": [again]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["done"], json!([again]));
+    let (_, dropped) = hub
+        .get("/api/v1/dead-letters?state=dropped", Some(VIEWER))
+        .await;
+    assert!(
+        dropped
+            .as_array()
+            .is_some_and(|l| l.iter().any(|d| d["id"].as_i64() == Some(again))),
+        "{dropped}"
+    );
+    let (st, v) = hub
+        .post(
+            "/api/v1/dead-letters/drop",
+            Some(OPERATOR),
+            json!({"ids": []}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap_or("").starts_with("ids"), "{v}");
+
+    let audit = hub.audit().await;
+    let replay = audit
+        .iter()
+        .find(|e| e["event"] == "admin.dlq.replay" && e["detail"]["result"]["ok"] == true)
+        .expect("replay audited");
+    assert_eq!(replay["detail"]["who"], "ops");
+    assert_eq!(
+        replay["detail"]["target"]["dead_letters"],
+        json!([id, 999_999])
+    );
+    assert_eq!(replay["detail"]["result"]["replayed"], json!([id]));
+    let drop = audit
+        .iter()
+        .find(|e| e["event"] == "admin.dlq.drop")
+        .expect("drop audited");
+    assert_eq!(drop["detail"]["result"]["dropped"], json!([again]));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_search_filters_and_pages() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    let (st, v) = hub
+        .get(
+            "/api/v1/journal?kind=stock&key=SKU-1@WH1&limit=100",
+            Some(VIEWER),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let entries = v["entries"].as_array().expect("entries").clone();
+    let all_stock = hub
+        .get("/api/v1/journal?kind=stock&limit=1000", Some(VIEWER))
+        .await
+        .1["entries"]
+        .as_array()
+        .expect("entries")
+        .clone();
+    assert!(!all_stock.is_empty());
+    assert!(all_stock.iter().all(|e| e["kind"] == "stock"));
+    assert!(all_stock.iter().all(|e| e["endpoint"] == "erp"));
+    for e in &entries {
+        assert_eq!(e["key"], "SKU-1@WH1", "{e}");
+    }
+    // Paging: pages of 1 walk the same entries, newest first, without overlap.
+    let mut seen = Vec::new();
+    let mut before: Option<i64> = None;
+    loop {
+        let mut path = "/api/v1/journal?kind=stock&limit=1".to_string();
+        if let Some(b) = before {
+            path.push_str(&format!("&before_id={b}"));
+        }
+        let (_, page) = hub.get(&path, Some(VIEWER)).await;
+        for e in page["entries"].as_array().expect("entries") {
+            seen.push(e["id"].as_i64().expect("id"));
+        }
+        match page["next_before_id"].as_i64() {
+            Some(b) => before = Some(b),
+            None => break,
+        }
+        assert!(seen.len() <= all_stock.len(), "paging does not end");
+    }
+    let ids: Vec<i64> = all_stock.iter().filter_map(|e| e["id"].as_i64()).collect();
+    assert_eq!(seen, ids);
+    // Time range and status.
+    let t = all_stock[0]["received_at"].as_i64().expect("received_at");
+    let (_, v) = hub
+        .get(
+            &format!("/api/v1/journal?kind=stock&from={t}&to={}", t + 1),
+            Some(VIEWER),
+        )
+        .await;
+    let in_range = v["entries"].as_array().expect("entries");
+    assert!(!in_range.is_empty());
+    assert!(in_range
+        .iter()
+        .all(|e| e["received_at"].as_i64() == Some(t)));
+    let (_, v) = hub
+        .get("/api/v1/journal?status=rejected", Some(VIEWER))
+        .await;
+    assert_eq!(v["entries"], json!([]));
+    let id = all_stock[0]["id"].as_i64().expect("id");
+    let (st, one) = hub
+        .get(&format!("/api/v1/journal/{id}"), Some(VIEWER))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(one["id"].as_i64(), Some(id));
+    assert!(one["payload"].is_object());
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_parameters_name_the_field() {
+    let s = setup(None).await;
+    let hub = &s.hub;
+    for (path, field) in [
+        ("/api/v1/journal?limit=abc", "limit"),
+        ("/api/v1/journal?limit=0", "limit"),
+        ("/api/v1/journal?limit=5000", "limit"),
+        ("/api/v1/journal?kind=widget", "kind"),
+        ("/api/v1/journal?status=done", "status"),
+        ("/api/v1/journal?from=10&to=5", "from"),
+        ("/api/v1/journal?colour=red", "colour"),
+        ("/api/v1/dead-letters?state=closed", "state"),
+        ("/api/v1/reservations?state=nope", "state"),
+        ("/api/v1/audit?limit=-1", "limit"),
+    ] {
+        let (st, v) = hub.get(path, Some(VIEWER)).await;
+        assert_eq!(st, 400, "{path}: {v}");
+        let msg = v["error"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(field),
+            "{path}: {msg:?} does not name `{field}`"
+        );
+    }
+    let (st, v) = hub
+        .post(
+            "/api/v1/dead-letters/replay",
+            Some(OPERATOR),
+            json!({"ids": ["x"]}),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").starts_with("ids[0]"),
+        "{v}"
+    );
+    let (st, v) = hub.get("/api/v1/journal/notanumber", Some(VIEWER)).await;
+    assert_eq!(st, 400, "{v}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_pool_and_reservations() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    s.erp.set_stock("SKU-2", "WH1", 7).expect("stock");
+    let _ = s
+        .web1
+        .checkout("ann@example.com", "Ann", &[("SKU-2", 2)])
+        .await
+        .expect("checkout");
+    wait_for("the pool shows the ERP's 7 and web1's hold", async || {
+        let (_, v) = hub.get("/api/v1/stock/SKU-2", Some(VIEWER)).await;
+        v["positions"][0]["on_hand"] == 7
+    })
+    .await;
+    let (st, v) = hub.get("/api/v1/stock/SKU-2", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["sku"], "SKU-2");
+    assert_eq!(v["source"], "erp");
+    let channels: Vec<&str> = v["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .filter_map(|c| c["channel"].as_str())
+        .collect();
+    assert_eq!(channels, ["web1", "web2"]);
+    let loc = &v["channels"][0]["availability"]["locations"][0];
+    for f in ["on_hand", "committed", "held", "buffer", "available"] {
+        assert!(loc[f].is_i64(), "{f} missing: {loc}");
+    }
+    let (st, v) = hub
+        .get("/api/v1/reservations?channel=web1", Some(VIEWER))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let list = v.as_array().expect("list");
+    assert_eq!(list.len(), 1, "{v}");
+    assert_eq!(list[0]["lines"][0]["sku"], "SKU-2");
+    let (_, v) = hub
+        .get("/api/v1/reservations?channel=web2", Some(VIEWER))
+        .await;
+    assert_eq!(v, json!([]));
+    let (_, v) = hub
+        .get(
+            "/api/v1/reservations?sku=SKU-1&state=committed",
+            Some(VIEWER),
+        )
+        .await;
+    assert_eq!(v, json!([]));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_and_flows_show_health_and_sparklines() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    let (st, v) = hub.get("/api/v1/endpoints", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{v}");
+    let eps = v.as_array().expect("endpoints");
+    let names: Vec<&str> = eps.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(names, ["erp", "web1", "web2"]);
+    let web1 = &eps[1];
+    assert_eq!(web1["connector"], "sandbox-shop");
+    assert_eq!(web1["health"]["breaker"], "closed");
+    assert!(web1["health"]["last_success"].is_i64(), "{web1}");
+    assert!(web1["health"]["rate_limited"].is_u64(), "{web1}");
+    assert!(web1["queue"]["done"].as_u64().unwrap_or(0) > 0, "{web1}");
+
+    let (st, v) = hub.get("/api/v1/flows", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{v}");
+    let flows = v.as_array().expect("flows");
+    assert_eq!(flows.len(), 5);
+    let stock = flows.iter().find(|f| f["name"] == "stock").expect("stock");
+    assert_eq!(stock["mode"], "realtime");
+    assert_eq!(stock["poll_interval_ms"], 1000);
+    let spark = stock["events_per_minute"].as_array().expect("sparkline");
+    assert_eq!(spark.len(), 30);
+    // Both stores got both SKUs: 4 deliveries in this (or the previous) minute.
+    let recent: u64 = spark.iter().filter_map(Value::as_u64).sum();
+    assert!(recent >= 4, "{stock}");
+    wait_for("the stock poller has run", async || {
+        hub.flow("stock").await["last_run"]["trigger"] == "poll"
+    })
+    .await;
+    let stock = hub.flow("stock").await;
+    assert!(
+        stock["next_run"].as_i64() > stock["last_run"]["finished_at"].as_i64(),
+        "{stock}"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storefront_keys_act_only_for_their_channel() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    let path = "/v1/availability?channel=web1&sku=SKU-1";
+    let (st, v) = hub.get(path, None).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = hub.get(path, Some("nope")).await;
+    assert_eq!(st, 401, "{v}");
+    let (st, v) = hub.get(path, Some(KEY_WEB2)).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").starts_with("channel"),
+        "{v}"
+    );
+    // An admin token is not a storefront key.
+    let (st, _) = hub.get(path, Some(OPERATOR)).await;
+    assert_eq!(st, 401);
+    let (st, v) = hub.get(path, Some(KEY_WEB1)).await;
+    assert_eq!(st, 200, "{v}");
+    let r = hub
+        .http
+        .get(format!("{}{path}", hub.base))
+        .header("x-concord-key", KEY_WEB1)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    // A storefront key is not an admin token.
+    let (st, _) = hub.get("/api/v1/flows", Some(KEY_WEB1)).await;
+    assert_eq!(st, 401);
+
+    let body =
+        json!({"channel": "web1", "key": "cart-1", "lines": [{"sku": "SKU-1", "quantity": 1}]});
+    let (st, v) = hub
+        .post("/v1/reservations", Some(KEY_WEB2), body.clone())
+        .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, r) = hub.post("/v1/reservations", Some(KEY_WEB1), body).await;
+    assert_eq!(st, 201, "{r}");
+    let id = r["id"].as_str().expect("id");
+    let (st, _) = hub
+        .get(&format!("/v1/reservations/{id}"), Some(KEY_WEB2))
+        .await;
+    assert_eq!(st, 403);
+    let (st, _, _) = hub
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/reservations/{id}"),
+            Some(KEY_WEB2),
+            None,
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, _) = hub
+        .post(
+            &format!("/v1/reservations/{id}/commit"),
+            Some(KEY_WEB2),
+            json!({"order": "1"}),
+        )
+        .await;
+    assert_eq!(st, 403);
+    let (st, v) = hub
+        .get(&format!("/v1/reservations/{id}"), Some(KEY_WEB1))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["state"], "held");
+    let (st, _) = hub
+        .get("/v1/prices?channel=web1&sku=SKU-1", Some(KEY_WEB2))
+        .await;
+    assert_eq!(st, 403);
+    // The sandbox storefront's checkout sends its key (and is accepted).
+    s.web1
+        .checkout("bob@example.com", "Bob", &[("SKU-1", 1)])
+        .await
+        .expect("checkout with web1's key");
+    // Webhooks stay HMAC-only: no key needed, a bad signature still refused.
+    let r = hub
+        .http
+        .post(format!("{}/hooks/web1", hub.base))
+        .header("x-concord-signature", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .expect("hook");
+    assert_eq!(r.status().as_u16(), 401);
+    s.shutdown().await;
+}
