@@ -480,13 +480,29 @@ async fn erp_order_create_is_idempotent_on_reference_and_commits_stock() {
     let mut held = order.clone();
     held["number"] = json!("1003");
     held["customer"]["email"] = json!("bad@payer.io");
+    held["lines"][0]["sku"] = json!("SKU-0002"); // keeps SKU-0001's figures for below
     let out = conn
-        .write(vec![op(Kind::Order, "web/1003", "create", held)])
+        .write(vec![op(Kind::Order, "web/1003", "create", held.clone())])
         .await;
     assert!(
         matches!(&out[0], WriteOutcome::Failed(e) if e.to_string().contains("credit hold")),
         "{out:?}"
     );
+    // The credit controller lifts the hold (control API): the same order is accepted now.
+    let lifted = reqwest::Client::new()
+        .delete(format!(
+            "{}/_control/credit-hold/bad@payer.io",
+            erp.base_url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lifted.status().as_u16(), 204);
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1003", "create", held)])
+        .await;
+    assert!(matches!(&out[0], WriteOutcome::Done { .. }), "{out:?}");
+    erp.set_credit_hold("bad@payer.io", true);
 
     // Cancel releases committed; shipping lowers on-hand.
     let out = conn

@@ -44,6 +44,10 @@ pub(crate) fn router(inner: Arc<ErpInner>) -> Router {
         .route("/_control/sales-orders/{id}/cancel", post(control_cancel))
         .route("/_control/invoices/{number}/pay", post(control_pay))
         .route("/_control/returns/{id}/receive", post(control_receive))
+        .route(
+            "/_control/credit-hold/{email}",
+            axum::routing::put(control_hold).delete(control_unhold),
+        )
         .with_state(inner)
 }
 
@@ -274,6 +278,18 @@ async fn control_ship(State(s): S, Path(id): Path<String>, b: Bytes) -> Response
 
 async fn control_invoice(State(s): S, Path(id): Path<String>) -> Response {
     reply(s.invoice(&id).map(|i| to_value(&i)))
+}
+
+/// `PUT /_control/credit-hold/{email}`: the customer's new orders are refused from now on.
+async fn control_hold(State(s): S, Path(email): Path<String>) -> Response {
+    s.set_credit_hold(&email, true);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `DELETE /_control/credit-hold/{email}`: lift the hold (a refused order may be sent again).
+async fn control_unhold(State(s): S, Path(email): Path<String>) -> Response {
+    s.set_credit_hold(&email, false);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn control_cancel(State(s): S, Path(id): Path<String>) -> Response {

@@ -39,6 +39,8 @@
 //! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
 //!   customer, order, shipment; ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
+//! - `PUT /_control/credit-hold/{email}` puts a customer on credit hold (their new orders are
+//!   refused with 422), `DELETE` lifts it (204 either way): what an ERP's credit controller does.
 //!
 //! A save that changes nothing produces no change (no new seq, no webhook). Accepting an order
 //! emits the stock change before the order change, so a reader of the order already has the
@@ -134,11 +136,12 @@ impl ErpSim {
         let inner = Arc::new(ErpInner {
             core: core.clone(),
             state: Mutex::new(ErpState::default()),
-            credit_hold: opts
-                .credit_hold
-                .iter()
-                .map(|e| e.trim().to_lowercase())
-                .collect(),
+            credit_hold: Mutex::new(
+                opts.credit_hold
+                    .iter()
+                    .map(|e| e.trim().to_lowercase())
+                    .collect(),
+            ),
             auto_ship: opts.auto_ship_after.map(|d| (d, ship_tx)),
             opts,
         });
@@ -154,7 +157,8 @@ pub(crate) struct ErpInner {
     pub core: Arc<Core>,
     pub state: Mutex<ErpState>,
     pub opts: ErpOptions,
-    pub credit_hold: Vec<String>,
+    /// E-mails (lower-cased) on credit hold; changed by `/_control/credit-hold/{email}`.
+    pub credit_hold: Mutex<Vec<String>>,
     auto_ship: Option<(
         Duration,
         mpsc::UnboundedSender<(tokio::time::Instant, String)>,
@@ -162,6 +166,15 @@ pub(crate) struct ErpInner {
 }
 
 impl ErpInner {
+    pub fn set_credit_hold(&self, email: &str, hold: bool) {
+        let email = email.trim().to_lowercase();
+        let mut held = lock(&self.credit_hold);
+        held.retain(|e| *e != email);
+        if hold {
+            held.push(email);
+        }
+    }
+
     pub fn schedule_ship(&self, order_id: &str) {
         if let Some((after, tx)) = &self.auto_ship {
             let _ = tx.send((tokio::time::Instant::now() + *after, order_id.to_string()));
@@ -208,6 +221,11 @@ impl ErpHandle {
     }
 
     /// Set on-hand at a location (creating the row).
+    /// Put a customer (by e-mail) on credit hold, or lift it.
+    pub fn set_credit_hold(&self, email: &str, hold: bool) {
+        self.inner.set_credit_hold(email, hold);
+    }
+
     pub fn set_stock(&self, sku: &str, location: &str, on_hand: i64) -> Result<(), ErpError> {
         self.inner
             .change_stock(sku, location, |row| row.on_hand = on_hand.max(0))

@@ -397,7 +397,7 @@ impl ErpInner {
             .get(&customer_id)
             .ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;
         let email = customer["email"].as_str().unwrap_or_default().to_string();
-        if self.credit_hold.contains(&email) {
+        if lock(&self.credit_hold).contains(&email) {
             return Err(ErpError::CreditHold(email));
         }
         self.known_skus(&o.lines)?;
