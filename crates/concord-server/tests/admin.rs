@@ -16,6 +16,8 @@
 //! - `dead_letters_list_show_replay_drop`: an order the ERP refuses (credit hold) is
 //!   dead-lettered; viewer lists and shows it (payload and reason), operator replays (it comes
 //!   back: still on hold) and drops it; every action in the audit trail with who and result.
+//! - `orders_and_parked_items`: an order parks while its customer's flow is paused (shown with
+//!   what it waits on), goes out on resume; orders by state/channel, counts, one order's history.
 //! - `journal_search_filters_and_pages`, `stock_pool_and_reservations`,
 //!   `endpoints_and_flows_show_health_and_sparklines`, `bad_parameters_name_the_field`.
 //! - `storefront_keys_act_only_for_their_channel`: `/v1` with keys configured: 401 without or
@@ -387,6 +389,7 @@ fn concrete(path: &str) -> String {
     path.replace("{name}", "stock")
         .replace("{sku}", "SKU-1")
         .replace("{id}", "1")
+        .replace("{key}", "web1%2F1001")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,6 +418,10 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
         "/api/v1/stock/{sku}",
         "/api/v1/reservations",
         "/api/v1/audit",
+        "/api/v1/orders",
+        "/api/v1/orders/counts",
+        "/api/v1/orders/{key}",
+        "/api/v1/parked",
         "/api/v1/session",
         "/api/v1/me",
     ] {
@@ -449,8 +456,9 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
             let (st, _, v) = hub.call(m.clone(), &url, Some(VIEWER), body.clone()).await;
             if method == "get" {
                 // Reads: 200, or 404 for an id that does not exist.
+                let by_id = path.ends_with("{id}") || path.ends_with("{key}");
                 assert!(
-                    st == 200 || (st == 404 && url.ends_with("/1")),
+                    st == 200 || (st == 404 && by_id),
                     "GET {url} as viewer: {st} {v}"
                 );
             } else {
@@ -1196,5 +1204,75 @@ async fn storefront_keys_act_only_for_their_channel() {
         .await
         .expect("hook");
     assert_eq!(r.status().as_u16(), 401);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_and_parked_items() {
+    let s = setup(None).await;
+    s.settled().await;
+    let hub = &s.hub;
+    // The customer cannot reach the ERP while its flow is paused: the order parks on it.
+    let (st, _) = hub
+        .post("/api/v1/flows/customers/pause", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 200);
+    let order = s
+        .web1
+        .checkout("carol@example.com", "Carol", &[("SKU-1", 1)])
+        .await
+        .expect("checkout");
+    wait_for("the order is parked on its customer", async || {
+        let (_, v) = hub.get("/api/v1/parked", Some(VIEWER)).await;
+        v.as_array().is_some_and(|l| {
+            l.iter().any(|p| {
+                p["key"] == order.key.as_str()
+                    && p["dest"] == "erp"
+                    && p["waiting_on"] == json!([["customer", "carol@example.com"]])
+            })
+        })
+    })
+    .await;
+    let (st, _) = hub
+        .post("/api/v1/flows/customers/resume", Some(OPERATOR), json!({}))
+        .await;
+    assert_eq!(st, 200);
+    wait_for("the order reached the ERP and is accepted", async || {
+        let (_, v) = hub.get("/api/v1/orders?state=accepted", Some(VIEWER)).await;
+        v["orders"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|o| o["key"] == order.key.as_str()))
+    })
+    .await;
+    let (_, v) = hub.get("/api/v1/parked", Some(VIEWER)).await;
+    assert_eq!(v, json!([]));
+    let (st, v) = hub
+        .get("/api/v1/orders?channel=web1&limit=1", Some(VIEWER))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["orders"][0]["key"], order.key.as_str());
+    assert_eq!(v["orders"][0]["channel"], "web1");
+    let (_, v) = hub.get("/api/v1/orders?channel=web2", Some(VIEWER)).await;
+    assert_eq!(v["orders"], json!([]));
+    assert_eq!(v["next_after"], Value::Null);
+    let (st, counts) = hub.get("/api/v1/orders/counts", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{counts}");
+    assert_eq!(counts["accepted"], 1, "{counts}");
+    let path = format!("/api/v1/orders/{}", order.key.replace('/', "%2F"));
+    let (st, h) = hub.get(&path, Some(VIEWER)).await;
+    assert_eq!(st, 200, "{h}");
+    assert_eq!(h["order"]["key"], order.key.as_str());
+    assert!(!h["events"].as_array().expect("events").is_empty(), "{h}");
+    assert!(!h["journal"].as_array().expect("journal").is_empty(), "{h}");
+    assert!(
+        h["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .any(|a| a["dest"] == "erp" && a["outcome"] == "delivered"),
+        "{h}"
+    );
+    let (st, v) = hub.get("/api/v1/orders/web1%2F999999", Some(VIEWER)).await;
+    assert_eq!(st, 404, "{v}");
     s.shutdown().await;
 }

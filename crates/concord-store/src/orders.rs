@@ -17,6 +17,7 @@ use serde_json::Value;
 
 /// One order's lifecycle row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderSummary {
     /// Canonical order key (`channel/number`).
     pub key: String,
@@ -49,6 +50,7 @@ pub struct OrderWrite {
 
 /// An order event to record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewOrderEvent {
     pub at: Millis,
     /// State before (`None` for the first event of an order).
@@ -69,6 +71,7 @@ pub struct NewOrderEvent {
 
 /// A recorded order event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderEvent {
     pub id: i64,
     pub key: String,
@@ -78,6 +81,7 @@ pub struct OrderEvent {
 
 /// One delivery attempt, as `settle` logged it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryAttempt {
     pub id: i64,
     pub item_id: ItemId,
@@ -105,6 +109,7 @@ pub struct OrderFilter {
 
 /// Everything about one order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OrderHistory {
     pub order: OrderSummary,
     /// Oldest first.
@@ -117,11 +122,13 @@ pub struct OrderHistory {
     /// Dead letters (any state) of the order and its children, oldest first.
     pub dead_letters: Vec<DeadLetter>,
     /// The order-scoped records seen for it: (kind, key).
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub children: Vec<(Kind, String)>,
 }
 
 /// An outbox item waiting for dependencies to become known at its destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParkedItem {
     pub item_id: ItemId,
     pub dest: String,
@@ -129,6 +136,7 @@ pub struct ParkedItem {
     pub key: String,
     pub op: String,
     /// What it still waits for: (kind, key) not yet known at `dest`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
     pub waiting_on: Vec<(Kind, String)>,
     /// When it was enqueued.
     pub since: Millis,

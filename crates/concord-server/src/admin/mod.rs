@@ -24,6 +24,7 @@ mod dead_letters;
 mod endpoints;
 mod flows;
 mod journal;
+mod orders;
 mod session;
 mod stock;
 
@@ -95,6 +96,10 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(dead_letters::drop_letters))
         .routes(routes!(stock::pool))
         .routes(routes!(stock::reservations))
+        .routes(routes!(orders::list))
+        .routes(routes!(orders::counts))
+        .routes(routes!(orders::show))
+        .routes(routes!(orders::parked))
         .routes(routes!(actions::pause))
         .routes(routes!(actions::resume))
         .routes(routes!(actions::run_now))
