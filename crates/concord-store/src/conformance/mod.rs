@@ -16,10 +16,11 @@
 //!
 //! This file holds only the [`Fixture`], the macro and the builders the areas share; the checks
 //! live in one file per area (`journal`, `apply`, `outbox`, `settlement`, `dead_letters`,
-//! `observability`, `lookups`, `reservations`, `levels`) and are re-exported here, so the macro's
+//! `observability`, `lookups`, `reservations`, `levels`, `admin`) and are re-exported here, so the macro's
 //! `$crate::conformance::<check>` paths resolve. A new check goes in its area's file, is
 //! re-exported below and is listed in the macro.
 
+mod admin;
 mod alerts;
 mod apply;
 mod dead_letters;
@@ -32,6 +33,7 @@ mod outbox;
 mod reservations;
 mod settlement;
 
+pub use admin::{paused_flows_are_skipped_by_claim, search_journal_filters_and_pages};
 pub use alerts::{alert_episodes_open_once_and_resolve, oversold_positions_are_listed};
 pub use apply::{apply_commits_a_processing_step, apply_never_changes_existing_xrefs};
 pub use dead_letters::{
@@ -185,6 +187,8 @@ macro_rules! store_conformance_tests {
             order_reservations_follow_cancellations_and_edits,
             alert_episodes_open_once_and_resolve,
             oversold_positions_are_listed,
+            search_journal_filters_and_pages,
+            paused_flows_are_skipped_by_claim,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {
