@@ -521,7 +521,9 @@ impl<'a> Planner<'a> {
         journal_id: Option<i64>,
         captured_at: Millis,
     ) -> Result<bool, EngineError> {
-        // Shipments, invoices, payments and refunds go back only to the order's channel.
+        // Shipments, invoices, payments and refunds from the ERP go back only to the order's
+        // channel; from the order's own channel (a refund, a captured payment) they go wherever
+        // their flow sends them (the ERP).
         if kind.is_order_scoped() {
             if let Some(order_key) = state.get("order").and_then(Value::as_str) {
                 let channel = self
@@ -534,7 +536,7 @@ impl<'a> Planner<'a> {
                             .map(str::to_string)
                     })
                     .or_else(|| order_key.split_once('/').map(|(c, _)| c.to_string()));
-                if channel.as_deref().is_some_and(|c| c != dest) {
+                if channel.as_deref().is_some_and(|c| c != dest && c != source) {
                     return Ok(false);
                 }
             }

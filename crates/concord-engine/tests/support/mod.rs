@@ -129,6 +129,10 @@ pub struct Fake {
     kinds: Vec<Kind>,
     changes: bool,
     max_batch: usize,
+    /// Declares `amend` for orders.
+    amend: bool,
+    /// Kinds it reads but cannot write.
+    read_only: Vec<Kind>,
     script: Mutex<Script>,
     writes: Mutex<Vec<Written>>,
     calls: AtomicUsize,
@@ -152,6 +156,8 @@ impl Fake {
             kinds: kinds.to_vec(),
             changes: false,
             max_batch: 1,
+            amend: false,
+            read_only: Vec::new(),
             script: Mutex::new(Script::default()),
             writes: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
@@ -171,6 +177,18 @@ impl Fake {
     /// Also serve `read_changes` (delta polling) from the in-memory feed.
     pub fn with_changes(mut self) -> Fake {
         self.changes = true;
+        self
+    }
+
+    /// Declare that orders can be amended (op `amend`).
+    pub fn with_amend(mut self) -> Fake {
+        self.amend = true;
+        self
+    }
+
+    /// Declare `kind` readable but not writable (e.g. an ERP that cannot record refunds).
+    pub fn without_write(mut self, kind: Kind) -> Fake {
+        self.read_only.push(kind);
         self
     }
 
@@ -350,8 +368,16 @@ impl Connector for Fake {
                 amend: false,
             },
         };
+        let caps_of = |k: &Kind| {
+            let mut c = caps;
+            c.write.amend = self.amend && *k == Kind::Order;
+            if self.read_only.contains(k) {
+                c.write = WriteModes::default();
+            }
+            (*k, c)
+        };
         Capabilities {
-            kinds: self.kinds.iter().map(|k| (*k, caps)).collect(),
+            kinds: self.kinds.iter().map(caps_of).collect(),
             rate_limit: RateLimitProfile {
                 requests_per_sec: None,
                 max_concurrency: None,

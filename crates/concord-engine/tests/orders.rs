@@ -1,0 +1,848 @@
+//! The order lifecycle through a real engine over a real SQLite store, with the scripted fake
+//! connectors of `support` (issue 6):
+//!
+//! 1. the state machine followed from placement to closed and refunds, with split shipments;
+//!    an illegal cancellation after shipment refused and recorded, not applied;
+//! 2. an edit before shipment goes out as `amend` where the ERP declares it, as cancel-and-
+//!    replace (`{key}~n`) where it does not, and is refused under `[orders] edits = "reject"`;
+//! 3. an edit after shipment is refused with a reason (dead letter, event, audit);
+//! 4. a cancellation releases the order's committed reservation; an edit adjusts it and is
+//!    refused when the pool cannot cover the increase;
+//! 5. a refund for an ERP that cannot record refunds becomes a "needs attention" dead letter;
+//! 6. an order is parked (visibly) until its customer exists at the ERP;
+//! 7. the same order webhook delivered three times creates one ERP order.
+//!
+//! Every wait is a condition under a deadline (`wait_until`).
+
+mod support;
+
+use concord_core::inventory::Line;
+use concord_core::Kind;
+use concord_store::{
+    DeadLetterFilter, DeadLetterState, Direction, JournalStatus, OrderFilter, ReserveOutcome,
+};
+use serde_json::{json, Value};
+use support::{config_text, customer, wait_until, Fake, Harness};
+
+fn order(number: &str, lines: &[(&str, i64)], status: &str) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(sku, q)| json!({"sku": sku, "quantity": q, "unit_price_minor": 1000}))
+        .collect();
+    json!({"number": number, "customer": {"email": "ann@example.com"}, "currency": "USD",
+           "status": status, "lines": lines, "total_minor": 3000})
+}
+
+const ORDERS_TO_ERP: &str = r#"
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web"]
+to = ["erp"]
+"#;
+
+fn back_flow(kind: &str) -> String {
+    format!(
+        r#"
+[[flows]]
+name = "{kind}s-to-web"
+kind = "{kind}"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+"#
+    )
+}
+
+const REFUNDS_TO_ERP: &str = r#"
+[[flows]]
+name = "refunds"
+kind = "refund"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web"]
+to = ["erp"]
+"#;
+
+const ALL_KINDS: [Kind; 6] = [
+    Kind::Order,
+    Kind::Shipment,
+    Kind::Invoice,
+    Kind::Payment,
+    Kind::Refund,
+    Kind::Customer,
+];
+
+async fn state(h: &Harness, key: &str) -> String {
+    h.engine
+        .order_history(key)
+        .await
+        .expect("order_history")
+        .map(|o| o.order.state)
+        .unwrap_or_default()
+}
+
+async fn wait_state(h: &Harness, key: &str, want: &str) {
+    wait_until(&format!("order {key} is {want}"), async || {
+        h.journal_pending().await == 0 && state(h, key).await == want
+    })
+    .await;
+}
+
+fn ops(fake: &Fake, key: &str) -> Vec<(String, Option<String>, bool)> {
+    fake.writes_of(key)
+        .iter()
+        .map(|w| {
+            (
+                w.op.op.clone(),
+                w.op.payload
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                w.ok(),
+            )
+        })
+        .collect()
+}
+
+fn shipment(id: &str, lines: &[(&str, i64)], status: &str, tracking: &str) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+        .collect();
+    json!({"id": id, "order": "web/1001", "status": status, "carrier": "UPS",
+           "tracking_number": tracking, "lines": lines})
+}
+
+async fn open_dead_letters(h: &Harness) -> Vec<concord_store::DeadLetter> {
+    h.store
+        .dead_letters(DeadLetterFilter {
+            state: Some(DeadLetterState::Open),
+            ..DeadLetterFilter::default()
+        })
+        .await
+        .expect("dead letters")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_runs_through_the_engine() {
+    let flows = format!(
+        "{ORDERS_TO_ERP}{}{}{}{REFUNDS_TO_ERP}",
+        back_flow("shipment"),
+        back_flow("invoice"),
+        back_flow("payment")
+    );
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![Fake::new("web", &ALL_KINDS), Fake::new("erp", &ALL_KINDS)],
+    )
+    .await;
+    let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
+    let key = "web/1001";
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2), ("B", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "accepted").await;
+    assert_eq!(ops(&erp, key), [("create".into(), None, true)]);
+
+    // Two shipments with their own tracking numbers, each sent to the channel.
+    h.capture(
+        "erp",
+        &[(
+            Kind::Shipment,
+            "S1",
+            Some("1"),
+            shipment("S1", &[("A", 2)], "shipped", "1Z1"),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "partially_shipped").await;
+    h.capture(
+        "erp",
+        &[(
+            Kind::Shipment,
+            "S2",
+            Some("1"),
+            shipment("S2", &[("B", 1)], "shipped", "1Z2"),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "shipped").await;
+    wait_until("both shipments reach the channel", async || {
+        web.done_of("S1").len() == 1 && web.done_of("S2").len() == 1
+    })
+    .await;
+    assert_eq!(web.done_of("S2")[0].op.payload["tracking_number"], "1Z2");
+
+    // Cancelling now is illegal: refused, recorded, not applied, nothing sent to the ERP.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 2), ("B", 1)], "cancelled"),
+        )],
+    )
+    .await;
+    wait_until("the cancellation is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    assert_eq!(state(&h, key).await, "shipped");
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0].direction, Direction::Inbound);
+    assert_eq!(dl[0].key, key);
+    assert!(
+        dl[0].reason.contains("can no longer be cancelled"),
+        "{}",
+        dl[0].reason
+    );
+
+    h.capture(
+        "erp",
+        &[(
+            Kind::Invoice,
+            "INV-1",
+            Some("1"),
+            json!({"number": "INV-1", "order": key, "status": "posted", "currency": "USD",
+                   "total_minor": 3000}),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "invoiced").await;
+    h.capture(
+        "erp",
+        &[(
+            Kind::Payment,
+            "P1",
+            Some("1"),
+            json!({"id": "P1", "order": key, "invoice": "INV-1", "amount_minor": 3000,
+                   "currency": "USD", "status": "captured"}),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "paid").await;
+    h.capture(
+        "erp",
+        &[
+            (
+                Kind::Shipment,
+                "S1",
+                Some("2"),
+                shipment("S1", &[("A", 2)], "delivered", "1Z1"),
+            ),
+            (
+                Kind::Shipment,
+                "S2",
+                Some("2"),
+                shipment("S2", &[("B", 1)], "delivered", "1Z2"),
+            ),
+        ],
+    )
+    .await;
+    wait_state(&h, key, "closed").await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Refund,
+            "R1",
+            Some("1"),
+            json!({"id": "R1", "order": key, "amount_minor": 1000, "currency": "USD",
+                   "lines": [{"sku": "B", "quantity": 1}], "restock": true}),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "partially_refunded").await;
+    wait_until("the refund reaches the ERP", async || {
+        erp.done_of("R1").len() == 1
+    })
+    .await;
+    assert_eq!(erp.done_of("R1")[0].op.op, "create");
+    assert!(
+        erp.writes_of(key).iter().all(|w| w.op.op != "cancel"),
+        "the refused cancellation never reached the ERP"
+    );
+
+    let hist = h.engine.order_history(key).await.unwrap().unwrap();
+    let moves: Vec<(Option<&str>, &str, bool)> = hist
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.event.from.as_deref(),
+                e.event.to.as_str(),
+                e.event.applied,
+            )
+        })
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            (None, "placed", true),
+            (Some("placed"), "accepted", true),
+            (Some("accepted"), "partially_shipped", true),
+            (Some("partially_shipped"), "shipped", true),
+            (Some("shipped"), "cancelled", false),
+            (Some("shipped"), "invoiced", true),
+            (Some("invoiced"), "paid", true),
+            (Some("paid"), "closed", true),
+            (Some("closed"), "partially_refunded", true),
+        ]
+    );
+    let refused = &hist.events[4].event;
+    assert!(refused
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("refund or return it instead"));
+    assert!(hist.journal.iter().any(|j| j.kind == Kind::Shipment));
+    assert!(hist
+        .journal
+        .iter()
+        .any(|j| j.status == JournalStatus::Rejected && j.kind == Kind::Order));
+    let delivered: Vec<(&str, &str)> = hist
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == "delivered")
+        .map(|a| (a.dest.as_str(), a.key.as_str()))
+        .collect();
+    assert!(delivered.contains(&("erp", key)));
+    assert!(delivered.contains(&("web", "S1")));
+    assert!(delivered.contains(&("erp", "R1")));
+    assert_eq!(hist.dead_letters.len(), 1);
+    let audit = h.store.audit_log(100).await.unwrap();
+    assert!(audit.iter().any(|a| a.event.event == "order.rejected"));
+    let counts = h.engine.order_counts().await.unwrap();
+    assert_eq!(counts.get("partially_refunded"), Some(&1));
+    let listed = h
+        .engine
+        .orders(OrderFilter {
+            state: Some("partially_refunded".into()),
+            ..OrderFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+    h.stop().await;
+}
+
+/// Place an order, wait for the ERP create, then send an edit (A: 2 → 3, a new line C).
+async fn place_then_edit(h: &Harness) {
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(h, "web/1001", "accepted").await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 3), ("C", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_is_amended_where_the_erp_can_amend() {
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]).with_amend(),
+        ],
+    )
+    .await;
+    place_then_edit(&h).await;
+    let erp = h.fake("erp").clone();
+    wait_until("the amend is delivered", async || {
+        erp.done_of("web/1001").len() == 2 && h.drained().await
+    })
+    .await;
+    assert_eq!(
+        ops(&erp, "web/1001"),
+        [("create".into(), None, true), ("amend".into(), None, true)]
+    );
+    let amend = &erp.writes_of("web/1001")[1].op;
+    assert_eq!(amend.payload["lines"][0]["quantity"], 3);
+    assert_eq!(amend.payload["lines"][1]["sku"], "C");
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    assert!(hist.events.iter().any(|e| e.event.event == "edit"));
+    assert_eq!(hist.order.state, "accepted");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_cancels_and_replaces_where_the_erp_cannot_amend() {
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]),
+        ],
+    )
+    .await;
+    place_then_edit(&h).await;
+    let erp = h.fake("erp").clone();
+    wait_until("the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 3 && h.drained().await
+    })
+    .await;
+    // A second edit replaces the replacement.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("3"),
+            order("1001", &[("A", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the second replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 5 && h.drained().await
+    })
+    .await;
+    let r2 = Some("web/1001~2".to_string());
+    let r3 = Some("web/1001~3".to_string());
+    assert_eq!(
+        ops(&erp, "web/1001"),
+        [
+            ("create".into(), None, true),
+            ("cancel".into(), None, true),
+            ("create".into(), r2.clone(), true),
+            ("cancel".into(), r2, true),
+            ("create".into(), r3.clone(), true),
+        ]
+    );
+    let last = &erp.writes_of("web/1001")[4].op;
+    assert_eq!(last.payload["lines"][0]["quantity"], 1);
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    assert_eq!(hist.order.facts["reference"], "web/1001~3");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_is_refused_under_the_reject_policy() {
+    let config = format!(
+        "{}\n[orders]\nedits = \"reject\"\n",
+        config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
+    );
+    let h = Harness::start(
+        &config,
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]),
+        ],
+    )
+    .await;
+    place_then_edit(&h).await;
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert!(
+        dl[0].reason.contains("cannot amend orders"),
+        "{}",
+        dl[0].reason
+    );
+    assert!(dl[0].reason.contains("edits = \"reject\""));
+    let erp = h.fake("erp").clone();
+    wait_until("drained", async || h.drained().await).await;
+    assert_eq!(ops(&erp, "web/1001"), [("create".into(), None, true)]);
+    let e = h
+        .store
+        .entity(Kind::Order, "web/1001")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        e.state["lines"][0]["quantity"], 2,
+        "the edit is not applied"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_after_shipment_is_refused_with_a_reason() {
+    let flows = format!("{ORDERS_TO_ERP}{}", back_flow("shipment"));
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &[Kind::Order, Kind::Shipment]),
+            Fake::new("erp", &[Kind::Order, Kind::Shipment]).with_amend(),
+        ],
+    )
+    .await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+    h.capture(
+        "erp",
+        &[(
+            Kind::Shipment,
+            "S1",
+            Some("1"),
+            shipment("S1", &[("A", 2)], "shipped", "1Z1"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "shipped").await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 5)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1);
+    assert!(
+        dl[0].reason.contains("goods have shipped"),
+        "{}",
+        dl[0].reason
+    );
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    let last = hist.events.last().unwrap();
+    assert!(!last.event.applied);
+    assert_eq!(hist.order.state, "shipped");
+    let erp = h.fake("erp").clone();
+    wait_until("drained", async || h.drained().await).await;
+    assert!(erp.writes_of("web/1001").iter().all(|w| w.op.op != "amend"));
+    h.stop().await;
+}
+
+const POOL: &str = r#"
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+
+[inventory]
+source = "erp"
+[inventory.channels.web]
+locations = ["WH"]
+"#;
+
+async fn held(h: &Harness, sku: &str) -> i64 {
+    h.store
+        .levels(&[sku.to_string()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.held)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_follow_edits_and_cancellations() {
+    let flows = format!("{ORDERS_TO_ERP}{POOL}");
+    let kinds = [Kind::Order, Kind::Stock];
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &kinds),
+            Fake::new("erp", &kinds).with_amend(),
+        ],
+    )
+    .await;
+    h.capture(
+        "erp",
+        &[(
+            Kind::Stock,
+            "A@WH",
+            Some("1"),
+            json!({"sku": "A", "location": "WH", "on_hand": 10}),
+        )],
+    )
+    .await;
+    wait_until("the ledger has the figure", async || {
+        h.store
+            .levels(&["A".to_string()])
+            .await
+            .is_ok_and(|l| !l.is_empty())
+    })
+    .await;
+    let r = match h
+        .engine
+        .reserve(
+            "web",
+            "cart-1",
+            vec![Line {
+                sku: "A".into(),
+                quantity: 2,
+            }],
+        )
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Reserved(r) => r,
+        other => panic!("expected a reservation, got {other:?}"),
+    };
+    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    assert_eq!(held(&h, "A").await, 2);
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+
+    // An increase the pool covers: the reservation grows with the edit.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 5)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    assert_eq!(held(&h, "A").await, 5);
+    // One it cannot: refused, nothing oversold, nothing sent.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("3"),
+            order("1001", &[("A", 11)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the second edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    assert_eq!(held(&h, "A").await, 5, "never more than the pool");
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert!(
+        dl[0]
+            .reason
+            .contains("A needs 6 more but only 5 can be reserved"),
+        "{}",
+        dl[0].reason
+    );
+
+    // Cancelled by the channel: the reservation is released, the ERP order cancelled.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("4"),
+            order("1001", &[("A", 5)], "cancelled"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "cancelled").await;
+    assert_eq!(held(&h, "A").await, 0);
+    let r = h.engine.reservation(&r.id).await.unwrap();
+    assert_eq!(r.state, concord_store::ReservationState::Cancelled);
+    let erp = h.fake("erp").clone();
+    wait_until("the ERP order is cancelled", async || {
+        erp.done_of("web/1001").iter().any(|w| w.op.op == "cancel")
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_the_erp_cannot_record_needs_attention() {
+    let flows = format!("{ORDERS_TO_ERP}{REFUNDS_TO_ERP}");
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &[Kind::Order, Kind::Refund]),
+            Fake::new("erp", &[Kind::Order, Kind::Refund]).without_write(Kind::Refund),
+        ],
+    )
+    .await;
+    h.capture(
+        "web",
+        &[
+            (
+                Kind::Order,
+                "1001",
+                Some("1"),
+                order("1001", &[("A", 2)], "placed"),
+            ),
+            (
+                Kind::Refund,
+                "R1",
+                Some("1"),
+                json!({"id": "R1", "order": "web/1001", "amount_minor": 500, "currency": "USD"}),
+            ),
+        ],
+    )
+    .await;
+    wait_until("processed and delivered", async || {
+        h.journal_pending().await == 0 && h.drained().await
+    })
+    .await;
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0].direction, Direction::Outbound);
+    assert_eq!(dl[0].kind, Kind::Refund);
+    assert!(
+        dl[0].reason.starts_with("needs attention"),
+        "{}",
+        dl[0].reason
+    );
+    assert!(dl[0].reason.contains("cannot record refunds"));
+    assert!(h.fake("erp").writes_of("R1").is_empty());
+    assert_eq!(state(&h, "web/1001").await, "partially_refunded");
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    assert_eq!(hist.dead_letters.len(), 1, "the order's history shows it");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_parked_until_its_customer_exists() {
+    let flows = format!(
+        "{ORDERS_TO_ERP}{}",
+        r#"
+[[flows]]
+name = "customers"
+kind = "customer"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web"]
+to = ["erp"]
+"#
+    );
+    let kinds = [Kind::Customer, Kind::Order];
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![Fake::new("web", &kinds), Fake::new("erp", &kinds)],
+    )
+    .await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the order is parked", async || {
+        h.engine.parked(10).await.is_ok_and(|p| !p.is_empty())
+    })
+    .await;
+    let parked = h.engine.parked(10).await.unwrap();
+    assert_eq!(parked[0].key, "web/1001");
+    assert_eq!(parked[0].dest, "erp");
+    assert_eq!(
+        parked[0].waiting_on,
+        vec![(Kind::Customer, "ann@example.com".to_string())]
+    );
+    assert_eq!(state(&h, "web/1001").await, "placed");
+    let erp = h.fake("erp").clone();
+    assert!(erp.writes().is_empty());
+    h.capture(
+        "web",
+        &[(
+            Kind::Customer,
+            "c1",
+            Some("1"),
+            customer("ann@example.com", "Ann"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+    assert!(h.engine.parked(10).await.unwrap().is_empty());
+    assert_eq!(erp.done_of("web/1001").len(), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_order_webhook_three_times_creates_one_erp_order() {
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]),
+        ],
+    )
+    .await;
+    let o = order("1001", &[("A", 2)], "placed");
+    // Webhook retries: the same delivery twice (same version), then once more re-stamped.
+    for version in ["1", "1", "2"] {
+        h.capture("web", &[(Kind::Order, "1001", Some(version), o.clone())])
+            .await;
+    }
+    wait_until("processed and delivered", async || {
+        h.journal_pending().await == 0 && h.drained().await
+    })
+    .await;
+    let erp = h.fake("erp").clone();
+    assert_eq!(ops(&erp, "web/1001"), [("create".into(), None, true)]);
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    assert_eq!(
+        hist.journal.len(),
+        2,
+        "the exact repeat is dropped at the journal"
+    );
+    assert_eq!(
+        hist.attempts
+            .iter()
+            .filter(|a| a.outcome == "delivered")
+            .count(),
+        1
+    );
+    h.stop().await;
+}
