@@ -88,6 +88,15 @@ log "cargo test (unit, conformance, engine, HTTP, crash and CLI tests)"
 # The real-Tryton tests stop and start the shared Tryton server (outage test): they run on their
 # own below, one at a time, not beside the rest of the suite.
 env -u CONCORD_TRYTON_URL cargo test --workspace --quiet --no-fail-fast -- --test-threads=2
+log "schemathesis: generated requests against the admin API of a running concord demo (no 5xx)"
+t0=$(date +%s)
+out="$(mktemp)"
+if ! ./scripts/schemathesis.sh >"$out" 2>&1; then
+  cat "$out" >&2; exit 1
+fi
+grep -E 'Test cases:|generated,|passed|failed' "$out" | tail -3 >&2 || true
+rm -f "$out"
+log "schemathesis took $(( $(date +%s) - t0 ))s"
 log "real-Tryton tests (one at a time: one of them takes Tryton down and up again)"
 t0=$(date +%s)
 out="$(mktemp)"
