@@ -1339,5 +1339,26 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
         .write(vec![op(Kind::Order, &key, "amend", json!({}))])
         .await;
     assert!(permanent_with(&out[0], "cannot `amend`"), "{out:?}");
+    // Its own order coming back from the ERP: the ERP's number and status are noted on it; an
+    // order the store never took is refused.
+    let back = json!({"channel": "web", "number": placed.number, "currency": "USD",
+                      "customer": {"email": "ann@example.com"}, "status": "invoiced",
+                      "erp_number": "SO-7", "lines": [{"sku": "A", "quantity": 3}]});
+    let out = conn
+        .write(vec![op(Kind::Order, &key, "update", back.clone())])
+        .await;
+    assert_eq!(ext_id(&out[0]), placed.id);
+    let o = shop.order(&placed.id).unwrap();
+    assert_eq!(
+        (o.erp_number.as_deref(), o.erp_status.as_deref()),
+        (Some("SO-7"), Some("invoiced"))
+    );
+    assert_eq!(o.lines[0].quantity, 3, "the order itself is unchanged");
+    let mut other = back;
+    other["number"] = json!("9999");
+    let out = conn
+        .write(vec![op(Kind::Order, "web/9999", "create", other)])
+        .await;
+    assert!(permanent_with(&out[0], "no order `web/9999`"), "{out:?}");
     shop.shutdown().await;
 }

@@ -177,10 +177,13 @@ struct Flows {
     /// Customers from the store into the ERP (off: the ERP's own customers flow to the store,
     /// so an order for a customer the ERP lacks must wait for it).
     customers_to_erp: bool,
+    /// The ERP's orders back to the store (an order the ERP cancels is cancelled there).
+    orders_from_erp: bool,
 }
 
 const ALL: Flows = Flows {
     customers_to_erp: true,
+    orders_from_erp: false,
 };
 
 fn flows(f: Flows) -> String {
@@ -205,6 +208,20 @@ poll = "1s"
 from = ["erp"]
 to = ["web"]
 "#
+    };
+    let orders_back = if f.orders_from_erp {
+        r#"
+[[flows]]
+name = "orders-from-erp"
+kind = "order"
+pattern = "broadcast"
+mode = "realtime"
+poll = "1s"
+from = ["erp"]
+to = ["web"]
+"#
+    } else {
+        ""
     };
     format!(
         r#"
@@ -263,7 +280,7 @@ mode = "realtime"
 poll = "1s"
 from = ["web"]
 to = ["erp"]
-"#
+{orders_back}"#
     )
 }
 
@@ -608,6 +625,47 @@ async fn cancellation_after_acceptance_from_the_store_releases_the_erp_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_after_acceptance_from_the_erp_tells_the_store() {
+    let s = Setup::start(Flows {
+        orders_from_erp: true,
+        ..ALL
+    })
+    .await;
+    let placed = s.checkout("cy@example.com", &[("B", 3)]).await;
+    let so = s.accepted(&placed.key).await;
+    s.hub.wait_state(&placed.key, "accepted").await;
+    s.pool_matches_erp(&["B"]).await;
+    assert_eq!(s.hub.ats("B").await, 7);
+
+    // The ERP cancels (credit check, a phone call): the store is told, the stock is free.
+    s.erp.cancel(&so.id).expect("the ERP cancels");
+    wait_for("the store's order is cancelled", async || {
+        s.shop
+            .order(&placed.id)
+            .is_some_and(|o| o.status == ShopOrderStatus::Cancelled)
+    })
+    .await;
+    s.hub.wait_state(&placed.key, "cancelled").await;
+    assert_eq!(s.committed("B"), 0);
+    s.pool_matches_erp(&["B"]).await;
+    assert_eq!(s.hub.ats("B").await, 10);
+    assert_eq!(
+        s.sales_orders_of(&placed.key).len(),
+        1,
+        "no second ERP order"
+    );
+    let dead = s
+        .hub
+        .engine
+        .store()
+        .dead_letters(Default::default())
+        .await
+        .expect("dead letters");
+    assert!(dead.is_empty(), "nothing needs attention: {dead:#?}");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the engine routes payments and refunds only to the order's channel, so a channel's \
             never reaches the ERP (runtime/process.rs, issue 6 in progress)"]
 async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
@@ -694,6 +752,7 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
 async fn unknown_customer_order_is_parked_until_the_erp_has_the_customer() {
     let s = Setup::start(Flows {
         customers_to_erp: false,
+        orders_from_erp: false,
     })
     .await;
     let placed = s.checkout("erin@newco.example", &[("A", 1)]).await;

@@ -5,7 +5,10 @@
 //! with its carrier, tracking number and lines); the ERP's invoices (`upsert`, by number),
 //! payment states (`upsert`, by id) and refunds (`create`, by id) are recorded on the order
 //! they name (`POST /api/orders/{id}/invoices|payments|refunds`); an order `cancel` cancels the
-//! store's order — any other order op is refused (the store takes orders, it is not told them).
+//! store's order; an order `create`/`upsert`/`update` of an order the store already has (its
+//! own order coming back from the ERP) notes the ERP's number and status on it
+//! (`PUT /api/orders/{id}/erp`) — the store takes orders only at checkout, so one it does not
+//! have, and an `amend` (edits come from the store), are refused.
 //! Read: products, stock, prices, customers, orders (edits and cancellations included), payments
 //! captured and refunds made at the store. Prices go to
 //! `PUT /api/prices/{list}/{sku}` — list prices with tiers, customer-group and customer lists —
@@ -251,7 +254,20 @@ impl SandboxShopConnector {
                     .ok()?;
                 Ok(done(str_field(p, id_field).unwrap_or(&op.key)))
             }
-            (Kind::Order, "cancel") => {
+            (Kind::Order, "create" | "upsert" | "update")
+                if op.payload.get("status").and_then(Value::as_str) != Some("cancelled") =>
+            {
+                // An order the store does not have is refused by `order_id` (permanent).
+                let id = match &op.external_id {
+                    Some(id) => id.clone(),
+                    None => self.order_id(&op.key, op).await?,
+                };
+                let p = &op.payload;
+                let body = json!({"erp_number": p.get("erp_number"), "status": p.get("status")});
+                api.put(&["api", "orders", &id, "erp"], &body).await?.ok()?;
+                Ok(done(id))
+            }
+            (Kind::Order, "cancel" | "create" | "upsert" | "update") => {
                 let id = match &op.external_id {
                     Some(id) => id.clone(),
                     None => self.order_id(&op.key, op).await?,

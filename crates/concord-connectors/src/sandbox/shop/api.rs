@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use concord_core::Kind;
 use serde::Deserialize;
@@ -30,6 +30,7 @@ pub(crate) fn router(inner: Arc<ShopInner>) -> Router {
         .route("/api/orders/{id}", get(get_order))
         .route("/api/orders/{id}/fulfillments", post(fulfill))
         .route("/api/orders/{id}/cancel", post(cancel))
+        .route("/api/orders/{id}/erp", put(note_erp))
         .route("/api/orders/{id}/invoices", post(hub_invoice))
         .route("/api/orders/{id}/payments", post(hub_payment))
         .route("/api/orders/{id}/refunds", post(hub_refund))
@@ -244,6 +245,13 @@ fn from_hub(s: &ShopInner, id: &str, kind: Kind, body: Value) -> Response {
             let out = json!({ field: rec, "order": o.to_api(&s.opts.name) });
             (status, Json(out)).into_response()
         }
+        Err(e) => fail(e),
+    }
+}
+
+async fn note_erp(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
+    match s.note_erp(&id, &body!(b)) {
+        Ok((o, _)) => Json(o.to_api(&s.opts.name)).into_response(),
         Err(e) => fail(e),
     }
 }

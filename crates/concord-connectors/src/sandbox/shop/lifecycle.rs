@@ -9,9 +9,10 @@
 //! - refund (full or partial, by lines or by amount, optionally restocking) → `Kind::Refund`
 //!   `re_n`, never more than ordered or than is left to refund.
 //!
-//! What the hub tells the store (`POST /api/orders/{id}/invoices|payments|refunds`, counted
-//! writes), recorded on the order and not re-emitted (they came from elsewhere): the ERP's
-//! invoices (by number), payment states (by id) and refunds recorded elsewhere (by id).
+//! What the hub tells the store (`POST /api/orders/{id}/invoices|payments|refunds`,
+//! `PUT /api/orders/{id}/erp`, counted writes), recorded on the order and not re-emitted (they
+//! came from elsewhere): the ERP's invoices (by number), payment states (by id), refunds
+//! recorded elsewhere (by id), and the ERP's number and status of the order.
 //!
 //! Must never: await (all of this runs under the state's std mutex).
 
@@ -249,6 +250,36 @@ impl ShopInner {
         self.save(&mut st, &o);
         self.core.emit(Kind::Refund, &rid, rec.clone());
         Ok(rec)
+    }
+
+    /// `PUT /api/orders/{id}/erp` `{"erp_number","status"}`: note the ERP's number and status of
+    /// the order (shown to the merchant; the order itself does not change). `(order, changed)`.
+    pub fn note_erp(&self, id: &str, body: &Value) -> Result<(ShopOrder, bool), ShopError> {
+        let text = |f: &str| -> Result<Option<String>, ShopError> {
+            match body.get(f) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+                Some(other) => Err(ShopError::Invalid(format!(
+                    "{f}: must be a non-empty string, got {other}"
+                ))),
+            }
+        };
+        let (number, status) = (text("erp_number")?, text("status")?);
+        let mut st = lock(&self.state);
+        let mut o = Self::get_order(&st, id)?;
+        let before = (o.erp_number.clone(), o.erp_status.clone());
+        if number.is_some() {
+            o.erp_number = number;
+        }
+        if status.is_some() {
+            o.erp_status = status;
+        }
+        if (o.erp_number.clone(), o.erp_status.clone()) == before {
+            return Ok((o, false));
+        }
+        self.save(&mut st, &o);
+        self.core.count_writes(Kind::Order, 1);
+        Ok((o, true))
     }
 
     /// Record on an order what the hub sends (an invoice by `number`, a payment or a refund by

@@ -71,6 +71,12 @@ pub struct ShopOrder {
     pub payments: Vec<Value>,
     /// Refunds (canonical): made at this store, or recorded by the hub.
     pub refunds: Vec<Value>,
+    /// The ERP's number of this order, as the hub reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp_number: Option<String>,
+    /// The order's status at the ERP, as the hub reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub erp_status: Option<String>,
     /// Where each unit was taken from the store's own inventory: (sku, location, quantity).
     /// Empty for a checkout through the hub (the hub's pool holds the stock).
     pub allocations: Vec<(String, String, i64)>,
@@ -151,6 +157,7 @@ impl ShopOrder {
                "customer": {"email": self.email, "name": self.name}, "lines": self.lines,
                "fulfillments": self.fulfillments, "invoices": self.invoices,
                "payments": self.payments, "refunds": self.refunds,
+               "erp_number": self.erp_number, "erp_status": self.erp_status,
                "record": self.record(channel)})
     }
 }
@@ -505,6 +512,8 @@ impl ShopInner {
             invoices: Vec::new(),
             payments: Vec::new(),
             refunds: Vec::new(),
+            erp_number: None,
+            erp_status: None,
             allocations,
             placed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             reservation,
