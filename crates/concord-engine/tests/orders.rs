@@ -846,3 +846,97 @@ async fn the_same_order_webhook_three_times_creates_one_erp_order() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_from_the_erp_reaches_the_channel_and_releases_the_reservation() {
+    let flows = format!(
+        "{ORDERS_TO_ERP}{POOL}{}",
+        r#"
+[[flows]]
+name = "orders-back"
+kind = "order"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+"#
+    );
+    let kinds = [Kind::Order, Kind::Stock];
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![Fake::new("web", &kinds), Fake::new("erp", &kinds)],
+    )
+    .await;
+    h.capture(
+        "erp",
+        &[(
+            Kind::Stock,
+            "A@WH",
+            Some("1"),
+            json!({"sku": "A", "location": "WH", "on_hand": 10}),
+        )],
+    )
+    .await;
+    wait_until("the ledger has the figure", async || {
+        h.store
+            .levels(&["A".to_string()])
+            .await
+            .is_ok_and(|l| !l.is_empty())
+    })
+    .await;
+    let line = Line {
+        sku: "A".into(),
+        quantity: 3,
+    };
+    let ReserveOutcome::Reserved(r) = h.engine.reserve("web", "cart-9", vec![line]).await.unwrap()
+    else {
+        panic!("expected a reservation");
+    };
+    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 3)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+    let erp = h.fake("erp").clone();
+    let erp_id = erp
+        .external_id(Kind::Order, "web/1001")
+        .expect("the ERP order's id");
+    // The ERP cancels its order (its record names the channel it came from).
+    let mut cancelled = order("1001", &[("A", 3)], "cancelled");
+    cancelled["channel"] = json!("web");
+    h.capture("erp", &[(Kind::Order, &erp_id, Some("7"), cancelled)])
+        .await;
+    wait_state(&h, "web/1001", "cancelled").await;
+    assert_eq!(held(&h, "A").await, 0, "the reservation is released");
+    let web = h.fake("web").clone();
+    wait_until("the channel is told", async || {
+        web.done_of("web/1001").iter().any(|w| w.op.op == "cancel")
+    })
+    .await;
+    // Un-cancelling is refused.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 3)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("processed", async || h.journal_pending().await == 0).await;
+    assert_eq!(state(&h, "web/1001").await, "cancelled");
+    let dl = open_dead_letters(&h).await;
+    assert!(
+        dl.iter().any(|d| d.reason.contains("is cancelled")),
+        "{dl:?}"
+    );
+    h.stop().await;
+}

@@ -202,6 +202,12 @@ impl Planner<'_> {
             .map(|r| r.facts.clone())
             .unwrap_or_default();
         let was_cancelled = facts.cancelled;
+        if was_cancelled && order.status != OrderStatus::Cancelled {
+            return Ok(Tracked::Reject(format!(
+                "the order is cancelled; it cannot become {} again",
+                order.status
+            )));
+        }
         facts.apply_order(&order);
         let cancelling = facts.cancelled && !was_cancelled;
         // An edit: the order's own channel changed its lines or addresses.
