@@ -97,6 +97,10 @@ fi
 grep -E 'Test cases:|generated,|passed|failed' "$out" | tail -3 >&2 || true
 rm -f "$out"
 log "schemathesis took $(( $(date +%s) - t0 ))s"
+log "dashboard browser test: headless Chromium logs in, sees the flows, replays a dead letter (screenshots: target/screenshots)"
+t0=$(date +%s)
+CONCORD_BIN="$PWD/target/debug/concord" ./scripts/browser-test.sh
+log "browser test took $(( $(date +%s) - t0 ))s"
 log "real-Tryton tests (one at a time: one of them takes Tryton down and up again)"
 t0=$(date +%s)
 out="$(mktemp)"

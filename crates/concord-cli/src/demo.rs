@@ -47,6 +47,10 @@ pub struct DemoArgs {
     /// Address of Concord's HTTP server (webhooks, /metrics).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// After the final check, keep the hub (dashboard, admin API) and the sandboxes running until
+    /// Ctrl-C or SIGTERM, for exploring the result (the browser test uses it).
+    #[arg(long)]
+    pub keep_serving: bool,
     /// Number of SKUs in the sandbox catalogue.
     #[arg(long, default_value_t = 20)]
     pub skus: usize,
@@ -230,6 +234,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let ok = report.ok();
     print_final(&engine, &systems, &traffic, &report, started.elapsed()).await?;
+    if args.keep_serving {
+        println!(
+            "keep-serving: the hub (dashboard http://{addr}/) and the sandboxes stay up until Ctrl-C or SIGTERM"
+        );
+        wait_for_stop_signal().await;
+    }
     running.stop().await;
     systems.erp.shutdown().await;
     for (_, s) in &systems.shops {
@@ -243,6 +253,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Ctrl-C, or SIGTERM where there is one.
+async fn wait_for_stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The traffic generator: goods receipts, checkouts through the hub (concurrent, both stores),

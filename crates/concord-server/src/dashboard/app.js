@@ -221,15 +221,16 @@
     return form;
   }
 
-  /// Status of a flow: red when a destination's breaker is open or its last run failed, amber
-  /// when paused, lagging (> 30 s) or parked items wait, green otherwise.
-  function flowStatus(f, endpoints) {
+  /// Status of a flow: red when a destination's breaker is open, its last run failed or it has
+  /// open dead letters; amber when paused, lagging (> 30 s) or parked items wait; green otherwise.
+  function flowStatus(f, endpoints, dead = 0) {
     const broken = f.to.filter((d) => {
       const e = endpoints.find((x) => x.name === d);
       return e && e.health && e.health.breaker !== "closed";
     });
     if (broken.length) return ["bad", `breaker open at ${broken.join(", ")}`];
     if (f.last_run && f.last_run.error) return ["bad", "last run failed"];
+    if (dead > 0) return ["bad", `${dead} dead letter${dead > 1 ? "s" : ""}`];
     if (f.paused) return ["idle", "paused"];
     if (f.lag_ms > 30000) return ["warn", `behind by ${fmtMs(f.lag_ms)}`];
     if (f.queue_parked > 0) return ["warn", `${f.queue_parked} parked`];
@@ -262,14 +263,17 @@
   }
 
   async function overview() {
-    const [flows, endpoints, alerts] = await Promise.all([
+    const [flows, endpoints, alerts, letters] = await Promise.all([
       api("/flows"),
       api("/endpoints"),
       api("/alerts?limit=50").catch((e) => (e.status === 404 ? [] : Promise.reject(e))),
+      api("/dead-letters?limit=1000"),
     ]);
+    const deadByFlow = {};
+    for (const d of letters) if (d.flow) deadByFlow[d.flow] = (deadByFlow[d.flow] || 0) + 1;
     const firing = alerts.filter((a) => a.state === "firing");
     const flowRows = flows.map((f) => {
-      const [cls, text] = flowStatus(f, endpoints);
+      const [cls, text] = flowStatus(f, endpoints, deadByFlow[f.name] || 0);
       return h(
         "tr",
         { tabindex: 0, "data-href": `#/flows/${enc(f.name)}`, "data-focus": `flow-${f.name}`, "data-flow": f.name },
@@ -345,7 +349,8 @@
       api("/endpoints"),
       api("/dead-letters?limit=1000"),
     ]);
-    const [cls, text] = flowStatus(f, endpoints);
+    const mine = letters.filter((d) => d.flow === name);
+    const [cls, text] = flowStatus(f, endpoints, mine.length);
     const act = async (what) => {
       try {
         await api(`/flows/${enc(name)}/${what}`, { method: "POST" });
@@ -356,7 +361,6 @@
       }
     };
     const op = isOperator();
-    const mine = letters.filter((d) => d.flow === name);
     return h(
       "div",
       {},
