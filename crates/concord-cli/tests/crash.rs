@@ -507,3 +507,147 @@ async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
         s.shutdown().await;
     }
 }
+
+/// `concord order KEY --json` (read from the store while the hub runs): the order's history.
+async fn order_history(config: &Path, key: &str) -> Option<serde_json::Value> {
+    let out = run_cli(&["order", key, "--json"], config).await;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The exact window of design §3's "a crash at any point duplicates no order": the ERP has
+/// created the order, but its answer is held back (`Faults::reply_delay_ms`), so the hub never
+/// recorded it, and the hub is SIGKILLed right then. Started again, the hub delivers the order
+/// again: the connector finds it by its reference and does not create it a second time, and the
+/// hub's books (xref, acceptance) catch up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_the_erp_created_an_order_but_before_the_hub_recorded_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let hook = |ep: &str| format!("http://127.0.0.1:{port}/hooks/{ep}");
+    let erp = ErpSim::start(ErpOptions {
+        webhook_url: Some(hook("erp")),
+        webhook_secret: Some(SECRET.to_string()),
+        ..ErpOptions::default()
+    })
+    .await
+    .expect("start the ERP emulator");
+    erp.seed(SKUS, &["WH1"], 100).expect("seed the ERP");
+    let mut shop_handles = Vec::new();
+    for name in ["web1", "web2"] {
+        shop_handles.push(
+            ShopSim::start(ShopOptions {
+                name: name.to_string(),
+                webhook_url: Some(hook(name)),
+                webhook_secret: Some(SECRET.to_string()),
+                ..ShopOptions::default()
+            })
+            .await
+            .expect("start a storefront emulator"),
+        );
+    }
+    let shops: Vec<(&str, &ShopHandle)> =
+        vec![("web1", &shop_handles[0]), ("web2", &shop_handles[1])];
+    let config = dir.path().join("concord.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &dir.path().join("concord.sqlite"),
+            port,
+            &erp,
+            &shop_handles[0],
+            &shop_handles[1],
+        ),
+    )
+    .expect("write the config");
+    let log = dir.path().join("concord.log");
+    let client = reqwest::Client::new();
+    let mut hub = Hub::spawn(&config, log.clone());
+    wait_healthy(&client, port, &mut hub).await;
+    wait_for("both stores have the ERP's stock at WH1", DEADLINE, || {
+        stock_mismatches(&erp, &shops).is_empty()
+    })
+    .await;
+    let web1 = &shop_handles[0];
+    // A first order makes the customer known at the ERP.
+    let first = web1
+        .place_order("held@example.com", "Held", &[(sku(0).as_str(), 1)])
+        .expect("checkout");
+    wait_for("the first order is in the ERP", DEADLINE, || {
+        erp.order_by_reference(&first.key).is_some()
+    })
+    .await;
+
+    // From now on the ERP applies every write but holds its answer for 20 s (the hub's
+    // timeout is 5 s): the hub cannot know the order was created.
+    erp.set_faults(Faults {
+        reply_delay_ms: 20_000,
+        ..Faults::default()
+    });
+    let second = web1
+        .place_order("held@example.com", "Held", &[(sku(1).as_str(), 2)])
+        .expect("checkout");
+    wait_for("the ERP created the second order", DEADLINE, || {
+        erp.order_by_reference(&second.key).is_some()
+    })
+    .await;
+    hub.kill();
+    let history = order_history(&config, &second.key)
+        .await
+        .expect("the hub journaled the order before it died");
+    assert_eq!(
+        history["order"]["state"], "placed",
+        "the hub died before it recorded the ERP's acceptance"
+    );
+
+    erp.set_faults(Faults::default());
+    let mut hub = Hub::spawn(&config, log.clone());
+    wait_healthy(&client, port, &mut hub).await;
+    let until = Instant::now() + DEADLINE;
+    loop {
+        hub.assert_alive();
+        let h = order_history(&config, &second.key).await;
+        if h.as_ref()
+            .is_some_and(|h| h["order"]["state"] == "accepted")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the hub did not record the ERP's acceptance after the restart: {h:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let posts = erp
+        .write_log()
+        .iter()
+        .filter(|w| {
+            w.method == "POST"
+                && w.path == "/api/sales-orders"
+                && w.body["number"] == second.number.as_str()
+        })
+        .count();
+    assert_eq!(
+        posts, 1,
+        "created once: the retry found it by its reference"
+    );
+    let copies = erp
+        .sales_orders()
+        .iter()
+        .filter(|o| o.reference == second.key)
+        .count();
+    assert_eq!(copies, 1);
+    let dlq = run_cli(&["dlq", "list"], &config).await;
+    let dlq_out = String::from_utf8_lossy(&dlq.stdout);
+    assert!(
+        dlq_out.contains("no dead letters"),
+        "dead letters after the crash:\n{dlq_out}"
+    );
+    hub.kill();
+    erp.shutdown().await;
+    for s in &shop_handles {
+        s.shutdown().await;
+    }
+}

@@ -418,12 +418,17 @@ async fn fault_middleware(State(core): State<Arc<Core>>, req: Request, next: Nex
     } else if faults.error_rate > 0.0 && fastrand::f64() < faults.error_rate {
         error(StatusCode::INTERNAL_SERVER_ERROR, "injected internal error")
     } else {
-        let req = if req.method() == Method::GET {
-            req
-        } else {
+        let write = req.method() != Method::GET;
+        let req = if write {
             log_write(&core, req).await
+        } else {
+            req
         };
-        next.run(req).await
+        let resp = next.run(req).await;
+        if write && faults.reply_delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(faults.reply_delay_ms)).await;
+        }
+        resp
     };
     if resp.status() == StatusCode::TOO_MANY_REQUESTS {
         core.counters.responses_429.fetch_add(1, Relaxed);

@@ -23,7 +23,8 @@
 //!   secret is set). In seq order, up to `webhook_batch` events per POST, sent at once when
 //!   idle; retried after 100 ms, 400 ms, 1.6 s, then dropped (`webhooks_dropped`).
 //! - Faults apply to `/api/*` only: latency, then `down` (503 "down for maintenance"), then every
-//!   Nth request 429 with `Retry-After`, then `error_rate` 500s. `set_down(true)` is a real outage:
+//!   Nth request 429 with `Retry-After`, then `error_rate` 500s; `reply_delay_ms` holds the answer
+//!   to a write that was applied. `set_down(true)` is a real outage:
 //!   the listener is closed (connection refused) and `set_down(false)` re-binds the same port.
 //! - `POST /_control/faults` (a [`Faults`] as JSON), `GET /_control/faults`,
 //!   `GET /_control/counters` (a [`Counters`]).
@@ -79,6 +80,10 @@ pub struct Faults {
     /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
     /// the port refuses connections, use the handle's `set_down(true)`.)
     pub down: bool,
+    /// Every `/api` write (non-GET) is applied at once but answered this much later: the answer
+    /// to a write that happened is late (or, past the client's timeout, lost) — the window in
+    /// which a caller that dies has done the write without knowing it.
+    pub reply_delay_ms: u64,
 }
 
 fn secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
