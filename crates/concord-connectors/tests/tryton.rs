@@ -1596,3 +1596,255 @@ async fn a_sale_shipped_in_two_tryton_shipments_is_two_fulfillments_at_the_store
     );
     hub.stop().await;
 }
+
+// ---- Issue 6 through the engine: a sandbox storefront as the channel, Tryton as the ERP ----
+
+/// The lifecycle flows on top of the common config: refunds from the storefront to Tryton and
+/// the edit policy for destinations that cannot amend (Tryton can).
+fn lifecycle_flows(shop: &str) -> String {
+    format!(
+        "\n[[flows]]\nname = \"refunds\"\nkind = \"refund\"\npattern = \"aggregation\"\n\
+         mode = \"delta\"\ninterval = \"200ms\"\nfrom = [\"{shop}\"]\nto = [\"erp\"]\n\
+         \n[orders]\nedits = \"cancel_and_replace\"\n"
+    )
+}
+
+/// A placed storefront order as a processing Tryton sale: (order, reference, sale id).
+async fn placed_sale(
+    erp: &Erp,
+    a: &ShopHandle,
+    shop: &str,
+    lines: &[(&str, i64)],
+) -> (Placed, String, i64) {
+    let placed = a
+        .place_order("customer1@example.com", "Customer 1", lines)
+        .expect("checkout");
+    let reference = format!("{shop}/{}", placed.number);
+    wait_until("the order is a processing sale in Tryton", || async {
+        erp.sales(&reference)
+            .await
+            .iter()
+            .any(|s| s["state"] == "processing")
+    })
+    .await;
+    let sale = erp.sales(&reference).await[0]["id"].as_i64().expect("id");
+    let prices = a
+        .order(&placed.id)
+        .expect("the storefront's order")
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.unit_price_minor))
+        .collect();
+    let placed = Placed {
+        id: placed.id,
+        prices,
+    };
+    (placed, reference, sale)
+}
+
+/// What the tests keep of a storefront order: its id and unit price per SKU.
+struct Placed {
+    id: String,
+    prices: BTreeMap<String, i64>,
+}
+
+/// An edit before shipment at the storefront (a quantity changed, a line removed, a new
+/// address) reaches Tryton as an amendment of the processing sale: same sale, new revision,
+/// its waiting shipment following the new quantities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    for sku in ["SKU-0001", "SKU-0002"] {
+        a.set_inventory(sku, "WH", 50).expect("stock");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &lifecycle_flows(&na)).await;
+    let (placed, reference, sale) =
+        placed_sale(&erp, &a, &na, &[("SKU-0001", 2), ("SKU-0002", 1)]).await;
+    let street = format!("{run} Harbour Lane");
+    a.edit_order(
+        &placed.id,
+        serde_json::from_value(json!({
+            "lines": [{"sku": "SKU-0001", "quantity": 3}],
+            "shipping_address": {"line1": street, "city": "Springfield",
+                                 "postal_code": "12345", "country": "US"}
+        }))
+        .expect("edit"),
+    )
+    .expect("edit accepted by the storefront");
+    // The amendment's shipment is rebuilt right after the sale's revision is committed.
+    wait_until("the sale is amended and its shipment follows", || async {
+        erp.sale(sale, &["revision"]).await["revision"] == 1
+            && erp.shipment_moves(sale).await == vec![("SKU-0001".to_string(), 3)]
+    })
+    .await;
+    assert_eq!(
+        erp.sale_lines(sale).await,
+        vec![("SKU-0001".into(), 3), ("SKU-0002".into(), 0)]
+    );
+    assert_eq!(erp.shipment_moves(sale).await, vec![("SKU-0001".into(), 3)]);
+    let s = erp.sale(sale, &["state", "shipment_address"]).await;
+    assert_eq!(s["state"], "processing");
+    assert_eq!(erp.street_of_address(&s["shipment_address"]).await, street);
+    assert_eq!(erp.sales(&reference).await.len(), 1, "the same sale");
+    assert!(
+        erp.sales(&format!("{reference}~2")).await.is_empty(),
+        "amended, not replaced"
+    );
+    wait_until("everything drained", || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}
+
+/// A cancellation at the storefront after Tryton accepted the order: the processing sale's
+/// shipment and draft invoice are cancelled and Tryton ends the sale with nothing shipped or
+/// invoiced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storefront_cancellation_after_acceptance_cancels_the_tryton_sale() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    a.set_inventory("SKU-0005", "WH", 50).expect("stock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &lifecycle_flows(&na)).await;
+    let (placed, _reference, sale) = placed_sale(&erp, &a, &na, &[("SKU-0005", 2)]).await;
+    a.customer_cancel(&placed.id).expect("cancel");
+    wait_until("the sale is cancelled in Tryton", || async {
+        let s = erp
+            .sale(sale, &["state", "shipment_state", "invoice_state"])
+            .await;
+        s["state"] == "done" && s["shipment_state"] == "none" && s["invoice_state"] == "none"
+    })
+    .await;
+    let s = erp.sale(sale, &["shipments", "invoices"]).await;
+    for sh in erp
+        .find(
+            "stock.shipment.out",
+            json!([["id", "in", s["shipments"]]]),
+            &["state"],
+        )
+        .await
+    {
+        assert_eq!(sh["state"], "cancelled");
+    }
+    for inv in erp
+        .find(
+            "account.invoice",
+            json!([["id", "in", s["invoices"]]]),
+            &["state"],
+        )
+        .await
+    {
+        assert_eq!(inv["state"], "cancelled");
+    }
+    wait_until("everything drained", || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}
+
+/// A partial refund by line at the storefront becomes one posted credit note in Tryton for
+/// exactly that line at the order's price; the refund delivered again (a hub that lost its
+/// bookkeeping re-reads the storefront) makes no second credit note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_storefront_refund_becomes_one_tryton_credit_note_even_when_delivered_twice() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    for sku in ["SKU-0003", "SKU-0004"] {
+        a.set_inventory(sku, "WH", 50).expect("stock");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &lifecycle_flows(&na)).await;
+    let (placed, reference, sale) =
+        placed_sale(&erp, &a, &na, &[("SKU-0003", 2), ("SKU-0004", 1)]).await;
+    // The accountant posts the sale's invoice.
+    let invoices = erp.sale(sale, &["invoices"]).await["invoices"].clone();
+    erp.call("account.invoice", "post", vec![invoices]).await;
+    let price = placed.prices["SKU-0003"];
+    let refund = a
+        .refund(
+            &placed.id,
+            serde_json::from_value(json!({"lines": [{"sku": "SKU-0003", "quantity": 1}]}))
+                .expect("refund"),
+        )
+        .expect("refund at the storefront");
+    let marker = refund_reference(&reference, refund["id"].as_str().expect("refund id"));
+    let notes = || async {
+        erp.find(
+            "account.invoice",
+            json!([["reference", "=", marker], ["type", "=", "out"]]),
+            &["state", "total_amount", "lines"],
+        )
+        .await
+    };
+    wait_until("the credit note is posted in Tryton", || async {
+        notes().await.iter().any(|n| n["state"] == "posted")
+    })
+    .await;
+    let n = notes().await;
+    assert_eq!(n.len(), 1, "{n:?}");
+    let total = concord_connectors::tryton::mapping::money_minor(&n[0]["total_amount"]);
+    assert_eq!(total, Some(-price), "{n:?}");
+    let lines = erp
+        .find(
+            "account.invoice.line",
+            json!([["invoice", "=", n[0]["id"]]]),
+            &["product.code", "quantity"],
+        )
+        .await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["product."]["code"], "SKU-0003");
+    assert_eq!(lines[0]["quantity"], -1.0);
+    wait_until("everything drained", || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+
+    // Delivered again: a hub with none of the bookkeeping (a fresh store) reads the storefront
+    // from the start and delivers the order and the refund once more.
+    let dir2 = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir2.path(), &lifecycle_flows(&na)).await;
+    wait_until("the refund is delivered again", || async {
+        hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 2
+    })
+    .await;
+    assert_eq!(notes().await.len(), 1, "no second credit note");
+    assert_eq!(erp.sales(&reference).await.len(), 1, "no second sale");
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}
