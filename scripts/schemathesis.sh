@@ -69,6 +69,7 @@ echo "schemathesis $SCHEMATHESIS_VERSION against $hub/api/v1/openapi.json" >&2
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \
   --workers 2 \
   --seed 1 \
+  --generation-database none \
   --no-color \
   --report junit --report-dir "$WORK/report" \
   2>&1 | tee "$WORK/schemathesis.log"

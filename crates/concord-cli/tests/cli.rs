@@ -2,7 +2,8 @@
 //! on every broken config of the engine's test suite (exit 2, naming the file and the faulty
 //! field's path from the file's `# path:` header), on a missing file and on a config that asks a
 //! connector for something it cannot do; `dlq list` and `status` on a fresh store; and the whole
-//! `concord demo`, which must end with `lost: 0`.
+//! `concord demo`, which must end with `lost: 0`; `concord token new` (a fresh token printed once,
+//! its hashed config entry valid; `validate` warns when the storefront API is open).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -240,4 +241,65 @@ fn the_demo_loses_nothing() {
     );
     assert!(stdout.contains("lost: 0"), "{stdout}");
     assert!(stdout.contains("result: OK"), "{stdout}");
+}
+
+/// `concord token new` prints a fresh token once and the config entry with its SHA-256; the
+/// entry makes a valid config; a bad role or name is a usage error.
+#[test]
+fn token_new_prints_the_token_and_its_hashed_entry() {
+    let run = |args: &[&str]| concord(args, &[]);
+    let out = run(&["token", "new", "--name", "ops", "--role", "operator"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    let token = lines
+        .iter()
+        .position(|l| l.starts_with("token (shown once"))
+        .and_then(|i| lines.get(i + 1))
+        .expect("the token line")
+        .to_string();
+    assert_eq!(token.len(), 64, "32 random bytes in hex: {token}");
+    let hash: String = concord_engine::config::access::token_hash(&token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(stdout.contains("[[admin.tokens]]"), "{stdout}");
+    assert!(stdout.contains(&format!("sha256 = \"{hash}\"")), "{stdout}");
+    assert!(stdout.contains("role = \"operator\""), "{stdout}");
+    let again = text(&run(&["token", "new", "--name", "ops", "--role", "viewer"]).stdout);
+    assert!(!again.contains(&token), "every token is new");
+
+    // The printed entry is a valid config entry.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let entry = &stdout[stdout.find("[[admin.tokens]]").expect("entry")..];
+    let config = format!(
+        "[endpoints.erp]\nconnector = \"sandbox-erp\"\nurl = \"http://127.0.0.1:7001\"\n\n\
+         [endpoints.web1]\nconnector = \"sandbox-shop\"\nurl = \"http://127.0.0.1:7002\"\n\n\
+         [[flows]]\nname = \"stock\"\nkind = \"stock\"\npattern = \"broadcast\"\nmode = \"realtime\"\n\
+         from = [\"erp\"]\nto = [\"web1\"]\n\n{entry}"
+    );
+    let file = dir.path().join("concord.toml");
+    std::fs::write(&file, &config).expect("write config");
+    let out = concord(&["validate", "-c", file.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // No storefront keys: validate says the storefront API is open.
+    assert!(
+        text(&out.stdout).contains("warning: the storefront API (/v1) is open"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let key = text(&run(&["token", "new", "--name", "shop", "--channel", "web1"]).stdout);
+    assert!(
+        key.contains("[[commerce.keys]]") && key.contains("channel = \"web1\""),
+        "{key}"
+    );
+    for bad in [
+        &["token", "new", "--name", "ops", "--role", "admin"][..],
+        &["token", "new", "--name", "Ops!", "--role", "viewer"][..],
+        &["token", "new", "--name", "ops"][..],
+    ] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
+    }
 }

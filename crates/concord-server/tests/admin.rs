@@ -422,6 +422,7 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
         "/api/v1/orders/counts",
         "/api/v1/orders/{key}",
         "/api/v1/parked",
+        "/api/v1/alerts",
         "/api/v1/session",
         "/api/v1/me",
     ] {
@@ -1113,6 +1114,17 @@ async fn endpoints_and_flows_show_health_and_sparklines() {
     assert!(
         stock["next_run"].as_i64() > stock["last_run"]["finished_at"].as_i64(),
         "{stock}"
+    );
+    wait_for("the catalogue migration has run", async || {
+        hub.flow("catalog").await["last_run"]["trigger"] == "migration"
+    })
+    .await;
+    let catalog = hub.flow("catalog").await;
+    assert_eq!(catalog["last_run"]["stored"], 2, "{catalog}");
+    assert_eq!(
+        catalog["next_run"],
+        Value::Null,
+        "a migration runs once: {catalog}"
     );
     s.shutdown().await;
 }

@@ -455,7 +455,16 @@ pub(crate) fn migration_stream(kind: Kind, flow: &str) -> String {
 pub(crate) async fn migrate(inner: Arc<Inner>, src: String, kind: Kind, page: usize, flow: String) {
     let stream = migration_stream(kind, &flow);
     let mut delay = Duration::from_secs(1);
+    let state = inner.flows.get(&flow).cloned().unwrap_or_default();
     loop {
+        let started_at = inner.now();
+        let run = |stored: usize, error: Option<String>| super::flows::FlowRun {
+            started_at,
+            finished_at: inner.now(),
+            stored,
+            error,
+            trigger: "migration".into(),
+        };
         match inner.store.cursor(&src, &stream).await {
             Ok(Some(v)) if v == "done" => return,
             Ok(_) => {}
@@ -464,10 +473,12 @@ pub(crate) async fn migrate(inner: Arc<Inner>, src: String, kind: Kind, page: us
         match snapshot(&inner, &src, kind, page, Some(&stream)).await {
             Ok(n) => {
                 tracing::info!(%flow, endpoint = %src, %kind, stored = n, "migration finished");
+                state.set_last_run(run(n, None));
                 return;
             }
             Err(e) => {
                 tracing::warn!(%flow, error = %e, "migration interrupted; resuming from its cursor");
+                state.set_last_run(run(0, Some(e.clone())));
                 if sleep_or_shutdown(&inner, delay).await {
                     return;
                 }

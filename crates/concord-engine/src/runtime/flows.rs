@@ -30,7 +30,7 @@ pub struct FlowRun {
     pub stored: usize,
     /// Why it failed, if it did.
     pub error: Option<String>,
-    /// `schedule`, `poll` or `manual` (run now).
+    /// `schedule`, `poll`, `migration` or `manual` (run now).
     pub trigger: String,
 }
 
