@@ -7,6 +7,9 @@
 //!   condition and exactly one `resolved` notification follows, for the same episode.
 //! - An endpoint whose breaker stays open fires `breaker_open`, and the episode resolves when the
 //!   endpoint recovers; `lag` fires for the destination that falls behind.
+//! - A ledger position whose ERP on-hand is below what is committed fires `oversold_risk` for
+//!   that `sku@location` (and not a rule whose threshold is higher), and resolves when stock
+//!   covers it again.
 //!
 //! Waits are conditions under a deadline (`wait_until`); "nothing more was sent" is checked
 //! after two complete evaluation rounds observed in the store, never after a sleep.
@@ -339,6 +342,60 @@ async fn breaker_and_lag_alerts_fire_and_resolve_when_the_endpoint_recovers() {
         firing,
         2,
         "one firing per episode: {:?}",
+        receiver.statuses()
+    );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversold_risk_fires_per_position_above_its_threshold_and_resolves() {
+    let (receiver, url) = Receiver::start(0).await;
+    let config = format!(
+        "{}\n[alerts]\nwebhook_url = \"{url}\"\ninterval = \"50ms\"\n\
+         [[alerts.rules]]\nname = \"oversold\"\ncondition = \"oversold_risk\"\n\
+         [[alerts.rules]]\nname = \"badly-oversold\"\ncondition = \"oversold_risk\"\nabove = 5\n",
+        config_text(&["erp", "web"], &[], STOCK_FLOW)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fakes = fakes();
+    let hub = Hub::start(&config, &dir.path().join("concord.sqlite"), &fakes).await;
+    let figure = |on_hand: i64, committed: i64, version: &str| concord_store::LevelUpdate {
+        sku: "A".into(),
+        location: "WH1".into(),
+        on_hand,
+        committed,
+        incoming: serde_json::json!([]),
+        version: version.into(),
+        captured_at: hub.engine.now(),
+    };
+    // The ERP reports fewer units on hand than it has committed: 3 short.
+    hub.store
+        .update_levels(vec![figure(2, 5, "1")], 0, hub.engine.now())
+        .await
+        .expect("levels");
+    wait_until("the oversold alert fires", async || {
+        receiver
+            .statuses()
+            .contains(&("oversold".into(), "firing".into()))
+    })
+    .await;
+    let firing = receiver.accepted()[0].clone();
+    assert_eq!(firing["subject"], "A@WH1");
+    assert_eq!(firing["value"], 3.0);
+    // Stock arrives: the position is covered again.
+    hub.store
+        .update_levels(vec![figure(10, 5, "2")], 0, hub.engine.now())
+        .await
+        .expect("levels");
+    wait_until("the oversold alert resolves", async || {
+        receiver
+            .statuses()
+            .contains(&("oversold".into(), "resolved".into()))
+    })
+    .await;
+    assert!(
+        receiver.statuses().iter().all(|(r, _)| r == "oversold"),
+        "3 short is not above 5: {:?}",
         receiver.statuses()
     );
     hub.stop().await;
