@@ -666,8 +666,6 @@ async fn cancellation_after_acceptance_from_the_erp_tells_the_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the engine routes payments and refunds only to the order's channel, so a channel's \
-            never reaches the ERP (runtime/process.rs, issue 6 in progress)"]
 async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
     let s = Setup::start(ALL).await;
     let placed = s.checkout("dan@example.com", &[("A", 2), ("B", 1)]).await;
