@@ -1,7 +1,8 @@
 //! Concord's HTTP surface (axum): `/hooks/{endpoint}` for webhooks, `/healthz`, `/readyz` and
 //! `/metrics` (Prometheus), the storefront API `/v1/...` ([`commerce`], per-channel keys), and
 //! the admin API `/api/v1/...` ([`admin`], tokens and roles; OpenAPI at
-//! `/api/v1/openapi.json`). [`access`] holds the authentication of both.
+//! `/api/v1/openapi.json`), and the dashboard at `/` ([`dashboard`], embedded assets over the admin
+//! API). [`access`] holds the authentication of both APIs.
 //!
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
