@@ -87,6 +87,14 @@ pub async fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
     );
     println!("                   -d '{{\"email\":\"ann@example.com\",\"name\":\"Ann\",\"lines\":[{{\"sku\":\"SKU-0001\",\"quantity\":2}}]}}'");
     println!("change stock:    curl -s -XPUT {}/api/stock/SKU-0001/WH1 -H 'content-type: application/json' -d '{{\"sku\":\"SKU-0001\",\"location\":\"WH1\",\"on_hand\":50}}'", erp.base_url());
+    // The order lifecycle: what the merchant, the customer and the warehouse do (control calls).
+    let (shop, erp_url) = (shops[0].base_url(), erp.base_url());
+    println!("edit an order:   curl -s -XPOST {shop}/_control/orders/ord_1/edit -d '{{\"lines\":[{{\"sku\":\"SKU-0001\",\"quantity\":3}}]}}'");
+    println!("cancel it:       curl -s -XPOST {shop}/_control/orders/ord_1/cancel");
+    println!("capture / refund: curl -s -XPOST {shop}/_control/orders/ord_1/capture; curl -s -XPOST {shop}/_control/orders/ord_1/refund -d '{{\"amount_minor\":500}}'");
+    println!("ship part of SO-1: curl -s -XPOST {erp_url}/_control/sales-orders/SO-1/ship -d '{{\"lines\":[{{\"sku\":\"SKU-0001\",\"quantity\":1}}],\"carrier\":\"DHL\",\"tracking_number\":\"JD0146\"}}'");
+    println!("invoice it:      curl -s -XPOST {erp_url}/_control/sales-orders/SO-1/invoice");
+    println!("receive a return: curl -s -XPOST {erp_url}/_control/returns/RMA-1/receive");
     println!("Ctrl-C to stop");
     let _ = tokio::signal::ctrl_c().await;
     erp.shutdown().await;

@@ -1,7 +1,10 @@
 //! `ErpSim`: an in-memory ERP (the system of record) served over HTTP, for the demo, dry runs and
 //! fault tests. It owns products, stock per (sku, location), prices, customers, sales orders and
-//! shipments, and behaves like one: accepting an order commits stock, shipping lowers on-hand,
-//! cancelling releases what was committed, and every change is announced by webhook and feed.
+//! shipments, invoices, payments, credit notes and returns, and behaves like one: accepting an
+//! order commits stock, amending it moves the commitment, shipping (in one or several
+//! shipments) lowers on-hand, cancelling releases what was committed, a refund is a credit note,
+//! returned goods are back on hand only once received, and every change is announced by webhook
+//! and feed.
 //!
 //! # HTTP API (the contract `SandboxErpConnector` follows)
 //! All bodies are canonical JSON (`concord_core::model`); errors are `{"error": "..."}`.
@@ -12,14 +15,53 @@
 //! - `GET /api/customers?email=E` → `{"customers":[{"id":"C-n", ..canonical}]}`.
 //!   `POST /api/customers` (canonical customer): idempotent on e-mail — an existing customer is
 //!   returned unchanged with 200, a new one with 201. `GET|PUT /api/customers/{id}` reads/updates.
-//! - `GET /api/sales-orders?reference=channel/number` → `{"orders":[sales order]}`.
+//! - `GET /api/sales-orders?reference=R` → `{"orders":[sales order]}`. A sales order is keyed
+//!   by its reference: the canonical order's `reference` when it has one (a cancel-and-replace
+//!   replacement, `channel/number~n`), else its key `channel/number`.
 //!   `POST /api/sales-orders` (canonical order + `"customer_id"`; `channel` is required): idempotent
 //!   on the reference (existing → 200, new → 201); unknown sku or customer → 422 naming it; a
 //!   customer on credit hold → 422 "customer on credit hold". `GET /api/sales-orders/{id}`.
-//!   `POST /api/sales-orders/{id}/cancel` (open → cancelled, releases committed; idempotent;
-//!   shipped → 409). `POST /api/sales-orders/{id}/ship` ships what remains (409 when nothing).
+//!   `PATCH /api/sales-orders/{id}` amends an order (body: a canonical order or part of one —
+//!   `lines` replaces every line, `shipping_address`/`billing_address` replace the addresses,
+//!   `null` removes one): the old lines' commitment is released and the new lines' committed in
+//!   one step, the order gets a new acceptance `version`; the edited order is validated as a
+//!   whole (422 naming the field); an unchanged amend changes nothing; once anything shipped,
+//!   or invoiced, or cancelled → 409 with the reason ("… cannot be amended after shipment").
+//!   `POST /api/sales-orders/{id}/cancel` (open → cancelled, releases committed, cancels its
+//!   invoice; idempotent; shipped → 409). `POST /api/sales-orders/{id}/ship` ships what remains
+//!   (409 when nothing).
 //!   A sales order is `{"id","reference","customer_id","status":"open|cancelled|shipped",
-//!   "version","record"}`; `version` is its acceptance version (below).
+//!   "version","record"}`; `version` is its acceptance version (below). Its canonical record
+//!   (`record`, and the feed) is named by the key `channel/number`, carries `reference` when it
+//!   differs, `erp_number`, `total_minor`, the addresses, and a lifecycle `status`: `accepted`,
+//!   `partially_shipped`, `shipped`, `invoiced`, `paid`, `partially_refunded`, `refunded`,
+//!   `returned`, `cancelled`.
+//!
+//! # Shipments, invoices, payments, credit notes, returns
+//! - `GET /api/shipments?order=<key>` → `{"shipments":[canonical shipment]}`. One order can have
+//!   several shipments (`SH-n`, each its own record in the feed with carrier, tracking number,
+//!   the shipped lines and the order's shipping address; `order` is the canonical key).
+//! - `GET /api/invoices?order=<key>` → `{"invoices":[…]}`: one invoice per order (`INV-n`),
+//!   `posted`, then `paid` once captured payments cover its total, `cancelled` with its order.
+//! - `POST /api/payments` (canonical payment; `order` = key or reference): recorded against the
+//!   order and its invoice (`invoice` filled in), idempotent by payment id (the same payment
+//!   again → 200, no change; a changed status → updated); unknown order or another currency →
+//!   422 naming the field. `GET /api/payments/{id}`.
+//! - `POST /api/credit-notes` (canonical refund) → 201 `{"id":"CN-n","refund":{…},"return":
+//!   "RMA-n"|null,"sales_order"}`, idempotent by the refund's `id` (again → 200, the same note).
+//!   By lines (each on the order, never more than ordered less already credited; an amount of 0
+//!   means the lines' value) or by amount (at most what is not credited yet): otherwise 422
+//!   naming `lines[i].quantity` / `amount_minor`. `restock` with lines opens a customer return
+//!   (`RMA-n`, `expected`): its units are NOT back on hand until it is received.
+//!   `GET /api/credit-notes?order=<key>`, `GET /api/returns?order=<key>`.
+//! - Control calls (what happens inside the ERP; never faulted, not counted as writes):
+//!   `POST /_control/sales-orders/{id}/ship` `{"lines":[{"sku","quantity"}],"carrier",
+//!   "tracking_number"}` (no lines: the rest) → 201 shipment (a split shipment);
+//!   `POST /_control/sales-orders/{id}/invoice` → the invoice (idempotent);
+//!   `POST /_control/sales-orders/{id}/cancel`; `POST /_control/invoices/{number}/pay`
+//!   `{"amount_minor","method"}` (a bank transfer, payment `PAY-n`);
+//!   `POST /_control/returns/{id}/receive` → the units go back on hand at the order line's
+//!   location (in the stock feed) and the order becomes `returned` (idempotent).
 //!
 //! # Where an order's stock comes from, and the acceptance version
 //! Each order line is committed, then shipped, at its own `location` when the line names one
@@ -35,9 +77,10 @@
 //! so the order record's own seq would be too high.) An order found again by reference keeps
 //! its version. `oversold_units` in the counters adds, per accepted line, the units beyond the
 //! ERP's own `on_hand − committed` at its location: stock promised that the ERP did not have.
-//! - `GET /api/shipments?order=<reference>` → `{"shipments":[canonical shipment]}`.
 //! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
-//!   customer, order, shipment; ids: sku, `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`.
+//!   customer, order, shipment, invoice, payment, refund; ids: sku, `sku@location`, `list:sku`,
+//!   `C-n`, `SO-n`, `SH-n`, `INV-n`, the payment's id, `CN-n` (the record is the canonical
+//!   refund, `id` = the refund id it books).
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //! - `PUT /_control/credit-hold/{email}` puts a customer on credit hold (their new orders are
 //!   refused with 422), `DELETE` lifts it (204 either way): what an ERP's credit controller does.
@@ -46,7 +89,8 @@
 //! emits the stock change before the order change, so a reader of the order already has the
 //! stock figures that include it.
 //!
-//! Must never: reach any other system than the webhook receiver, or persist anything.
+//! Must never: reach any other system than the webhook receiver, or persist anything; amend an
+//! order after anything shipped; put returned goods back on hand before the return is received.
 
 mod api;
 mod money;

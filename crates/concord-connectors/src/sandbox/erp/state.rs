@@ -1,4 +1,4 @@
-//! The ERP emulator's state and business rules (commit on accept, ship, cancel), independent of
+//! The ERP emulator's state and business rules (commit on accept, amend, ship, cancel), independent of
 //! HTTP. Every mutation emits its changes through the core while the state lock is held, so the
 //! feed's seq order is the order things happened in.
 //!

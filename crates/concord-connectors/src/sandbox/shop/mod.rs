@@ -1,6 +1,8 @@
 //! `ShopSim`: an in-memory storefront (a sales channel) served over HTTP, for the demo, dry runs
 //! and fault tests. It has products, inventory per (sku, location) as `available`, customers and
-//! orders with fulfillments; its checkout ([`ShopHandle::place_order`]) refuses to oversell.
+//! orders with fulfillments, invoices, payments and refunds; its checkout
+//! ([`ShopHandle::place_order`]) refuses to oversell; orders are edited, cancelled, paid and
+//! refunded in the store (`lifecycle`).
 //!
 //! # HTTP API (the contract `SandboxShopConnector` follows)
 //! All bodies are JSON; records are canonical (`concord_core::model`); errors are `{"error"}`.
@@ -20,17 +22,32 @@
 //!   `POST /api/customers` idempotent on e-mail (existing → 200 unchanged, new → 201);
 //!   `GET|PUT /api/customers/{id}`.
 //! - `GET /api/orders?number=N` → `{"orders":[order]}`; `GET /api/orders/{id}` → order | 404;
-//!   an order is `{"id":"ord_n","number","status","customer","lines","fulfillments","record"}`.
+//!   an order is `{"id":"ord_n","number","status","customer","lines","fulfillments","invoices",
+//!   "payments","refunds","erp_number","erp_status","record"}`.
 //! - `POST /api/orders/{id}/fulfillments` `{"shipment_id","carrier","tracking_number","lines":
 //!   [{"sku","quantity"}]}` → 201 `{"fulfillment","order"}`; idempotent on `shipment_id` (200 with
-//!   the existing one); more than ordered → 422; cancelled order → 409. The order becomes
-//!   `partially_shipped` or `shipped` by quantities.
+//!   the existing one); several per order (split shipments); more than ordered → 422; cancelled
+//!   order → 409. The order becomes `partially_shipped` or `shipped` by quantities.
 //! - `POST /api/orders/{id}/cancel` → order (restocks; idempotent; fulfilled → 409).
+//! - What the hub tells the store about an order, recorded on it and not re-emitted:
+//!   `POST /api/orders/{id}/invoices` (canonical invoice, upsert by number),
+//!   `POST /api/orders/{id}/payments` (canonical payment, upsert by id),
+//!   `POST /api/orders/{id}/refunds` (canonical refund, by id) → 201 new / 200 known, 422 when
+//!   the record names another order; `PUT /api/orders/{id}/erp` `{"erp_number","status"}`.
+//! - Control calls (the merchant or the customer acting in the store; never faulted, not counted
+//!   as writes), each emitted in the feed: `POST /_control/orders/{id}/edit` `{"lines":[{"sku",
+//!   "quantity"}],"shipping_address"}` (an order update; 409 once fulfilled or cancelled);
+//!   `POST /_control/orders/{id}/cancel` (the customer cancels); `POST /_control/orders/{id}/
+//!   capture` `{"amount_minor","method"}` (payment `pay_n`, `captured`); `POST /_control/orders/
+//!   {id}/refund` `{"lines","amount_minor","restock","reason"}` (refund `re_n`: by lines — their
+//!   value —, by amount, or without either the rest; never beyond what was ordered or is left →
+//!   422 naming the field).
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
 //!   stock | 503 hub unavailable (the same checkout as [`ShopHandle::checkout`]: through the
 //!   hub's stock pool when `ShopOptions::hub` is set, else from the store's own inventory).
 //! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
-//!   customer, order; ids: sku, `sku@location`, `list:sku`, `cus_n`, `ord_n`. Stock records are
+//!   customer, order, payment, refund; ids: sku, `sku@location`, `list:sku`, `cus_n`, `ord_n`,
+//!   `pay_n`, `re_n`. Stock records are
 //!   `{"sku","location","on_hand":available,"committed":0}`.
 //! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //!
