@@ -10,7 +10,7 @@
 //    hold in the sandbox ERP (its control API: the fix an operator would make), clicks Replay and
 //    waits until the page reports the order delivered to the ERP;
 // 4. opens the order page (a delivered attempt to the ERP in its history), the stock pool of a SKU
-//    through the `/` search, and the alerts page (the alert resolved);
+//    through the `/` search, the alerts page (the alert resolved) and the orders by state;
 // 5. checks through the admin API that the letter is replayed and the ERP accepted the order, and
 //    that the browser logged no error (a CSP violation would be one).
 // Screenshots of every step go to $SCREENSHOT_DIR (target/screenshots). Every wait is a condition
@@ -177,6 +177,14 @@ try {
   await page.keyboard.press("a");
   await page.waitForSelector("#alerts-table tr:has-text('dead-letters'):has-text('resolved')");
   await shot("07-alerts");
+
+  // Orders by state (`g r`): the counts and the list.
+  await page.locator("main").focus();
+  await page.keyboard.press("g");
+  await page.keyboard.press("r");
+  await page.waitForSelector("#order-counts a:has-text('all')");
+  await page.waitForSelector(`#orders-table tr[data-href="#/orders/${encodeURIComponent(letter.key)}"]`);
+  await shot("08-orders");
 
   // Through the API: the letter is replayed, the ERP accepted the order.
   const after = await apiGet(`/dead-letters/${letter.id}`);

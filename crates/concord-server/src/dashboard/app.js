@@ -581,20 +581,24 @@
     if (key) return orderPage(key);
     const params = new URLSearchParams(location.hash.split("?")[1] || "");
     const state = params.get("state") || "";
-    const q = new URLSearchParams({ limit: "200" });
+    const after = params.get("after") || "";
+    const q = new URLSearchParams({ limit: "100" });
     if (state) q.set("state", state);
-    let orders;
-    try {
-      orders = await api(`/orders?${q}`);
-    } catch (e) {
-      if (e.status === 404) return h("p", { class: "muted" }, "This hub does not list orders.");
-      throw e;
-    }
-    if (orders && !Array.isArray(orders)) orders = orders.orders || orders.items || [];
+    if (after) q.set("after", after);
+    const [page, counts] = await Promise.all([api(`/orders?${q}`), api("/orders/counts").catch(() => ({}))]);
+    const orders = Array.isArray(page) ? page : page.orders || [];
+    const next = Array.isArray(page) ? null : page.next_after;
+    const total = Object.values(counts).reduce((a, b) => a + b, 0);
     return h(
       "div",
       {},
       h("h1", {}, "Orders"),
+      h(
+        "nav",
+        { class: "toolbar", "aria-label": "Orders by state", id: "order-counts" },
+        link("#/orders", `all (${total})`, state ? {} : { "aria-current": "true" }),
+        Object.entries(counts).map(([st, n]) => link(`#/orders?state=${enc(st)}`, `${st.replace(/_/g, " ")} (${n})`, st === state ? { "aria-current": "true" } : {})),
+      ),
       h(
         "form",
         { class: "toolbar", onsubmit: (ev) => { ev.preventDefault(); const v = ev.target.elements.state.value.trim(); location.hash = v ? `#/orders?state=${enc(v)}` : "#/orders"; } },
@@ -624,6 +628,7 @@
             ),
           )
         : h("p", { class: "muted" }, "No orders."),
+      next ? h("p", {}, link(`#/orders?${new URLSearchParams({ ...(state ? { state } : {}), after: next })}`, "Next page →")) : null,
     );
   }
 
