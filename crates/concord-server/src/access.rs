@@ -341,3 +341,131 @@ pub async fn require_channel_key(
         None => unauthorized("unknown storefront key".into()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_engine::config::access::token_hash;
+
+    fn access(tokens: &[(&str, Role, &str)], keys: &[(&str, &str, &str)]) -> Access {
+        Access::new(
+            AdminConfig {
+                tokens: tokens
+                    .iter()
+                    .map(|(name, role, t)| AccessToken {
+                        name: name.to_string(),
+                        role: *role,
+                        sha256: token_hash(t),
+                    })
+                    .collect(),
+                ..AdminConfig::default()
+            },
+            CommerceConfig {
+                keys: keys
+                    .iter()
+                    .map(|(name, channel, k)| ChannelKey {
+                        name: name.to_string(),
+                        channel: channel.to_string(),
+                        sha256: token_hash(k),
+                    })
+                    .collect(),
+            },
+        )
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_cookie_parsing() {
+        assert_eq!(
+            bearer(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            bearer(&headers(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(bearer(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(bearer(&headers(&[("authorization", "Bearer ")])), None);
+        let h = headers(&[
+            ("cookie", "a=1; concord_session=xyz; b=2"),
+            ("cookie", "c=3"),
+        ]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&h, "c"), Some("3"));
+        assert_eq!(cookie(&h, "d"), None);
+    }
+
+    #[test]
+    fn tokens_roles_and_sessions() {
+        let a = access(
+            &[("ann", Role::Viewer, "t1"), ("ops", Role::Operator, "t2")],
+            &[],
+        );
+        let who = |h: HeaderMap| a.authenticate(&h).map(|c| (c.name, c.role));
+        assert_eq!(
+            who(headers(&[("authorization", "Bearer t2")])).ok(),
+            Some(("ops".into(), Role::Operator))
+        );
+        let e = who(headers(&[("authorization", "Bearer t3")])).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            who(HeaderMap::new()).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        // A session: the cookie holds a fresh random id, never the token.
+        let (caller, set_cookie) = a.login("t1").expect("login");
+        assert_eq!(caller.name, "ann");
+        let set_cookie = set_cookie.to_str().expect("ascii").to_string();
+        assert!(!set_cookie.contains("t1;"));
+        let pair = set_cookie.split(';').next().expect("pair").to_string();
+        assert_eq!(
+            who(headers(&[("cookie", &pair)])).ok(),
+            Some(("ann".into(), Role::Viewer))
+        );
+        a.logout(&headers(&[("cookie", &pair)]));
+        assert_eq!(
+            who(headers(&[("cookie", &pair)])).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            a.login("nope").unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn no_tokens_means_closed() {
+        let a = access(&[], &[]);
+        let e = a
+            .authenticate(&headers(&[("authorization", "Bearer anything")]))
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(e.message.contains("concord token new"), "{}", e.message);
+        assert!(a.commerce_open());
+    }
+
+    #[test]
+    fn channel_keys_scope_their_channel() {
+        let a = access(&[], &[("k1", "web1", "key-1"), ("k2", "web2", "key-2")]);
+        assert!(!a.commerce_open());
+        assert_eq!(
+            a.channel_key("key-2").map(|k| k.channel.as_str()),
+            Some("web2")
+        );
+        assert!(a.channel_key("key-3").is_none());
+        let scope = ChannelScope(Some("web1".into()));
+        assert!(scope.check("web1").is_ok());
+        assert_eq!(
+            scope.check("web2").unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
+        assert!(ChannelScope(None).check("web2").is_ok());
+    }
+}

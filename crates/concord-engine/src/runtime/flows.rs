@@ -148,3 +148,51 @@ pub struct FlowView {
     /// Capture-to-delivery lag of this flow's last delivery, ms.
     pub last_delivery_lag_ms: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Millis = 60_000;
+
+    #[test]
+    fn per_minute_counts_slide_over_thirty_minutes() {
+        let f = FlowState::default();
+        let t0 = 1_000 * MIN;
+        f.record_delivered(t0, 2, 10);
+        f.record_delivered(t0 + 30_000, 3, 20);
+        f.record_delivered(t0 + MIN, 1, 5);
+        let now = t0 + MIN + 1;
+        let m = f.per_minute(now);
+        assert_eq!(m.len(), MINUTES);
+        assert_eq!(
+            &m[MINUTES - 2..],
+            &[5, 1],
+            "previous minute, current minute"
+        );
+        assert_eq!(m.iter().sum::<u64>(), 6);
+        assert_eq!(f.delivered.load(Ordering::Relaxed), 6);
+        assert_eq!(f.last_lag_ms.load(Ordering::Relaxed), 5);
+        // Half an hour later the first minute has slid out of the window.
+        let later = t0 + (MINUTES as i64) * MIN;
+        assert_eq!(f.per_minute(later).iter().sum::<u64>(), 1);
+        assert_eq!(f.per_minute(later + MIN).iter().sum::<u64>(), 0);
+        // The ring keeps at most MINUTES entries however long it runs.
+        for i in 0..100 {
+            f.record_delivered(later + i * MIN, 1, 1);
+        }
+        assert!(f.minutes.lock().map(|m| m.len()).unwrap_or(0) <= MINUTES);
+        assert_eq!(
+            f.per_minute(later + 99 * MIN).iter().sum::<u64>(),
+            MINUTES as u64
+        );
+    }
+
+    #[test]
+    fn a_clock_going_back_drops_the_sample() {
+        let f = FlowState::default();
+        f.record_delivered(10 * MIN, 1, 0);
+        f.record_delivered(9 * MIN, 1, 0);
+        assert_eq!(f.per_minute(10 * MIN).iter().sum::<u64>(), 1);
+    }
+}
