@@ -3,7 +3,8 @@
 
 Creates what is missing: currency USD, company "Concord Test Co" (user admin bound to it), a
 minimal chart of accounts and fiscal year (confirming a sale needs them), payment term
-"Direct", an accounting product category, a second warehouse "WH2" (Tryton ships "WH"),
+"Direct", an invoice payment method "Channel payments" (Cash journal; channel payments are
+recorded with it), an accounting product category, a second warehouse "WH2" (Tryton ships "WH"),
 products SKU-0001..SKU-N (product code = SKU) with stock (a confirmed inventory in WH, a done
 supplier move in WH2) and a customer "Customer 1" <customer1@example.com> with an address.
 
@@ -145,6 +146,24 @@ def ensure_payment_term():
     return term
 
 
+def ensure_payment_method(company):
+    """The invoice payment method channel payments are recorded with (the connector's Pay
+    wizard): the Cash journal, on the chart's first cash account."""
+    Method = Model.get('account.invoice.payment.method')
+    method = one(Method.find([('name', '=', 'Channel payments')]))
+    if method:
+        return method
+    journal, = Model.get('account.journal').find([('type', '=', 'cash')], limit=1)
+    cash, = Model.get('account.account').find([
+            ('company', '=', company.id), ('closed', '!=', True),
+            ('type.name', '=', 'Cash and Cash Equivalents')],
+        order=[('code', 'ASC')], limit=1)
+    method = Method(name='Channel payments', company=company, journal=journal,
+        credit_account=cash, debit_account=cash)
+    method.save()
+    return method
+
+
 def ensure_category(accounts):
     Category = Model.get('product.category')
     cat = one(Category.find([('name', '=', 'Goods'), ('accounting', '=', True)]))
@@ -248,6 +267,7 @@ def run(cfg, args):
     accounts = ensure_chart(cfg, company)
     ensure_fiscalyear(company)
     term = ensure_payment_term()
+    method = ensure_payment_method(company)
     category = ensure_category(accounts)
     customer = ensure_customer('Customer 1', CUSTOMER_EMAIL, term)
     Location = Model.get('stock.location')
@@ -261,6 +281,7 @@ def run(cfg, args):
         'customer_id': customer.id,
         'customer_email': CUSTOMER_EMAIL,
         'payment_term_id': term.id,
+        'payment_method_id': method.id,
         'warehouses': {'WH': wh.id, 'WH2': wh2.id},
         'stocked_now': {'WH': n1, 'WH2': n2},
         'products': [p.code for p in products],

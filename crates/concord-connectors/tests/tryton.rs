@@ -1848,3 +1848,160 @@ async fn a_partial_storefront_refund_becomes_one_tryton_credit_note_even_when_de
     );
     hub.stop().await;
 }
+
+impl Erp {
+    /// An invoice's amount left to pay (minor units) and state.
+    async fn to_pay(&self, invoice: i64) -> (Option<i64>, String) {
+        let r = self
+            .call(
+                "account.invoice",
+                "read",
+                vec![json!([invoice]), json!(["amount_to_pay", "state"])],
+            )
+            .await;
+        (
+            concord_connectors::tryton::mapping::money_minor(&r[0]["amount_to_pay"]),
+            r[0]["state"].as_str().unwrap_or("").to_string(),
+        )
+    }
+}
+
+fn payment_op(id: &str, order: &str, amount: i64, status: &str) -> WriteOp {
+    WriteOp {
+        item_id: 1,
+        kind: Kind::Payment,
+        key: id.into(),
+        op: "upsert".into(),
+        payload: json!({"id": id, "order": order, "amount_minor": amount, "currency": "USD",
+                        "status": status}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    }
+}
+
+/// A payment captured on a channel is recorded against the sale's posted invoice with Tryton's
+/// Pay wizard: it waits (transient) while the invoice is a draft, a partial payment leaves the
+/// rest to pay, a replay records nothing more, the remainder makes the invoice paid; an
+/// authorized (not captured) payment moves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_captured_channel_payment_is_recorded_once_against_the_posted_tryton_invoice() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let tryton = concord_connectors::build(&tryton_spec(&e)).expect("build");
+    let key = format!("t{run}a/pay");
+    let sale = done_id(
+        &tryton
+            .write(vec![lifecycle_op(
+                "create",
+                &key,
+                &[("SKU-0001", 2)],
+                "1 Main Street",
+            )])
+            .await,
+    );
+    let invoice = erp.sale(sale, &["invoices"]).await["invoices"][0]
+        .as_i64()
+        .expect("invoice");
+    let p1 = payment_op(&format!("{key}/p1"), &key, 1000, "captured");
+    // The invoice is still a draft: retried later, nothing recorded.
+    let out = tryton.write(vec![p1.clone()]).await;
+    assert!(
+        matches!(&out[0], WriteOutcome::Failed(e) if !e.is_permanent()),
+        "{out:?}"
+    );
+    erp.call("account.invoice", "post", vec![json!([invoice])])
+        .await;
+    let m1 = done_id(&tryton.write(vec![p1.clone()]).await);
+    assert_eq!(erp.to_pay(invoice).await, (Some(1200), "posted".into()));
+    // Replayed: the same move, nothing more paid.
+    assert_eq!(done_id(&tryton.write(vec![p1]).await), m1);
+    assert_eq!(erp.to_pay(invoice).await, (Some(1200), "posted".into()));
+    // Authorized only: nothing moves.
+    let out = tryton
+        .write(vec![payment_op(
+            &format!("{key}/p0"),
+            &key,
+            500,
+            "authorized",
+        )])
+        .await;
+    assert!(matches!(out[0], WriteOutcome::Done { .. }), "{out:?}");
+    assert_eq!(erp.to_pay(invoice).await, (Some(1200), "posted".into()));
+    // More than is left: refused with the figures.
+    let reason = permanent_reason(
+        &tryton
+            .write(vec![payment_op(
+                &format!("{key}/p9"),
+                &key,
+                5000,
+                "captured",
+            )])
+            .await,
+    );
+    assert!(reason.contains("1200"), "{reason}");
+    // The rest: paid.
+    done_id(
+        &tryton
+            .write(vec![payment_op(
+                &format!("{key}/p2"),
+                &key,
+                1200,
+                "captured",
+            )])
+            .await,
+    );
+    assert_eq!(erp.to_pay(invoice).await, (Some(0), "paid".into()));
+    let moves = erp
+        .find(
+            "account.move",
+            json!([
+                ["origin", "=", format!("account.invoice,{invoice}")],
+                ["description", "like", format!("payment:{key}:%")]
+            ]),
+            &["description"],
+        )
+        .await;
+    assert_eq!(moves.len(), 2, "{moves:?}");
+}
+
+/// A payment captured at the storefront reaches Tryton through the engine as a payment of the
+/// sale's posted invoice, which becomes paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storefront_capture_pays_the_tryton_invoice_through_the_engine() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}a");
+    let a = shop(&na).await;
+    a.set_inventory("SKU-0002", "WH", 50).expect("stock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let flows = format!(
+        "\n[[flows]]\nname = \"payments\"\nkind = \"payment\"\npattern = \"aggregation\"\n\
+         mode = \"delta\"\ninterval = \"200ms\"\nfrom = [\"{na}\"]\nto = [\"erp\"]\n"
+    );
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &flows).await;
+    let (placed, _reference, sale) = placed_sale(&erp, &a, &na, &[("SKU-0002", 2)]).await;
+    let invoice = erp.sale(sale, &["invoices"]).await["invoices"][0]
+        .as_i64()
+        .expect("invoice");
+    erp.call("account.invoice", "post", vec![json!([invoice])])
+        .await;
+    a.capture(&placed.id, None).expect("capture");
+    wait_until("the invoice is paid in Tryton", || async {
+        erp.to_pay(invoice).await == (Some(0), "paid".to_string())
+    })
+    .await;
+    wait_until("everything drained", || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}

@@ -115,8 +115,8 @@ impl Rpc {
         Ok(self.session(None).await?.context)
     }
 
-    /// Call `method` with `params`; model methods get the session's context appended (merged
-    /// with `extra_context`). Re-logs in once on 401.
+    /// Call `method` with `params`; model and wizard methods get the session's context appended
+    /// (merged with `extra_context`). Re-logs in once on 401.
     pub async fn call(
         &self,
         method: &str,
@@ -300,7 +300,7 @@ impl Rpc {
     ) -> Result<Result<Value, DeliveryError>, Unauthorized> {
         let mut params = params.to_vec();
         if let Some(s) = session {
-            if method.starts_with("model.") {
+            if method.starts_with("model.") || method.starts_with("wizard.") {
                 let mut ctx = s.context.clone();
                 if let (Some(c), Some(Value::Object(extra))) = (ctx.as_object_mut(), extra_context)
                 {

@@ -14,6 +14,8 @@
 //! order_warehouse = "WH"             # where sales are created; default: first of `warehouses`
 //! sale_flow = "confirm"              # "quote" | "confirm" | "process"; default "confirm"
 //! payment_term = "Direct"            # by name, when the party has no customer payment term
+//! payment_method = "Channel payments" # invoice payment method for channel payments (by name);
+//!                                    # default: the company's only one
 //! default_country = "US"             # for addresses Tryton holds without a country
 //! shipment_states = ["done"]         # which customer-shipment states are read; default all
 //! ```
@@ -48,6 +50,7 @@ struct Raw {
     order_warehouse: Option<String>,
     sale_flow: Option<SaleFlow>,
     payment_term: Option<String>,
+    payment_method: Option<String>,
     default_country: Option<String>,
     shipment_states: Option<Vec<String>>,
 }
@@ -63,6 +66,8 @@ pub struct Options {
     pub order_warehouse: Option<String>,
     pub sale_flow: SaleFlow,
     pub payment_term: Option<String>,
+    /// `account.invoice.payment.method` name channel payments are recorded with.
+    pub payment_method: Option<String>,
     pub default_country: Option<String>,
     /// Empty = every state.
     pub shipment_states: Vec<String>,
@@ -150,6 +155,7 @@ impl Options {
             warehouses,
             sale_flow: raw.sale_flow.unwrap_or_default(),
             payment_term: non_empty("options.payment_term", raw.payment_term)?,
+            payment_method: non_empty("options.payment_method", raw.payment_method)?,
             default_country: default_country.map(|c| c.to_ascii_uppercase()),
             shipment_states,
         })

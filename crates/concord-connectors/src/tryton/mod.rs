@@ -45,7 +45,9 @@
 //!   tracking numbers are not used because that module pulls carrier integrations this connector
 //!   does not need). Shipments of no sale (manual ones) are skipped.
 //! - **invoice** (customer invoices, posted/paid) and **payment** (a paid invoice = a captured
-//!   payment of its total), `order` from the sale lines they bill.
+//!   payment of its total), `order` from the sale lines they bill. A payment captured on a
+//!   channel is written as a payment of the sale's posted invoice through Tryton's Pay wizard
+//!   (option `payment_method`), idempotent by the move's description; see [`payment`].
 //!
 //! Versions: every record read is versioned with the newest `write_date` of the page it came in
 //! (the time its figures are "as of"), in the fixed RFC 3339 UTC format of [`mapping`]. An order
@@ -57,8 +59,6 @@
 //! its party, changes nothing Tryton timestamps; the next change of that product/party (or a
 //! snapshot) brings it.
 //!
-//! Not written: payments from a channel (see the README's "Connect Tryton" for why).
-//!
 //! Must never: sleep or retry (the engine does), create a second sale for one reference, or
 //! validate records (bad data goes to the engine, which dead-letters it with the reason).
 
@@ -67,6 +67,7 @@ pub mod client;
 pub mod config;
 pub mod lifecycle;
 pub mod mapping;
+pub mod payment;
 pub mod prices;
 mod read;
 pub mod refund;
@@ -296,18 +297,23 @@ fn caps() -> Capabilities {
             },
         );
     }
-    // Refunds are written (credit notes and returns, refund.rs), not read.
+    // Refunds are written (credit notes and returns, refund.rs), not read; payments are read
+    // (paid invoices) and written (a captured channel payment, payment.rs).
+    let written = WriteModes {
+        upsert: true,
+        max_batch: 1,
+        amend: false,
+    };
     caps.kinds.insert(
         Kind::Refund,
         KindCaps {
             read: ReadModes::default(),
-            write: WriteModes {
-                upsert: true,
-                max_batch: 1,
-                amend: false,
-            },
+            write: written,
         },
     );
+    if let Some(k) = caps.kinds.get_mut(&Kind::Payment) {
+        k.write = written;
+    }
     caps
 }
 

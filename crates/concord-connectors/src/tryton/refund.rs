@@ -89,7 +89,7 @@ impl TrytonConnector {
         let lines = refund_lines(p)?;
         let restock = p.get("restock").and_then(Value::as_bool).unwrap_or(false);
         let marker = refund_reference(order, id);
-        let sale = self.refund_sale(op, order).await?;
+        let sale = self.order_sale(op, order).await?;
         let doc = if restock && !lines.is_empty() {
             self.return_sale(sale, order, &marker, &lines).await?
         } else {
@@ -103,8 +103,9 @@ impl TrytonConnector {
         })
     }
 
-    /// The sale a refund of `order` credits (see the module doc).
-    async fn refund_sale(&self, op: &WriteOp, order: &str) -> Result<i64, DeliveryError> {
+    /// The sale of canonical order `order` (see the module doc): a refund credits it, a payment
+    /// pays its invoice.
+    pub(super) async fn order_sale(&self, op: &WriteOp, order: &str) -> Result<i64, DeliveryError> {
         if let Some(id) = op
             .refs
             .get(&format!("order:{order}"))
@@ -131,11 +132,11 @@ impl TrytonConnector {
         replacements
             .first()
             .and_then(id_of)
-            .ok_or_else(|| permanent(format!("no sale with reference `{order}` to refund")))
+            .ok_or_else(|| permanent(format!("no sale with reference `{order}` in Tryton")))
     }
 
-    /// The sale's invoices that are not cancelled, posted/paid ones first.
-    async fn sale_invoices(&self, sale: i64) -> Result<Vec<Value>, DeliveryError> {
+    /// The sale's invoices that are not cancelled (nor credit notes), posted/paid ones first.
+    pub(super) async fn sale_invoices(&self, sale: i64) -> Result<Vec<Value>, DeliveryError> {
         let rows = self
             .rpc
             .read_ctx("sale.sale", &[sale], &["invoices"], &json!({}))
@@ -157,6 +158,7 @@ impl TrytonConnector {
                     "payment_term",
                     "lines",
                     "total_amount",
+                    "amount_to_pay",
                 ],
                 &json!({}),
             )

@@ -74,6 +74,7 @@ impl TrytonConnector {
                 self.upsert_sale(op).await
             }
             (Kind::Refund, "create" | "upsert") => self.create_refund(op).await,
+            (Kind::Payment, "create" | "upsert") => self.record_payment(op).await,
             (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
                 self.upsert_party(op).await
             }
