@@ -138,10 +138,17 @@ impl Tracker {
     }
 }
 
-/// What an edit compares: the lines (SKU, quantity, ship-to, location) and the addresses.
+/// What an edit compares: the lines (SKU, quantity, ship-to, location; their order does not
+/// matter) and the addresses.
 fn edit_view(o: &Order) -> Value {
+    let mut lines: Vec<String> = o
+        .lines
+        .iter()
+        .map(|l| json!([l.sku, l.quantity, l.ship_to, l.location]).to_string())
+        .collect();
+    lines.sort();
     json!({
-        "lines": o.lines.iter().map(|l| json!([l.sku, l.quantity, l.ship_to, l.location])).collect::<Vec<_>>(),
+        "lines": lines,
         "shipping": o.shipping_address,
         "billing": o.billing_address,
     })
@@ -590,5 +597,39 @@ impl super::Engine {
     /// waits on.
     pub async fn parked(&self, limit: usize) -> Result<Vec<ParkedItem>, EngineError> {
         Ok(self.inner.store.parked(limit).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{edit_view, Order};
+    use serde_json::json;
+
+    fn order(lines: serde_json::Value, ship: &str) -> Order {
+        serde_json::from_value(json!({"number": "1", "customer": {"email": "a@b.co"},
+            "currency": "USD", "lines": lines,
+            "shipping_address": {"line1": ship, "city": "X", "country": "US"}}))
+        .expect("order")
+    }
+
+    #[test]
+    fn an_edit_is_a_change_of_lines_or_addresses_not_of_their_order() {
+        let a = json!({"sku": "A", "quantity": 2});
+        let b = json!({"sku": "B", "quantity": 1});
+        let base = order(json!([a, b]), "1 Main St");
+        assert_eq!(
+            edit_view(&base),
+            edit_view(&order(json!([b, a]), "1 Main St"))
+        );
+        let more = json!({"sku": "A", "quantity": 3});
+        assert_ne!(
+            edit_view(&base),
+            edit_view(&order(json!([more, b]), "1 Main St"))
+        );
+        assert_ne!(edit_view(&base), edit_view(&order(json!([a]), "1 Main St")));
+        assert_ne!(
+            edit_view(&base),
+            edit_view(&order(json!([a, b]), "2 High St"))
+        );
     }
 }
