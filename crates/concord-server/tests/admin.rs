@@ -422,6 +422,7 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
         "/api/v1/orders/counts",
         "/api/v1/orders/{key}",
         "/api/v1/parked",
+        "/api/v1/overview",
         "/api/v1/alerts",
         "/api/v1/session",
         "/api/v1/me",
@@ -473,6 +474,17 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
         }
     }
     assert!(checked >= 15, "only {checked} operations checked");
+    // Unknown admin paths answer JSON; a wrong method on a known path 405.
+    let (st, v) = hub.get("/api/v1/nope", Some(VIEWER)).await;
+    assert_eq!(st, 404, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("/api/v1/nope"),
+        "{v}"
+    );
+    let (st, _, _) = hub
+        .call(reqwest::Method::DELETE, "/api/v1/flows", Some(VIEWER), None)
+        .await;
+    assert_eq!(st, 405);
     s.shutdown().await;
 }
 
@@ -1093,6 +1105,13 @@ async fn endpoints_and_flows_show_health_and_sparklines() {
     assert!(web1["health"]["last_success"].is_i64(), "{web1}");
     assert!(web1["health"]["rate_limited"].is_u64(), "{web1}");
     assert!(web1["queue"]["done"].as_u64().unwrap_or(0) > 0, "{web1}");
+
+    let (st, o) = hub.get("/api/v1/overview", Some(VIEWER)).await;
+    assert_eq!(st, 200, "{o}");
+    assert!(o["now"].as_i64().unwrap_or(0) > 1_700_000_000_000, "{o}");
+    assert!(o["stats"]["delivered"].as_u64().unwrap_or(0) >= 4, "{o}");
+    assert_eq!(o["store"]["dead_letters_open"], 0, "{o}");
+    assert_eq!(o["paused_flows"], json!([]), "{o}");
 
     let (st, v) = hub.get("/api/v1/flows", Some(VIEWER)).await;
     assert_eq!(st, 200, "{v}");

@@ -34,6 +34,7 @@ pub struct Stats {
 
 /// A copy of the counters at one moment.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsSnapshot {
     pub captured: u64,
     pub duplicates: u64,

@@ -25,6 +25,7 @@ mod endpoints;
 mod flows;
 mod journal;
 mod orders;
+mod overview;
 mod session;
 mod stock;
 
@@ -85,6 +86,7 @@ impl Modify for Security {
 fn protected() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(session::me))
+        .routes(routes!(overview::show))
         .routes(routes!(endpoints::list))
         .routes(routes!(flows::list))
         .routes(routes!(flows::show))
@@ -135,6 +137,9 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
             require_admin,
         ))
         .merge(public)
+        // Unknown admin paths answer JSON like everything else (wrong methods on known paths
+        // still get 405 from their route).
+        .route("/api/v1/{*rest}", axum::routing::any(unknown_route))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -262,4 +267,11 @@ pub(crate) fn limit(given: Option<u32>, default: u32) -> Result<usize, ApiError>
 pub(crate) fn path_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse()
         .map_err(|_| bad_request(format!("id: expected an integer, got {raw:?}")))
+}
+
+async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    not_found(format!(
+        "no admin API route {}; the routes are listed in /api/v1/openapi.json",
+        uri.path()
+    ))
 }
