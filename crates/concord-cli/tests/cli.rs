@@ -220,6 +220,20 @@ fn dlq_and_status_work_on_a_fresh_store() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json is JSON");
     assert_eq!(v["store"]["journal_total"], 0, "{v}");
     assert_eq!(v["store"]["dead_letters_open"], 0, "{v}");
+    assert_eq!(
+        v["orders"],
+        serde_json::json!({}),
+        "no orders by state yet: {v}"
+    );
+    assert_eq!(v["parked"], serde_json::json!([]), "{v}");
+    // An order the hub never saw is a usage error naming the key shape.
+    let out = concord(&["order", "web1/404", "-c", cfg], &[]);
+    assert_eq!(out.status.code(), Some(2), "stderr {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no order `web1/404`"),
+        "{}",
+        text(&out.stderr)
+    );
     // The store was created where the config says (relative to the config file).
     assert!(dir.path().join("state/concord.sqlite").exists());
     // Acting on nothing is a usage error, not a crash.
@@ -302,4 +316,78 @@ fn token_new_prints_the_token_and_its_hashed_entry() {
         let out = run(bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", text(&out.stderr));
     }
+}
+
+/// `concord order KEY` prints one order's history from the store (text and `--json`), and
+/// `concord status` counts orders by state.
+#[tokio::test]
+async fn order_prints_one_orders_history() {
+    use concord_store::{NewOrderEvent, OrderWrite, ProcessBatch, SqliteStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fresh.toml");
+    std::fs::write(&file, FRESH).unwrap();
+    let cfg = file.to_str().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    {
+        let store = SqliteStore::open(dir.path().join("state/concord.sqlite")).unwrap();
+        let event =
+            |from: Option<&str>, to: &str, applied: bool, reason: Option<&str>| NewOrderEvent {
+                at: 1_764_000_000_000,
+                from: from.map(str::to_owned),
+                to: to.into(),
+                applied,
+                event: if applied { "transition" } else { "rejected" }.into(),
+                cause_kind: Some(concord_core::Kind::Order),
+                cause_key: Some("web1/1001".into()),
+                reason: reason.map(str::to_owned),
+                journal_id: None,
+            };
+        let write = |state: Option<&str>, ev: NewOrderEvent| OrderWrite {
+            key: "web1/1001".into(),
+            channel: "web1".into(),
+            state: state.map(str::to_owned),
+            facts: state.map(|_| serde_json::json!({"ordered": {"SKU-1": 2}})),
+            child: None,
+            event: Some(ev),
+        };
+        store
+            .apply(
+                ProcessBatch {
+                    orders: vec![
+                        write(Some("placed"), event(None, "placed", true, None)),
+                        write(
+                            None,
+                            event(Some("placed"), "cancelled", false, Some("a test reason")),
+                        ),
+                    ],
+                    ..ProcessBatch::default()
+                },
+                1_764_000_000_000,
+            )
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let out = concord(&["order", "web1/1001", "-c", cfg], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stderr {}", text(&out.stderr));
+    assert!(stdout.contains("order web1/1001"), "{stdout}");
+    assert!(stdout.contains("state: placed"), "{stdout}");
+    assert!(
+        stdout.contains("placed → cancelled REFUSED by order web1/1001: a test reason"),
+        "{stdout}"
+    );
+    let out = concord(&["order", "web1/1001", "--json", "-c", cfg], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("order --json is JSON");
+    assert_eq!(v["order"]["state"], "placed", "{v}");
+    assert_eq!(v["events"].as_array().map(Vec::len), Some(2), "{v}");
+    let out = concord(&["status", "--json", "-c", cfg], &[]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --json");
+    assert_eq!(v["orders"]["placed"], 1, "{v}");
+    let out = concord(&["status", "-c", cfg], &[]);
+    assert!(
+        text(&out.stdout).contains("orders by state"),
+        "{}",
+        text(&out.stdout)
+    );
 }
