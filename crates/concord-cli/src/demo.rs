@@ -14,7 +14,11 @@
 //! each store's inventory equal to the hub's available-to-sell for it, every reservation of an
 //! order the ERP has released (none stuck), and no unit accepted by the ERP beyond its own
 //! stock (`oversold_units`). Price lists flow from the ERP to both stores (with a contract list
-//! for one B2B customer); the summary shows that customer's price from `/v1/prices`.
+//! for one B2B customer); the summary shows that customer's price from `/v1/prices`. One order
+//! at web1 is driven through its whole lifecycle next to the traffic (`showcase.rs`: an edit
+//! before shipment, two shipments with two tracking numbers, invoice, payment, a partial refund
+//! with a return); the summary shows each step and the hub's states, and a step that does not
+//! happen fails the run.
 //!
 //! Must never reach into the engine's internals: it drives the sandboxes from outside and reads
 //! the results from the systems themselves, as a user would.
@@ -120,6 +124,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         webhook_secret: Some(secret.clone()),
         auto_ship_after: Some(Duration::from_millis(1500)),
         credit_hold: vec![HELD_CUSTOMER.to_string()],
+        // The lifecycle showcase's order is shipped by hand, in two parcels.
+        hold_for: vec![crate::showcase::SHOWCASE_CUSTOMER.to_string()],
         ..ErpOptions::default()
     })
     .await?;
@@ -203,6 +209,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         format!("http://{addr}"),
     ));
 
+    // One order driven through its whole lifecycle next to the traffic (edit, split shipment,
+    // invoice, payment, partial refund, return); its steps end up in the summary.
+    let showcase = (args.skus >= HOT_SKUS + 3).then(|| {
+        let (engine, sys) = (engine.clone(), systems.clone());
+        let skus = [
+            format!("SKU-{:04}", HOT_SKUS + 1),
+            format!("SKU-{:04}", HOT_SKUS + 2),
+            format!("SKU-{:04}", HOT_SKUS + 3),
+        ];
+        tokio::spawn(async move {
+            let [a, b, c] = &skus;
+            crate::showcase::run(&engine, &sys.erp, &sys.shops[0].1, [a, b, c]).await
+        })
+    });
+
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -218,6 +239,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     stop.store(true, Ordering::Release);
     let _ = driver.await;
+    let showcase = match showcase {
+        Some(task) => Some(task.await.unwrap_or_else(|e| crate::showcase::Showcase {
+            failed: Some(format!("the showcase task panicked: {e}")),
+            ..Default::default()
+        })),
+        None => None,
+    };
     // Whatever the traffic left behind: the store must be up and the throttle off to converge.
     let _ = systems.shops[1].1.set_down(false).await;
     systems.erp.set_faults(Faults::default());
@@ -232,8 +260,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(Duration::from_millis(250)).await;
         report = verify(&engine, &systems, &skus).await?;
     }
-    let ok = report.ok();
-    print_final(&engine, &systems, &traffic, &report, started.elapsed()).await?;
+    let ok = report.ok() && showcase.as_ref().is_none_or(|s| s.failed.is_none());
+    print_final(
+        &engine,
+        &systems,
+        &traffic,
+        &report,
+        showcase.as_ref(),
+        started.elapsed(),
+    )
+    .await?;
     if args.keep_serving {
         println!(
             "keep-serving: the hub (dashboard http://{addr}/) and the sandboxes stay up until Ctrl-C or SIGTERM"
@@ -646,6 +682,7 @@ async fn print_final(
     sys: &Systems,
     t: &Traffic,
     r: &Report,
+    showcase: Option<&crate::showcase::Showcase>,
     elapsed: Duration,
 ) -> anyhow::Result<()> {
     let s = engine.stats(None);
@@ -746,10 +783,23 @@ async fn print_final(
         ),
         (c, l) => println!("  ! price lookup failed: {:?} / {:?}", c.err(), l.err()),
     }
+    if let Some(sc) = showcase {
+        println!(
+            "lifecycle      one order driven end to end at web1 ({}):",
+            sc.key
+        );
+        for line in &sc.lines {
+            println!("               {line}");
+        }
+        if let Some(e) = &sc.failed {
+            println!("  ! the lifecycle showcase stopped: {e}");
+        }
+    }
     println!("lost: {}", r.lost());
+    let showcase_ok = showcase.is_none_or(|s| s.failed.is_none());
     println!(
         "{}",
-        if r.ok() {
+        if r.ok() && showcase_ok {
             "result: OK — every change delivered or dead-lettered with a reason, nothing oversold"
         } else {
             "result: FAILED"

@@ -7,6 +7,7 @@ mod backfill;
 mod demo;
 mod orders;
 mod sandbox;
+mod showcase;
 mod token;
 mod wiring;
 

@@ -140,6 +140,9 @@ pub struct ErpOptions {
     pub default_location: String,
     /// Ship every accepted order this long after acceptance.
     pub auto_ship_after: Option<Duration>,
+    /// E-mails of customers whose orders the auto-shipper leaves alone: the warehouse ships them
+    /// by hand ([`ErpHandle::ship_with`], `POST /_control/sales-orders/{id}/ship`).
+    pub hold_for: Vec<String>,
     /// E-mails of customers on credit hold (their orders are refused).
     pub credit_hold: Vec<String>,
     /// Invoice an order when its last shipment leaves (default off: invoices are made with
@@ -159,6 +162,7 @@ impl Default for ErpOptions {
             auto_ship_after: None,
             credit_hold: Vec::new(),
             invoice_on_ship: false,
+            hold_for: Vec::new(),
         }
     }
 }
@@ -220,6 +224,15 @@ impl ErpInner {
     }
 
     pub fn schedule_ship(&self, order_id: &str) {
+        let held = self.order(order_id).is_some_and(|o| {
+            self.opts
+                .hold_for
+                .iter()
+                .any(|e| e.trim().eq_ignore_ascii_case(&o.email))
+        });
+        if held {
+            return;
+        }
         if let Some((after, tx)) = &self.auto_ship {
             let _ = tx.send((tokio::time::Instant::now() + *after, order_id.to_string()));
         }
