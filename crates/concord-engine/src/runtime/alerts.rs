@@ -162,6 +162,7 @@ impl State {
                 tracing::warn!(rule = %e.rule, subject = %e.subject, "ALERT firing: {}", e.summary);
             }
         }
+        metrics::gauge!("concord_alerts_firing").set(holding.len() as f64);
         for open in &open {
             if holding.contains(&(open.rule.clone(), open.subject.clone())) {
                 continue;
