@@ -253,6 +253,12 @@ async fn the_state_machine_runs_through_the_engine() {
     )
     .await;
     wait_state(&h, key, "closed").await;
+    wait_until(
+        "the invoice and the payment reach the channel",
+        async || web.done_of("INV-1").len() == 1 && web.done_of("P1").len() == 1,
+    )
+    .await;
+    assert_eq!(web.done_of("INV-1")[0].op.payload["total_minor"], 3000);
     h.capture(
         "web",
         &[(
