@@ -10,7 +10,8 @@
 //    hold in the sandbox ERP (its control API: the fix an operator would make), clicks Replay and
 //    waits until the page reports the order delivered to the ERP;
 // 4. opens the order page (a delivered attempt to the ERP in its history), the stock pool of a SKU
-//    through the `/` search, the alerts page (the alert resolved) and the orders by state;
+//    through the `/` search, the alerts page (the alert resolved) and the orders by state; logs
+//    out and in again as a viewer, who sees the Replay button disabled;
 // 5. checks through the admin API that the letter is replayed and the ERP accepted the order, and
 //    that the browser logged no error (a CSP violation would be one).
 // Screenshots of every step go to $SCREENSHOT_DIR (target/screenshots). Every wait is a condition
@@ -30,6 +31,7 @@ const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SHOTS = process.env.SCREENSHOT_DIR || "target/screenshots";
 const SECONDS = process.env.DEMO_SECONDS || "8";
 const OPERATOR = "concord-demo-operator";
+const VIEWER = "concord-demo-viewer";
 const HELD = "held@example.com";
 const T = 30_000; // deadline of each browser wait
 
@@ -185,6 +187,17 @@ try {
   await page.waitForSelector("#order-counts a:has-text('all')");
   await page.waitForSelector(`#orders-table tr[data-href="#/orders/${encodeURIComponent(letter.key)}"]`);
   await shot("08-orders");
+
+  // Log out; a viewer sees the same pages with the actions disabled.
+  await page.locator("#logout").click();
+  await page.waitForURL(/#\/login$/);
+  await page.waitForSelector("#token:focus");
+  await page.keyboard.type(VIEWER);
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("#who:has-text('demo-viewer')");
+  await page.evaluate((id) => (location.hash = `#/dead-letters/${id}`), letter.id);
+  await page.waitForSelector(`#dead-letters-table tr[data-dead-letter="${letter.id}"] button[data-action='replay'][disabled]`);
+  await shot("09-viewer");
 
   // Through the API: the letter is replayed, the ERP accepted the order.
   const after = await apiGet(`/dead-letters/${letter.id}`);
