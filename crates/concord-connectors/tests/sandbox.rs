@@ -1362,3 +1362,73 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
     assert!(permanent_with(&out[0], "no order `web/9999`"), "{out:?}");
     shop.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_multi_address_order_ships_per_address_and_each_parcel_keeps_it() {
+    let erp = ErpSim::start(ErpOptions::default()).await.unwrap();
+    erp.seed(2, &["WH1"], 10).unwrap();
+    let conn = connector("sandbox-erp", &erp.base_url());
+    conn.write(vec![op(
+        Kind::Customer,
+        "ann@example.com",
+        "upsert",
+        json!({"email": "ann@example.com"}),
+    )])
+    .await;
+    let home = json!({"line1": "1 Main St", "city": "Springfield", "country": "US"});
+    let office = json!({"line1": "9 Office Park", "city": "Shelbyville", "country": "US"});
+    let order = json!({"channel": "web", "number": "1001", "customer": {"email": "ann@example.com"},
+                       "currency": "USD", "shipping_address": home,
+                       "lines": [{"sku": "SKU-0001", "quantity": 1, "ship_to": home},
+                                 {"sku": "SKU-0002", "quantity": 2, "ship_to": office}]});
+    let so = ext_id(
+        &conn
+            .write(vec![op(Kind::Order, "web/1001", "create", order)])
+            .await[0],
+    );
+    let to_home = erp
+        .ship_with(&so, &[("SKU-0001", 1)], "UPS", "T-H")
+        .unwrap();
+    let to_office = erp
+        .ship_with(&so, &[("SKU-0002", 2)], "DHL", "T-O")
+        .unwrap();
+    assert_eq!(to_home["address"], home);
+    assert_eq!(to_office["address"], office, "the line's own address");
+
+    let shop = ShopSim::start(ShopOptions::default()).await.unwrap();
+    shop.set_inventory("SKU-0001", "L1", 5).unwrap();
+    shop.set_inventory("SKU-0002", "L1", 5).unwrap();
+    let placed = shop
+        .place_order(
+            "ann@example.com",
+            "Ann",
+            &[("SKU-0001", 1), ("SKU-0002", 2)],
+        )
+        .unwrap();
+    let shop_conn = connector("sandbox-shop", &shop.base_url());
+    let mut ops = Vec::new();
+    for sh in [&to_home, &to_office] {
+        let mut p = sh.clone();
+        p["order"] = json!(placed.key);
+        concord_core::validate(Kind::Shipment, &p).expect("a canonical shipment");
+        let id = p["id"].as_str().unwrap().to_string();
+        ops.push(op(Kind::Shipment, &id, "upsert", p));
+    }
+    for o in shop_conn.write(ops).await {
+        ext_id(&o);
+    }
+    let addresses: Vec<_> = shop
+        .fulfillments(&placed.id)
+        .iter()
+        .map(|f| f.address.as_ref().map(|a| a.city.clone()))
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            Some("Springfield".to_string()),
+            Some("Shelbyville".to_string())
+        ]
+    );
+    erp.shutdown().await;
+    shop.shutdown().await;
+}

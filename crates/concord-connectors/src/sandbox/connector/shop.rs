@@ -226,7 +226,7 @@ impl SandboxShopConnector {
                 let order_id = self.order_id(order_key, op).await?;
                 let body = json!({"shipment_id": shipment_id, "carrier": p.get("carrier"),
                                   "tracking_number": p.get("tracking_number"),
-                                  "lines": p.get("lines")});
+                                  "lines": p.get("lines"), "address": p.get("address")});
                 api.post(&["api", "orders", &order_id, "fulfillments"], &body)
                     .await?
                     .ok()?;

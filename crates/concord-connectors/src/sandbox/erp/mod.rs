@@ -40,7 +40,9 @@
 //! # Shipments, invoices, payments, credit notes, returns
 //! - `GET /api/shipments?order=<key>` → `{"shipments":[canonical shipment]}`. One order can have
 //!   several shipments (`SH-n`, each its own record in the feed with carrier, tracking number,
-//!   the shipped lines and the order's shipping address; `order` is the canonical key).
+//!   the shipped lines and where it goes — the shipped lines' own `ship_to` when they share one
+//!   (a multi-address order ships per address), else the order's shipping address; `order` is
+//!   the canonical key).
 //! - `GET /api/invoices?order=<key>` → `{"invoices":[…]}`: one invoice per order (`INV-n`),
 //!   `posted`, then `paid` once captured payments cover its total, `cancelled` with its order.
 //! - `POST /api/payments` (canonical payment; `order` = key or reference): recorded against the

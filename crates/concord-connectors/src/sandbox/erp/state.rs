@@ -708,7 +708,19 @@ impl ErpInner {
             "lines": merged.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>(),
             "shipped_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        if let Some(a) = &so.shipping_address {
+        // Where it goes: the lines' own `ship_to` when every shipped line has the same one (a
+        // multi-address order ships per address), else the order's shipping address.
+        let ship_tos: Vec<Option<&Address>> = so
+            .lines
+            .iter()
+            .filter(|l| merged.contains_key(&l.sku))
+            .map(|l| l.ship_to.as_ref())
+            .collect();
+        let address = match ship_tos.first() {
+            Some(Some(first)) if ship_tos.iter().all(|a| *a == Some(*first)) => Some(*first),
+            _ => so.shipping_address.as_ref(),
+        };
+        if let Some(a) = address {
             shipment["address"] = json!(a);
         }
         st.shipments.push(shipment.clone());

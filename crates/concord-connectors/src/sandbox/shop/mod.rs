@@ -25,7 +25,7 @@
 //!   an order is `{"id":"ord_n","number","status","customer","lines","fulfillments","invoices",
 //!   "payments","refunds","erp_number","erp_status","record"}`.
 //! - `POST /api/orders/{id}/fulfillments` `{"shipment_id","carrier","tracking_number","lines":
-//!   [{"sku","quantity"}]}` → 201 `{"fulfillment","order"}`; idempotent on `shipment_id` (200 with
+//!   [{"sku","quantity"}],"address"}` (`address` optional, canonical: where the parcel goes) → 201 `{"fulfillment","order"}`; idempotent on `shipment_id` (200 with
 //!   the existing one); several per order (split shipments); more than ordered → 422; cancelled
 //!   order → 409. The order becomes `partially_shipped` or `shipped` by quantities.
 //! - `POST /api/orders/{id}/cancel` → order (restocks; idempotent; fulfilled → 409).

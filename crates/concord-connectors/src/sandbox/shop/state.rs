@@ -50,6 +50,9 @@ pub struct Fulfillment {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub lines: Vec<ItemQty>,
+    /// Where this parcel goes (a multi-address order ships per address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<Address>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -606,11 +609,19 @@ impl ShopInner {
                 )));
             }
         }
+        let address: Option<Address> = match body.get("address") {
+            None | Some(Value::Null) => None,
+            Some(a) => Some(
+                serde_json::from_value(a.clone())
+                    .map_err(|e| ShopError::Invalid(format!("address: {e}")))?,
+            ),
+        };
         let f = Fulfillment {
             shipment_id,
             carrier: text("carrier"),
             tracking_number: text("tracking_number"),
             lines,
+            address,
         };
         order.fulfillments.push(f.clone());
         order.status = if ordered
