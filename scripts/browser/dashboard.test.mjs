@@ -141,6 +141,11 @@ try {
   const row = page.locator(`#dead-letters-table tr[data-dead-letter="${letter.id}"]`);
   await row.waitFor();
   await row.locator("td.reason:has-text('credit hold')").waitFor();
+  // Its payload, expanded, stays expanded through a live refresh.
+  await row.locator("summary").click();
+  const stamp = await page.locator("#updated").textContent();
+  await page.waitForFunction((t) => document.querySelector("#updated").textContent !== t, stamp);
+  await page.waitForSelector(`#dead-letters-table tr[data-dead-letter="${letter.id}"] details[open] pre`);
   await shot("03-dead-letters");
 
   // The operator's fix: lift the customer's credit hold in the ERP; then replay from the page.

@@ -153,10 +153,16 @@
     const active = document.activeElement;
     const focusKey = active && view.contains(active) ? active.dataset.focus : null;
     if (refresh && active && view.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName)) return;
+    // Expanded payloads stay expanded across a refresh.
+    const expanded = refresh ? [...view.querySelectorAll("details[open] > summary[data-focus]")].map((x) => x.dataset.focus) : [];
     rendering = true;
     try {
       const node = await page(parts.slice(1));
       view.replaceChildren(node);
+      for (const key of expanded) {
+        const summary = view.querySelector(`summary[data-focus="${CSS.escape(key)}"]`);
+        if (summary) summary.parentElement.open = true;
+      }
       if (focusKey) {
         const again = view.querySelector(`[data-focus="${CSS.escape(focusKey)}"]`);
         if (again) again.focus();
@@ -656,7 +662,7 @@
         h("dt", {}, "Updated"), h("dd", {}, fmtTime(summary.updated_at)),
         h("dt", {}, "Related records"), h("dd", {}, (o.children || []).map(kindKey).join(", ") || "—"),
       ),
-      summary.facts ? h("details", {}, h("summary", {}, "facts"), h("pre", {}, JSON.stringify(summary.facts, null, 2))) : null,
+      summary.facts ? h("details", {}, h("summary", { "data-focus": "order-facts" }, "facts"), h("pre", {}, JSON.stringify(summary.facts, null, 2))) : null,
       section("Lifecycle", "h-events", ["When", "Event", "From → to", "Cause", "Reason"], (o.events || []).map((e) =>
         h("tr", {}, h("td", {}, fmtTime(e.at)), h("td", {}, e.event), h("td", {}, `${e.from_state || e.from || "—"} → ${e.to_state || e.to || "—"}`), h("td", {}, e.cause_kind ? `${e.cause_kind} ${e.cause_key || ""}` : "—"), h("td", { class: "reason" }, e.reason || "")),
       )),
@@ -667,7 +673,7 @@
         h("tr", {}, h("td", {}, link(`#/dead-letters/${d.id}`, `#${d.id}`)), h("td", {}, d.state), h("td", {}, d.endpoint), h("td", {}, d.kind), h("td", { class: "reason" }, d.reason)),
       )),
       section("Journal", "h-journal", ["Received", "From", "Kind", "External id", "Version", "Status", ""], (o.journal || []).map((j) =>
-        h("tr", {}, h("td", {}, fmtTime(j.received_at)), h("td", {}, j.endpoint), h("td", {}, j.kind), h("td", {}, j.external_id), h("td", {}, j.version), h("td", {}, j.status, j.note ? h("div", { class: "muted" }, j.note) : null), h("td", {}, h("details", {}, h("summary", {}, "payload"), h("pre", {}, JSON.stringify(j.payload, null, 2))))),
+        h("tr", {}, h("td", {}, fmtTime(j.received_at)), h("td", {}, j.endpoint), h("td", {}, j.kind), h("td", {}, j.external_id), h("td", {}, j.version), h("td", {}, j.status, j.note ? h("div", { class: "muted" }, j.note) : null), h("td", {}, h("details", {}, h("summary", { "data-focus": `journal-${j.id}` }, "payload"), h("pre", {}, JSON.stringify(j.payload, null, 2))))),
       )),
     );
   }
