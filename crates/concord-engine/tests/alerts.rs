@@ -7,6 +7,8 @@
 //!   condition and exactly one `resolved` notification follows, for the same episode.
 //! - An endpoint whose breaker stays open fires `breaker_open`, and the episode resolves when the
 //!   endpoint recovers; `lag` fires for the destination that falls behind.
+//! - A notification the receiver refused before a restart is owed in the store and sent, once,
+//!   after it.
 //! - A ledger position whose ERP on-hand is below what is committed fires `oversold_risk` for
 //!   that `sku@location` (and not a rule whose threshold is higher), and resolves when stock
 //!   covers it again.
@@ -28,16 +30,19 @@ use concord_store::{DeadLetterFilter, SqliteStore, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use support::{config_text, stock, wait_until, webhook_body, Fake, Outcome};
 use tokio::task::JoinSet;
 
-/// The alert webhook: records every body; answers 500 to the first `fail_first` requests.
+/// The alert webhook: records every body; answers 500 to the first `fail_first` requests and
+/// to every request while `refusing` is set.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Value>>>,
     requests: Arc<Mutex<usize>>,
     fail_first: usize,
+    refusing: Arc<AtomicBool>,
 }
 
 impl Receiver {
@@ -86,7 +91,7 @@ async fn receive(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCo
         *n += 1;
         *n
     };
-    if n <= r.fail_first {
+    if n <= r.fail_first || r.refusing.load(Ordering::SeqCst) {
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     r.got.lock().expect("lock").push(body);
@@ -398,5 +403,56 @@ async fn oversold_risk_fires_per_position_above_its_threshold_and_resolves() {
         "3 short is not above 5: {:?}",
         receiver.statuses()
     );
+    hub.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_refused_before_a_restart_is_sent_after_it_once() {
+    let (receiver, url) = Receiver::start(0).await;
+    receiver.refusing.store(true, Ordering::SeqCst);
+    let config = format!(
+        "{}\n[alerts]\nwebhook_url = \"{url}\"\ninterval = \"50ms\"\n\
+         [[alerts.rules]]\nname = \"dlq\"\ncondition = \"dead_letters\"\n",
+        config_text(&["erp", "web"], &[], STOCK_FLOW)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("concord.sqlite");
+    let fakes = fakes();
+    fakes["web"].set_key("BAD@WH", Some(Outcome::Permanent("HTTP 422: no".into())));
+    let hub = Hub::start(&config, &db, &fakes).await;
+    hub.engine
+        .capture_webhook(
+            "erp",
+            &http::HeaderMap::new(),
+            &webhook_body(&[(Kind::Stock, "BAD@WH", Some("1"), stock("BAD", 1))]),
+        )
+        .await
+        .expect("webhook");
+    wait_until("the firing notification is tried and refused", async || {
+        receiver.requests() >= 1
+    })
+    .await;
+    assert!(receiver.accepted().is_empty());
+    let alerts = hub.engine.alerts(10).await.expect("alerts");
+    assert_eq!(
+        (alerts[0].state.as_str(), alerts[0].notified),
+        ("firing", false)
+    );
+    hub.stop().await;
+
+    receiver.refusing.store(false, Ordering::SeqCst);
+    let hub = Hub::start(&config, &db, &fakes).await;
+    wait_until(
+        "the owed notification is sent after the restart",
+        async || !receiver.accepted().is_empty(),
+    )
+    .await;
+    hub.two_rounds("dlq").await;
+    assert_eq!(
+        receiver.statuses(),
+        [("dlq".to_owned(), "firing".to_owned())],
+        "sent once, after the restart"
+    );
+    assert!(hub.engine.alerts(10).await.expect("alerts")[0].notified);
     hub.stop().await;
 }

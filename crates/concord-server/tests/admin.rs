@@ -1011,6 +1011,8 @@ async fn bad_parameters_name_the_field() {
         ("/api/v1/dead-letters?state=closed", "state"),
         ("/api/v1/reservations?state=nope", "state"),
         ("/api/v1/audit?limit=-1", "limit"),
+        ("/api/v1/alerts?limit=0", "limit"),
+        ("/api/v1/alerts?firing=maybe", "firing"),
     ] {
         let (st, v) = hub.get(path, Some(VIEWER)).await;
         assert_eq!(st, 400, "{path}: {v}");
