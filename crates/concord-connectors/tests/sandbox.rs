@@ -1432,3 +1432,44 @@ async fn a_multi_address_order_ships_per_address_and_each_parcel_keeps_it() {
     erp.shutdown().await;
     shop.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_erp_connector_can_be_told_not_to_amend() {
+    let erp = ErpSim::start(ErpOptions::default()).await.unwrap();
+    let no_amend = concord_connectors::build(&spec(
+        "sandbox-erp",
+        &erp.base_url(),
+        Some(SECRET),
+        json!({"amend": false}),
+    ))
+    .unwrap();
+    assert!(!no_amend.capabilities().kind(Kind::Order).write.amend);
+    let out = no_amend
+        .write(vec![op(Kind::Order, "web/1", "amend", json!({}))])
+        .await;
+    assert!(permanent_with(&out[0], "cannot `amend`"), "{out:?}");
+    assert!(erp.write_log().is_empty(), "refused without a call");
+    let bad = concord_connectors::build(&spec(
+        "sandbox-erp",
+        &erp.base_url(),
+        None,
+        json!({"amend": "no"}),
+    ))
+    .err()
+    .expect("a bad amend option is refused");
+    assert_eq!(bad.path, "options.amend");
+    let shop = concord_connectors::build(&spec(
+        "sandbox-shop",
+        &erp.base_url(),
+        None,
+        json!({"amend": true}),
+    ))
+    .err()
+    .expect("the storefront has no amend option");
+    assert!(
+        shop.message.contains("expected: location"),
+        "{}",
+        shop.message
+    );
+    erp.shutdown().await;
+}

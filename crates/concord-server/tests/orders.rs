@@ -7,6 +7,10 @@
 //!   ends with both fulfilments; the hub's order goes partially_shipped → shipped.
 //! - `edit_before_shipment_*`: the merchant edits the order; the ERP order is amended in place and
 //!   its stock commitment (and the hub's pool) follow.
+//! - `edit_when_the_erp_cannot_amend_*` (the sandbox ERP connector with `amend = false`): with
+//!   `[orders] edits = "cancel_and_replace"` the ERP order is cancelled and replaced by
+//!   `web/1001~2`, which ships under the order's key; with `"reject"` the edit is a dead letter
+//!   and the ERP order is untouched.
 //! - `cancellation_after_acceptance_*`: from the store, and from the ERP: the ERP order cancelled,
 //!   its stock released, the store told.
 //! - `partial_refund_*`: a refund of one line becomes a credit note of exactly that line and
@@ -179,11 +183,18 @@ struct Flows {
     customers_to_erp: bool,
     /// The ERP's orders back to the store (an order the ERP cancels is cancelled there).
     orders_from_erp: bool,
+    /// The ERP connector declares order amendment (`options.amend`); without it the engine
+    /// follows `edits`.
+    erp_amends: bool,
+    /// `[orders] edits`.
+    edits: &'static str,
 }
 
 const ALL: Flows = Flows {
     customers_to_erp: true,
     orders_from_erp: false,
+    erp_amends: true,
+    edits: "cancel_and_replace",
 };
 
 fn flows(f: Flows) -> String {
@@ -349,6 +360,11 @@ connector = "sandbox-erp"
 url = "{erp}"
 webhook_secret = "{SECRET}"
 timeout = "5s"
+[endpoints.erp.options]
+amend = {amend}
+
+[orders]
+edits = "{edits}"
 
 [endpoints.web]
 connector = "sandbox-shop"
@@ -367,6 +383,8 @@ locations = ["WH1"]
             erp = erp.base_url(),
             web = shop.base_url(),
             flows = flows(f),
+            amend = f.erp_amends,
+            edits = f.edits,
         );
         let hub = Hub::start(listener, &config, dir.path()).await;
         let s = Setup {
@@ -590,6 +608,110 @@ async fn edit_before_shipment_amends_the_erp_order_and_adjusts_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_when_the_erp_cannot_amend_cancels_and_replaces() {
+    let s = Setup::start(Flows {
+        erp_amends: false,
+        ..ALL
+    })
+    .await;
+    let placed = s.checkout("ida@example.com", &[("A", 2)]).await;
+    let original = s.accepted(&placed.key).await;
+    s.pool_matches_erp(&["A"]).await;
+    s.shop
+        .edit_order(
+            &placed.id,
+            serde_json::from_value::<OrderEdit>(
+                json!({"lines": [{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 2}]}),
+            )
+            .expect("edit"),
+        )
+        .expect("the store edits the placed order");
+    let replacement = format!("{}~2", placed.key);
+    wait_for("the ERP has the replacement order", async || {
+        s.sales_orders_of(&placed.key)
+            .iter()
+            .any(|o| o.reference == replacement)
+    })
+    .await;
+    let orders = s.sales_orders_of(&placed.key);
+    assert_eq!(orders.len(), 2, "the original and its replacement");
+    let old = orders
+        .iter()
+        .find(|o| o.id == original.id)
+        .expect("original");
+    assert_eq!(old.record()["status"], "cancelled");
+    let new = orders
+        .iter()
+        .find(|o| o.reference == replacement)
+        .expect("replacement");
+    let lines: Vec<_> = new
+        .lines
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity))
+        .collect();
+    assert_eq!(lines, [("A", 1), ("B", 2)]);
+    assert_eq!(
+        (s.committed("A"), s.committed("B")),
+        (1, 2),
+        "only the replacement holds stock"
+    );
+    s.pool_matches_erp(&["A", "B"]).await;
+    assert!(
+        s.erp.write_log().iter().all(|w| w.method != "PATCH"),
+        "no amend was sent to an ERP that cannot amend"
+    );
+    // The replacement ships under the order's key: the store gets it.
+    s.erp.ship(&new.id).expect("ship the replacement");
+    wait_for("the store has the fulfilment", async || {
+        s.shop.fulfillments(&placed.id).len() == 1
+    })
+    .await;
+    s.hub.wait_state(&placed.key, "shipped").await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edit_when_the_erp_cannot_amend_and_edits_are_rejected_needs_attention() {
+    let s = Setup::start(Flows {
+        erp_amends: false,
+        edits: "reject",
+        ..ALL
+    })
+    .await;
+    let placed = s.checkout("jo@example.com", &[("A", 2)]).await;
+    let so = s.accepted(&placed.key).await;
+    s.shop
+        .edit_order(
+            &placed.id,
+            serde_json::from_value::<OrderEdit>(json!({"lines": [{"sku": "A", "quantity": 5}]}))
+                .expect("edit"),
+        )
+        .expect("the store edits the placed order");
+    wait_for(
+        "the refused edit is a dead letter naming the order",
+        async || {
+            s.hub
+                .engine
+                .store()
+                .dead_letters(Default::default())
+                .await
+                .expect("dead letters")
+                .iter()
+                .any(|d| d.key == placed.key && d.reason.contains("cannot amend"))
+        },
+    )
+    .await;
+    assert_eq!(s.sales_orders_of(&placed.key).len(), 1);
+    assert_eq!(
+        s.erp.order(&so.id).expect("sales order").lines[0].quantity,
+        2,
+        "the ERP order is untouched"
+    );
+    assert_eq!(s.committed("A"), 2);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancellation_after_acceptance_from_the_store_releases_the_erp_order() {
     let s = Setup::start(ALL).await;
     let placed = s.checkout("cat@example.com", &[("A", 4)]).await;
@@ -750,7 +872,7 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
 async fn unknown_customer_order_is_parked_until_the_erp_has_the_customer() {
     let s = Setup::start(Flows {
         customers_to_erp: false,
-        orders_from_erp: false,
+        ..ALL
     })
     .await;
     let placed = s.checkout("erin@newco.example", &[("A", 1)]).await;

@@ -29,7 +29,9 @@ use concord_engine::connector::{
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-/// Talks to an `ErpSim`. Options: `location` (stock location when a payload names none).
+/// Talks to an `ErpSim`. Options: `location` (stock location when a payload names none),
+/// `amend` (default true; `false` = declare no order amendment, so the engine cancels and
+/// replaces or rejects edits per `[orders] edits`).
 #[derive(Debug, Clone)]
 pub struct SandboxErpConnector {
     c: Common,
@@ -47,7 +49,7 @@ impl SandboxErpConnector {
         let update_only = op.op == "update_only";
         match (op.kind, op.op.as_str()) {
             (Kind::Order, "cancel") => self.cancel_order(op).await,
-            (Kind::Order, "amend") => self.amend_order(op).await,
+            (Kind::Order, "amend") if self.c.amend => self.amend_order(op).await,
             (Kind::Order, "create" | "upsert" | "update" | "update_only") => {
                 self.upsert_order(op).await
             }
@@ -257,7 +259,7 @@ fn order_done(so: &Value) -> Result<WriteOutcome, DeliveryError> {
     })
 }
 
-fn erp_caps() -> Capabilities {
+fn erp_caps(amend: bool) -> Capabilities {
     let read = ReadModes {
         webhook: true,
         changes: true,
@@ -278,7 +280,7 @@ fn erp_caps() -> Capabilities {
             WriteModes {
                 upsert: true,
                 max_batch: 1,
-                amend: *kind == Kind::Order,
+                amend: amend && *kind == Kind::Order,
             }
         };
         caps.kinds.insert(*kind, KindCaps { read, write });
@@ -293,7 +295,7 @@ impl Connector for SandboxErpConnector {
     }
 
     fn capabilities(&self) -> Capabilities {
-        erp_caps()
+        erp_caps(self.c.amend)
     }
 
     fn parse_webhook(

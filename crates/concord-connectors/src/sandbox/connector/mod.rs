@@ -36,11 +36,16 @@ pub(crate) struct Common {
     pub secret: Option<String>,
     /// `options.location`: the location used when a stock payload names none.
     pub location: Option<String>,
+    /// `options.amend` (sandbox-erp only, default true): declare that orders can be amended.
+    /// `false` makes the connector behave like an ERP that cannot amend (the engine then follows
+    /// `[orders] edits`), to try cancel-and-replace on the sandbox.
+    pub amend: bool,
     pub kinds: &'static [Kind],
 }
 
 impl Common {
-    /// Parse the spec: URL, options (`location` only; anything else is refused).
+    /// Parse the spec: URL, options (`location`; `amend` for sandbox-erp; anything else is
+    /// refused).
     pub fn build(
         spec: &EndpointSpec,
         connector: &'static str,
@@ -51,6 +56,12 @@ impl Common {
             message,
         };
         let mut location = None;
+        let mut amend = true;
+        let expected = if connector == "sandbox-erp" {
+            "location, amend"
+        } else {
+            "location"
+        };
         match &spec.options {
             Value::Null => {}
             Value::Object(map) => {
@@ -65,11 +76,20 @@ impl Common {
                                 ))
                             }
                         },
+                        "amend" if connector == "sandbox-erp" => match v.as_bool() {
+                            Some(b) => amend = b,
+                            None => {
+                                return Err(err(
+                                    "options.amend",
+                                    format!("must be true or false, got {v}"),
+                                ))
+                            }
+                        },
                         other => {
                             return Err(err(
                                 &format!("options.{other}"),
                                 format!(
-                                    "unknown option `{other}` for {connector}, expected: location"
+                                    "unknown option `{other}` for {connector}, expected: {expected}"
                                 ),
                             ))
                         }
@@ -87,6 +107,7 @@ impl Common {
             api,
             secret: spec.webhook_secret.clone().filter(|s| !s.is_empty()),
             location,
+            amend,
             kinds,
         })
     }
