@@ -5,7 +5,7 @@
 //    `result: OK`); the demo's credit-hold customer leaves one order dead-lettered at the ERP;
 // 2. loads the dashboard, is sent to the login page, logs in with the keyboard only (operator
 //    token), and sees every flow on the overview (status label and sparkline each) and the
-//    `dead-letters` alert firing;
+//    `dead-letters` alert firing; opens the first flow's page with `j` Enter;
 // 3. goes to the dead-letter page with the `g d` shortcut, finds the credit-hold letter, lifts the
 //    hold in the sandbox ERP (its control API: the fix an operator would make), clicks Replay and
 //    waits until the page reports the order delivered to the ERP;
@@ -132,6 +132,15 @@ try {
   await page.waitForSelector("#endpoints-table tr[data-endpoint='erp']");
   await shot("02-overview");
   log(`overview shows ${flows.length} flows and the dead-letters alert`);
+
+  // A flow's page from the keyboard: `j` focuses the first flow row, Enter opens it.
+  await page.locator("main").focus();
+  await page.keyboard.press("j");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction((name) => location.hash === `#/flows/${encodeURIComponent(name)}`, flows[0].name);
+  await page.waitForSelector(`h1:has-text('Flow ${flows[0].name}')`);
+  await page.waitForSelector("#flow-pause:not([disabled]), #flow-resume:not([disabled])");
+  await shot("02b-flow");
 
   // Dead letters via the `g d` shortcut.
   await page.locator("main").focus();
