@@ -25,8 +25,8 @@
 //! looked up by it before anything is created; a return sale found half-way (a crash between
 //! create and confirm) is moved on, never duplicated.
 //!
-//! The sale is found by the engine's `order:<key>` ref, else by `reference` = the order key,
-//! else the newest replacement `<key>~<n>` (cancel-and-replace).
+//! The sale is found by the engine's `order:<key>` ref, else among the sales with `reference` =
+//! the order key or a cancel-and-replace replacement `<key>~<n>`: the newest one still live.
 //!
 //! Must never: credit more of a SKU than the sale has, credit a cancelled invoice, or create a
 //! second credit note or return for one refund id.
@@ -113,25 +113,42 @@ impl TrytonConnector {
         {
             return Ok(id);
         }
-        if let Some((id, _)) = self.find_sale(order).await? {
-            return Ok(id);
-        }
-        let replacements = self
+        // The order's sale, or its cancel-and-replace replacements `{order}~n`: the newest
+        // one still live (not cancelled, nor ended with nothing shipped or invoiced).
+        let rows = self
             .rpc
             .search_read(
                 "sale.sale",
                 json!([
-                    ["reference", "like", format!("{order}~%")],
-                    ["state", "!=", "cancelled"]
+                    "OR",
+                    ["reference", "=", order],
+                    ["reference", "like", format!("{order}~%")]
                 ]),
-                Some(1),
+                None,
                 json!([["id", "DESC"]]),
-                &["id"],
+                &["reference", "state", "shipment_state", "invoice_state"],
             )
             .await?;
-        replacements
-            .first()
-            .and_then(id_of)
+        let s = |r: &Value, k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let ours: Vec<&Value> = rows
+            .iter()
+            .filter(|r| {
+                let reference = s(r, "reference");
+                reference == order
+                    || reference
+                        .strip_prefix(order)
+                        .and_then(|rest| rest.strip_prefix('~'))
+                        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .collect();
+        let live = ours.iter().find(|r| {
+            let ended_empty = s(r, "state") == "done"
+                && s(r, "shipment_state") == "none"
+                && s(r, "invoice_state") == "none";
+            s(r, "state") != "cancelled" && !ended_empty
+        });
+        live.or(ours.first())
+            .and_then(|r| id_of(r))
             .ok_or_else(|| permanent(format!("no sale with reference `{order}` in Tryton")))
     }
 
