@@ -101,6 +101,8 @@ log "dashboard browser test: headless Chromium logs in, sees the flows, replays 
 t0=$(date +%s)
 CONCORD_BIN="$PWD/target/debug/concord" ./scripts/browser-test.sh
 log "browser test took $(( $(date +%s) - t0 ))s"
+# Every test of crates/concord-connectors/tests/tryton.rs: stock, orders, prices, outage, bad data
+# and the order lifecycle (amend, cancel, refunds/returns, payments, split shipments).
 log "real-Tryton tests (one at a time: one of them takes Tryton down and up again)"
 t0=$(date +%s)
 out="$(mktemp)"
