@@ -133,7 +133,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             }
             next_eval = inner.now() + cfg.interval.as_millis() as Millis;
         }
-        let next_retry = state.notify(&inner).await;
+        // A slow receiver never holds up shutdown: a notification cut short is not marked
+        // delivered and goes out again after the restart.
+        let next_retry = tokio::select! {
+            r = state.notify(&inner) => r,
+            _ = shutdown.changed() => return,
+        };
         let wake = next_retry.map_or(next_eval, |r| r.min(next_eval));
         let wait = (wake - inner.now()).clamp(10, 60_000) as u64;
         tokio::select! {
