@@ -249,6 +249,21 @@ impl TrytonConnector {
             actions.push(json!({"action": "party", "party": party,
                                 "invoice_address": invoice, "shipment_address": shipment}));
         }
+        if actions.is_empty() {
+            // Nothing changed (a replayed edit): no amendment.
+            return self.advance_sale(sale, "processing".into()).await;
+        }
+        // Without module `sale_amendment` Tryton cannot change a processing sale at all.
+        if let Err(DeliveryError::Permanent { reason }) = self
+            .rpc
+            .model("sale.amendment", "fields_get", vec![json!(["state"])])
+            .await
+        {
+            return Err(permanent(format!(
+                "sale {sale} (`{reference}`) is processing and Tryton module `sale_amendment` \
+                 is not activated, so it cannot be amended ({reason})"
+            )));
+        }
         // A draft amendment of ours left by a crash between create and validate.
         let stale = self
             .rpc
@@ -270,28 +285,26 @@ impl TrytonConnector {
                 .model("sale.amendment", "delete", vec![json!(stale)])
                 .await?;
         }
-        if !actions.is_empty() {
-            let created = self
-                .rpc
-                .model(
-                    "sale.amendment",
-                    "create",
-                    vec![json!([{"sale": sale, "description": AMENDMENT,
-                                 "lines": [["create", actions]]}])],
-                )
-                .await?;
-            let amendment = first_id(&created).ok_or_else(|| DeliveryError::Transient {
-                reason: format!("sale.amendment.create answered {created}"),
-                retry_after: None,
-            })?;
-            self.rpc
-                .model(
-                    "sale.amendment",
-                    "validate_amendment",
-                    vec![json!([amendment])],
-                )
-                .await?;
-        }
+        let created = self
+            .rpc
+            .model(
+                "sale.amendment",
+                "create",
+                vec![json!([{"sale": sale, "description": AMENDMENT,
+                             "lines": [["create", actions]]}])],
+            )
+            .await?;
+        let amendment = first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("sale.amendment.create answered {created}"),
+            retry_after: None,
+        })?;
+        self.rpc
+            .model(
+                "sale.amendment",
+                "validate_amendment",
+                vec![json!([amendment])],
+            )
+            .await?;
         self.advance_sale(sale, "processing".into()).await
     }
 
