@@ -5,8 +5,9 @@
 //! - Admin: `Authorization: Bearer TOKEN`, or the `concord_session` cookie set by
 //!   `POST /api/v1/session` (HttpOnly, SameSite=Strict; server-side session, ended by
 //!   `DELETE /api/v1/session` or after `[admin] session_ttl`). Missing or unknown → 401; a
-//!   viewer asking for an operator action → 403; no `[admin]` tokens configured → 403 naming
-//!   the fix (the admin API is never open by default).
+//!   viewer asking for an operator action → 403 (recorded in the audit trail as
+//!   `admin.denied`); no `[admin]` tokens configured → 403 naming the fix (the admin API is
+//!   never open by default).
 //! - Storefront: with `[[commerce.keys]]` configured, every `/v1` request needs a key
 //!   (`Authorization: Bearer KEY` or `X-Concord-Key: KEY`) and acts only for that key's channel
 //!   (403 otherwise); without keys `/v1` stays open (the server logs a WARN at start).
@@ -54,17 +55,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Operator {
+impl FromRequestParts<crate::AppState> for Operator {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        s: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, s).await?;
         if caller.role < Role::Operator {
+            let message = format!(
+                "token `{}` has role {}; this action needs role operator",
+                caller.name, caller.role
+            );
+            // A refused attempt is part of the trail too.
+            crate::admin::audit(
+                s,
+                &caller,
+                "denied",
+                serde_json::json!({"method": parts.method.as_str(), "path": parts.uri.path()}),
+                serde_json::json!({"ok": false, "error": message}),
+            )
+            .await;
             return Err(ApiError {
                 status: StatusCode::FORBIDDEN,
-                message: format!(
-                    "token `{}` has role {}; this action needs role operator",
-                    caller.name, caller.role
-                ),
+                message,
                 details: vec![],
             });
         }

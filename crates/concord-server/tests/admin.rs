@@ -588,6 +588,18 @@ async fn cookie_login_reads_and_logout_ends_the_session() {
         .await
         .expect("pause");
     assert_eq!(r.status().as_u16(), 403);
+    // The refused attempt is in the audit trail, with who tried what.
+    let audit = hub.audit().await;
+    let denied = audit
+        .iter()
+        .find(|e| e["event"] == "admin.denied")
+        .unwrap_or_else(|| panic!("refused attempt not audited: {audit:?}"));
+    assert_eq!(denied["detail"]["who"], "watcher", "{denied}");
+    assert_eq!(
+        denied["detail"]["target"],
+        json!({"method": "POST", "path": "/api/v1/flows/stock/pause"})
+    );
+    assert_eq!(denied["detail"]["result"]["ok"], false);
     s.shutdown().await;
 }
 
