@@ -15,6 +15,8 @@
 //!   its stock released, the store told.
 //! - `partial_refund_*`: a refund of one line becomes a credit note of exactly that line and
 //!   amount in the ERP; the hub's order is partially_refunded.
+//! - `a_payment_booked_in_the_erp_*`: a bank transfer booked in the ERP reaches the store as
+//!   payment state with the invoice paid; the hub's order goes invoiced → paid.
 //! - `unknown_customer_*`: an order for a customer the ERP does not know waits, parked, until the
 //!   ERP has the customer, then goes through once.
 //! - `same_order_webhook_three_times_*`: the same order webhook delivered three times → one ERP
@@ -188,11 +190,14 @@ struct Flows {
     erp_amends: bool,
     /// `[orders] edits`.
     edits: &'static str,
+    /// Payments booked in the ERP back to the store (payment state).
+    payments_from_erp: bool,
 }
 
 const ALL: Flows = Flows {
     customers_to_erp: true,
     orders_from_erp: false,
+    payments_from_erp: false,
     erp_amends: true,
     edits: "cancel_and_replace",
 };
@@ -225,6 +230,20 @@ to = ["web"]
 [[flows]]
 name = "orders-from-erp"
 kind = "order"
+pattern = "broadcast"
+mode = "realtime"
+poll = "1s"
+from = ["erp"]
+to = ["web"]
+"#
+    } else {
+        ""
+    };
+    let payments_back = if f.payments_from_erp {
+        r#"
+[[flows]]
+name = "payments-from-erp"
+kind = "payment"
 pattern = "broadcast"
 mode = "realtime"
 poll = "1s"
@@ -291,7 +310,7 @@ mode = "realtime"
 poll = "1s"
 from = ["web"]
 to = ["erp"]
-{orders_back}"#
+{orders_back}{payments_back}"#
     )
 }
 
@@ -865,6 +884,47 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
     s.erp.receive_return(&rma).expect("receive");
     s.pool_matches_erp(&["A"]).await;
     assert_eq!(s.hub.ats("A").await, 9, "received: sellable again");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_booked_in_the_erp_reaches_the_store_and_the_order_is_paid() {
+    let s = Setup::start(Flows {
+        payments_from_erp: true,
+        ..ALL
+    })
+    .await;
+    let placed = s.checkout("kim@example.com", &[("C", 5)]).await;
+    let so = s.accepted(&placed.key).await;
+    s.erp.ship(&so.id).expect("ship");
+    let invoice = s.erp.invoice(&so.id).expect("invoice");
+    s.hub.wait_state(&placed.key, "invoiced").await;
+    // The customer pays by bank transfer, booked in the ERP.
+    let pay = s
+        .erp
+        .pay_invoice(&invoice.number, None)
+        .expect("bank transfer");
+    assert_eq!(pay["amount_minor"], 2000);
+    let pay_id = pay["id"].as_str().expect("payment id").to_string();
+    wait_for(
+        "the store has the payment and the paid invoice",
+        async || {
+            s.shop.order(&placed.id).is_some_and(|o| {
+                o.payments
+                    .iter()
+                    .any(|p| p["id"] == pay_id.as_str() && p["status"] == "captured")
+                    && o.invoices
+                        .iter()
+                        .any(|i| i["number"] == invoice.number.as_str() && i["status"] == "paid")
+            })
+        },
+    )
+    .await;
+    s.hub.wait_state(&placed.key, "paid").await;
+    assert_eq!(
+        s.hub.path(&placed.key).await,
+        ["placed", "accepted", "shipped", "invoiced", "paid"]
+    );
     s.shutdown().await;
 }
 
