@@ -1200,15 +1200,34 @@ async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
     // Replayed: no second amendment.
     assert_eq!(done_id(&tryton.write(vec![edit]).await), sale);
     assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 1);
-    // Adding a SKU to a processing sale: refused, naming it.
+    // Adding a SKU to a processing sale: it takes over the line the first edit zeroed (an
+    // amendment can change a line's product)...
     let add = lifecycle_op(
         "amend",
         &key,
         &[("SKU-0001", 4), ("SKU-0005", 1)],
         &format!("{run} Oak Avenue"),
     );
+    assert_eq!(done_id(&tryton.write(vec![add]).await), sale);
+    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 2);
+    assert_eq!(
+        erp.sale_lines(sale).await,
+        vec![("SKU-0001".into(), 4), ("SKU-0005".into(), 1)]
+    );
+    assert_eq!(
+        erp.shipment_moves(sale).await,
+        vec![("SKU-0001".into(), 4), ("SKU-0005".into(), 1)]
+    );
+    // ... but with no line left to take over: refused, naming the SKU.
+    let add = lifecycle_op(
+        "amend",
+        &key,
+        &[("SKU-0001", 4), ("SKU-0005", 1), ("SKU-0003", 1)],
+        &format!("{run} Oak Avenue"),
+    );
     let reason = permanent_reason(&tryton.write(vec![add]).await);
-    assert!(reason.contains("SKU-0005"), "{reason}");
+    assert!(reason.contains("SKU-0003"), "{reason}");
+    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 2);
     // Once goods are picked: refused.
     let ship = erp.sale(sale, &["shipments"]).await["shipments"][0]
         .as_i64()
@@ -1220,7 +1239,7 @@ async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
     let late = lifecycle_op("amend", &key, &[("SKU-0001", 1)], "1 Main Street");
     let reason = permanent_reason(&tryton.write(vec![late]).await);
     assert!(reason.contains("after shipment"), "{reason}");
-    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 1);
+    assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 2);
     // Ship it: picked goods left in the output location would skew other tests' figures.
     for step in ["pack", "do"] {
         erp.call("stock.shipment.out", step, vec![json!([ship])])

@@ -10,10 +10,11 @@
 //!   line becomes quantity 0) and a `party` action when an address changed, then
 //!   `validate_amendment` — Tryton bumps the sale's revision and replaces its draft/waiting
 //!   shipments and draft invoices. Tryton's amendment cannot add a line to a processing sale,
-//!   so an edit adding a SKU is a permanent failure naming it (the engine's `[orders] edits`
-//!   policy then cancels and replaces, or rejects). An edit that changes nothing is a no-op,
-//!   so a replayed amend makes no second amendment; a draft amendment left by a crash is
-//!   deleted before a new one is made.
+//!   but it can change a line's product: an added SKU takes over a line whose SKU the edit
+//!   removed (or one an earlier edit zeroed); an added SKU with no such line is a permanent
+//!   failure naming it (the engine dead-letters it for an operator). An edit that changes
+//!   nothing is a no-op, so a replayed amend makes no second amendment; a draft amendment left
+//!   by a crash is deleted before a new one is made.
 //! - **amend** or **cancel** after goods left (a shipment picked, packed or done) or of a
 //!   `done`/`cancelled` sale: permanent, with the reason.
 //! - **cancel**: `draft`/`quotation` → `cancel`; `confirmed` → `draft` then `cancel`;
@@ -210,6 +211,9 @@ impl TrytonConnector {
             .await?;
         let mut actions = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        // Lines whose SKU the order no longer has (or a SKU's second line): quantity 0, unless
+        // an added SKU takes one over.
+        let mut free: Vec<&Value> = Vec::new();
         for l in lines
             .iter()
             .filter(|l| l.get("type").and_then(Value::as_str) == Some("line"))
@@ -217,14 +221,12 @@ impl TrytonConnector {
             let Some(sku) = l.pointer("/product./code").and_then(Value::as_str) else {
                 continue;
             };
-            // The first line of a SKU carries the SKU's whole quantity, later ones none.
-            let (q, price) = if seen.insert(sku.to_string()) {
-                want.get(sku).copied().unwrap_or((0, 0))
-            } else {
-                (0, 0)
+            // The first line of a SKU carries the SKU's whole quantity.
+            let Some(&(q, price)) = want.get(sku).filter(|_| seen.insert(sku.to_string())) else {
+                free.push(l);
+                continue;
             };
             let cur_price = l.get("unit_price").and_then(money_minor).unwrap_or(0);
-            let price = if q == 0 { cur_price } else { price };
             if qty(l.get("quantity")) == q && cur_price == price {
                 continue;
             }
@@ -234,10 +236,32 @@ impl TrytonConnector {
                 "description": l.get("description"),
             }));
         }
-        if let Some(sku) = want.keys().find(|s| !seen.contains(*s)) {
-            return Err(permanent(format!(
-                "sale {sale} (`{reference}`) is processing in Tryton and Tryton's sale amendment cannot add a line (SKU `{sku}`)"
-            )));
+        // An added SKU: Tryton's amendment cannot add a line, but it can change a line's
+        // product — a freed line is taken over.
+        let mut free = free.into_iter();
+        for (sku, &(q, price)) in want.iter().filter(|(s, _)| !seen.contains(*s)) {
+            let Some(l) = free.next() else {
+                return Err(permanent(format!(
+                    "sale {sale} (`{reference}`) is processing in Tryton and Tryton's sale amendment cannot add a line (SKU `{sku}`; no removed line to take over)"
+                )));
+            };
+            let (product, unit) = self
+                .product_by_code(sku, op)
+                .await?
+                .ok_or_else(|| permanent(format!("no product with code `{sku}` in Tryton")))?;
+            actions.push(json!({
+                "action": "line", "line": id_of(l), "product": product, "quantity": q,
+                "unit": unit, "unit_price": minor_to_decimal(price), "description": null,
+            }));
+        }
+        for l in free {
+            if qty(l.get("quantity")) != 0 {
+                actions.push(json!({
+                    "action": "line", "line": id_of(l), "product": l.get("product"),
+                    "quantity": 0, "unit": l.get("unit"), "unit_price": l.get("unit_price"),
+                    "description": l.get("description"),
+                }));
+            }
         }
         let party = self.order_party(op).await?;
         let (invoice, shipment) = self.order_addresses(party, &op.payload).await?;

@@ -29,7 +29,8 @@
 //!   by `reference` before creating, then quoted/confirmed per `sale_flow`; a draft left by a
 //!   crash is moved on, never duplicated, and the order's shipping/billing addresses are found
 //!   among the party's or added); `amend` (back to draft and rewritten before processing,
-//!   a `sale.amendment` of module `sale_amendment` once processing — it cannot add lines) and
+//!   a `sale.amendment` of module `sale_amendment` once processing — an added SKU must take
+//!   over a removed line, it cannot add one) and
 //!   `cancel` (a processing sale with nothing picked: shipments and draft invoice cancelled and
 //!   ignored, Tryton ends it done, read back as `cancelled`). See [`lifecycle`].
 //! - **refund** (written only): a credit note (`account.invoice` with negative lines, by lines

@@ -354,7 +354,7 @@ impl TrytonConnector {
         })
     }
 
-    async fn product_by_code(
+    pub(super) async fn product_by_code(
         &self,
         sku: &str,
         op: &WriteOp,
