@@ -1727,7 +1727,8 @@ struct Placed {
 
 /// An edit before shipment at the storefront (a quantity changed, a line removed, a new
 /// address) reaches Tryton as an amendment of the processing sale: same sale, new revision,
-/// its waiting shipment following the new quantities.
+/// its waiting shipment following the new quantities; a second edit adding a SKU amends it
+/// again (the added SKU takes over the emptied line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
     let Some(e) = env() else { return };
@@ -1736,7 +1737,7 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
     let run = run_id();
     let na = format!("t{run}a");
     let a = shop(&na).await;
-    for sku in ["SKU-0001", "SKU-0002"] {
+    for sku in ["SKU-0001", "SKU-0002", "SKU-0005"] {
         a.set_inventory(sku, "WH", 50).expect("stock");
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -1773,6 +1774,26 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
         erp.sales(&format!("{reference}~2")).await.is_empty(),
         "amended, not replaced"
     );
+    // A second edit adds a SKU: it takes over the line the first edit emptied.
+    a.edit_order(
+        &placed.id,
+        serde_json::from_value(json!({
+            "lines": [{"sku": "SKU-0001", "quantity": 3}, {"sku": "SKU-0005", "quantity": 2}]
+        }))
+        .expect("edit"),
+    )
+    .expect("second edit accepted by the storefront");
+    wait_until("the sale is amended again", || async {
+        erp.sale(sale, &["revision"]).await["revision"] == 2
+            && erp.shipment_moves(sale).await
+                == vec![("SKU-0001".to_string(), 3), ("SKU-0005".to_string(), 2)]
+    })
+    .await;
+    assert_eq!(
+        erp.sale_lines(sale).await,
+        vec![("SKU-0001".into(), 3), ("SKU-0005".into(), 2)]
+    );
+    assert_eq!(erp.sales(&reference).await.len(), 1, "still the same sale");
     wait_until("everything drained", || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
