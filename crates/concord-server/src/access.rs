@@ -3,11 +3,14 @@
 //! SHA-256 in constant time (why SHA-256: `concord_engine::config::access`).
 //!
 //! - Admin: `Authorization: Bearer TOKEN`, or the `concord_session` cookie set by
-//!   `POST /api/v1/session` (HttpOnly, SameSite=Strict; server-side session, ended by
+//!   `POST /api/v1/session` (HttpOnly, SameSite=Strict, Path=/api/v1, Secure with
+//!   `[admin] secure_cookie`; server-side session, ended by
 //!   `DELETE /api/v1/session` or after `[admin] session_ttl`). Missing or unknown → 401; a
 //!   viewer asking for an operator action → 403 (recorded in the audit trail as
 //!   `admin.denied`); no `[admin]` tokens configured → 403 naming the fix (the admin API is
-//!   never open by default).
+//!   never open by default). A state-changing request without a bearer token that a browser
+//!   marks as coming from another origin (`Sec-Fetch-Site`) is refused with 403 (CSRF defence
+//!   beyond SameSite=Strict; actions are never reachable by GET).
 //! - Storefront: with `[[commerce.keys]]` configured, every `/v1` request needs a key
 //!   (`Authorization: Bearer KEY` or `X-Concord-Key: KEY`) and acts only for that key's channel
 //!   (403 otherwise); without keys `/v1` stays open (the server logs a WARN at start).
@@ -18,7 +21,7 @@
 use crate::ApiError;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use concord_engine::config::access::{token_hash, ChannelKey};
@@ -238,7 +241,7 @@ impl Access {
             );
         }
         let cookie = format!(
-            "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            "{SESSION_COOKIE}={id}; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age={}{}",
             ttl.as_secs(),
             if self.admin.secure_cookie {
                 "; Secure"
@@ -261,12 +264,44 @@ impl Access {
                 s.remove(&token_hash(id));
             }
         }
-        HeaderValue::from_static("concord_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+        HeaderValue::from_static(if self.admin.secure_cookie {
+            "concord_session=; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        } else {
+            "concord_session=; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age=0"
+        })
     }
 
     pub fn session_ttl(&self) -> Duration {
         self.admin.session_ttl
     }
+}
+
+/// Refuse a state-changing request that a browser says came from another origin, unless it
+/// carries a bearer token (which a cross-origin page cannot attach without a CORS preflight
+/// this server never grants). Defence in depth against CSRF with the session cookie: the
+/// cookie is SameSite=Strict, but "same-site" still includes sibling subdomains; browsers mark
+/// every request with `Sec-Fetch-Site` (on https and localhost), and the dashboard's own calls
+/// are `same-origin`. Requests without the header (curl, scripts, old browsers) are let through.
+pub fn cross_site_refusal(method: &Method, headers: &HeaderMap) -> Option<ApiError> {
+    if method.is_safe() || bearer(headers).is_some() {
+        return None;
+    }
+    let site = headers
+        .get("sec-fetch-site")?
+        .to_str()
+        .unwrap_or("unreadable");
+    if site == "same-origin" || site == "none" {
+        return None;
+    }
+    Some(ApiError {
+        status: StatusCode::FORBIDDEN,
+        message: format!(
+            "Sec-Fetch-Site: a {method} without a bearer token from another origin ({site}) is \
+             refused; the dashboard acts from its own origin, tools send \
+             `Authorization: Bearer TOKEN`"
+        ),
+        details: vec![],
+    })
 }
 
 /// Middleware for the admin API: authenticates and puts the [`Caller`] in the extensions.
@@ -275,6 +310,9 @@ pub async fn require_admin(
     mut req: Request,
     next: Next,
 ) -> Response {
+    if let Some(e) = cross_site_refusal(req.method(), req.headers()) {
+        return e.into_response();
+    }
     match access.authenticate(req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);

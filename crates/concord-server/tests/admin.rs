@@ -515,7 +515,7 @@ async fn cookie_login_reads_and_logout_ends_the_session() {
         .and_then(|v| v.to_str().ok())
         .expect("Set-Cookie")
         .to_string();
-    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/api/v1"] {
         assert!(set_cookie.contains(attr), "{attr} missing: {set_cookie}");
     }
     let cookie = set_cookie.split(';').next().expect("pair").to_string();
@@ -539,7 +539,35 @@ async fn cookie_login_reads_and_logout_ends_the_session() {
         .await
         .expect("pause");
     assert_eq!(r.status().as_u16(), 200);
+    // CSRF: a browser marking the cookie-authenticated action as coming from another site
+    // (e.g. a sibling subdomain, which SameSite=Strict lets through) is refused, and nothing
+    // is done; the dashboard's own same-origin call passes.
+    for site in ["same-site", "cross-site"] {
+        let r = with_cookie(reqwest::Method::POST, "/api/v1/flows/stock/resume")
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .expect("cross-site resume");
+        assert_eq!(r.status().as_u16(), 403, "{site}");
+    }
+    let (st, v) = hub.get("/api/v1/flows/stock", Some(OPERATOR)).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["paused"],
+        json!(true),
+        "a refused resume changed nothing: {v}"
+    );
+    let r = hub
+        .http
+        .post(format!("{}/api/v1/session", hub.base))
+        .header("sec-fetch-site", "cross-site")
+        .json(&json!({"token": OPERATOR}))
+        .send()
+        .await
+        .expect("cross-site login");
+    assert_eq!(r.status().as_u16(), 403, "login CSRF refused");
     let r = with_cookie(reqwest::Method::POST, "/api/v1/flows/stock/resume")
+        .header("sec-fetch-site", "same-origin")
         .send()
         .await
         .expect("resume");

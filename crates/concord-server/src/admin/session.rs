@@ -5,7 +5,7 @@ use super::{bad_request, ErrorBody};
 use crate::access::{Access, Caller};
 use crate::ApiError;
 use axum::body::Bytes;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
@@ -50,13 +50,19 @@ impl From<Caller> for Me {
         (status = 200, description = "Logged in; `Set-Cookie: concord_session=…`", body = Me),
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Unknown token", body = ErrorBody),
-        (status = 403, description = "The admin API has no tokens configured", body = ErrorBody),
+        (status = 403, description = "The admin API has no tokens configured, or a browser sent the request from another origin", body = ErrorBody),
     )
 )]
 pub async fn login(
     Extension(access): Extension<Arc<Access>>,
+    method: Method,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A cross-origin page must not log a browser in (login CSRF).
+    if let Some(e) = crate::access::cross_site_refusal(&method, &headers) {
+        return Err(e);
+    }
     let b: LoginBody = crate::parse_json_body(&body)?;
     if b.token.trim().is_empty() {
         return Err(bad_request("token: must not be empty"));
