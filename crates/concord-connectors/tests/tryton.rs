@@ -2062,6 +2062,82 @@ async fn a_captured_channel_payment_is_recorded_once_against_the_posted_tryton_i
         )
         .await;
     assert_eq!(moves.len(), 2, "{moves:?}");
+
+    // Read back: an invoice paid by channel payments is not a new payment for the channels;
+    // one the accountant marks paid in Tryton (Pay wizard, a bank transfer) is.
+    let key2 = format!("t{run}a/pay-bank");
+    let sale2 = done_id(
+        &tryton
+            .write(vec![lifecycle_op(
+                "create",
+                &key2,
+                &[("SKU-0001", 1)],
+                "1 Main Street",
+            )])
+            .await,
+    );
+    let invoice2 = erp.sale(sale2, &["invoices"]).await["invoices"][0]
+        .as_i64()
+        .expect("invoice");
+    erp.call("account.invoice", "post", vec![json!([invoice2])])
+        .await;
+    let ctx = json!({"active_model": "account.invoice", "active_id": invoice2,
+                     "active_ids": [invoice2]});
+    let rpc = erp.c.rpc();
+    let w = rpc
+        .call("wizard.account.invoice.pay.create", vec![], Some(&ctx))
+        .await
+        .expect("wizard");
+    let session = w[0].clone();
+    let view = rpc
+        .call(
+            "wizard.account.invoice.pay.execute",
+            vec![session.clone(), json!({}), json!("start")],
+            Some(&ctx),
+        )
+        .await
+        .expect("start");
+    let mut start: serde_json::Map<String, Value> = view["view"]["defaults"]
+        .as_object()
+        .expect("defaults")
+        .iter()
+        .filter(|(k, _)| !k.contains('.') && k.as_str() != "payees")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let method = erp.id("account.invoice.payment.method", json!([])).await;
+    start.insert("payment_method".into(), json!(method));
+    start.insert("description".into(), json!("bank transfer"));
+    rpc.call(
+        "wizard.account.invoice.pay.execute",
+        vec![session.clone(), json!({"start": start}), json!("choice")],
+        Some(&ctx),
+    )
+    .await
+    .expect("pay");
+    rpc.call(
+        "wizard.account.invoice.pay.delete",
+        vec![session],
+        Some(&ctx),
+    )
+    .await
+    .expect("delete");
+    assert_eq!(erp.to_pay(invoice2).await, (Some(0), "paid".into()));
+    let page = tryton
+        .read_changes(ReadRequest {
+            kind: Kind::Payment,
+            cursor: None,
+            limit: 10_000,
+            overlap: Duration::ZERO,
+        })
+        .await
+        .expect("payments");
+    let orders: Vec<&str> = page
+        .records
+        .iter()
+        .filter_map(|c| c.record["order"].as_str())
+        .collect();
+    assert!(orders.contains(&key2.as_str()), "{orders:?}");
+    assert!(!orders.contains(&key.as_str()), "{orders:?}");
 }
 
 /// A payment captured at the storefront reaches Tryton through the engine as a payment of the

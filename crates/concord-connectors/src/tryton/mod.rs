@@ -48,7 +48,8 @@
 //! - **invoice** (customer invoices, posted/paid) and **payment** (a paid invoice = a captured
 //!   payment of its total), `order` from the sale lines they bill. A payment captured on a
 //!   channel is written as a payment of the sale's posted invoice through Tryton's Pay wizard
-//!   (option `payment_method`), idempotent by the move's description; see [`payment`].
+//!   (option `payment_method`), idempotent by the move's description; see [`payment`]. An
+//!   invoice paid only by such channel payments is not read back as a payment.
 //!
 //! Versions: every record read is versioned with the newest `write_date` of the page it came in
 //! (the time its figures are "as of"), in the fixed RFC 3339 UTC format of [`mapping`]. An order

@@ -711,10 +711,49 @@ impl TrytonConnector {
             .read_ctx(
                 "account.invoice",
                 invoices,
-                &["number", "state", "total_amount", "currency.code", "lines"],
+                &[
+                    "number",
+                    "state",
+                    "total_amount",
+                    "currency.code",
+                    "lines",
+                    "payment_lines",
+                ],
                 &json!({}),
             )
             .await?;
+        // Invoices paid only by payments Concord recorded from a channel (their moves carry
+        // `payment:<order>:<id>`, see `payment`) are not read back as payments: the channel
+        // already has them.
+        let from_channels: BTreeSet<i64> = if kind == Kind::Payment {
+            let pay_lines = self
+                .rpc
+                .read_ctx(
+                    "account.move.line",
+                    &ids(&rows, "payment_lines"),
+                    &["move.description"],
+                    &json!({}),
+                )
+                .await?;
+            let ours: BTreeSet<i64> = pay_lines
+                .iter()
+                .filter(|l| {
+                    l.pointer("/move./description")
+                        .and_then(Value::as_str)
+                        .is_some_and(|d| d.starts_with("payment:"))
+                })
+                .filter_map(id_of)
+                .collect();
+            rows.iter()
+                .filter(|r| {
+                    let paid_by = ids(std::slice::from_ref(r), "payment_lines");
+                    !paid_by.is_empty() && paid_by.iter().all(|l| ours.contains(l))
+                })
+                .filter_map(id_of)
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
         let lines = self
             .rpc
             .read_ctx(
@@ -735,6 +774,9 @@ impl TrytonConnector {
         let mut out = Vec::new();
         for r in &rows {
             let Some(id) = id_of(r) else { continue };
+            if from_channels.contains(&id) {
+                continue;
+            }
             let Some(order) = ids(std::slice::from_ref(r), "lines")
                 .iter()
                 .find_map(|l| origin_of.get(l).and_then(|s| refs.get(s)))
