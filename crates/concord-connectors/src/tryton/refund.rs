@@ -5,7 +5,8 @@
 //!   (`account.invoice`, type `out`) with negative lines, crediting the sale's invoice:
 //!   - by lines: one line per refunded SKU, quantity `-q` at the unit price, account and taxes
 //!     of the sale's invoice line of that SKU (its `origin` is that invoice line, as Tryton's
-//!     own "Credit" action makes it);
+//!     own "Credit" action makes it); the refund's `amount_minor` is the channel's figure and
+//!     is not used (the credit is the lines at the order's prices);
 //!   - by amount (no lines): one line without product, quantity `-1`, unit price = the amount,
 //!     on the revenue account of the invoice's first line.
 //!
