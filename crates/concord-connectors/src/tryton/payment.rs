@@ -223,3 +223,20 @@ impl TrytonConnector {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wizard_defaults_keep_only_writable_values() {
+        let r = json!({"view": {"defaults": {"amount": 1, "company": 1, "company.": {"rec_name": "X"},
+                                             "payees": [2], "payee": 2}}});
+        let v = form_values(&r);
+        let mut keys: Vec<&str> = v.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["amount", "company", "payee"]);
+        assert!(form_values(&json!({})).is_empty());
+        assert_eq!(payment_reference("web/1", "pay_1"), "payment:web/1:pay_1");
+    }
+}

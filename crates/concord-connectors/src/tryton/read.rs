@@ -863,3 +863,16 @@ fn open_moves(
     }
     (committed, incoming)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sale_from_another_sale_is_a_return() {
+        assert!(is_return(Some(&json!("sale.sale,12"))));
+        assert!(!is_return(Some(&json!("sale.line,12"))));
+        assert!(!is_return(Some(&Value::Null)));
+        assert!(!is_return(None));
+    }
+}

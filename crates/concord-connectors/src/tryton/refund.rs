@@ -478,3 +478,23 @@ impl TrytonConnector {
         Ok(ret)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refund_lines_are_summed_per_sku_and_must_be_positive() {
+        let p = json!({"lines": [{"sku": "A", "quantity": 1}, {"sku": "B", "quantity": 2},
+                                 {"sku": "A", "quantity": 3}]});
+        let l = refund_lines(&p).unwrap();
+        assert_eq!(l.get("A"), Some(&4));
+        assert_eq!(l.get("B"), Some(&2));
+        assert!(refund_lines(&json!({})).unwrap().is_empty());
+        let e = refund_lines(&json!({"lines": [{"sku": "A", "quantity": 0}]})).unwrap_err();
+        assert!(e.to_string().contains("lines[0].quantity"), "{e}");
+        let e = refund_lines(&json!({"lines": [{"quantity": 1}]})).unwrap_err();
+        assert!(e.to_string().contains("lines[0].sku"), "{e}");
+        assert_eq!(refund_reference("web/1001", "re_1"), "refund:web/1001:re_1");
+    }
+}

@@ -656,3 +656,42 @@ impl TrytonConnector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn op(key: &str, payload: Value) -> WriteOp {
+        WriteOp {
+            item_id: 1,
+            kind: Kind::Order,
+            key: key.into(),
+            op: "amend".into(),
+            payload,
+            external_id: None,
+            refs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn the_sale_reference_is_the_payload_reference_else_the_key() {
+        assert_eq!(sale_reference(&op("web/1", json!({}))).unwrap(), "web/1");
+        assert_eq!(
+            sale_reference(&op("web/1", json!({"reference": "web/1~2"}))).unwrap(),
+            "web/1~2"
+        );
+        assert_eq!(
+            sale_reference(&op("web/1", json!({"reference": "  "}))).unwrap(),
+            "web/1"
+        );
+        assert!(sale_reference(&op(" ", json!({}))).is_err());
+    }
+
+    #[test]
+    fn addresses_compare_by_normalised_street() {
+        let a = json!({"line1": "1  Main Street", "line2": "Flat 2", "city": "X"});
+        assert_eq!(street_of(&a), "1  Main Street\nFlat 2");
+        assert_eq!(norm(&street_of(&a)), norm("1 main street\nflat 2"));
+    }
+}
