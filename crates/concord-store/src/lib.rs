@@ -807,4 +807,21 @@ pub trait Store: Send + Sync + 'static {
         let _ = limit;
         Err(StoreError::Unsupported("oversold_positions"))
     }
+
+    // ---- retention ----
+
+    /// Delete history older than `before`: delivery attempts made before it, and alert episodes
+    /// resolved before it whose notifications were all delivered (open episodes and owed
+    /// notifications are never deleted). At most `batch` rows of each per call.
+    async fn prune_history(&self, before: Millis, batch: usize) -> Result<Pruned> {
+        let _ = (before, batch);
+        Err(StoreError::Unsupported("prune_history"))
+    }
+}
+
+/// What one [`Store::prune_history`] call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    pub delivery_attempts: u64,
+    pub alert_episodes: u64,
 }

@@ -112,6 +112,9 @@ pub struct ChannelPolicy {
 pub struct StoreConfig {
     /// Database file, already resolved against the config file's directory.
     pub path: PathBuf,
+    /// How long the history tables that grow with traffic (delivery attempts, resolved alert
+    /// episodes) are kept; the engine prunes older rows every hour.
+    pub retention: std::time::Duration,
 }
 
 /// `[server]`

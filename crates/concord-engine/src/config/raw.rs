@@ -263,6 +263,9 @@ pub struct RawStore {
     /// SQLite database file, relative to the directory of the config file.
     /// Default `"concord.sqlite"`.
     pub path: Option<String>,
+    /// How long delivery attempts and resolved (notified) alert episodes are kept, e.g. `"30d"`.
+    /// Default 30 days.
+    pub retention: Option<String>,
 }
 
 /// `[server]`

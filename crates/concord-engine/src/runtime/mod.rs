@@ -26,6 +26,7 @@ pub mod orders;
 pub mod pricing;
 pub mod process;
 pub mod replay;
+pub mod retention;
 pub mod stats;
 
 use crate::config::Config;
@@ -270,6 +271,7 @@ impl Engine {
         }
         tasks.spawn(alerts::run(inner.clone()));
         tasks.spawn(metrics_loop(inner.clone()));
+        tasks.spawn(retention::run(inner.clone()));
         Ok(tasks)
     }
 

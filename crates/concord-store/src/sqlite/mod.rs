@@ -13,6 +13,7 @@ mod codec;
 mod ledger;
 mod orders;
 mod reads;
+mod retention;
 mod schema;
 mod writer;
 mod writes;
@@ -603,6 +604,11 @@ impl Store for SqliteStore {
 
     async fn parked(&self, limit: usize) -> Result<Vec<crate::ParkedItem>> {
         self.read(move |c| orders::parked(c, limit)).await
+    }
+
+    async fn prune_history(&self, before: Millis, batch: usize) -> Result<crate::Pruned> {
+        self.write(move |c, _| retention::prune(c, before, batch))
+            .await
     }
 }
 

@@ -312,6 +312,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- One order's dead letters (and its children's) for the order history.
     CREATE INDEX dead_letters_key ON dead_letters (kind, key);
     "#,
+    // 7: retention (`retention.rs`) deletes delivery attempts by age without scanning the table.
+    r#"
+    CREATE INDEX delivery_attempts_at ON delivery_attempts (at);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

@@ -29,12 +29,19 @@ const DEFAULT_STORE: &str = "concord.sqlite";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_OVERLAP: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE_SIZE: usize = 500;
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 type Result<T> = std::result::Result<T, Issue>;
 
 pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
     let store = StoreConfig {
         path: store_path(raw.store.path.as_deref(), file)?,
+        retention: duration(
+            "store.retention",
+            raw.store.retention.as_deref(),
+            DEFAULT_RETENTION,
+            false,
+        )?,
     };
     let server = server(&raw.server)?;
     let engine = engine(&raw.engine)?;

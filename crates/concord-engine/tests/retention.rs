@@ -1,0 +1,99 @@
+//! Retention (`[store] retention`): delivery attempts older than the retention are pruned by
+//! `Engine::prune_history` (the engine also runs it every hour); recent ones stay. A real engine
+//! over a real SQLite store with the fake connectors of `support`; waits are conditions under a
+//! deadline.
+
+mod support;
+
+use concord_core::Kind;
+use serde_json::json;
+use support::{config_text, wait_until, Fake, Harness};
+
+const ORDERS_TO_ERP: &str = r#"
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web"]
+to = ["erp"]
+"#;
+
+fn order(number: &str) -> serde_json::Value {
+    json!({"number": number, "customer": {"email": "ann@example.com"}, "currency": "USD",
+           "lines": [{"sku": "A", "quantity": 1}]})
+}
+
+async fn attempts(h: &Harness, key: &str) -> usize {
+    h.engine
+        .order_history(key)
+        .await
+        .expect("order_history")
+        .map_or(0, |o| o.attempts.len())
+}
+
+async fn start(retention: &str) -> Harness {
+    let config = format!(
+        "[store]\nretention = \"{retention}\"\n{}",
+        config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
+    );
+    Harness::start(
+        &config,
+        vec![
+            Fake::new("web", &[Kind::Order, Kind::Customer]),
+            Fake::new("erp", &[Kind::Order, Kind::Customer]),
+        ],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_attempts_older_than_the_retention_are_pruned() {
+    let h = start("300ms").await;
+    h.capture("web", &[(Kind::Order, "1", Some("1"), order("1"))])
+        .await;
+    wait_until("the order's create attempt is logged", async || {
+        attempts(&h, "web/1").await == 1
+    })
+    .await;
+    // Still within the retention: kept.
+    let p = h.engine.prune_history().await.expect("prune");
+    assert_eq!(p.delivery_attempts, 0);
+    assert_eq!(attempts(&h, "web/1").await, 1);
+    // Once it is older than the retention it goes; a newer attempt stays.
+    let logged = std::time::Instant::now();
+    wait_until("the retention has passed", async || {
+        logged.elapsed() > std::time::Duration::from_millis(400)
+    })
+    .await;
+    h.capture("web", &[(Kind::Order, "2", Some("1"), order("2"))])
+        .await;
+    wait_until("the second order's attempt is logged", async || {
+        attempts(&h, "web/2").await == 1
+    })
+    .await;
+    let p = h.engine.prune_history().await.expect("prune");
+    assert_eq!(p.delivery_attempts, 1, "{p:?}");
+    assert_eq!(attempts(&h, "web/1").await, 0);
+    assert_eq!(attempts(&h, "web/2").await, 1);
+    // The order itself and its lifecycle are history the retention does not touch.
+    let o = h.engine.order_history("web/1").await.expect("history");
+    assert_eq!(o.map(|o| o.order.state), Some("accepted".to_string()));
+}
+
+#[test]
+fn the_retention_must_be_a_positive_duration() {
+    for bad in ["0s", "soon"] {
+        let text = format!(
+            "[store]\nretention = \"{bad}\"\n{}",
+            config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
+        );
+        let e = concord_engine::config::Config::from_toml_str_with_env(
+            &text,
+            std::path::Path::new("test.toml"),
+            |_| None,
+        )
+        .expect_err(bad);
+        assert!(e.to_string().contains("store.retention"), "{bad}: {e}");
+    }
+}
