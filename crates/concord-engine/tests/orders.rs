@@ -946,3 +946,112 @@ to = ["web"]
     );
     h.stop().await;
 }
+
+/// The hub keys payments (and refunds, shipments) by their `id`, which a channel makes unique
+/// only among its own records: two stores both numbering payments `pay_1` must not merge two
+/// customers' payments into one. The second is refused visibly (an inbound dead letter naming
+/// both orders), never merged into the first order's payment or sent to the ERP under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_id_reused_by_another_channel_is_refused_not_merged() {
+    let flows = r#"
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web1", "web2"]
+to = ["erp"]
+
+[[flows]]
+name = "payments"
+kind = "payment"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web1", "web2"]
+to = ["erp"]
+"#;
+    let kinds = [Kind::Order, Kind::Payment];
+    let h = Harness::start(
+        &config_text(&["web1", "web2", "erp"], &[], flows),
+        vec![
+            Fake::new("web1", &kinds),
+            Fake::new("web2", &kinds),
+            Fake::new("erp", &kinds),
+        ],
+    )
+    .await;
+    for (channel, number) in [("web1", "1001"), ("web2", "2001")] {
+        h.capture(
+            channel,
+            &[(
+                Kind::Order,
+                number,
+                Some("1"),
+                order(number, &[("A", 1)], "placed"),
+            )],
+        )
+        .await;
+        wait_state(&h, &format!("{channel}/{number}"), "accepted").await;
+    }
+    let payment = |order: &str, amount: i64| {
+        json!({"id": "pay_1", "order": order, "amount_minor": amount, "currency": "USD",
+               "status": "captured"})
+    };
+    h.capture(
+        "web1",
+        &[(
+            Kind::Payment,
+            "pay_1",
+            Some("1"),
+            payment("web1/1001", 3000),
+        )],
+    )
+    .await;
+    wait_until("web1's payment reaches the ERP", async || {
+        h.fake("erp").done_of("pay_1").len() == 1
+    })
+    .await;
+    h.capture(
+        "web2",
+        &[(
+            Kind::Payment,
+            "pay_1",
+            Some("1"),
+            payment("web2/2001", 1200),
+        )],
+    )
+    .await;
+    wait_until("processed and delivered", async || {
+        h.journal_pending().await == 0 && h.drained().await
+    })
+    .await;
+    let erp = h.fake("erp").clone();
+    let sent: Vec<Value> = erp
+        .writes_of("pay_1")
+        .iter()
+        .map(|w| w.op.payload["order"].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        [json!("web1/1001")],
+        "web2's payment never overwrote web1's"
+    );
+    let dls = open_dead_letters(&h).await;
+    assert_eq!(dls.len(), 1, "{dls:?}");
+    assert_eq!(
+        (dls[0].endpoint.as_str(), dls[0].kind),
+        ("web2", Kind::Payment)
+    );
+    for part in ["pay_1", "web1/1001", "web2/2001"] {
+        assert!(dls[0].reason.contains(part), "{part}: {}", dls[0].reason);
+    }
+    // web1's order keeps its own payment; web2's order has none.
+    for (key, payments) in [
+        ("web1/1001", json!({"pay_1": 3000})),
+        ("web2/2001", json!({})),
+    ] {
+        let hist = h.engine.order_history(key).await.unwrap().unwrap();
+        assert_eq!(hist.order.facts["payments"], payments, "{key}");
+    }
+    h.stop().await;
+}

@@ -319,6 +319,16 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // Shipments, payments and refunds are keyed by their id, which a channel makes unique
+        // only among its own records: a record naming another order than the one its key
+        // already belongs to is a different record, refused visibly rather than merged.
+        if let Some(reason) = current
+            .as_ref()
+            .and_then(|cur| other_order(e.kind, &key, &cur.state, &record))
+        {
+            self.reject(&e, reason);
+            return Ok(());
+        }
         let ownership = self
             .inner
             .config
@@ -816,4 +826,22 @@ mod tests {
         assert!(is_older("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
         assert!(!is_older("abc", "abd"), "content hashes are unordered");
     }
+}
+
+/// For an order-scoped record: `Some(reason)` when the hub's record under `key` belongs to
+/// another order than `incoming` names (two channels reusing the same payment, refund or
+/// shipment id).
+fn other_order(kind: Kind, key: &str, current: &Value, incoming: &Value) -> Option<String> {
+    if !kind.is_order_scoped() {
+        return None;
+    }
+    let had = current.get("order").and_then(Value::as_str)?;
+    let says = incoming.get("order").and_then(Value::as_str)?;
+    (had != says).then(|| {
+        format!(
+            "order: {kind} `{key}` already belongs to order `{had}`, this record names `{says}`; \
+             the hub keys {kind}s by id, so ids must be unique across channels (refused, not \
+             merged: the existing {kind} is unchanged)"
+        )
+    })
 }
