@@ -163,21 +163,10 @@ pub async fn replay(
     op: Operator,
     body: Bytes,
 ) -> Result<Json<ActionResult>, ApiError> {
-    let ids = ids(&body)?;
-    let outcome = s.engine.replay_dead_letters(ids.clone()).await;
-    let detail = match &outcome {
-        Ok(done) => json!({"ok": true, "replayed": done}),
-        Err(e) => json!({"ok": false, "error": e.to_string()}),
-    };
-    audit(
-        &s,
-        &op.0,
-        "dlq.replay",
-        json!({"dead_letters": ids}),
-        detail,
-    )
-    .await;
-    Ok(Json(result(ids, outcome?)))
+    act(&s, &op, &body, "dlq.replay", "replayed", |ids| {
+        s.engine.replay_dead_letters(ids)
+    })
+    .await
 }
 
 /// Drop dead letters (operator); they stay listed with state `dropped`.
@@ -198,12 +187,33 @@ pub async fn drop_letters(
     op: Operator,
     body: Bytes,
 ) -> Result<Json<ActionResult>, ApiError> {
-    let ids = ids(&body)?;
-    let outcome = s.engine.drop_dead_letters(ids.clone()).await;
+    act(&s, &op, &body, "dlq.drop", "dropped", |ids| {
+        s.engine.drop_dead_letters(ids)
+    })
+    .await
+}
+
+/// An operator action on the dead letters of `body`: run it, record it in the audit trail
+/// (`done_as`: the name of the acted-on ids in the audit result) whether it worked or not, and
+/// answer what was done and skipped.
+async fn act<F, Fut>(
+    s: &AppState,
+    op: &Operator,
+    body: &[u8],
+    action: &str,
+    done_as: &str,
+    run: F,
+) -> Result<Json<ActionResult>, ApiError>
+where
+    F: FnOnce(Vec<i64>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<i64>, concord_engine::EngineError>>,
+{
+    let ids = ids(body)?;
+    let outcome = run(ids.clone()).await;
     let detail = match &outcome {
-        Ok(done) => json!({"ok": true, "dropped": done}),
+        Ok(done) => json!({"ok": true, done_as: done}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
-    audit(&s, &op.0, "dlq.drop", json!({"dead_letters": ids}), detail).await;
+    audit(s, &op.0, action, json!({"dead_letters": ids}), detail).await;
     Ok(Json(result(ids, outcome?)))
 }
