@@ -236,7 +236,10 @@ impl Access {
                 token_hash(&id),
                 Session {
                     caller: caller.clone(),
-                    expires: Instant::now() + ttl,
+                    // The config caps the TTL (a year); a larger one must not panic here.
+                    expires: Instant::now()
+                        .checked_add(ttl)
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(366 * 24 * 3600)),
                 },
             );
         }
@@ -490,6 +493,21 @@ mod tests {
             a.login("nope").unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
+    }
+
+    #[test]
+    fn a_huge_session_ttl_does_not_panic_the_login() {
+        let mut a = access(&[("ops", Role::Operator, "t2")], &[]);
+        a.admin.session_ttl = Duration::MAX;
+        let (_, set_cookie) = a.login("t2").expect("login");
+        let pair = set_cookie
+            .to_str()
+            .expect("ascii")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_string();
+        assert!(a.authenticate(&headers(&[("cookie", &pair)])).is_ok());
     }
 
     #[test]

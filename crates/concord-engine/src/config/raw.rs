@@ -67,7 +67,7 @@ pub struct RawAdmin {
     /// this entry with its hash.
     #[serde(default)]
     pub tokens: Vec<RawToken>,
-    /// How long a dashboard login (`POST /api/v1/session`) lasts. Default `"12h"`.
+    /// How long a dashboard login (`POST /api/v1/session`) lasts, at most a year. Default `"12h"`.
     pub session_ttl: Option<String>,
     /// Mark the session cookie `Secure` (only sent over HTTPS). Set it when the hub is served
     /// behind TLS. Default `false` (the demo and local use are plain HTTP).

@@ -8,6 +8,10 @@ use crate::config::raw::{RawAdmin, RawCommerce};
 use crate::config::Issue;
 use crate::connector::EndpointSpec;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Longest `[admin] session_ttl`: a session is a browser's convenience, not a standing credential.
+const MAX_SESSION_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 fn check_token_name(path: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -76,6 +80,12 @@ pub(super) fn admin(raw: RawAdmin) -> Result<AdminConfig> {
         out.session_ttl,
         false,
     )?;
+    if out.session_ttl > MAX_SESSION_TTL {
+        return Err(Issue::new(
+            "admin.session_ttl",
+            "must be at most a year (366d); for longer access use a token",
+        ));
+    }
     out.secure_cookie = raw.secure_cookie.unwrap_or(false);
     Ok(out)
 }
