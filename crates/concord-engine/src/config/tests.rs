@@ -518,6 +518,18 @@ fn endpoints_are_checked() {
         "endpoints.web2.timeout",
         "longer than zero",
     );
+    // A duration the engine's millisecond arithmetic would overflow on is refused at load.
+    assert_err(
+        load(&format!(
+            "{}{flow}",
+            ENDPOINTS.replace(
+                "[endpoints.web2]",
+                "[endpoints.web2]\ntimeout = \"300000000000y\""
+            )
+        )),
+        "endpoints.web2.timeout",
+        "at most 100 years",
+    );
     assert_err(
         load(&format!(
             "{}{flow}",

@@ -29,6 +29,7 @@ const DEFAULT_STORE: &str = "concord.sqlite";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_OVERLAP: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE_SIZE: usize = 500;
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 type Result<T> = std::result::Result<T, Issue>;
@@ -603,6 +604,13 @@ fn duration(path: &str, raw: Option<&str>, default: Duration, zero_ok: bool) -> 
     })?;
     if d.is_zero() && !zero_ok {
         return Err(Issue::new(path, "must be longer than zero"));
+    }
+    // The engine adds durations to millisecond timestamps (i64): keep them far from overflow.
+    if d > MAX_DURATION {
+        return Err(Issue::new(
+            path,
+            format!("must be at most 100 years, got {text:?}"),
+        ));
     }
     Ok(d)
 }
