@@ -1328,6 +1328,14 @@ async fn orders_and_parked_items() {
     let (_, v) = hub.get("/api/v1/orders?channel=web2", Some(VIEWER)).await;
     assert_eq!(v["orders"], json!([]));
     assert_eq!(v["next_after"], Value::Null);
+    // A state that does not exist is a named 400, not an empty list.
+    let (st, v) = hub.get("/api/v1/orders?state=shiped", Some(VIEWER)).await;
+    assert_eq!(st, 400, "{v}");
+    let e = v["error"].as_str().unwrap_or("");
+    assert!(
+        e.starts_with("state:") && e.contains("partially_shipped"),
+        "{v}"
+    );
     let (st, counts) = hub.get("/api/v1/orders/counts", Some(VIEWER)).await;
     assert_eq!(st, 200, "{counts}");
     assert_eq!(counts["accepted"], 1, "{counts}");

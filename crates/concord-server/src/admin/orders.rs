@@ -8,6 +8,7 @@ use super::{limit, not_found, parse_query, ErrorBody};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
+use concord_core::model::OrderStatus;
 use concord_engine::runtime::orders::{OrderFilter, OrderHistory, OrderSummary, ParkedItem};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +56,15 @@ pub async fn list(
 ) -> Result<Json<OrderPage>, ApiError> {
     let p: OrderParams = parse_query(q.as_deref())?;
     let limit = limit(p.limit, 100)?;
+    if let Some(state) = p.state.as_deref() {
+        if OrderStatus::parse(state).is_none() {
+            let known: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(super::bad_request(format!(
+                "state: unknown order state {state:?}; expected one of {}",
+                known.join(", ")
+            )));
+        }
+    }
     let orders = s
         .engine
         .orders(OrderFilter {
