@@ -533,6 +533,9 @@ async fn cookie_login_reads_and_logout_ends_the_session() {
         .await
         .expect("me");
     assert_eq!(r.status().as_u16(), 200);
+    // Private answers: no cache keeps them, no browser sniffs them.
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     // The session carries the role: an operator action works with the cookie alone.
     let r = with_cookie(reqwest::Method::POST, "/api/v1/flows/stock/pause")
         .send()

@@ -153,6 +153,22 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
             }),
         )
         .layer(Extension(access))
+        .layer(middleware::map_response(private_headers))
+}
+
+/// Every admin answer is private to its caller: never stored by a browser or proxy cache, and
+/// never content-sniffed into something other than JSON.
+async fn private_headers(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// Record an operator action in the audit trail: who, what, target, result. The action's
