@@ -1,7 +1,7 @@
 //! `concord order KEY [--json]`: one order's whole history from the store — its lifecycle state
 //! and facts, every lifecycle event (refused ones with their reason), the journal entries of the
 //! order and of its shipments, invoices, payments and refunds, every delivery attempt and every
-//! dead letter. Read-only; safe beside a running `concord run`.
+//! dead letter. Read-only; safe beside a running `concord run`. Must never write to the store.
 
 use crate::wiring;
 use std::path::Path;

@@ -8,7 +8,8 @@
 //! hands the store the result. The store interprets one thing only, because it learns it inside
 //! the settlement transaction: an order delivered (`create`, `amend`, `update`, `upsert`) to an
 //! endpoint other than its channel was *accepted by the ERP* — its row then moves `placed →
-//! accepted` in the same transaction (see [`OrderEvent`] with `cause_kind = None`).
+//! accepted` in the same transaction (see [`OrderEvent`] with `cause_kind = None`). It must
+//! never derive or check a status itself.
 
 use crate::{DeadLetter, ItemId, JournalEntry, JournalId};
 use concord_core::{Kind, Millis};

@@ -1,5 +1,6 @@
 //! `[alerts]`, checked: where notifications go, how often rules are evaluated, and the rules.
-//! The run-time side is `runtime/alerts.rs`. Plain data: nothing here evaluates a rule.
+//! The run-time side is `runtime/alerts.rs`. Plain data: nothing here evaluates a rule, and the
+//! webhook URL must never be quoted in an error or log (it can carry credentials).
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
 //! Operator actions on flows — `POST /api/v1/flows/{name}/pause`, `/resume`, `/run` — and the
 //! audit trail they are written to (`GET /api/v1/audit`). Pausing holds the flow's deliveries
 //! (capture and planning go on; see `concord_engine::runtime::flows`); it survives a restart.
-//! Running now starts a batch flow's read at once (409 for other modes).
+//! Running now starts a batch flow's read at once (409 for other modes). Must never act for a
+//! viewer (the [`Operator`] extractor) nor act without recording it in the audit trail.
 
 use super::{audit, json, parse_query, ErrorBody};
 use crate::access::Operator;

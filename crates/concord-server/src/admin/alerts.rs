@@ -1,5 +1,6 @@
 //! `GET /api/v1/alerts`: the `[alerts]` episodes — firing ones first, then recently resolved
 //! ones — as the engine keeps them (`Engine::alerts`). Read-only; rules live in the config.
+//! Must never change an episode or send a notification.
 
 use super::{limit, parse_query, ErrorBody};
 use crate::{ApiError, AppState};

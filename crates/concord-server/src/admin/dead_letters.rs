@@ -1,7 +1,8 @@
 //! Dead letters: `GET /api/v1/dead-letters` (filters), `GET /api/v1/dead-letters/{id}` (payload
 //! and reason), `POST /api/v1/dead-letters/replay` and `/drop` with `{"ids": [...]}` (one or
 //! many; operator; audited). Replay re-plans outbound state kinds from the current state
-//! (`Engine::replay_dead_letters`); drop keeps the letter for the audit trail.
+//! (`Engine::replay_dead_letters`); drop keeps the letter for the audit trail. Must never act
+//! for a viewer nor without an audit record, and never call a connector itself.
 
 use super::{audit, bad_request, limit, not_found, parse_query, ErrorBody};
 use crate::access::Operator;

@@ -1,5 +1,6 @@
 //! `GET /api/v1/endpoints`: every configured endpoint, its connector, delivery health (breaker,
 //! concurrency, last success, last error, 429s) when it is a destination, and its queue.
+//! Read-only; must never show an endpoint's credentials or probe the endpoint.
 
 use super::ErrorBody;
 use crate::{ApiError, AppState};

@@ -1,5 +1,6 @@
 //! `GET /api/v1/flows` and `GET /api/v1/flows/{name}`: mode, schedule, paused, last and next
 //! run, deliveries per minute for the last 30 minutes (sparklines), throughput, queue and lag.
+//! Read-only: must never change a flow (that is `actions.rs`).
 
 use super::{not_found, ErrorBody};
 use crate::{ApiError, AppState};

@@ -1,5 +1,5 @@
 //! `GET /api/v1/journal` (search by kind, key, endpoint, status, time range; paged by id) and
-//! `GET /api/v1/journal/{id}`.
+//! `GET /api/v1/journal/{id}`. Read-only: must never change an entry or its status.
 
 use super::{bad_request, limit, not_found, parse_query, ErrorBody};
 use crate::{ApiError, AppState};

@@ -2,7 +2,7 @@
 //! `GET /api/v1/orders/counts` (state → count), `GET /api/v1/orders/{key}` (one order's whole
 //! history: lifecycle events incl. refused transitions, journal, delivery attempts, dead
 //! letters) and `GET /api/v1/parked` (items waiting on dependencies, with what they wait on).
-//! Read-only; from the engine's order-lifecycle views.
+//! Read-only; from the engine's order-lifecycle views. Must never move an order's state.
 
 use super::{limit, not_found, parse_query, ErrorBody};
 use crate::{ApiError, AppState};

@@ -1,6 +1,7 @@
 //! `GET /api/v1/overview`: the hub at a glance — the server's clock (so a client computes ages
 //! with the hub's time), counters and lag percentiles since start (last 5 minutes), journal and
-//! dead-letter totals, every destination's queue, and which flows are paused.
+//! dead-letter totals, every destination's queue, and which flows are paused. Read-only; must
+//! never call a connector (figures come from the store and the engine's counters).
 
 use super::ErrorBody;
 use crate::{ApiError, AppState};

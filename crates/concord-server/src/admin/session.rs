@@ -1,5 +1,6 @@
 //! `POST /api/v1/session` (log in with a token: sets the HttpOnly session cookie),
-//! `DELETE /api/v1/session` (log out) and `GET /api/v1/me` (who am I).
+//! `DELETE /api/v1/session` (log out) and `GET /api/v1/me` (who am I). Must never echo the
+//! token or put it in the cookie (the cookie holds a fresh random session id).
 
 use super::{bad_request, ErrorBody};
 use crate::access::{Access, Caller};

@@ -1,5 +1,6 @@
 //! Checks of what the admin API needs from a store: journal search (filters, time range,
-//! paging) and paused flows (durable; `claim` and `next_due` skip their items).
+//! paging) and paused flows (durable; `claim` and `next_due` skip their items). Must never
+//! depend on one implementation's internals: only the `Store` trait.
 
 use super::{capture, claim, enqueue, item, keys, Fixture, SHOP};
 use crate::{JournalQuery, JournalStatus};

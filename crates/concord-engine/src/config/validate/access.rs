@@ -1,4 +1,5 @@
 //! `[admin]` and `[commerce]`: token and key entries (names, roles, hashes, channels). No I/O.
+//! Must never accept a token or key in clear (only its SHA-256) nor quote a hash in an error.
 
 use super::{duration, known_endpoint, Result};
 use crate::config::access::{

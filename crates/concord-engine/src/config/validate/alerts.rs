@@ -1,6 +1,7 @@
 //! `[alerts]` → [`AlertsConfig`]: the webhook is an http(s) URL, durations parse, rule names
 //! are unique, each rule's condition is known and carries exactly the threshold it uses, and a
-//! rule's `endpoint` is a configured one. Part of [`validate`](super::validate): no I/O.
+//! rule's `endpoint` is a configured one. Part of [`validate`](super::validate): no I/O; must
+//! never quote the webhook URL in an error (it can carry credentials).
 
 use super::{check_name, check_url, duration, known_endpoint, Result};
 use crate::config::alerts::{AlertCondition, AlertRule, AlertsConfig};
