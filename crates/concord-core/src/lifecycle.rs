@@ -5,13 +5,15 @@
 //! `cancelled`, `partially_refunded`, `refunded` and `returned` are branches. The status is never
 //! set directly: the engine folds every record that concerns an order (the order itself, its
 //! shipments, invoices, payments and refunds, the ERP's acceptance) into [`OrderFacts`], derives
-//! the status with [`derive_status`] and asks [`check_transition`] whether the move from the
-//! current status is legal. An illegal move is recorded with its reason and not applied.
+//! the status with [`derive_status`] and asks [`check_move`] (the status table
+//! [`check_transition`], refined by the facts) whether the move from the current status is
+//! legal. An illegal move is recorded with its reason and not applied.
 //!
 //! Forward moves on the main line may skip steps (a single shipment of everything goes from
 //! `accepted` straight to `shipped`; facts that arrive in one batch move several steps at once).
 //! Nothing moves backwards, nothing follows `cancelled` or `returned`, an order whose goods have
-//! shipped can no longer be cancelled or edited, and `returned` needs shipped goods.
+//! shipped can no longer be cancelled or edited (a refund before shipment still allows a
+//! cancellation, not an edit), and `returned` needs shipped goods.
 //!
 //! Pure: no I/O, no clock. Must never decide anything about stock: returned goods re-enter the
 //! ledger only when the ERP reports them (the hub never puts stock back on its own).
@@ -220,6 +222,14 @@ impl OrderFacts {
         out
     }
 
+    /// Some quantity of some SKU has shipped.
+    pub fn any_shipped(&self) -> bool {
+        self.shipments
+            .values()
+            .flat_map(|l| l.values())
+            .any(|q| *q > 0)
+    }
+
     /// Returned quantity per SKU (refund lines with `restock`).
     pub fn returned(&self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
@@ -380,12 +390,30 @@ pub fn check_transition(from: OrderStatus, to: OrderStatus) -> Result<(), Illega
     }
 }
 
+/// Is `from → to` legal for an order with these facts? [`check_transition`], except that a
+/// refunded or partially refunded order whose facts show nothing shipped may still be cancelled
+/// (a line refunded before shipment does not make the goods leave the warehouse).
+pub fn check_move(
+    from: OrderStatus,
+    to: OrderStatus,
+    facts: &OrderFacts,
+) -> Result<(), IllegalTransition> {
+    use OrderStatus::*;
+    if to == Cancelled && matches!(from, PartiallyRefunded | Refunded) && !facts.any_shipped() {
+        return Ok(());
+    }
+    check_transition(from, to)
+}
+
 /// May an order in `status` still be edited (quantities, lines, addresses)? Only before anything
-/// shipped and while it is not cancelled.
+/// shipped or was refunded, and while it is not cancelled.
 pub fn check_edit(status: OrderStatus) -> Result<(), String> {
     match status {
         OrderStatus::Placed | OrderStatus::Accepted => Ok(()),
         OrderStatus::Cancelled => Err("the order is cancelled; it can no longer be edited".into()),
+        s @ (OrderStatus::PartiallyRefunded | OrderStatus::Refunded) => Err(format!(
+            "the order is {s}: an order with refunds can no longer be edited"
+        )),
         s => Err(format!(
             "the order is {s}: goods have shipped, so it can no longer be edited"
         )),
@@ -445,6 +473,39 @@ mod tests {
         (PartiallyRefunded, Returned),
         (Refunded, Returned),
     ];
+
+    #[test]
+    fn a_refund_before_shipment_does_not_block_cancellation() {
+        let mut f = OrderFacts::default();
+        f.ordered.insert("A".into(), 2);
+        f.refunds.insert(
+            "R1".into(),
+            RefundFact {
+                amount_minor: 500,
+                ..RefundFact::default()
+            },
+        );
+        for from in [PartiallyRefunded, Refunded] {
+            assert_eq!(check_move(from, Cancelled, &f), Ok(()), "{from}");
+        }
+        f.shipments
+            .insert("S1".into(), BTreeMap::from([("A".to_string(), 1)]));
+        for from in [PartiallyRefunded, Refunded] {
+            let e = check_move(from, Cancelled, &f).expect_err("shipped");
+            assert!(e.reason.contains("shipped"), "{e}");
+        }
+        // Everything else is exactly check_transition.
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                if to != Cancelled {
+                    assert_eq!(check_move(from, to, &f), check_transition(from, to));
+                }
+            }
+        }
+        assert!(check_edit(PartiallyRefunded)
+            .expect_err("refunded")
+            .contains("refunds"));
+    }
 
     #[test]
     fn every_legal_transition_is_allowed_and_every_other_refused() {

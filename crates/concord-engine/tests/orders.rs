@@ -1055,3 +1055,61 @@ to = ["erp"]
     }
     h.stop().await;
 }
+
+/// A partial refund before anything shipped (a line the store could not supply, refunded) does
+/// not make the order "shipped": the customer may still cancel the rest, and the cancellation
+/// reaches the ERP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_partially_refunded_before_shipment_can_still_be_cancelled() {
+    let flows = format!("{ORDERS_TO_ERP}{REFUNDS_TO_ERP}");
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &[Kind::Order, Kind::Refund]),
+            Fake::new("erp", &[Kind::Order, Kind::Refund]),
+        ],
+    )
+    .await;
+    let key = "web/1001";
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2), ("B", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "accepted").await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Refund,
+            "R1",
+            Some("1"),
+            json!({"id": "R1", "order": key, "amount_minor": 1000, "currency": "USD",
+                   "lines": [{"sku": "B", "quantity": 1}]}),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "partially_refunded").await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 2), ("B", 1)], "cancelled"),
+        )],
+    )
+    .await;
+    wait_state(&h, key, "cancelled").await;
+    let erp = h.fake("erp").clone();
+    wait_until("the ERP order is cancelled", async || {
+        erp.done_of(key).iter().any(|w| w.op.op == "cancel")
+    })
+    .await;
+    assert!(open_dead_letters(&h).await.is_empty());
+    h.stop().await;
+}

@@ -41,7 +41,7 @@ use super::process::Planner;
 use super::{EngineError, Inner};
 use crate::config::EditPolicy;
 use concord_core::inventory::buffer;
-use concord_core::lifecycle::{check_edit, check_transition, derive_status, OrderFacts};
+use concord_core::lifecycle::{check_edit, check_move, derive_status, OrderFacts};
 use concord_core::model::{Invoice, Order, OrderStatus, Payment, Refund, Shipment};
 use concord_core::Kind;
 use concord_store::{
@@ -249,7 +249,7 @@ impl Planner<'_> {
         }
         let to = derive_status(&facts);
         if let Some(f) = from {
-            if let Err(illegal) = check_transition(f, to) {
+            if let Err(illegal) = check_move(f, to, &facts) {
                 self.edit = None;
                 return Ok(Tracked::Reject(illegal.to_string()));
             }
@@ -460,7 +460,7 @@ impl Planner<'_> {
         let to = derive_status(&facts);
         let child = Some((e.kind, key.to_string()));
         let checked = match from {
-            Some(f) => check_transition(f, to),
+            Some(f) => check_move(f, to, &facts),
             None => Ok(()),
         };
         match checked {
