@@ -815,19 +815,6 @@ fn is_older(new: &str, applied: &str) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_older;
-
-    #[test]
-    fn versions_order_only_when_comparable() {
-        assert!(is_older("9", "10"));
-        assert!(!is_older("10", "9"));
-        assert!(is_older("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
-        assert!(!is_older("abc", "abd"), "content hashes are unordered");
-    }
-}
-
 /// For an order-scoped record: `Some(reason)` when the hub's record under `key` belongs to
 /// another order than `incoming` names (two channels reusing the same payment, refund or
 /// shipment id).
@@ -844,4 +831,17 @@ fn other_order(kind: Kind, key: &str, current: &Value, incoming: &Value) -> Opti
              merged: the existing {kind} is unchanged)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_older;
+
+    #[test]
+    fn versions_order_only_when_comparable() {
+        assert!(is_older("9", "10"));
+        assert!(!is_older("10", "9"));
+        assert!(is_older("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
+        assert!(!is_older("abc", "abd"), "content hashes are unordered");
+    }
 }
