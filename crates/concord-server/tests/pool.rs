@@ -17,96 +17,19 @@
 //!
 //! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
 
+mod support;
+
 use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
 use concord_connectors::sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
-use concord_engine::config::Config;
-use concord_engine::Engine;
-use concord_server::AppState;
-use concord_store::{ReservationState, SqliteStore, Store};
+use concord_store::ReservationState;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{wait_for, Hub};
 
 const SECRET: &str = "pool-test-secret";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Poll `cond` every 20 ms until it holds; panic naming `what` after the deadline.
-async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
-        if Instant::now() >= until {
-            panic!("timed out after {DEADLINE:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A running hub: engine + HTTP server on a listener bound before anything else (the sandboxes
-/// need its address for their webhooks and checkouts).
-struct Hub {
-    engine: Engine,
-    store: Arc<SqliteStore>,
-    base: String,
-    http: reqwest::Client,
-    tasks: tokio::task::JoinSet<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
 
 impl Hub {
-    async fn start(listener: tokio::net::TcpListener, config_text: &str, dir: &Path) -> Hub {
-        let config = Config::from_toml_str(config_text, &dir.join("concord.toml"))
-            .unwrap_or_else(|e| panic!("test config: {e}\n{config_text}"));
-        let mut connectors = BTreeMap::new();
-        for (name, spec) in &config.endpoints {
-            connectors.insert(
-                name.clone(),
-                concord_connectors::build(spec).expect("build connector"),
-            );
-        }
-        let store = Arc::new(SqliteStore::open(&config.store.path).expect("open the store"));
-        let dyn_store: Arc<dyn Store> = store.clone();
-        let max_body = config.server.max_body_bytes;
-        let engine = Engine::new(Arc::new(config), dyn_store, connectors).expect("engine");
-        let tasks = engine.start().await.expect("start the engine");
-        let app = concord_server::app(
-            AppState {
-                engine: engine.clone(),
-                metrics: None,
-                ready: Arc::new(AtomicBool::new(true)),
-            },
-            max_body,
-        );
-        let base = format!("http://{}", listener.local_addr().expect("local addr"));
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(concord_server::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
-        Hub {
-            engine,
-            store,
-            base,
-            http: reqwest::Client::new(),
-            tasks,
-            server,
-            stop: Some(stop),
-        }
-    }
-
-    /// Stop the server and the engine, and close the store (as a shutdown would).
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        let _ = (&mut self.server).await;
-        self.engine.shutdown();
-        while self.tasks.join_next().await.is_some() {}
-        self.store.close().await;
-    }
-
     async fn ats(&self, channel: &str, sku: &str) -> i64 {
         let a = self
             .engine
