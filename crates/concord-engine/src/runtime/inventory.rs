@@ -19,7 +19,7 @@
 //! Must never call a connector: storefront reads and reservations are served from the ledger.
 
 use super::Inner;
-use crate::config::{FlowConfig, InventoryConfig};
+use crate::config::{ChannelPolicy, FlowConfig, InventoryConfig};
 use crate::mapping::MapVars;
 use concord_core::inventory::{buffer, buffer_needs_on_hand, sellable, Line, Position};
 use concord_core::{content_hash, Kind, Millis};
@@ -131,6 +131,50 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// Each SKU's feeds for a reservation by `channel` (its policy's locations, in order), with
+    /// the buffer each location keeps back. Percent buffers need on-hand: the positions are read
+    /// only when a percent rule decides some feed's buffer (the store re-reads positions inside
+    /// its transaction for the decision itself).
+    pub(crate) async fn feeds(
+        &self,
+        store: &dyn concord_store::Store,
+        policy: &ChannelPolicy,
+        channel: &str,
+        skus: &[String],
+    ) -> Result<Vec<(String, Vec<Feed>)>, StoreError> {
+        let needs_on_hand = skus.iter().any(|sku| {
+            policy
+                .locations
+                .iter()
+                .any(|loc| buffer_needs_on_hand(&self.cfg.buffers, sku, channel, loc))
+        });
+        let levels = if needs_on_hand {
+            store.levels(skus).await?
+        } else {
+            Vec::new()
+        };
+        Ok(skus
+            .iter()
+            .map(|sku| {
+                let f = policy
+                    .locations
+                    .iter()
+                    .map(|loc| {
+                        let on_hand = levels
+                            .iter()
+                            .find(|l| &l.sku == sku && &l.location == loc)
+                            .map_or(0, |l| l.on_hand);
+                        Feed {
+                            location: loc.clone(),
+                            buffer: buffer(&self.cfg.buffers, sku, channel, loc, on_hand),
+                        }
+                    })
+                    .collect();
+                (sku.clone(), f)
+            })
+            .collect())
+    }
+
     pub fn new(cfg: InventoryConfig, flows: &[FlowConfig]) -> Pool {
         let mut channel_flows = BTreeMap::new();
         for c in cfg.channels.keys() {
@@ -555,46 +599,15 @@ impl super::Engine {
                 ));
             }
         }
-        let mut feeds: Vec<(String, Vec<Feed>)> = Vec::new();
         let skus: Vec<String> = lines
             .iter()
             .map(|l| l.sku.clone())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // Percent buffers need on-hand: read it, but only when a percent rule decides the
-        // buffer of some feed of the request (other buffers do not depend on it, so the hot
-        // path skips a read). The store re-reads positions inside its transaction for the
-        // decision itself.
-        let needs_on_hand = skus.iter().any(|sku| {
-            policy
-                .locations
-                .iter()
-                .any(|loc| buffer_needs_on_hand(&pool.cfg.buffers, sku, channel, loc))
-        });
-        let levels = if needs_on_hand {
-            self.inner.store.levels(&skus).await?
-        } else {
-            Vec::new()
-        };
-        for sku in &skus {
-            let f = policy
-                .locations
-                .iter()
-                .map(|loc| {
-                    let on_hand = levels
-                        .iter()
-                        .find(|l| &l.sku == sku && &l.location == loc)
-                        .map(|l| l.on_hand)
-                        .unwrap_or(0);
-                    Feed {
-                        location: loc.clone(),
-                        buffer: buffer(&pool.cfg.buffers, sku, channel, loc, on_hand),
-                    }
-                })
-                .collect();
-            feeds.push((sku.clone(), f));
-        }
+        let feeds = pool
+            .feeds(self.inner.store.as_ref(), &policy, channel, &skus)
+            .await?;
         let now = self.inner.now();
         let req = ReserveRequest {
             id: format!("res_{:016x}{:08x}", now as u64, fastrand::u32(..)),

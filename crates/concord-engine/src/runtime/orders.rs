@@ -40,12 +40,11 @@
 use super::process::Planner;
 use super::{EngineError, Inner};
 use crate::config::EditPolicy;
-use concord_core::inventory::buffer;
 use concord_core::lifecycle::{check_edit, check_move, derive_status, OrderFacts};
 use concord_core::model::{Invoice, Order, OrderStatus, Payment, Refund, Shipment};
 use concord_core::Kind;
 use concord_store::{
-    AdjustOutcome, AdjustRequest, AuditEvent, Direction, Entity, Feed, JournalEntry, JournalStatus,
+    AdjustOutcome, AdjustRequest, AuditEvent, Direction, Entity, JournalEntry, JournalStatus,
     NewDeadLetter, NewOrderEvent, OrderWrite, StoreError,
 };
 pub use concord_store::{
@@ -336,34 +335,15 @@ impl Planner<'_> {
                 let quantities: Vec<(String, i64)> = concord_core::lifecycle::ordered_of(order)
                     .into_iter()
                     .collect();
-                // Buffers as a reservation gets them (percent rules need on-hand; edits are
-                // rare, so the positions are simply read).
                 let skus: Vec<String> = quantities.iter().map(|(s, _)| s.clone()).collect();
-                let levels = match inner.store.levels(&skus).await {
-                    Ok(l) => l,
+                let feeds = match pool
+                    .feeds(inner.store.as_ref(), policy, &channel, &skus)
+                    .await
+                {
+                    Ok(f) => f,
                     Err(StoreError::Unsupported(_)) => Vec::new(),
                     Err(e) => return Err(e.into()),
                 };
-                let feeds: Vec<(String, Vec<Feed>)> = quantities
-                    .iter()
-                    .map(|(sku, _)| {
-                        let f = policy
-                            .locations
-                            .iter()
-                            .map(|loc| {
-                                let on_hand = levels
-                                    .iter()
-                                    .find(|l| &l.sku == sku && &l.location == loc)
-                                    .map_or(0, |l| l.on_hand);
-                                Feed {
-                                    location: loc.clone(),
-                                    buffer: buffer(&pool.cfg.buffers, sku, &channel, loc, on_hand),
-                                }
-                            })
-                            .collect();
-                        (sku.clone(), f)
-                    })
-                    .collect();
                 let out = inner
                     .store
                     .adjust_order_reservation(AdjustRequest {
