@@ -112,6 +112,15 @@ pub fn access_warnings(config: &concord_engine::config::Config) -> Vec<String> {
             "the storefront API (/v1) is open: no [[commerce.keys]] are configured, so anyone who can reach the port can reserve stock; create keys with `concord token new --name NAME --channel CHANNEL`".to_string(),
         );
     }
+    if !config.admin.tokens.is_empty()
+        && !config.admin.secure_cookie
+        && !config.server.listen.ip().is_loopback()
+    {
+        out.push(format!(
+            "the dashboard's session cookie is sent over plain HTTP: the hub listens on {} and [admin] secure_cookie is off; serve it behind TLS and set secure_cookie = true",
+            config.server.listen
+        ));
+    }
     if config.admin.tokens.is_empty() {
         out.push(
             "the admin API (/api/v1) and dashboard refuse every request: no [[admin.tokens]] are configured; create one with `concord token new --name NAME --role operator`".to_string(),
@@ -176,4 +185,53 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use concord_engine::config::Config;
+    use std::path::Path;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"{extra}
+[endpoints.erp]
+connector = "sandbox-erp"
+url = "http://127.0.0.1:7001"
+
+[endpoints.web1]
+connector = "sandbox-shop"
+url = "http://127.0.0.1:7002"
+
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web1"]
+
+[[admin.tokens]]
+name = "ops"
+role = "operator"
+sha256 = "2fb442ee80a639f235ae5a0ea63b74b6c9ef1f4b127400e18a200f215d3dd7e1"
+"#
+        );
+        Config::from_toml_str_with_env(&text, Path::new("t.toml"), |_| None)
+            .unwrap_or_else(|e| panic!("config: {e}"))
+    }
+
+    #[test]
+    fn a_session_cookie_over_plain_http_on_the_network_is_warned_about() {
+        let plain = |c: &Config| {
+            super::access_warnings(c)
+                .iter()
+                .any(|w| w.contains("secure_cookie"))
+        };
+        assert!(!plain(&config("")), "loopback: local use, no warning");
+        assert!(plain(&config("[server]\nlisten = \"0.0.0.0:8080\"\n")));
+        assert!(!plain(&config(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[admin]\nsecure_cookie = true\n"
+        )));
+    }
 }
