@@ -146,7 +146,7 @@ pub enum DeliveryError {
         retry_after: Option<Duration>,
     },
     /// The API said "slow down" (429); applies to the whole endpoint.
-    #[error("rate limited (retry after {retry_after:?}): {reason}")]
+    #[error("rate limited{}: {reason}", retry_hint(retry_after))]
     RateLimited {
         reason: String,
         retry_after: Option<Duration>,
@@ -160,6 +160,13 @@ pub enum DeliveryError {
     /// Will never succeed as it is (validation 4xx, unknown reference): dead-letter it.
     #[error("permanent: {reason}")]
     Permanent { reason: String },
+}
+
+/// " (retry after 500ms)" when the API said how long to wait, else nothing.
+fn retry_hint(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|d| format!(" (retry after {d:?})"))
+        .unwrap_or_default()
 }
 
 impl DeliveryError {
