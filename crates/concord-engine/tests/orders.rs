@@ -1113,3 +1113,121 @@ async fn an_order_partially_refunded_before_shipment_can_still_be_cancelled() {
     assert!(open_dead_letters(&h).await.is_empty());
     h.stop().await;
 }
+
+/// An edit after the ERP accepted the order and its figures took the order over (the hub's
+/// reservation lines are released, the reservation ended) still goes through the pool: an
+/// increase the pool cannot cover is refused, one it can is held until the ERP's figures
+/// include the edited order — never sold twice in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
+    let flows = format!(
+        "{ORDERS_TO_ERP}{}",
+        POOL.replace(
+            "[inventory]\nsource = \"erp\"",
+            "[inventory]\nsource = \"erp\"\nrelease_grace = \"1ms\""
+        )
+    );
+    let kinds = [Kind::Order, Kind::Stock];
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &kinds),
+            Fake::new("erp", &kinds).with_amend(),
+        ],
+    )
+    .await;
+    let figure = |version: &str, committed: i64| {
+        (
+            Kind::Stock,
+            "A@WH",
+            Some(version.to_string()),
+            json!({"sku": "A", "location": "WH", "on_hand": 10, "committed": committed}),
+        )
+    };
+    let (k, id, v, rec) = figure("1", 0);
+    h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
+    wait_until("the ledger has the figure", async || {
+        h.store
+            .levels(&["A".to_string()])
+            .await
+            .is_ok_and(|l| !l.is_empty())
+    })
+    .await;
+    let r = match h
+        .engine
+        .reserve(
+            "web",
+            "cart-1",
+            vec![Line {
+                sku: "A".into(),
+                quantity: 2,
+            }],
+        )
+        .await
+        .unwrap()
+    {
+        ReserveOutcome::Reserved(r) => r,
+        other => panic!("expected a reservation, got {other:?}"),
+    };
+    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+    // The ERP's next figure holds the order: the hub's lines are released.
+    let started = std::time::Instant::now();
+    wait_until("a moment after the acceptance", async || {
+        started.elapsed() > std::time::Duration::from_millis(5)
+    })
+    .await;
+    let (k, id, v, rec) = figure("2", 2);
+    h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
+    wait_until("the reservation is released", async || {
+        held(&h, "A").await == 0
+    })
+    .await;
+
+    // 10 on hand, 2 committed by the ERP: an increase of 9 cannot be covered.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 11)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "the uncoverable increase is refused: {dl:?}");
+    assert!(dl[0].reason.contains("cannot cover"), "{}", dl[0].reason);
+    assert_eq!(held(&h, "A").await, 0);
+    // An increase of 3 can: held by the hub until the ERP's figures include it.
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("3"),
+            order("1001", &[("A", 5)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the covered edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    assert_eq!(held(&h, "A").await, 3);
+    h.stop().await;
+}

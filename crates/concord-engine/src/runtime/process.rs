@@ -395,7 +395,11 @@ impl<'a> Planner<'a> {
             .pool
             .as_ref()
             .filter(|p| e.kind == Kind::Stock && p.cfg.source == e.endpoint);
-        if let Some(_pool) = pool {
+        if let Some(pool) = pool {
+            // `[inventory] release_grace`: for orders whose acceptance carried no version
+            // comparable with the figures, time decides (see `Store::update_levels`).
+            self.batch.release_grace_ms =
+                Some(i64::try_from(pool.cfg.release_grace.as_millis()).unwrap_or(i64::MAX));
             if let Some(update) = level_update(&record, &e.version, e.received_at) {
                 self.batch.levels.push(update);
             }

@@ -568,6 +568,16 @@ fn active_of_order(conn: &Connection, order: &str) -> Result<Vec<String>> {
     .map_err(db("find the reservations of an order"))
 }
 
+/// The order's most recent reservation that ended because the ERP's figures took it over.
+fn released_of_order(conn: &Connection, order: &str) -> Result<Option<String>> {
+    conn.prepare_cached(
+        "SELECT id FROM reservations WHERE order_key = ?1 AND state = 'released'
+         ORDER BY created_at DESC, rowid DESC LIMIT 1",
+    )
+    .and_then(|mut s| s.query_row([order], |r| r.get(0)).optional())
+    .map_err(db("find the released reservation of an order"))
+}
+
 /// An edit before shipment: bring the reservations committed to `req.order` to the new
 /// quantities. A SKU's current quantity is the sum of its lines (released ones included: the
 /// ERP's figures hold those). Decreases shrink unreleased lines (newest first), lowering `held`;
@@ -576,13 +586,23 @@ fn active_of_order(conn: &Connection, order: &str) -> Result<Vec<String>> {
 /// lines of the oldest reservation; when the pool cannot cover one, nothing changes
 /// (`Short`). After an increase the reservations' acceptance is cleared, so that only the ERP's
 /// acceptance of the edited order (the next delivery) releases lines again. Idempotent: applying
-/// the same quantities again changes nothing.
+/// the same quantities again changes nothing. An order whose reservation already ended as
+/// `released` (the ERP's figures hold all of it) is adjusted on that reservation, taken back to
+/// `committed` when an increase adds lines to it.
 pub(crate) fn adjust_order_reservation(
     conn: &Connection,
     ctx: &mut WriterCtx,
     req: &crate::AdjustRequest,
 ) -> Result<crate::AdjustOutcome> {
-    let ids = active_of_order(conn, &req.order)?;
+    let mut ids = active_of_order(conn, &req.order)?;
+    // Once the ERP's figures took the whole order over, its reservation ended as `released`;
+    // an edit still goes through the pool: the latest such reservation is the order's again
+    // (its released lines count as what the ERP holds) and an increase is added to it.
+    let mut revive = false;
+    if ids.is_empty() {
+        ids = released_of_order(conn, &req.order)?.into_iter().collect();
+        revive = true;
+    }
     let Some(first) = ids.first().cloned() else {
         return Ok(crate::AdjustOutcome::NoReservation);
     };
@@ -705,6 +725,14 @@ pub(crate) fn adjust_order_reservation(
             .and_then(|mut s| s.execute(params![a.sku, a.location, a.quantity, req.now]))
             .map_err(db("raise held"))?;
             touched.insert(a.sku);
+        }
+        if revive {
+            conn.prepare_cached(
+                "UPDATE reservations SET state = 'committed', ended_at = NULL
+                 WHERE id = ?1 AND state = 'released'",
+            )
+            .and_then(|mut s| s.execute([&first]))
+            .map_err(db("take an order's released reservation back for an edit"))?;
         }
         for id in &ids {
             conn.prepare_cached(
