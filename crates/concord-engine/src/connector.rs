@@ -112,7 +112,8 @@ pub struct WriteOp {
     /// `upsert`, `create`, `update`, `cancel`, `amend`, `update_only` (correlation: never
     /// create). By kind:
     /// - Order: `create` (idempotent: the order is found by its reference first), `amend`
-    ///   (payload = the full new order; only sent when [`WriteModes::amend`] is declared),
+    ///   (payload = the full new order; only sent when [`WriteModes::amend`] is declared; an
+    ///   edit the endpoint cannot apply to this order answers [`WriteOutcome::CannotAmend`]),
     ///   `cancel`. The reference is `payload.reference` when present (cancel-and-replace sets
     ///   `"{key}~{n}"` on the replacement and the old reference on the cancel), else `key`.
     /// - Refund: `create` — into an ERP a credit note (full/partial, by lines or by amount) and,
@@ -204,6 +205,15 @@ pub enum WriteOutcome {
     },
     /// `update_only` found no matching record (correlation): nothing written.
     NoMatch,
+    /// Op `amend` of an order: the endpoint cannot apply *this* edit to the order it has (its
+    /// API cannot make this change in the order's current state, e.g. add a line to an order
+    /// already being processed), but the order can still be cancelled there. Nothing was
+    /// written. The engine then follows `[orders] edits`: cancel-and-replace, or the edit is
+    /// dead-lettered with `reason`. Answer [`DeliveryError::Permanent`] instead when the order
+    /// cannot be cancelled either (goods shipped, order closed) or the payload is invalid.
+    CannotAmend {
+        reason: String,
+    },
     Failed(DeliveryError),
 }
 

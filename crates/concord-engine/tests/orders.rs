@@ -5,6 +5,9 @@
 //!    an illegal cancellation after shipment refused and recorded, not applied;
 //! 2. an edit before shipment goes out as `amend` where the ERP declares it, as cancel-and-
 //!    replace (`{key}~n`) where it does not, and is refused under `[orders] edits = "reject"`;
+//!    an `amend` the ERP answers "cannot amend this order" falls back to the same policy at
+//!    delivery (cancel + `{key}~2` delivered once, a later waiting edit folded into it; or a
+//!    dead letter with the ERP's reason), with `edit` events in the order's history;
 //! 3. an edit after shipment is refused with a reason (dead letter, event, audit);
 //! 4. a cancellation releases the order's committed reservation; an edit adjusts it and is
 //!    refused when the pool cannot cover the increase;
@@ -22,7 +25,7 @@ use concord_store::{
     DeadLetterFilter, DeadLetterState, Direction, JournalStatus, OrderFilter, ReserveOutcome,
 };
 use serde_json::{json, Value};
-use support::{config_text, customer, wait_until, Fake, Harness};
+use support::{config_text, customer, wait_until, Fake, Harness, Outcome};
 
 fn order(number: &str, lines: &[(&str, i64)], status: &str) -> Value {
     let lines: Vec<Value> = lines
@@ -1229,5 +1232,240 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
     })
     .await;
     assert_eq!(held(&h, "A").await, 3);
+    h.stop().await;
+}
+
+/// What the fake ERP answers to an amend it cannot apply (Tryton's words for the common case).
+const CANNOT_ADD: &str = "sale 7 is processing and Tryton's sale amendment cannot add a line";
+
+/// An ERP that declares `amend` but cannot apply this edit: the engine cancels the ERP order
+/// and creates the replacement `{key}~2`, each once; a later edit amends the replacement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amend_the_erp_cannot_apply_is_cancelled_and_replaced() {
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]).with_amend(),
+        ],
+    )
+    .await;
+    let erp = h.fake("erp").clone();
+    erp.push_key_outcomes(
+        "web/1001",
+        [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
+    );
+    place_then_edit(&h).await;
+    wait_until("the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 3 && h.drained().await
+    })
+    .await;
+    let r2 = Some("web/1001~2".to_string());
+    assert_eq!(
+        ops(&erp, "web/1001"),
+        [
+            ("create".into(), None, true),
+            ("amend".into(), None, false),
+            ("cancel".into(), None, true),
+            ("create".into(), r2.clone(), true),
+        ],
+        "cancel then create {{key}}~2, each delivered once"
+    );
+    let writes = erp.writes_of("web/1001");
+    assert_eq!(writes[2].op.payload["status"], "cancelled");
+    assert_eq!(writes[3].op.payload["lines"][0]["quantity"], 3);
+    assert_eq!(writes[3].op.payload["lines"][1]["sku"], "C");
+    assert!(open_dead_letters(&h).await.is_empty());
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    assert_eq!(hist.order.state, "accepted");
+    assert_eq!(hist.order.facts["reference"], "web/1001~2");
+    assert_eq!(hist.order.facts["replacements"], 1);
+    let fallback = hist
+        .events
+        .iter()
+        .find(|e| {
+            e.event.event == "edit" && e.event.reason.as_deref().is_some_and(|r| r.contains("~2"))
+        })
+        .expect("an edit event for the fallback");
+    let why = fallback.event.reason.as_deref().unwrap_or_default();
+    assert!(fallback.event.applied);
+    assert!(why.contains("`erp` cannot amend this order"), "{why}");
+    assert!(why.contains(CANNOT_ADD), "{why}");
+    assert!(why.contains("replaced by `web/1001~2`"), "{why}");
+    let outcomes: Vec<(&str, &str)> = hist
+        .attempts
+        .iter()
+        .map(|a| (a.op.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("create", "delivered"),
+            ("amend", "refused"),
+            ("cancel", "delivered"),
+            ("create", "delivered"),
+        ]
+    );
+    // The next edit amends the replacement (by its reference).
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("3"),
+            order("1001", &[("A", 1), ("C", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the amend of the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 4 && h.drained().await
+    })
+    .await;
+    assert_eq!(
+        ops(&erp, "web/1001")[4],
+        ("amend".to_string(), r2, true),
+        "later edits address the replacement"
+    );
+    h.stop().await;
+}
+
+/// An edit that arrives while the refused amend is in flight is not sent to the old (cancelled)
+/// ERP order: the replacement carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_edit_waiting_behind_a_refused_amend_goes_into_the_replacement() {
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]).with_amend(),
+        ],
+    )
+    .await;
+    let erp = h.fake("erp").clone();
+    erp.push_key_outcomes(
+        "web/1001",
+        [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
+    );
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("1"),
+            order("1001", &[("A", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "accepted").await;
+    erp.close();
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 3), ("C", 1)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the amend is held at the ERP", async || {
+        erp.waiting_at_gate() == 1
+    })
+    .await;
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("3"),
+            order("1001", &[("A", 4), ("C", 2)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the second edit is processed", async || {
+        h.journal_pending().await == 0
+    })
+    .await;
+    erp.open();
+    wait_until("the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 3 && h.drained().await
+    })
+    .await;
+    assert_eq!(
+        ops(&erp, "web/1001"),
+        [
+            ("create".into(), None, true),
+            ("amend".into(), None, false),
+            ("cancel".into(), None, true),
+            ("create".into(), Some("web/1001~2".into()), true),
+        ]
+    );
+    let replacement = &erp.writes_of("web/1001")[3].op;
+    assert_eq!(
+        replacement.payload["lines"][0]["quantity"], 4,
+        "the newest edit"
+    );
+    assert_eq!(replacement.payload["lines"][1]["quantity"], 2);
+    assert!(open_dead_letters(&h).await.is_empty());
+    h.stop().await;
+}
+
+/// Under `[orders] edits = "reject"` an amend the ERP cannot apply becomes a dead letter with
+/// the ERP's reason; the ERP order is neither cancelled nor replaced; the history says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
+    let config = format!(
+        "{}\n[orders]\nedits = \"reject\"\n",
+        config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
+    );
+    let h = Harness::start(
+        &config,
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]).with_amend(),
+        ],
+    )
+    .await;
+    let erp = h.fake("erp").clone();
+    erp.push_key_outcomes(
+        "web/1001",
+        [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
+    );
+    place_then_edit(&h).await;
+    wait_until("the refused amend is dead-lettered", async || {
+        h.drained().await && !open_dead_letters(&h).await.is_empty()
+    })
+    .await;
+    let dl = open_dead_letters(&h).await;
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(dl[0].direction, Direction::Outbound);
+    assert_eq!(dl[0].key, "web/1001");
+    assert!(dl[0].reason.contains(CANNOT_ADD), "{}", dl[0].reason);
+    assert!(
+        dl[0].reason.contains("edits = \"reject\""),
+        "{}",
+        dl[0].reason
+    );
+    assert_eq!(
+        ops(&erp, "web/1001"),
+        [("create".into(), None, true), ("amend".into(), None, false)],
+        "no cancel, no replacement"
+    );
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    let refused = hist
+        .events
+        .iter()
+        .find(|e| e.event.event == "edit" && !e.event.applied)
+        .expect("a refused edit event");
+    assert!(refused
+        .event
+        .reason
+        .as_deref()
+        .is_some_and(|r| r.contains(CANNOT_ADD)));
+    assert!(hist.order.facts.get("reference").is_none_or(Value::is_null));
+    assert!(hist
+        .attempts
+        .iter()
+        .any(|a| a.op == "amend" && a.outcome == "refused"));
     h.stop().await;
 }

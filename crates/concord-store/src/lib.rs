@@ -280,6 +280,32 @@ pub enum Settlement {
         reason: String,
         at: Millis,
     },
+    /// An order's `amend` the destination answered "cannot amend this order" (nothing was
+    /// written there): the edit takes `fallback`, decided in this same transaction, so a crash
+    /// either leaves the amend in flight (its lease expires and it is tried again) or has the
+    /// fallback fully planned. `reason` names the destination and what it could not do.
+    AmendRefused {
+        id: ItemId,
+        token: i64,
+        reason: String,
+        fallback: EditFallback,
+        at: Millis,
+    },
+}
+
+/// What becomes of an edit whose `amend` the destination cannot apply (`[orders] edits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EditFallback {
+    /// The amend becomes an outbound dead letter with the reason; the order's history gets a
+    /// refused `edit` event. The hub keeps the edited order; the destination keeps the old one.
+    Reject,
+    /// Cancel-and-replace: the refused item becomes a `cancel` of the order's current
+    /// reference and a `create` of the replacement `"{key}~{n}"` follows it (n is the order's
+    /// replacements so far plus two), carrying the newest planned state of the order (a later
+    /// item of the key still waiting is absorbed into it; a later `cancel` means no
+    /// replacement). The order's lifecycle facts take the new reference and an `edit` event
+    /// says what happened.
+    CancelAndReplace,
 }
 
 /// An audit-trail event (conflicts, operator actions, breaker transitions, …).

@@ -92,7 +92,8 @@ pub struct DeliveryAttempt {
     pub op: String,
     /// When the outcome was recorded (for a retry: when the attempt was claimed).
     pub at: Millis,
-    /// `delivered`, `retry`, `dead`, `skipped`.
+    /// `delivered`, `retry`, `dead`, `skipped`, or `refused` (an order's `amend` the
+    /// destination cannot apply; `[orders] edits` decided what followed).
     pub outcome: String,
     pub error: Option<String>,
 }

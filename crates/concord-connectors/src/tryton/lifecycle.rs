@@ -11,8 +11,11 @@
 //!   `validate_amendment` — Tryton bumps the sale's revision and replaces its draft/waiting
 //!   shipments and draft invoices. Tryton's amendment cannot add a line to a processing sale,
 //!   but it can change a line's product: an added SKU takes over a line whose SKU the edit
-//!   removed (or one an earlier edit zeroed); an added SKU with no such line is a permanent
-//!   failure naming it (the engine dead-letters it for an operator). An edit that changes
+//!   removed (or one an earlier edit zeroed). An added SKU with no such line, or a Tryton
+//!   without `sale_amendment`, answers `WriteOutcome::CannotAmend` naming why — the sale can
+//!   still be cancelled, so the engine follows `[orders] edits` (cancel-and-replace as
+//!   `{key}~{n}`, or a dead letter) — unless an invoice of the sale is posted, which makes the
+//!   cancel fail too: then a permanent failure saying both. An edit that changes
 //!   nothing is a no-op, so a replayed amend makes no second amendment; a draft amendment left
 //!   by a crash is deleted before a new one is made.
 //! - **amend** or **cancel** after goods left (a shipment picked, packed or done) or of a
@@ -153,6 +156,7 @@ impl TrytonConnector {
                     "party",
                     "invoice_address",
                     "shipment_address",
+                    "invoices",
                 ],
                 &json!({}),
             )
@@ -241,9 +245,14 @@ impl TrytonConnector {
         let mut free = free.into_iter();
         for (sku, &(q, price)) in want.iter().filter(|(s, _)| !seen.contains(*s)) {
             let Some(l) = free.next() else {
-                return Err(permanent(format!(
-                    "sale {sale} (`{reference}`) is processing in Tryton and Tryton's sale amendment cannot add a line (SKU `{sku}`; no removed line to take over)"
-                )));
+                return self
+                    .cannot_amend(
+                        row,
+                        format!(
+                            "sale {sale} (`{reference}`) is processing in Tryton and Tryton's sale amendment cannot add a line (SKU `{sku}`; no removed line to take over)"
+                        ),
+                    )
+                    .await;
             };
             let (product, unit) = self
                 .product_by_code(sku, op)
@@ -283,10 +292,15 @@ impl TrytonConnector {
             .model("sale.amendment", "fields_get", vec![json!(["state"])])
             .await
         {
-            return Err(permanent(format!(
-                "sale {sale} (`{reference}`) is processing and Tryton module `sale_amendment` \
-                 is not activated, so it cannot be amended ({reason})"
-            )));
+            return self
+                .cannot_amend(
+                    row,
+                    format!(
+                        "sale {sale} (`{reference}`) is processing and Tryton module \
+                         `sale_amendment` is not activated, so it cannot be amended ({reason})"
+                    ),
+                )
+                .await;
         }
         // A draft amendment of ours left by a crash between create and validate.
         let stale = self
@@ -330,6 +344,32 @@ impl TrytonConnector {
             )
             .await?;
         self.advance_sale(sale, "processing".into()).await
+    }
+
+    /// A processing sale (nothing picked) that cannot take this edit: [`WriteOutcome::CannotAmend`]
+    /// so that the engine may cancel and replace it — unless an invoice of it is posted, which
+    /// makes the cancel fail as well (see [`Self::cancel_processing`]): then permanent.
+    async fn cannot_amend(&self, sale: &Value, why: String) -> Result<WriteOutcome, DeliveryError> {
+        let invoices = self
+            .rpc
+            .read_ctx(
+                "account.invoice",
+                &ids_of(sale.get("invoices")),
+                &["state"],
+                &json!({}),
+            )
+            .await?;
+        if let Some(posted) = invoices
+            .iter()
+            .find(|i| !matches!(state_of(i), "draft" | "cancelled"))
+        {
+            return Err(permanent(format!(
+                "{why}; nor can it be cancelled and replaced: its invoice {} is {}",
+                id_of(posted).unwrap_or(0),
+                state_of(posted)
+            )));
+        }
+        Ok(WriteOutcome::CannotAmend { reason: why })
     }
 
     /// Cancel the sale of this order (see the module doc for what each state becomes).

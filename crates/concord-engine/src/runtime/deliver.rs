@@ -6,17 +6,19 @@
 //! → one half-open probe), a token bucket when the API publishes a request budget, and adaptive
 //! concurrency (AIMD, Vector's way) under it. Outcomes are settled in the store: delivered
 //! (xref + written hash), retry (full-jitter backoff, or the server's Retry-After), dead letter
-//! (permanent errors, or too many attempts).
+//! (permanent errors, or too many attempts), or — for an order's `amend` the connector cannot
+//! apply ([`WriteOutcome::CannotAmend`]) — the `[orders] edits` fallback (cancel-and-replace or
+//! a dead letter), planned by the store in the settlement's own transaction.
 //!
 //! Architecture invariant: connectors only classify; all waiting, retrying and breaking happens
 //! here, once, for every connector.
 
 use super::{EndpointHealth, Inner};
-use crate::config::EngineSettings;
+use crate::config::{EditPolicy, EngineSettings};
 use crate::connector::{Connector, DeliveryError, WriteOp, WriteOutcome};
 use concord_core::retry::{Admit, Backoff, Breaker, BreakerConfig};
 use concord_core::{dependencies, Kind, Millis};
-use concord_store::{AuditEvent, Claimed, Settlement};
+use concord_store::{AuditEvent, Claimed, EditFallback, Settlement};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -423,6 +425,46 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                     id: item.id,
                     token: c.token,
                     reason: format!("no matching {} at `{}` (correlation syncs only records found on both sides)", item.kind, ep.name),
+                    at: now,
+                });
+            }
+            WriteOutcome::CannotAmend { reason }
+                if item.kind == Kind::Order && item.op == "amend" =>
+            {
+                // The endpoint answered sensibly: this edit needs `[orders] edits`, decided in
+                // the settlement's transaction (see `Settlement::AmendRefused`).
+                any_success = true;
+                let reason = format!("`{}` cannot amend this order: {reason}", ep.name);
+                let fallback = match inner.config.orders.edits {
+                    EditPolicy::CancelAndReplace => EditFallback::CancelAndReplace,
+                    EditPolicy::Reject => {
+                        super::Stats::add(&inner.stats.dead_lettered, 1);
+                        metrics::counter!("concord_dead_letters_total", &labels).increment(1);
+                        EditFallback::Reject
+                    }
+                };
+                tracing::warn!(endpoint = %ep.name, key = %item.key, %reason, ?fallback, "amend refused; following [orders] edits");
+                settlements.push(Settlement::AmendRefused {
+                    id: item.id,
+                    token: c.token,
+                    reason,
+                    fallback,
+                    at: now,
+                });
+            }
+            WriteOutcome::CannotAmend { reason } => {
+                // Only an order's amend may be answered so: a broken connector, dead-lettered.
+                any_success = true;
+                let reason = format!(
+                    "connector answered \"cannot amend\" to {} `{}` ({reason})",
+                    item.kind, item.op
+                );
+                super::Stats::add(&inner.stats.dead_lettered, 1);
+                metrics::counter!("concord_dead_letters_total", &labels).increment(1);
+                settlements.push(Settlement::Dead {
+                    id: item.id,
+                    token: c.token,
+                    reason,
                     at: now,
                 });
             }

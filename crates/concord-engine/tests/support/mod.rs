@@ -57,6 +57,8 @@ pub enum Outcome {
     Transient,
     Unavailable,
     Permanent(String),
+    /// `WriteOutcome::CannotAmend` (only meaningful for an order's `amend`).
+    CannotAmend(String),
 }
 
 impl Outcome {
@@ -82,6 +84,9 @@ impl Outcome {
             Outcome::Permanent(reason) => fail(DeliveryError::Permanent {
                 reason: reason.clone(),
             }),
+            Outcome::CannotAmend(reason) => WriteOutcome::CannotAmend {
+                reason: reason.clone(),
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     DeadLetter, DeliveryAttempt, JournalEntry, NewOrderEvent, OrderEvent, OrderFilter,
     OrderHistory, OrderSummary, OrderWrite, ParkedItem, Result,
 };
+use concord_core::lifecycle::OrderFacts;
 use concord_core::{Kind, Millis};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -43,18 +44,74 @@ fn insert_event(conn: &Connection, key: &str, e: &NewOrderEvent) -> Result<()> {
     Ok(())
 }
 
+/// Record one lifecycle event of `key` (settlements that change an order's course).
+pub(crate) fn record_event(conn: &Connection, key: &str, e: &NewOrderEvent) -> Result<()> {
+    insert_event(conn, key, e)
+}
+
+/// An order's lifecycle state and facts, read on the writer (inside the current transaction).
+pub(crate) fn lifecycle_facts(
+    conn: &Connection,
+    key: &str,
+) -> Result<Option<(String, OrderFacts)>> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT state, facts FROM order_lifecycle WHERE key = ?1")
+        .and_then(|mut s| {
+            s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db("read order lifecycle"))?;
+    row.map(|(state, facts)| {
+        Ok((
+            state,
+            serde_json::from_value(codec::json(&facts)?).unwrap_or_default(),
+        ))
+    })
+    .transpose()
+}
+
+/// Replace an order's lifecycle facts (its state is unchanged).
+pub(crate) fn set_facts(
+    conn: &Connection,
+    key: &str,
+    facts: &OrderFacts,
+    at: Millis,
+) -> Result<()> {
+    let facts = serde_json::to_value(facts).unwrap_or(Value::Null);
+    conn.prepare_cached("UPDATE order_lifecycle SET facts = ?2, updated_at = ?3 WHERE key = ?1")
+        .and_then(|mut s| s.execute(params![key, to_json(&facts), at]))
+        .map_err(db("write order facts"))?;
+    Ok(())
+}
+
 /// Apply the lifecycle changes of one processing batch. When the ERP's acceptance landed (in a
 /// settlement) after the engine read the row, the write keeps it: `accepted` stays true in the
-/// facts and a derived `placed` becomes `accepted`.
+/// facts and a derived `placed` becomes `accepted`. Likewise a cancel-and-replace a settlement
+/// decided after the read (more `replacements` stored than written) keeps its `reference`.
 pub(crate) fn write_orders(conn: &Connection, writes: &[OrderWrite], now: Millis) -> Result<()> {
     for w in writes {
         if let (Some(state), Some(facts)) = (&w.state, &w.facts) {
-            let accepted_at: Option<Option<Millis>> = conn
-                .prepare_cached("SELECT accepted_at FROM order_lifecycle WHERE key = ?1")
-                .and_then(|mut s| s.query_row([&w.key], |r| r.get(0)).optional())
+            let stored: Option<(Option<Millis>, String)> = conn
+                .prepare_cached("SELECT accepted_at, facts FROM order_lifecycle WHERE key = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&w.key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
                 .map_err(db("read order acceptance"))?;
-            let accepted = matches!(accepted_at, Some(Some(_)));
+            let accepted = matches!(stored, Some((Some(_), _)));
             let mut facts = facts.clone();
+            if let Some((_, stored)) = &stored {
+                let stored: OrderFacts =
+                    serde_json::from_value(codec::json(stored)?).unwrap_or_default();
+                let written: OrderFacts = serde_json::from_value(facts.clone()).unwrap_or_default();
+                if let (true, Some(obj)) = (
+                    stored.replacements > written.replacements,
+                    facts.as_object_mut(),
+                ) {
+                    obj.insert("replacements".into(), Value::from(stored.replacements));
+                    obj.insert("reference".into(), Value::from(stored.reference));
+                }
+            }
             let mut state = state.as_str();
             if accepted {
                 if let Some(obj) = facts.as_object_mut() {

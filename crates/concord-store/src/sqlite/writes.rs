@@ -10,12 +10,13 @@ use super::ledger;
 use super::orders;
 use super::writer::WriterCtx;
 use crate::{
-    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterId, IngestOutcome, ItemId, ItemState,
-    JournalId, JournalStatus, NewDeadLetter, NewItem, ProcessBatch, Replay, Result, Settlement,
-    StoreError, Xref,
+    AuditEvent, Capture, Claimed, CursorUpdate, DeadLetterId, EditFallback, IngestOutcome, ItemId,
+    ItemState, JournalId, JournalStatus, NewDeadLetter, NewItem, NewOrderEvent, ProcessBatch,
+    Replay, Result, Settlement, StoreError, Xref,
 };
-use concord_core::{Kind, Millis};
+use concord_core::{content_hash, Kind, Millis};
 use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 // ---- capture ----
@@ -492,7 +493,8 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
             Settlement::Delivered { id, token, .. }
             | Settlement::Retry { id, token, .. }
             | Settlement::Dead { id, token, .. }
-            | Settlement::Skipped { id, token, .. } => (*id, *token),
+            | Settlement::Skipped { id, token, .. }
+            | Settlement::AmendRefused { id, token, .. } => (*id, *token),
         };
         // The token check is the whole point: a worker whose lease expired (and whose item was
         // re-claimed by another) settles nothing.
@@ -526,6 +528,7 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
             Settlement::Retry { error, .. } => ("retry", held.claimed_at, Some(error.as_str())),
             Settlement::Dead { reason, at, .. } => ("dead", *at, Some(reason.as_str())),
             Settlement::Skipped { reason, at, .. } => ("skipped", *at, Some(reason.as_str())),
+            Settlement::AmendRefused { reason, at, .. } => ("refused", *at, Some(reason.as_str())),
         };
         orders::log_attempt(
             conn,
@@ -596,36 +599,13 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
                 .and_then(|mut s| s.execute(params![id, next_at, error, i64::from(*count)]))
                 .map_err(db("schedule retry"))?;
             }
-            Settlement::Dead { reason, at, .. } => {
-                finish_item(conn, id, "dead", Some(reason), *at)?;
-                conn.prepare_cached(
-                    "INSERT INTO dead_letters (direction, endpoint, kind, key, op, flow, payload,
-                         reason, attempts, journal_id, item_id, state, created_at, updated_at)
-                     VALUES ('outbound', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'open', ?11, ?11)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        held.dest,
-                        held.kind,
-                        held.key,
-                        held.op,
-                        held.flow,
-                        held.payload,
-                        reason,
-                        held.attempts,
-                        held.journal_id,
-                        id,
-                        at
-                    ])
-                })
-                .map_err(db("dead-letter item"))?;
-                // Nothing was written: forget the plan so an equal state later is sent again.
-                conn.prepare_cached(
-                    "UPDATE hashes SET planned = written WHERE dest = ?1 AND kind = ?2 AND key = ?3",
-                )
-                .and_then(|mut s| s.execute(params![held.dest, held.kind, held.key]))
-                .map_err(db("reset planned hash"))?;
-            }
+            Settlement::Dead { reason, at, .. } => dead_letter(conn, id, &held, reason, *at)?,
+            Settlement::AmendRefused {
+                reason,
+                fallback,
+                at,
+                ..
+            } => amend_refused(conn, id, &held, reason, *fallback, *at)?,
             Settlement::Skipped { reason, at, .. } => {
                 finish_item(conn, id, "done", None, *at)?;
                 record_audit(
@@ -649,6 +629,210 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
         applied += 1;
     }
     Ok(applied)
+}
+
+/// Move a held item to the dead-letter queue with `reason` (nothing was written).
+fn dead_letter(conn: &Connection, id: ItemId, held: &Held, reason: &str, at: Millis) -> Result<()> {
+    finish_item(conn, id, "dead", Some(&reason.to_string()), at)?;
+    conn.prepare_cached(
+        "INSERT INTO dead_letters (direction, endpoint, kind, key, op, flow, payload,
+             reason, attempts, journal_id, item_id, state, created_at, updated_at)
+         VALUES ('outbound', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'open', ?11, ?11)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            held.dest,
+            held.kind,
+            held.key,
+            held.op,
+            held.flow,
+            held.payload,
+            reason,
+            held.attempts,
+            held.journal_id,
+            id,
+            at
+        ])
+    })
+    .map_err(db("dead-letter item"))?;
+    // Nothing was written: forget the plan so an equal state later is sent again.
+    conn.prepare_cached(
+        "UPDATE hashes SET planned = written WHERE dest = ?1 AND kind = ?2 AND key = ?3",
+    )
+    .and_then(|mut s| s.execute(params![held.dest, held.kind, held.key]))
+    .map_err(db("reset planned hash"))?;
+    Ok(())
+}
+
+/// Set (or, with `None`, remove) an order payload's `reference`.
+fn set_reference(payload: &mut Value, reference: Option<&str>) {
+    if let Some(obj) = payload.as_object_mut() {
+        match reference {
+            Some(r) => obj.insert("reference".into(), Value::String(r.to_string())),
+            None => obj.remove("reference"),
+        };
+    }
+}
+
+/// An order's `amend` that `held.dest` cannot apply: the edit's fallback, planned inside the
+/// settlement's transaction (see [`EditFallback`]). The order's lifecycle facts are read and
+/// written here, on the writer, so the replacement number is never given out twice.
+fn amend_refused(
+    conn: &Connection,
+    id: ItemId,
+    held: &Held,
+    reason: &str,
+    fallback: EditFallback,
+    at: Millis,
+) -> Result<()> {
+    let lifecycle = orders::lifecycle_facts(conn, &held.key)?;
+    let edit_event = |applied: bool, reason: String| NewOrderEvent {
+        at,
+        from: lifecycle.as_ref().map(|(s, _)| s.clone()),
+        to: lifecycle
+            .as_ref()
+            .map_or_else(|| "placed".to_string(), |(s, _)| s.clone()),
+        applied,
+        event: "edit".into(),
+        cause_kind: Some(Kind::Order),
+        cause_key: Some(held.key.clone()),
+        reason: Some(reason),
+        journal_id: held.journal_id,
+    };
+    if fallback == EditFallback::Reject {
+        let reason = format!(
+            "{reason}; [orders] edits = \"reject\": the edit is not applied at `{}`, which keeps \
+             the order as it was",
+            held.dest
+        );
+        dead_letter(conn, id, held, &reason, at)?;
+        if lifecycle.is_some() {
+            orders::record_event(conn, &held.key, &edit_event(false, reason))?;
+        }
+        return Ok(());
+    }
+    let mut facts = lifecycle
+        .as_ref()
+        .map(|(_, f)| f.clone())
+        .unwrap_or_default();
+    let payload = codec::json(&held.payload)?;
+    // Items of the key planned after the refused one (later edits, a cancellation) still wait:
+    // they name the old reference, so they are folded in here.
+    let later: Vec<(ItemId, String, String)> = conn
+        .prepare_cached(
+            "SELECT id, op, payload FROM outbox
+             WHERE dest = ?1 AND kind = ?2 AND key = ?3 AND id > ?4
+               AND state IN ('pending', 'parked')
+             ORDER BY id",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![held.dest, held.kind, held.key, id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read later items of an order"))?;
+    // The replacement carries the newest state, unless the newest item cancels the order.
+    let (newest_kept, replacement) = match later.last() {
+        Some((_, op, _)) if op == "cancel" => (None, None),
+        Some((nid, _, p)) => (Some(*nid), Some(codec::json(p)?)),
+        None => (None, Some(payload.clone())),
+    };
+    let superseded = format!(
+        "superseded: `{}` could not amend the order; cancel-and-replace carries the newest state",
+        held.dest
+    );
+    for (lid, _, _) in later.iter().filter(|(l, ..)| Some(*l) != newest_kept) {
+        finish_item(conn, *lid, "done", Some(&superseded), at)?;
+    }
+    // The refused item becomes the cancel of the order the destination has now.
+    let old_reference = facts.reference.clone();
+    let mut cancel = payload;
+    set_reference(&mut cancel, old_reference.as_deref());
+    if let Some(obj) = cancel.as_object_mut() {
+        obj.insert("status".into(), Value::String("cancelled".into()));
+    }
+    let cancel_hash = content_hash(&cancel);
+    conn.prepare_cached(
+        "UPDATE outbox SET op = 'cancel', payload = ?2, hash = ?3, state = 'pending',
+             token = NULL, lease_until = NULL, next_at = ?4, attempts = 0, last_error = ?5,
+             coalesce = 0, updated_at = ?4
+         WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, to_json(&cancel), cancel_hash, at, reason]))
+    .map_err(db("turn a refused amend into a cancel"))?;
+    let old = old_reference.unwrap_or_else(|| held.key.clone());
+    let (planned, event_reason) = match replacement {
+        None => (
+            cancel_hash,
+            format!(
+                "{reason}; [orders] edits = \"cancel_and_replace\": `{old}` is cancelled and, as \
+                 the order is being cancelled, not replaced"
+            ),
+        ),
+        Some(mut body) => {
+            facts.replacements = facts.replacements.saturating_add(1);
+            let reference = format!("{}~{}", held.key, facts.replacements.saturating_add(1));
+            set_reference(&mut body, Some(&reference));
+            let hash = content_hash(&body);
+            match newest_kept {
+                Some(nid) => {
+                    conn.prepare_cached(
+                        "UPDATE outbox SET op = 'create', payload = ?2, hash = ?3, coalesce = 0,
+                             updated_at = ?4
+                         WHERE id = ?1",
+                    )
+                    .and_then(|mut s| s.execute(params![nid, to_json(&body), hash, at]))
+                    .map_err(db("turn a later edit into the replacement"))?;
+                }
+                None => {
+                    let captured_at: Millis = conn
+                        .prepare_cached("SELECT captured_at FROM outbox WHERE id = ?1")
+                        .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+                        .map_err(db("read item capture time"))?;
+                    enqueue(
+                        conn,
+                        &NewItem {
+                            dest: held.dest.clone(),
+                            kind: Kind::Order,
+                            key: held.key.clone(),
+                            op: "create".into(),
+                            payload: body,
+                            hash: hash.clone(),
+                            flow: held.flow.clone(),
+                            journal_id: held.journal_id,
+                            captured_at,
+                            waiting_on: Vec::new(),
+                            coalesce: false,
+                            not_before: at,
+                        },
+                        at,
+                    )?;
+                }
+            }
+            facts.reference = Some(reference.clone());
+            if lifecycle.is_some() {
+                orders::set_facts(conn, &held.key, &facts, at)?;
+            }
+            (
+                hash,
+                format!(
+                    "{reason}; [orders] edits = \"cancel_and_replace\": `{old}` is cancelled and \
+                     replaced by `{reference}`"
+                ),
+            )
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO hashes (dest, kind, key, planned) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (dest, kind, key) DO UPDATE SET planned = excluded.planned",
+    )
+    .and_then(|mut s| s.execute(params![held.dest, held.kind, held.key, planned]))
+    .map_err(db("set planned hash"))?;
+    if lifecycle.is_some() {
+        orders::record_event(conn, &held.key, &edit_event(true, event_reason))?;
+    }
+    Ok(())
 }
 
 fn finish_item(
