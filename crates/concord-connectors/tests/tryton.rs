@@ -1728,7 +1728,9 @@ struct Placed {
 /// An edit before shipment at the storefront (a quantity changed, a line removed, a new
 /// address) reaches Tryton as an amendment of the processing sale: same sale, new revision,
 /// its waiting shipment following the new quantities; a second edit adding a SKU amends it
-/// again (the added SKU takes over the emptied line).
+/// again (the added SKU takes over the emptied line); a third adding a SKU with no line left to
+/// take over cannot be an amendment (Tryton answers "cannot amend"), so under
+/// `[orders] edits = "cancel_and_replace"` the sale is cancelled and replaced by `{key}~2`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
     let Some(e) = env() else { return };
@@ -1794,10 +1796,72 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
         vec![("SKU-0001".into(), 3), ("SKU-0005".into(), 2)]
     );
     assert_eq!(erp.sales(&reference).await.len(), 1, "still the same sale");
+    // A third edit adds a SKU with no emptied line left: cancel and replace.
+    a.edit_order(
+        &placed.id,
+        serde_json::from_value(json!({
+            "lines": [{"sku": "SKU-0001", "quantity": 3}, {"sku": "SKU-0005", "quantity": 2},
+                      {"sku": "SKU-0002", "quantity": 1}]
+        }))
+        .expect("edit"),
+    )
+    .expect("third edit accepted by the storefront");
+    let replacement = format!("{reference}~2");
+    wait_until("the replacement sale is processing in Tryton", || async {
+        erp.sales(&replacement)
+            .await
+            .iter()
+            .any(|s| s["state"] == "processing")
+    })
+    .await;
+    let replaced = erp.sales(&replacement).await;
+    assert_eq!(replaced.len(), 1, "one replacement: {replaced:?}");
+    let new_sale = replaced[0]["id"].as_i64().expect("id");
+    assert_eq!(
+        erp.sale_lines(new_sale).await,
+        vec![
+            ("SKU-0001".into(), 3),
+            ("SKU-0002".into(), 1),
+            ("SKU-0005".into(), 2)
+        ]
+    );
+    wait_until("the old sale is cancelled", || async {
+        let s = erp
+            .sale(sale, &["state", "shipment_state", "invoice_state"])
+            .await;
+        s["state"] == "done" && s["shipment_state"] == "none" && s["invoice_state"] == "none"
+    })
+    .await;
+    assert_eq!(
+        erp.sale(sale, &["revision"]).await["revision"],
+        2,
+        "not amended"
+    );
     wait_until("everything drained", || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
+    let hist = hub
+        .engine
+        .order_history(&reference)
+        .await
+        .expect("history")
+        .expect("the order");
+    assert_eq!(hist.order.facts["reference"], replacement.as_str());
+    assert!(
+        hist.events.iter().any(|e| e.event.event == "edit"
+            && e.event
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("cannot add a line")
+                    && r.contains(&format!("replaced by `{replacement}`")))),
+        "{:?}",
+        hist.events
+    );
+    assert!(hist
+        .attempts
+        .iter()
+        .any(|t| t.op == "amend" && t.outcome == "refused"));
     assert!(
         hub.unexpected_dead_letters().await.is_empty(),
         "{:?}",
