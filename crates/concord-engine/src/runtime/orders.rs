@@ -26,7 +26,10 @@
 //!   decides: `cancel_and_replace` (a `cancel` of the current reference, then a `create` with
 //!   reference `"{key}~{n}"`) or `reject`. The adjustment commits just before the batch; if the
 //!   process dies in between, re-processing the entry adjusts to the same quantities again (a
-//!   no-op) and applies the edit.
+//!   no-op) and applies the edit. An `amend` the connector answers `CannotAmend` (it cannot
+//!   apply this edit, but could cancel) takes the same policy at delivery, not here:
+//!   `deliver.rs` settles it as `Settlement::AmendRefused` and the store plans the cancel and
+//!   the `{key}~{n}` create (or the dead letter) in that settlement's transaction.
 //! - **Cancellations** from either side release the order's reservation in the same `apply`
 //!   (`ProcessBatch::cancel_reservations`) and plan `cancel` to the other side.
 //! - **Refunds** are planned as `create`; a destination whose connector cannot write refunds
@@ -84,11 +87,23 @@ pub(crate) enum Tracked {
     Reject(String),
 }
 
+/// A stored lifecycle row. A state or facts the engine cannot read (a newer schema, a hand
+/// edit) is logged as an error naming the order and read as the default; when only the facts
+/// are unreadable, the stored state still guards the transition check (a cancelled order stays
+/// cancelled).
 fn row_from(s: &OrderSummary) -> Row {
+    let status = OrderStatus::parse(&s.state).unwrap_or_else(|| {
+        tracing::error!(order = %s.key, state = %s.state, "stored order state is unknown; read as placed");
+        OrderStatus::default()
+    });
+    let facts = serde_json::from_value(s.facts.clone()).unwrap_or_else(|e| {
+        tracing::error!(order = %s.key, error = %e, "stored order facts could not be decoded; read as none");
+        OrderFacts::default()
+    });
     Row {
         channel: s.channel.clone(),
-        status: OrderStatus::parse(&s.state).unwrap_or_default(),
-        facts: serde_json::from_value(s.facts.clone()).unwrap_or_default(),
+        status,
+        facts,
     }
 }
 
