@@ -1113,8 +1113,8 @@ fn quote_spec(e: &Env) -> EndpointSpec {
 /// Edits: a quotation is taken back to draft, rewritten (lines added/removed/changed, the
 /// address) and quoted again; a processing sale is amended through `sale_amendment` (its
 /// waiting shipment follows), a replayed edit makes no second amendment, an edit adding a SKU
-/// is refused with the reason (the engine's cancel-and-replace takes over), and nothing is
-/// amended once goods are picked.
+/// with no line to reuse answers `CannotAmend` with the reason (the engine's `[orders] edits`
+/// takes over), and nothing is amended once goods are picked (permanent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
     let Some(e) = env() else { return };
@@ -1218,14 +1218,18 @@ async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
         erp.shipment_moves(sale).await,
         vec![("SKU-0001".into(), 4), ("SKU-0005".into(), 1)]
     );
-    // ... but with no line left to take over: refused, naming the SKU.
+    // ... but with no line left to take over: "cannot amend", naming the SKU (the sale could
+    // still be cancelled, so the engine's `[orders] edits` takes over).
     let add = lifecycle_op(
         "amend",
         &key,
         &[("SKU-0001", 4), ("SKU-0005", 1), ("SKU-0003", 1)],
         &format!("{run} Oak Avenue"),
     );
-    let reason = permanent_reason(&tryton.write(vec![add]).await);
+    let reason = match &tryton.write(vec![add]).await[0] {
+        WriteOutcome::CannotAmend { reason } => reason.clone(),
+        other => panic!("expected CannotAmend, got {other:?}"),
+    };
     assert!(reason.contains("SKU-0003"), "{reason}");
     assert_eq!(erp.sale(sale, &["revision"]).await["revision"], 2);
     // Once goods are picked: refused.

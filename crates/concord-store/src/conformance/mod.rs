@@ -58,6 +58,7 @@ pub use observability::{
     stats_reflect_the_store,
 };
 pub use orders::{
+    a_refused_amend_follows_the_edit_policy_in_its_settlement,
     order_lifecycle_rows_are_listed_and_counted, order_reservations_follow_cancellations_and_edits,
     parked_items_say_what_they_wait_on, settle_logs_attempts_and_accepts_orders,
 };
@@ -183,6 +184,7 @@ macro_rules! store_conformance_tests {
             entities_of_kind_pages_by_key,
             order_lifecycle_rows_are_listed_and_counted,
             settle_logs_attempts_and_accepts_orders,
+            a_refused_amend_follows_the_edit_policy_in_its_settlement,
             parked_items_say_what_they_wait_on,
             order_reservations_follow_cancellations_and_edits,
             alert_episodes_open_once_and_resolve,

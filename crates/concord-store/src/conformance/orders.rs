@@ -422,3 +422,179 @@ pub async fn order_reservations_follow_cancellations_and_edits(fx: &Fixture) {
     assert_eq!(position(s, "A", "WH1").await.held, 0);
     check_ledger(s).await;
 }
+
+/// An order item to the ERP with this op and ordered quantity of `A`.
+fn order_item(key: &str, op: &str, quantity: i64) -> crate::NewItem {
+    let payload = json!({"number": key, "status": if op == "cancel" { "cancelled" } else { "placed" },
+                         "lines": [{"sku": "A", "quantity": quantity}]});
+    crate::NewItem {
+        op: op.into(),
+        hash: concord_core::content_hash(&payload),
+        payload,
+        coalesce: op != "cancel",
+        ..item(ERP, Kind::Order, key, "unused")
+    }
+}
+
+/// `Settlement::AmendRefused`: under cancel-and-replace the refused amend becomes the cancel of
+/// the current reference and one `create` of `{key}~2` follows, carrying a later waiting edit
+/// (folded in, not sent to the cancelled order); the facts take the new reference, an `edit`
+/// event and a `refused` attempt are recorded — all in that settlement, and a stale token
+/// settles nothing. A later waiting cancel means no replacement. Under reject: a dead letter.
+pub async fn a_refused_amend_follows_the_edit_policy_in_its_settlement(fx: &Fixture) {
+    use crate::{DeadLetterFilter, Direction, EditFallback, ItemState};
+    let s = fx.store();
+    let keys = ["web/1", "web/2", "web/3"];
+    apply_orders(
+        s,
+        keys.iter()
+            .map(|k| write(k, "accepted", None, None))
+            .collect(),
+    )
+    .await;
+    enqueue(
+        s,
+        keys.iter().map(|k| order_item(k, "amend", 3)).collect(),
+        1_000,
+    )
+    .await;
+    let claimed = claim(s, ERP, 10, 1_000).await;
+    assert_eq!(claimed.len(), 3);
+    // While the amends are in flight: a second edit of web/1, a cancellation of web/3.
+    enqueue(
+        s,
+        vec![
+            order_item("web/1", "amend", 5),
+            order_item("web/3", "cancel", 3),
+        ],
+        1_100,
+    )
+    .await;
+    let refused = |c: &crate::Claimed, token: i64, fallback| Settlement::AmendRefused {
+        id: c.item.id,
+        token,
+        reason: "`erp` cannot amend this order: no line to reuse".into(),
+        fallback,
+        at: 1_200,
+    };
+    let by_key = |k: &str| {
+        claimed
+            .iter()
+            .find(|c| c.item.key == k)
+            .cloned()
+            .unwrap_or_else(|| panic!("{k} claimed"))
+    };
+    let (c1, c2, c3) = (by_key("web/1"), by_key("web/2"), by_key("web/3"));
+    assert_eq!(
+        settle(
+            s,
+            vec![refused(
+                &c1,
+                c1.token.wrapping_add(7),
+                EditFallback::CancelAndReplace
+            )]
+        )
+        .await,
+        0,
+        "a stale token settles nothing"
+    );
+    assert_eq!(
+        settle(
+            s,
+            vec![
+                refused(&c1, c1.token, EditFallback::CancelAndReplace),
+                refused(&c2, c2.token, EditFallback::Reject),
+                refused(&c3, c3.token, EditFallback::CancelAndReplace),
+            ]
+        )
+        .await,
+        3
+    );
+
+    // web/1: the cancel first (the refused item itself), then the replacement.
+    let next = claim(s, ERP, 10, 2_000).await;
+    let ops: Vec<(&str, &str)> = next
+        .iter()
+        .map(|c| (c.item.key.as_str(), c.item.op.as_str()))
+        .collect();
+    assert_eq!(ops, [("web/1", "cancel"), ("web/3", "cancel")], "{next:?}");
+    assert_eq!(next[0].item.id, c1.item.id);
+    assert_eq!(next[0].item.payload["status"], "cancelled");
+    assert!(next[0].item.payload.get("reference").is_none());
+    settle(
+        s,
+        next.iter()
+            .map(|c| Settlement::Delivered {
+                id: c.item.id,
+                token: c.token,
+                external_id: None,
+                version: None,
+                at: 2_100,
+            })
+            .collect(),
+    )
+    .await;
+    let last = claim(s, ERP, 10, 3_000).await;
+    assert_eq!(last.len(), 1, "only web/1 is replaced: {last:?}");
+    assert_eq!(last[0].item.op, "create");
+    assert_eq!(last[0].item.payload["reference"], "web/1~2");
+    assert_eq!(
+        last[0].item.payload["lines"][0]["quantity"], 5,
+        "the later edit is folded into the replacement"
+    );
+    let h1 = s.order_history("web/1").await.unwrap().unwrap();
+    assert_eq!(h1.order.facts["reference"], "web/1~2");
+    assert_eq!(h1.order.facts["replacements"], 1);
+    assert_eq!(h1.order.state, "accepted");
+    let ev = h1
+        .events
+        .iter()
+        .find(|e| e.event.event == "edit")
+        .expect("edit event");
+    assert!(ev.event.applied);
+    let why = ev.event.reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("no line to reuse") && why.contains("replaced by `web/1~2`"),
+        "{why}"
+    );
+    assert!(h1
+        .attempts
+        .iter()
+        .any(|a| a.op == "amend" && a.outcome == "refused"));
+
+    // web/2 under reject: an outbound dead letter with the reason; nothing else planned.
+    let dl = s.dead_letters(DeadLetterFilter::default()).await.unwrap();
+    assert_eq!(dl.len(), 1, "{dl:?}");
+    assert_eq!(
+        (dl[0].direction, dl[0].key.as_str()),
+        (Direction::Outbound, "web/2")
+    );
+    assert!(
+        dl[0].reason.contains("no line to reuse"),
+        "{}",
+        dl[0].reason
+    );
+    assert!(
+        dl[0].reason.contains("edits = \"reject\""),
+        "{}",
+        dl[0].reason
+    );
+    let h2 = s.order_history("web/2").await.unwrap().unwrap();
+    assert!(h2
+        .events
+        .iter()
+        .any(|e| e.event.event == "edit" && !e.event.applied));
+    assert!(h2.order.facts.get("reference").is_none_or(|r| r.is_null()));
+
+    // web/3: being cancelled, so cancelled once and not replaced.
+    let h3 = s.order_history("web/3").await.unwrap().unwrap();
+    assert!(h3.order.facts.get("reference").is_none_or(|r| r.is_null()));
+    let done = s.items(Some(ERP), ItemState::Done, 100).await.unwrap();
+    assert_eq!(
+        done.iter()
+            .filter(|i| i.key == "web/3" && i.op == "cancel")
+            .count(),
+        2,
+        "the refused amend became the cancel; the later cancel is superseded"
+    );
+}

@@ -52,6 +52,13 @@ pub async fn stale_token_settlements_are_ignored(fx: &Fixture) {
             reason: "stale".into(),
             at: 0,
         },
+        Settlement::AmendRefused {
+            id: first.item.id,
+            token: first.token,
+            reason: "stale".into(),
+            fallback: crate::EditFallback::CancelAndReplace,
+            at: 0,
+        },
     ];
     assert_eq!(
         settle(s, stale).await,
