@@ -182,10 +182,13 @@ async fn the_state_machine_runs_through_the_engine() {
     .await;
     wait_state(&h, key, "shipped").await;
     wait_until("both shipments reach the channel", async || {
-        web.done_of("S1").len() == 1 && web.done_of("S2").len() == 1
+        web.done_of("web/1001:S1").len() == 1 && web.done_of("web/1001:S2").len() == 1
     })
     .await;
-    assert_eq!(web.done_of("S2")[0].op.payload["tracking_number"], "1Z2");
+    assert_eq!(
+        web.done_of("web/1001:S2")[0].op.payload["tracking_number"],
+        "1Z2"
+    );
 
     // Cancelling now is illegal: refused, recorded, not applied, nothing sent to the ERP.
     h.capture(
@@ -258,10 +261,14 @@ async fn the_state_machine_runs_through_the_engine() {
     wait_state(&h, key, "closed").await;
     wait_until(
         "the invoice and the payment reach the channel",
-        async || web.done_of("INV-1").len() == 1 && web.done_of("P1").len() == 1,
+        async || web.done_of("web/1001:INV-1").len() == 1
+            && web.done_of("web/1001:P1").len() == 1,
     )
     .await;
-    assert_eq!(web.done_of("INV-1")[0].op.payload["total_minor"], 3000);
+    assert_eq!(
+        web.done_of("web/1001:INV-1")[0].op.payload["total_minor"],
+        3000
+    );
     h.capture(
         "web",
         &[(
@@ -275,10 +282,10 @@ async fn the_state_machine_runs_through_the_engine() {
     .await;
     wait_state(&h, key, "partially_refunded").await;
     wait_until("the refund reaches the ERP", async || {
-        erp.done_of("R1").len() == 1
+        erp.done_of("web/1001:R1").len() == 1
     })
     .await;
-    assert_eq!(erp.done_of("R1")[0].op.op, "create");
+    assert_eq!(erp.done_of("web/1001:R1")[0].op.op, "create");
     assert!(
         erp.writes_of(key).iter().all(|w| w.op.op != "cancel"),
         "the refused cancellation never reached the ERP"
@@ -328,8 +335,8 @@ async fn the_state_machine_runs_through_the_engine() {
         .map(|a| (a.dest.as_str(), a.key.as_str()))
         .collect();
     assert!(delivered.contains(&("erp", key)));
-    assert!(delivered.contains(&("web", "S1")));
-    assert!(delivered.contains(&("erp", "R1")));
+    assert!(delivered.contains(&("web", "web/1001:S1")));
+    assert!(delivered.contains(&("erp", "web/1001:R1")));
     assert_eq!(hist.dead_letters.len(), 1);
     let audit = h.store.audit_log(100).await.unwrap();
     assert!(audit.iter().any(|a| a.event.event == "order.rejected"));
@@ -751,7 +758,7 @@ async fn a_refund_the_erp_cannot_record_needs_attention() {
         dl[0].reason
     );
     assert!(dl[0].reason.contains("cannot record refunds"));
-    assert!(h.fake("erp").writes_of("R1").is_empty());
+    assert!(h.fake("erp").writes_of("web/1001:R1").is_empty());
     assert_eq!(state(&h, "web/1001").await, "partially_refunded");
     let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
     assert_eq!(hist.dead_letters.len(), 1, "the order's history shows it");
@@ -1467,5 +1474,19 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
         .attempts
         .iter()
         .any(|a| a.op == "amend" && a.outcome == "refused"));
+    // Replayed (say the ERP can take it now), it is the amend it was, not an `update` an ERP
+    // connector would answer done without applying the edit.
+    let replayed = h.engine.replay_dead_letters(vec![dl[0].id]).await.unwrap();
+    assert_eq!(replayed, [dl[0].id]);
+    wait_until("the replayed amend is delivered", async || {
+        erp.done_of("web/1001").len() == 2 && h.drained().await
+    })
+    .await;
+    assert_eq!(ops(&erp, "web/1001")[2], ("amend".to_string(), None, true));
+    assert_eq!(
+        erp.writes_of("web/1001")[2].op.payload["lines"][1]["sku"],
+        "C"
+    );
+    assert!(open_dead_letters(&h).await.is_empty());
     h.stop().await;
 }

@@ -319,9 +319,10 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        // Shipments, payments and refunds are keyed by their id, which a channel makes unique
-        // only among its own records: a record naming another order than the one its key
-        // already belongs to is a different record, refused visibly rather than merged.
+        // Order-scoped records are keyed `{order}:{id}`, so the same id under two orders is
+        // two records. Only an xref can resolve a record to a key of another order (a record
+        // whose `order` changed at its source, or an endpoint reusing an external id): refused
+        // visibly rather than moved or merged.
         if let Some(reason) = current
             .as_ref()
             .and_then(|cur| other_order(e.kind, &key, &cur.state, &record))
@@ -764,7 +765,7 @@ fn record_of(e: &JournalEntry) -> Value {
 }
 
 /// Set (or, with `None`, remove) an order payload's `reference`.
-fn set_reference(payload: &mut Value, reference: Option<&str>) {
+pub(super) fn set_reference(payload: &mut Value, reference: Option<&str>) {
     if let Some(obj) = payload.as_object_mut() {
         match reference {
             Some(r) => {
@@ -820,8 +821,8 @@ fn is_older(new: &str, applied: &str) -> bool {
 }
 
 /// For an order-scoped record: `Some(reason)` when the hub's record under `key` belongs to
-/// another order than `incoming` names (two channels reusing the same payment, refund or
-/// shipment id).
+/// another order than `incoming` names (its xref resolved it to a record of another order: a
+/// record cannot move between orders).
 fn other_order(kind: Kind, key: &str, current: &Value, incoming: &Value) -> Option<String> {
     if !kind.is_order_scoped() {
         return None;
@@ -830,9 +831,9 @@ fn other_order(kind: Kind, key: &str, current: &Value, incoming: &Value) -> Opti
     let says = incoming.get("order").and_then(Value::as_str)?;
     (had != says).then(|| {
         format!(
-            "order: {kind} `{key}` already belongs to order `{had}`, this record names `{says}`; \
-             the hub keys {kind}s by id, so ids must be unique across channels (refused, not \
-             merged: the existing {kind} is unchanged)"
+            "order: this {kind} is known to the hub as `{key}` of order `{had}` but now names \
+             order `{says}`; a {kind} cannot move to another order (refused, not merged: the \
+             existing {kind} is unchanged; record it under the new order with a new id)"
         )
     })
 }

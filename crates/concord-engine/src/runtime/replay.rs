@@ -8,14 +8,49 @@
 //! must never overwrite a newer one), never close a dead letter whose record still fails, and
 //! never write to the store other than through that one `replay_dead_letters` call and its audit.
 
-use super::process::operation;
+use super::process::{operation, set_reference};
 use super::{EngineError, Inner};
 use crate::mapping::MapVars;
-use concord_core::content_hash;
-use concord_store::{AuditEvent, DeadLetterId, DeadLetterState, Direction, NewItem, Replay};
-use serde_json::json;
+use concord_core::{content_hash, Kind};
+use concord_store::{
+    AuditEvent, DeadLetter, DeadLetterId, DeadLetterState, Direction, NewItem, Replay, StoreError,
+};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+
+/// An order replayed to a destination other than its channel (the ERP): addressed by the
+/// order's current reference there (`{key}~{n}` after cancel-and-replace, as `process.rs::plan`
+/// does), and an edit replayed as the `amend` it was — as `update` an ERP connector would find
+/// the order and answer done without applying the edit.
+async fn order_replay(
+    inner: &Inner,
+    dl: &DeadLetter,
+    state: &Value,
+    op: &mut String,
+    payload: &mut Value,
+) -> Result<(), EngineError> {
+    if state.get("channel").and_then(Value::as_str) == Some(dl.endpoint.as_str()) {
+        return Ok(());
+    }
+    if op == "update" && dl.op.as_deref() == Some("amend") {
+        *op = "amend".into();
+    }
+    let reference = match inner.store.order_lifecycles(std::slice::from_ref(&dl.key)).await {
+        Ok(rows) => rows.into_iter().flatten().next().and_then(|r| {
+            r.facts
+                .get("reference")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        }),
+        Err(StoreError::Unsupported(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(r) = reference {
+        set_reference(payload, Some(&r));
+    }
+    Ok(())
+}
 
 /// Replay open dead letters (see [`super::Engine::replay_dead_letters`]).
 pub(crate) async fn replay(
@@ -47,7 +82,7 @@ pub(crate) async fn replay(
                 } else {
                     None
                 };
-                let (op, payload) = match &current {
+                let (mut op, mut payload) = match &current {
                     Some(entity) => {
                         let vars = MapVars {
                             dest: dl.endpoint.clone(),
@@ -74,6 +109,9 @@ pub(crate) async fn replay(
                         dl.payload.clone(),
                     ),
                 };
+                if let (Kind::Order, Some(entity)) = (dl.kind, &current) {
+                    order_replay(inner, &dl, &entity.state, &mut op, &mut payload).await?;
+                }
                 let item = NewItem {
                     dest: dl.endpoint.clone(),
                     kind: dl.kind,
