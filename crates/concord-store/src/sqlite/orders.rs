@@ -62,22 +62,34 @@ pub(crate) fn lifecycle_facts(
         })
         .map_err(db("read order lifecycle"))?;
     row.map(|(state, facts)| {
-        Ok((
-            state,
-            serde_json::from_value(codec::json(&facts)?).unwrap_or_default(),
-        ))
+        let facts = serde_json::from_value(codec::json(&facts)?).unwrap_or_else(|e| {
+            tracing::error!(order = key, error = %e, "stored order facts could not be decoded; read as none");
+            OrderFacts::default()
+        });
+        Ok((state, facts))
     })
     .transpose()
 }
 
-/// Replace an order's lifecycle facts (its state is unchanged).
-pub(crate) fn set_facts(
+/// Set an order's ERP `reference` and `replacements` count in its lifecycle facts, leaving the
+/// rest of the stored facts (and the state) as they are.
+pub(crate) fn set_replacement(
     conn: &Connection,
     key: &str,
-    facts: &OrderFacts,
+    reference: &str,
+    replacements: u32,
     at: Millis,
 ) -> Result<()> {
-    let facts = serde_json::to_value(facts).unwrap_or(Value::Null);
+    let stored: Option<String> = conn
+        .prepare_cached("SELECT facts FROM order_lifecycle WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map_err(db("read order facts"))?;
+    let Some(stored) = stored else { return Ok(()) };
+    let mut facts = codec::json(&stored)?;
+    if let Some(obj) = facts.as_object_mut() {
+        obj.insert("reference".into(), Value::from(reference));
+        obj.insert("replacements".into(), Value::from(replacements));
+    }
     conn.prepare_cached("UPDATE order_lifecycle SET facts = ?2, updated_at = ?3 WHERE key = ?1")
         .and_then(|mut s| s.execute(params![key, to_json(&facts), at]))
         .map_err(db("write order facts"))?;

@@ -810,10 +810,7 @@ fn amend_refused(
                     )?;
                 }
             }
-            facts.reference = Some(reference.clone());
-            if lifecycle.is_some() {
-                orders::set_facts(conn, &held.key, &facts, at)?;
-            }
+            orders::set_replacement(conn, &held.key, &reference, facts.replacements, at)?;
             (
                 hash,
                 format!(
