@@ -36,7 +36,11 @@ async fn order_replay(
     if op == "update" && dl.op.as_deref() == Some("amend") {
         *op = "amend".into();
     }
-    let reference = match inner.store.order_lifecycles(std::slice::from_ref(&dl.key)).await {
+    let reference = match inner
+        .store
+        .order_lifecycles(std::slice::from_ref(&dl.key))
+        .await
+    {
         Ok(rows) => rows.into_iter().flatten().next().and_then(|r| {
             r.facts
                 .get("reference")
