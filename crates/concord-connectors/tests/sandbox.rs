@@ -949,6 +949,74 @@ async fn erp_keys_orders_by_reference_for_cancel_and_replace() {
     erp.shutdown().await;
 }
 
+/// A channel makes its payment and refund ids unique only among its own records: two stores
+/// both numbering `pay_1` and `re_1` are two payments and two credit notes of two orders at the
+/// ERP, each in its own order's money — never the first one again (before, the ERP answered the
+/// second store's refund with the first's credit note, and its payment replaced the first).
+#[tokio::test]
+async fn erp_keeps_the_same_payment_and_refund_id_of_two_orders_apart() {
+    let (erp, conn, order, _so) = erp_with_order().await;
+    let mut other = order.clone();
+    other["channel"] = json!("web2");
+    other["number"] = json!("2001");
+    ext_id(
+        &conn
+            .write(vec![op(Kind::Order, "web2/2001", "create", other)])
+            .await[0],
+    );
+    for (order_key, amount) in [("web/1001", 300), ("web2/2001", 200)] {
+        let pay = json!({"id": "pay_1", "order": order_key, "amount_minor": amount,
+                         "currency": "USD", "status": "captured"});
+        let out = conn
+            .write(vec![op(
+                Kind::Payment,
+                &format!("{order_key}:pay_1"),
+                "upsert",
+                pay,
+            )])
+            .await;
+        assert_eq!(ext_id(&out[0]), format!("{order_key}:pay_1"));
+        let refund = json!({"id": "re_1", "order": order_key, "amount_minor": amount / 2,
+                            "currency": "USD"});
+        let out = conn
+            .write(vec![op(
+                Kind::Refund,
+                &format!("{order_key}:re_1"),
+                "create",
+                refund,
+            )])
+            .await;
+        assert!(matches!(out[0], WriteOutcome::Done { .. }), "{:?}", out[0]);
+    }
+    assert_eq!(erp.counters().writes_of("payment"), 2);
+    let payments = feed(&conn, Kind::Payment).await;
+    let mut got: Vec<(String, Value, Value)> = payments
+        .iter()
+        .map(|(id, r)| (id.clone(), r["order"].clone(), r["amount_minor"].clone()))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            ("web/1001:pay_1".into(), json!("web/1001"), json!(300)),
+            ("web2/2001:pay_1".into(), json!("web2/2001"), json!(200))
+        ]
+    );
+    for (order_key, amount) in [("web/1001", 150), ("web2/2001", 100)] {
+        let notes = erp.credit_notes(Some(order_key));
+        assert_eq!(notes.len(), 1, "{order_key}: {notes:?}");
+        assert_eq!(
+            (notes[0].refund.id.as_str(), notes[0].refund.amount_minor),
+            ("re_1", amount),
+            "{order_key}"
+        );
+    }
+    assert_ne!(
+        erp.credit_notes(Some("web/1001"))[0].id,
+        erp.credit_notes(Some("web2/2001"))[0].id
+    );
+}
+
 #[tokio::test]
 async fn erp_split_shipments_invoice_payments_credit_notes_and_returns() {
     let (erp, conn, _order, so) = erp_with_order().await;
@@ -1009,14 +1077,19 @@ async fn erp_split_shipments_invoice_payments_credit_notes_and_returns() {
                      "currency": "USD", "status": "captured"});
     for _ in 0..2 {
         let out = conn
-            .write(vec![op(Kind::Payment, "pay_1", "upsert", pay.clone())])
+            .write(vec![op(
+                Kind::Payment,
+                "web/1001:pay_1",
+                "upsert",
+                pay.clone(),
+            )])
             .await;
-        assert_eq!(ext_id(&out[0]), "pay_1");
+        assert_eq!(ext_id(&out[0]), "web/1001:pay_1");
     }
     assert_eq!(
         erp.counters().writes_of("payment"),
         1,
-        "idempotent by payment id"
+        "idempotent by order and payment id"
     );
     let invoices = feed(&conn, Kind::Invoice).await;
     assert_eq!(invoices.len(), 1);
@@ -1037,7 +1110,12 @@ async fn erp_split_shipments_invoice_payments_credit_notes_and_returns() {
                         "lines": [{"sku": "SKU-0002", "quantity": 1}], "restock": true});
     for _ in 0..2 {
         let out = conn
-            .write(vec![op(Kind::Refund, "re_1", "create", refund.clone())])
+            .write(vec![op(
+                Kind::Refund,
+                "web/1001:re_1",
+                "create",
+                refund.clone(),
+            )])
             .await;
         assert_eq!(ext_id(&out[0]), "CN-1");
     }
@@ -1150,7 +1228,7 @@ async fn erp_lifecycle_writes_are_faulted_like_any_api_call() {
         ])
         .await;
     assert_eq!(ext_id(&out[0]), "CN-1");
-    assert_eq!(ext_id(&out[1]), "pay_1");
+    assert_eq!(ext_id(&out[1]), "web/1001:pay_1");
     assert_eq!(ext_id(&out[2]), so);
     erp.shutdown().await;
 }

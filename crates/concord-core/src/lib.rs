@@ -19,7 +19,9 @@ pub mod retry;
 pub use hash::content_hash;
 pub use kind::Kind;
 pub use merge::{merge, MergeOutcome, Ownership};
-pub use model::{dependencies, natural_key, validate, ValidationError};
+pub use model::{
+    dependencies, natural_key, order_key_of_reference, order_scoped_key, validate, ValidationError,
+};
 
 /// Milliseconds since the Unix epoch. The only representation of time the core knows.
 pub type Millis = i64;

@@ -261,8 +261,7 @@ async fn the_state_machine_runs_through_the_engine() {
     wait_state(&h, key, "closed").await;
     wait_until(
         "the invoice and the payment reach the channel",
-        async || web.done_of("web/1001:INV-1").len() == 1
-            && web.done_of("web/1001:P1").len() == 1,
+        async || web.done_of("web/1001:INV-1").len() == 1 && web.done_of("web/1001:P1").len() == 1,
     )
     .await;
     assert_eq!(
@@ -957,12 +956,14 @@ to = ["web"]
     h.stop().await;
 }
 
-/// The hub keys payments (and refunds, shipments) by their `id`, which a channel makes unique
-/// only among its own records: two stores both numbering payments `pay_1` must not merge two
-/// customers' payments into one. The second is refused visibly (an inbound dead letter naming
-/// both orders), never merged into the first order's payment or sent to the ERP under it.
+/// Payments (and refunds, shipments, invoices) are keyed `{order}:{id}`: a channel makes its
+/// ids unique only among its own records, so two stores both numbering payments `pay_1` are two
+/// payments of two orders — both reach the ERP, neither overwrites the other, nothing is
+/// refused. (Before, the key was the id alone: web2's `pay_1` merged into web1's, then was
+/// dead-lettered as a clash.) A payment whose `order` later changes at its channel is refused
+/// visibly (its xref names the record of the first order), never moved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_payment_id_reused_by_another_channel_is_refused_not_merged() {
+async fn the_same_payment_id_from_two_channels_is_two_payments() {
     let flows = r#"
 [[flows]]
 name = "orders"
@@ -990,7 +991,7 @@ to = ["erp"]
         ],
     )
     .await;
-    for (channel, number) in [("web1", "1001"), ("web2", "2001")] {
+    for (channel, number) in [("web1", "1001"), ("web1", "1002"), ("web2", "2001")] {
         h.capture(
             channel,
             &[(
@@ -1007,62 +1008,85 @@ to = ["erp"]
         json!({"id": "pay_1", "order": order, "amount_minor": amount, "currency": "USD",
                "status": "captured"})
     };
+    for (channel, order_key, amount) in [("web1", "web1/1001", 3000), ("web2", "web2/2001", 1200)] {
+        h.capture(
+            channel,
+            &[(
+                Kind::Payment,
+                "pay_1",
+                Some("1"),
+                payment(order_key, amount),
+            )],
+        )
+        .await;
+    }
+    wait_until("both payments reach the ERP", async || {
+        let erp = h.fake("erp");
+        erp.done_of("web1/1001:pay_1").len() == 1
+            && erp.done_of("web2/2001:pay_1").len() == 1
+            && h.journal_pending().await == 0
+            && h.drained().await
+    })
+    .await;
+    let erp = h.fake("erp").clone();
+    for (key, order_key, amount) in [
+        ("web1/1001:pay_1", "web1/1001", 3000),
+        ("web2/2001:pay_1", "web2/2001", 1200),
+    ] {
+        let sent: Vec<(Value, Value, Value)> = erp
+            .writes_of(key)
+            .iter()
+            .map(|w| {
+                let p = &w.op.payload;
+                (
+                    p["id"].clone(),
+                    p["order"].clone(),
+                    p["amount_minor"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [(json!("pay_1"), json!(order_key), json!(amount))],
+            "{key}"
+        );
+    }
+    let dls = open_dead_letters(&h).await;
+    assert!(dls.is_empty(), "{dls:?}");
+    for (key, payments) in [
+        ("web1/1001", json!({"pay_1": 3000})),
+        ("web2/2001", json!({"pay_1": 1200})),
+    ] {
+        let hist = h.engine.order_history(key).await.unwrap().unwrap();
+        assert_eq!(hist.order.facts["payments"], payments, "{key}");
+    }
+    // web1 now says its pay_1 belongs to another of its orders: refused, not moved.
     h.capture(
         "web1",
         &[(
             Kind::Payment,
             "pay_1",
-            Some("1"),
-            payment("web1/1001", 3000),
+            Some("2"),
+            payment("web1/1002", 3000),
         )],
     )
     .await;
-    wait_until("web1's payment reaches the ERP", async || {
-        h.fake("erp").done_of("pay_1").len() == 1
-    })
-    .await;
-    h.capture(
-        "web2",
-        &[(
-            Kind::Payment,
-            "pay_1",
-            Some("1"),
-            payment("web2/2001", 1200),
-        )],
-    )
-    .await;
-    wait_until("processed and delivered", async || {
+    wait_until("processed", async || {
         h.journal_pending().await == 0 && h.drained().await
     })
     .await;
-    let erp = h.fake("erp").clone();
-    let sent: Vec<Value> = erp
-        .writes_of("pay_1")
-        .iter()
-        .map(|w| w.op.payload["order"].clone())
-        .collect();
-    assert_eq!(
-        sent,
-        [json!("web1/1001")],
-        "web2's payment never overwrote web1's"
-    );
     let dls = open_dead_letters(&h).await;
     assert_eq!(dls.len(), 1, "{dls:?}");
     assert_eq!(
         (dls[0].endpoint.as_str(), dls[0].kind),
-        ("web2", Kind::Payment)
+        ("web1", Kind::Payment)
     );
-    for part in ["pay_1", "web1/1001", "web2/2001"] {
+    for part in ["web1/1001:pay_1", "web1/1001", "web1/1002", "cannot move"] {
         assert!(dls[0].reason.contains(part), "{part}: {}", dls[0].reason);
     }
-    // web1's order keeps its own payment; web2's order has none.
-    for (key, payments) in [
-        ("web1/1001", json!({"pay_1": 3000})),
-        ("web2/2001", json!({})),
-    ] {
-        let hist = h.engine.order_history(key).await.unwrap().unwrap();
-        assert_eq!(hist.order.facts["payments"], payments, "{key}");
-    }
+    assert!(erp.writes_of("web1/1002:pay_1").is_empty());
+    let hist = h.engine.order_history("web1/1002").await.unwrap().unwrap();
+    assert_eq!(hist.order.facts["payments"], json!({}));
     h.stop().await;
 }
 

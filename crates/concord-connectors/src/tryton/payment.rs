@@ -50,9 +50,8 @@ fn form_values(r: &Value) -> Map<String, Value> {
 impl TrytonConnector {
     pub(super) async fn record_payment(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let p = &op.payload;
-        let id = str_at(p, "/id")
-            .or_else(|| Some(op.key.trim()).filter(|k| !k.is_empty()))
-            .ok_or_else(|| permanent("payload field `id` is required"))?;
+        // The record's own id, never `op.key` (`{order}:{id}`, see `concord_core::order_scoped_key`).
+        let id = str_at(p, "/id").ok_or_else(|| permanent("payload field `id` is required"))?;
         let order =
             str_at(p, "/order").ok_or_else(|| permanent("payload field `order` is required"))?;
         let status = str_at(p, "/status").unwrap_or("authorized");

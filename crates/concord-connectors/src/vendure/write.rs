@@ -539,7 +539,10 @@ impl VendureConnector {
     /// says so); the order follows to `Shipped` / `PartiallyShipped` / `Delivered`.
     async fn fulfill(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let p = &op.payload;
-        let shipment_id = str_at(p, "/id").unwrap_or(op.key.trim()).to_string();
+        // The record's own id, never `op.key` (`{order}:{id}`).
+        let shipment_id = str_at(p, "/id")
+            .ok_or_else(|| permanent("payload field `id` is required"))?
+            .to_string();
         let order_key =
             str_at(p, "/order").ok_or_else(|| permanent("payload field `order` is required"))?;
         let status = str_at(p, "/status").unwrap_or("shipped");
@@ -764,10 +767,10 @@ impl VendureConnector {
     /// `NothingToRefundError`, `RefundStateTransitionError`, …) are permanent, with the message.
     async fn refund(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let p = &op.payload;
-        let refund_id = str_at(p, "/id").unwrap_or(op.key.trim()).to_string();
-        if refund_id.is_empty() {
-            return Err(permanent("payload field `id` is required"));
-        }
+        // The record's own id, never `op.key` (`{order}:{id}`).
+        let refund_id = str_at(p, "/id")
+            .ok_or_else(|| permanent("payload field `id` is required"))?
+            .to_string();
         let order_key =
             str_at(p, "/order").ok_or_else(|| permanent("payload field `order` is required"))?;
         let amount = p

@@ -8,9 +8,10 @@
 //!   both addresses, absent ones sent as `null`), 409 after shipment → a permanent failure with
 //!   the ERP's reason; `cancel` → the sales order of `payload.reference` (else the xref, else the
 //!   key) is cancelled. Each outcome carries the ERP's acceptance version.
-//! - refund `create`/`upsert` → `POST /api/credit-notes` (idempotent by refund id; a return when
-//!   `restock` and lines).
-//! - payment `upsert`/`create`/`update` → `POST /api/payments` (idempotent by payment id).
+//! - refund `create`/`upsert` → `POST /api/credit-notes` (idempotent by order and refund id; a
+//!   return when `restock` and lines).
+//! - payment `upsert`/`create`/`update` → `POST /api/payments` (idempotent by order and payment
+//!   id; its external id is `{order}:{id}`, as the ERP's feed names it).
 //! - customer, product, stock, price: create-or-update by natural key.
 //!
 //! Shipments and invoices originate in the ERP: read only, writes are refused.
@@ -21,7 +22,7 @@
 use super::{done, id_of, str_field, unsupported, with_default, Common};
 use crate::sandbox::erp::ERP_KINDS;
 use async_trait::async_trait;
-use concord_core::Kind;
+use concord_core::{order_scoped_key, Kind};
 use concord_engine::connector::{
     BuildError, Capabilities, Captured, Connector, DeliveryError, EndpointSpec, KindCaps, Page,
     RateLimitProfile, ReadModes, ReadRequest, WebhookError, WriteModes, WriteOp, WriteOutcome,
@@ -62,7 +63,9 @@ impl SandboxErpConnector {
             }
             (Kind::Payment, "create" | "upsert" | "update") => {
                 let p = api.post(&["api", "payments"], &op.payload).await?.ok()?;
-                Ok(done(id_of(&p)?))
+                // The ERP's id for it: `{order}:{id}` (a channel's ids are unique only among its
+                // own records), as its feed names it.
+                Ok(done(order_scoped_key(str_field(&p, "order")?, &id_of(&p)?)))
             }
             (Kind::Customer, "create" | "upsert" | "update" | "update_only") => {
                 self.c.upsert_customer(op).await

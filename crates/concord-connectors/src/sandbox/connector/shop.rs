@@ -221,7 +221,8 @@ impl SandboxShopConnector {
             }
             (Kind::Shipment, "create" | "upsert" | "update") => {
                 let p = &op.payload;
-                let shipment_id = str_field(p, "id").unwrap_or(&op.key).to_string();
+                // The record's own id, never `op.key` (`{order}:{id}`).
+                let shipment_id = str_field(p, "id")?.to_string();
                 let order_key = str_field(p, "order")?;
                 let order_id = self.order_id(order_key, op).await?;
                 let body = json!({"shipment_id": shipment_id, "carrier": p.get("carrier"),
@@ -252,7 +253,7 @@ impl SandboxShopConnector {
                 api.post(&["api", "orders", &order_id, path], p)
                     .await?
                     .ok()?;
-                Ok(done(str_field(p, id_field).unwrap_or(&op.key)))
+                Ok(done(str_field(p, id_field)?))
             }
             (Kind::Order, "create" | "upsert" | "update")
                 if op.payload.get("status").and_then(Value::as_str) != Some("cancelled") =>

@@ -46,11 +46,14 @@
 //! - `GET /api/invoices?order=<key>` → `{"invoices":[…]}`: one invoice per order (`INV-n`),
 //!   `posted`, then `paid` once captured payments cover its total, `cancelled` with its order.
 //! - `POST /api/payments` (canonical payment; `order` = key or reference): recorded against the
-//!   order and its invoice (`invoice` filled in), idempotent by payment id (the same payment
-//!   again → 200, no change; a changed status → updated); unknown order or another currency →
-//!   422 naming the field. `GET /api/payments/{id}`.
+//!   order and its invoice (`invoice` filled in), idempotent by order and payment id (the same
+//!   payment again → 200, no change; a changed status → updated; a channel's ids are unique only
+//!   among its own records, so `pay_1` of two orders is two payments, fed as `{order}:{id}`);
+//!   unknown order or another currency → 422 naming the field. `GET /api/payments/{id}` (the
+//!   feed's id, `{order}:{id}` or `PAY-n`, else the first payment with that `id`).
 //! - `POST /api/credit-notes` (canonical refund) → 201 `{"id":"CN-n","refund":{…},"return":
-//!   "RMA-n"|null,"sales_order"}`, idempotent by the refund's `id` (again → 200, the same note).
+//!   "RMA-n"|null,"sales_order"}`, idempotent by order and the refund's `id` (again → 200, the
+//!   same note).
 //!   By lines (each on the order, never more than ordered less already credited; an amount of 0
 //!   means the lines' value) or by amount (at most what is not credited yet): otherwise 422
 //!   naming `lines[i].quantity` / `amount_minor`. `restock` with lines opens a customer return

@@ -1,7 +1,7 @@
 //! The ERP emulator's money and returns, independent of HTTP: one invoice per sales order,
-//! payments recorded against an order and its invoice (idempotent by payment id), credit notes
-//! for refunds (full or partial, by lines or by amount; idempotent by refund id) and customer
-//! returns, which put stock back on hand only when they are received.
+//! payments recorded against an order and its invoice (idempotent by order and payment id),
+//! credit notes for refunds (full or partial, by lines or by amount; idempotent by order and
+//! refund id) and customer returns, which put stock back on hand only when they are received.
 //!
 //! Everything is emitted in the feed under the state lock like any other change: invoices
 //! (`Kind::Invoice`, id = the invoice number, status `posted` → `paid` when captured payments
@@ -17,7 +17,7 @@ use super::state::{ErpError, ErpOrderStatus, ErpState, SalesOrder};
 use super::ErpInner;
 use crate::sandbox::core::lock;
 use concord_core::model::{ItemQty, Payment, Refund};
-use concord_core::{validate, Kind};
+use concord_core::{order_scoped_key, validate, Kind};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -95,9 +95,10 @@ pub struct CustomerReturn {
 pub(crate) struct Money {
     /// By number.
     pub invoices: BTreeMap<String, ErpInvoice>,
-    /// Canonical payments by payment id.
+    /// Canonical payments: a channel's by `{order}:{id}` (its ids are unique only among its own
+    /// records), the ERP's own by `PAY-<n>`. The key is the payment's id in the feed.
     pub payments: BTreeMap<String, Value>,
-    /// By refund id.
+    /// By `{order}:{refund id}`.
     pub credit_notes: BTreeMap<String, CreditNote>,
     /// By return id.
     pub returns: BTreeMap<String, CustomerReturn>,
@@ -235,8 +236,8 @@ impl ErpInner {
     }
 
     /// `POST /api/payments` (a canonical payment): recorded against the order it names (its
-    /// reference or canonical key) and the order's invoice, idempotent by payment id — the same
-    /// payment again is `(payment, false)` and changes nothing; a new status (captured →
+    /// reference or canonical key) and the order's invoice, idempotent by order and payment id —
+    /// the same payment again is `(payment, false)` and changes nothing; a new status (captured →
     /// refunded) updates it. Unknown order or another currency → 422 naming the field.
     pub fn record_payment(&self, body: Value) -> Result<(Value, bool), ErpError> {
         let v = validate(Kind::Payment, &body).map_err(invalid)?;
@@ -255,13 +256,14 @@ impl ErpInner {
             p.invoice = so.invoice.clone();
         }
         let rec = serde_json::to_value(&p).map_err(|e| ErpError::Invalid(e.to_string()))?;
-        if let Some(old) = st.money.payments.get(&p.id) {
+        let key = order_scoped_key(&p.order, &p.id);
+        if let Some(old) = st.money.payments.get(&key) {
             if *old == rec {
                 return Ok((old.clone(), false));
             }
         }
-        st.money.payments.insert(p.id.clone(), rec.clone());
-        self.core.emit(Kind::Payment, &p.id, rec.clone());
+        st.money.payments.insert(key.clone(), rec.clone());
+        self.core.emit(Kind::Payment, &key, rec.clone());
         self.core.count_writes(Kind::Payment, 1);
         self.settle(&mut st, &so.id);
         Ok((rec, true))
@@ -310,18 +312,19 @@ impl ErpInner {
     }
 
     /// `POST /api/credit-notes` (a canonical refund): a credit note against the order it names,
-    /// idempotent by refund id (the same refund again is `(note, false)`). By lines: each SKU
-    /// must be on the order and not credited beyond what was ordered; the amount, when 0, is the
+    /// idempotent by order and refund id (the same refund again is `(note, false)`). By lines:
+    /// each SKU must be on the order and not credited beyond what was ordered; the amount, when 0, is the
     /// lines' value. By amount: at most what is not credited yet. `restock` with lines opens a
     /// customer return (stock comes back only when it is received). 422 names the field.
     pub fn credit(&self, body: Value) -> Result<(CreditNote, bool), ErpError> {
         let v = validate(Kind::Refund, &body).map_err(invalid)?;
         let r: Refund = serde_json::from_value(v).map_err(|e| ErpError::Invalid(e.to_string()))?;
         let mut st = lock(&self.state);
-        if let Some(cn) = st.money.credit_notes.get(&r.id) {
+        let mut so = Self::order_ref(&st, "order", &r.order)?.clone();
+        let note_key = order_scoped_key(&so.key(), &r.id);
+        if let Some(cn) = st.money.credit_notes.get(&note_key) {
             return Ok((cn.clone(), false));
         }
-        let mut so = Self::order_ref(&st, "order", &r.order)?.clone();
         if r.currency != so.currency {
             return Err(ErpError::Invalid(format!(
                 "field `currency`: refund {} is in {} but sales order {} is in {}",
@@ -409,7 +412,7 @@ impl ErpInner {
             refund: r.clone(),
             return_id,
         };
-        st.money.credit_notes.insert(r.id.clone(), cn.clone());
+        st.money.credit_notes.insert(note_key, cn.clone());
         let rec = serde_json::to_value(&r).map_err(|e| ErpError::Invalid(e.to_string()))?;
         self.core.emit(Kind::Refund, &cn_id, rec);
         self.core.count_writes(Kind::Refund, 1);
@@ -477,8 +480,15 @@ impl ErpInner {
             .collect()
     }
 
+    /// A payment by its key in the feed (`{order}:{id}` or `PAY-<n>`), else the first whose
+    /// `id` is `id`.
     pub fn payment(&self, id: &str) -> Option<Value> {
-        lock(&self.state).money.payments.get(id).cloned()
+        let st = lock(&self.state);
+        st.money
+            .payments
+            .get(id)
+            .cloned()
+            .or_else(|| st.money.payments.values().find(|p| p["id"] == id).cloned())
     }
 
     pub fn credit_notes_of(&self, order: Option<&str>) -> Vec<CreditNote> {
