@@ -308,9 +308,76 @@ pub fn order_status(row: &Value) -> &'static str {
     }
 }
 
+/// The canonical order a `sale.sale` names, from its `reference` and its own `number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleOrder<'a> {
+    /// The channel, when the reference has one (`channel/number`).
+    pub channel: Option<&'a str>,
+    /// The channel's order number (the sale's own number when it has no reference).
+    pub number: &'a str,
+    /// The sale's reference when it is not the canonical key: a cancel-and-replace replacement
+    /// (`"{key}~{n}"`, see `concord_core::order_key_of_reference`).
+    pub reference: Option<&'a str>,
+}
+
+/// The canonical order of a sale: its `reference` is the canonical key `channel/number` Concord
+/// created it under, or `"{key}~{n}"` for the replacement of a cancelled-and-replaced sale —
+/// which is the same order `key`, not a new one. No reference: the sale's own number.
+pub fn sale_order<'a>(reference: &'a str, sale_number: &'a str) -> SaleOrder<'a> {
+    let reference = reference.trim();
+    let key = concord_core::order_key_of_reference(reference);
+    let replaced = (key != reference).then_some(reference);
+    let (channel, number) = match key.split_once('/') {
+        Some((c, n)) => (Some(c), n),
+        None if !key.is_empty() => (None, key),
+        None => (None, sale_number),
+    };
+    SaleOrder {
+        channel,
+        number,
+        reference: replaced,
+    }
+}
+
+/// The canonical order key that order-scoped records (shipments, invoices, payments, refunds)
+/// of a sale name, from the sale's `reference`: a replacement's `"{key}~{n}"` names `key`.
+pub fn order_key_of_sale(reference: &str) -> &str {
+    concord_core::order_key_of_reference(reference.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After cancel-and-replace the replacement sale's reference is `{key}~n`: it and its
+    /// shipments, invoices and payments belong to order `key`.
+    #[test]
+    fn a_replacement_sale_is_the_same_canonical_order() {
+        let so = |channel, number, reference| SaleOrder {
+            channel,
+            number,
+            reference,
+        };
+        assert_eq!(sale_order("web/1001", "SO7"), so(Some("web"), "1001", None));
+        assert_eq!(
+            sale_order("web/1001~2", "SO9"),
+            so(Some("web"), "1001", Some("web/1001~2"))
+        );
+        assert_eq!(
+            sale_order(" web/1001~12 ", "SO9"),
+            so(Some("web"), "1001", Some("web/1001~12"))
+        );
+        // Not a replacement suffix: kept as the channel's number.
+        assert_eq!(
+            sale_order("web/1001~x", "SO9"),
+            so(Some("web"), "1001~x", None)
+        );
+        assert_eq!(sale_order("PO-77", "SO9"), so(None, "PO-77", None));
+        assert_eq!(sale_order("", "SO9"), so(None, "SO9", None));
+        assert_eq!(order_key_of_sale("web/1001~2"), "web/1001");
+        assert_eq!(order_key_of_sale("web/1001"), "web/1001");
+        assert_eq!(order_key_of_sale("web/1001~1"), "web/1001~1");
+    }
 
     #[test]
     fn timestamps_round_trip_with_fixed_width() {

@@ -6,8 +6,9 @@
 
 use super::changes::{changed_since, ChangedRows};
 use super::mapping::{
-    address_record, date_from_tryton, format_ts, invoice_status, money_minor, order_status,
-    price_record, product_external_id, product_record, qty, shipment_status, sku_of, stock_record,
+    address_record, date_from_tryton, format_ts, invoice_status, money_minor, order_key_of_sale,
+    order_status, price_record, product_external_id, product_record, qty, sale_order,
+    shipment_status, sku_of, stock_record,
 };
 use super::{Directory, TrytonConnector};
 use chrono::NaiveDateTime;
@@ -458,7 +459,8 @@ impl TrytonConnector {
         Ok(out)
     }
 
-    /// `sale.line` id → the sale's reference (the canonical order key).
+    /// `sale.line` id → the canonical order key of its sale (the sale's reference; a
+    /// replacement sale's `{key}~n` names order `key`).
     async fn sale_refs_of_lines(
         &self,
         lines: &[i64],
@@ -483,7 +485,7 @@ impl TrytonConnector {
                     .pointer("/sale./reference")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())?;
-                Some((id_of(r)?, reference.to_string()))
+                Some((id_of(r)?, order_key_of_sale(reference).to_string()))
             })
             .collect())
     }
@@ -551,11 +553,8 @@ impl TrytonConnector {
                 .find(|m| m.get("party").and_then(Value::as_i64) == party);
             let reference = r.get("reference").and_then(Value::as_str).unwrap_or("");
             let number = r.get("number").and_then(Value::as_str).unwrap_or("");
-            let (channel, num) = match reference.split_once('/') {
-                Some((c, n)) => (Some(c), n),
-                None if !reference.is_empty() => (None, reference),
-                None => (None, number),
-            };
+            // A replacement sale (`{key}~n`) is the same canonical order `key`.
+            let canonical = sale_order(reference, number);
             let order_lines: Vec<Value> = lines
                 .iter()
                 .filter(|l| l.get("sale").and_then(Value::as_i64) == Some(sid))
@@ -567,14 +566,17 @@ impl TrytonConnector {
                 })
                 .collect();
             let mut rec = json!({
-                "number": num,
+                "number": canonical.number,
                 "customer": {"email": mech.and_then(|m| m.get("value")).and_then(Value::as_str).unwrap_or("")},
                 "status": order_status(r),
                 "currency": r.pointer("/currency./code").and_then(Value::as_str).unwrap_or(""),
                 "lines": order_lines,
             });
-            if let Some(c) = channel {
+            if let Some(c) = canonical.channel {
                 rec["channel"] = json!(c);
+            }
+            if let Some(r) = canonical.reference {
+                rec["reference"] = json!(r);
             }
             if !number.is_empty() {
                 rec["erp_number"] = json!(number);
