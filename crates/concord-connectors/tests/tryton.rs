@@ -1251,6 +1251,65 @@ async fn tryton_sales_are_amended_before_shipment_and_refused_after() {
     }
 }
 
+/// After cancel-and-replace the replacement sale's reference is `{key}~2`: read back it is the
+/// same canonical order `key` (its reference kept in the record) — not a new order `{key}~2` —
+/// and its shipment and invoice name order `key`, so the hub keys them `key:…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replacement_sale_reads_back_as_its_canonical_order() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let run = run_id();
+    let tryton = concord_connectors::build(&tryton_spec(&e)).expect("build");
+    let channel = format!("t{run}a");
+    let key = format!("{channel}/replaced");
+    let replacement = format!("{key}~2");
+    let mut create = lifecycle_op("create", &key, &[("SKU-0002", 1)], "1 Main Street");
+    create.payload["reference"] = json!(replacement);
+    let sale = done_id(&tryton.write(vec![create]).await);
+    // The accountant posts its invoice (draft invoices are not read).
+    let erp = Erp::new(&e);
+    let invoices = erp.sale(sale, &["invoices"]).await["invoices"].clone();
+    erp.call("account.invoice", "post", vec![invoices]).await;
+    let read = |kind| {
+        let tryton = tryton.clone();
+        async move {
+            tryton
+                .read_changes(ReadRequest {
+                    kind,
+                    cursor: None,
+                    limit: 10_000,
+                    overlap: Duration::ZERO,
+                })
+                .await
+                .expect("read")
+                .records
+        }
+    };
+    let orders = read(Kind::Order).await;
+    let order = orders
+        .iter()
+        .find(|c| c.external_id == sale.to_string())
+        .expect("the sale is read");
+    let record = concord_core::validate(Kind::Order, &order.record).expect("canonical");
+    assert_eq!(
+        concord_core::natural_key(Kind::Order, &record, "erp").expect("key"),
+        key,
+        "{record}"
+    );
+    assert_eq!(record["reference"], json!(replacement));
+    // Its waiting shipment and its posted invoice name order `key`.
+    for kind in [Kind::Shipment, Kind::Invoice] {
+        let mine: Vec<String> = read(kind)
+            .await
+            .iter()
+            .filter_map(|c| c.record["order"].as_str())
+            .filter(|o| o.starts_with(&channel))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(mine, [key.clone()], "{kind}");
+    }
+}
+
 /// Cancellation after acceptance: a processing sale (shipment waiting, draft invoice) is
 /// cancelled — shipment and invoice cancelled, Tryton ends the sale with nothing shipped or
 /// invoiced, and the connector reads it back as `cancelled`; a replay is a no-op; a sale whose
