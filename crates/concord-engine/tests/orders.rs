@@ -1514,3 +1514,73 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
     assert!(open_dead_letters(&h).await.is_empty());
     h.stop().await;
 }
+
+/// After cancel-and-replace the ERP reports its original order cancelled — it was, for the
+/// replacement `web/1001~2`. That ERP order is superseded, not the hub's order: the hub's order
+/// stays open and the channel is not told to cancel it. The replacement's own reports (it names
+/// `reference = web/1001~2`) still apply: its cancellation cancels the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_erps_superseded_original_order_does_not_cancel_the_order() {
+    let flows = format!("{ORDERS_TO_ERP}{}", back_flow("order"));
+    let h = Harness::start(
+        &config_text(&["web", "erp"], &[], &flows),
+        vec![
+            Fake::new("web", &[Kind::Order]),
+            Fake::new("erp", &[Kind::Order]),
+        ],
+    )
+    .await;
+    place_then_edit(&h).await;
+    let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
+    wait_until("the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 3 && h.drained().await
+    })
+    .await;
+    let erp_order = |status: &str, reference: Option<&str>| {
+        let mut o = order("1001", &[("A", 3), ("C", 1)], status);
+        o["channel"] = json!("web");
+        if let Some(r) = reference {
+            o["reference"] = json!(r);
+        }
+        o
+    };
+    h.capture(
+        "erp",
+        &[(Kind::Order, "SO-1", Some("5"), erp_order("cancelled", None))],
+    )
+    .await;
+    wait_until("processed", async || {
+        h.journal_pending().await == 0 && h.drained().await
+    })
+    .await;
+    assert_eq!(state(&h, "web/1001").await, "accepted");
+    let to_web: Vec<String> = web
+        .writes_of("web/1001")
+        .iter()
+        .map(|w| w.op.op.clone())
+        .collect();
+    assert!(!to_web.iter().any(|op| op == "cancel"), "{to_web:?}");
+    let hist = h.engine.order_history("web/1001").await.unwrap().unwrap();
+    let note = hist
+        .journal
+        .iter()
+        .filter(|j| j.endpoint == "erp")
+        .filter_map(|j| j.note.clone())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(note.contains("superseded"), "{note}");
+    assert!(open_dead_letters(&h).await.is_empty());
+    // The replacement cancelled at the ERP: that is the order's.
+    h.capture(
+        "erp",
+        &[(
+            Kind::Order,
+            "SO-2",
+            Some("6"),
+            erp_order("cancelled", Some("web/1001~2")),
+        )],
+    )
+    .await;
+    wait_state(&h, "web/1001", "cancelled").await;
+    h.stop().await;
+}

@@ -319,6 +319,18 @@ impl<'a> Planner<'a> {
                 }
             }
         }
+        // An ERP order superseded by cancel-and-replace reports the fate of that ERP order (its
+        // cancellation, for the replacement), not of the canonical order: skipped, not merged.
+        if let Some(note) = superseded(
+            e.kind,
+            &key,
+            &e.endpoint,
+            self.orders.reference(&key).as_deref(),
+            &record,
+        ) {
+            self.done(&e, JournalStatus::Processed, note, Some(key));
+            return Ok(());
+        }
         // Order-scoped records are keyed `{order}:{id}`, so the same id under two orders is
         // two records. Only an xref can resolve a record to a key of another order (a record
         // whose `order` changed at its source, or an endpoint reusing an external id): refused
@@ -818,6 +830,33 @@ fn is_older(new: &str, applied: &str) -> bool {
                 && new < applied
         }
     }
+}
+
+/// For an order record from an endpoint other than its channel (an ERP): `Some(note)` when it
+/// reports an ERP order that cancel-and-replace superseded — the order has a replacement
+/// reference (`current`) and the record names another one (no `reference`: the key, i.e. the
+/// original). ERP connectors report a replacement's `reference` (see `Order::reference`).
+fn superseded(
+    kind: Kind,
+    key: &str,
+    endpoint: &str,
+    current: Option<&str>,
+    record: &Value,
+) -> Option<String> {
+    if kind != Kind::Order || record.get("channel").and_then(Value::as_str) == Some(endpoint) {
+        return None;
+    }
+    let current = current?;
+    let says = record
+        .get("reference")
+        .and_then(Value::as_str)
+        .unwrap_or(key);
+    (says != current).then(|| {
+        format!(
+            "superseded: `{endpoint}` reports its order `{says}`, which cancel-and-replace \
+             replaced by `{current}`; its state is not the order's (skipped, not merged)"
+        )
+    })
 }
 
 /// For an order-scoped record: `Some(reason)` when the hub's record under `key` belongs to
