@@ -1306,7 +1306,7 @@ async fn a_replacement_sale_reads_back_as_its_canonical_order() {
             .filter(|o| o.starts_with(&channel))
             .map(str::to_string)
             .collect();
-        assert_eq!(mine, [key.clone()], "{kind}");
+        assert_eq!(mine, [key.as_str()], "{kind}");
     }
 }
 
