@@ -1584,3 +1584,104 @@ async fn the_erps_superseded_original_order_does_not_cancel_the_order() {
     wait_state(&h, "web/1001", "cancelled").await;
     h.stop().await;
 }
+
+/// A store from before order-scoped keys: web1's `pay_1` is keyed by the bare id `pay_1`, and
+/// (as the c21c850 guard left it) web2's external id `pay_1` is cross-referenced to that
+/// record although web2 never wrote it. After the upgrade web2's `pay_1` is its own payment of
+/// its own order (`web2/2001:pay_1`), delivered — not refused as another order's — and web1's
+/// updates still reach the record under its old key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_id_key_from_an_older_store_is_not_another_channels_payment() {
+    let flows = r#"
+[[flows]]
+name = "payments"
+kind = "payment"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web1", "web2"]
+to = ["erp"]
+"#;
+    let kinds = [Kind::Order, Kind::Payment];
+    let h = Harness::start(
+        &config_text(&["web1", "web2", "erp"], &[], flows),
+        vec![
+            Fake::new("web1", &kinds),
+            Fake::new("web2", &kinds),
+            Fake::new("erp", &kinds),
+        ],
+    )
+    .await;
+    let payment = |order: &str, amount: i64| {
+        json!({"id": "pay_1", "order": order, "amount_minor": amount, "currency": "USD",
+               "status": "captured"})
+    };
+    let old = payment("web1/1001", 3000);
+    let mut batch = concord_store::ProcessBatch::default();
+    batch.entities.push(concord_store::EntityWrite {
+        kind: Kind::Payment,
+        key: "pay_1".into(),
+        hash: concord_core::content_hash(&old),
+        state: old,
+        endpoint: "web1".into(),
+        version: "1".into(),
+        at: 1,
+    });
+    for endpoint in ["web1", "web2"] {
+        batch.xrefs.push(concord_store::Xref {
+            endpoint: endpoint.into(),
+            kind: Kind::Payment,
+            external_id: "pay_1".into(),
+            key: "pay_1".into(),
+        });
+    }
+    h.store.apply(batch, 1).await.unwrap();
+    h.capture(
+        "web2",
+        &[(
+            Kind::Payment,
+            "pay_1",
+            Some("1"),
+            payment("web2/2001", 1200),
+        )],
+    )
+    .await;
+    h.capture(
+        "web1",
+        &[(
+            Kind::Payment,
+            "pay_1",
+            Some("2"),
+            payment("web1/1001", 2900),
+        )],
+    )
+    .await;
+    let erp = h.fake("erp").clone();
+    wait_until("both payments reach the ERP", async || {
+        erp.done_of("web2/2001:pay_1").len() == 1
+            && erp.done_of("pay_1").len() == 1
+            && h.journal_pending().await == 0
+            && h.drained().await
+    })
+    .await;
+    assert_eq!(
+        erp.done_of("web2/2001:pay_1")[0].op.payload["amount_minor"],
+        1200
+    );
+    assert_eq!(erp.done_of("pay_1")[0].op.payload["amount_minor"], 2900);
+    let dls = open_dead_letters(&h).await;
+    assert!(dls.is_empty(), "{dls:?}");
+    let web1 = h
+        .store
+        .entity(Kind::Payment, "pay_1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(web1.state["order"], "web1/1001");
+    assert!(h
+        .store
+        .entity(Kind::Payment, "web1/1001:pay_1")
+        .await
+        .unwrap()
+        .is_none());
+    h.stop().await;
+}

@@ -284,7 +284,7 @@ impl<'a> Planner<'a> {
                     .await?
             }
         };
-        let key = match known {
+        let mut key = match known {
             Some(k) => k,
             None => match natural_key(e.kind, &record, &e.endpoint) {
                 Ok(k) => {
@@ -306,7 +306,16 @@ impl<'a> Planner<'a> {
                 }
             },
         };
-        let current = self.entity(e.kind, &key).await?;
+        let mut current = self.entity(e.kind, &key).await?;
+        // A store from before order-scoped keys may map this endpoint's id to another order's
+        // record keyed by the bare id (see `legacy_miscorrelation`): the record is its own.
+        if let Some(own) = current
+            .as_ref()
+            .and_then(|cur| legacy_miscorrelation(e.kind, &key, cur, &e.endpoint, &record))
+        {
+            key = own;
+            current = self.entity(e.kind, &key).await?;
+        }
         if let Some(cur) = &current {
             if let Some(prev) = cur.versions.get(&e.endpoint) {
                 if is_older(&e.version, prev) {
@@ -830,6 +839,30 @@ fn is_older(new: &str, applied: &str) -> bool {
                 && new < applied
         }
     }
+}
+
+/// For an order-scoped record resolved through an xref to `key`: `Some(its own key)` when that
+/// xref is a mis-correlation left by a store from before order-scoped keys — `key` is a bare id
+/// (not `{order}:{id}` of the record under it), that record belongs to another order, and this
+/// endpoint never wrote it (its id only matched another channel's by chance). A record of the
+/// hub's own keying, or one this endpoint wrote, is not re-resolved: its order changing is
+/// refused by [`other_order`].
+fn legacy_miscorrelation(
+    kind: Kind,
+    key: &str,
+    current: &Entity,
+    endpoint: &str,
+    incoming: &Value,
+) -> Option<String> {
+    if !kind.is_order_scoped() || current.versions.contains_key(endpoint) {
+        return None;
+    }
+    let had = current.state.get("order").and_then(Value::as_str)?;
+    let says = incoming.get("order").and_then(Value::as_str)?;
+    let legacy = natural_key(kind, &current.state, endpoint).ok()? != key;
+    (had != says && legacy)
+        .then(|| natural_key(kind, incoming, endpoint).ok())
+        .flatten()
 }
 
 /// For an order record from an endpoint other than its channel (an ERP): `Some(note)` when it
