@@ -1,10 +1,12 @@
 //! The processor: journal entries → entity state → outbox items, one batch per transaction.
 //!
 //! For each pending journal entry, in journal order: resolve its canonical key (xref, else the
-//! natural key — correlation), drop it if stale, merge it under field ownership, and when the
-//! entity changed plan a delivery to every destination of every flow that takes this kind from
-//! this source: order-scoped routing, jq filter, jq outbound mapping, skip when the destination
-//! already has (or is about to get) the same hash, park when dependencies are unknown there.
+//! natural key — correlation; order-scoped records are keyed `{order}:{id}`), drop it if stale
+//! or if it reports an ERP order that cancel-and-replace superseded, refuse an order-scoped
+//! record whose order changed, merge it under field ownership, and when the entity changed plan
+//! a delivery to every destination of every flow that takes this kind from this source:
+//! order-scoped routing, jq filter, jq outbound mapping, skip when the destination already has
+//! (or is about to get) the same hash, park when dependencies are unknown there.
 //!
 //! Architecture invariant: exactly one processor runs per store, and it commits everything it
 //! decided for a batch in one `Store::apply`, together with the journal status. A crash between
