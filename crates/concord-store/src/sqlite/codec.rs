@@ -138,18 +138,7 @@ type RawJournal = (
 );
 
 pub(crate) fn raw_journal(r: &Row<'_>) -> rusqlite::Result<RawJournal> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-    ))
+    r.try_into()
 }
 
 pub(crate) fn journal_entry(raw: RawJournal) -> Result<JournalEntry, StoreError> {
@@ -320,15 +309,7 @@ type RawAudit = (
 );
 
 pub(crate) fn raw_audit(r: &Row<'_>) -> rusqlite::Result<RawAudit> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    r.try_into()
 }
 
 pub(crate) fn stored_audit(raw: RawAudit) -> Result<StoredAudit, StoreError> {

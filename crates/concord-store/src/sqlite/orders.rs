@@ -236,14 +236,7 @@ const ORDER_COLS: &str = "key, channel, state, facts, accepted_at, updated_at";
 type RawOrder = (String, String, String, String, Option<Millis>, Millis);
 
 fn raw_order(r: &Row<'_>) -> rusqlite::Result<RawOrder> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-    ))
+    r.try_into()
 }
 
 fn order_from(raw: RawOrder) -> Result<OrderSummary> {
@@ -353,21 +346,8 @@ fn events(conn: &Connection, key: &str) -> Result<Vec<OrderEvent>> {
              FROM order_events WHERE key = ?1 ORDER BY id",
         )
         .and_then(|mut s| {
-            s.query_map([key], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([key], |r| r.try_into())?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("read order events"))?;
     raws.into_iter()
@@ -441,19 +421,8 @@ fn attempts_of(conn: &Connection, kind: Kind, key: &str) -> Result<Vec<DeliveryA
              WHERE kind = ?1 AND key = ?2 ORDER BY id",
         )
         .and_then(|mut s| {
-            s.query_map(params![kind.as_str(), key], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map(params![kind.as_str(), key], |r| r.try_into())?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("read delivery attempts"))?;
     Ok(raws
@@ -532,17 +501,8 @@ pub(crate) fn parked(conn: &Connection, limit: usize) -> Result<Vec<ParkedItem>>
              WHERE state = 'parked' ORDER BY id LIMIT ?1",
         )
         .and_then(|mut s| {
-            s.query_map([codec::limit(limit)], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
+            s.query_map([codec::limit(limit)], |r| r.try_into())?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("read parked items"))?;
     let mut out = Vec::with_capacity(raws.len());
