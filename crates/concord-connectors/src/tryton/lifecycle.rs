@@ -33,7 +33,7 @@
 //! touch a posted invoice (refunds go through credit notes, see [`super::refund`]).
 
 use super::mapping::{minor_to_decimal, money_minor, qty};
-use super::write::{first_id, permanent, sale_reference, str_at};
+use super::write::{id_of, ids_of, permanent, sale_reference, state_of, str_at};
 use super::TrytonConnector;
 use concord_engine::connector::{DeliveryError, WriteOp, WriteOutcome};
 use serde_json::{json, Value};
@@ -45,18 +45,12 @@ const AMENDMENT: &str = "Concord order edit";
 /// Shipment states after which goods have left the shelf: no edit or cancel any more.
 const GOODS_LEFT: &[&str] = &["picked", "packed", "shipped", "done"];
 
-fn ids_of(v: Option<&Value>) -> Vec<i64> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default()
-}
-
-fn id_of(v: &Value) -> Option<i64> {
-    v.get("id").and_then(Value::as_i64)
-}
-
-fn state_of(v: &Value) -> &str {
-    v.get("state").and_then(Value::as_str).unwrap_or("")
+/// The first of `invoices` (rows with `state`) that is neither draft nor cancelled: posted or
+/// paid, so its sale can no longer be cancelled.
+fn first_posted(invoices: &[Value]) -> Option<&Value> {
+    invoices
+        .iter()
+        .find(|i| !matches!(state_of(i), "draft" | "cancelled"))
 }
 
 impl TrytonConnector {
@@ -323,19 +317,13 @@ impl TrytonConnector {
                 .model("sale.amendment", "delete", vec![json!(stale)])
                 .await?;
         }
-        let created = self
-            .rpc
-            .model(
+        let amendment = self
+            .create_one(
                 "sale.amendment",
-                "create",
-                vec![json!([{"sale": sale, "description": AMENDMENT,
-                             "lines": [["create", actions]]}])],
+                json!({"sale": sale, "description": AMENDMENT,
+                       "lines": [["create", actions]]}),
             )
             .await?;
-        let amendment = first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("sale.amendment.create answered {created}"),
-            retry_after: None,
-        })?;
         self.rpc
             .model(
                 "sale.amendment",
@@ -350,19 +338,8 @@ impl TrytonConnector {
     /// so that the engine may cancel and replace it — unless an invoice of it is posted, which
     /// makes the cancel fail as well (see [`Self::cancel_processing`]): then permanent.
     async fn cannot_amend(&self, sale: &Value, why: String) -> Result<WriteOutcome, DeliveryError> {
-        let invoices = self
-            .rpc
-            .read_ctx(
-                "account.invoice",
-                &ids_of(sale.get("invoices")),
-                &["state"],
-                &json!({}),
-            )
-            .await?;
-        if let Some(posted) = invoices
-            .iter()
-            .find(|i| !matches!(state_of(i), "draft" | "cancelled"))
-        {
+        let invoices = self.invoice_states(sale).await?;
+        if let Some(posted) = first_posted(&invoices) {
             return Err(permanent(format!(
                 "{why}; nor can it be cancelled and replaced: its invoice {} is {}",
                 id_of(posted).unwrap_or(0),
@@ -370,6 +347,18 @@ impl TrytonConnector {
             )));
         }
         Ok(WriteOutcome::CannotAmend { reason: why })
+    }
+
+    /// The `state` of each invoice of `sale` (a `sale.sale` row read with `invoices`).
+    async fn invoice_states(&self, sale: &Value) -> Result<Vec<Value>, DeliveryError> {
+        self.rpc
+            .read_ctx(
+                "account.invoice",
+                &ids_of(sale.get("invoices")),
+                &["state"],
+                &json!({}),
+            )
+            .await
     }
 
     /// Cancel the sale of this order (see the module doc for what each state becomes).
@@ -447,19 +436,8 @@ impl TrytonConnector {
                 "sale {sale} (`{reference}`) has goods picked or shipped in Tryton: it cannot be cancelled (return them instead)"
             )));
         }
-        let invoices = self
-            .rpc
-            .read_ctx(
-                "account.invoice",
-                &ids_of(row.get("invoices")),
-                &["state"],
-                &json!({}),
-            )
-            .await?;
-        if let Some(posted) = invoices
-            .iter()
-            .find(|i| !matches!(state_of(i), "draft" | "cancelled"))
-        {
+        let invoices = self.invoice_states(row).await?;
+        if let Some(posted) = first_posted(&invoices) {
             return Err(permanent(format!(
                 "sale {sale} (`{reference}`) has invoice {} {} in Tryton: it cannot be cancelled (refund it with a credit note instead)",
                 id_of(posted).unwrap_or(0),

@@ -33,25 +33,11 @@
 //! second credit note or return for one refund id.
 
 use super::mapping::{minor_to_decimal, money_minor, qty};
-use super::write::{first_id, permanent, str_at};
+use super::write::{copy_set_fields, id_of, ids_of, permanent, state_of, str_at};
 use super::TrytonConnector;
 use concord_engine::connector::{DeliveryError, WriteOp, WriteOutcome};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-fn ids_of(v: Option<&Value>) -> Vec<i64> {
-    v.and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default()
-}
-
-fn id_of(v: &Value) -> Option<i64> {
-    v.get("id").and_then(Value::as_i64)
-}
-
-fn state_of(v: &Value) -> &str {
-    v.get("state").and_then(Value::as_str).unwrap_or("")
-}
 
 /// The `reference` Concord gives the credit note and return sale of refund `id` of `order`.
 pub fn refund_reference(order: &str, id: &str) -> String {
@@ -304,27 +290,20 @@ impl TrytonConnector {
             "type": "out", "reference": marker, "description": format!("Refund for {order}"),
             "lines": [["create", credit]],
         });
-        for f in [
-            "party",
-            "invoice_address",
-            "company",
-            "currency",
-            "account",
-            "journal",
-            "payment_term",
-        ] {
-            if let Some(v) = inv.get(f).filter(|v| !v.is_null()) {
-                note[f] = v.clone();
-            }
-        }
-        let created = self
-            .rpc
-            .model("account.invoice", "create", vec![json!([note])])
-            .await?;
-        let id = first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("account.invoice.create answered {created}"),
-            retry_after: None,
-        })?;
+        copy_set_fields(
+            &mut note,
+            inv,
+            &[
+                "party",
+                "invoice_address",
+                "company",
+                "currency",
+                "account",
+                "journal",
+                "payment_term",
+            ],
+        );
+        let id = self.create_one("account.invoice", note).await?;
         self.post_if(&[id], posted).await?;
         Ok(id)
     }
@@ -410,27 +389,20 @@ impl TrytonConnector {
                     "description": format!("Return for {order}"),
                     "lines": [["create", ret_lines]],
                 });
-                for f in [
-                    "party",
-                    "invoice_address",
-                    "shipment_address",
-                    "warehouse",
-                    "company",
-                    "currency",
-                    "payment_term",
-                ] {
-                    if let Some(v) = orig.get(f).filter(|v| !v.is_null()) {
-                        new[f] = v.clone();
-                    }
-                }
-                let created = self
-                    .rpc
-                    .model("sale.sale", "create", vec![json!([new])])
-                    .await?;
-                let id = first_id(&created).ok_or_else(|| DeliveryError::Transient {
-                    reason: format!("sale.sale.create answered {created}"),
-                    retry_after: None,
-                })?;
+                copy_set_fields(
+                    &mut new,
+                    orig,
+                    &[
+                        "party",
+                        "invoice_address",
+                        "shipment_address",
+                        "warehouse",
+                        "company",
+                        "currency",
+                        "payment_term",
+                    ],
+                );
+                let id = self.create_one("sale.sale", new).await?;
                 (id, "draft".to_string())
             }
         };

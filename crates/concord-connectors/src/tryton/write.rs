@@ -36,6 +36,33 @@ pub(super) fn first_id(v: &Value) -> Option<i64> {
     v.as_array()?.first()?.as_i64()
 }
 
+/// The ids in a Tryton many2many / one2many field value (`[1, 2]`); none when absent.
+pub(super) fn ids_of(v: Option<&Value>) -> Vec<i64> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+/// A read row's `id`.
+pub(super) fn id_of(v: &Value) -> Option<i64> {
+    v.get("id").and_then(Value::as_i64)
+}
+
+/// A read row's `state` (`""` when absent).
+pub(super) fn state_of(v: &Value) -> &str {
+    v.get("state").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Copy each of `fields` that `from` has and is not null into `to` (a new record taking over
+/// an existing one's party, addresses, company...).
+pub(super) fn copy_set_fields(to: &mut Value, from: &Value, fields: &[&str]) {
+    for f in fields {
+        if let Some(v) = from.get(*f).filter(|v| !v.is_null()) {
+            to[*f] = v.clone();
+        }
+    }
+}
+
 /// The reference the sale of an order op is keyed by: `payload.reference` when present (the
 /// engine's cancel-and-replace sets `{key}~{n}` on a replacement and the old reference on a
 /// cancel), else the canonical key.
@@ -66,6 +93,22 @@ fn norm(s: &str) -> String {
 }
 
 impl TrytonConnector {
+    /// `model.create` of one record; its id, or a transient error when Tryton answers none.
+    pub(super) async fn create_one(
+        &self,
+        model: &str,
+        record: Value,
+    ) -> Result<i64, DeliveryError> {
+        let created = self
+            .rpc
+            .model(model, "create", vec![json!([record])])
+            .await?;
+        first_id(&created).ok_or_else(|| DeliveryError::Transient {
+            reason: format!("{model}.create answered {created}"),
+            retry_after: None,
+        })
+    }
+
     pub(super) async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         match (op.kind, op.op.as_str()) {
             (Kind::Order, "cancel") => self.cancel_sale(op).await,
@@ -260,14 +303,7 @@ impl TrytonConnector {
         }
         let mut addr = address_to_tryton(a, self.country(a).await?);
         addr["party"] = json!(party);
-        let created = self
-            .rpc
-            .model("party.address", "create", vec![json!([addr])])
-            .await?;
-        first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("party.address.create answered {created}"),
-            retry_after: None,
-        })
+        self.create_one("party.address", addr).await
     }
 
     /// Sale lines (`sale.line` create values) of an order payload's `lines`; an unknown SKU
@@ -344,14 +380,7 @@ impl TrytonConnector {
         if let Some(number) = str_at(p, "/number") {
             sale["description"] = json!(format!("Order {number}"));
         }
-        let created = self
-            .rpc
-            .model("sale.sale", "create", vec![json!([sale])])
-            .await?;
-        first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("sale.sale.create answered {created}"),
-            retry_after: None,
-        })
+        self.create_one("sale.sale", sale).await
     }
 
     pub(super) async fn product_by_code(
@@ -437,14 +466,7 @@ impl TrytonConnector {
             None => json!({}),
         };
         addr["party"] = json!(party);
-        let created = self
-            .rpc
-            .model("party.address", "create", vec![json!([addr])])
-            .await?;
-        first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("party.address.create answered {created}"),
-            retry_after: None,
-        })
+        self.create_one("party.address", addr).await
     }
 
     /// The Tryton country id of a canonical address's country, when Tryton has it.
@@ -499,14 +521,7 @@ impl TrytonConnector {
         if !addresses.is_empty() {
             party["addresses"] = json!([["create", addresses]]);
         }
-        let created = self
-            .rpc
-            .model("party.party", "create", vec![json!([party])])
-            .await?;
-        first_id(&created).ok_or_else(|| DeliveryError::Transient {
-            reason: format!("party.party.create answered {created}"),
-            retry_after: None,
-        })
+        self.create_one("party.party", party).await
     }
 
     /// Customers are correlated by e-mail: found → its name is updated when it differs (Tryton
