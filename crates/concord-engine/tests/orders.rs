@@ -79,6 +79,25 @@ const ALL_KINDS: [Kind; 6] = [
     Kind::Customer,
 ];
 
+/// Start the channel `web` and the ERP `erp` (fakes both handling `kinds`) with `flows`;
+/// `erp` shapes the ERP's fake (`|erp| erp.with_amend()`, or `|erp| erp` for the plain one).
+async fn web_and_erp(flows: &str, kinds: &[Kind], erp: impl FnOnce(Fake) -> Fake) -> Harness {
+    web_and_erp_with_config(&config_text(&["web", "erp"], &[], flows), kinds, erp).await
+}
+
+/// [`web_and_erp`] with a whole config text instead of just its flows.
+async fn web_and_erp_with_config(
+    config: &str,
+    kinds: &[Kind],
+    erp: impl FnOnce(Fake) -> Fake,
+) -> Harness {
+    Harness::start(
+        config,
+        vec![Fake::new("web", kinds), erp(Fake::new("erp", kinds))],
+    )
+    .await
+}
+
 async fn state(h: &Harness, key: &str) -> String {
     h.engine
         .order_history(key)
@@ -138,11 +157,7 @@ async fn the_state_machine_runs_through_the_engine() {
         back_flow("invoice"),
         back_flow("payment")
     );
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![Fake::new("web", &ALL_KINDS), Fake::new("erp", &ALL_KINDS)],
-    )
-    .await;
+    let h = web_and_erp(&flows, &ALL_KINDS, |erp| erp).await;
     let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
     let key = "web/1001";
     h.capture(
@@ -385,14 +400,7 @@ async fn place_then_edit(h: &Harness) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_is_amended_where_the_erp_can_amend() {
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp.with_amend()).await;
     place_then_edit(&h).await;
     let erp = h.fake("erp").clone();
     wait_until("the amend is delivered", async || {
@@ -414,14 +422,7 @@ async fn an_edit_is_amended_where_the_erp_can_amend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_cancels_and_replaces_where_the_erp_cannot_amend() {
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]),
-        ],
-    )
-    .await;
+    let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp).await;
     place_then_edit(&h).await;
     let erp = h.fake("erp").clone();
     wait_until("the replacement is delivered", async || {
@@ -468,14 +469,7 @@ async fn an_edit_is_refused_under_the_reject_policy() {
         "{}\n[orders]\nedits = \"reject\"\n",
         config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
     );
-    let h = Harness::start(
-        &config,
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]),
-        ],
-    )
-    .await;
+    let h = web_and_erp_with_config(&config, &[Kind::Order], |erp| erp).await;
     place_then_edit(&h).await;
     let dl = open_dead_letters(&h).await;
     assert_eq!(dl.len(), 1, "{dl:?}");
@@ -504,13 +498,9 @@ async fn an_edit_is_refused_under_the_reject_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_after_shipment_is_refused_with_a_reason() {
     let flows = format!("{ORDERS_TO_ERP}{}", back_flow("shipment"));
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &[Kind::Order, Kind::Shipment]),
-            Fake::new("erp", &[Kind::Order, Kind::Shipment]).with_amend(),
-        ],
-    )
+    let h = web_and_erp(&flows, &[Kind::Order, Kind::Shipment], |erp| {
+        erp.with_amend()
+    })
     .await;
     h.capture(
         "web",
@@ -594,14 +584,7 @@ async fn held(h: &Harness, sku: &str) -> i64 {
 async fn reservations_follow_edits_and_cancellations() {
     let flows = format!("{ORDERS_TO_ERP}{POOL}");
     let kinds = [Kind::Order, Kind::Stock];
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &kinds),
-            Fake::new("erp", &kinds).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp(&flows, &kinds, |erp| erp.with_amend()).await;
     h.capture(
         "erp",
         &[(
@@ -717,13 +700,9 @@ async fn reservations_follow_edits_and_cancellations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_the_erp_cannot_record_needs_attention() {
     let flows = format!("{ORDERS_TO_ERP}{REFUNDS_TO_ERP}");
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &[Kind::Order, Kind::Refund]),
-            Fake::new("erp", &[Kind::Order, Kind::Refund]).without_write(Kind::Refund),
-        ],
-    )
+    let h = web_and_erp(&flows, &[Kind::Order, Kind::Refund], |erp| {
+        erp.without_write(Kind::Refund)
+    })
     .await;
     h.capture(
         "web",
@@ -779,11 +758,7 @@ to = ["erp"]
 "#
     );
     let kinds = [Kind::Customer, Kind::Order];
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![Fake::new("web", &kinds), Fake::new("erp", &kinds)],
-    )
-    .await;
+    let h = web_and_erp(&flows, &kinds, |erp| erp).await;
     h.capture(
         "web",
         &[(
@@ -826,14 +801,7 @@ to = ["erp"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_order_webhook_three_times_creates_one_erp_order() {
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]),
-        ],
-    )
-    .await;
+    let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp).await;
     let o = order("1001", &[("A", 2)], "placed");
     // Webhook retries: the same delivery twice (same version), then once more re-stamped.
     for version in ["1", "1", "2"] {
@@ -877,11 +845,7 @@ to = ["web"]
 "#
     );
     let kinds = [Kind::Order, Kind::Stock];
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![Fake::new("web", &kinds), Fake::new("erp", &kinds)],
-    )
-    .await;
+    let h = web_and_erp(&flows, &kinds, |erp| erp).await;
     h.capture(
         "erp",
         &[(
@@ -1096,14 +1060,7 @@ to = ["erp"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_partially_refunded_before_shipment_can_still_be_cancelled() {
     let flows = format!("{ORDERS_TO_ERP}{REFUNDS_TO_ERP}");
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &[Kind::Order, Kind::Refund]),
-            Fake::new("erp", &[Kind::Order, Kind::Refund]),
-        ],
-    )
-    .await;
+    let h = web_and_erp(&flows, &[Kind::Order, Kind::Refund], |erp| erp).await;
     let key = "web/1001";
     h.capture(
         "web",
@@ -1162,14 +1119,7 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
         )
     );
     let kinds = [Kind::Order, Kind::Stock];
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &kinds),
-            Fake::new("erp", &kinds).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp(&flows, &kinds, |erp| erp.with_amend()).await;
     let figure = |version: &str, committed: i64| {
         (
             Kind::Stock,
@@ -1273,14 +1223,7 @@ const CANNOT_ADD: &str = "sale 7 is processing and Tryton's sale amendment canno
 /// and creates the replacement `{key}~2`, each once; a later edit amends the replacement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_amend_the_erp_cannot_apply_is_cancelled_and_replaced() {
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp.with_amend()).await;
     let erp = h.fake("erp").clone();
     erp.push_key_outcomes(
         "web/1001",
@@ -1364,14 +1307,7 @@ async fn an_amend_the_erp_cannot_apply_is_cancelled_and_replaced() {
 /// ERP order: the replacement carries it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_edit_waiting_behind_a_refused_amend_goes_into_the_replacement() {
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], ORDERS_TO_ERP),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp.with_amend()).await;
     let erp = h.fake("erp").clone();
     erp.push_key_outcomes(
         "web/1001",
@@ -1449,14 +1385,7 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
         "{}\n[orders]\nedits = \"reject\"\n",
         config_text(&["web", "erp"], &[], ORDERS_TO_ERP)
     );
-    let h = Harness::start(
-        &config,
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]).with_amend(),
-        ],
-    )
-    .await;
+    let h = web_and_erp_with_config(&config, &[Kind::Order], |erp| erp.with_amend()).await;
     let erp = h.fake("erp").clone();
     erp.push_key_outcomes(
         "web/1001",
@@ -1522,14 +1451,7 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_erps_superseded_original_order_does_not_cancel_the_order() {
     let flows = format!("{ORDERS_TO_ERP}{}", back_flow("order"));
-    let h = Harness::start(
-        &config_text(&["web", "erp"], &[], &flows),
-        vec![
-            Fake::new("web", &[Kind::Order]),
-            Fake::new("erp", &[Kind::Order]),
-        ],
-    )
-    .await;
+    let h = web_and_erp(&flows, &[Kind::Order], |erp| erp).await;
     place_then_edit(&h).await;
     let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
     wait_until("the replacement is delivered", async || {
