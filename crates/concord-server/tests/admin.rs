@@ -28,14 +28,14 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{HubCheckout, ShopHandle, ShopOptions, ShopSim};
+use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions};
+use concord_connectors::sandbox::shop::ShopHandle;
 use concord_core::Kind;
 use concord_engine::config::access::token_hash;
 use concord_store::{ItemState, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{wait_for, Hub};
+use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
 
 const SECRET: &str = "admin-test-secret";
 const VIEWER: &str = "viewer-token-7c1f0e9a2b3d4c5e6f708192a3b4c5d6";
@@ -115,22 +115,19 @@ struct Setup {
 /// The topology. `access` is appended to the config (tokens and keys), `None`: the defaults.
 async fn setup(access: Option<&str>) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind the hub");
-    let addr = listener.local_addr().expect("addr");
-    let base = format!("http://{addr}");
-    let erp = ErpSim::start(ErpOptions {
-        webhook_url: Some(format!("{base}/hooks/erp")),
-        webhook_secret: Some(SECRET.into()),
-        credit_hold: vec![HELD.to_string()],
-        // Products are only read by the flows (migration, batch), never pushed: a product
-        // added later reaches the hub only through a batch run.
-        webhook_kinds: Some(vec![Kind::Stock]),
-        ..ErpOptions::default()
-    })
-    .await
-    .expect("start the ERP");
+    let (listener, addr, base) = hub_listener().await;
+    let erp = start_erp(
+        &base,
+        SECRET,
+        ErpOptions {
+            credit_hold: vec![HELD.to_string()],
+            // Products are only read by the flows (migration, batch), never pushed: a product
+            // added later reaches the hub only through a batch run.
+            webhook_kinds: Some(vec![Kind::Stock]),
+            ..ErpOptions::default()
+        },
+    )
+    .await;
     for sku in ["SKU-1", "SKU-2"] {
         erp.upsert_product(json!({"sku": sku, "name": format!("Product {sku}")}))
             .expect("product");
@@ -139,21 +136,7 @@ async fn setup(access: Option<&str>) -> Setup {
     }
     let mut shops = Vec::new();
     for (name, key) in [("web1", KEY_WEB1), ("web2", KEY_WEB2)] {
-        shops.push(
-            ShopSim::start(ShopOptions {
-                name: name.to_string(),
-                webhook_url: Some(format!("{base}/hooks/{name}")),
-                webhook_secret: Some(SECRET.into()),
-                hub: Some(HubCheckout {
-                    base_url: base.clone(),
-                    channel: name.to_string(),
-                    key: Some(key.to_string()),
-                }),
-                ..ShopOptions::default()
-            })
-            .await
-            .expect("start a storefront"),
-        );
+        shops.push(start_shop(&base, SECRET, name, Some(Some(key))).await);
     }
     let access = access.map(str::to_string).unwrap_or_else(|| {
         format!(
@@ -185,35 +168,9 @@ sha256 = "{k2}"
         )
     });
     let config = format!(
-        r#"
-[store]
-path = "{store}"
-
-[server]
-listen = "{addr}"
-
-[engine]
-backoff_base = "50ms"
-backoff_cap = "500ms"
-
-[endpoints.erp]
-connector = "sandbox-erp"
-url = "{erp}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-
-[endpoints.web1]
-connector = "sandbox-shop"
-url = "{web1}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-
-[endpoints.web2]
-connector = "sandbox-shop"
-url = "{web2}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-
+        r#"{head}
+{web1}
+{web2}
 [[flows]]
 name = "catalog"
 kind = "product"
@@ -268,10 +225,9 @@ locations = ["WH1"]
 locations = ["WH1"]
 {access}
 "#,
-        store = dir.path().join("concord.sqlite").display(),
-        erp = erp.base_url(),
-        web1 = shops[0].base_url(),
-        web2 = shops[1].base_url(),
+        head = config_head(dir.path(), addr, &erp.base_url(), SECRET),
+        web1 = shop_endpoint("web1", &shops[0].base_url(), SECRET),
+        web2 = shop_endpoint("web2", &shops[1].base_url(), SECRET),
     );
     let hub = Hub::start(listener, &config, dir.path()).await;
     let web2 = shops.pop().expect("web2");

@@ -26,14 +26,13 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim, SalesOrder};
+use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, SalesOrder};
 use concord_connectors::sandbox::shop::{
-    HubCheckout, OrderEdit, PlacedOrder, RefundRequest, ShopHandle, ShopOptions, ShopOrderStatus,
-    ShopSim,
+    OrderEdit, PlacedOrder, RefundRequest, ShopHandle, ShopOrderStatus,
 };
 use concord_core::model::ItemQty;
 use serde_json::json;
-use support::{wait_for, Hub};
+use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
 
 const SECRET: &str = "orders-test-secret";
 
@@ -247,71 +246,28 @@ struct Setup {
 impl Setup {
     async fn start(f: Flows) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the hub");
-        let hub_addr = listener.local_addr().expect("addr");
-        let base = format!("http://{hub_addr}");
-        let erp = ErpSim::start(ErpOptions {
-            webhook_url: Some(format!("{base}/hooks/erp")),
-            webhook_secret: Some(SECRET.into()),
-            ..ErpOptions::default()
-        })
-        .await
-        .expect("start the ERP");
+        let (listener, hub_addr, base) = hub_listener().await;
+        let erp = start_erp(&base, SECRET, ErpOptions::default()).await;
         for (sku, price) in [("A", 1000), ("B", 2500), ("C", 400)] {
             erp.upsert_product(json!({"sku": sku, "name": format!("Product {sku}")}))
                 .expect("product");
             erp.set_price(sku, price).expect("price");
             erp.set_stock(sku, "WH1", 10).expect("stock");
         }
-        let shop = ShopSim::start(ShopOptions {
-            name: "web".into(),
-            webhook_url: Some(format!("{base}/hooks/web")),
-            webhook_secret: Some(SECRET.into()),
-            hub: Some(HubCheckout {
-                base_url: base.clone(),
-                channel: "web".into(),
-                key: None,
-            }),
-            ..ShopOptions::default()
-        })
-        .await
-        .expect("start the store");
+        let shop = start_shop(&base, SECRET, "web", Some(None)).await;
         for (sku, price) in [("A", 1000), ("B", 2500), ("C", 400)] {
             shop.upsert_product(json!({"sku": sku, "name": format!("Product {sku}"),
                                        "attributes": {"price_minor": price}}))
                 .expect("store product");
         }
         let config = format!(
-            r#"
-[store]
-path = "{store}"
-
-[server]
-listen = "{hub_addr}"
-
-[engine]
-backoff_base = "50ms"
-backoff_cap = "500ms"
-
-[endpoints.erp]
-connector = "sandbox-erp"
-url = "{erp}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-[endpoints.erp.options]
+            r#"{head}[endpoints.erp.options]
 amend = {amend}
 
 [orders]
 edits = "{edits}"
 
-[endpoints.web]
-connector = "sandbox-shop"
-url = "{web}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-{flows}
+{web}{flows}
 [inventory]
 source = "erp"
 reservation_ttl = "10m"
@@ -319,9 +275,8 @@ reservation_ttl = "10m"
 [inventory.channels.web]
 locations = ["WH1"]
 "#,
-            store = dir.path().join("concord.sqlite").display(),
-            erp = erp.base_url(),
-            web = shop.base_url(),
+            head = config_head(dir.path(), hub_addr, &erp.base_url(), SECRET),
+            web = shop_endpoint("web", &shop.base_url(), SECRET),
             flows = flows(f),
             amend = f.erp_amends,
             edits = f.edits,

@@ -19,13 +19,13 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
+use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions};
+use concord_connectors::sandbox::shop::{ShopError, ShopHandle};
 use concord_store::ReservationState;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{wait_for, Hub};
+use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
 
 const SECRET: &str = "pool-test-secret";
 
@@ -121,40 +121,16 @@ fn channel_table(name: &str, locations: &[&str]) -> String {
 impl Setup {
     async fn start(spec: Spec<'_>, seed: impl FnOnce(&ErpHandle)) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the hub");
-        let hub_addr = listener.local_addr().expect("addr");
-        let base = format!("http://{hub_addr}");
-        let erp = ErpSim::start(ErpOptions {
-            webhook_url: Some(format!("{base}/hooks/erp")),
-            webhook_secret: Some(SECRET.into()),
-            ..spec.erp
-        })
-        .await
-        .expect("start the ERP");
+        let (listener, hub_addr, base) = hub_listener().await;
+        let erp = start_erp(&base, SECRET, spec.erp).await;
         seed(&erp);
         let mut shops = Vec::new();
         let mut endpoints = String::new();
         for name in spec.shops.iter().chain(spec.direct) {
-            let checkout = spec.shops.contains(name).then(|| HubCheckout {
-                base_url: base.clone(),
-                channel: name.to_string(),
-                key: None,
-            });
-            let shop = ShopSim::start(ShopOptions {
-                name: name.to_string(),
-                webhook_url: Some(format!("{base}/hooks/{name}")),
-                webhook_secret: Some(SECRET.into()),
-                hub: checkout,
-                ..ShopOptions::default()
-            })
-            .await
-            .expect("start a storefront");
-            endpoints.push_str(&format!(
-                "[endpoints.{name}]\nconnector = \"sandbox-shop\"\nurl = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntimeout = \"5s\"\n\n",
-                shop.base_url()
-            ));
+            let checkout = spec.shops.contains(name).then_some(None);
+            let shop = start_shop(&base, SECRET, name, checkout).await;
+            endpoints.push_str(&shop_endpoint(name, &shop.base_url(), SECRET));
+            endpoints.push('\n');
             shops.push(shop);
         }
         let all: Vec<String> = spec
@@ -203,23 +179,7 @@ to = ["erp"]
             ));
         }
         let config = format!(
-            r#"
-[store]
-path = "{store}"
-
-[server]
-listen = "{hub_addr}"
-
-[engine]
-backoff_base = "50ms"
-backoff_cap = "500ms"
-
-[endpoints.erp]
-connector = "sandbox-erp"
-url = "{erp}"
-webhook_secret = "{SECRET}"
-timeout = "5s"
-
+            r#"{head}
 {endpoints}
 {flows}
 
@@ -227,8 +187,7 @@ timeout = "5s"
 source = "erp"
 {inventory}
 "#,
-            store = dir.path().join("concord.sqlite").display(),
-            erp = erp.base_url(),
+            head = config_head(dir.path(), hub_addr, &erp.base_url(), SECRET),
             inventory = spec.inventory,
         );
         let hub = Hub::start(listener, &config, dir.path()).await;
