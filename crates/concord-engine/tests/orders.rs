@@ -22,7 +22,8 @@ mod support;
 use concord_core::inventory::Line;
 use concord_core::Kind;
 use concord_store::{
-    DeadLetterFilter, DeadLetterState, Direction, JournalStatus, OrderFilter, ReserveOutcome,
+    DeadLetterFilter, DeadLetterState, Direction, JournalStatus, OrderFilter, Reservation,
+    ReserveOutcome,
 };
 use serde_json::{json, Value};
 use support::{config_text, customer, wait_until, Fake, Harness, Outcome};
@@ -570,6 +571,28 @@ source = "erp"
 locations = ["WH"]
 "#;
 
+/// Once the ledger has a figure of SKU `A`: reserve `quantity` of it for `cart` on `web` and
+/// commit the reservation to order 1001 (a checkout through the pool).
+async fn checkout_a(h: &Harness, cart: &str, quantity: i64) -> Reservation {
+    wait_until("the ledger has the figure", async || {
+        h.store
+            .levels(&["A".to_string()])
+            .await
+            .is_ok_and(|l| !l.is_empty())
+    })
+    .await;
+    let line = Line {
+        sku: "A".into(),
+        quantity,
+    };
+    let r = match h.engine.reserve("web", cart, vec![line]).await.unwrap() {
+        ReserveOutcome::Reserved(r) => r,
+        other => panic!("expected a reservation, got {other:?}"),
+    };
+    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    r
+}
+
 async fn held(h: &Harness, sku: &str) -> i64 {
     h.store
         .levels(&[sku.to_string()])
@@ -595,30 +618,7 @@ async fn reservations_follow_edits_and_cancellations() {
         )],
     )
     .await;
-    wait_until("the ledger has the figure", async || {
-        h.store
-            .levels(&["A".to_string()])
-            .await
-            .is_ok_and(|l| !l.is_empty())
-    })
-    .await;
-    let r = match h
-        .engine
-        .reserve(
-            "web",
-            "cart-1",
-            vec![Line {
-                sku: "A".into(),
-                quantity: 2,
-            }],
-        )
-        .await
-        .unwrap()
-    {
-        ReserveOutcome::Reserved(r) => r,
-        other => panic!("expected a reservation, got {other:?}"),
-    };
-    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    let r = checkout_a(&h, "cart-1", 2).await;
     assert_eq!(held(&h, "A").await, 2);
     h.capture(
         "web",
@@ -856,22 +856,7 @@ to = ["web"]
         )],
     )
     .await;
-    wait_until("the ledger has the figure", async || {
-        h.store
-            .levels(&["A".to_string()])
-            .await
-            .is_ok_and(|l| !l.is_empty())
-    })
-    .await;
-    let line = Line {
-        sku: "A".into(),
-        quantity: 3,
-    };
-    let ReserveOutcome::Reserved(r) = h.engine.reserve("web", "cart-9", vec![line]).await.unwrap()
-    else {
-        panic!("expected a reservation");
-    };
-    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    checkout_a(&h, "cart-9", 3).await;
     h.capture(
         "web",
         &[(
@@ -1130,30 +1115,7 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
     };
     let (k, id, v, rec) = figure("1", 0);
     h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
-    wait_until("the ledger has the figure", async || {
-        h.store
-            .levels(&["A".to_string()])
-            .await
-            .is_ok_and(|l| !l.is_empty())
-    })
-    .await;
-    let r = match h
-        .engine
-        .reserve(
-            "web",
-            "cart-1",
-            vec![Line {
-                sku: "A".into(),
-                quantity: 2,
-            }],
-        )
-        .await
-        .unwrap()
-    {
-        ReserveOutcome::Reserved(r) => r,
-        other => panic!("expected a reservation, got {other:?}"),
-    };
-    h.engine.commit_reservation(&r.id, "1001").await.unwrap();
+    checkout_a(&h, "cart-1", 2).await;
     h.capture(
         "web",
         &[(
