@@ -72,6 +72,17 @@ impl Receiver {
         *self.requests.lock().expect("lock")
     }
 
+    /// Wait (`what`) until a notification with `status` has arrived for each of `rules`.
+    async fn wait_for(&self, what: &str, rules: &[&str], status: &str) {
+        wait_until(what, async || {
+            let s = self.statuses();
+            rules
+                .iter()
+                .all(|r| s.contains(&((*r).to_owned(), status.to_owned())))
+        })
+        .await;
+    }
+
     fn statuses(&self) -> Vec<(String, String)> {
         self.accepted()
             .iter()
@@ -314,12 +325,9 @@ async fn breaker_and_lag_alerts_fire_and_resolve_when_the_endpoint_recovers() {
         )
         .await
         .expect("webhook");
-    wait_until("breaker and lag alerts fire", async || {
-        let s = receiver.statuses();
-        s.contains(&("breaker".into(), "firing".into()))
-            && s.contains(&("lag".into(), "firing".into()))
-    })
-    .await;
+    receiver
+        .wait_for("breaker and lag alerts fire", &["breaker", "lag"], "firing")
+        .await;
     let breaker = receiver
         .accepted()
         .into_iter()
@@ -332,12 +340,13 @@ async fn breaker_and_lag_alerts_fire_and_resolve_when_the_endpoint_recovers() {
     );
 
     fakes["web"].set_default(None);
-    wait_until("both resolve once the endpoint recovers", async || {
-        let s = receiver.statuses();
-        s.contains(&("breaker".into(), "resolved".into()))
-            && s.contains(&("lag".into(), "resolved".into()))
-    })
-    .await;
+    receiver
+        .wait_for(
+            "both resolve once the endpoint recovers",
+            &["breaker", "lag"],
+            "resolved",
+        )
+        .await;
     let firing = receiver
         .statuses()
         .iter()
@@ -378,12 +387,9 @@ async fn oversold_risk_fires_per_position_above_its_threshold_and_resolves() {
         .update_levels(vec![figure(2, 5, "1")], 0, hub.engine.now())
         .await
         .expect("levels");
-    wait_until("the oversold alert fires", async || {
-        receiver
-            .statuses()
-            .contains(&("oversold".into(), "firing".into()))
-    })
-    .await;
+    receiver
+        .wait_for("the oversold alert fires", &["oversold"], "firing")
+        .await;
     let firing = receiver.accepted()[0].clone();
     assert_eq!(firing["subject"], "A@WH1");
     assert_eq!(firing["value"], 3.0);
@@ -392,12 +398,9 @@ async fn oversold_risk_fires_per_position_above_its_threshold_and_resolves() {
         .update_levels(vec![figure(10, 5, "2")], 0, hub.engine.now())
         .await
         .expect("levels");
-    wait_until("the oversold alert resolves", async || {
-        receiver
-            .statuses()
-            .contains(&("oversold".into(), "resolved".into()))
-    })
-    .await;
+    receiver
+        .wait_for("the oversold alert resolves", &["oversold"], "resolved")
+        .await;
     assert!(
         receiver.statuses().iter().all(|(r, _)| r == "oversold"),
         "3 short is not above 5: {:?}",
