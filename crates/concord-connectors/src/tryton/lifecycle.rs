@@ -139,11 +139,9 @@ impl TrytonConnector {
         sale: i64,
         reference: &str,
     ) -> Result<WriteOutcome, DeliveryError> {
-        let rows = self
-            .rpc
-            .read_ctx(
-                "sale.sale",
-                &[sale],
+        let row = &self
+            .read_sale(
+                sale,
                 &[
                     "lines",
                     "shipments",
@@ -152,12 +150,8 @@ impl TrytonConnector {
                     "shipment_address",
                     "invoices",
                 ],
-                &json!({}),
             )
             .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| permanent(format!("sale {sale} vanished")))?;
         let (_, left) = self.sale_shipments(row).await?;
         if left {
             return Err(permanent(format!(
@@ -400,11 +394,9 @@ impl TrytonConnector {
         state: &str,
         reference: &str,
     ) -> Result<(), DeliveryError> {
-        let rows = self
-            .rpc
-            .read_ctx(
-                "sale.sale",
-                &[sale],
+        let row = &self
+            .read_sale(
+                sale,
                 &[
                     "lines",
                     "shipments",
@@ -413,12 +405,8 @@ impl TrytonConnector {
                     "invoice_state",
                     "invoices_ignored",
                 ],
-                &json!({}),
             )
             .await?;
-        let row = rows
-            .first()
-            .ok_or_else(|| permanent(format!("sale {sale} vanished")))?;
         let s = |k: &str| row.get(k).and_then(Value::as_str).unwrap_or("");
         if state == "done" {
             // Cancelled here before (nothing shipped, nothing invoiced): done. Else it really

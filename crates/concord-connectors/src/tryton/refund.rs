@@ -323,11 +323,9 @@ impl TrytonConnector {
         let ret = match self.find_sale(marker).await? {
             Some(found) => found,
             None => {
-                let rows = self
-                    .rpc
-                    .read_ctx(
-                        "sale.sale",
-                        &[sale],
+                let orig = &self
+                    .read_sale(
+                        sale,
                         &[
                             "party",
                             "invoice_address",
@@ -338,12 +336,8 @@ impl TrytonConnector {
                             "payment_term",
                             "lines",
                         ],
-                        &json!({}),
                     )
                     .await?;
-                let orig = rows
-                    .first()
-                    .ok_or_else(|| permanent(format!("sale {sale} vanished")))?;
                 let sale_lines = self
                     .rpc
                     .read_ctx(

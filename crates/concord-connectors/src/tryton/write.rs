@@ -109,6 +109,20 @@ impl TrytonConnector {
         })
     }
 
+    /// `fields` of sale `sale`; a permanent error when Tryton no longer has it.
+    pub(super) async fn read_sale(
+        &self,
+        sale: i64,
+        fields: &[&str],
+    ) -> Result<Value, DeliveryError> {
+        self.rpc
+            .read_ctx("sale.sale", &[sale], fields, &json!({}))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| permanent(format!("sale {sale} vanished")))
+    }
+
     pub(super) async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         match (op.kind, op.op.as_str()) {
             (Kind::Order, "cancel") => self.cancel_sale(op).await,
