@@ -149,6 +149,18 @@ impl Hub {
         }
     }
 
+    /// The ERP's webhook reports 1 unit of `sku` at `WH` (version 1).
+    async fn erp_reports_one(&self, sku: &str) {
+        self.engine
+            .capture_webhook(
+                "erp",
+                &http::HeaderMap::new(),
+                &webhook_body(&[(Kind::Stock, &format!("{sku}@WH"), Some("1"), stock(sku, 1))]),
+            )
+            .await
+            .expect("webhook");
+    }
+
     async fn stop(mut self) {
         self.engine.shutdown();
         while let Some(r) = self.tasks.join_next().await {
@@ -214,14 +226,7 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
     );
 
     let hub = Hub::start(&config, &db, &fakes).await;
-    hub.engine
-        .capture_webhook(
-            "erp",
-            &http::HeaderMap::new(),
-            &webhook_body(&[(Kind::Stock, "BAD@WH", Some("1"), stock("BAD", 1))]),
-        )
-        .await
-        .expect("webhook");
+    hub.erp_reports_one("BAD").await;
     wait_until(
         "the firing notification is accepted (after one 500)",
         async || !receiver.accepted().is_empty(),
@@ -317,14 +322,7 @@ async fn breaker_and_lag_alerts_fire_and_resolve_when_the_endpoint_recovers() {
     let fakes = fakes();
     fakes["web"].set_default(Some(Outcome::Unavailable));
     let hub = Hub::start(&config, &dir.path().join("concord.sqlite"), &fakes).await;
-    hub.engine
-        .capture_webhook(
-            "erp",
-            &http::HeaderMap::new(),
-            &webhook_body(&[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))]),
-        )
-        .await
-        .expect("webhook");
+    hub.erp_reports_one("A").await;
     receiver
         .wait_for("breaker and lag alerts fire", &["breaker", "lag"], "firing")
         .await;
@@ -423,14 +421,7 @@ async fn a_notification_refused_before_a_restart_is_sent_after_it_once() {
     let fakes = fakes();
     fakes["web"].set_key("BAD@WH", Some(Outcome::Permanent("HTTP 422: no".into())));
     let hub = Hub::start(&config, &db, &fakes).await;
-    hub.engine
-        .capture_webhook(
-            "erp",
-            &http::HeaderMap::new(),
-            &webhook_body(&[(Kind::Stock, "BAD@WH", Some("1"), stock("BAD", 1))]),
-        )
-        .await
-        .expect("webhook");
+    hub.erp_reports_one("BAD").await;
     wait_until("the firing notification is tried and refused", async || {
         receiver.requests() >= 1
     })
