@@ -370,8 +370,8 @@ async fn the_state_machine_runs_through_the_engine() {
     h.stop().await;
 }
 
-/// Place an order, wait for the ERP create, then send an edit (A: 2 → 3, a new line C).
-async fn place_then_edit(h: &Harness) {
+/// The channel `web` captures order 1001 (version 1): 2 of A, placed.
+async fn place_1001(h: &Harness) {
     h.capture(
         "web",
         &[(
@@ -382,6 +382,11 @@ async fn place_then_edit(h: &Harness) {
         )],
     )
     .await;
+}
+
+/// Place an order, wait for the ERP create, then send an edit (A: 2 → 3, a new line C).
+async fn place_then_edit(h: &Harness) {
+    place_1001(h).await;
     wait_state(h, "web/1001", "accepted").await;
     h.capture(
         "web",
@@ -503,16 +508,7 @@ async fn an_edit_after_shipment_is_refused_with_a_reason() {
         erp.with_amend()
     })
     .await;
-    h.capture(
-        "web",
-        &[(
-            Kind::Order,
-            "1001",
-            Some("1"),
-            order("1001", &[("A", 2)], "placed"),
-        )],
-    )
-    .await;
+    place_1001(&h).await;
     wait_state(&h, "web/1001", "accepted").await;
     h.capture(
         "erp",
@@ -620,16 +616,7 @@ async fn reservations_follow_edits_and_cancellations() {
     .await;
     let r = checkout_a(&h, "cart-1", 2).await;
     assert_eq!(held(&h, "A").await, 2);
-    h.capture(
-        "web",
-        &[(
-            Kind::Order,
-            "1001",
-            Some("1"),
-            order("1001", &[("A", 2)], "placed"),
-        )],
-    )
-    .await;
+    place_1001(&h).await;
     wait_state(&h, "web/1001", "accepted").await;
 
     // An increase the pool covers: the reservation grows with the edit.
@@ -759,16 +746,7 @@ to = ["erp"]
     );
     let kinds = [Kind::Customer, Kind::Order];
     let h = web_and_erp(&flows, &kinds, |erp| erp).await;
-    h.capture(
-        "web",
-        &[(
-            Kind::Order,
-            "1001",
-            Some("1"),
-            order("1001", &[("A", 2)], "placed"),
-        )],
-    )
-    .await;
+    place_1001(&h).await;
     wait_until("the order is parked", async || {
         h.engine.parked(10).await.is_ok_and(|p| !p.is_empty())
     })
@@ -1116,16 +1094,7 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
     let (k, id, v, rec) = figure("1", 0);
     h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
     checkout_a(&h, "cart-1", 2).await;
-    h.capture(
-        "web",
-        &[(
-            Kind::Order,
-            "1001",
-            Some("1"),
-            order("1001", &[("A", 2)], "placed"),
-        )],
-    )
-    .await;
+    place_1001(&h).await;
     wait_state(&h, "web/1001", "accepted").await;
     // The ERP's next figure holds the order: the hub's lines are released.
     let started = std::time::Instant::now();
@@ -1275,16 +1244,7 @@ async fn a_later_edit_waiting_behind_a_refused_amend_goes_into_the_replacement()
         "web/1001",
         [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
     );
-    h.capture(
-        "web",
-        &[(
-            Kind::Order,
-            "1001",
-            Some("1"),
-            order("1001", &[("A", 2)], "placed"),
-        )],
-    )
-    .await;
+    place_1001(&h).await;
     wait_state(&h, "web/1001", "accepted").await;
     erp.close();
     h.capture(
