@@ -26,7 +26,7 @@ use concord_store::{
     ReserveOutcome,
 };
 use serde_json::{json, Value};
-use support::{config_text, customer, wait_until, Fake, Harness, Outcome};
+use support::{config_text, customer, wait_until, Fake, Harness, Outcome, ORDERS_TO_ERP};
 
 fn order(number: &str, lines: &[(&str, i64)], status: &str) -> Value {
     let lines: Vec<Value> = lines
@@ -36,16 +36,6 @@ fn order(number: &str, lines: &[(&str, i64)], status: &str) -> Value {
     json!({"number": number, "customer": {"email": "ann@example.com"}, "currency": "USD",
            "status": status, "lines": lines, "total_minor": 3000})
 }
-
-const ORDERS_TO_ERP: &str = r#"
-[[flows]]
-name = "orders"
-kind = "order"
-pattern = "aggregation"
-mode = "realtime"
-from = ["web"]
-to = ["erp"]
-"#;
 
 fn back_flow(kind: &str) -> String {
     format!(

@@ -7,17 +7,7 @@ mod support;
 
 use concord_core::Kind;
 use serde_json::json;
-use support::{config_text, wait_until, Fake, Harness};
-
-const ORDERS_TO_ERP: &str = r#"
-[[flows]]
-name = "orders"
-kind = "order"
-pattern = "aggregation"
-mode = "realtime"
-from = ["web"]
-to = ["erp"]
-"#;
+use support::{config_text, wait_until, Fake, Harness, ORDERS_TO_ERP};
 
 fn order(number: &str) -> serde_json::Value {
     json!({"number": number, "customer": {"email": "ann@example.com"}, "currency": "USD",

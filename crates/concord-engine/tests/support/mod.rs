@@ -509,6 +509,17 @@ impl Connector for Fake {
     }
 }
 
+/// The flow `orders`: the channel `web`'s orders into the ERP `erp` (realtime aggregation).
+pub const ORDERS_TO_ERP: &str = r#"
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["web"]
+to = ["erp"]
+"#;
+
 /// A config with fast engine settings (`engine` overrides them: `("max_attempts", "3")`, values
 /// as TOML), one `[endpoints.NAME]` per name, and `flows` (TOML `[[flows]]` tables).
 pub fn config_text(endpoints: &[&str], engine: &[(&str, &str)], flows: &str) -> String {
