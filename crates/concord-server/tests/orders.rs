@@ -32,7 +32,10 @@ use concord_connectors::sandbox::shop::{
 };
 use concord_core::model::ItemQty;
 use serde_json::json;
-use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
+use support::{
+    config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, wait_until, Hub,
+    DEADLINE,
+};
 
 const SECRET: &str = "orders-test-secret";
 
@@ -338,14 +341,24 @@ locations = ["WH1"]
     /// twice, nothing leaked) once the ERP's figures are in.
     async fn pool_matches_erp(&self, skus: &[&str]) {
         for sku in skus {
-            wait_for(
-                &format!("the hub's ats of {sku} matches the ERP's free stock"),
-                async || {
-                    let s = self.erp.stock(sku, "WH1").expect("stock");
-                    self.hub.ats(sku).await == (s.on_hand - s.committed).max(0)
-                },
-            )
+            let matches = wait_until(async || {
+                let s = self.erp.stock(sku, "WH1").expect("stock");
+                self.hub.ats(sku).await == (s.on_hand - s.committed).max(0)
+            })
             .await;
+            if !matches {
+                let store = self.hub.engine.store();
+                let levels = store.levels(&[sku.to_string()]).await;
+                let reservations = store.reservations(None, Some(sku), 50).await;
+                panic!(
+                    "timed out after {DEADLINE:?} waiting until the hub's ats of {sku} matches \
+                     the ERP's free stock\nERP stock: {:?}\nhub ats: {}\nhub levels: {levels:#?}\n\
+                     hub reservations: {reservations:#?}\nERP orders: {:#?}",
+                    self.erp.stock(sku, "WH1"),
+                    self.hub.ats(sku).await,
+                    self.erp.sales_orders(),
+                );
+            }
         }
     }
 }
@@ -465,11 +478,18 @@ async fn edit_before_shipment_amends_the_erp_order_and_adjusts_stock() {
         1,
         "amended in place, not replaced"
     );
-    let attempts = s.hub.attempts(&placed.key, "erp").await;
-    assert!(
-        attempts.contains(&("amend".to_string(), "delivered".to_string())),
-        "the hub sent the edit as an amend: {attempts:?}"
-    );
+    // The ERP applies the amend before its answer reaches the hub's worker, which then records
+    // the attempt: wait for the record, not just the ERP's side.
+    wait_for(
+        "the hub recorded the edit's delivery as an amend",
+        async || {
+            s.hub
+                .attempts(&placed.key, "erp")
+                .await
+                .contains(&("amend".to_string(), "delivered".to_string()))
+        },
+    )
+    .await;
     assert_eq!(s.hub.state(&placed.key).await.as_deref(), Some("accepted"));
     assert_eq!(
         (s.committed("A"), s.committed("B"), s.committed("C")),

@@ -252,7 +252,9 @@ pub enum Settlement {
         external_id: Option<String>,
         /// The destination's version of the written record, when its API tells. For an order
         /// delivered to the endpoint reservations are `source`d from, this marks them accepted
-        /// (see [`Store::update_levels`]).
+        /// (see [`Store::update_levels`]) and releases at once their lines whose position's
+        /// stored figure has a version comparable with, and newer than, this one (the ERP's
+        /// figure can arrive before the settlement; the same figure again releases nothing).
         version: Option<String>,
         at: Millis,
     },
@@ -689,7 +691,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// `Held → Committed` for `order` (canonical order key); no expiry from then on. Committing
-    /// again with the same order is a no-op returning the reservation.
+    /// again with the same order is a no-op returning the reservation. If the order was accepted
+    /// already, the reservation takes over that acceptance, and lines whose position's stored
+    /// figure is newer than it are released at once (as a settlement's acceptance does).
     async fn commit_reservation(
         &self,
         id: &str,

@@ -24,14 +24,23 @@ use std::time::{Duration, Instant};
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Poll `cond` every 20 ms until it holds; panic naming `what` after the deadline.
-pub async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+pub async fn wait_for(what: &str, cond: impl AsyncFnMut() -> bool) {
+    if !wait_until(cond).await {
+        panic!("timed out after {DEADLINE:?} waiting until {what}");
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds (true) or the deadline passes (false): for a caller
+/// that prints the state it waited on before failing.
+pub async fn wait_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
     let until = Instant::now() + DEADLINE;
     while !cond().await {
         if Instant::now() >= until {
-            panic!("timed out after {DEADLINE:?} waiting until {what}");
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    true
 }
 
 /// A listener for the hub on a free local port, its address and base URL: bound first, because

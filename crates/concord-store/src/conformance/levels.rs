@@ -144,6 +144,90 @@ pub async fn accepted_order_is_released_once_by_a_newer_figure(fx: &Fixture) {
     check_ledger(s).await;
 }
 
+/// The ERP's figure can reach the ledger before the delivery that carries the order's acceptance
+/// is settled (its stock webhook races the worker). When the acceptance arrives, a stored figure
+/// newer than its watermark already includes the order: the lines are released then (once, the
+/// SKU marked dirty), not left held until the next stock change — a re-delivery of the same
+/// figure releases nothing. The same holds for a reservation committed after the acceptance.
+pub async fn figure_ahead_of_the_acceptance_releases_at_the_acceptance(fx: &Fixture) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 10, 0, "100")]).await;
+    let r = reserve_ok(s, request(WEB, "k", &[("A", 4)], &[("WH1", 0)])).await;
+    s.commit_reservation(&r.id, "web/1", 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    // The ERP committed the order (its figure 106 holds it) before the hub settled the delivery.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 4, "106")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 2
+        }],
+        "not accepted yet: held and committed both count"
+    );
+    let before = s.dirty_skus(10).await.unwrap();
+    deliver_order(s, ERP, "web/1", Some("105"), 2_000).await;
+    let done = s.reservation(&r.id).await.unwrap().unwrap();
+    assert_eq!(
+        done.state,
+        ReservationState::Released,
+        "the stored figure 106 already includes the order accepted at 105"
+    );
+    assert!(done.lines.iter().all(|l| l.released_at == Some(2_000)));
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    let after = s.dirty_skus(10).await.unwrap();
+    assert_ne!(
+        after.iter().find(|d| d.sku == "A").map(|d| d.generation),
+        before.iter().find(|d| d.sku == "A").map(|d| d.generation),
+        "A is marked dirty again: its ATS changed"
+    );
+    // The same figure again (a poll): nothing more.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 4, "106")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 6
+        }]
+    );
+
+    // A figure equal to the watermark does not include the order: held until a newer one.
+    let held = reserve_ok(s, request(WEB, "k2", &[("A", 2)], &[("WH1", 0)])).await;
+    s.commit_reservation(&held.id, "web/2", 3_000)
+        .await
+        .unwrap()
+        .unwrap();
+    set_levels(s, vec![figure("A", "WH1", 10, 6, "110")]).await;
+    deliver_order(s, ERP, "web/2", Some("110"), 3_100).await;
+    assert_eq!(
+        s.reservation(&held.id).await.unwrap().unwrap().state,
+        ReservationState::Committed
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 2);
+
+    // Committed only after its order was accepted, under a figure newer than that acceptance.
+    let late = reserve_ok(s, request(WEB, "k3", &[("A", 1)], &[("WH1", 0)])).await;
+    set_levels(s, vec![figure("A", "WH1", 10, 6, "111")]).await;
+    assert_eq!(
+        s.reservation(&held.id).await.unwrap().unwrap().state,
+        ReservationState::Released,
+        "111 includes web/2"
+    );
+    s.commit_reservation(&late.id, "web/2", 3_200)
+        .await
+        .unwrap()
+        .unwrap();
+    let late = s.reservation(&late.id).await.unwrap().unwrap();
+    assert_eq!(
+        (late.state, late.accepted_version.as_deref()),
+        (ReservationState::Released, Some("110"))
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    check_ledger(s).await;
+}
+
 /// A reservation split over two locations is released location by location, and becomes
 /// `Released` only when the last line is; versions that cannot be compared fall back to time.
 pub async fn release_falls_back_to_time_when_versions_are_not_comparable(fx: &Fixture) {

@@ -19,7 +19,9 @@
 //!   `Existing`, even when the new request's lines differ: the key names the checkout, not its
 //!   content.
 //! - A delivered order marks its reservations accepted once: the first acceptance is the
-//!   watermark; later deliveries of the same order (updates) do not move it.
+//!   watermark; later deliveries of the same order (updates) do not move it. Lines whose
+//!   position's stored figure is already newer than the watermark (the ERP's figure overtook
+//!   the settlement) are released right then, by version only.
 //! - The backorder allowance of a SKU is `min(backorder_limit, Σ incoming) − Σ backordered`
 //!   over the request's feeds: the limit caps the SKU's outstanding backorders, not each request (incoming lots with a positive integer `quantity`;
 //!   anything else in `incoming` counts as nothing).
@@ -481,6 +483,7 @@ fn state_of(conn: &Connection, id: &str) -> Result<Option<(ReservationState, Opt
 
 pub(crate) fn commit_reservation(
     conn: &Connection,
+    ctx: &mut WriterCtx,
     id: &str,
     order: &str,
     now: Millis,
@@ -495,7 +498,7 @@ pub(crate) fn commit_reservation(
             )
             .and_then(|mut s| s.execute(params![id, order, now]))
             .map_err(db("commit reservation"))?;
-            apply_known_acceptance(conn, id, order)?;
+            apply_known_acceptance(conn, ctx, id, order, now)?;
             Ok(Ok(reload(conn, id)?))
         }
         Some((ReservationState::Committed, Some(o))) if o == order => Ok(Ok(reload(conn, id)?)),
@@ -789,6 +792,7 @@ pub(crate) fn adjust_order_reservation(
 /// acceptance wins).
 pub(crate) fn mark_accepted(
     conn: &Connection,
+    ctx: &mut WriterCtx,
     order: &str,
     source: &str,
     at: Millis,
@@ -807,12 +811,24 @@ pub(crate) fn mark_accepted(
     )
     .and_then(|mut s| s.execute(params![order, source, at, version]))
     .map_err(db("mark reservations accepted"))?;
-    Ok(())
+    release_already_included(
+        conn,
+        ctx,
+        "r.order_key = ?1 AND r.source = ?2",
+        params![order, source],
+        at,
+    )
 }
 
 /// A reservation just committed to `order`: if the ERP accepted that order already, take over
 /// the first acceptance (its time and watermark).
-fn apply_known_acceptance(conn: &Connection, id: &str, order: &str) -> Result<()> {
+fn apply_known_acceptance(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    id: &str,
+    order: &str,
+    now: Millis,
+) -> Result<()> {
     conn.prepare_cached(
         "UPDATE reservations SET (accepted_at, accepted_version) =
              (SELECT a.accepted_at, a.version FROM order_acceptances a
@@ -823,6 +839,84 @@ fn apply_known_acceptance(conn: &Connection, id: &str, order: &str) -> Result<()
     )
     .and_then(|mut s| s.execute(params![id, order]))
     .map_err(db("apply a known order acceptance"))?;
+    release_already_included(conn, ctx, "r.id = ?1", params![id], now)
+}
+
+/// Release the accepted, active lines (of the reservations `filter` selects, over `r`) whose
+/// position's stored figure already includes their order: the ERP's figure can reach the ledger
+/// before the delivery that carries the acceptance watermark is settled (the ERP commits the
+/// stock, its webhook races the worker's settlement), and a re-delivery of that same figure
+/// releases nothing (module docs), so without this the line would stay held — available-to-sell
+/// low by its quantity — until the next stock change at that position. Only comparable versions
+/// decide here: the time-based fallback needs the figure's capture time, which the ledger does
+/// not keep, so lines without a comparable watermark wait for the next figure as before.
+fn release_already_included(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    now: Millis,
+) -> Result<()> {
+    let sql = format!(
+        "SELECT l.reservation_id, l.seq, l.sku, l.location, l.quantity, l.backorder,
+                r.accepted_version, p.version
+         FROM reservation_lines l
+         JOIN reservations r ON r.id = l.reservation_id
+         JOIN stock_levels p ON p.sku = l.sku AND p.location = l.location
+         WHERE {filter} AND l.released_at IS NULL
+           AND r.state IN ('held', 'committed') AND r.accepted_at IS NOT NULL
+           AND r.accepted_version IS NOT NULL AND p.version IS NOT NULL
+         ORDER BY l.reservation_id, l.seq"
+    );
+    let open = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_map(args, |r| {
+                Ok((
+                    OpenLine {
+                        reservation_id: r.get(0)?,
+                        seq: r.get(1)?,
+                        sku: r.get(2)?,
+                        location: r.get(3)?,
+                        quantity: r.get(4)?,
+                        backorder: r.get(5)?,
+                    },
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db("read lines the ledger already includes"))?;
+    let mut released = BTreeSet::new();
+    let mut touched = BTreeSet::new();
+    for (line, accepted_version, figure_version) in &open {
+        let includes =
+            compare_versions(figure_version, accepted_version) == Some(Ordering::Greater);
+        if includes && release_line(conn, line, now)? {
+            released.insert(line.reservation_id.clone());
+            touched.insert(line.sku.clone());
+        }
+    }
+    for id in &released {
+        finish_if_released(conn, id, now)?;
+    }
+    for sku in &touched {
+        mark_dirty(conn, ctx, sku, now)?;
+    }
+    Ok(())
+}
+
+/// A reservation whose lines are all released becomes `Released`.
+fn finish_if_released(conn: &Connection, id: &str, now: Millis) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET state = 'released', ended_at = ?2, expires_at = NULL
+         WHERE id = ?1 AND state IN ('held', 'committed')
+           AND NOT EXISTS (SELECT 1 FROM reservation_lines
+                           WHERE reservation_id = ?1 AND released_at IS NULL)",
+    )
+    .and_then(|mut s| s.execute(params![id, now]))
+    .map_err(db("mark reservation released"))?;
     Ok(())
 }
 
@@ -950,14 +1044,7 @@ fn update_level(
     }
     for id in released.keys() {
         // Released once nothing is left unreleased anywhere.
-        conn.prepare_cached(
-            "UPDATE reservations SET state = 'released', ended_at = ?2, expires_at = NULL
-             WHERE id = ?1 AND state IN ('held', 'committed')
-               AND NOT EXISTS (SELECT 1 FROM reservation_lines
-                               WHERE reservation_id = ?1 AND released_at IS NULL)",
-        )
-        .and_then(|mut s| s.execute(params![id, now]))
-        .map_err(db("mark reservation released"))?;
+        finish_if_released(conn, id, now)?;
     }
     mark_dirty(conn, ctx, &u.sku, now)?;
     Ok(LevelOutcome::Applied {

@@ -397,7 +397,8 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        self.write(move |c, _| writes::settle(c, &outcomes)).await
+        self.write(move |c, ctx| writes::settle(c, ctx, &outcomes))
+            .await
     }
 
     async fn recover_expired(&self, before: Millis) -> Result<usize> {
@@ -500,7 +501,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<Reservation, TransitionError>> {
         let (id, order) = (id.to_owned(), order.to_owned());
-        self.write(move |c, _| ledger::commit_reservation(c, &id, &order, now))
+        self.write(move |c, ctx| ledger::commit_reservation(c, ctx, &id, &order, now))
             .await
     }
 

@@ -486,7 +486,11 @@ struct Held {
     claimed_at: Millis,
 }
 
-pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize> {
+pub(crate) fn settle(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    outcomes: &[Settlement],
+) -> Result<usize> {
     let mut applied = 0;
     for outcome in outcomes {
         let (id, token) = match outcome {
@@ -553,7 +557,14 @@ pub(crate) fn settle(conn: &Connection, outcomes: &[Settlement]) -> Result<usize
                     // The source endpoint now has the order: its reservations are accepted.
                     // (Not by a cancel: the ERP's figures after a cancel do not hold the order,
                     // and during cancel-and-replace the replacement's create sets the watermark.)
-                    ledger::mark_accepted(conn, &held.key, &held.dest, *at, version.as_deref())?;
+                    ledger::mark_accepted(
+                        conn,
+                        ctx,
+                        &held.key,
+                        &held.dest,
+                        *at,
+                        version.as_deref(),
+                    )?;
                     orders::accept(conn, &held.key, &held.dest, *at)?;
                 }
                 conn.prepare_cached(
