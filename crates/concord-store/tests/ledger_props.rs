@@ -1,6 +1,7 @@
 //! Property test of the stock ledger (design §5) on [`SqliteStore`]: random interleavings of
 //! reservations, commits, cancellations, expiries, ERP snapshots (delayed, repeated, stale),
-//! order acceptance (a `Delivered` order settlement) and restarts (close, reopen the same file),
+//! order acceptance (a `Delivered` order settlement, possibly after the ERP's figures that already
+//! include the order) and restarts (close, reopen the same file),
 //! checked after every step against a small in-memory model.
 //!
 //! After every step:
@@ -71,8 +72,13 @@ enum Op {
         sku: usize,
         loc: usize,
     },
-    /// The ERP accepts a committed order (the order item is delivered to it).
-    Accept(usize),
+    /// The ERP accepts a committed order (the order item is delivered to it). With
+    /// `figures_first`, the ERP's figures of the order's positions (newer than the acceptance)
+    /// reach the hub before the delivery is settled, as a stock webhook can overtake the worker.
+    Accept {
+        pick: usize,
+        figures_first: bool,
+    },
     Restart,
 }
 
@@ -87,7 +93,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..2usize, 0..2usize, any::<bool>()).prop_map(|(sku, loc, delay)| Op::Snapshot { sku, loc, delay }),
         3 => any::<usize>().prop_map(Op::SendDelayed),
         1 => (0..2usize, 0..2usize).prop_map(|(sku, loc)| Op::Resend { sku, loc }),
-        3 => any::<usize>().prop_map(Op::Accept),
+        3 => (any::<usize>(), any::<bool>())
+            .prop_map(|(pick, figures_first)| Op::Accept { pick, figures_first }),
         2 => any::<bool>().prop_map(|delay| Op::SnapshotAll { delay }),
         1 => Just(Op::Restart),
     ]
@@ -542,7 +549,10 @@ async fn step(store: &mut SqliteStore, path: &Path, model: &mut Model, op: &Op) 
                 send(store, model, f).await;
             }
         }
-        Op::Accept(pick) => {
+        Op::Accept {
+            pick,
+            figures_first,
+        } => {
             let open: Vec<usize> = (0..model.reservations.len())
                 .filter(|&r| {
                     let res = &model.reservations[r];
@@ -564,12 +574,41 @@ async fn step(store: &mut SqliteStore, path: &Path, model: &mut Model, op: &Op) 
                 }
             }
             let version = model.erp_version;
-            model.reservations[r].accepted_version = Some(version);
             let order = model.reservations[r]
                 .order
                 .clone()
                 .expect("a committed reservation has an order");
+            if *figures_first {
+                let mut positions: Vec<_> = model.reservations[r]
+                    .lines
+                    .iter()
+                    .map(|l| (l.sku.clone(), l.loc.clone()))
+                    .collect();
+                positions.sort();
+                positions.dedup();
+                for (sku, loc) in positions {
+                    let f = model.capture(&sku, &loc);
+                    send(store, model, f).await;
+                }
+            }
+            model.reservations[r].accepted_version = Some(version);
             deliver_order(store, &order, version, model.now).await;
+            // The acceptance releases the lines whose position's figure already includes it.
+            let mut any = false;
+            for l in 0..model.reservations[r].lines.len() {
+                let line = &model.reservations[r].lines[l];
+                let includes = model
+                    .pos(&line.sku, &line.loc)
+                    .version
+                    .is_some_and(|v| v > version);
+                if !line.released && includes {
+                    model.release(r, l);
+                    any = true;
+                }
+            }
+            if any && model.reservations[r].lines.iter().all(|l| l.released) {
+                model.reservations[r].state = ReservationState::Released;
+            }
         }
         Op::Restart => {
             store.close().await;
