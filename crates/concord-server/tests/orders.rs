@@ -338,12 +338,25 @@ locations = ["WH1"]
     }
 
     /// The hub's pool agrees with the ERP: ats = on_hand − committed for each SKU (nothing held
-    /// twice, nothing leaked) once the ERP's figures are in.
+    /// twice, nothing leaked) once the ERP's figures are in — the hub's ledger has the ERP's
+    /// on_hand and committed. (Without that, the ats can match by coincidence before the ERP's
+    /// figure arrives — old figure, order still held — and then dip while the figure is in but
+    /// the delivery that accepts the order is not yet settled.)
     async fn pool_matches_erp(&self, skus: &[&str]) {
         for sku in skus {
             let matches = wait_until(async || {
                 let s = self.erp.stock(sku, "WH1").expect("stock");
-                self.hub.ats(sku).await == (s.on_hand - s.committed).max(0)
+                let levels = self
+                    .hub
+                    .engine
+                    .store()
+                    .levels(&[sku.to_string()])
+                    .await
+                    .expect("levels");
+                let figures_in = levels.iter().any(|l| {
+                    l.location == "WH1" && (l.on_hand, l.committed) == (s.on_hand, s.committed)
+                });
+                figures_in && self.hub.ats(sku).await == (s.on_hand - s.committed).max(0)
             })
             .await;
             if !matches {
