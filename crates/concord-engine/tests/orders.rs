@@ -23,7 +23,7 @@ use concord_core::inventory::Line;
 use concord_core::Kind;
 use concord_store::{
     DeadLetterFilter, DeadLetterState, Direction, JournalStatus, OrderFilter, Reservation,
-    ReserveOutcome,
+    ReservationState, ReserveOutcome,
 };
 use serde_json::{json, Value};
 use support::{config_text, customer, wait_until, Fake, Harness, Outcome, ORDERS_TO_ERP};
@@ -1134,6 +1134,150 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
     })
     .await;
     assert_eq!(held(&h, "A").await, 3);
+    h.stop().await;
+}
+
+/// The hub's available-to-sell of SKU `A` (buffer 0): what the ERP has free less the hub's
+/// holds, with the stored version of the ERP's figure.
+async fn ats_a(h: &Harness) -> (i64, Option<String>) {
+    let levels = h.store.levels(&["A".to_string()]).await.unwrap();
+    let ats = levels
+        .iter()
+        .map(|l| l.on_hand - l.committed - l.held - l.backordered)
+        .sum();
+    (ats, levels.first().and_then(|l| l.version.clone()))
+}
+
+/// Cancel-and-replace of an order the ERP's figures took over: from the planning on, the hub
+/// holds the order again, so the ERP's figure showing the cancel (its committed drops) does
+/// not raise available-to-sell by the order's quantity; once the replacement is accepted, the
+/// next figure (which includes it) releases the hold, exactly once, and available-to-sell is
+/// the ERP's free stock again. The edit (2 → 9 of 10 on hand, 2 committed by the ERP) fits:
+/// units held again while the ERP still commits them are not counted twice.
+/// Planned by the engine (the ERP does not declare `amend`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_replace_keeps_the_order_held_until_the_replacement_is_in_the_figures() {
+    replacement_is_held(false).await;
+}
+
+/// Planned at settlement (the ERP declares `amend` but answers "cannot amend this order").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_amend_keeps_the_order_held_until_the_replacement_is_in_the_figures() {
+    replacement_is_held(true).await;
+}
+
+async fn replacement_is_held(amend: bool) {
+    let flows = format!(
+        "{ORDERS_TO_ERP}{}",
+        POOL.replace(
+            "[inventory]\nsource = \"erp\"",
+            "[inventory]\nsource = \"erp\"\nrelease_grace = \"1ms\""
+        )
+    );
+    let kinds = [Kind::Order, Kind::Stock];
+    let h = web_and_erp(
+        &flows,
+        &kinds,
+        |erp| if amend { erp.with_amend() } else { erp },
+    )
+    .await;
+    let erp = h.fake("erp").clone();
+    let figure = |version: &str, committed: i64| {
+        (
+            Kind::Stock,
+            "A@WH",
+            Some(version.to_string()),
+            json!({"sku": "A", "location": "WH", "on_hand": 10, "committed": committed}),
+        )
+    };
+    let send = async |version: &str, committed: i64| {
+        let (k, id, v, rec) = figure(version, committed);
+        h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
+        wait_until(&format!("the ledger has figure {version}"), async || {
+            ats_a(&h).await.1.as_deref() == Some(version)
+        })
+        .await;
+    };
+    let a_moment = async || {
+        let started = std::time::Instant::now();
+        wait_until("a moment after the acceptance", async || {
+            started.elapsed() > std::time::Duration::from_millis(5)
+        })
+        .await;
+    };
+    send("1", 0).await;
+    let r = checkout_a(&h, "cart-1", 2).await;
+    place_1001(&h).await;
+    wait_state(&h, "web/1001", "accepted").await;
+    a_moment().await;
+    send("2", 2).await;
+    wait_until("the ERP's figures took the order over", async || {
+        held(&h, "A").await == 0
+    })
+    .await;
+    assert_eq!(ats_a(&h).await.0, 8);
+
+    // (The amend is refused;) the cancel goes through; the replacement's create waits (502s).
+    if amend {
+        erp.push_key_outcomes(
+            "web/1001",
+            [Outcome::CannotAmend(CANNOT_ADD.into()), Outcome::Done],
+        );
+    } else {
+        erp.push_key_outcomes("web/1001", [Outcome::Done]);
+    }
+    erp.set_key("web/1001", Some(Outcome::Transient));
+    h.capture(
+        "web",
+        &[(
+            Kind::Order,
+            "1001",
+            Some("2"),
+            order("1001", &[("A", 9)], "placed"),
+        )],
+    )
+    .await;
+    wait_until("the cancel is delivered, the replacement not", async || {
+        erp.done_of("web/1001").len() == 2
+            && erp
+                .writes_of("web/1001")
+                .iter()
+                .any(|w| w.op.op == "create" && !w.ok())
+    })
+    .await;
+    assert_eq!(
+        held(&h, "A").await,
+        9,
+        "the whole edited order is held again"
+    );
+    // The ERP's figure after the cancel: nothing committed for the order any more.
+    send("3", 0).await;
+    assert_eq!(
+        held(&h, "A").await,
+        9,
+        "the figure showing the cancel releases nothing"
+    );
+    assert_eq!(ats_a(&h).await.0, 1, "never more than 10 - 9 to sell");
+
+    // The replacement is accepted; the ERP's next figure includes it: released once.
+    erp.set_key("web/1001", None);
+    wait_until("the replacement is delivered", async || {
+        erp.done_of("web/1001").len() == 3 && h.drained().await
+    })
+    .await;
+    assert_eq!(ats_a(&h).await.0, 1);
+    a_moment().await;
+    send("4", 9).await;
+    wait_until("the hold is released", async || held(&h, "A").await == 0).await;
+    assert_eq!(ats_a(&h).await.0, 1, "the ERP's free stock, counted once");
+    let r = h
+        .store
+        .reservation(&r.id)
+        .await
+        .unwrap()
+        .expect("the reservation");
+    assert_eq!(r.state, ReservationState::Released);
+    assert_eq!(r.lines.iter().map(|l| l.quantity).sum::<i64>(), 9);
     h.stop().await;
 }
 

@@ -153,6 +153,10 @@ pub struct AdjustRequest {
     pub quantities: Vec<(String, i64)>,
     /// Per SKU that may grow: the channel's feeding locations in priority order with buffers.
     pub feeds: Vec<(String, Vec<crate::Feed>)>,
+    /// Cancel-and-replace is planned for the order: its released lines are held again and its
+    /// acceptance cleared before adjusting, so that only the replacement's acceptance releases
+    /// them (the ERP's figure showing the cancel must not leave the order unheld).
+    pub rehold: bool,
     pub now: Millis,
 }
 

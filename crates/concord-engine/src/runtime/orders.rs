@@ -365,6 +365,7 @@ impl Planner<'_> {
                         order: key.to_string(),
                         quantities,
                         feeds,
+                        rehold: replace,
                         now: self.now,
                     })
                     .await;

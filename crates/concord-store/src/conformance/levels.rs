@@ -1,6 +1,7 @@
 //! Conformance checks: stock levels (design §5): stale figures are ignored, newer figures release
 //! accepted orders once (by version, else by time), dirty marks with a generation-guarded clean,
-//! and order acceptance marked for its source only.
+//! order acceptance marked for its source only, and an order re-held for cancel-and-replace
+//! until a figure includes the replacement.
 //!
 //! Written only against `&dyn Store` through [`Fixture`]: never SQL, never an implementation
 //! type. Each public check is listed in `store_conformance_tests!` and re-exported by
@@ -11,7 +12,8 @@ use super::{
     reserve_ok, set_levels, settle, Fixture, ERP, SHOP, WEB,
 };
 use crate::{
-    LevelOutcome, LevelUpdate, ProcessBatch, ReservationState, ReserveOutcome, TransitionError,
+    AdjustOutcome, AdjustRequest, Feed, LevelOutcome, LevelUpdate, ProcessBatch, ReservationState,
+    ReserveOutcome, TransitionError,
 };
 use concord_core::Kind;
 
@@ -225,6 +227,98 @@ pub async fn figure_ahead_of_the_acceptance_releases_at_the_acceptance(fx: &Fixt
         (ReservationState::Released, Some("110"))
     );
     assert_eq!(position(s, "A", "WH1").await.held, 0);
+    check_ledger(s).await;
+}
+
+/// Cancel-and-replace of an order whose lines the ERP's figures released
+/// (`AdjustRequest::rehold`): the order is held again at once and its watermark cleared, so the
+/// ERP's figure after the cancel (its committed drops) releases nothing and free stock does not
+/// rise by the order; the replacement's acceptance sets the watermark again and only a figure
+/// newer than it releases the lines, once. Re-holding twice holds once.
+pub async fn cancel_and_replace_holds_the_order_until_the_replacement_is_in_the_figures(
+    fx: &Fixture,
+) {
+    let s = fx.store();
+    set_levels(s, vec![figure("A", "WH1", 10, 0, "100")]).await;
+    let r = reserve_ok(s, request(WEB, "k", &[("A", 4)], &[("WH1", 0)])).await;
+    s.commit_reservation(&r.id, "web/1", 1_500)
+        .await
+        .unwrap()
+        .unwrap();
+    deliver_order(s, ERP, "web/1", Some("105"), 2_000).await;
+    set_levels(s, vec![figure("A", "WH1", 10, 4, "106")]).await;
+    assert_eq!(
+        s.reservation(&r.id).await.unwrap().unwrap().state,
+        ReservationState::Released
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    // Cancel-and-replace planned (twice: idempotent).
+    for now in [3_000, 3_100] {
+        let out = s
+            .adjust_order_reservation(AdjustRequest {
+                order: "web/1".into(),
+                quantities: vec![("A".into(), 4)],
+                feeds: vec![(
+                    "A".into(),
+                    vec![Feed {
+                        location: "WH1".into(),
+                        buffer: 0,
+                    }],
+                )],
+                rehold: true,
+                now,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(out, AdjustOutcome::Adjusted(_)), "{out:?}");
+        let again = s.reservation(&r.id).await.unwrap().unwrap();
+        assert_eq!(again.state, ReservationState::Committed);
+        assert_eq!(again.accepted_version, None);
+        assert!(again.lines.iter().all(|l| l.released_at.is_none()));
+        assert_eq!(position(s, "A", "WH1").await.held, 4);
+        check_ledger(s).await;
+    }
+    // The ERP applied the cancel: nothing released, free stays 10 - 4.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 0, "107")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 6
+        }],
+        "the figure showing the cancel must not free the order's units"
+    );
+    // The replacement is accepted at 108; the stored 107 does not include it.
+    deliver_order(s, ERP, "web/1", Some("108"), 4_000).await;
+    assert_eq!(position(s, "A", "WH1").await.held, 4);
+    assert_eq!(
+        s.reservation(&r.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .accepted_version
+            .as_deref(),
+        Some("108")
+    );
+    // 109 includes the replacement: released once, free is the ERP's free stock.
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 4, "109")]).await;
+    assert!(
+        matches!(&out[..], [LevelOutcome::Applied { released, free: 6 }] if !released.is_empty()),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.reservation(&r.id).await.unwrap().unwrap().state,
+        ReservationState::Released
+    );
+    assert_eq!(position(s, "A", "WH1").await.held, 0);
+    let out = set_levels(s, vec![figure("A", "WH1", 10, 4, "110")]).await;
+    assert_eq!(
+        out,
+        [LevelOutcome::Applied {
+            released: vec![],
+            free: 6
+        }]
+    );
     check_ledger(s).await;
 }
 

@@ -49,6 +49,7 @@ pub use journal::{
 };
 pub use levels::{
     accepted_order_is_released_once_by_a_newer_figure,
+    cancel_and_replace_holds_the_order_until_the_replacement_is_in_the_figures,
     delivered_order_marks_acceptance_for_its_source_only, dirty_marks_and_generation_guarded_clean,
     figure_ahead_of_the_acceptance_releases_at_the_acceptance,
     release_falls_back_to_time_when_versions_are_not_comparable, stale_figures_are_ignored,
@@ -176,6 +177,7 @@ macro_rules! store_conformance_tests {
             stale_figures_are_ignored,
             accepted_order_is_released_once_by_a_newer_figure,
             figure_ahead_of_the_acceptance_releases_at_the_acceptance,
+            cancel_and_replace_holds_the_order_until_the_replacement_is_in_the_figures,
             release_falls_back_to_time_when_versions_are_not_comparable,
             reservation_transitions_and_wrong_states,
             expiry_returns_each_reservation_once,

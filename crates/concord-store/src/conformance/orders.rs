@@ -361,6 +361,7 @@ pub async fn order_reservations_follow_cancellations_and_edits(fx: &Fixture) {
         order: "web/1".into(),
         quantities: q.into_iter().map(|(s, n)| (s.to_string(), n)).collect(),
         feeds: feeds(&["A", "B"]),
+        rehold: false,
         now: 2_000,
     };
     // Increase within stock, add a line.

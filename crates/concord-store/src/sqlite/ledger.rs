@@ -9,6 +9,8 @@
 //! sum of the unreleased non-backorder lines there and `backordered` the sum of the unreleased
 //! backorder lines. A line's contribution is added once when it is reserved and removed once,
 //! by the only statement that sets its `released_at` (guarded by `released_at IS NULL`).
+//! `rehold_order` (cancel-and-replace) is the only way back: it clears `released_at` and adds
+//! the contribution again in the same write, so each hold is released once.
 //!
 //! Contract choices (the trait leaves them open):
 //! - A figure whose version *equals* the stored one is a re-delivery of the same figure: it is
@@ -21,7 +23,8 @@
 //! - A delivered order marks its reservations accepted once: the first acceptance is the
 //!   watermark; later deliveries of the same order (updates) do not move it. Lines whose
 //!   position's stored figure is already newer than the watermark (the ERP's figure overtook
-//!   the settlement) are released right then, by version only.
+//!   the settlement) are released right then, by version only. Cancel-and-replace clears the
+//!   watermark (`rehold_order`): the replacement's acceptance sets it again.
 //! - The backorder allowance of a SKU is `min(backorder_limit, Σ incoming) − Σ backordered`
 //!   over the request's feeds: the limit caps the SKU's outstanding backorders, not each request (incoming lots with a positive integer `quantity`;
 //!   anything else in `incoming` counts as nothing).
@@ -581,6 +584,89 @@ fn released_of_order(conn: &Connection, order: &str) -> Result<Option<String>> {
     .map_err(db("find the released reservation of an order"))
 }
 
+/// Cancel-and-replace is planned for `order`: between the ERP applying the cancel (its
+/// committed drops) and accepting the replacement, neither side would hold the order. So the
+/// order's released lines are held again (an order whose reservation ended as `released` gets
+/// it back as `committed`) and the acceptance watermark is cleared: only the acceptance of the
+/// replacement (its create's version) releases them again, never the figure showing the
+/// cancel. Idempotent: a second call finds no released lines and a cleared watermark.
+///
+/// Returns the quantity held again per (SKU, location): until the ERP applies the cancel its
+/// stored figure still commits those units too, so an increase in the same edit may count them
+/// as available again (they are the order's either way).
+pub(crate) fn rehold_order(
+    conn: &Connection,
+    ctx: &mut WriterCtx,
+    order: &str,
+    now: Millis,
+) -> Result<HashMap<(String, String), i64>> {
+    let mut ids = active_of_order(conn, order)?;
+    if ids.is_empty() {
+        ids = released_of_order(conn, order)?.into_iter().collect();
+        for id in &ids {
+            conn.prepare_cached(
+                "UPDATE reservations SET state = 'committed', ended_at = NULL
+                 WHERE id = ?1 AND state = 'released'",
+            )
+            .and_then(|mut s| s.execute([id]))
+            .map_err(db(
+                "take an order's released reservation back for a replacement",
+            ))?;
+        }
+    }
+    let mut touched = BTreeSet::new();
+    let mut reheld: HashMap<(String, String), i64> = HashMap::new();
+    for id in &ids {
+        let released: Vec<(i64, String, String, i64, bool)> = conn
+            .prepare_cached(
+                "SELECT seq, sku, location, quantity, backorder FROM reservation_lines
+                 WHERE reservation_id = ?1 AND released_at IS NOT NULL ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                s.query_map([id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db("read released lines of an order"))?;
+        for (seq, sku, location, quantity, backorder) in released {
+            conn.prepare_cached(
+                "UPDATE reservation_lines SET released_at = NULL
+                 WHERE reservation_id = ?1 AND seq = ?2",
+            )
+            .and_then(|mut s| s.execute(params![id, seq]))
+            .map_err(db("hold a released line again"))?;
+            let (held, backordered) = if backorder {
+                (0, quantity)
+            } else {
+                (quantity, 0)
+            };
+            conn.prepare_cached(
+                "INSERT INTO stock_levels
+                     (sku, location, on_hand, committed, held, backordered, incoming, version,
+                      updated_at)
+                 VALUES (?1, ?2, 0, 0, ?3, ?4, '[]', NULL, ?5)
+                 ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
+                     backordered = backordered + excluded.backordered,
+                     updated_at = excluded.updated_at",
+            )
+            .and_then(|mut s| s.execute(params![sku, location, held, backordered, now]))
+            .map_err(db("raise held for a replacement"))?;
+            *reheld.entry((sku.clone(), location)).or_default() += held;
+            touched.insert(sku);
+        }
+        conn.prepare_cached(
+            "UPDATE reservations SET accepted_at = NULL, accepted_version = NULL WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute([id]))
+        .map_err(db("clear acceptance for a replacement"))?;
+    }
+    for sku in &touched {
+        mark_dirty(conn, ctx, sku, now)?;
+    }
+    Ok(reheld)
+}
+
 /// An edit before shipment: bring the reservations committed to `req.order` to the new
 /// quantities. A SKU's current quantity is the sum of its lines (released ones included: the
 /// ERP's figures hold those). Decreases shrink unreleased lines (newest first), lowering `held`;
@@ -597,6 +683,11 @@ pub(crate) fn adjust_order_reservation(
     ctx: &mut WriterCtx,
     req: &crate::AdjustRequest,
 ) -> Result<crate::AdjustOutcome> {
+    let reheld = if req.rehold {
+        rehold_order(conn, ctx, &req.order, req.now)?
+    } else {
+        HashMap::new()
+    };
     let mut ids = active_of_order(conn, &req.order)?;
     // Once the ERP's figures took the whole order over, its reservation ended as `released`;
     // an edit still goes through the pool: the latest such reservation is the order's again
@@ -688,13 +779,13 @@ pub(crate) fn adjust_order_reservation(
                 .unwrap_or_default()
                 .iter()
                 .map(|f| {
-                    let p = positions
-                        .get(&(sku.to_string(), f.location.clone()))
-                        .copied()
-                        .unwrap_or_default();
+                    let k = (sku.to_string(), f.location.clone());
+                    let p = positions.get(&k).copied().unwrap_or_default();
+                    // Units just held again are still in the ERP's committed: count them once.
+                    let again = reheld.get(&k).copied().unwrap_or(0);
                     Candidate {
                         location: f.location.clone(),
-                        available: (p.on_hand - p.committed - p.held - f.buffer).max(0),
+                        available: (p.on_hand - p.committed - p.held + again - f.buffer).max(0),
                     }
                 })
                 .collect()

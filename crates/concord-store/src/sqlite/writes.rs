@@ -616,7 +616,7 @@ pub(crate) fn settle(
                 fallback,
                 at,
                 ..
-            } => amend_refused(conn, id, &held, reason, *fallback, *at)?,
+            } => amend_refused(conn, ctx, id, &held, reason, *fallback, *at)?,
             Settlement::Skipped { reason, at, .. } => {
                 finish_item(conn, id, "done", None, *at)?;
                 record_audit(
@@ -690,6 +690,7 @@ fn set_reference(payload: &mut Value, reference: Option<&str>) {
 /// written here, on the writer, so the replacement number is never given out twice.
 fn amend_refused(
     conn: &Connection,
+    ctx: &mut WriterCtx,
     id: ItemId,
     held: &Held,
     reason: &str,
@@ -822,6 +823,8 @@ fn amend_refused(
                 }
             }
             orders::set_replacement(conn, &held.key, &reference, facts.replacements, at)?;
+            // Between the cancel and the replacement's acceptance the order is held here again.
+            ledger::rehold_order(conn, ctx, &held.key, at)?;
             (
                 hash,
                 format!(
