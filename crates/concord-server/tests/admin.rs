@@ -676,7 +676,19 @@ async fn run_now_starts_a_batch_flow() {
         "next scheduled run is in 2099: {next}"
     );
 
-    // A product the ERP does not push: only a batch run brings it.
+    // A product the ERP does not push: only a batch run brings it. The start-up catalogue
+    // migration must have read the ERP to the end first, or it could capture SKU-3 itself
+    // (then the batch run finds nothing new — seen once under load).
+    wait_for(
+        "the catalogue migration read the ERP to the end",
+        async || {
+            hub.engine
+                .backfill_state("catalog")
+                .await
+                .is_ok_and(|b| b.read_to_end())
+        },
+    )
+    .await;
     s.erp
         .upsert_product(json!({"sku": "SKU-3", "name": "Product SKU-3"}))
         .expect("product");
