@@ -89,6 +89,7 @@ pub async fn dlq(config: &Path, action: DlqAction) -> anyhow::Result<ExitCode> {
                     endpoint,
                     kind,
                     state,
+                    key: None,
                     limit: Some(limit),
                 })
                 .await?;

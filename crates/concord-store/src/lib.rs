@@ -391,6 +391,8 @@ pub struct DeadLetterFilter {
     pub kind: Option<Kind>,
     /// Default: only `Open`.
     pub state: Option<DeadLetterState>,
+    /// Only dead letters with this key (exact match). Default: any key.
+    pub key: Option<String>,
     pub limit: Option<usize>,
 }
 

@@ -51,22 +51,17 @@ pub async fn list(
 ) -> Result<Json<Vec<DeadLetter>>, ApiError> {
     let p: DeadLetterParams = parse_query(q.as_deref())?;
     let limit = limit(p.limit, 100)?;
-    // The key filter is applied here: read the whole (bounded) selection first.
-    let fetch = if p.key.is_some() { 100_000 } else { limit };
-    let mut list = s
+    let list = s
         .engine
         .store()
         .dead_letters(DeadLetterFilter {
             endpoint: p.endpoint,
             kind: p.kind,
             state: p.state,
-            limit: Some(fetch),
+            key: p.key,
+            limit: Some(limit),
         })
         .await?;
-    if let Some(key) = &p.key {
-        list.retain(|d| &d.key == key);
-    }
-    list.truncate(limit);
     Ok(Json(list))
 }
 

@@ -205,6 +205,7 @@ pub async fn dead_letter_filters(fx: &Fixture) {
         endpoint: endpoint.map(str::to_owned),
         kind,
         state: None,
+        key: None,
         limit,
     };
     assert_eq!(

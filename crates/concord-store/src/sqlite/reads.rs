@@ -353,6 +353,10 @@ pub(crate) fn dead_letters(
         args.push(SqlValue::Text(k.as_str().to_owned()));
         sql.push_str(&format!(" AND kind = ?{}", args.len()));
     }
+    if let Some(k) = &filter.key {
+        args.push(SqlValue::Text(k.clone()));
+        sql.push_str(&format!(" AND key = ?{}", args.len()));
+    }
     // Oldest first: the dead-letter queue is worked through in the order things failed.
     // LIMIT -1 is SQLite's "no limit".
     args.push(SqlValue::Integer(filter.limit.map_or(-1, codec::limit)));
