@@ -604,14 +604,11 @@ pub(crate) fn rehold_order(
     if ids.is_empty() {
         ids = released_of_order(conn, order)?.into_iter().collect();
         for id in &ids {
-            conn.prepare_cached(
-                "UPDATE reservations SET state = 'committed', ended_at = NULL
-                 WHERE id = ?1 AND state = 'released'",
-            )
-            .and_then(|mut s| s.execute([id]))
-            .map_err(db(
+            revive_released(
+                conn,
+                id,
                 "take an order's released reservation back for a replacement",
-            ))?;
+            )?;
         }
     }
     let mut touched = BTreeSet::new();
@@ -655,16 +652,34 @@ pub(crate) fn rehold_order(
             *reheld.entry((sku.clone(), location)).or_default() += held;
             touched.insert(sku);
         }
-        conn.prepare_cached(
-            "UPDATE reservations SET accepted_at = NULL, accepted_version = NULL WHERE id = ?1",
-        )
-        .and_then(|mut s| s.execute([id]))
-        .map_err(db("clear acceptance for a replacement"))?;
+        clear_acceptance(conn, id, "clear acceptance for a replacement")?;
     }
     for sku in &touched {
         mark_dirty(conn, ctx, sku, now)?;
     }
     Ok(reheld)
+}
+
+/// Take an order's `released` reservation back as `committed` (a replacement or an edit makes
+/// it the order's again). No-op for a reservation in any other state.
+fn revive_released(conn: &Connection, id: &str, what: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET state = 'committed', ended_at = NULL
+         WHERE id = ?1 AND state = 'released'",
+    )
+    .and_then(|mut s| s.execute([id]))
+    .map_err(db(what))?;
+    Ok(())
+}
+
+/// Clear a reservation's acceptance watermark: only a later acceptance releases its lines again.
+fn clear_acceptance(conn: &Connection, id: &str, what: &str) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE reservations SET accepted_at = NULL, accepted_version = NULL WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute([id]))
+    .map_err(db(what))?;
+    Ok(())
 }
 
 /// An edit before shipment: bring the reservations committed to `req.order` to the new
@@ -821,19 +836,14 @@ pub(crate) fn adjust_order_reservation(
             touched.insert(a.sku);
         }
         if revive {
-            conn.prepare_cached(
-                "UPDATE reservations SET state = 'committed', ended_at = NULL
-                 WHERE id = ?1 AND state = 'released'",
-            )
-            .and_then(|mut s| s.execute([&first]))
-            .map_err(db("take an order's released reservation back for an edit"))?;
+            revive_released(
+                conn,
+                &first,
+                "take an order's released reservation back for an edit",
+            )?;
         }
         for id in &ids {
-            conn.prepare_cached(
-                "UPDATE reservations SET accepted_at = NULL, accepted_version = NULL WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute([id]))
-            .map_err(db("clear acceptance after an increase"))?;
+            clear_acceptance(conn, id, "clear acceptance after an increase")?;
         }
     }
     for (sku, mut cut) in shrink {
