@@ -44,15 +44,36 @@ struct Env {
     password: String,
 }
 
+/// A real system this test needs is not configured. In CI (`CI` set, not `false`/`0`) that is a
+/// failure — a skip would hide a broken install — unless `scripts/test.sh` runs this file in its
+/// own step later (`CONCORD_REAL_SYSTEMS_LATER=1` in its general pass). Elsewhere: a loud skip.
+fn missing(what: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let later = std::env::var_os("CONCORD_REAL_SYSTEMS_LATER").is_some();
+    if ci && !later {
+        panic!("{what} — CI is set, so a missing real system fails the suite instead of skipping");
+    }
+    eprintln!("{what}");
+}
+
+/// Printed once per test that reached its real system: `scripts/test.sh` counts these lines.
+fn ran(suite: &str) {
+    eprintln!(
+        "REAL-SYSTEM TEST RAN: {suite}::{}",
+        std::thread::current().name().unwrap_or("?")
+    );
+}
+
 fn env() -> Option<Env> {
     let Ok(url) = std::env::var("CONCORD_TRYTON_URL") else {
-        eprintln!(
+        missing(
             "\n!!!!! SKIPPED: CONCORD_TRYTON_URL is not set, so the real-Tryton tests did not run.\n\
              !!!!! Run ./scripts/test.sh (it installs, starts and seeds Tryton), or start one with\n\
-             !!!!! scripts/tryton/{{setup.sh,start.sh,seed.py}} and export CONCORD_TRYTON_URL.\n"
+             !!!!! scripts/tryton/{setup.sh,start.sh,seed.py} and export CONCORD_TRYTON_URL.\n"
         );
         return None;
     };
+    ran("tryton");
     Some(Env {
         url,
         db: std::env::var("TRYTON_DB").unwrap_or_else(|_| "concord".into()),
@@ -694,7 +715,7 @@ fn script(name: &str) {
 async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
     let Some(e) = env() else { return };
     if scripts().is_none() {
-        eprintln!("\n!!!!! SKIPPED the Tryton outage test: TRYTON_DIR is not set (scripts/test.sh sets it)\n");
+        missing("\n!!!!! SKIPPED the Tryton outage test: TRYTON_DIR is not set (scripts/test.sh sets it)\n");
         return;
     }
     let _serial = serial().await;
