@@ -681,6 +681,34 @@ mod tests {
             }
         }
 
+        /// Quantities, prices and tier breaks over all of i64: the extended price is exactly
+        /// `unit × quantity` (checked in i128 here) or the quote is refused — never a wrap.
+        #[test]
+        fn money_over_all_of_i64(
+            base in any::<i64>(),
+            tiers in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..4),
+            qty in prop_oneof![any::<i64>(), Just(i64::MAX), Just(i64::MIN), 1i64..100],
+        ) {
+            let mut tiers = tiers;
+            tiers.sort_by_key(|t| t.0);
+            let r = rule(price("default", base, &tiers));
+            match quote([&r], &q(None, None, qty)) {
+                Ok(got) => {
+                    prop_assert!(qty > 0);
+                    prop_assert_eq!(
+                        i128::from(got.extended_minor),
+                        i128::from(got.unit_minor) * i128::from(qty)
+                    );
+                }
+                Err(NoPrice::BadQuantity(q)) => prop_assert!(q <= 0 && q == qty),
+                Err(NoPrice::Overflow { quantity, unit }) => {
+                    prop_assert_eq!(quantity, qty);
+                    prop_assert!(unit.checked_mul(quantity).is_none());
+                }
+                Err(other) => prop_assert!(false, "unexpected {}", other),
+            }
+        }
+
         #[test]
         fn tiers_monotone_when_the_list_is(
             base in 0i64..100_000,
