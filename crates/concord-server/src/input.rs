@@ -8,7 +8,9 @@
 //! - [`parse_json`]: the body as JSON with duplicate keys refused and nesting bounded
 //!   (`concord_core::json::parse_strict`), then as the handler's type, naming the field.
 //! - [`query_pairs`]: the query string percent-decoded strictly: a name or value that is not
-//!   UTF-8 once decoded (`%FF`) is a 400 naming it, never replaced by U+FFFD.
+//!   UTF-8 once decoded (`%FF`) is a 400 naming it, never replaced by U+FFFD. Every parameter of
+//!   both APIs is an identifier (a channel, SKU, key, e-mail, state, number), so each value is
+//!   held to `concord_core::limits::key_chars` (at most 256 bytes, no control characters).
 //!
 //! Webhooks (`/hooks/*`) are not read here: senders label their bodies in many ways, so they
 //! keep their Content-Type as is; their bodies go through the same strict JSON parser in the
@@ -112,12 +114,13 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
                 concord_core::limits::excerpt(name)
             ))
         })?;
-        let value = decode(value).map_err(|_| {
-            bad_request(format!(
-                "{}: the value is not UTF-8 once decoded",
-                concord_core::limits::excerpt(&name).trim_matches('"')
-            ))
-        })?;
+        let shown = concord_core::limits::excerpt(&name);
+        let shown = shown.trim_matches('"');
+        let value = decode(value)
+            .map_err(|_| bad_request(format!("{shown}: the value is not UTF-8 once decoded")))?;
+        concord_core::limits::key_chars(shown, &name)
+            .and_then(|()| concord_core::limits::key_chars(shown, &value))
+            .map_err(|e| bad_request(e.to_string()))?;
         out.push((name, value));
     }
     Ok(out)
@@ -205,6 +208,19 @@ mod tests {
         );
         let e = query_pairs(Some("%C3%28=1")).unwrap_err();
         assert!(e.message.contains("parameter name"), "{}", e.message);
+        let e = query_pairs(Some("sku=A%00B")).unwrap_err();
+        assert!(
+            e.message.starts_with("sku: ") && e.message.contains("U+0000"),
+            "{}",
+            e.message
+        );
+        let long = format!("sku={}", "x".repeat(300));
+        let e = query_pairs(Some(&long)).unwrap_err();
+        assert!(
+            e.message.starts_with("sku: ") && e.message.len() < 200,
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -657,6 +657,7 @@ impl super::Engine {
 
     pub async fn reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
         self.pool()?;
+        limits::key("id", id)?;
         self.inner
             .store
             .reservation(id)
@@ -689,6 +690,7 @@ impl super::Engine {
     /// `DELETE /v1/reservations/{id}`: cancel; its stock is free again at once.
     pub async fn cancel_reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
         let pool = self.pool()?;
+        limits::key("id", id)?;
         let out = self
             .inner
             .store
