@@ -706,3 +706,110 @@ async fn versions_with_offsets_are_ordered_as_instants() {
     .await;
     s.stop().await;
 }
+
+/// Reservations over the full domain against the running hub: lines of SKUs with NUL bytes,
+/// escapes, 300 bytes or 100 KB, quantities anywhere in `i64`, repeated SKUs, up to 600 lines.
+/// Every request is answered 201/200/409 or a 400 naming a line's field (or the key, or
+/// `lines`), never a 5xx; afterwards every SKU's ledger reads back (`held` an integer equal to
+/// its held lines), and availability answers with an ats that is never negative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_over_the_full_domain_keep_the_ledger_whole() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let s = Setup::start().await;
+    let hub = &s.hub;
+    for (sku, on_hand) in [("P1", 50), ("P2", 1_000_000_000)] {
+        hub.seed(sku, on_hand).await;
+    }
+    let sku = prop_oneof![
+        6 => Just("P1".to_string()),
+        6 => Just("P2".to_string()),
+        1 => Just("P\u{0}1".to_string()),
+        1 => Just("\u{1b}[2J".to_string()),
+        1 => Just("S".repeat(300)),
+        1 => Just("H".repeat(100 * 1024)),
+        1 => Just(" ".to_string()),
+        1 => any::<String>(),
+    ];
+    let quantity = prop_oneof![
+        4 => 1i64..30,
+        2 => any::<i64>(),
+        1 => Just(i64::MAX),
+        1 => Just(i64::MIN),
+        1 => Just(0i64),
+        1 => Just(1_000_000_000i64),
+        1 => Just(1_000_000_001i64),
+    ];
+    let lines = prop_oneof![
+        8 => prop::collection::vec((sku, quantity), 0..6),
+        1 => (1i64..3).prop_map(|q| vec![("P1".to_string(), q); 600]),
+    ];
+    let handle = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases: 150,
+        ..Config::default()
+    });
+    let n = std::sync::atomic::AtomicU32::new(0);
+    let statuses = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&lines, |lines| {
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let body = json!({"channel": "web1", "key": format!("prop-{n}"),
+                "lines": lines.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>()});
+            let (st, v) = handle.block_on(hub.reserve(KEY_WEB1, body));
+            if let Ok(mut seen) = statuses.lock() {
+                *seen.entry(st).or_insert(0u32) += 1;
+            }
+            match st {
+                200 | 201 | 409 => {}
+                400 => {
+                    let m = v["error"].as_str().unwrap_or("");
+                    prop_assert!(
+                        m.starts_with("lines") || m.starts_with("key"),
+                        "a 400 names the field: {}", m
+                    );
+                    prop_assert!(m.len() < 1024, "the answer does not echo the value");
+                }
+                other => prop_assert!(false, "status {} for {} lines: {}", other, lines.len(), v),
+            }
+            Ok(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    // Both sides of the domain were exercised (each has a probability far above 1/150 a case).
+    let seen = statuses.into_inner().expect("statuses");
+    assert!(
+        seen.contains_key(&201) && seen.contains_key(&400),
+        "{seen:?}"
+    );
+    // The ledger is whole: held = Σ held lines of active reservations, availability answers.
+    let reservations = hub
+        .store
+        .reservations(None, None, 10_000)
+        .await
+        .expect("reservations");
+    for sku in ["P1", "P2"] {
+        let held: i64 = reservations
+            .iter()
+            .filter(|r| r.state.is_active())
+            .flat_map(|r| &r.lines)
+            .filter(|l| l.sku == sku && l.released_at.is_none() && !l.backorder)
+            .map(|l| l.quantity)
+            .sum();
+        assert_eq!(
+            hub.position(sku, "WH1").await.map(|p| p.1),
+            Some(held),
+            "{sku}"
+        );
+        for (key, channel) in [(KEY_WEB1, "web1"), (KEY_WEB2, "web2")] {
+            let (st, v) = hub.ats(key, channel, sku).await;
+            assert_eq!(st, 200, "{v}");
+            let ats = v["skus"][0]["ats"].as_i64().expect("ats");
+            assert!(ats >= 0, "{sku} on {channel}: {ats}");
+        }
+    }
+    s.stop().await;
+}
