@@ -7,6 +7,13 @@
 //! - `ats(s,c) = Σ over locations l feeding c of max(0, free(s,l) − buffer(s,l,c))`
 //! - buffers are rules (absolute or percent of on-hand; per SKU pattern, channel, location);
 //!   the most specific matching rule wins.
+//!
+//! Arithmetic: figures from outside are bounded at the boundary (`crate::limits`), but nothing
+//! here relies on it. Derived figures (`free`, a percent buffer, `sellable`, `ats`, a backorder
+//! allowance) are computed exactly in `i128` and clamped into `i64` — which can only happen far
+//! outside the bounded domain, and always towards selling less, never more: `ats` is never
+//! negative and never wraps. A sum that becomes a stored or promised quantity (repeated SKUs
+//! merged into one reservation line) is checked: its overflow is an error ([`RouteError`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -21,11 +28,18 @@ pub struct Position {
 }
 
 impl Position {
-    /// Never below zero is *not* guaranteed here: a negative value means the ERP's on-hand fell
-    /// below what is already promised (oversold risk).
+    /// `on_hand − committed − held`. Never below zero is *not* guaranteed here: a negative value
+    /// means the ERP's on-hand fell below what is already promised (oversold risk). Exact in
+    /// `i128`, clamped into `i64` (the sign is kept, so a clamped figure is still at risk or
+    /// still free; see the module docs).
     pub fn free(&self) -> i64 {
-        self.on_hand - self.committed - self.held
+        clamp(i128::from(self.on_hand) - i128::from(self.committed) - i128::from(self.held))
     }
+}
+
+/// An exact `i128` figure as `i64`, clamped at the ends of the range.
+fn clamp(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// A safety-buffer amount.
@@ -101,9 +115,10 @@ pub fn buffer(rules: &[BufferRule], sku: &str, channel: &str, location: &str, on
         None => 0,
         Some(BufferAmount::Units(u)) => u.max(0),
         Some(BufferAmount::Percent(p)) => {
-            let on_hand = on_hand.max(0);
-            // ceil(on_hand * p / 100) without floats.
-            (on_hand * i64::from(p) + 99) / 100
+            let on_hand = i128::from(on_hand.max(0));
+            // ceil(on_hand * p / 100) without floats, exact in i128 (a larger buffer, clamped,
+            // only ever keeps more back).
+            clamp((on_hand * i128::from(p) + 99) / 100)
         }
     }
 }
@@ -138,15 +153,32 @@ fn best_rule<'a>(
         .map(|(_, r)| r)
 }
 
-/// What one location can give a channel: `max(0, free − buffer)`.
+/// What one location can give a channel: `max(0, free − buffer)`, never negative.
 pub fn sellable(pos: &Position, buffer: i64) -> i64 {
-    (pos.free() - buffer).max(0)
+    let free = i128::from(pos.on_hand) - i128::from(pos.committed) - i128::from(pos.held);
+    clamp((free - i128::from(buffer)).max(0))
 }
 
 /// Available-to-sell of one SKU for one channel over the locations that feed it:
-/// `(location, position, buffer)`.
+/// `(location, position, buffer)`. Never negative: a sum of non-negative terms, clamped at
+/// `i64::MAX` instead of wrapping.
 pub fn ats<'a>(feeds: impl IntoIterator<Item = (&'a str, &'a Position, i64)>) -> i64 {
-    feeds.into_iter().map(|(_, p, b)| sellable(p, b)).sum()
+    sum_non_negative(feeds.into_iter().map(|(_, p, b)| sellable(p, b)))
+}
+
+/// Σ of figures that are each ≥ 0 (negative ones count as 0), clamped at `i64::MAX`.
+pub fn sum_non_negative(values: impl IntoIterator<Item = i64>) -> i64 {
+    values
+        .into_iter()
+        .fold(0i64, |acc, v| acc.saturating_add(v.max(0)))
+}
+
+/// How many units of a SKU may still be sold against incoming stock: `min(limit, incoming) −
+/// backordered`, never negative (`incoming` and `backordered` are the SKU's totals over the
+/// channel's feeding locations).
+pub fn backorder_allowance(limit: i64, incoming: i64, backordered: i64) -> i64 {
+    let cap = i128::from(limit.min(incoming));
+    clamp((cap - i128::from(backordered)).max(0))
 }
 
 /// A line to reserve.
@@ -191,22 +223,54 @@ pub struct Backorderable {
     pub location: String,
 }
 
+/// Why a reservation was not routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Not enough stock for these lines: nothing reserved.
+    #[error("insufficient stock")]
+    Short(Vec<Shortage>),
+    /// A line cannot be reserved at all: a quantity below 1, or lines of one SKU whose sum
+    /// overflows. `line` is the index of the offending line.
+    #[error("lines[{line}] (SKU `{sku}`): {reason}")]
+    Invalid {
+        line: usize,
+        sku: String,
+        reason: String,
+    },
+}
+
 /// Route a reservation: all lines or nothing.
 ///
 /// `candidates(sku)` lists the locations feeding the channel in priority order with what each
 /// can give. First choice: the highest-priority single location that fills *every* line. Else
 /// each line is split over locations by priority. A line still short may take up to its
-/// `backorderable` allowance. Any line short after that fails the whole reservation.
+/// `backorderable` allowance. Any line short after that fails the whole reservation
+/// ([`RouteError::Short`]). Lines of one SKU are merged first, with a checked sum.
 pub fn route(
     lines: &[Line],
     candidates: &dyn Fn(&str) -> Vec<Candidate>,
     backorderable: &dyn Fn(&str) -> Option<Backorderable>,
-) -> Result<Vec<Allocation>, Vec<Shortage>> {
+) -> Result<Vec<Allocation>, RouteError> {
     // Merge repeated SKUs so one SKU's lines never compete with each other.
     let mut merged: Vec<Line> = Vec::new();
-    for l in lines {
+    for (i, l) in lines.iter().enumerate() {
+        let invalid = |reason: String| RouteError::Invalid {
+            line: i,
+            sku: l.sku.clone(),
+            reason,
+        };
+        if l.quantity < 1 {
+            return Err(invalid(format!(
+                "quantity must be greater than 0, got {}",
+                l.quantity
+            )));
+        }
         match merged.iter_mut().find(|m| m.sku == l.sku) {
-            Some(m) => m.quantity += l.quantity,
+            Some(m) => {
+                m.quantity = m.quantity.checked_add(l.quantity).ok_or_else(|| {
+                    invalid("the quantities of this SKU's lines overflow when added".into())
+                })?
+            }
             None => merged.push(l.clone()),
         }
     }
@@ -273,7 +337,8 @@ pub fn route(
                     short.push(Shortage {
                         sku: l.sku.clone(),
                         requested: l.quantity,
-                        available: on_hand_total + b.map(|b| b.quantity.max(0)).unwrap_or(0),
+                        available: on_hand_total
+                            .saturating_add(b.map(|b| b.quantity.max(0)).unwrap_or(0)),
                     });
                 }
             }
@@ -285,7 +350,7 @@ pub fn route(
     if short.is_empty() {
         Ok(out)
     } else {
-        Err(short)
+        Err(RouteError::Short(short))
     }
 }
 
@@ -437,11 +502,11 @@ mod tests {
         let err = route(&lines, &cands(&t), &|_| None).unwrap_err();
         assert_eq!(
             err,
-            vec![Shortage {
+            RouteError::Short(vec![Shortage {
                 sku: "A".into(),
                 requested: 12,
                 available: 8
-            }]
+            }])
         );
         let bo = |_: &str| {
             Some(Backorderable {
@@ -453,7 +518,141 @@ mod tests {
         assert!(ok.iter().any(|a| a.backorder && a.quantity == 4));
     }
 
+    /// The reported exploit: two lines of one SKU, each `i64::MAX`, merged with a wrapping
+    /// `+=` into one line of −2 that "fit" any stock.
+    #[test]
+    fn repeated_lines_that_overflow_are_refused() {
+        let t = [("A", "WH1", 10)];
+        let lines = [
+            Line {
+                sku: "A".into(),
+                quantity: i64::MAX,
+            },
+            Line {
+                sku: "A".into(),
+                quantity: i64::MAX,
+            },
+        ];
+        let e = route(&lines, &cands(&t), &|_| None).unwrap_err();
+        assert!(
+            matches!(&e, RouteError::Invalid { line: 1, sku, .. } if sku == "A"),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("lines[1]"), "{e}");
+        for q in [0, -1, i64::MIN] {
+            let e = route(
+                &[Line {
+                    sku: "A".into(),
+                    quantity: q,
+                }],
+                &cands(&t),
+                &|_| None,
+            );
+            assert!(
+                matches!(e, Err(RouteError::Invalid { line: 0, .. })),
+                "{q}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn figures_at_the_ends_of_i64_never_give_a_negative_ats() {
+        let max = pos(i64::MAX, 0, 0);
+        assert_eq!(
+            ats([("WH1", &max, 0), ("WH2", &max, 0)]),
+            i64::MAX,
+            "not −2"
+        );
+        assert_eq!(pos(i64::MIN, i64::MAX, i64::MAX).free(), i64::MIN);
+        assert_eq!(pos(i64::MAX, i64::MIN, 0).free(), i64::MAX);
+        assert_eq!(sellable(&pos(i64::MAX, 0, 0), i64::MIN), i64::MAX);
+        assert_eq!(sellable(&pos(i64::MIN, 0, 0), i64::MAX), 0);
+        let rules = [BufferRule {
+            sku: None,
+            channel: None,
+            location: None,
+            amount: BufferAmount::Percent(100),
+        }];
+        assert_eq!(buffer(&rules, "A", "web", "WH1", i64::MAX), i64::MAX);
+        assert_eq!(buffer(&rules, "A", "web", "WH1", 95), 95);
+        assert_eq!(backorder_allowance(i64::MAX, i64::MAX, i64::MIN), i64::MAX);
+        assert_eq!(backorder_allowance(5, 3, 1), 2);
+        assert_eq!(backorder_allowance(5, 3, 9), 0);
+    }
+
     proptest! {
+        /// Positions and buffers over all of i64: `sellable` and `ats` are the exact figures,
+        /// clamped, never negative.
+        #[test]
+        fn ats_over_all_of_i64(
+            feeds in proptest::collection::vec((any::<i64>(), any::<i64>(), any::<i64>(), any::<i64>()), 0..5),
+            percent in 0u32..=100,
+        ) {
+            let positions: Vec<Position> = feeds.iter().map(|(o, c, h, _)| pos(*o, *c, *h)).collect();
+            let mut exact: i128 = 0;
+            for (p, (_, _, _, b)) in positions.iter().zip(&feeds) {
+                let e = (i128::from(p.on_hand) - i128::from(p.committed) - i128::from(p.held) - i128::from(*b)).max(0);
+                let s = sellable(p, *b);
+                prop_assert!(s >= 0);
+                prop_assert_eq!(i128::from(s), e.min(i128::from(i64::MAX)));
+                exact += e;
+            }
+            let a = ats(positions.iter().zip(&feeds).map(|(p, f)| ("L", p, f.3)));
+            prop_assert!(a >= 0);
+            prop_assert_eq!(i128::from(a), exact.min(i128::from(i64::MAX)));
+            let rules = [BufferRule { sku: None, channel: None, location: None, amount: BufferAmount::Percent(percent) }];
+            for p in &positions {
+                let b = buffer(&rules, "A", "c", "L", p.on_hand);
+                prop_assert!(b >= 0);
+                prop_assert!(i128::from(b) >= i128::from(p.on_hand.max(0)) * i128::from(percent) / 100);
+            }
+        }
+
+        /// Lines over all of i64, repeated SKUs, availability over all of i64: a route is
+        /// refused (invalid line, short) or takes exactly what was asked and never more than a
+        /// location offers; sums are checked in i128 here, so a wrap would show.
+        #[test]
+        fn routes_over_all_of_i64(
+            avail in proptest::collection::vec((0usize..2, 0usize..2, any::<i64>()), 0..6),
+            asks in proptest::collection::vec((0usize..2, prop_oneof![any::<i64>(), 1i64..20, Just(i64::MAX)]), 1..5),
+        ) {
+            let skus = ["A", "B"];
+            let locs = ["L1", "L2"];
+            let mut table: Vec<(String, String, i64)> = Vec::new();
+            for s in skus { for l in locs { table.push((s.into(), l.into(), 0)); } }
+            for (s, l, a) in &avail { table[s * 2 + l].2 = *a; }
+            let candidates = |sku: &str| -> Vec<Candidate> {
+                table.iter().filter(|(s, _, _)| s == sku)
+                    .map(|(_, l, a)| Candidate { location: l.clone(), available: *a }).collect()
+            };
+            let lines: Vec<Line> = asks.iter().map(|(s, q)| Line { sku: skus[*s].into(), quantity: *q }).collect();
+            let asked = |s: &str| -> i128 { lines.iter().filter(|l| l.sku == s).map(|l| i128::from(l.quantity)).sum() };
+            match route(&lines, &candidates, &|_| None) {
+                Ok(allocs) => {
+                    for a in &allocs { prop_assert!(a.quantity > 0); }
+                    for (s, l, a) in &table {
+                        let taken: i128 = allocs.iter().filter(|x| &x.sku == s && &x.location == l).map(|x| i128::from(x.quantity)).sum();
+                        prop_assert!(taken <= i128::from((*a).max(0)));
+                    }
+                    for s in skus {
+                        let got: i128 = allocs.iter().filter(|x| x.sku == s).map(|x| i128::from(x.quantity)).sum();
+                        prop_assert_eq!(asked(s), got);
+                    }
+                }
+                Err(RouteError::Invalid { line, .. }) => {
+                    let bad_quantity = lines.iter().any(|l| l.quantity < 1);
+                    let overflow = skus.iter().any(|s| asked(s) > i128::from(i64::MAX));
+                    prop_assert!(bad_quantity || overflow, "line {} refused without cause", line);
+                }
+                Err(RouteError::Short(short)) => {
+                    prop_assert!(!short.is_empty());
+                    for sh in &short {
+                        prop_assert!(sh.available >= 0 && sh.available < sh.requested);
+                    }
+                }
+            }
+        }
+
         /// Whatever the inputs, a successful route never takes more from a location than it
         /// offers, and always reserves exactly what was asked.
         #[test]

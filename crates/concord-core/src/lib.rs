@@ -1,7 +1,9 @@
 //! Concord's domain core: the canonical model of the nine kinds, their natural keys and
 //! dependencies, validation of canonical records, content hashing, field-ownership merge, and the
 //! pure arithmetic of retries (backoff with full jitter, circuit breaker), of the stock pool
-//! (`inventory`) and of price lists (`pricing`: precedence, validity, tiers, minor units).
+//! (`inventory`) and of price lists (`pricing`: precedence, validity, tiers, minor units); the
+//! bounded domain of everything from outside (`limits`), the strict JSON parser every boundary
+//! uses (`json`), and the one order of versions (`version`).
 //!
 //! Architecture invariant: this crate performs no I/O and reads no clock. Time is passed in as
 //! milliseconds, randomness as a number in `[0, 1)`. Everything here is deterministic and unit-tested
@@ -9,12 +11,15 @@
 
 pub mod hash;
 pub mod inventory;
+pub mod json;
 pub mod kind;
 pub mod lifecycle;
+pub mod limits;
 pub mod merge;
 pub mod model;
 pub mod pricing;
 pub mod retry;
+pub mod version;
 
 pub use hash::content_hash;
 pub use kind::Kind;

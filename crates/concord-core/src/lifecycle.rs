@@ -165,7 +165,7 @@ impl OrderFacts {
         }
         let mut lines = BTreeMap::new();
         for l in &s.lines {
-            *lines.entry(l.sku.clone()).or_insert(0) += l.quantity;
+            add(lines.entry(l.sku.clone()).or_insert(0), l.quantity);
         }
         self.shipments.insert(s.id.clone(), lines);
         if s.status == ShipmentStatus::Delivered {
@@ -199,7 +199,7 @@ impl OrderFacts {
     pub fn apply_refund(&mut self, r: &Refund) {
         let mut lines = BTreeMap::new();
         for l in &r.lines {
-            *lines.entry(l.sku.clone()).or_insert(0) += l.quantity;
+            add(lines.entry(l.sku.clone()).or_insert(0), l.quantity);
         }
         self.refunds.insert(
             r.id.clone(),
@@ -216,7 +216,7 @@ impl OrderFacts {
         let mut out = BTreeMap::new();
         for lines in self.shipments.values() {
             for (sku, q) in lines {
-                *out.entry(sku.clone()).or_insert(0) += q;
+                add(out.entry(sku.clone()).or_insert(0), *q);
             }
         }
         out
@@ -235,7 +235,7 @@ impl OrderFacts {
         let mut out = BTreeMap::new();
         for r in self.refunds.values().filter(|r| r.restock) {
             for (sku, q) in &r.lines {
-                *out.entry(sku.clone()).or_insert(0) += q;
+                add(out.entry(sku.clone()).or_insert(0), *q);
             }
         }
         out
@@ -269,11 +269,20 @@ impl OrderFacts {
     }
 }
 
-/// Ordered quantity per SKU of an order's lines.
+/// Add to a per-SKU or money total, saturating. Records reach the lifecycle validated
+/// (`crate::model::validate`: each quantity at most 10⁹ and a SKU's lines in one record adding
+/// up to no more, money at most 10¹⁵), so no sum over an order's records comes near `i64::MAX`;
+/// if one ever did, it stops there rather than wrapping to a negative figure that would flip a
+/// status (a "shipped" order would read as nothing shipped).
+fn add(total: &mut i64, q: i64) {
+    *total = total.saturating_add(q);
+}
+
+/// Ordered quantity per SKU of an order's lines (see [`add`] for the arithmetic).
 pub fn ordered_of(order: &Order) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
     for l in &order.lines {
-        *out.entry(l.sku.clone()).or_insert(0) += l.quantity;
+        add(out.entry(l.sku.clone()).or_insert(0), l.quantity);
     }
     out
 }
@@ -558,6 +567,22 @@ mod tests {
             assert!(e.to_string().contains(needle), "{from} → {to}: {e}");
             assert!(e.to_string().contains(&format!("{from} → {to}")), "{e}");
         }
+    }
+
+    /// Sums never wrap (the reported `ordered_of` overflow): two lines of `i64::MAX` are not −2.
+    #[test]
+    fn sums_never_wrap() {
+        let order: Order = serde_json::from_value(serde_json::json!({
+            "number": "1", "customer": {"email": "a@b.co"}, "currency": "USD",
+            "lines": [{"sku": "A", "quantity": i64::MAX}, {"sku": "A", "quantity": i64::MAX}]
+        }))
+        .unwrap();
+        assert_eq!(ordered_of(&order)["A"], i64::MAX);
+        let mut f = facts(&[("A", 1)]);
+        ship(&mut f, "S1", &[("A", i64::MAX)]);
+        ship(&mut f, "S2", &[("A", i64::MAX)]);
+        assert_eq!(f.shipped()["A"], i64::MAX);
+        assert_eq!(derive_status(&f), Shipped, "not read as nothing shipped");
     }
 
     #[test]

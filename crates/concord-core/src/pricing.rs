@@ -291,24 +291,10 @@ fn join(items: impl Iterator<Item = String>) -> String {
     v.join(", ")
 }
 
-/// Days since 1970-01-01 of a `YYYY-MM-DD` date; `None` when it is not a real calendar date.
+/// Days since 1970-01-01 of a `YYYY-MM-DD` date; `None` when it is not a real calendar date
+/// (the rule of `crate::limits::date`, the one place that decides which dates exist).
 pub fn parse_day(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if !part.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        part.parse().ok()
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
-        return None;
-    }
-    Some(days_from_civil(y, m, d))
+    Some(i64::from(crate::limits::date("", s).ok()?.to_epoch_days()))
 }
 
 /// `YYYY-MM-DD` (UTC) of a time.
@@ -317,26 +303,7 @@ pub fn day_string(t: Millis) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-// Howard Hinnant's days_from_civil / civil_from_days (proleptic Gregorian).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+// Howard Hinnant's civil_from_days (proleptic Gregorian).
 fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -678,6 +645,34 @@ mod tests {
                 prop_assert_eq!(got.extended_minor, got.unit_minor * qty);
                 // Nothing of a more specific scope applied and was skipped.
                 prop_assert!(rules.iter().all(|r| !r.applies_to("web", None, Some("g1")) || r.scope() >= got.scope));
+            }
+        }
+
+        /// Quantities, prices and tier breaks over all of i64: the extended price is exactly
+        /// `unit × quantity` (checked in i128 here) or the quote is refused — never a wrap.
+        #[test]
+        fn money_over_all_of_i64(
+            base in any::<i64>(),
+            tiers in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..4),
+            qty in prop_oneof![any::<i64>(), Just(i64::MAX), Just(i64::MIN), 1i64..100],
+        ) {
+            let mut tiers = tiers;
+            tiers.sort_by_key(|t| t.0);
+            let r = rule(price("default", base, &tiers));
+            match quote([&r], &q(None, None, qty)) {
+                Ok(got) => {
+                    prop_assert!(qty > 0);
+                    prop_assert_eq!(
+                        i128::from(got.extended_minor),
+                        i128::from(got.unit_minor) * i128::from(qty)
+                    );
+                }
+                Err(NoPrice::BadQuantity(q)) => prop_assert!(q <= 0 && q == qty),
+                Err(NoPrice::Overflow { quantity, unit }) => {
+                    prop_assert_eq!(quantity, qty);
+                    prop_assert!(unit.checked_mul(quantity).is_none());
+                }
+                Err(other) => prop_assert!(false, "unexpected {}", other),
             }
         }
 

@@ -15,9 +15,15 @@
 //!   `{"error"}` saying why no price applies (no list has the SKU, none for this buyer, none in
 //!   the currency, none valid today) or that `[pricing]` is not configured
 //!
-//! Bad input answers 400 naming the field. With `[[commerce.keys]]` configured every request
-//! needs a key, which acts only for its channel (401 without a known key, 403 for another
-//! channel's data: [`crate::access`]). Must never block on a connector.
+//! Bad input answers 400 naming the field; values outside the bounded domain
+//! (`concord_core::limits`: more than 500 lines or 200 `sku` values, quantities above 10⁹,
+//! control characters or more than 256 bytes in a SKU or key) are refused before the store is
+//! asked. Bodies must be declared JSON (415 otherwise) and are parsed strictly, queries decoded
+//! strictly ([`crate::input`]). With `[[commerce.keys]]` configured every request needs a key,
+//! which acts only for its channel (401 without a known key, 403 for another channel's
+//! availability or prices: [`crate::access`]); another channel's reservation is answered 404,
+//! exactly like one that does not exist, so a key cannot learn which ids exist elsewhere. Must
+//! never block on a connector.
 
 use crate::access::ChannelScope;
 use crate::{ApiError, AppState};
@@ -41,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/reservations/{id}", get(show).delete(cancel))
         .route("/v1/reservations/{id}/commit", post(commit))
         .route("/v1/prices", get(prices))
+        .route_layer(axum::middleware::from_fn(crate::input::require_json))
 }
 
 impl From<PricingError> for ApiError {
@@ -63,8 +70,7 @@ async fn prices(
     scope: ChannelScope,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
-        .map_err(|e| bad_request(format!("query string: {e}")))?;
+    let pairs = crate::input::query_pairs(q.as_deref())?;
     let mut req = PriceRequest::default();
     let (mut channel, mut sku, mut qty) = (None, None, None);
     for (k, v) in pairs {
@@ -102,7 +108,7 @@ impl From<InventoryError> for ApiError {
             InventoryError::NotConfigured | InventoryError::NotFound(_) => StatusCode::NOT_FOUND,
             InventoryError::Invalid { .. } => StatusCode::BAD_REQUEST,
             InventoryError::WrongState { .. } => StatusCode::CONFLICT,
-            InventoryError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            InventoryError::Store(_) | InventoryError::Random(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status == StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!(error = %e, "commerce API could not reach the store");
@@ -123,29 +129,16 @@ fn bad_request(message: String) -> ApiError {
     }
 }
 
-/// Parse a JSON body into `T`, naming the offending field on failure.
-pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    let text =
-        std::str::from_utf8(body).map_err(|e| bad_request(format!("body is not UTF-8: {e}")))?;
-    let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            bad_request(format!("invalid JSON body: {inner}"))
-        } else {
-            bad_request(format!("{path}: {inner}"))
-        }
-    })
-}
+/// Parse a JSON body into `T`, strictly, naming the offending field on failure (see
+/// [`crate::input::parse_json`]; every JSON body of both APIs is read through it).
+pub(crate) use crate::input::parse_json as parse_body;
 
 async fn availability(
     State(s): State<AppState>,
     scope: ChannelScope,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
-        .map_err(|e| bad_request(format!("query string: {e}")))?;
+    let pairs = crate::input::query_pairs(q.as_deref())?;
     let mut channel = None;
     let mut skus = Vec::new();
     for (k, v) in pairs {
@@ -199,11 +192,15 @@ struct CommitBody {
     order: String,
 }
 
-/// 403 unless the request's key acts for the channel of reservation `id` (no-op when open).
+/// 404 unless the request's key acts for the channel of reservation `id` (no-op when open):
+/// another channel's reservation is answered exactly like an unknown id, so that a key learns
+/// nothing about ids outside its channel.
 async fn check_reservation(s: &AppState, scope: &ChannelScope, id: &str) -> Result<(), ApiError> {
-    if scope.0.is_some() {
+    if let Some(own) = &scope.0 {
         let r = s.engine.reservation(id).await?;
-        scope.check(&r.channel)?;
+        if &r.channel != own {
+            return Err(InventoryError::NotFound(id.to_string()).into());
+        }
     }
     Ok(())
 }

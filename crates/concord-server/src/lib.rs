@@ -12,6 +12,7 @@ pub mod access;
 pub mod admin;
 pub mod commerce;
 pub mod dashboard;
+pub mod input;
 
 pub(crate) use commerce::parse_body as parse_json_body;
 

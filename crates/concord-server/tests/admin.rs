@@ -21,8 +21,9 @@
 //! - `journal_search_filters_and_pages`, `stock_pool_and_reservations`,
 //!   `endpoints_and_flows_show_health_and_sparklines`, `bad_parameters_name_the_field`.
 //! - `storefront_keys_act_only_for_their_channel`: `/v1` with keys configured: 401 without or
-//!   with an unknown key, 403 for another channel's data (also a reservation by id), 200 for its
-//!   own; the sandbox storefront's checkout sends its key.
+//!   with an unknown key, 403 for another channel's data, 404 for another channel's
+//!   reservation (as for an unknown id), 200 for its own; the sandbox storefront's checkout
+//!   sends its key.
 //!
 //! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
 
@@ -1129,10 +1130,12 @@ async fn storefront_keys_act_only_for_their_channel() {
     let (st, r) = hub.post("/v1/reservations", Some(KEY_WEB1), body).await;
     assert_eq!(st, 201, "{r}");
     let id = r["id"].as_str().expect("id");
+    // Another channel's reservation is answered like one that does not exist (404, not 403:
+    // a key learns nothing about other channels' ids).
     let (st, _) = hub
         .get(&format!("/v1/reservations/{id}"), Some(KEY_WEB2))
         .await;
-    assert_eq!(st, 403);
+    assert_eq!(st, 404);
     let (st, _, _) = hub
         .call(
             reqwest::Method::DELETE,
@@ -1141,7 +1144,7 @@ async fn storefront_keys_act_only_for_their_channel() {
             None,
         )
         .await;
-    assert_eq!(st, 403);
+    assert_eq!(st, 404);
     let (st, _) = hub
         .post(
             &format!("/v1/reservations/{id}/commit"),
@@ -1149,7 +1152,7 @@ async fn storefront_keys_act_only_for_their_channel() {
             json!({"order": "1"}),
         )
         .await;
-    assert_eq!(st, 403);
+    assert_eq!(st, 404);
     let (st, v) = hub
         .get(&format!("/v1/reservations/{id}"), Some(KEY_WEB1))
         .await;

@@ -41,8 +41,8 @@ pub struct LevelUpdate {
     pub on_hand: i64,
     pub committed: i64,
     pub incoming: Value,
-    /// The ERP's version. An update whose version is older than the stored one (both integers,
-    /// or both RFC 3339 timestamps of equal length) is stale and changes nothing.
+    /// The ERP's version. An update whose version is older than the stored one
+    /// ([`compare_versions`]) is stale and changes nothing.
     pub version: String,
     /// When the hub captured it (for the time-based release fallback).
     pub captured_at: Millis,
@@ -166,72 +166,13 @@ pub struct DirtySku {
     pub generation: i64,
 }
 
-/// Order two ERP versions when they are comparable: both integers (compared numerically), or
-/// both RFC 3339 timestamps of equal length with the same UTC offset (compared as strings).
-/// Identical strings are always `Equal`. Anything else (content hashes, mixed shapes) is not
-/// comparable: `None`.
-///
-/// Every store implementation uses this one function for staleness and release watermarks, so
-/// that they agree on which figure is newer.
-pub fn compare_versions(a: &str, b: &str) -> Option<std::cmp::Ordering> {
-    if a == b {
-        return Some(std::cmp::Ordering::Equal);
-    }
-    if let (Ok(x), Ok(y)) = (a.parse::<i128>(), b.parse::<i128>()) {
-        return Some(x.cmp(&y));
-    }
-    match (rfc3339_offset(a), rfc3339_offset(b)) {
-        (Some(oa), Some(ob)) if a.len() == b.len() && oa.eq_ignore_ascii_case(ob) => {
-            // Same shape and offset: the fixed-width fields order like the instants.
-            Some(a.to_ascii_uppercase().cmp(&b.to_ascii_uppercase()))
-        }
-        _ => None,
-    }
-}
-
-/// The offset suffix (`Z`, `+02:00`) of an RFC 3339 date-time, `None` when `s` is not one.
-fn rfc3339_offset(s: &str) -> Option<&str> {
-    let b = s.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
-    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    let shape = digits(0..4)
-        && at(4, b"-")
-        && digits(5..7)
-        && at(7, b"-")
-        && digits(8..10)
-        && at(10, b"Tt ")
-        && digits(11..13)
-        && at(13, b":")
-        && digits(14..16)
-        && at(16, b":")
-        && digits(17..19);
-    if !shape {
-        return None;
-    }
-    let mut i = 19;
-    if at(i, b".") {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-    }
-    let offset = s.get(i..)?;
-    let ob = offset.as_bytes();
-    let valid = offset.eq_ignore_ascii_case("z")
-        || (ob.len() == 6
-            && matches!(ob[0], b'+' | b'-')
-            && ob[1..3].iter().all(u8::is_ascii_digit)
-            && ob[3] == b':'
-            && ob[4..6].iter().all(u8::is_ascii_digit));
-    valid.then_some(offset)
-}
+/// Order two ERP versions: the one order of versions, [`concord_core::version::compare`]
+/// (integers of any length numerically, RFC 3339 date-times as instants, `None` for what
+/// cannot be ordered). Every store implementation uses it for staleness and release watermarks,
+/// so that they — and the engine — agree on which figure is newer. What a store does with
+/// `None`: the figure is applied (it is not known to be stale) and a line is released by time
+/// (`release_grace`), never by version.
+pub use concord_core::version::compare as compare_versions;
 
 #[cfg(test)]
 mod tests {
@@ -255,13 +196,13 @@ mod tests {
         );
         assert_eq!(
             compare_versions("2024-01-01T00:00:00.1Z", "2024-01-01T00:00:00Z"),
-            None,
-            "different lengths"
+            Some(Greater),
+            "fractions of any width"
         );
         assert_eq!(
             compare_versions("2024-01-01T10:00:00+02:00", "2024-01-01T09:00:00+00:00"),
-            None,
-            "different offsets"
+            Some(Less),
+            "instants, whatever the offsets"
         );
         assert_eq!(compare_versions("2024-01-01", "2024-01-02"), None);
     }

@@ -53,6 +53,10 @@ pub enum StoreError {
     /// This store does not implement the operation (yet).
     #[error("this store does not support {0}")]
     Unsupported(&'static str),
+    /// A ledger figure, or a sum of figures, would leave the range the ledger keeps (an
+    /// overflowing quantity): refused, nothing written. The message names the position or line.
+    #[error("out of range: {0}")]
+    OutOfRange(String),
     /// Opening or migrating the database failed.
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },

@@ -17,7 +17,7 @@
 //! and each figure carries the ERP's version then; a line may only be released by a figure that
 //! includes its order (version ≥ the acceptance's), which the model asserts.
 
-use concord_core::inventory::{route, Backorderable, Candidate, Line};
+use concord_core::inventory::{route, Backorderable, Candidate, Line, RouteError};
 use concord_core::{Kind, Millis};
 use concord_store::{
     Feed, LevelOutcome, LevelUpdate, NewItem, ProcessBatch, ReservationState, ReserveOutcome,
@@ -379,7 +379,7 @@ async fn step(store: &mut SqliteStore, path: &Path, model: &mut Model, op: &Op) 
             };
             let expected = route(&lines, &candidates, &backorderable);
             match (out, expected) {
-                (ReserveOutcome::Short(got), Err(want)) => assert_eq!(got, want),
+                (ReserveOutcome::Short(got), Err(RouteError::Short(want))) => assert_eq!(got, want),
                 (ReserveOutcome::Reserved(got), Ok(want)) => {
                     let got_allocs: Vec<_> = got
                         .lines

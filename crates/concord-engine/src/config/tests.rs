@@ -680,3 +680,39 @@ fn flows_for_items_outlive_the_source_name() {
     assert!(c.map_in_for(Kind::Stock, "erp").is_none());
     assert_eq!(c.flow("f").map(|f| f.name.as_str()), Some("f"));
 }
+
+/// Config quantities and amounts lie in the bounded domain (`concord_core::limits`): a buffer,
+/// a backorder limit or a price tolerance beyond it is refused at load, naming the field.
+#[test]
+fn config_quantities_are_bounded() {
+    let base = |extra: &str| {
+        load(&format!(
+            "{ENDPOINTS}[[flows]]\nname = \"f\"\nkind = \"stock\"\npattern = \"broadcast\"\nmode = \"realtime\"\nfrom = [\"erp\"]\nto = [\"web1\"]\n{extra}\n"
+        ))
+    };
+    let inventory =
+        "[inventory]\nsource = \"erp\"\n[inventory.channels.web1]\nlocations = [\"WH1\"]\n";
+    assert_err(
+        base(&format!("{inventory}backorder_limit = 1000000001\n")),
+        "inventory.channels.web1.backorder_limit",
+        "at most 1000000000",
+    );
+    assert_err(
+        base(&format!(
+            "{inventory}[[inventory.buffers]]\nunits = 9223372036854775807\n"
+        )),
+        "inventory.buffers[0].units",
+        "at most 1000000000",
+    );
+    assert_err(
+        base("[pricing]\ntolerance_minor = 1000000000000001"),
+        "pricing.tolerance_minor",
+        "at most",
+    );
+    let ok = base(&format!(
+        "{inventory}backorder_limit = 1000000000\n[[inventory.buffers]]\nunits = 1000000000\n[pricing]\ntolerance_minor = 1000000000000000"
+    ))
+    .unwrap();
+    let inv = ok.inventory.expect("inventory");
+    assert_eq!(inv.channels["web1"].backorder_limit, Some(1_000_000_000));
+}

@@ -32,7 +32,19 @@ pub(crate) fn to_capture(
     c: Captured,
     now: Millis,
 ) -> Result<Capture, String> {
+    // The record's id and version are identifiers like any other (concord_core::limits): they
+    // become journal keys, log fields and the version order's input.
+    concord_core::limits::key("id", &c.external_id).map_err(|e| {
+        format!(
+            "{} {} from `{endpoint}`: {e}",
+            c.kind,
+            concord_core::limits::excerpt(&c.external_id)
+        )
+    })?;
     let who = format!("{} `{}` from `{endpoint}`", c.kind, c.external_id);
+    if let Some(v) = &c.version {
+        concord_core::limits::key("version", v).map_err(|e| format!("{who}: {e}"))?;
+    }
     let map_in = inner
         .config
         .flows_for(c.kind, endpoint)

@@ -21,7 +21,10 @@
 use super::Inner;
 use crate::config::{ChannelPolicy, FlowConfig, InventoryConfig};
 use crate::mapping::MapVars;
-use concord_core::inventory::{buffer, buffer_needs_on_hand, sellable, Line, Position};
+use concord_core::inventory::{
+    backorder_allowance, buffer, buffer_needs_on_hand, sellable, sum_non_negative, Line, Position,
+};
+use concord_core::limits::{self, LimitError};
 use concord_core::{content_hash, Kind, Millis};
 use concord_store::{
     AuditEvent, DirtySku, Feed, NewItem, ProcessBatch, Reservation, ReservationState,
@@ -55,6 +58,9 @@ pub enum InventoryError {
     /// 503.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The operating system's secure random source failed (no reservation id can be made): 503.
+    #[error("no secure random source for a reservation id: {0}")]
+    Random(String),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> InventoryError {
@@ -62,6 +68,22 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InventoryErr
         field: field.into(),
         message: message.into(),
     }
+}
+
+impl From<LimitError> for InventoryError {
+    fn from(e: LimitError) -> Self {
+        invalid(e.field, e.message)
+    }
+}
+
+/// A fresh reservation id: `res_` and 128 bits from the operating system's secure random
+/// source, as 32 hex digits. Reservation ids are capabilities of a kind (an open storefront API
+/// serves a reservation to whoever names it), so they must not be guessable from the time or a
+/// neighbour's id.
+fn reservation_id() -> Result<String, InventoryError> {
+    let mut bits = [0u8; 16];
+    getrandom::fill(&mut bits).map_err(|e| InventoryError::Random(e.to_string()))?;
+    Ok(format!("res_{}", hex::encode(bits)))
 }
 
 /// One location's part of a SKU's availability for a channel.
@@ -220,7 +242,7 @@ impl Pool {
         };
         let mut locations = Vec::new();
         let mut incoming = Vec::new();
-        let mut backordered = 0;
+        let mut backordered = Vec::new();
         for loc in &policy.locations {
             let level = levels.iter().find(|l| l.sku == sku && &l.location == loc);
             let pos = level.map(Self::position).unwrap_or_default();
@@ -234,7 +256,7 @@ impl Pool {
                 available: sellable(&pos, buf),
             });
             if let Some(l) = level {
-                backordered += l.backordered;
+                backordered.push(l.backordered);
                 for lot in l.incoming.as_array().into_iter().flatten() {
                     incoming.push(IncomingLot {
                         location: loc.clone(),
@@ -244,14 +266,16 @@ impl Pool {
                 }
             }
         }
-        let expected: i64 = incoming.iter().map(|l| l.quantity.max(0)).sum();
+        // Sums of non-negative terms, clamped rather than wrapped (concord_core::inventory).
+        let expected = sum_non_negative(incoming.iter().map(|l| l.quantity));
+        let backordered = sum_non_negative(backordered);
         let backorderable = policy
             .backorder_limit
-            .map(|limit| (limit - backordered).min(expected - backordered).max(0))
+            .map(|limit| backorder_allowance(limit, expected, backordered))
             .unwrap_or(0);
         SkuAvailability {
             sku: sku.into(),
-            ats: locations.iter().map(|l| l.available).sum(),
+            ats: sum_non_negative(locations.iter().map(|l| l.available)),
             locations,
             incoming,
             backorderable,
@@ -436,7 +460,7 @@ async fn check_risk(
     batch: &mut ProcessBatch,
 ) -> Result<(), StoreError> {
     for l in levels {
-        let free = l.on_hand - l.committed - l.held;
+        let free = Pool::position(l).free();
         let k = (l.sku.clone(), l.location.clone());
         let newly = {
             let Ok(mut risk) = pool.at_risk.lock() else {
@@ -469,12 +493,12 @@ async fn check_risk(
                 .into_iter()
                 .filter(|r| r.state.is_active())
                 .filter_map(|r| {
-                    let qty: i64 = r
-                        .lines
-                        .iter()
-                        .filter(|x| x.location == l.location && x.sku == sku && x.released_at.is_none())
-                        .map(|x| x.quantity)
-                        .sum();
+                    let qty = sum_non_negative(
+                        r.lines
+                            .iter()
+                            .filter(|x| x.location == l.location && x.sku == sku && x.released_at.is_none())
+                            .map(|x| x.quantity),
+                    );
                     (qty > 0).then(|| json!({"reservation": r.id, "channel": r.channel, "order": r.order, "quantity": qty}))
                 })
                 .collect();
@@ -488,7 +512,7 @@ async fn check_risk(
                 kind: Some(Kind::Stock),
                 key: Some(format!("{sku}@{}", l.location)),
                 detail: json!({"sku": sku, "location": l.location, "on_hand": l.on_hand,
-                               "committed": l.committed, "held": l.held, "short_by": -free,
+                               "committed": l.committed, "held": l.held, "short_by": free.saturating_neg(),
                                "reservations": reservations}),
             });
         }
@@ -526,9 +550,7 @@ impl super::Engine {
     /// held, backordered, incoming with ETA) and what each channel may sell (buffer, ats per
     /// location). From the ledger only, never the ERP.
     pub async fn stock_pool(&self, sku: &str) -> Result<StockPool, InventoryError> {
-        if sku.trim().is_empty() {
-            return Err(invalid("sku", "must not be empty"));
-        }
+        limits::key("sku", sku)?;
         let pool = self.pool()?;
         let skus = [sku.to_string()];
         let positions = self.inner.store.levels(&skus).await?;
@@ -559,8 +581,10 @@ impl super::Engine {
         if skus.is_empty() {
             return Err(invalid("sku", "give at least one `sku`"));
         }
-        if let Some(i) = skus.iter().position(|s| s.trim().is_empty()) {
-            return Err(invalid(format!("sku[{i}]"), "must not be empty"));
+        // Each SKU is a ledger read: bounded before the store is asked.
+        limits::count("sku", skus.len(), limits::MAX_QUERY_SKUS, "`sku` values")?;
+        for (i, s) in skus.iter().enumerate() {
+            limits::key(&format!("sku[{i}]"), s)?;
         }
         let pool = self.pool()?;
         let levels = self.inner.store.levels(skus).await?;
@@ -579,25 +603,20 @@ impl super::Engine {
     ) -> Result<ReserveOutcome, InventoryError> {
         let policy = self.channel_policy(channel)?.clone();
         let pool = self.pool()?;
-        if client_key.trim().is_empty() || client_key.len() > 200 {
-            return Err(invalid(
-                "key",
-                "give a client key of 1 to 200 characters (it makes the request idempotent)",
-            ));
-        }
+        // The bounded domain (concord_core::limits), all of it checked before the store's
+        // single writer is asked anything.
+        limits::key("key", client_key)?;
         if lines.is_empty() {
             return Err(invalid("lines", "a reservation needs at least one line"));
         }
+        limits::count("lines", lines.len(), limits::MAX_RESERVATION_LINES, "lines")?;
+        let mut totals: BTreeMap<&str, i64> = BTreeMap::new();
         for (i, l) in lines.iter().enumerate() {
-            if l.sku.trim().is_empty() {
-                return Err(invalid(format!("lines[{i}].sku"), "must not be empty"));
-            }
-            if l.quantity <= 0 {
-                return Err(invalid(
-                    format!("lines[{i}].quantity"),
-                    format!("must be greater than 0, got {}", l.quantity),
-                ));
-            }
+            limits::key(&format!("lines[{i}].sku"), &l.sku)?;
+            let field = format!("lines[{i}].quantity");
+            limits::line_quantity(&field, l.quantity)?;
+            let total = totals.entry(l.sku.as_str()).or_insert(0);
+            *total = limits::add_quantity(&field, *total, l.quantity)?;
         }
         let skus: Vec<String> = lines
             .iter()
@@ -609,8 +628,9 @@ impl super::Engine {
             .feeds(self.inner.store.as_ref(), &policy, channel, &skus)
             .await?;
         let now = self.inner.now();
+        let ttl = i64::try_from(pool.cfg.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
         let req = ReserveRequest {
-            id: format!("res_{:016x}{:08x}", now as u64, fastrand::u32(..)),
+            id: reservation_id()?,
             channel: channel.to_string(),
             client_key: client_key.to_string(),
             lines,
@@ -618,9 +638,14 @@ impl super::Engine {
             backorder_limit: policy.backorder_limit,
             source: pool.cfg.source.clone(),
             now,
-            expires_at: now + pool.cfg.reservation_ttl.as_millis() as i64,
+            expires_at: now.saturating_add(ttl),
         };
-        let out = self.inner.store.reserve(req).await?;
+        let out = match self.inner.store.reserve(req).await {
+            Ok(out) => out,
+            // Bounded lines cannot overflow a position, but the ledger checks anyway.
+            Err(StoreError::OutOfRange(m)) => return Err(invalid("lines", m)),
+            Err(e) => return Err(e.into()),
+        };
         match &out {
             ReserveOutcome::Reserved(_) => metrics::counter!("concord_reservations_total", "channel" => channel.to_string(), "result" => "reserved").increment(1),
             ReserveOutcome::Existing(_) => metrics::counter!("concord_reservations_total", "channel" => channel.to_string(), "result" => "existing").increment(1),
@@ -632,6 +657,7 @@ impl super::Engine {
 
     pub async fn reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
         self.pool()?;
+        limits::key("id", id)?;
         self.inner
             .store
             .reservation(id)
@@ -650,6 +676,7 @@ impl super::Engine {
         if number.trim().is_empty() || number.contains('/') {
             return Err(invalid("order", "give the channel's order number (no `/`)"));
         }
+        limits::key("order", number)?;
         let r = self.reservation(id).await?;
         let order = format!("{}/{}", r.channel, number.trim());
         let out = self
@@ -663,6 +690,7 @@ impl super::Engine {
     /// `DELETE /v1/reservations/{id}`: cancel; its stock is free again at once.
     pub async fn cancel_reservation(&self, id: &str) -> Result<Reservation, InventoryError> {
         let pool = self.pool()?;
+        limits::key("id", id)?;
         let out = self
             .inner
             .store

@@ -316,18 +316,23 @@ impl Engine {
         if req.sku.trim().is_empty() {
             return Err(invalid("sku", "required"));
         }
-        if req.quantity <= 0 {
-            return Err(invalid(
-                "qty",
-                format!("must be greater than 0, got {}", req.quantity),
-            ));
+        // The bounded domain (concord_core::limits): a SKU is an identifier, a quantity at most
+        // 10⁹ units (so `unit × qty` of any list price within bounds fits in i64).
+        let limit = |e: concord_core::limits::LimitError| invalid(&e.field, e.message);
+        concord_core::limits::key("sku", &req.sku).map_err(limit)?;
+        concord_core::limits::line_quantity("qty", req.quantity).map_err(limit)?;
+        if let Some(c) = &req.customer {
+            concord_core::limits::key_chars("customer", c).map_err(limit)?;
         }
         let currency = req.currency.as_deref().or(cfg.currency.as_deref());
         if let Some(c) = currency {
             if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
                 return Err(invalid(
                     "currency",
-                    format!("must be a three-letter ISO 4217 code such as USD, got {c:?}"),
+                    format!(
+                        "must be a three-letter ISO 4217 code such as USD, got {}",
+                        concord_core::limits::excerpt(c)
+                    ),
                 ));
             }
         }

@@ -825,23 +825,12 @@ pub(super) fn operation(flow: &FlowConfig, kind: Kind, state: &Value, sent_befor
     }
 }
 
-/// Versions compare numerically when both are integers, as timestamps when both look like
-/// RFC 3339; otherwise (content hashes) they are unordered and never stale.
+/// Is the change's version older than the one already applied from its endpoint? The one
+/// order of versions, [`concord_core::version::compare`]: integers of any length numerically,
+/// RFC 3339 date-times as instants (offsets, daylight saving); what cannot be ordered (content
+/// hashes, mixed shapes) is never older, so the change is applied.
 fn is_older(new: &str, applied: &str) -> bool {
-    match (new.parse::<i64>(), applied.parse::<i64>()) {
-        (Ok(a), Ok(b)) => a < b,
-        _ => {
-            let looks_like_time = |s: &str| {
-                s.len() >= 19
-                    && s.as_bytes().get(4) == Some(&b'-')
-                    && s.as_bytes().get(10) == Some(&b'T')
-            };
-            looks_like_time(new)
-                && looks_like_time(applied)
-                && new.len() == applied.len()
-                && new < applied
-        }
-    }
+    concord_core::version::is_older(new, applied)
 }
 
 #[cfg(test)]
@@ -854,5 +843,16 @@ mod tests {
         assert!(!is_older("10", "9"));
         assert!(is_older("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z"));
         assert!(!is_older("abc", "abd"), "content hashes are unordered");
+        // Offsets: 10:00+02:00 is 08:00 UTC, older than 09:30 UTC — it must not roll back.
+        assert!(is_older(
+            "2026-03-01T10:00:00+02:00",
+            "2026-03-01T09:30:00+00:00"
+        ));
+        // Daylight-saving fall-back: 02:10+01:00 is after 02:30+02:00 — applied, not stale.
+        assert!(!is_older(
+            "2026-10-25T02:10:00+01:00",
+            "2026-10-25T02:30:00+02:00"
+        ));
+        assert!(is_older("99999999999999999999", "100000000000000000000"));
     }
 }

@@ -1,8 +1,9 @@
 //! The admin API, `/api/v1/...`: what the dashboard and operators' tools read and do —
 //! endpoints and their health, flows (with per-minute event counts), the journal, dead letters,
 //! parked items, reservations, orders, the stock pool of a SKU, and the operator actions
-//! (replay, drop, pause, resume, run now). JSON in and out; errors are `{"error", "details"}`
-//! with the message naming the field. The OpenAPI document is generated from the handlers'
+//! (replay, drop, pause, resume, run now). JSON in and out (bodies declared
+//! `application/json`, else 415; parsed strictly: [`crate::input`]); errors are
+//! `{"error", "details"}` with the message naming the field. The OpenAPI document is generated from the handlers'
 //! `#[utoipa::path]` attributes and the types' `ToSchema` derives, and served at
 //! `/api/v1/openapi.json`.
 //!
@@ -152,6 +153,8 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
                 }
             }),
         )
+        // Bodies are JSON, declared as such (415 otherwise), before any handler reads one.
+        .layer(middleware::from_fn(crate::input::require_json))
         .layer(Extension(access))
         .layer(middleware::map_response(private_headers))
 }
@@ -242,8 +245,11 @@ impl From<concord_engine::EngineError> for ApiError {
     }
 }
 
-/// Parse a query string into `T`, rejecting unknown parameters and naming the bad one.
+/// Parse a query string into `T`, rejecting unknown parameters and naming the bad one. Decoded
+/// strictly first ([`crate::input::query_pairs`]: a value that is not UTF-8 is a 400 naming it),
+/// so the decoding below never replaces anything.
 pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(q: Option<&str>) -> Result<T, ApiError> {
+    crate::input::query_pairs(q)?;
     let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q.unwrap_or("")));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

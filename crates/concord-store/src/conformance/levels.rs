@@ -18,7 +18,9 @@ use crate::{
 use concord_core::Kind;
 
 /// An older figure changes nothing; a newer one replaces on_hand, committed, incoming, version.
-/// Integers compare numerically, timestamps as strings.
+/// Integers compare numerically (whatever their length), timestamps as the instants they name
+/// (`concord_core::version::compare`): an older figure stamped in another UTC offset is stale,
+/// and the later figure at a daylight-saving fall-back is applied.
 pub async fn stale_figures_are_ignored(fx: &Fixture) {
     let s = fx.store();
     let out = set_levels(s, vec![figure("A", "WH1", 10, 1, "9")]).await;
@@ -63,6 +65,30 @@ pub async fn stale_figures_are_ignored(fx: &Fixture) {
     // Not comparable: never stale.
     set_levels(s, vec![t(8, "abc")]).await;
     assert_eq!(position(s, "T", "WH1").await.on_hand, 8);
+    // Offsets: `10:00+02:00` (08:00 UTC) after `09:30+00:00` is older and rolls nothing back.
+    let o = |on_hand, v: &str| figure("O", "WH1", on_hand, 0, v);
+    set_levels(s, vec![o(7, "2026-03-01T09:30:00+00:00")]).await;
+    assert_eq!(
+        set_levels(s, vec![o(3, "2026-03-01T10:00:00+02:00")]).await,
+        [LevelOutcome::Stale]
+    );
+    assert_eq!(position(s, "O", "WH1").await.on_hand, 7, "no roll-back");
+    // Daylight-saving fall-back: 02:10 winter time (01:10 UTC) is after 02:30 summer time.
+    let d = |on_hand, v: &str| figure("DST", "WH1", on_hand, 0, v);
+    set_levels(s, vec![d(5, "2026-10-25T02:30:00+02:00")]).await;
+    set_levels(s, vec![d(9, "2026-10-25T02:10:00+01:00")]).await;
+    assert_eq!(
+        position(s, "DST", "WH1").await.on_hand,
+        9,
+        "the newer figure"
+    );
+    // Integers longer than any machine type.
+    let big = |on_hand, v: &str| figure("BIG", "WH1", on_hand, 0, v);
+    set_levels(s, vec![big(1, "99999999999999999999999999999999999999999")]).await;
+    assert_eq!(
+        set_levels(s, vec![big(2, "99999999999999999999999999999999999999998")]).await,
+        [LevelOutcome::Stale]
+    );
     // Within one call, in order.
     let out = set_levels(
         s,

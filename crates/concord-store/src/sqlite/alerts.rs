@@ -160,6 +160,8 @@ pub(crate) fn unnotified(conn: &Connection, limit: usize) -> Result<Vec<AlertEpi
 }
 
 /// Positions whose ERP on-hand is below what is committed plus held, sorted by SKU, location.
+/// The SQL condition only pre-selects SKUs (SQLite would compute an overflowing difference as
+/// a REAL, which still compares); the exact test is `Position::free`, in Rust.
 pub(crate) fn oversold_positions(conn: &Connection, limit: usize) -> Result<Vec<StockLevel>> {
     let skus: Vec<String> = conn
         .prepare_cached(
@@ -176,6 +178,14 @@ pub(crate) fn oversold_positions(conn: &Connection, limit: usize) -> Result<Vec<
     }
     Ok(super::ledger::levels(conn, &skus)?
         .into_iter()
-        .filter(|l| l.on_hand - l.committed - l.held < 0)
+        .filter(|l| {
+            concord_core::inventory::Position {
+                on_hand: l.on_hand,
+                committed: l.committed,
+                held: l.held,
+            }
+            .free()
+                < 0
+        })
         .collect())
 }

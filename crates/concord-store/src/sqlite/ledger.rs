@@ -28,6 +28,14 @@
 //! - The backorder allowance of a SKU is `min(backorder_limit, Σ incoming) − Σ backordered`
 //!   over the request's feeds: the limit caps the SKU's outstanding backorders, not each request (incoming lots with a positive integer `quantity`;
 //!   anything else in `incoming` counts as nothing).
+//!
+//! Arithmetic: SQLite turns an integer sum that overflows into a REAL, silently — a `held`
+//! column that stopped being an integer made every later read of the position fail. So no
+//! figure is computed in SQL here: `held` and `backordered` change only through
+//! [`add_to_position`] (checked in Rust; an overflow is [`StoreError::OutOfRange`] and the job
+//! writes nothing), derived figures (`free`, what a location can give) come from
+//! `concord_core::inventory`, and migration 8's triggers refuse any non-integer figure a future
+//! statement might still compute.
 
 use super::codec::{self, db, to_json};
 use super::writer::WriterCtx;
@@ -36,7 +44,10 @@ use crate::{
     DirtySku, LevelOutcome, LevelUpdate, Reservation, ReservationLine, ReservationState,
     ReserveOutcome, ReserveRequest, Result, StockLevel, StoreError, TransitionError,
 };
-use concord_core::inventory::{route, Backorderable, Candidate};
+use concord_core::inventory::{
+    backorder_allowance, route, sellable, sum_non_negative, Backorderable, Candidate, Position,
+    RouteError,
+};
 use concord_core::Millis;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -186,6 +197,57 @@ struct Pos {
     incoming: i64,
 }
 
+impl Pos {
+    fn position(&self) -> Position {
+        Position {
+            on_hand: self.on_hand,
+            committed: self.committed,
+            held: self.held,
+        }
+    }
+}
+
+/// Add `held` and `backordered` (either may be negative) to the position (`sku`, `location`),
+/// creating it (no stock of its own yet) when it does not exist; returns whether it existed.
+/// The only way these two columns change: the sums are checked here, so an overflow is an
+/// error that undoes the job (the writer's savepoint), never a REAL in the ledger. `what` names
+/// the operation for errors.
+fn add_to_position(
+    conn: &Connection,
+    sku: &str,
+    location: &str,
+    held: i64,
+    backordered: i64,
+    now: Millis,
+    what: &'static str,
+) -> Result<bool> {
+    let current: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT held, backordered FROM stock_levels WHERE sku = ?1 AND location = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![sku, location], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(db(what))?;
+    let (h0, b0) = current.unwrap_or((0, 0));
+    let (Some(h), Some(b)) = (h0.checked_add(held), b0.checked_add(backordered)) else {
+        return Err(StoreError::OutOfRange(format!(
+            "{what}: held {h0} + {held} or backordered {b0} + {backordered} at ({sku}, {location}) overflows"
+        )));
+    };
+    conn.prepare_cached(
+        "INSERT INTO stock_levels
+             (sku, location, on_hand, committed, held, backordered, incoming, version, updated_at)
+         VALUES (?1, ?2, 0, 0, ?3, ?4, '[]', NULL, ?5)
+         ON CONFLICT (sku, location) DO UPDATE SET held = excluded.held,
+             backordered = excluded.backordered, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![sku, location, h, b, now]))
+    .map_err(db(what))?;
+    Ok(current.is_some())
+}
+
 /// Σ of the positive integer `quantity` of each incoming lot; anything else counts as nothing
 /// (the safe direction: fewer backorders).
 fn incoming_total(incoming: &Value) -> i64 {
@@ -271,12 +333,10 @@ pub(crate) fn reserve(
             .copied()
             .unwrap_or_default()
             .iter()
-            .map(|f| {
-                let p = pos(sku, &f.location);
-                Candidate {
-                    location: f.location.clone(),
-                    available: (p.on_hand - p.committed - p.held - f.buffer).max(0),
-                }
+            .map(|f| Candidate {
+                location: f.location.clone(),
+                // A negative buffer keeps nothing back; it never adds to what is free.
+                available: sellable(&pos(sku, &f.location).position(), f.buffer.max(0)),
             })
             .collect()
     };
@@ -288,19 +348,17 @@ pub(crate) fn reserve(
             .find(|f| pos(sku, &f.location).incoming > 0)?
             .location
             .clone();
-        let incoming: i64 = feeds.iter().map(|f| pos(sku, &f.location).incoming).sum();
-        let backordered: i64 = feeds
-            .iter()
-            .map(|f| pos(sku, &f.location).backordered)
-            .sum();
+        let incoming = sum_non_negative(feeds.iter().map(|f| pos(sku, &f.location).incoming));
+        let backordered = sum_non_negative(feeds.iter().map(|f| pos(sku, &f.location).backordered));
         Some(Backorderable {
-            quantity: (limit - backordered).min(incoming - backordered).max(0),
+            quantity: backorder_allowance(limit, incoming, backordered),
             location,
         })
     };
     let allocations = match route(&req.lines, &candidates, &backorderable) {
         Ok(a) => a,
-        Err(shortages) => return Ok(ReserveOutcome::Short(shortages)),
+        Err(RouteError::Short(shortages)) => return Ok(ReserveOutcome::Short(shortages)),
+        Err(e @ RouteError::Invalid { .. }) => return Err(StoreError::OutOfRange(e.to_string())),
     };
 
     conn.prepare_cached(
@@ -342,17 +400,15 @@ pub(crate) fn reserve(
         } else {
             (a.quantity, 0)
         };
-        conn.prepare_cached(
-            "INSERT INTO stock_levels
-                 (sku, location, on_hand, committed, held, backordered, incoming, version,
-                  updated_at)
-             VALUES (?1, ?2, 0, 0, ?3, ?4, '[]', NULL, ?5)
-             ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
-                 backordered = backordered + excluded.backordered,
-                 updated_at = excluded.updated_at",
-        )
-        .and_then(|mut s| s.execute(params![a.sku, a.location, held, backordered, req.now]))
-        .map_err(db("raise held"))?;
+        add_to_position(
+            conn,
+            &a.sku,
+            &a.location,
+            held,
+            backordered,
+            req.now,
+            "raise held",
+        )?;
         skus.insert(a.sku.clone());
         lines.push(ReservationLine {
             sku: a.sku,
@@ -405,18 +461,27 @@ fn release_line(conn: &Connection, line: &OpenLine, now: Millis) -> Result<bool>
     if changed == 0 {
         return Ok(false);
     }
-    let sql = if line.backorder {
-        "UPDATE stock_levels SET backordered = backordered - ?3, updated_at = ?4
-         WHERE sku = ?1 AND location = ?2"
+    let minus = line.quantity.checked_neg().ok_or_else(|| {
+        StoreError::OutOfRange(format!(
+            "line of reservation {} has quantity {}",
+            line.reservation_id, line.quantity
+        ))
+    })?;
+    let (held, backordered) = if line.backorder {
+        (0, minus)
     } else {
-        "UPDATE stock_levels SET held = held - ?3, updated_at = ?4
-         WHERE sku = ?1 AND location = ?2"
+        (minus, 0)
     };
-    let lowered = conn
-        .prepare_cached(sql)
-        .and_then(|mut s| s.execute(params![line.sku, line.location, line.quantity, now]))
-        .map_err(db("lower held"))?;
-    if lowered != 1 {
+    let existed = add_to_position(
+        conn,
+        &line.sku,
+        &line.location,
+        held,
+        backordered,
+        now,
+        "lower held",
+    )?;
+    if !existed {
         // Reserving created the position; without it the invariant cannot hold: undo the job.
         return Err(StoreError::Db(format!(
             "ledger position ({}, {}) of reservation {} is missing",
@@ -638,18 +703,17 @@ pub(crate) fn rehold_order(
             } else {
                 (quantity, 0)
             };
-            conn.prepare_cached(
-                "INSERT INTO stock_levels
-                     (sku, location, on_hand, committed, held, backordered, incoming, version,
-                      updated_at)
-                 VALUES (?1, ?2, 0, 0, ?3, ?4, '[]', NULL, ?5)
-                 ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
-                     backordered = backordered + excluded.backordered,
-                     updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![sku, location, held, backordered, now]))
-            .map_err(db("raise held for a replacement"))?;
-            *reheld.entry((sku.clone(), location)).or_default() += held;
+            add_to_position(
+                conn,
+                &sku,
+                &location,
+                held,
+                backordered,
+                now,
+                "raise held for a replacement",
+            )?;
+            let again = reheld.entry((sku.clone(), location)).or_default();
+            *again = again.saturating_add(held);
             touched.insert(sku);
         }
         clear_acceptance(conn, id, "clear acceptance for a replacement")?;
@@ -750,7 +814,13 @@ pub(crate) fn adjust_order_reservation(
     }
     let mut current: BTreeMap<String, i64> = BTreeMap::new();
     for l in &lines {
-        *current.entry(l.sku.clone()).or_default() += l.quantity;
+        let c = current.entry(l.sku.clone()).or_default();
+        *c = c.checked_add(l.quantity).ok_or_else(|| {
+            StoreError::OutOfRange(format!(
+                "the reservation lines of `{}` for {} add up past the ledger's range",
+                req.order, l.sku
+            ))
+        })?;
     }
     let target: BTreeMap<String, i64> = req.quantities.iter().cloned().collect();
     let skus: BTreeSet<String> = current.keys().chain(target.keys()).cloned().collect();
@@ -762,6 +832,7 @@ pub(crate) fn adjust_order_reservation(
             target.get(sku).copied().unwrap_or(0).max(0),
         );
         match want.cmp(&cur) {
+            // want ≥ 0 and cur ≥ 0 (sums of positive lines), so neither difference overflows.
             Ordering::Greater => grow.push(concord_core::inventory::Line {
                 sku: sku.clone(),
                 quantity: want - cur,
@@ -798,16 +869,21 @@ pub(crate) fn adjust_order_reservation(
                     let p = positions.get(&k).copied().unwrap_or_default();
                     // Units just held again are still in the ERP's committed: count them once.
                     let again = reheld.get(&k).copied().unwrap_or(0);
+                    let mut position = p.position();
+                    position.held = position.held.saturating_sub(again);
                     Candidate {
                         location: f.location.clone(),
-                        available: (p.on_hand - p.committed - p.held + again - f.buffer).max(0),
+                        available: sellable(&position, f.buffer.max(0)),
                     }
                 })
                 .collect()
         };
         let allocations = match route(&grow, &candidates, &|_| None) {
             Ok(a) => a,
-            Err(shortages) => return Ok(crate::AdjustOutcome::Short(shortages)),
+            Err(RouteError::Short(shortages)) => return Ok(crate::AdjustOutcome::Short(shortages)),
+            Err(e @ RouteError::Invalid { .. }) => {
+                return Err(StoreError::OutOfRange(e.to_string()))
+            }
         };
         let seq: i64 = conn
             .prepare_cached(
@@ -823,16 +899,15 @@ pub(crate) fn adjust_order_reservation(
             )
             .and_then(|mut s| s.execute(params![first, seq, a.sku, a.location, a.quantity]))
             .map_err(db("insert reservation line"))?;
-            conn.prepare_cached(
-                "INSERT INTO stock_levels
-                     (sku, location, on_hand, committed, held, backordered, incoming, version,
-                      updated_at)
-                 VALUES (?1, ?2, 0, 0, ?3, 0, '[]', NULL, ?4)
-                 ON CONFLICT (sku, location) DO UPDATE SET held = held + excluded.held,
-                     updated_at = excluded.updated_at",
-            )
-            .and_then(|mut s| s.execute(params![a.sku, a.location, a.quantity, req.now]))
-            .map_err(db("raise held"))?;
+            add_to_position(
+                conn,
+                &a.sku,
+                &a.location,
+                a.quantity,
+                0,
+                req.now,
+                "raise held",
+            )?;
             touched.insert(a.sku);
         }
         if revive {
@@ -871,13 +946,17 @@ pub(crate) fn adjust_order_reservation(
                 .and_then(|mut s| s.execute(params![l.rid, l.seq, take]))
                 .map_err(db("shrink reservation line"))?;
             }
-            let col = if l.backorder { "backordered" } else { "held" };
-            conn.prepare_cached(&format!(
-                "UPDATE stock_levels SET {col} = {col} - ?3, updated_at = ?4
-                 WHERE sku = ?1 AND location = ?2"
-            ))
-            .and_then(|mut s| s.execute(params![l.sku, l.location, take, req.now]))
-            .map_err(db("lower held"))?;
+            // 0 < take ≤ the line's quantity: its negation cannot overflow.
+            let (held, backordered) = if l.backorder { (0, -take) } else { (-take, 0) };
+            add_to_position(
+                conn,
+                &l.sku,
+                &l.location,
+                held,
+                backordered,
+                req.now,
+                "lower held",
+            )?;
             touched.insert(sku.clone());
         }
     }
@@ -1053,11 +1132,21 @@ pub(crate) fn update_levels(
     Ok(out)
 }
 
+/// `free` of a position, computed in Rust (`Position::free`), not in SQL (see the module docs).
 fn free_at(conn: &Connection, sku: &str, location: &str) -> Result<i64> {
     conn.prepare_cached(
-        "SELECT on_hand - committed - held FROM stock_levels WHERE sku = ?1 AND location = ?2",
+        "SELECT on_hand, committed, held FROM stock_levels WHERE sku = ?1 AND location = ?2",
     )
-    .and_then(|mut s| s.query_row(params![sku, location], |r| r.get(0)))
+    .and_then(|mut s| {
+        s.query_row(params![sku, location], |r| {
+            Ok(Position {
+                on_hand: r.get(0)?,
+                committed: r.get(1)?,
+                held: r.get(2)?,
+            }
+            .free())
+        })
+    })
     .map_err(db("read free stock"))
 }
 
@@ -1140,7 +1229,8 @@ fn update_level(
             grace,
         );
         if includes && release_line(conn, line, now)? {
-            *released.entry(line.reservation_id.clone()).or_default() += line.quantity;
+            let r = released.entry(line.reservation_id.clone()).or_default();
+            *r = r.saturating_add(line.quantity);
         }
     }
     for id in released.keys() {

@@ -316,6 +316,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX delivery_attempts_at ON delivery_attempts (at);
     "#,
+    // 8: ledger figures are integers, always. SQLite stores an integer sum that overflows as a
+    // REAL without complaint, and a position whose `held` is a REAL can no longer be read: every
+    // recomputation of available-to-sell fails. The ledger computes its figures in Rust with
+    // checked arithmetic (`ledger.rs`); these triggers refuse a non-integer from any statement
+    // that would still slip one through (the job fails and writes nothing).
+    r#"
+    CREATE TRIGGER stock_levels_integers_insert BEFORE INSERT ON stock_levels
+    WHEN typeof(NEW.on_hand) <> 'integer' OR typeof(NEW.committed) <> 'integer'
+      OR typeof(NEW.held) <> 'integer' OR typeof(NEW.backordered) <> 'integer'
+    BEGIN SELECT RAISE(ABORT, 'stock_levels: a ledger figure is not an integer'); END;
+    CREATE TRIGGER stock_levels_integers_update BEFORE UPDATE ON stock_levels
+    WHEN typeof(NEW.on_hand) <> 'integer' OR typeof(NEW.committed) <> 'integer'
+      OR typeof(NEW.held) <> 'integer' OR typeof(NEW.backordered) <> 'integer'
+    BEGIN SELECT RAISE(ABORT, 'stock_levels: a ledger figure is not an integer'); END;
+    CREATE TRIGGER reservation_lines_integers_insert BEFORE INSERT ON reservation_lines
+    WHEN typeof(NEW.quantity) <> 'integer'
+    BEGIN SELECT RAISE(ABORT, 'reservation_lines: a quantity is not an integer'); END;
+    CREATE TRIGGER reservation_lines_integers_update BEFORE UPDATE ON reservation_lines
+    WHEN typeof(NEW.quantity) <> 'integer'
+    BEGIN SELECT RAISE(ABORT, 'reservation_lines: a quantity is not an integer'); END;
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

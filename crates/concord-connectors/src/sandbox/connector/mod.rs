@@ -122,7 +122,8 @@ impl Common {
         }
     }
 
-    /// Verify the HMAC, then parse the events envelope (records are not validated here).
+    /// Verify the HMAC, then parse the events envelope strictly (duplicate keys refused; records
+    /// are validated by the engine, not here).
     pub fn parse_webhook(
         &self,
         headers: &http::HeaderMap,
@@ -143,13 +144,9 @@ impl Common {
         };
         verify_signature(secret.as_bytes(), body, header)
             .map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            WebhookError::BadRequest(format!(
-                "malformed JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ))
-        })?;
+        // Strict: a repeated key is refused, not resolved "last wins" (concord_core::json).
+        let v: Value = concord_core::json::parse_strict(body)
+            .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
         let events = v.get("events").and_then(Value::as_array).ok_or_else(|| {
             WebhookError::BadRequest("`events`: expected an array of events".into())
         })?;

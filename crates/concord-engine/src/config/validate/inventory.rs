@@ -1,9 +1,10 @@
 //! `[inventory]` → [`InventoryConfig`]: the source and channels are known endpoints joined by
-//! `stock` flows, locations are listed once each, buffers give exactly one amount, durations
-//! default. Part of [`validate`](super::validate), called after endpoints and flows are checked:
+//! `stock` flows, locations are listed once each, buffers give exactly one amount, quantities
+//! (buffer units, backorder limits) lie in the bounded domain (`concord_core::limits`),
+//! durations default. Part of [`validate`](super::validate), called after endpoints and flows are checked:
 //! no I/O, and it must never change them, only read them to cross-check.
 
-use super::{duration, known_endpoint, Result};
+use super::{config_amount, duration, known_endpoint, Result};
 use crate::config::env::push_key;
 use crate::config::raw::RawInventory;
 use crate::config::{ChannelPolicy, FlowConfig, InventoryConfig, Issue};
@@ -95,9 +96,11 @@ pub(super) fn inventory(
         }
         let backorder_limit = match ch.backorder_limit {
             None => None,
-            Some(n) => Some(i64::try_from(n).map_err(|_| {
-                Issue::new(format!("{at}.backorder_limit"), format!("{n} is too large"))
-            })?),
+            Some(n) => Some(config_amount(
+                &format!("{at}.backorder_limit"),
+                n,
+                concord_core::limits::quantity,
+            )?),
         };
         channels.insert(
             name,
@@ -115,10 +118,11 @@ pub(super) fn inventory(
             known_endpoint(&format!("{at}.channel"), c, endpoints)?;
         }
         let amount = match (b.units, b.percent) {
-            (Some(u), None) => BufferAmount::Units(
-                i64::try_from(u)
-                    .map_err(|_| Issue::new(format!("{at}.units"), format!("{u} is too large")))?,
-            ),
+            (Some(u), None) => BufferAmount::Units(config_amount(
+                &format!("{at}.units"),
+                u,
+                concord_core::limits::quantity,
+            )?),
             (None, Some(p)) if p <= 100 => BufferAmount::Percent(p as u32),
             (None, Some(p)) => {
                 return Err(Issue::new(

@@ -615,6 +615,17 @@ fn duration(path: &str, raw: Option<&str>, default: Duration, zero_ok: bool) -> 
     Ok(d)
 }
 
+/// A config number that is a quantity or an amount (`check`: `concord_core::limits::quantity` or
+/// `money`): within the bounded domain the rest of the hub assumes, named by its path.
+fn config_amount(
+    path: &str,
+    raw: u64,
+    check: fn(&str, i64) -> std::result::Result<i64, concord_core::limits::LimitError>,
+) -> Result<i64> {
+    let n = i64::try_from(raw).map_err(|_| Issue::new(path, format!("{raw} is too large")))?;
+    check(path, n).map_err(|e| Issue::new(path, e.message))
+}
+
 fn positive(path: &str, raw: Option<u64>, default: usize) -> Result<usize> {
     match raw {
         None => Ok(default),

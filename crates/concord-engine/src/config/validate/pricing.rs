@@ -1,8 +1,8 @@
 //! `[pricing]` → [`PricingConfig`]: the currency is a three-letter ISO 4217 code, the tolerance
-//! fits an amount, `check_orders` defaults to on. Part of [`validate`](super::validate): no I/O,
+//! is an amount within the bounded domain (`concord_core::limits::money`), `check_orders` defaults to on. Part of [`validate`](super::validate): no I/O,
 //! and it must never look at other sections (pricing needs no endpoint or flow to be checked).
 
-use super::Result;
+use super::{config_amount, Result};
 use crate::config::raw::RawPricing;
 use crate::config::{Issue, PricingConfig};
 
@@ -15,12 +15,11 @@ pub(super) fn pricing(raw: RawPricing) -> Result<PricingConfig> {
             ));
         }
     }
-    let tolerance_minor = i64::try_from(raw.tolerance_minor.unwrap_or(0)).map_err(|_| {
-        Issue::new(
-            "pricing.tolerance_minor",
-            "is larger than any amount can be",
-        )
-    })?;
+    let tolerance_minor = config_amount(
+        "pricing.tolerance_minor",
+        raw.tolerance_minor.unwrap_or(0),
+        concord_core::limits::money,
+    )?;
     Ok(PricingConfig {
         currency: raw.currency,
         tolerance_minor,
