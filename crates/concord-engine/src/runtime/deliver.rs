@@ -731,6 +731,98 @@ async fn write_ops(inner: &Inner, dest: &str, batch: &[Claimed]) -> Vec<WriteOp>
 mod tests {
     use super::*;
 
+    /// A connector that is never called: the guard test only needs an endpoint runtime.
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Connector for Idle {
+        fn connector_type(&self) -> &'static str {
+            "idle"
+        }
+        fn capabilities(&self) -> crate::connector::Capabilities {
+            crate::connector::Capabilities::default()
+        }
+        async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+            ops.iter().map(|_| WriteOutcome::NoMatch).collect()
+        }
+    }
+
+    fn endpoint() -> Arc<EndpointRuntime> {
+        Arc::new(EndpointRuntime::new(
+            "ep".into(),
+            Arc::new(Idle),
+            &EngineSettings::default(),
+        ))
+    }
+
+    /// Issue 12: a delivery task that panicked never gave its in-flight count back. The guard
+    /// gives it back however the delivery ends: finished, panicked, returned early, or its task
+    /// dropped before it ever ran; a probe that ends without a verdict frees the breaker.
+    #[tokio::test]
+    async fn the_inflight_count_returns_to_zero_however_a_delivery_ends() {
+        let ep = endpoint();
+        // Finished normally.
+        let g = InFlight::start(&ep, false);
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 1);
+        g.finished();
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Panicked inside its task.
+        let g = InFlight::start(&ep, false);
+        let task = tokio::spawn(async move {
+            let _g = g;
+            panic!("a delivery bug");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // An early return that never reaches `finished`.
+        let early = |ep: &Arc<EndpointRuntime>| -> Result<(), &'static str> {
+            let g = InFlight::start(ep, false);
+            Err("bail")?;
+            g.finished();
+            Ok(())
+        };
+        assert!(early(&ep).is_err());
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Its task dropped unpolled (a runtime shutting down).
+        let g = InFlight::start(&ep, false);
+        drop(async move {
+            let _g = g;
+        });
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Several at once, some panicking.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let g = InFlight::start(&ep, false);
+            tasks.push(tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                assert!(i % 2 == 0, "odd deliveries panic");
+                g.finished();
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // A half-open probe that panicked lets the breaker probe again.
+        if let Ok(mut b) = ep.breaker.lock() {
+            b.state = concord_core::retry::BreakerState::HalfOpen {
+                probing: true,
+                open_ms: 1_000,
+            };
+        }
+        let g = InFlight::start(&ep, true);
+        let _ = tokio::spawn(async move {
+            let _g = g;
+            panic!("the probe's delivery panicked");
+        })
+        .await;
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        assert!(matches!(
+            ep.breaker.lock().unwrap().state,
+            concord_core::retry::BreakerState::HalfOpen { probing: false, .. }
+        ));
+    }
+
     #[test]
     fn aimd_grows_when_saturated_and_backs_off_on_pressure() {
         let mut a = Aimd::new(8);
