@@ -33,11 +33,15 @@ impl Server {
             metrics: None,
             ready: Arc::new(AtomicBool::new(true)),
         };
-        let app = concord_server::app(state, engine.config().server.max_body_bytes);
+        let limits = engine.config().server.clone();
+        let app = concord_server::app(state, limits.max_body_bytes);
         let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(concord_server::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(async move {
+            concord_server::serve_with(listener, app, &limits, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
         Server { task, stop }
     }
 
@@ -126,7 +130,10 @@ impl Rig {
                 .map_err(|e| anyhow::anyhow!("endpoints.{name}.{}: {}", e.path, e.message))?;
             connectors.insert(name.clone(), c);
         }
-        let store = Arc::new(SqliteStore::open(&store_path)?);
+        let store = Arc::new(SqliteStore::open_with(
+            &store_path,
+            config.store.sqlite_options(),
+        )?);
         let dyn_store: Arc<dyn Store> = store.clone();
         let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
         let tasks = engine.start().await?;

@@ -1,7 +1,7 @@
 //! Case `reservations`: the stock pool's checkout path under contention (design §5), in one
 //! process and over real HTTP on 127.0.0.1 — many keep-alive HTTP clients →
 //! `POST /v1/reservations` (axum) → `Engine::reserve` → the SQLite store's single writer
-//! (all lines or nothing, group commit, WAL, `synchronous=NORMAL`) → 201/409 — while the
+//! (all lines or nothing, group commit, WAL, `synchronous=FULL` by default) → 201/409 — while the
 //! broadcaster recomputes every channel's available-to-sell for the SKUs just touched and the
 //! dispatcher pushes it to a sandbox storefront, as in production.
 //!

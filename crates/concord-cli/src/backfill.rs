@@ -151,9 +151,18 @@ async fn watch(engine: &Engine, flow: &str, started: Instant) -> Watch {
     let mut last_line = Instant::now();
     let interrupted = wiring::interrupted();
     tokio::pin!(interrupted);
+    let failed = engine.failed();
+    tokio::pin!(failed);
     loop {
         tokio::select! {
             _ = &mut interrupted => return Watch::Interrupted,
+            f = &mut failed => {
+                return Watch::Failed(anyhow::anyhow!(
+                    "the engine stopped: task `{}` kept failing ({}); see the log",
+                    f.task,
+                    f.code()
+                ))
+            }
             _ = tokio::time::sleep(TICK) => {}
         }
         let state = match engine.backfill_state(flow).await {

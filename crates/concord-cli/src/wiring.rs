@@ -67,7 +67,7 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
                 .with_context(|| format!("creating the store directory {}", dir.display()))?;
         }
     }
-    let store = SqliteStore::open(&config.store.path)?;
+    let store = SqliteStore::open_with(&config.store.path, config.store.sqlite_options())?;
     Ok(Arc::new(store))
 }
 
@@ -150,10 +150,25 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "concord: serving on http://{} (Ctrl-C to stop)",
         running.addr
     );
-    interrupted().await;
-    eprintln!("concord: stopping; in-flight deliveries settle first");
+    // An engine task that keeps failing stops the hub with status 1: a process supervisor
+    // (systemd, Kubernetes) restarting it does better than a hub running without that task.
+    let failure = tokio::select! {
+        () = interrupted() => None,
+        f = running.engine.failed() => Some(f),
+    };
+    match &failure {
+        None => eprintln!("concord: stopping; in-flight deliveries settle first"),
+        Some(f) => eprintln!(
+            "concord: engine task `{}` keeps failing ({} times; last: {}); stopping with status 1",
+            f.task, f.failures, f.reason
+        ),
+    }
     running.stop().await;
-    Ok(ExitCode::SUCCESS)
+    Ok(if failure.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Like [`start`], on a listener the caller already bound (the demo needs the port first).
@@ -171,11 +186,15 @@ pub async fn start_on(
         metrics: prometheus(),
         ready: Arc::new(AtomicBool::new(true)),
     };
-    let app = concord_server::app(state, engine.config().server.max_body_bytes);
+    let limits = engine.config().server.clone();
+    let app = concord_server::app(state, limits.max_body_bytes);
     let (stop_server, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(concord_server::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
+    let server = tokio::spawn(async move {
+        concord_server::serve_with(listener, app, &limits, async move {
+            let _ = rx.await;
+        })
+        .await
+    });
     Ok(Running {
         engine,
         addr,

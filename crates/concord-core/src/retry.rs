@@ -46,7 +46,8 @@ impl Backoff {
             Some(ra) => ra,
             None => self.delay_ms(attempt, rand01),
         };
-        now.saturating_add(wait as i64)
+        // Saturating: a `wait` beyond i64 would turn negative with `as` (due at once).
+        now.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX))
     }
 }
 
@@ -194,6 +195,15 @@ mod tests {
         let b = Backoff::default();
         assert_eq!(b.next_attempt_at(1_000, 3, 0.99, Some(2_000)), 3_000);
         assert!(b.next_attempt_at(1_000, 3, 0.5, None) <= 1_000 + 1_600);
+    }
+
+    proptest! {
+        /// A wait of any length is never due before now (a `u64` past `i64` used to wrap).
+        #[test]
+        fn the_next_attempt_is_never_before_now(now in 0i64..=i64::MAX, ra in any::<u64>()) {
+            let b = Backoff::default();
+            prop_assert!(b.next_attempt_at(now, 0, 0.5, Some(ra)) >= now);
+        }
     }
 
     proptest! {

@@ -281,17 +281,35 @@ pub trait Connector: Send + Sync + 'static {
     async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome>;
 }
 
-/// Parse an HTTP `Retry-After` value: delta-seconds (RFC 9110 §10.2.3). HTTP-dates are rare in
-/// the APIs we target and are treated as absent.
+/// The longest wait [`parse_retry_after`] reports (a day): a larger delta-seconds or a date
+/// further ahead is cut to it, so the value is always safe to add to a timestamp. The engine
+/// cuts it further to `[engine] retry_after_max` before honouring it.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(86_400);
+
+/// Parse an HTTP `Retry-After` value (RFC 9110 §10.2.3): delta-seconds (`120`; a decimal
+/// fraction such as `0.5` is accepted too, as some APIs send one) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`, and the obsolete RFC 850 and asctime forms), relative to
+/// the system clock. A date in the past means "now" (zero); anything longer than
+/// [`RETRY_AFTER_CEILING`] is cut to it. Anything else — negative, exponent or `NaN`/`inf`
+/// notation, garbage — is `None`: the caller's own backoff applies. Never panics.
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    parse_retry_after_at(value, std::time::SystemTime::now())
+}
+
+/// [`parse_retry_after`] with the current time given (tests, and callers with a clock).
+pub fn parse_retry_after_at(value: Option<&str>, now: std::time::SystemTime) -> Option<Duration> {
     let v = value?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (whole, fraction) = v.split_once('.').unwrap_or((v, ""));
+    if digits(whole) && (fraction.is_empty() || digits(fraction)) && !v.ends_with('.') {
+        // Digits only: a finite, non-negative number (too many digits saturate).
+        let secs = v.parse::<f64>().ok()?;
+        let secs = secs.min(RETRY_AFTER_CEILING.as_secs_f64());
+        return Duration::try_from_secs_f64(secs).ok();
     }
-    v.parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let at = httpdate::parse_http_date(v).ok()?;
+    let wait = at.duration_since(now).unwrap_or(Duration::ZERO);
+    Some(wait.min(RETRY_AFTER_CEILING))
 }
 
 /// Classify a non-success HTTP status the way every REST/GraphQL connector should:
@@ -346,9 +364,87 @@ mod tests {
             parse_retry_after(Some("0.5")),
             Some(Duration::from_millis(500))
         );
+    }
+
+    /// Issue 12: `Retry-After: 1e300` panicked the delivery task (`Duration::from_secs_f64`).
+    /// Every value an endpoint can send is parsed without panicking: seconds or an HTTP-date,
+    /// cut to the ceiling, and anything unreadable is "no advice".
+    #[test]
+    fn retry_after_is_seconds_or_a_date_capped_and_never_panics() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Wed, 21 Oct 2015 07:28:00 GMT
+        let now = UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let at = |v: &str| parse_retry_after_at(Some(v), now);
+        assert_eq!(at("120"), Some(Duration::from_secs(120)));
+        assert_eq!(at(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(at("0"), Some(Duration::ZERO));
+        assert_eq!(at("1.25"), Some(Duration::from_millis(1250)));
+        // Absurdly long: cut to the ceiling, whatever the number of digits.
+        assert_eq!(at("86401"), Some(RETRY_AFTER_CEILING));
+        assert_eq!(at(&"9".repeat(400)), Some(RETRY_AFTER_CEILING));
         assert_eq!(
-            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            None
+            at(&format!("{}.5", "9".repeat(400))),
+            Some(RETRY_AFTER_CEILING)
+        );
+        assert_eq!(at("18446744073709551616"), Some(RETRY_AFTER_CEILING));
+        // HTTP-dates: in the future, the time until then; in the past, now.
+        assert_eq!(
+            at("Wed, 21 Oct 2015 07:30:00 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            at("Wednesday, 21-Oct-15 07:29:00 GMT"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            at("Wed Oct 21 07:28:30 2015"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(at("Tue, 20 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            at("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(RETRY_AFTER_CEILING)
+        );
+        // Not a delay: no advice, never a panic.
+        for bad in [
+            "1e300",
+            "-5",
+            "-0",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "infinity",
+            "+5",
+            "5.",
+            ".5",
+            "1e3",
+            "0x10",
+            "",
+            " ",
+            "soon",
+            "5 s",
+            "5s",
+            "١٢",
+            "Wed, 32 Oct 2015 07:28:00 GMT",
+            "Wed, 21 Oct 2015 25:28:00 GMT",
+            "\u{0}",
+            "12\u{0}",
+        ] {
+            assert_eq!(at(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_retry_after_at(None, now), None);
+        // The status classification carries the parsed value, and survives the same inputs.
+        for v in ["1e300", "-5", "NaN", "inf", "99999999999999999999999"] {
+            let e = classify_status(429, Some(v), "");
+            assert!(e.retry_after().is_none_or(|d| d <= RETRY_AFTER_CEILING));
+        }
+        // With the real clock: a date long past is now.
+        let _ = SystemTime::now();
+        assert_eq!(
+            parse_retry_after(Some("Sun, 06 Nov 1994 08:49:37 GMT")),
+            Some(Duration::ZERO)
         );
     }
 }

@@ -10,4 +10,4 @@ pub mod connector;
 pub mod mapping;
 pub mod runtime;
 
-pub use runtime::{CaptureError, Engine, EngineError, WebhookAck};
+pub use runtime::{CaptureError, Engine, EngineError, Readiness, TaskFailure, WebhookAck};

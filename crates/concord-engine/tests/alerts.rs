@@ -246,6 +246,12 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
         "{firing}"
     );
     assert!(firing["since"].as_str().is_some_and(|s| s.ends_with('Z')));
+    // The engine marks the notification delivered once the receiver's 2xx is back, a commit
+    // after the receiver saw it.
+    wait_until("the firing notification is marked delivered", async || {
+        hub.engine.alerts(10).await.expect("alerts")[0].notified
+    })
+    .await;
     let alerts = hub.engine.alerts(10).await.expect("alerts");
     assert_eq!(alerts.len(), 1);
     assert_eq!(
@@ -285,6 +291,11 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
     assert_eq!(resolved["episode"], firing["episode"], "same episode");
     assert_eq!(resolved["since"], firing["since"]);
     assert!(resolved["resolved_at"].is_string());
+    wait_until(
+        "the resolved notification is marked delivered",
+        async || hub.engine.alerts(10).await.expect("alerts")[0].notified,
+    )
+    .await;
     let alerts = hub.engine.alerts(10).await.expect("alerts");
     assert_eq!(
         (alerts[0].state.as_str(), alerts[0].notified),

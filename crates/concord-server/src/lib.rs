@@ -7,6 +7,16 @@
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
 //! connector's write path and never block on delivery.
+//!
+//! Limits (`[server]`, [`ServerConfig`]): nothing from outside can hold the server's resources
+//! for long. [`serve_with`] closes a connection that takes longer than `header_read_timeout` to
+//! send a request's headers (or sits idle that long between requests) and accepts at most
+//! `max_connections` at once (the rest wait in the OS's accept queue); [`app`] bounds every
+//! route's body (`max_body_bytes` for webhooks, `api_max_body_bytes` for everything else: 413),
+//! the wait for each piece of a body (`body_read_timeout`) and each request as a whole
+//! (`request_timeout`: 503). Every request runs inside [`concord_store::admission::fail_fast`]:
+//! when the store's write queue is full, a write is refused at once and answered 503 instead of
+//! queueing without bound. Every 503 carries `Retry-After`.
 
 pub mod access;
 pub mod admin;
@@ -17,16 +27,23 @@ pub mod input;
 pub(crate) use commerce::parse_body as parse_json_body;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use concord_engine::{CaptureError, Engine};
+pub use concord_engine::config::ServerConfig;
+use concord_engine::{CaptureError, Engine, Readiness};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The `Retry-After` of every 503: the hub's overload and store outages are short-lived, and a
+/// sender that waits a second lets the writer's queue drain.
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
@@ -66,8 +83,12 @@ impl From<CaptureError> for ApiError {
             CaptureError::Invalid(list) => (StatusCode::UNPROCESSABLE_ENTITY, list.clone()),
             CaptureError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, vec![]),
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            tracing::error!(error = %e, "webhook could not be stored");
+        match &e {
+            CaptureError::Store(concord_store::StoreError::Busy) => {
+                tracing::warn!("webhook refused: the store's write queue is full (503, retry)")
+            }
+            CaptureError::Store(_) => tracing::error!(error = %e, "webhook could not be stored"),
+            _ => {}
         }
         ApiError {
             status,
@@ -77,15 +98,18 @@ impl From<CaptureError> for ApiError {
     }
 }
 
-/// The router. `max_body_bytes` bounds webhook bodies (larger ones get 413). Access control
-/// (admin tokens, storefront keys) comes from the engine's config (`[admin]`, `[commerce]`).
+/// The router. `max_body_bytes` bounds webhook bodies (larger ones get 413); every other
+/// route's body is bounded by `[server] api_max_body_bytes`, and the body and request timeouts
+/// come from `[server]` too (see the module docs). Access control (admin tokens, storefront
+/// keys) comes from the engine's config (`[admin]`, `[commerce]`).
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let config = state.engine.config();
+    let limits = config.server.clone();
     let access = Arc::new(access::Access::new(
         config.admin.clone(),
         config.commerce.clone(),
     ));
-    Router::new()
+    let router = Router::new()
         .route(
             "/hooks/{endpoint}",
             post(hook).layer(DefaultBodyLimit::max(max_body_bytes)),
@@ -101,7 +125,42 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         )
         .merge(admin::router(access))
         .merge(dashboard::routes())
-        .with_state(state)
+        .with_state(state);
+    with_limits(router, &limits)
+}
+
+/// Wrap `router` in the request limits of `[server]` (outermost first): `Retry-After` on every
+/// 503, the whole-request timeout (503), the body's read timeout, the store's fail-fast
+/// admission, and the body limit of every route that sets none of its own (webhooks do).
+fn with_limits(router: Router, limits: &ServerConfig) -> Router {
+    router
+        .layer(DefaultBodyLimit::max(limits.api_max_body_bytes))
+        .layer(axum::middleware::from_fn(fail_fast_when_busy))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            limits.body_read_timeout,
+        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(retry_after_on_503))
+}
+
+/// Every request is someone outside who can retry: when the store's writer is saturated its
+/// writes fail at once (`StoreError::Busy` → 503) instead of waiting in an unbounded line.
+async fn fail_fast_when_busy(req: Request, next: Next) -> Response {
+    concord_store::admission::fail_fast(next.run(req)).await
+}
+
+/// A 503 says "try again later": say when.
+async fn retry_after_on_503(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .entry(axum::http::header::RETRY_AFTER)
+            .or_insert(HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    res
 }
 
 /// What access control leaves open, for a WARN at start and `concord validate`: one line per
@@ -145,21 +204,25 @@ async fn hook(
     ))
 }
 
+/// `200 ready`, or `503` with a stable reason code and nothing else — never an internal error
+/// text (that goes to the logs): `engine_starting`, `engine_task_failed:<task>` (the engine gave
+/// up restarting a task: see `concord_engine::runtime::supervise`), `store_unavailable`.
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    let unavailable = |m: String| ApiError {
+    let unavailable = |code: String| ApiError {
         status: StatusCode::SERVICE_UNAVAILABLE,
-        message: m,
+        message: code,
         details: vec![],
     };
     if !state.ready.load(Ordering::Acquire) {
-        return Err(unavailable("engine is starting".into()));
+        return Err(unavailable("engine_starting".into()));
     }
-    state
-        .engine
-        .store()
-        .stats()
-        .await
-        .map_err(|e| unavailable(format!("store: {e}")))?;
+    if let Readiness::Failed(failure) = state.engine.readiness() {
+        return Err(unavailable(failure.code()));
+    }
+    if let Err(e) = state.engine.store().stats().await {
+        tracing::error!(error = %e, "readiness: the store cannot be read");
+        return Err(unavailable("store_unavailable".into()));
+    }
     Ok("ready")
 }
 
@@ -177,15 +240,95 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown` resolves.
+/// Serve `app` on `listener` with the default `[server]` limits until `shutdown` resolves (see
+/// [`serve_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, &ServerConfig::default(), shutdown).await
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, under `limits`' connection limits: at
+/// most `max_connections` open at once (further ones wait in the OS's accept queue), and each
+/// closed when it takes longer than `header_read_timeout` to send a request's headers or sits
+/// that long idle between requests. (`axum::serve` has no header timeout: half-open connections
+/// stayed open for ever.) At shutdown the listener closes, idle connections close at once and
+/// requests in progress finish. Handlers can read the peer address as
+/// `axum::extract::ConnectInfo<SocketAddr>`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: &ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // A free slot first, then accept: beyond the cap, connections wait in the backlog.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service =
+            app.clone()
+                .map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(service),
+        );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                // Header timeouts and clients that went away: routine, not worth a warning.
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// An accept that failed: a connection reset before it was accepted is nothing; anything else
+/// (out of file descriptors) is logged and waited out for a second, as hyper and axum do.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! - Outbox settlements are conditional on the claim token (River's way): a worker whose lease
 //!   expired can never complete work that was handed to another.
 
+pub mod admission;
 pub mod alerts;
 pub mod conformance;
 pub mod inventory;
@@ -32,7 +33,7 @@ pub use orders::{
     AdjustOutcome, AdjustRequest, DeliveryAttempt, NewOrderEvent, OrderEvent, OrderFilter,
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 pub type JournalId = i64;
 pub type ItemId = i64;
@@ -60,6 +61,10 @@ pub enum StoreError {
     /// Opening or migrating the database failed.
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
+    /// The store's write queue is full and the caller asked not to wait
+    /// ([`admission::fail_fast`]): nothing was written; try again shortly.
+    #[error("the store is busy: its write queue is full; nothing was written, try again shortly")]
+    Busy,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -115,13 +115,34 @@ pub struct StoreConfig {
     /// How long the history tables that grow with traffic (delivery attempts, resolved alert
     /// episodes) are kept; the engine prunes older rows every hour.
     pub retention: std::time::Duration,
+    /// Durability of commits (`full` by default).
+    pub synchronous: concord_store::Synchronous,
+    /// Most writes queued for the store's writer.
+    pub write_queue: usize,
+}
+
+impl StoreConfig {
+    /// How to open the SQLite store.
+    pub fn sqlite_options(&self) -> concord_store::SqliteOptions {
+        concord_store::SqliteOptions {
+            synchronous: self.synchronous,
+            write_queue: self.write_queue,
+        }
+    }
 }
 
 /// `[server]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Webhook bodies.
     pub max_body_bytes: usize,
+    /// Bodies of every other route (`/v1`, `/api/v1`, the dashboard).
+    pub api_max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +150,11 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 1 << 20,
+            api_max_body_bytes: 256 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -145,6 +171,12 @@ pub struct EngineSettings {
     pub breaker_open: Duration,
     pub breaker_max_open: Duration,
     pub endpoint_concurrency: usize,
+    /// Longest `Retry-After` honoured.
+    pub retry_after_max: Duration,
+    /// Failures of one engine task within `task_restart_window` beyond which it is not
+    /// restarted and the engine reports itself failed.
+    pub task_restart_limit: u32,
+    pub task_restart_window: Duration,
 }
 
 impl Default for EngineSettings {
@@ -159,6 +191,9 @@ impl Default for EngineSettings {
             breaker_open: Duration::from_secs(1),
             breaker_max_open: Duration::from_secs(30),
             endpoint_concurrency: 8,
+            retry_after_max: Duration::from_secs(600),
+            task_restart_limit: 5,
+            task_restart_window: Duration::from_secs(600),
         }
     }
 }

@@ -266,6 +266,15 @@ pub struct RawStore {
     /// How long delivery attempts and resolved (notified) alert episodes are kept, e.g. `"30d"`.
     /// Default 30 days.
     pub retention: Option<String>,
+    /// Durability of every commit: `"full"` (the default) flushes each commit to the disk before
+    /// anything is acknowledged, so an acknowledged change survives a power loss or an OS crash.
+    /// `"normal"` is faster but a power loss (or OS crash) can lose changes already
+    /// acknowledged to their sender; a crash of the hub process alone loses nothing either way.
+    pub synchronous: Option<String>,
+    /// Most writes waiting for the store's single writer. When the queue is full, webhooks and
+    /// storefront/admin requests are answered `503` with `Retry-After` (nothing is stored, the
+    /// sender retries) and the engine's own tasks wait. Default 2048.
+    pub write_queue: Option<u64>,
 }
 
 /// `[server]`
@@ -274,9 +283,27 @@ pub struct RawStore {
 pub struct RawServer {
     /// Address and port to listen on. Default `"127.0.0.1:8080"`.
     pub listen: Option<String>,
-    /// Largest accepted request body: an integer number of bytes, or a string with a unit
-    /// (`"512KiB"`, `"1MiB"`, `"2MB"`). Default 1 MiB.
+    /// Largest accepted webhook body (`/hooks/...`): an integer number of bytes, or a string
+    /// with a unit (`"512KiB"`, `"1MiB"`, `"2MB"`). Default 1 MiB. Larger ones get `413`.
     pub max_body_bytes: Option<ByteSize>,
+    /// Largest accepted body of every other route: the storefront API (`/v1/...`), the admin
+    /// API (`/api/v1/...`) and the dashboard. Default 256 KiB. Larger ones get `413`.
+    pub api_max_body_bytes: Option<ByteSize>,
+    /// How long a connection may take to send a request's headers, and how long an idle
+    /// keep-alive connection is kept waiting for its next request, before it is closed.
+    /// Default `"10s"`.
+    pub header_read_timeout: Option<String>,
+    /// Longest wait for the next piece of a request's body; a stalled upload is answered
+    /// `408`. Default `"10s"`.
+    pub body_read_timeout: Option<String>,
+    /// Longest time one request may take, from its headers to its answer (body upload and
+    /// handling included); beyond it the answer is `503` and the sender may retry. Default
+    /// `"30s"`.
+    pub request_timeout: Option<String>,
+    /// Most client connections open at once. Further connections wait in the OS's accept
+    /// queue until one closes (each request has its connection, so this also bounds the
+    /// requests in flight). Default 1024.
+    pub max_connections: Option<u64>,
 }
 
 /// `[engine]`: all optional.
@@ -302,6 +329,17 @@ pub struct RawEngine {
     pub breaker_max_open: Option<String>,
     /// Most deliveries in flight per endpoint. Default 8.
     pub endpoint_concurrency: Option<u64>,
+    /// Longest wait an endpoint's `Retry-After` answer is honoured for (longer ones are cut to
+    /// this; an unreadable one is ignored and the normal backoff applies). Default `"10m"`.
+    pub retry_after_max: Option<String>,
+    /// An engine task (processor, a dispatcher, a poller, …) that fails is restarted after a
+    /// backoff (`backoff_base`, doubling up to `backoff_cap`, with full jitter). When it fails
+    /// more than this many times within `task_restart_window`, the engine gives up: `/readyz`
+    /// answers `503` naming the task and `concord run` exits with status 1 so that its
+    /// supervisor (systemd, Kubernetes) restarts the process. Default 5.
+    pub task_restart_limit: Option<u64>,
+    /// The window of `task_restart_limit`. Default `"10m"`.
+    pub task_restart_window: Option<String>,
 }
 
 /// `[endpoints.NAME]`: one configured system.

@@ -126,6 +126,7 @@ fields = {{ description = "web1" }}
             breaker_open: Duration::from_millis(500),
             breaker_max_open: Duration::from_secs(10),
             endpoint_concurrency: 4,
+            ..EngineSettings::default()
         }
     );
     assert_eq!(

@@ -13,6 +13,7 @@
 use super::{capture, Engine, EngineError};
 use crate::config::FlowConfig;
 use concord_store::CursorUpdate;
+use futures::FutureExt;
 use tokio::task::JoinSet;
 
 /// Where a backfill stands, read from the store.
@@ -130,7 +131,10 @@ impl Engine {
             let inner = self.inner.clone();
             let (src, kind, page, name) =
                 (src.clone(), flow.kind, flow.page_size, flow.name.clone());
-            tasks.spawn(async move { capture::migrate(inner, src, kind, page, name).await });
+            let task = format!("migration:{name}:{src}");
+            super::supervise::spawn(&self.inner, &mut tasks, task, move || {
+                capture::migrate(inner.clone(), src.clone(), kind, page, name.clone()).boxed()
+            });
         }
         Ok(tasks)
     }

@@ -19,6 +19,7 @@ use crate::config::Mode;
 use crate::connector::{Captured, ReadRequest};
 use concord_core::{content_hash, validate, Kind, Millis};
 use concord_store::{Capture, CursorUpdate, IngestOutcome};
+use futures::FutureExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -176,15 +177,20 @@ pub(crate) fn spawn_readers(inner: &Arc<Inner>, tasks: &mut JoinSet<()>) {
                     e.0 = e.0.min(interval);
                 }
                 other => {
-                    let inner = inner.clone();
+                    let i = inner.clone();
                     let (src, kind, page) = (src.clone(), flow.kind, flow.page_size);
-                    let name = flow.name.clone();
-                    tasks.spawn(async move {
-                        match other {
+                    let flow = flow.name.clone();
+                    let task = match &other {
+                        ReadJob::Batch { .. } => format!("batch:{flow}:{src}"),
+                        _ => format!("migration:{flow}:{src}"),
+                    };
+                    super::supervise::spawn(inner, tasks, task, move || {
+                        let (i, src, flow) = (i.clone(), src.clone(), flow.clone());
+                        match &other {
                             ReadJob::Batch { schedule } => {
-                                batch_loop(inner, src, kind, page, *schedule, name).await
+                                batch_loop(i, src, kind, page, (**schedule).clone(), flow).boxed()
                             }
-                            _ => migrate(inner, src, kind, page, name).await,
+                            _ => migrate(i, src, kind, page, flow).boxed(),
                         }
                     });
                 }
@@ -192,12 +198,15 @@ pub(crate) fn spawn_readers(inner: &Arc<Inner>, tasks: &mut JoinSet<()>) {
         }
     }
     for ((src, kind), (interval, overlap, page)) in polls {
-        let inner = inner.clone();
-        tasks.spawn(async move { poll_loop(inner, src, kind, interval, overlap, page).await });
+        let i = inner.clone();
+        super::supervise::spawn(inner, tasks, format!("poll:{src}:{kind}"), move || {
+            poll_loop(i.clone(), src.clone(), kind, interval, overlap, page).boxed()
+        });
     }
 }
 
-async fn sleep_or_shutdown(inner: &Inner, d: Duration) -> bool {
+/// Sleep `d`, or less if the engine starts shutting down; true when it is.
+pub(crate) async fn sleep_or_shutdown(inner: &Inner, d: Duration) -> bool {
     let mut shutdown = inner.shutdown.subscribe();
     if *shutdown.borrow() {
         return true;

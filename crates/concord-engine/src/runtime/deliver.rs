@@ -19,6 +19,7 @@ use crate::connector::{Connector, DeliveryError, WriteOp, WriteOutcome};
 use concord_core::retry::{Admit, Backoff, Breaker, BreakerConfig};
 use concord_core::{dependencies, Kind, Millis};
 use concord_store::{AuditEvent, Claimed, EditFallback, Settlement};
+use futures::FutureExt;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -102,7 +103,10 @@ impl Bucket {
             self.tokens -= 1.0;
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+            // Bounded (and never a panic) whatever budget a connector declares.
+            Duration::try_from_secs_f64((1.0 - self.tokens) / self.per_sec)
+                .unwrap_or(Duration::MAX)
+                .min(Duration::from_secs(3600))
         }
     }
 }
@@ -123,6 +127,8 @@ pub(crate) struct EndpointRuntime {
     backoff: Backoff,
     max_attempts: u32,
     lease: Duration,
+    /// `[engine] retry_after_max`: the longest `Retry-After` honoured.
+    retry_after_max: Duration,
 }
 
 impl EndpointRuntime {
@@ -168,7 +174,15 @@ impl EndpointRuntime {
             },
             max_attempts: s.max_attempts.max(1),
             lease: s.lease,
+            retry_after_max: s.retry_after_max,
         }
+    }
+
+    /// How long to honour an endpoint's `Retry-After`, in ms: cut to `[engine]
+    /// retry_after_max`, whatever a connector reported.
+    fn retry_after_ms(&self, retry_after: Option<Duration>) -> Option<i64> {
+        retry_after
+            .map(|d| i64::try_from(d.min(self.retry_after_max).as_millis()).unwrap_or(i64::MAX))
     }
 
     pub fn health(&self) -> EndpointHealth {
@@ -215,6 +229,42 @@ impl EndpointRuntime {
             .lock()
             .map(|mut b| b.admit(now))
             .unwrap_or(Admit::Yes)
+    }
+}
+
+/// One delivery in flight at an endpoint, counted in `EndpointRuntime::inflight` from
+/// [`InFlight::start`] until the guard is dropped — however the delivery ends: settled, an
+/// early return, a panic, or its task dropped unpolled at shutdown. The count limits
+/// concurrency and gates shutdown, so a count that leaked would stall the endpoint for good.
+pub(crate) struct InFlight {
+    ep: Arc<EndpointRuntime>,
+    /// This delivery is the breaker's half-open probe and has not given its verdict yet.
+    probe: bool,
+}
+
+impl InFlight {
+    pub(crate) fn start(ep: &Arc<EndpointRuntime>, probe: bool) -> InFlight {
+        ep.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            ep: Arc::clone(ep),
+            probe,
+        }
+    }
+
+    /// The delivery ran to its end (its outcomes were given to the breaker).
+    fn finished(mut self) {
+        self.probe = false;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.probe {
+            // A probe that ended without a verdict: let the breaker probe again.
+            self.ep.release_probe();
+        }
+        self.ep.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.ep.notify.notify_one();
     }
 }
 
@@ -268,12 +318,11 @@ pub(crate) async fn run(inner: Arc<Inner>, ep: Arc<EndpointRuntime>) {
                 Ok(claimed) if !claimed.is_empty() => {
                     claimed_any = true;
                     for chunk in chunk(claimed, &caps, if probe { 1 } else { slots }) {
-                        ep.inflight.fetch_add(1, Ordering::AcqRel);
+                        let guard = InFlight::start(&ep, probe);
                         let (inner, ep) = (inner.clone(), ep.clone());
                         tokio::spawn(async move {
                             deliver(&inner, &ep, chunk, probe).await;
-                            ep.inflight.fetch_sub(1, Ordering::AcqRel);
-                            ep.notify.notify_one();
+                            guard.finished();
                         });
                     }
                 }
@@ -355,9 +404,27 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
         .map(|s| s.timeout)
         .unwrap_or(Duration::from_secs(30))
         + Duration::from_secs(5);
-    let outcomes = match tokio::time::timeout(timeout, ep.connector.write(ops)).await {
-        Ok(o) if o.len() == batch.len() => o,
-        Ok(o) => {
+    // A connector that panics (a bug, or input it did not expect) fails this batch like a
+    // transient error — retried with backoff, dead-lettered after `max_attempts` — instead of
+    // taking the delivery task and its claimed items with it.
+    let write = std::panic::AssertUnwindSafe(ep.connector.write(ops)).catch_unwind();
+    let outcomes = match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(o)) if o.len() == batch.len() => o,
+        Ok(Err(panic)) => {
+            let reason = format!(
+                "the connector panicked: {}",
+                super::supervise::panic_message(panic.as_ref())
+            );
+            tracing::error!(endpoint = %ep.name, %reason, "write failed");
+            vec![
+                WriteOutcome::Failed(DeliveryError::Transient {
+                    reason,
+                    retry_after: None
+                });
+                batch.len()
+            ]
+        }
+        Ok(Ok(o)) => {
             let reason = format!(
                 "connector returned {} outcomes for {} items",
                 o.len(),
@@ -488,8 +555,8 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                     }
                     DeliveryError::RateLimited { retry_after, .. } => {
                         back_pressure = true;
-                        let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                        let until = now + wait.as_millis() as i64;
+                        let wait = ep.retry_after_ms(*retry_after).unwrap_or(1_000);
+                        let until = now.saturating_add(wait);
                         ep.paused_until.fetch_max(until, Ordering::Relaxed);
                         ep.rate_limited.fetch_add(1, Ordering::Relaxed);
                         super::Stats::add(&inner.stats.rate_limited, 1);
@@ -523,7 +590,9 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                         } else {
                             super::Stats::add(&inner.stats.retried, 1);
                             metrics::counter!("concord_retries_total", &labels).increment(1);
-                            let ra = retry_after.map(|d| d.as_millis() as u64);
+                            let ra = ep
+                                .retry_after_ms(*retry_after)
+                                .map(|ms| u64::try_from(ms).unwrap_or(0));
                             let next_at =
                                 ep.backoff
                                     .next_attempt_at(now, item.attempts, fastrand::f64(), ra);
@@ -661,6 +730,98 @@ async fn write_ops(inner: &Inner, dest: &str, batch: &[Claimed]) -> Vec<WriteOp>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connector that is never called: the guard test only needs an endpoint runtime.
+    struct Idle;
+
+    #[async_trait::async_trait]
+    impl Connector for Idle {
+        fn connector_type(&self) -> &'static str {
+            "idle"
+        }
+        fn capabilities(&self) -> crate::connector::Capabilities {
+            crate::connector::Capabilities::default()
+        }
+        async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+            ops.iter().map(|_| WriteOutcome::NoMatch).collect()
+        }
+    }
+
+    fn endpoint() -> Arc<EndpointRuntime> {
+        Arc::new(EndpointRuntime::new(
+            "ep".into(),
+            Arc::new(Idle),
+            &EngineSettings::default(),
+        ))
+    }
+
+    /// Issue 12: a delivery task that panicked never gave its in-flight count back. The guard
+    /// gives it back however the delivery ends: finished, panicked, returned early, or its task
+    /// dropped before it ever ran; a probe that ends without a verdict frees the breaker.
+    #[tokio::test]
+    async fn the_inflight_count_returns_to_zero_however_a_delivery_ends() {
+        let ep = endpoint();
+        // Finished normally.
+        let g = InFlight::start(&ep, false);
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 1);
+        g.finished();
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Panicked inside its task.
+        let g = InFlight::start(&ep, false);
+        let task = tokio::spawn(async move {
+            let _g = g;
+            panic!("a delivery bug");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // An early return that never reaches `finished`.
+        let early = |ep: &Arc<EndpointRuntime>| -> Result<(), &'static str> {
+            let g = InFlight::start(ep, false);
+            Err("bail")?;
+            g.finished();
+            Ok(())
+        };
+        assert!(early(&ep).is_err());
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Its task dropped unpolled (a runtime shutting down).
+        let g = InFlight::start(&ep, false);
+        drop(async move {
+            let _g = g;
+        });
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // Several at once, some panicking.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let g = InFlight::start(&ep, false);
+            tasks.push(tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                assert!(i % 2 == 0, "odd deliveries panic");
+                g.finished();
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        // A half-open probe that panicked lets the breaker probe again.
+        if let Ok(mut b) = ep.breaker.lock() {
+            b.state = concord_core::retry::BreakerState::HalfOpen {
+                probing: true,
+                open_ms: 1_000,
+            };
+        }
+        let g = InFlight::start(&ep, true);
+        let _ = tokio::spawn(async move {
+            let _g = g;
+            panic!("the probe's delivery panicked");
+        })
+        .await;
+        assert_eq!(ep.inflight.load(Ordering::Acquire), 0);
+        assert!(matches!(
+            ep.breaker.lock().unwrap().state,
+            concord_core::retry::BreakerState::HalfOpen { probing: false, .. }
+        ));
+    }
 
     #[test]
     fn aimd_grows_when_saturated_and_backs_off_on_pressure() {

@@ -28,6 +28,7 @@ pub mod process;
 pub mod replay;
 pub mod retention;
 pub mod stats;
+pub mod supervise;
 
 use crate::config::Config;
 use crate::connector::{Connector, WebhookError};
@@ -35,9 +36,11 @@ use clock::{Clock, SystemClock};
 use concord_core::{Kind, Millis};
 use concord_store::{DeadLetterId, Store, StoreError};
 use deliver::EndpointRuntime;
+use futures::FutureExt;
 use stats::{Stats, StatsSnapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+pub use supervise::{Readiness, TaskFailure};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -102,6 +105,8 @@ pub(crate) struct Inner {
     /// Operator state per flow (paused, run now, last run, events per minute), by flow name.
     pub flows: BTreeMap<String, Arc<flows::FlowState>>,
     pub shutdown: watch::Sender<bool>,
+    /// The tasks' supervisor: restarts, and the task given up on (readiness).
+    pub supervisor: supervise::Supervisor,
 }
 
 impl Inner {
@@ -208,6 +213,7 @@ impl Engine {
                 prices,
                 flows,
                 shutdown,
+                supervisor: supervise::Supervisor::new(),
             }),
         })
     }
@@ -220,8 +226,9 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Start every task: processor, dispatchers, pollers, schedulers. Returns their join set;
-    /// call [`Engine::shutdown`] to stop them.
+    /// Start every task: processor, dispatchers, pollers, schedulers, each supervised (see
+    /// [`supervise`]: restarted when it fails, [`Engine::readiness`] when it keeps failing).
+    /// Returns their join set; call [`Engine::shutdown`] to stop them.
     pub async fn start(&self) -> Result<JoinSet<()>, EngineError> {
         let mut tasks = self.start_without_readers().await?;
         capture::spawn_readers(&self.inner, &mut tasks);
@@ -262,16 +269,26 @@ impl Engine {
             pricing::load(inner, index).await?;
         }
         let mut tasks = JoinSet::new();
-        tasks.spawn(process::run(inner.clone()));
+        let run = |name: &str, tasks: &mut JoinSet<()>, f: fn(Arc<Inner>) -> _| {
+            let i = inner.clone();
+            supervise::spawn(inner, tasks, name.to_string(), move || f(i.clone()));
+        };
+        run("process", &mut tasks, |i| process::run(i).boxed());
         for ep in inner.endpoints.values() {
-            tasks.spawn(deliver::run(inner.clone(), ep.clone()));
+            let (i, ep) = (inner.clone(), ep.clone());
+            supervise::spawn(
+                inner,
+                &mut tasks,
+                format!("deliver:{}", ep.name),
+                move || deliver::run(i.clone(), ep.clone()).boxed(),
+            );
         }
         if inner.pool.is_some() {
-            tasks.spawn(inventory::run(inner.clone()));
+            run("inventory", &mut tasks, |i| inventory::run(i).boxed());
         }
-        tasks.spawn(alerts::run(inner.clone()));
-        tasks.spawn(metrics_loop(inner.clone()));
-        tasks.spawn(retention::run(inner.clone()));
+        run("alerts", &mut tasks, |i| alerts::run(i).boxed());
+        run("metrics", &mut tasks, |i| metrics_loop(i).boxed());
+        run("retention", &mut tasks, |i| retention::run(i).boxed());
         Ok(tasks)
     }
 

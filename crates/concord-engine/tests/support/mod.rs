@@ -151,6 +151,9 @@ pub struct Fake {
     feed: Mutex<Vec<(u64, Captured)>>,
     read_failures: Mutex<u32>,
     reads: Mutex<Vec<ReadCall>>,
+    /// The next this-many `write` / `read_changes` calls panic (a connector bug).
+    write_panics: Mutex<u32>,
+    read_panics: Mutex<u32>,
 }
 
 impl Fake {
@@ -176,6 +179,8 @@ impl Fake {
             feed: Mutex::new(Vec::new()),
             read_failures: Mutex::new(0),
             reads: Mutex::new(Vec::new()),
+            write_panics: Mutex::new(0),
+            read_panics: Mutex::new(0),
         }
     }
 
@@ -279,6 +284,26 @@ impl Fake {
 
     pub fn reads(&self) -> Vec<ReadCall> {
         lock(&self.reads).clone()
+    }
+
+    /// The next `n` write calls panic (before writing anything).
+    pub fn panic_writes(&self, n: u32) {
+        *lock(&self.write_panics) = n;
+    }
+
+    /// The next `n` `read_changes` calls panic (`u32::MAX`: every one).
+    pub fn panic_reads(&self, n: u32) {
+        *lock(&self.read_panics) = n;
+    }
+
+    /// Take one of the scripted panics of `which`, if any is left.
+    fn take_panic(which: &Mutex<u32>) -> bool {
+        let mut n = lock(which);
+        let panic = *n > 0;
+        if *n != u32::MAX {
+            *n = n.saturating_sub(1);
+        }
+        panic
     }
 
     // ---- observations ----
@@ -425,6 +450,9 @@ impl Connector for Fake {
     }
 
     async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        if Fake::take_panic(&self.read_panics) {
+            panic!("fake read_changes panicked (internal detail: /srv/secret/path)");
+        }
         let cursor = req.cursor.map(str::to_string);
         let fail = {
             let mut f = lock(&self.read_failures);
@@ -457,6 +485,9 @@ impl Connector for Fake {
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+        if Fake::take_panic(&self.write_panics) {
+            panic!("fake write panicked");
+        }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let at = Instant::now();
         let now_inflight = self.inflight.fetch_add(1, Ordering::SeqCst) + 1;
@@ -588,6 +619,11 @@ impl Harness {
 
     pub fn fake(&self, name: &str) -> &Arc<Fake> {
         &self.fakes[name]
+    }
+
+    /// The SQLite file of this harness's store.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("concord.sqlite")
     }
 
     /// Deliver a webhook of the fake's envelope to `endpoint`; panics if it is refused.

@@ -144,9 +144,13 @@ impl Hub {
                 concord_connectors::build(spec).expect("build connector"),
             );
         }
-        let store = Arc::new(SqliteStore::open(&config.store.path).expect("open the store"));
+        let store = Arc::new(
+            SqliteStore::open_with(&config.store.path, config.store.sqlite_options())
+                .expect("open the store"),
+        );
         let dyn_store: Arc<dyn Store> = store.clone();
         let max_body = config.server.max_body_bytes;
+        let limits = config.server.clone();
         let engine = Engine::new(Arc::new(config), dyn_store, connectors).expect("engine");
         let tasks = engine.start().await.expect("start the engine");
         let app = concord_server::app(
@@ -159,9 +163,12 @@ impl Hub {
         );
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(concord_server::serve(listener, app, async move {
-            let _ = rx.await;
-        }));
+        let server = tokio::spawn(async move {
+            concord_server::serve_with(listener, app, &limits, async move {
+                let _ = rx.await;
+            })
+            .await
+        });
         Hub {
             engine,
             store,

@@ -40,12 +40,62 @@ use writer::{Job, WriterCtx};
 /// the engine's concurrent readers without holding many file descriptors and page caches.
 const READERS: usize = 4;
 
+/// How hard SQLite works to keep a committed transaction across a power loss (`PRAGMA
+/// synchronous` of the write connection, in WAL mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// Every commit is flushed to the disk (`fsync` of the WAL) before it is reported: what
+    /// was acknowledged survives a power loss or an OS crash. The default.
+    #[default]
+    Full,
+    /// Commits reach the OS but are flushed only at checkpoints: faster, and safe against a
+    /// crash of the process, but a power loss or OS crash can lose changes already
+    /// acknowledged to their sender.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How a [`SqliteStore`] is opened (`[store]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub synchronous: Synchronous,
+    /// Most writes queued for (or being run by) the single writer. Beyond it a write waits for
+    /// room, or fails with [`StoreError::Busy`] inside [`crate::admission::fail_fast`].
+    pub write_queue: usize,
+}
+
+impl SqliteOptions {
+    /// Default of [`SqliteOptions::write_queue`]: two full groups of the writer (so a group
+    /// can fill while the previous one commits), with room for the engine's own tasks.
+    pub const DEFAULT_WRITE_QUEUE: usize = 4 * writer::MAX_GROUP;
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            synchronous: Synchronous::Full,
+            write_queue: Self::DEFAULT_WRITE_QUEUE,
+        }
+    }
+}
+
 /// The SQLite store. Cheap to share behind an `Arc`; dropping it (or [`SqliteStore::close`])
 /// lets the writer finish what is queued, then stops it and closes the database.
 pub struct SqliteStore {
     path: PathBuf,
     /// `None` once closed.
     writer: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    /// One permit per place in the writer's queue (`SqliteOptions::write_queue`); a job holds
+    /// its permit until it is answered.
+    queue: Arc<Semaphore>,
     thread: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// One permit per reader connection: waiting for a free connection happens here, on the
@@ -62,16 +112,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SqliteStore {
+    /// Open (creating if needed) the database at `path` with the default options, apply
+    /// pending migrations and start the writer thread.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
     /// Open (creating if needed) the database at `path`, apply pending migrations and start the
     /// writer thread.
-    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let open_err = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
         };
+        if options.write_queue == 0 {
+            return Err(open_err("write_queue must be at least 1".into()));
+        }
         let mut conn = Connection::open(&path).map_err(|e| open_err(format!("open: {e}")))?;
         schema::configure(&conn).map_err(|e| open_err(format!("configure: {e}")))?;
+        // Only the writer commits, so only its connection's setting decides durability.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {}",
+            options.synchronous.pragma()
+        ))
+        .map_err(|e| open_err(format!("configure: synchronous: {e}")))?;
         // Every writer job runs in its own savepoint, so SQLite copies each page a job touches
         // to the transaction's sub-journal first. That copy only serves `ROLLBACK TO` inside
         // the open transaction (never crash recovery, which is the WAL's job): keep it in
@@ -141,6 +206,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
+            queue: Arc::new(Semaphore::new(options.write_queue)),
             thread: Mutex::new(Some(thread)),
             readers: Arc::new(Mutex::new(readers)),
             reader_permits: Arc::new(Semaphore::new(READERS)),
@@ -163,6 +229,8 @@ impl SqliteStore {
     /// calls fail with [`StoreError::Closed`]. Idempotent.
     pub async fn close(&self) {
         self.reader_permits.close();
+        // Writers waiting for room are told at once; queued jobs keep their slots and commit.
+        self.queue.close();
         let handle = self.stop_writer();
         if let Some(handle) = handle {
             // Joining blocks until the last group commits: do it off the async workers.
@@ -177,13 +245,27 @@ impl SqliteStore {
         lock(&self.thread).take()
     }
 
-    /// Run `f` on the writer thread as part of the next group commit.
+    /// Run `f` on the writer thread as part of the next group commit. When the writer's queue
+    /// is full this waits for room, or fails with [`StoreError::Busy`] inside
+    /// [`crate::admission::fail_fast`] (see there).
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut WriterCtx) -> Result<T> + Send + 'static,
     {
-        let (job, reply) = writer::job(f);
+        let queue = Arc::clone(&self.queue);
+        let slot = if crate::admission::fails_fast() {
+            queue.try_acquire_owned().map_err(|e| match e {
+                tokio::sync::TryAcquireError::NoPermits => StoreError::Busy,
+                tokio::sync::TryAcquireError::Closed => StoreError::Closed,
+            })?
+        } else {
+            queue
+                .acquire_owned()
+                .await
+                .map_err(|_| StoreError::Closed)?
+        };
+        let (job, reply) = writer::job(f, slot);
         {
             let guard = lock(&self.writer);
             let sender = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -663,6 +745,115 @@ mod tests {
             store.write_groups() - before,
             2,
             "the blocker's group, then all 20 queued writes in one"
+        );
+    }
+
+    /// Durability is FULL unless the config says otherwise: every commit the writer reports is
+    /// on the disk (issue 12: NORMAL could lose acknowledged changes on a power loss).
+    #[tokio::test]
+    async fn the_writer_commits_with_synchronous_full_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let level = |store: SqliteStore| async move {
+            let v = store
+                .write(|c, _| {
+                    c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                        .map_err(|e| StoreError::Db(e.to_string()))
+                })
+                .await
+                .unwrap();
+            store.close().await;
+            v
+        };
+        let full = SqliteStore::open(dir.path().join("a.db")).unwrap();
+        assert_eq!(level(full).await, 2, "FULL");
+        let normal = SqliteStore::open_with(
+            dir.path().join("b.db"),
+            SqliteOptions {
+                synchronous: Synchronous::Normal,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(level(normal).await, 1, "NORMAL when asked for");
+    }
+
+    /// The writer's queue is bounded: when it is full, a write made inside `fail_fast` is
+    /// refused at once with `Busy` (and writes nothing), any other write waits for room; once
+    /// the writer drains, both kinds go through again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_write_queue_refuses_fail_fast_writes_and_holds_the_others() {
+        use crate::admission::fail_fast;
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteOptions {
+            write_queue: 2,
+            ..SqliteOptions::default()
+        };
+        let store = Arc::new(SqliteStore::open_with(dir.path().join("q.db"), options).unwrap());
+        let audit = |n: i64| crate::AuditEvent {
+            at: n,
+            event: format!("e{n}"),
+            endpoint: None,
+            kind: None,
+            key: None,
+            detail: serde_json::Value::Null,
+        };
+        // Slot 1: a job that holds the writer until released.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let blocker = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .write(move |_, _| {
+                        let _ = started_tx.send(());
+                        let _ = wait.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        // Slot 2: an ordinary write, queued behind the blocker.
+        let queued = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_audit(vec![audit(1)]).await })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.queue.available_permits() > 0 {
+            assert!(std::time::Instant::now() < deadline, "write 1 never queued");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The queue is full: a fail-fast write is refused, at once.
+        let refused = fail_fast(store.record_audit(vec![audit(2)])).await;
+        assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
+        // An ordinary write waits for room instead.
+        let waiting = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_audit(vec![audit(3)]).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a write outside fail_fast waits for room"
+        );
+        release.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        queued.await.unwrap().unwrap();
+        waiting.await.unwrap().unwrap();
+        // Drained: fail-fast writes are accepted again.
+        fail_fast(store.record_audit(vec![audit(4)])).await.unwrap();
+        let mut events: Vec<String> = store
+            .audit_log(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.event.event)
+            .collect();
+        events.sort();
+        assert_eq!(
+            events,
+            ["e1", "e3", "e4"],
+            "the refused write wrote nothing"
         );
     }
 

@@ -341,11 +341,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
 /// Settings every connection needs (writer and readers alike).
 ///
-/// `synchronous = NORMAL` in WAL mode: a commit appends to the WAL without an fsync; the WAL is
-/// fsynced at checkpoints. Committed transactions survive a process crash or `kill -9` (the WAL
-/// is in the OS page cache and is replayed on the next open); only an OS crash or power loss can
-/// lose the last few commits, never corrupt the database. That is the durability Concord needs
-/// for "acknowledged only after commit" on one machine, at a fraction of FULL's fsync cost.
+/// `synchronous` starts at NORMAL here, which is what readers keep (they never commit); the
+/// write connection is then set to `[store] synchronous` by `SqliteStore::open_with`, FULL by
+/// default. In WAL mode FULL fsyncs the WAL at every commit, so an acknowledged change survives
+/// a power loss or an OS crash; NORMAL fsyncs only at checkpoints: committed transactions
+/// survive a process crash or `kill -9` (the WAL is in the OS page cache and is replayed on the
+/// next open), but a power loss can lose the last commits — changes already acknowledged to
+/// their sender — though never corrupt the database. Group commit makes FULL's one fsync per
+/// transaction cover a whole group of writes.
 pub(crate) fn configure(conn: &Connection) -> Result<(), String> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| format!("busy_timeout: {e}"))?;

@@ -8,6 +8,11 @@
 //! small transactions into one fsync-free WAL append each, which is where SQLite's write
 //! throughput comes from.
 //!
+//! The queue in front of the thread is bounded (`[store] write_queue`, see
+//! [`super::SqliteOptions`]): every job carries a permit of the store's queue semaphore from the
+//! moment it is queued until its reply is sent, so the jobs queued or running never exceed the
+//! bound, even when their callers have gone away.
+//!
 //! This module must never run anything but writer jobs on its connection, and never reply before
 //! the group's commit outcome is known.
 
@@ -16,7 +21,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 /// Most jobs committed together. Bounds the latency one group adds to its first job and the size
 /// of a rolled-back group if the commit itself fails.
@@ -57,6 +62,8 @@ struct TypedJob<T, F> {
     f: Option<F>,
     out: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    /// This job's place in the bounded queue, given back when the job is finished (or dropped).
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<T, F> Job for TypedJob<T, F>
@@ -91,8 +98,11 @@ where
     }
 }
 
-/// Package a closure as a job and the receiver of its result.
-pub(crate) fn job<T, F>(f: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
+/// Package a closure as a job holding its queue slot, and the receiver of its result.
+pub(crate) fn job<T, F>(
+    f: F,
+    slot: OwnedSemaphorePermit,
+) -> (Box<dyn Job>, oneshot::Receiver<Result<T>>)
 where
     T: Send + 'static,
     F: FnOnce(&Connection, &mut WriterCtx) -> Result<T> + Send + 'static,
@@ -103,6 +113,7 @@ where
             f: Some(f),
             out: None,
             reply: tx,
+            _slot: slot,
         }),
         rx,
     )

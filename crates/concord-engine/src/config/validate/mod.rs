@@ -43,6 +43,12 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
             DEFAULT_RETENTION,
             false,
         )?,
+        synchronous: synchronous(raw.store.synchronous.as_deref())?,
+        write_queue: positive(
+            "store.write_queue",
+            raw.store.write_queue,
+            concord_store::SqliteOptions::DEFAULT_WRITE_QUEUE,
+        )?,
     };
     let server = server(&raw.server)?;
     let engine = engine(&raw.engine)?;
@@ -161,7 +167,48 @@ fn server(raw: &RawServer) -> Result<ServerConfig> {
     if let Some(size) = raw.max_body_bytes {
         s.max_body_bytes = positive("server.max_body_bytes", Some(size.0), 0)?;
     }
+    if let Some(size) = raw.api_max_body_bytes {
+        s.api_max_body_bytes = positive("server.api_max_body_bytes", Some(size.0), 0)?;
+    }
+    s.header_read_timeout = duration(
+        "server.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        s.header_read_timeout,
+        false,
+    )?;
+    s.body_read_timeout = duration(
+        "server.body_read_timeout",
+        raw.body_read_timeout.as_deref(),
+        s.body_read_timeout,
+        false,
+    )?;
+    s.request_timeout = duration(
+        "server.request_timeout",
+        raw.request_timeout.as_deref(),
+        s.request_timeout,
+        false,
+    )?;
+    s.max_connections = positive(
+        "server.max_connections",
+        raw.max_connections,
+        s.max_connections,
+    )?;
     Ok(s)
+}
+
+fn synchronous(raw: Option<&str>) -> Result<concord_store::Synchronous> {
+    use concord_store::Synchronous;
+    match raw.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("full") => Ok(Synchronous::Full),
+        Some("normal") => Ok(Synchronous::Normal),
+        Some(_) => Err(Issue::new(
+            "store.synchronous",
+            format!(
+                "expected \"full\" or \"normal\", got {:?}",
+                raw.unwrap_or_default()
+            ),
+        )),
+    }
 }
 
 fn engine(raw: &RawEngine) -> Result<EngineSettings> {
@@ -203,6 +250,23 @@ fn engine(raw: &RawEngine) -> Result<EngineSettings> {
             "engine.endpoint_concurrency",
             raw.endpoint_concurrency,
             d.endpoint_concurrency,
+        )?,
+        retry_after_max: duration(
+            "engine.retry_after_max",
+            raw.retry_after_max.as_deref(),
+            d.retry_after_max,
+            true,
+        )?,
+        task_restart_limit: positive_u32(
+            "engine.task_restart_limit",
+            raw.task_restart_limit,
+            d.task_restart_limit,
+        )?,
+        task_restart_window: duration(
+            "engine.task_restart_window",
+            raw.task_restart_window.as_deref(),
+            d.task_restart_window,
+            false,
         )?,
     };
     if s.backoff_cap < s.backoff_base {

@@ -1,0 +1,178 @@
+//! Issue 12: "nothing restarts a dead engine task and readiness does not notice". An engine
+//! whose poller panics at every start (its connector's `read_changes` panics, with internal
+//! details in the message): the supervisor restarts it up to `[engine] task_restart_limit`, then
+//! gives up, and `/readyz` answers 503 with the stable code naming the task — never the panic's
+//! text, which stays in the logs.
+
+use async_trait::async_trait;
+use concord_core::Kind;
+use concord_engine::config::Config;
+use concord_engine::connector::{
+    Capabilities, Connector, DeliveryError, KindCaps, Page, ReadModes, ReadRequest, WriteModes,
+    WriteOp, WriteOutcome,
+};
+use concord_engine::Engine;
+use concord_server::AppState;
+use concord_store::{SqliteStore, Store};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET_DETAIL: &str = "db password hunter2 at /srv/concord/secret.rs:42";
+
+/// A connector whose changes feed panics every time.
+struct PanickingFeed;
+
+#[async_trait]
+impl Connector for PanickingFeed {
+    fn connector_type(&self) -> &'static str {
+        "panicking"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let caps = KindCaps {
+            read: ReadModes {
+                webhook: false,
+                changes: true,
+                snapshot: false,
+            },
+            write: WriteModes {
+                upsert: true,
+                max_batch: 1,
+                amend: false,
+            },
+        };
+        Capabilities {
+            kinds: [(Kind::Stock, caps)].into_iter().collect(),
+            ..Capabilities::default()
+        }
+    }
+
+    async fn read_changes(&self, _req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        panic!("{SECRET_DETAIL}");
+    }
+
+    async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {
+        ops.iter()
+            .map(|_| WriteOutcome::Done {
+                external_id: None,
+                version: None,
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_cannot_run_makes_readyz_name_it_without_its_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+[store]
+path = "{db}"
+
+[engine]
+backoff_base = "10ms"
+backoff_cap = "50ms"
+task_restart_limit = 2
+
+[endpoints.erp]
+connector = "panicking"
+url = "http://127.0.0.1:9"
+
+[endpoints.web]
+connector = "panicking"
+url = "http://127.0.0.1:9"
+
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "delta"
+interval = "20ms"
+from = ["erp"]
+to = ["web"]
+"#,
+        db = dir.path().join("concord.sqlite").display()
+    );
+    let config = Config::from_toml_str(&text, Path::new("t.toml")).expect("config");
+    let mut connectors: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    connectors.insert("erp".into(), Arc::new(PanickingFeed));
+    connectors.insert("web".into(), Arc::new(PanickingFeed));
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&config.store.path).expect("open the store"));
+    let engine = Engine::new(Arc::new(config), store, connectors).expect("engine");
+    let mut tasks = engine.start().await.expect("start");
+    let app = concord_server::app(
+        AppState {
+            engine: engine.clone(),
+            metrics: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        },
+        1 << 20,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(concord_server::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::new();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (status, retry_after, body) = loop {
+        let r = http
+            .get(format!("{base}/readyz"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("GET /readyz");
+        let status = r.status().as_u16();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("").to_string());
+        let body = r.text().await.unwrap_or_default();
+        if status != 200 || Instant::now() >= deadline {
+            break (status, retry_after, body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        status, 503,
+        "readiness never noticed the dead poller: {body}"
+    );
+    assert!(
+        body.contains("engine_task_failed:poll:erp:stock"),
+        "names the task: {body}"
+    );
+    assert!(
+        !body.contains("hunter2") && !body.contains("secret.rs") && !body.contains("panick"),
+        "no internal error text: {body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // The engine reports the failure (what makes `concord run` exit non-zero).
+    let failure = tokio::time::timeout(Duration::from_secs(5), engine.failed())
+        .await
+        .expect("failed() resolves");
+    assert_eq!(failure.task, "poll:erp:stock");
+    assert!(
+        failure.reason.contains("hunter2"),
+        "the logs get the reason"
+    );
+    // Liveness is unaffected.
+    let r = http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let _ = stop.send(());
+    let _ = server.await;
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+}
