@@ -1,11 +1,13 @@
-//! `[admin]` and `[commerce]`: token and key entries (names, roles, hashes, channels). No I/O.
+//! `[admin]`, `[commerce]` and `[metrics]`: token and key entries (names, roles, hashes,
+//! channels), the metrics listener and its options. No I/O.
 //! Must never accept a token or key in clear (only its SHA-256) nor quote a hash in an error.
 
 use super::{duration, known_endpoint, Result};
 use crate::config::access::{
-    parse_hash, AccessToken, AdminConfig, ChannelKey, CommerceConfig, Role,
+    parse_hash, AccessToken, AdminConfig, ChannelKey, CommerceConfig, MetricsConfig, MetricsToken,
+    Role,
 };
-use crate::config::raw::{RawAdmin, RawCommerce};
+use crate::config::raw::{RawAdmin, RawCommerce, RawMetrics};
 use crate::config::Issue;
 use crate::connector::EndpointSpec;
 use std::collections::BTreeMap;
@@ -119,6 +121,40 @@ pub(super) fn commerce(
         out.keys.push(ChannelKey {
             name: k.name,
             channel: k.channel,
+            sha256,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn metrics(raw: RawMetrics) -> Result<MetricsConfig> {
+    let mut out = MetricsConfig {
+        per_sku: raw.per_sku.unwrap_or(false),
+        ..MetricsConfig::default()
+    };
+    if let Some(listen) = &raw.listen {
+        out.listen = Some(listen.trim().parse().map_err(|_| {
+            Issue::new(
+                "metrics.listen",
+                format!("expected an address and port like \"127.0.0.1:9090\", got {listen:?}"),
+            )
+        })?);
+    }
+    for (i, t) in raw.tokens.into_iter().enumerate() {
+        let at = |f: &str| format!("metrics.tokens[{i}].{f}");
+        check_token_name(&at("name"), &t.name)?;
+        if let Some(j) = out.tokens.iter().position(|o| o.name == t.name) {
+            return Err(Issue::new(
+                at("name"),
+                format!(
+                    "duplicate token name `{}` (already metrics.tokens[{j}])",
+                    t.name
+                ),
+            ));
+        }
+        let sha256 = hash(&at("sha256"), &t.sha256)?;
+        out.tokens.push(MetricsToken {
+            name: t.name,
             sha256,
         });
     }
