@@ -69,6 +69,10 @@ pub struct AdminConfig {
     pub tokens: Vec<AccessToken>,
     pub session_ttl: Duration,
     pub secure_cookie: bool,
+    /// Failed authentications a client may make in a row before it is answered 429.
+    pub failed_attempts: u32,
+    /// How often a client gets one of those tries back.
+    pub failed_attempts_refill: Duration,
 }
 
 impl Default for AdminConfig {
@@ -77,6 +81,8 @@ impl Default for AdminConfig {
             tokens: Vec::new(),
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            failed_attempts: 10,
+            failed_attempts_refill: Duration::from_secs(6),
         }
     }
 }

@@ -118,6 +118,15 @@ pub struct RawAdmin {
     /// Mark the session cookie `Secure` (only sent over HTTPS). Set it when the hub is served
     /// behind TLS. Default `false` (the demo and local use are plain HTTP).
     pub secure_cookie: Option<bool>,
+    /// Failed authentications one client address may make in a row — unknown admin tokens,
+    /// failed logins, unknown storefront keys and metrics tokens alike — before every attempt
+    /// of that address is answered 429 with `Retry-After`, unchecked (a correct token too),
+    /// until a try comes back. Each failure is in the audit trail (`auth.failed`, and
+    /// `auth.throttled` once per spell). IPv6 clients count per /64; behind a reverse proxy all
+    /// clients share the proxy's address. Default 10, at most 10000.
+    pub failed_attempts: Option<u64>,
+    /// How often a client gets one of those tries back. Default `"6s"` (10 a minute).
+    pub failed_attempts_refill: Option<String>,
 }
 
 /// `[[admin.tokens]]`

@@ -832,3 +832,31 @@ fn metrics_settings() {
         "64 hex digits",
     );
 }
+
+#[test]
+fn failed_attempt_throttle_settings() {
+    let c = load(&erp_at("http://127.0.0.1:1", "")).unwrap();
+    assert_eq!(
+        (c.admin.failed_attempts, c.admin.failed_attempts_refill),
+        (10, Duration::from_secs(6))
+    );
+    let c = load(&format!(
+        "{}\n[admin]\nfailed_attempts = 3\nfailed_attempts_refill = \"1m\"\n",
+        erp_at("http://127.0.0.1:1", "")
+    ))
+    .unwrap();
+    assert_eq!(
+        (c.admin.failed_attempts, c.admin.failed_attempts_refill),
+        (3, Duration::from_secs(60))
+    );
+    for bad in ["0", "10001", "99999999999"] {
+        assert_err(
+            load(&format!(
+                "{}\n[admin]\nfailed_attempts = {bad}\n",
+                erp_at("http://127.0.0.1:1", "")
+            )),
+            "admin.failed_attempts",
+            "must be from 1 to 10000",
+        );
+    }
+}

@@ -16,6 +16,9 @@ use std::time::Duration;
 /// Longest `[admin] session_ttl`: a session is a browser's convenience, not a standing credential.
 const MAX_SESSION_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// Most `[admin] failed_attempts`: beyond that the throttle no longer slows a guesser down.
+const MAX_FAILED_ATTEMPTS: u32 = 10_000;
+
 fn check_token_name(path: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -90,6 +93,29 @@ pub(super) fn admin(raw: RawAdmin) -> Result<AdminConfig> {
         ));
     }
     out.secure_cookie = raw.secure_cookie.unwrap_or(false);
+    if let Some(n) = raw.failed_attempts {
+        out.failed_attempts = u32::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_FAILED_ATTEMPTS).contains(n))
+            .ok_or_else(|| {
+                Issue::new(
+                    "admin.failed_attempts",
+                    format!("must be from 1 to {MAX_FAILED_ATTEMPTS}, got {n}"),
+                )
+            })?;
+    }
+    out.failed_attempts_refill = duration(
+        "admin.failed_attempts_refill",
+        raw.failed_attempts_refill.as_deref(),
+        out.failed_attempts_refill,
+        false,
+    )?;
+    if out.failed_attempts_refill > MAX_SESSION_TTL {
+        return Err(Issue::new(
+            "admin.failed_attempts_refill",
+            "must be at most a year (366d)",
+        ));
+    }
     Ok(out)
 }
 
