@@ -6,6 +6,7 @@
 //! Nothing here is checked beyond its TOML type: [`super::validate`] turns these into the checked
 //! types of [`super`].
 
+use crate::secret::Secret;
 use concord_core::Kind;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -189,7 +190,7 @@ pub struct RawChannelKey {
 /// constant time, and refuses a timestamp older than it tolerates (say 5 minutes) so that a
 /// captured notification cannot be replayed later. A retried notification is signed again with
 /// a fresh timestamp.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// `http://` or `https://` URL receiving the notifications. Optional: without it alerts are
@@ -197,7 +198,7 @@ pub struct RawAlerts {
     pub webhook_url: Option<String>,
     /// Key of the notifications' `X-Concord-Signature` (HMAC-SHA256). Use a `${ENV}` reference;
     /// it is never printed. Optional: without it notifications are not signed.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Allow a `webhook_url` whose user info or query string carries credentials over plain
     /// `http://` to a host other than loopback. Default `false`.
     pub allow_insecure_http: Option<bool>,
@@ -375,7 +376,7 @@ pub struct RawEngine {
 }
 
 /// `[endpoints.NAME]`: one configured system.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     /// Connector type: `sandbox-erp`, `sandbox-shop`, `tryton`, `vendure`, … (checked against
@@ -385,7 +386,7 @@ pub struct RawEndpoint {
     pub url: String,
     /// Shared secret of the webhook signatures (HMAC) this endpoint sends. Use a `${ENV}`
     /// reference; it is never printed.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Per-request timeout. Default `"10s"`.
     pub timeout: Option<String>,
     /// Largest response body read from this endpoint: bytes, or a size like `"64MiB"`. A larger
@@ -398,6 +399,44 @@ pub struct RawEndpoint {
     /// `[endpoints.NAME.options]`: connector-specific settings, passed through as JSON. Put
     /// passwords, tokens and keys here as `${ENV}` references (a literal one is warned about).
     pub options: Option<toml::Table>,
+}
+
+// The raw structs hold secrets in clear (options, URLs with credentials): their `Debug` shows
+// what is safe only, like the checked types'.
+impl fmt::Debug for RawEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawEndpoint")
+            .field("connector", &self.connector)
+            .field("url", &crate::outbound::redact_url(&self.url))
+            .field("webhook_secret", &self.webhook_secret)
+            .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field(
+                "options",
+                &self
+                    .options
+                    .as_ref()
+                    .map(|t| t.keys().cloned().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for RawAlerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAlerts")
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(crate::outbound::url_host),
+            )
+            .field("webhook_secret", &self.webhook_secret)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
 
 /// How records of a flow move between its endpoints.

@@ -860,3 +860,33 @@ fn failed_attempt_throttle_settings() {
         );
     }
 }
+
+/// Regression (issue 12): `Debug` of an endpoint printed connector passwords; every `Debug` of
+/// the config, raw or checked, now masks secrets.
+#[test]
+fn debug_of_the_config_prints_no_secret() {
+    let text = format!(
+        "{}\n[alerts]\nwebhook_url = \"https://hooks.example/services/T0/B0/hook-path-secret?k=hook-query-secret\"\nwebhook_secret = \"alert-secret\"\n",
+        erp_at(
+            "https://ann:url-secret@erp.example.com/?api_key=url-key-secret",
+            "webhook_secret = \"hook-secret\"\n[endpoints.erp.options]\ndatabase = \"db\"\npassword = \"option-secret\""
+        )
+    );
+    let secrets = [
+        "url-secret",
+        "url-key-secret",
+        "hook-secret",
+        "option-secret",
+        "hook-path-secret",
+        "hook-query-secret",
+        "alert-secret",
+    ];
+    let raw: raw::RawConfig = toml::from_str(&text).unwrap();
+    let checked = load(&text).unwrap();
+    for shown in [format!("{raw:?}"), format!("{checked:?}")] {
+        for s in secrets {
+            assert!(!shown.contains(s), "{s} leaked: {shown}");
+        }
+        assert!(shown.contains("erp.example.com"), "{shown}");
+    }
+}

@@ -29,7 +29,7 @@ pub(super) fn alerts(
         )
         .map_err(|m| Issue::new("alerts.webhook_url", m))?;
     }
-    if raw.webhook_secret.as_deref().is_some_and(str::is_empty) {
+    if raw.webhook_secret.as_ref().is_some_and(|s| s.is_empty()) {
         return Err(Issue::new(
             "alerts.webhook_secret",
             "is empty (is its environment variable set to an empty value?); remove the field to send unsigned notifications",
@@ -64,7 +64,7 @@ pub(super) fn alerts(
     }
     Ok(AlertsConfig {
         webhook_url: raw.webhook_url,
-        webhook_secret: raw.webhook_secret.map(crate::secret::Secret::from),
+        webhook_secret: raw.webhook_secret,
         interval,
         timeout,
         rules,

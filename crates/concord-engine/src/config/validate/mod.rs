@@ -240,7 +240,7 @@ fn endpoint(name: &str, raw: RawEndpoint) -> Result<EndpointSpec> {
         ));
     }
     check_url(&raw.url).map_err(|m| Issue::new(format!("{at}.url"), m))?;
-    if raw.webhook_secret.as_deref().is_some_and(|s| s.is_empty()) {
+    if raw.webhook_secret.as_ref().is_some_and(|s| s.is_empty()) {
         return Err(Issue::new(
             format!("{at}.webhook_secret"),
             "is empty (is its environment variable set to an empty value?); remove the field if the endpoint sends no webhooks",
@@ -268,7 +268,7 @@ fn endpoint(name: &str, raw: RawEndpoint) -> Result<EndpointSpec> {
         name: name.to_string(),
         connector: raw.connector,
         url: raw.url,
-        webhook_secret: raw.webhook_secret.map(crate::secret::Secret::from),
+        webhook_secret: raw.webhook_secret,
         timeout,
         max_response_bytes,
         allow_insecure_http,
