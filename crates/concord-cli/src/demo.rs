@@ -167,7 +167,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .replace("{{WEB1_URL}}", &shops[0].1.base_url())
         .replace("{{WEB2_URL}}", &shops[1].1.base_url())
         .replace("{{SECRET}}", &secret);
-    std::fs::write(&config_path, text)
+    // The config holds the webhook secret: private, like the store next to it.
+    wiring::write_private(&config_path, &text)
         .with_context(|| format!("writing {}", config_path.display()))?;
     let engine = wiring::engine(&config_path)?;
     let running = wiring::start_on(engine.clone(), listener).await?;
@@ -181,7 +182,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  {name:<5} {}  (sandbox storefront)", s.base_url());
     }
     println!(
-        "  hub   http://{addr}  (/v1 storefront API, /metrics, /healthz, webhooks at /hooks/<endpoint>)"
+        "  hub   http://{addr}  (/v1 storefront API, /metrics with an admin token, /healthz, webhooks at /hooks/<endpoint>)"
     );
     println!(
         "  both stores check out through the hub's stock pool; SKU-0001..SKU-{HOT_SKUS:04} are hot (demand > supply)"

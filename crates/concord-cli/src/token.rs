@@ -1,6 +1,7 @@
-//! `concord token new`: make an admin token (`--role viewer|operator`) or a storefront key
-//! (`--channel CHANNEL`): 32 random bytes, printed once, with the config entry holding only its
-//! SHA-256. Must never write the token anywhere but stdout.
+//! `concord token new`: make an admin token (`--role viewer|operator`), a storefront key
+//! (`--channel CHANNEL`) or a metrics token (`--metrics`: reads `/metrics` and nothing else):
+//! 32 random bytes, printed once, with the config entry holding only its SHA-256. Must never
+//! write the token anywhere but stdout.
 
 use crate::wiring::ConfigProblem;
 use clap::Subcommand;
@@ -16,11 +17,18 @@ pub enum TokenAction {
         #[arg(long)]
         name: String,
         /// Admin API role: viewer (read) or operator (also replay, drop, pause, resume, run).
-        #[arg(long, conflicts_with = "channel", required_unless_present = "channel")]
+        #[arg(
+            long,
+            conflicts_with_all = ["channel", "metrics"],
+            required_unless_present_any = ["channel", "metrics"]
+        )]
         role: Option<String>,
         /// Make a storefront API key for this channel instead of an admin token.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "metrics")]
         channel: Option<String>,
+        /// Make a token that may only read `/metrics` (for Prometheus).
+        #[arg(long)]
+        metrics: bool,
     },
 }
 
@@ -29,6 +37,7 @@ pub fn run(action: TokenAction) -> anyhow::Result<ExitCode> {
         name,
         role,
         channel,
+        metrics,
     } = action;
     let valid_name = !name.is_empty()
         && name.len() <= 64
@@ -45,6 +54,12 @@ pub fn run(action: TokenAction) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("no randomness source: {e}"))?;
     let hash = hex::encode(token_hash(&token));
     match (role, channel) {
+        (None, None) if metrics => {
+            println!("metrics token (shown once; it is not stored anywhere):\n  {token}\n");
+            println!("Prometheus sends it as `Authorization: Bearer TOKEN` (scrape config: `authorization: {{credentials_file: ...}}`).\n");
+            println!("add to the config file:\n");
+            println!("[[metrics.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"");
+        }
         (Some(role), None) => {
             let role = Role::parse(&role).ok_or_else(|| {
                 ConfigProblem(format!(
@@ -62,7 +77,11 @@ pub fn run(action: TokenAction) -> anyhow::Result<ExitCode> {
             println!("add to the config file:\n");
             println!("[[commerce.keys]]\nname = \"{name}\"\nchannel = \"{channel}\"\nsha256 = \"{hash}\"");
         }
-        _ => return Err(ConfigProblem("give exactly one of --role and --channel".into()).into()),
+        _ => {
+            return Err(
+                ConfigProblem("give exactly one of --role, --channel and --metrics".into()).into(),
+            )
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,8 @@ pub fn load(path: &Path) -> anyhow::Result<(Arc<Config>, Connectors)> {
     Ok((Arc::new(config), connectors))
 }
 
+/// `concord validate`: load and check the config, build its connectors; print what access
+/// control leaves open and every secret written as a literal (warnings, exit 0).
 pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     let (config, _) = load(path)?;
     println!(
@@ -59,11 +61,41 @@ pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Open the store named by the config.
+/// Write `text` to `path` readable and writable by its owner only (`0600`; an existing file
+/// is made so too): generated configs hold secrets (webhook secrets, demo tokens' hashes).
+pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        // `mode` applies only when the file is created: tighten an existing one first.
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+/// Create `dir` (and its parents) for the hub's own files: `0700` where it creates them.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Open the store named by the config (its files private to the owner: `SqliteStore::open`).
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(dir) = config.store.path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)
+            create_private_dir(dir)
                 .with_context(|| format!("creating the store directory {}", dir.display()))?;
         }
     }
@@ -91,13 +123,19 @@ pub fn prometheus() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
         .clone()
 }
 
-/// A started engine with its HTTP server.
+/// A started engine with its HTTP server (and the separate metrics server, when configured).
 pub struct Running {
     pub engine: Engine,
     pub addr: std::net::SocketAddr,
+    /// Where `[metrics] listen` serves `/metrics`, when configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     tasks: tokio::task::JoinSet<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     stop_server: tokio::sync::oneshot::Sender<()>,
+    metrics_server: Option<(
+        tokio::task::JoinHandle<std::io::Result<()>>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
 }
 
 impl Running {
@@ -105,6 +143,10 @@ impl Running {
     pub async fn stop(mut self) {
         let _ = self.stop_server.send(());
         let _ = self.server.await;
+        if let Some((server, stop)) = self.metrics_server.take() {
+            let _ = stop.send(());
+            let _ = server.await;
+        }
         self.engine.shutdown();
         while self.tasks.join_next().await.is_some() {}
     }
@@ -150,6 +192,9 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         "concord: serving on http://{} (Ctrl-C to stop)",
         running.addr
     );
+    if let Some(m) = running.metrics_addr {
+        eprintln!("concord: /metrics also on http://{m}/metrics");
+    }
     // An engine task that keeps failing stops the hub with status 1: a process supervisor
     // (systemd, Kubernetes) restarting it does better than a hub running without that task.
     let failure = tokio::select! {
@@ -180,6 +225,14 @@ pub async fn start_on(
     for w in concord_server::access_warnings(engine.config()) {
         tracing::warn!("{w}");
     }
+    // Bound before the engine starts, so a taken port fails the start with nothing running.
+    let metrics_listener =
+        match engine.config().metrics.listen {
+            Some(at) => Some(tokio::net::TcpListener::bind(at).await.with_context(|| {
+                format!("binding the metrics server ([metrics] listen) to {at}")
+            })?),
+            None => None,
+        };
     let tasks = engine.start().await?;
     let state = AppState {
         engine: engine.clone(),
@@ -187,6 +240,23 @@ pub async fn start_on(
         ready: Arc::new(AtomicBool::new(true)),
     };
     let limits = engine.config().server.clone();
+    let mut metrics_addr = None;
+    let metrics_server = match metrics_listener {
+        Some(l) => {
+            metrics_addr = Some(l.local_addr()?);
+            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+            let app = concord_server::metrics_app(state.clone());
+            let metrics_limits = limits.clone();
+            let server = tokio::spawn(async move {
+                concord_server::serve_with(l, app, &metrics_limits, async move {
+                    let _ = rx.await;
+                })
+                .await
+            });
+            Some((server, stop))
+        }
+        None => None,
+    };
     let app = concord_server::app(state, limits.max_body_bytes);
     let (stop_server, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -198,8 +268,33 @@ pub async fn start_on(
     Ok(Running {
         engine,
         addr,
+        metrics_addr,
         tasks,
         server,
         stop_server,
+        metrics_server,
     })
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_files_are_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("concord.toml");
+        super::write_private(&file, "a = 1\n").expect("write");
+        let mode =
+            |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        // Rewriting a file someone left world-readable makes it private.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        super::write_private(&file, "a = 2\n").expect("rewrite");
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read_to_string(&file).expect("read"), "a = 2\n");
+        let nested = dir.path().join("state/deeper");
+        super::create_private_dir(&nested).expect("mkdir");
+        assert_eq!(mode(&nested), 0o700);
+    }
 }

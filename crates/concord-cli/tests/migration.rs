@@ -79,6 +79,8 @@ fn spec(name: &str, connector: &str, url: &str, options: Value) -> EndpointSpec 
         url: url.into(),
         webhook_secret: None,
         timeout: Duration::from_secs(30),
+        max_response_bytes: concord_engine::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: false,
         options,
     }
 }

@@ -85,8 +85,10 @@ fn spec(connector: &str, url: &str, secret: Option<&str>, options: Value) -> End
         name: "x".into(),
         connector: connector.into(),
         url: url.into(),
-        webhook_secret: secret.map(str::to_string),
+        webhook_secret: secret.map(Into::into),
         timeout: Duration::from_secs(5),
+        max_response_bytes: concord_engine::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: false,
         options,
     }
 }

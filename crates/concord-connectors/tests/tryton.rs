@@ -122,6 +122,8 @@ fn tryton_spec(e: &Env) -> EndpointSpec {
         url: e.url.clone(),
         webhook_secret: None,
         timeout: Duration::from_secs(10),
+        max_response_bytes: concord_engine::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: false,
         options: json!({"database": e.db, "password": e.password,
                         "warehouses": ["WH", "WH2"], "sale_flow": "confirm"}),
     }

@@ -132,6 +132,8 @@ fn tryton_spec(e: &Env) -> EndpointSpec {
         url: e.tryton_url.clone(),
         webhook_secret: None,
         timeout: Duration::from_secs(10),
+        max_response_bytes: concord_engine::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: false,
         options: json!({"database": e.db, "password": e.tryton_password,
                         "warehouses": ["WH", "WH2"], "sale_flow": "confirm"}),
     }
@@ -144,6 +146,8 @@ fn vendure_spec(e: &Env) -> EndpointSpec {
         url: e.vendure_url.clone(),
         webhook_secret: None,
         timeout: Duration::from_secs(10),
+        max_response_bytes: concord_engine::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: false,
         options: json!({"password": e.vendure_password,
                         "stock_locations": {"default": "Default Stock Location"}}),
     }

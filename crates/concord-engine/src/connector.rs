@@ -8,6 +8,7 @@
 //! Architecture invariant: connectors never touch the store, never sleep or loop to retry, and
 //! never decide routing. They are stateless apart from their HTTP client and session.
 
+use crate::secret::Secret;
 use async_trait::async_trait;
 use concord_core::Kind;
 use serde::Serialize;
@@ -450,7 +451,9 @@ mod tests {
 }
 
 /// What a connector is built from: one `[endpoints.NAME]` table of the config, checked and with
-/// `${ENV}` references already resolved. Building does no I/O.
+/// `${ENV}` references already resolved. Building does no I/O. Its `Debug` never prints a
+/// secret: the webhook secret is a [`Secret`], the URL is redacted and option values under
+/// secret-looking names (`password`, `token`, `api_key`, …) are masked.
 #[derive(Clone, PartialEq)]
 pub struct EndpointSpec {
     pub name: String,
@@ -459,11 +462,33 @@ pub struct EndpointSpec {
     /// Base URL of the API.
     pub url: String,
     /// Shared secret for webhook HMACs, when the endpoint pushes.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Largest response body the connector reads from this endpoint
+    /// ([`crate::outbound::send`]); a larger one is an error.
+    pub max_response_bytes: usize,
+    /// Credentials may go over plain `http://` to a host other than loopback (checked at
+    /// config load by [`crate::outbound::check_transport`]).
+    pub allow_insecure_http: bool,
     /// Connector-specific settings (`[endpoints.NAME.options]`), as JSON.
     pub options: Value,
+}
+
+impl EndpointSpec {
+    /// A spec with the defaults of everything the config may leave out (tests, tools).
+    pub fn new(name: &str, connector: &str, url: &str, options: Value) -> EndpointSpec {
+        EndpointSpec {
+            name: name.to_string(),
+            connector: connector.to_string(),
+            url: url.to_string(),
+            webhook_secret: None,
+            timeout: Duration::from_secs(10),
+            max_response_bytes: crate::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+            allow_insecure_http: false,
+            options,
+        }
+    }
 }
 
 impl std::fmt::Debug for EndpointSpec {
@@ -471,13 +496,68 @@ impl std::fmt::Debug for EndpointSpec {
         f.debug_struct("EndpointSpec")
             .field("name", &self.name)
             .field("connector", &self.connector)
-            .field("url", &self.url)
-            .field(
-                "webhook_secret",
-                &self.webhook_secret.as_ref().map(|_| "***"),
-            )
+            .field("url", &crate::outbound::redact_url(&self.url))
+            .field("webhook_secret", &self.webhook_secret)
             .field("timeout", &self.timeout)
-            .field("options", &self.options)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("options", &crate::secret::redact_json(&self.options))
             .finish()
+    }
+}
+
+/// An outbound call's failure, classified the engine's way: a timeout or a broken connection is
+/// transient, no connection at all is unavailable, and a refused redirect, an oversize answer
+/// or an unbuildable client will not change by retrying (permanent).
+impl From<crate::outbound::OutboundError> for DeliveryError {
+    fn from(e: crate::outbound::OutboundError) -> DeliveryError {
+        use crate::outbound::OutboundError as O;
+        let reason = e.to_string();
+        match e {
+            O::Timeout(_) | O::Transport(_) => DeliveryError::Transient {
+                reason,
+                retry_after: None,
+            },
+            O::Connect(_) => DeliveryError::Unavailable {
+                reason,
+                retry_after: None,
+            },
+            O::Redirect { .. } | O::TooLarge { .. } | O::Build(_) => {
+                DeliveryError::Permanent { reason }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod spec_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Regression: `Debug` of a spec printed connector passwords (issue 12).
+    #[test]
+    fn debug_of_a_spec_prints_no_secret() {
+        let mut spec = EndpointSpec::new(
+            "erp",
+            "tryton",
+            "https://ann:url-pass@erp.example.com/?api_key=url-key",
+            json!({"database": "prod", "user": "ann", "password": "opt-pass",
+                   "auth": {"client_secret": "nested-secret"}}),
+        );
+        spec.webhook_secret = Some(Secret::from("hook-secret"));
+        let text = format!("{spec:?}");
+        for secret in [
+            "url-pass",
+            "url-key",
+            "opt-pass",
+            "nested-secret",
+            "hook-secret",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(
+            text.contains("prod") && text.contains("erp.example.com"),
+            "{text}"
+        );
     }
 }

@@ -8,6 +8,8 @@
 pub mod config;
 pub mod connector;
 pub mod mapping;
+pub mod outbound;
 pub mod runtime;
+pub mod secret;
 
 pub use runtime::{CaptureError, Engine, EngineError, Readiness, TaskFailure, WebhookAck};

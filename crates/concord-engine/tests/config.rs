@@ -93,7 +93,10 @@ fn sandbox_example_has_the_demo_topology() {
     assert_eq!(c.endpoints["web1"].connector, "sandbox-shop");
     assert_eq!(c.endpoints["web2"].connector, "sandbox-shop");
     assert_eq!(
-        c.endpoints["erp"].webhook_secret.as_deref(),
+        c.endpoints["erp"]
+            .webhook_secret
+            .as_ref()
+            .map(|s| s.expose()),
         Some("test-value-of-CONCORD_ERP_WEBHOOK_SECRET")
     );
 

@@ -1,5 +1,7 @@
 //! Retention (`[store] retention`): delivery attempts older than the retention are pruned by
-//! `Engine::prune_history` (the engine also runs it every hour); recent ones stay. A real engine
+//! `Engine::prune_history` (the engine also runs it every hour); recent ones stay. So are the
+//! journal entries of finished work, their delivered outbox items and old audit events; an
+//! entry whose delivery still waits stays, however old. A real engine
 //! over a real SQLite store with the fake connectors of `support`; waits are conditions under a
 //! deadline.
 
@@ -69,6 +71,73 @@ async fn delivery_attempts_older_than_the_retention_are_pruned() {
     // The order itself and its lifecycle are history the retention does not touch.
     let o = h.engine.order_history("web/1").await.expect("history");
     assert_eq!(o.map(|o| o.order.state), Some("accepted".to_string()));
+}
+
+/// Regression (issue 12): the journal and the audit trail grew forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_journal_entries_and_old_audit_events_are_pruned() {
+    let h = start("300ms").await;
+    let journal = async || {
+        h.store
+            .journal(Some("web"), Some(Kind::Order), None, 100)
+            .await
+            .expect("journal")
+            .into_iter()
+            .map(|e| e.external_id)
+            .collect::<Vec<_>>()
+    };
+    h.store
+        .record_audit(vec![concord_store::AuditEvent {
+            at: h.engine.now(),
+            event: "test.old".into(),
+            endpoint: None,
+            kind: None,
+            key: None,
+            detail: json!({}),
+        }])
+        .await
+        .expect("audit");
+    h.capture("web", &[(Kind::Order, "1", Some("1"), order("1"))])
+        .await;
+    wait_until("order 1 is delivered", async || {
+        attempts(&h, "web/1").await == 1 && h.drained().await
+    })
+    .await;
+    // Order 2's delivery waits (the ERP is closed) past the retention.
+    h.fake("erp").close();
+    h.capture("web", &[(Kind::Order, "2", Some("1"), order("2"))])
+        .await;
+    wait_until("order 2 waits at the ERP", async || {
+        h.fake("erp").waiting_at_gate() > 0
+    })
+    .await;
+    let logged = std::time::Instant::now();
+    wait_until("the retention has passed", async || {
+        logged.elapsed() > std::time::Duration::from_millis(400)
+    })
+    .await;
+    let p = h.engine.prune_history().await.expect("prune");
+    assert!(
+        p.journal >= 1 && p.outbox_items >= 1 && p.audit >= 1,
+        "{p:?}"
+    );
+    assert_eq!(
+        journal().await,
+        ["2"],
+        "order 1's entry went, order 2's stays"
+    );
+    let audit = h.store.audit_log(100).await.expect("audit");
+    assert!(
+        audit.iter().all(|a| a.event.event != "test.old"),
+        "{audit:?}"
+    );
+    // Order 2 is still delivered once the ERP is back, and its entry goes after that.
+    h.fake("erp").open();
+    wait_until("order 2 is delivered", async || {
+        attempts(&h, "web/2").await >= 1 && h.drained().await
+    })
+    .await;
+    h.stop().await;
 }
 
 #[test]

@@ -15,18 +15,34 @@
 //!   (`Authorization: Bearer KEY` or `X-Concord-Key: KEY`) and acts only for that key's channel
 //!   (403 otherwise); without keys `/v1` stays open (the server logs a WARN at start).
 //!
+//! - Metrics (`/metrics` on the main port): `Authorization: Bearer TOKEN` with a metrics token
+//!   (`[[metrics.tokens]]`) or an admin token; no token of either kind configured → 403. On the
+//!   separate `[metrics] listen` address: a metrics token when any is configured, else open.
+//!
+//! Failed attempts (an unknown admin token, storefront key or metrics token, a failed login) are
+//! throttled per client ([`crate::throttle`]: a few tries, then 429 with `Retry-After` for every
+//! attempt of that client, a correct one too, until a try comes back) and written to the audit
+//! trail (`auth.failed`, and `auth.throttled` once per spell) with the client's address, what
+//! was presented (the kind of credential, never its value) and the path. A missing credential
+//! or an expired session cookie is not a guess and is not counted (session ids are 256 random
+//! bits).
+//!
 //! Must never log, store or echo a token, key or session id in clear. Webhooks (`/hooks`) are
 //! not handled here: they stay authenticated by their HMAC signature only.
 
+use crate::throttle::{ClientKey, Throttle};
 use crate::ApiError;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use concord_engine::config::access::{token_hash, ChannelKey};
-use concord_engine::config::{AccessToken, AdminConfig, CommerceConfig, Role};
+use concord_engine::config::{AccessToken, AdminConfig, CommerceConfig, MetricsToken, Role};
+use concord_engine::Engine;
+use concord_store::AuditEvent;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -98,8 +114,62 @@ struct Session {
 pub struct Access {
     admin: AdminConfig,
     commerce: CommerceConfig,
+    /// `[[metrics.tokens]]`.
+    metrics: Vec<MetricsToken>,
     /// By SHA-256 of the session id.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
+    /// Failed attempts per client.
+    throttle: Throttle,
+    /// Where failed attempts are audited (`None`: not recorded, e.g. unit tests).
+    engine: Option<Engine>,
+}
+
+/// The kind of credential a failed attempt presented (audit trail, metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    AdminToken,
+    StorefrontKey,
+    MetricsToken,
+    /// `POST /api/v1/session` with a token.
+    Login,
+}
+
+impl Credential {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Credential::AdminToken => "admin token",
+            Credential::StorefrontKey => "storefront key",
+            Credential::MetricsToken => "metrics token",
+            Credential::Login => "login",
+        }
+    }
+}
+
+/// The throttle key of a request's client (its connection's address, when served with
+/// `ConnectInfo`).
+pub fn client_of(extensions: &axum::http::Extensions) -> ClientKey {
+    ClientKey::of(
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
+}
+
+/// 429 with `Retry-After` for a throttled client.
+pub fn too_many_attempts(wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut r = ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!(
+            "too many failed authentication attempts from this address; try again in {secs} s"
+        ),
+        details: vec![],
+    }
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn unauthorized(message: String) -> ApiError {
@@ -157,9 +227,117 @@ pub fn random_secret() -> Result<String, getrandom::Error> {
 impl Access {
     pub fn new(admin: AdminConfig, commerce: CommerceConfig) -> Access {
         Access {
+            metrics: Vec::new(),
+            sessions: Mutex::new(HashMap::new()),
+            throttle: Throttle::new(admin.failed_attempts, admin.failed_attempts_refill),
             admin,
             commerce,
-            sessions: Mutex::new(HashMap::new()),
+            engine: None,
+        }
+    }
+
+    /// Also accept these tokens for `/metrics`.
+    pub fn with_metrics_tokens(mut self, tokens: Vec<MetricsToken>) -> Access {
+        self.metrics = tokens;
+        self
+    }
+
+    /// Record failed attempts in this engine's audit trail.
+    pub fn with_audit(mut self, engine: Engine) -> Access {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// `Err(wait)` when `client` used up its tries: refuse its request unchecked.
+    pub fn throttled(&self, client: ClientKey) -> Result<(), Duration> {
+        self.throttle.check(client, Instant::now())
+    }
+
+    /// Count a failed attempt of `client` and record it in the audit trail (`auth.failed`, and
+    /// `auth.throttled` when it used the client's last try).
+    pub async fn refused(
+        &self,
+        client: ClientKey,
+        credential: Credential,
+        method: &Method,
+        path: &str,
+    ) {
+        let failed = self.throttle.fail(client, Instant::now());
+        metrics::counter!("concord_auth_failures_total", "credential" => credential.as_str())
+            .increment(1);
+        if failed.now_throttled {
+            metrics::counter!("concord_auth_throttled_total").increment(1);
+            tracing::warn!(client = %client, credential = credential.as_str(),
+                "too many failed authentication attempts; throttling this client");
+        }
+        let Some(engine) = &self.engine else { return };
+        // The path as requested, bounded (it is the caller's text).
+        let path: String = path.chars().take(256).collect();
+        let detail = |outcome: &str| {
+            serde_json::json!({
+                "client": client.to_string(),
+                "credential": credential.as_str(),
+                "method": method.as_str(),
+                "path": path,
+                "result": outcome,
+            })
+        };
+        let mut events = vec![AuditEvent {
+            at: engine.now(),
+            event: "auth.failed".into(),
+            endpoint: None,
+            kind: None,
+            key: None,
+            detail: detail("refused: unknown credential"),
+        }];
+        if failed.now_throttled {
+            events.push(AuditEvent {
+                at: engine.now(),
+                event: "auth.throttled".into(),
+                endpoint: None,
+                kind: None,
+                key: None,
+                detail: detail(&format!(
+                    "{} failed attempts: further attempts answer 429 until a try comes back (one every {} s)",
+                    self.throttle.burst(),
+                    self.throttle.refill().as_secs_f64()
+                )),
+            });
+        }
+        if let Err(e) = engine.store().record_audit(events).await {
+            tracing::error!(error = %e, client = %client, "could not record a failed authentication in the audit trail");
+        }
+    }
+
+    /// May this request read `/metrics`? `separate`: on the `[metrics] listen` address (metrics
+    /// tokens only, open when none are configured); else the main port (a metrics or admin
+    /// token; 403 when neither kind is configured).
+    pub fn check_metrics(&self, headers: &HeaderMap, separate: bool) -> Result<(), ApiError> {
+        if separate && self.metrics.is_empty() {
+            return Ok(());
+        }
+        if !separate && self.metrics.is_empty() && self.admin.tokens.is_empty() {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                message: "/metrics is not served on this port without a token: add a \
+                          [[metrics.tokens]] entry (`concord token new --name prometheus \
+                          --metrics`) or serve it on a separate address with [metrics] listen"
+                    .into(),
+                details: vec![],
+            });
+        }
+        let Some(t) = bearer(headers) else {
+            return Err(unauthorized(
+                "a token is required: send `Authorization: Bearer TOKEN`".into(),
+            ));
+        };
+        let hash = token_hash(t);
+        let known = find_by_hash(&self.metrics, &hash, |m| &m.sha256).is_some()
+            || (!separate && find_by_hash(&self.admin.tokens, &hash, |a| &a.sha256).is_some());
+        if known {
+            Ok(())
+        } else {
+            Err(unauthorized("unknown token".into()))
         }
     }
 
@@ -316,12 +494,29 @@ pub async fn require_admin(
     if let Some(e) = cross_site_refusal(req.method(), req.headers()) {
         return e.into_response();
     }
+    let client = client_of(req.extensions());
+    let presented = bearer(req.headers()).is_some();
+    if presented || cookie(req.headers(), SESSION_COOKIE).is_some() {
+        if let Err(wait) = access.throttled(client) {
+            return too_many_attempts(wait);
+        }
+    }
     match access.authenticate(req.headers()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => {
+            if presented && e.status == StatusCode::UNAUTHORIZED {
+                access
+                    .refused(
+                        client,
+                        Credential::AdminToken,
+                        req.method(),
+                        req.uri().path(),
+                    )
+                    .await;
+            }
             let mut r = e.into_response();
             if r.status() == StatusCode::UNAUTHORIZED {
                 r.headers_mut().insert(
@@ -387,13 +582,78 @@ pub async fn require_channel_key(
         )
         .into_response();
     };
+    let client = client_of(req.extensions());
+    if let Err(wait) = access.throttled(client) {
+        return too_many_attempts(wait);
+    }
     match access.channel_key(presented) {
         Some(k) => {
             req.extensions_mut()
                 .insert(ChannelScope(Some(k.channel.clone())));
             next.run(req).await
         }
-        None => unauthorized("unknown storefront key".into()).into_response(),
+        None => {
+            access
+                .refused(
+                    client,
+                    Credential::StorefrontKey,
+                    req.method(),
+                    req.uri().path(),
+                )
+                .await;
+            unauthorized("unknown storefront key".into()).into_response()
+        }
+    }
+}
+
+/// Middleware for `/metrics` on the main port (see [`Access::check_metrics`]).
+pub async fn require_metrics_token(
+    State(access): State<Arc<Access>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    metrics_gate(&access, req, next, false).await
+}
+
+/// Middleware for `/metrics` on the separate `[metrics] listen` address.
+pub async fn require_metrics_token_separate(
+    State(access): State<Arc<Access>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    metrics_gate(&access, req, next, true).await
+}
+
+async fn metrics_gate(access: &Access, req: Request, next: Next, separate: bool) -> Response {
+    let client = client_of(req.extensions());
+    let presented = bearer(req.headers()).is_some();
+    if presented {
+        if let Err(wait) = access.throttled(client) {
+            return too_many_attempts(wait);
+        }
+    }
+    match access.check_metrics(req.headers(), separate) {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            if presented && e.status == StatusCode::UNAUTHORIZED {
+                access
+                    .refused(
+                        client,
+                        Credential::MetricsToken,
+                        req.method(),
+                        req.uri().path(),
+                    )
+                    .await;
+            }
+            let mut r = e.into_response();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"concord\""),
+                );
+            }
+            r
+        }
     }
 }
 

@@ -23,6 +23,7 @@ pub mod admin;
 pub mod commerce;
 pub mod dashboard;
 pub mod input;
+pub mod throttle;
 
 pub(crate) use commerce::parse_body as parse_json_body;
 
@@ -103,12 +104,8 @@ impl From<CaptureError> for ApiError {
 /// come from `[server]` too (see the module docs). Access control (admin tokens, storefront
 /// keys) comes from the engine's config (`[admin]`, `[commerce]`).
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
-    let config = state.engine.config();
-    let limits = config.server.clone();
-    let access = Arc::new(access::Access::new(
-        config.admin.clone(),
-        config.commerce.clone(),
-    ));
+    let limits = state.engine.config().server.clone();
+    let access = Arc::new(access_of(&state));
     let router = Router::new()
         .route(
             "/hooks/{endpoint}",
@@ -116,7 +113,13 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).route_layer(axum::middleware::from_fn_with_state(
+                access.clone(),
+                access::require_metrics_token,
+            )),
+        )
         .merge(
             commerce::routes().route_layer(axum::middleware::from_fn_with_state(
                 access.clone(),
@@ -163,10 +166,40 @@ async fn retry_after_on_503(req: Request, next: Next) -> Response {
     res
 }
 
-/// What access control leaves open, for a WARN at start and `concord validate`: one line per
-/// concern, empty when nothing is open.
+/// The access rules of the engine's config, failed attempts audited in its store.
+fn access_of(state: &AppState) -> access::Access {
+    let config = state.engine.config();
+    access::Access::new(config.admin.clone(), config.commerce.clone())
+        .with_metrics_tokens(config.metrics.tokens.clone())
+        .with_audit(state.engine.clone())
+}
+
+/// The router of the separate metrics address (`[metrics] listen`): `/metrics` only, with a
+/// metrics token when `[[metrics.tokens]]` are configured.
+pub fn metrics_app(state: AppState) -> Router {
+    let access = Arc::new(access_of(&state));
+    Router::new()
+        .route(
+            "/metrics",
+            get(metrics).route_layer(axum::middleware::from_fn_with_state(
+                access,
+                access::require_metrics_token_separate,
+            )),
+        )
+        .with_state(state)
+}
+
+/// What access control leaves open or exposed, for a WARN at start and `concord validate`: one
+/// line per concern (including secrets written as literals in the file), empty when nothing is.
 pub fn access_warnings(config: &concord_engine::config::Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out = config.literal_secret_warnings();
+    if let Some(addr) = config.metrics.listen {
+        if config.metrics.tokens.is_empty() && !addr.ip().is_loopback() {
+            out.push(format!(
+                "/metrics is open to anyone who can reach {addr} ([metrics] listen without [[metrics.tokens]]); bind it to a private address or add a token with `concord token new --name prometheus --metrics`"
+            ));
+        }
+    }
     if config.commerce.keys.is_empty() {
         out.push(
             "the storefront API (/v1) is open: no [[commerce.keys]] are configured, so anyone who can reach the port can reserve stock; create keys with `concord token new --name NAME --channel CHANNEL`".to_string(),
@@ -363,6 +396,35 @@ sha256 = "2fb442ee80a639f235ae5a0ea63b74b6c9ef1f4b127400e18a200f215d3dd7e1"
         );
         Config::from_toml_str_with_env(&text, Path::new("t.toml"), |_| None)
             .unwrap_or_else(|e| panic!("config: {e}"))
+    }
+
+    /// Regression (issue 12): `concord validate` and the start said nothing about a password
+    /// written in the config file, nor about `/metrics` open on the network.
+    #[test]
+    fn literal_secrets_and_open_metrics_are_warned_about() {
+        let warned =
+            |c: &Config, needle: &str| super::access_warnings(c).iter().any(|w| w.contains(needle));
+        let literal = config(
+            "[endpoints.tryton]\nconnector = \"tryton\"\nurl = \"http://127.0.0.1:8011\"\n\
+             [endpoints.tryton.options]\ndatabase = \"db\"\npassword = \"hunter2\"\n",
+        );
+        assert!(warned(
+            &literal,
+            "endpoints.tryton.options.password is a secret written as a literal"
+        ));
+        assert!(super::access_warnings(&literal)
+            .iter()
+            .all(|w| !w.contains("hunter2")));
+        assert!(!warned(&config(""), "literal"));
+        let open = config("[metrics]\nlisten = \"0.0.0.0:9090\"\n");
+        assert!(warned(
+            &open,
+            "/metrics is open to anyone who can reach 0.0.0.0:9090"
+        ));
+        assert!(!warned(
+            &config("[metrics]\nlisten = \"127.0.0.1:9090\"\n"),
+            "/metrics is open"
+        ));
     }
 
     #[test]

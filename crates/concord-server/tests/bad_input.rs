@@ -25,6 +25,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "bad-input-secret";
+/// `/metrics` needs a token on the main port; the config holds its SHA-256.
+const METRICS_TOKEN: &str = "bad-input-metrics-token";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Poll `cond` every 20 ms until it holds; panic naming `what` after the deadline.
@@ -98,6 +100,10 @@ from = ["erp"]
 to = ["shop"]
 [flows.map_out]
 "*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
+
+[[metrics.tokens]]
+name = "prometheus"
+sha256 = "6154797d6ae9b4f6f3ca67150928c9537e7bcd7e0bd49d9a61396a694c463ff1"
 "#,
             store = dir.path().join("concord.sqlite").display(),
             shop = shop.base_url(),
@@ -238,9 +244,11 @@ to = ["shop"]
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if path == "/metrics" {
+            req = req.bearer_auth(METRICS_TOKEN);
+        }
+        let resp = req
             .timeout(Duration::from_secs(20))
             .send()
             .await

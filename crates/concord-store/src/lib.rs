@@ -332,6 +332,65 @@ pub struct AuditEvent {
     pub detail: Value,
 }
 
+/// Largest `detail` of an audit row, as JSON text (4 KiB). Details come from outside (a
+/// request's path, a record's lines, a list of ids in an operator's request): a larger one is
+/// replaced by `{"truncated": true, "bytes": <original size>, "preview": "<its first part>"}`.
+pub const MAX_AUDIT_DETAIL_BYTES: usize = 4096;
+/// Largest `event` of an audit row (bytes).
+pub const MAX_AUDIT_EVENT_BYTES: usize = 128;
+/// Largest `endpoint` and `key` of an audit row (bytes).
+pub const MAX_AUDIT_FIELD_BYTES: usize = 1024;
+
+impl AuditEvent {
+    /// The event as every store keeps it: `detail` at most [`MAX_AUDIT_DETAIL_BYTES`] of JSON
+    /// (else replaced by a marked preview), `event`, `endpoint` and `key` cut (at a character
+    /// boundary, ending in `…`) to their limits. Implementations call this before writing, so an
+    /// audit row is bounded whatever the caller put in it.
+    pub fn bounded(mut self) -> AuditEvent {
+        self.event = cut(self.event, MAX_AUDIT_EVENT_BYTES);
+        self.endpoint = self.endpoint.map(|e| cut(e, MAX_AUDIT_FIELD_BYTES));
+        self.key = self.key.map(|k| cut(k, MAX_AUDIT_FIELD_BYTES));
+        let text = self.detail.to_string();
+        if text.len() > MAX_AUDIT_DETAIL_BYTES {
+            // The preview is a JSON string inside the marker: escaping can lengthen it (up to
+            // six bytes for a control character), so shrink it until the whole fits.
+            let mut budget = MAX_AUDIT_DETAIL_BYTES - 96;
+            loop {
+                let preview = cut(text.clone(), budget);
+                let marked = serde_json::json!({
+                    "truncated": true,
+                    "bytes": text.len(),
+                    "preview": preview,
+                });
+                if marked.to_string().len() <= MAX_AUDIT_DETAIL_BYTES || budget == 0 {
+                    self.detail = marked;
+                    break;
+                }
+                budget /= 2;
+            }
+        }
+        self
+    }
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, ending in `…` when cut.
+fn cut(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let ellipsis = '…';
+    let room = max.saturating_sub(ellipsis.len_utf8());
+    let mut end = room;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = s[..end].to_string();
+    if max >= ellipsis.len_utf8() {
+        out.push(ellipsis);
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StoredAudit {
@@ -851,9 +910,16 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- retention ----
 
-    /// Delete history older than `before`: delivery attempts made before it, and alert episodes
-    /// resolved before it whose notifications were all delivered (open episodes and owed
-    /// notifications are never deleted). At most `batch` rows of each per call.
+    /// Delete history older than `before`, at most `batch` rows of each table per call:
+    /// - delivery attempts made before it;
+    /// - alert episodes resolved before it whose notifications were all delivered (open
+    ///   episodes and owed notifications are never deleted);
+    /// - audit events recorded before it;
+    /// - outbox items delivered (`done`) before it;
+    /// - journal entries received before it that are processed or rejected (never pending)
+    ///   and that no outbox item (in any state, after the previous step) and no open dead
+    ///   letter refers to. Closed dead letters and order events may keep the id of a pruned
+    ///   entry; looking it up then finds nothing.
     async fn prune_history(&self, before: Millis, batch: usize) -> Result<Pruned> {
         let _ = (before, batch);
         Err(StoreError::Unsupported("prune_history"))
@@ -865,4 +931,33 @@ pub trait Store: Send + Sync + 'static {
 pub struct Pruned {
     pub delivery_attempts: u64,
     pub alert_episodes: u64,
+    pub audit: u64,
+    /// Delivered outbox items.
+    pub outbox_items: u64,
+    pub journal: u64,
+}
+
+impl Pruned {
+    /// Add another call's counts.
+    pub fn add(&mut self, other: Pruned) {
+        self.delivery_attempts += other.delivery_attempts;
+        self.alert_episodes += other.alert_episodes;
+        self.audit += other.audit;
+        self.outbox_items += other.outbox_items;
+        self.journal += other.journal;
+    }
+
+    /// Did any table delete a full `batch` (so more may be left)?
+    pub fn any_full(&self, batch: usize) -> bool {
+        let b = batch as u64;
+        [
+            self.delivery_attempts,
+            self.alert_episodes,
+            self.audit,
+            self.outbox_items,
+            self.journal,
+        ]
+        .iter()
+        .any(|n| *n >= b)
+    }
 }

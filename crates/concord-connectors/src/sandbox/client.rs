@@ -1,20 +1,33 @@
 //! Shared HTTP client helpers for the sandbox connectors: build URLs from path segments (so SKUs
 //! with `/` or spaces stay one segment), send JSON, and classify every failure the engine's way —
 //! non-2xx through `classify_status` (Retry-After honoured), connection refused → `Unavailable`,
-//! timeout → `Transient`.
+//! timeout → `Transient`. The client and the response reading are the engine's shared outbound
+//! ones (`concord_engine::outbound`): redirects refused, bodies read up to the endpoint's
+//! `max_response_bytes`, URLs redacted in every error.
 //!
 //! Must never: sleep, retry or loop — a failure is classified and returned to the engine.
 
 use concord_engine::connector::{classify_status, DeliveryError};
+use concord_engine::outbound::{self, DEFAULT_MAX_RESPONSE_BYTES};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use std::time::Duration;
 
 /// An HTTP client bound to one base URL.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Api {
     http: reqwest::Client,
     base: Url,
+    max_body: usize,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &outbound::redact_url(self.base.as_str()))
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A response that arrived (any status).
@@ -50,27 +63,6 @@ impl Reply {
     }
 }
 
-/// Map a transport error: connect → unavailable, everything else (timeout, reset) → transient.
-pub fn transport_error(e: &reqwest::Error) -> DeliveryError {
-    let reason = format!("{e}");
-    if e.is_timeout() {
-        DeliveryError::Transient {
-            reason: format!("timed out: {reason}"),
-            retry_after: None,
-        }
-    } else if e.is_connect() {
-        DeliveryError::Unavailable {
-            reason: format!("cannot connect: {reason}"),
-            retry_after: None,
-        }
-    } else {
-        DeliveryError::Transient {
-            reason,
-            retry_after: None,
-        }
-    }
-}
-
 /// Why a client could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -83,26 +75,27 @@ pub enum ApiError {
 }
 
 impl Api {
-    /// No I/O: parses the URL and builds the client.
+    /// No I/O: parses the URL and builds the client (default response limit).
     pub fn new(base: &str, timeout: Duration) -> Result<Api, ApiError> {
-        let mut base =
-            Url::parse(base).map_err(|e| ApiError::Url(base.to_string(), e.to_string()))?;
+        Api::with_limit(base, timeout, DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    /// [`Api::new`] reading at most `max_body` bytes of any answer.
+    pub fn with_limit(base: &str, timeout: Duration, max_body: usize) -> Result<Api, ApiError> {
+        let shown = outbound::redact_url(base);
+        let mut base = Url::parse(base).map_err(|e| ApiError::Url(shown.clone(), e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(ApiError::Scheme(base.to_string()));
+            return Err(ApiError::Scheme(shown));
         }
         // Segments are appended, so the base path must not end in an empty segment.
         let trimmed = base.path().trim_end_matches('/').to_string();
         base.set_path(&trimmed);
-        let timeout = if timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            timeout
-        };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| ApiError::Client(e.to_string()))?;
-        Ok(Api { http, base })
+        let http = outbound::client(timeout).map_err(|e| ApiError::Client(e.to_string()))?;
+        Ok(Api {
+            http,
+            base,
+            max_body,
+        })
     }
 
     /// `base` + `/seg/seg…` (each segment percent-encoded) + query.
@@ -129,18 +122,13 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| transport_error(&e))?;
-        let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = resp.text().await.map_err(|e| transport_error(&e))?;
+        let resp = outbound::send(req, self.max_body).await?;
         Ok(Reply {
-            status,
-            retry_after,
-            text,
+            status: resp.status,
+            retry_after: resp
+                .header(reqwest::header::RETRY_AFTER.as_str())
+                .map(str::to_string),
+            text: resp.text(),
         })
     }
 

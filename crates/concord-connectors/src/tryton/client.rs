@@ -22,10 +22,15 @@
 //! unknown server exceptions are `Permanent` (they are bugs the same request
 //! would hit again; the dead letter keeps the message).
 //!
+//! Transport: the engine's shared outbound client (`concord_engine::outbound`): a redirect is
+//! refused, never followed (it would re-send the login body with the password), answers are read
+//! up to the endpoint's `max_response_bytes`, and URLs in errors are redacted.
+//!
 //! Must never: sleep, loop to retry, or log the password or the session token.
 
-use crate::sandbox::client::transport_error;
 use concord_engine::connector::{classify_status, DeliveryError};
+use concord_engine::outbound;
+use concord_engine::secret::Secret;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -47,7 +52,9 @@ pub struct Rpc {
     http: reqwest::Client,
     url: String,
     user: String,
-    password: String,
+    password: Secret,
+    /// Largest answer read (`max_response_bytes`).
+    max_body: usize,
     session: Mutex<Option<Session>>,
     logins: AtomicU64,
     ids: AtomicU64,
@@ -56,9 +63,9 @@ pub struct Rpc {
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rpc")
-            .field("url", &self.url)
+            .field("url", &outbound::redact_url(&self.url))
             .field("user", &self.user)
-            .field("password", &"***")
+            .field("password", &self.password)
             .finish()
     }
 }
@@ -73,32 +80,28 @@ pub enum ClientError {
 }
 
 impl Rpc {
-    /// No I/O. `base` is the server's root URL, `database` the Tryton database name.
+    /// No I/O. `base` is the server's root URL, `database` the Tryton database name; answers
+    /// larger than `max_body` bytes are refused.
     pub fn new(
         base: &str,
         database: &str,
         user: &str,
         password: &str,
         timeout: Duration,
+        max_body: usize,
     ) -> Result<Rpc, ClientError> {
-        let parsed = reqwest::Url::parse(base).map_err(|_| ClientError::Url(base.into()))?;
+        let shown = || outbound::redact_url(base);
+        let parsed = reqwest::Url::parse(base).map_err(|_| ClientError::Url(shown()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ClientError::Url(base.into()));
+            return Err(ClientError::Url(shown()));
         }
-        let timeout = if timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            timeout
-        };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let http = outbound::client(timeout).map_err(|e| ClientError::Http(e.to_string()))?;
         Ok(Rpc {
             http,
             url: format!("{}/{}/rpc/", base.trim_end_matches('/'), database),
             user: user.to_string(),
-            password: password.to_string(),
+            password: Secret::from(password),
+            max_body,
             session: Mutex::new(None),
             logins: AtomicU64::new(0),
             ids: AtomicU64::new(1),
@@ -222,7 +225,7 @@ impl Rpc {
                 "common.db.login",
                 &[
                     json!(self.user),
-                    json!({"password": self.password}),
+                    json!({"password": self.password.expose()}),
                     json!("en"),
                 ],
                 None,
@@ -317,27 +320,19 @@ impl Rpc {
         if let Some(s) = session {
             req = req.header(reqwest::header::AUTHORIZATION, &s.header);
         }
-        let resp = match req.send().await {
+        let resp = match outbound::send(req, self.max_body).await {
             Ok(r) => r,
-            Err(e) => return Ok(Err(transport_error(&e))),
+            Err(e) => return Ok(Err(e.into())),
         };
-        let status = resp.status();
+        let status = resp.status;
         if status == reqwest::StatusCode::UNAUTHORIZED && session.is_some() {
             return Err(Unauthorized);
         }
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => return Ok(Err(transport_error(&e))),
-        };
+        let text = resp.text();
         if !status.is_success() {
             return Ok(Err(classify_status(
                 status.as_u16(),
-                retry_after.as_deref(),
+                resp.header(reqwest::header::RETRY_AFTER.as_str()),
                 &text,
             )));
         }
@@ -478,9 +473,14 @@ mod tests {
 
     #[test]
     fn urls_and_debug_hide_the_password() {
-        let r = Rpc::new("http://h:1/", "db", "u", "secret", Duration::ZERO).unwrap();
+        let r = Rpc::new("http://h:1/", "db", "u", "secret", Duration::ZERO, 1 << 20).unwrap();
         assert_eq!(r.url, "http://h:1/db/rpc/");
         assert!(!format!("{r:?}").contains("secret"));
-        assert!(Rpc::new("ftp://h", "db", "u", "p", Duration::ZERO).is_err());
+        assert!(Rpc::new("ftp://h", "db", "u", "p", Duration::ZERO, 1 << 20).is_err());
+        let e = Rpc::new("ftp://u:pw@h/?key=k", "db", "u", "p", Duration::ZERO, 1).unwrap_err();
+        assert!(
+            !e.to_string().contains("pw") && !e.to_string().contains("=k"),
+            "{e}"
+        );
     }
 }

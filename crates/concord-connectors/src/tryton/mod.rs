@@ -130,6 +130,7 @@ impl TrytonConnector {
             &opts.user,
             &opts.password,
             spec.timeout,
+            spec.max_response_bytes,
         )
         .map_err(|e| BuildError {
             path: "url".into(),

@@ -23,10 +23,15 @@
 //! `Permanent`; `INTERNAL_SERVER_ERROR` → `Transient` when it is a database lock
 //! (`SQLITE_BUSY`, "database is locked", deadlock), else `Permanent` with the message.
 //!
+//! Transport: the engine's shared outbound client (`concord_engine::outbound`): a redirect is
+//! refused, never followed (it would re-send the `login` mutation with the password), answers
+//! are read up to the endpoint's `max_response_bytes`, and URLs in errors are redacted.
+//!
 //! Must never: sleep, loop to retry, or log the password or the session token.
 
-use crate::sandbox::client::transport_error;
 use concord_engine::connector::{classify_status, DeliveryError};
+use concord_engine::outbound;
+use concord_engine::secret::Secret;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -52,8 +57,10 @@ pub struct Gql {
     http: reqwest::Client,
     url: String,
     user: String,
-    password: String,
-    channel_token: Option<String>,
+    password: Secret,
+    channel_token: Option<Secret>,
+    /// Largest answer read (`max_response_bytes`).
+    max_body: usize,
     session: Mutex<Option<Session>>,
     logins: AtomicU64,
     calls: AtomicU64,
@@ -62,9 +69,10 @@ pub struct Gql {
 impl std::fmt::Debug for Gql {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gql")
-            .field("url", &self.url)
+            .field("url", &outbound::redact_url(&self.url))
             .field("user", &self.user)
-            .field("password", &"***")
+            .field("password", &self.password)
+            .field("channel_token", &self.channel_token)
             .finish()
     }
 }
@@ -76,7 +84,8 @@ enum Failure {
 }
 
 impl Gql {
-    /// No I/O. `base` is the server's root URL, `path` the API path (`admin-api`).
+    /// No I/O. `base` is the server's root URL, `path` the API path (`admin-api`); answers
+    /// larger than `max_body` bytes are refused.
     pub fn new(
         base: &str,
         path: &str,
@@ -84,26 +93,21 @@ impl Gql {
         password: &str,
         channel_token: Option<&str>,
         timeout: Duration,
+        max_body: usize,
     ) -> Result<Gql, ClientError> {
-        let parsed = reqwest::Url::parse(base).map_err(|_| ClientError::Url(base.into()))?;
+        let shown = || outbound::redact_url(base);
+        let parsed = reqwest::Url::parse(base).map_err(|_| ClientError::Url(shown()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(ClientError::Url(base.into()));
+            return Err(ClientError::Url(shown()));
         }
-        let timeout = if timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            timeout
-        };
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let http = outbound::client(timeout).map_err(|e| ClientError::Http(e.to_string()))?;
         Ok(Gql {
             http,
             url: format!("{}/{}", base.trim_end_matches('/'), path.trim_matches('/')),
             user: user.to_string(),
-            password: password.to_string(),
-            channel_token: channel_token.map(str::to_string),
+            password: Secret::from(password),
+            channel_token: channel_token.map(Secret::from),
+            max_body,
             session: Mutex::new(None),
             logins: AtomicU64::new(0),
             calls: AtomicU64::new(0),
@@ -155,7 +159,7 @@ impl Gql {
             .send(
                 "mutation($u:String!,$p:String!){ login(username:$u,password:$p){ \
                  __typename ... on CurrentUser { id } ... on ErrorResult { errorCode message } } }",
-                &json!({"u": self.user, "p": self.password}),
+                &json!({"u": self.user, "p": self.password.expose()}),
                 None,
             )
             .await
@@ -195,29 +199,18 @@ impl Gql {
             req = req.bearer_auth(t);
         }
         if let Some(c) = &self.channel_token {
-            req = req.header("vendure-token", c);
+            req = req.header("vendure-token", c.expose());
         }
-        let resp = req
-            .send()
+        let resp = outbound::send(req, self.max_body)
             .await
-            .map_err(|e| Failure::Other(transport_error(&e)))?;
-        let status = resp.status();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header("retry-after");
-        let new_token = header("vendure-auth-token");
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| Failure::Other(transport_error(&e)))?;
+            .map_err(|e| Failure::Other(e.into()))?;
+        let status = resp.status;
+        let new_token = resp.header("vendure-auth-token").map(str::to_string);
+        let text = resp.text();
         if !status.is_success() {
             return Err(Failure::Other(classify_status(
                 status.as_u16(),
-                retry_after.as_deref(),
+                resp.header("retry-after"),
                 &text,
             )));
         }
@@ -337,12 +330,17 @@ mod tests {
             "/admin-api",
             "u",
             "secret",
-            None,
+            Some("chan-tok"),
             Duration::ZERO,
+            1 << 20,
         )
         .unwrap();
         assert_eq!(g.url, "http://h:1/admin-api");
-        assert!(!format!("{g:?}").contains("secret"));
-        assert!(Gql::new("ftp://h", "admin-api", "u", "p", None, Duration::ZERO).is_err());
+        let shown = format!("{g:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("chan-tok"),
+            "{shown}"
+        );
+        assert!(Gql::new("ftp://h", "admin-api", "u", "p", None, Duration::ZERO, 1).is_err());
     }
 }

@@ -82,6 +82,7 @@ impl VendureConnector {
             &opts.password,
             opts.channel_token.as_deref(),
             spec.timeout,
+            spec.max_response_bytes,
         )
         .map_err(|e| BuildError {
             path: "url".into(),

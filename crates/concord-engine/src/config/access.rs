@@ -1,5 +1,5 @@
-//! Access control settings, checked: admin API tokens (`[admin]`) and storefront API keys
-//! (`[commerce]`). Only hashes live here; the server compares a presented token's hash with
+//! Access control settings, checked: admin API tokens (`[admin]`), storefront API keys
+//! (`[commerce]`) and who may read `/metrics` (`[metrics]`). Only hashes live here; the server compares a presented token's hash with
 //! them in constant time. Must never hold or log a token in clear.
 //!
 //! Why SHA-256 and not a password hash (argon2, bcrypt): tokens and keys are 32 random bytes
@@ -69,6 +69,10 @@ pub struct AdminConfig {
     pub tokens: Vec<AccessToken>,
     pub session_ttl: Duration,
     pub secure_cookie: bool,
+    /// Failed authentications a client may make in a row before it is answered 429.
+    pub failed_attempts: u32,
+    /// How often a client gets one of those tries back.
+    pub failed_attempts_refill: Duration,
 }
 
 impl Default for AdminConfig {
@@ -77,6 +81,8 @@ impl Default for AdminConfig {
             tokens: Vec::new(),
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookie: false,
+            failed_attempts: 10,
+            failed_attempts_refill: Duration::from_secs(6),
         }
     }
 }
@@ -102,6 +108,31 @@ impl fmt::Debug for ChannelKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommerceConfig {
     pub keys: Vec<ChannelKey>,
+}
+
+/// One `[[metrics.tokens]]` entry: may read `/metrics` and nothing else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MetricsToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsToken")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[metrics]`, checked (documented on `RawMetrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// A separate address serving only `/metrics`.
+    pub listen: Option<std::net::SocketAddr>,
+    pub tokens: Vec<MetricsToken>,
+    /// Publish `concord_ats{channel, sku}` (one series per channel and SKU).
+    pub per_sku: bool,
 }
 
 /// SHA-256 of a token or key as presented.

@@ -2,14 +2,19 @@
 //! The run-time side is `runtime/alerts.rs`. Plain data: nothing here evaluates a rule, and the
 //! webhook URL must never be quoted in an error or log (it can carry credentials).
 
+use crate::secret::Secret;
+use std::fmt;
 use std::time::Duration;
 
-/// `[alerts]`, checked. The default has no rules (nothing is evaluated).
-#[derive(Debug, Clone, PartialEq)]
+/// `[alerts]`, checked. The default has no rules (nothing is evaluated). Its `Debug` shows only
+/// the webhook's host.
+#[derive(Clone, PartialEq)]
 pub struct AlertsConfig {
     /// Where `firing` and `resolved` notifications are POSTed as JSON; `None`: alerts are only
     /// shown (dashboard, `/api/v1/alerts`, logs).
     pub webhook_url: Option<String>,
+    /// Key of the `X-Concord-Signature` HMAC over each notification; `None`: unsigned.
+    pub webhook_secret: Option<Secret>,
     pub interval: Duration,
     pub timeout: Duration,
     pub rules: Vec<AlertRule>,
@@ -19,10 +24,26 @@ impl Default for AlertsConfig {
     fn default() -> Self {
         AlertsConfig {
             webhook_url: None,
+            webhook_secret: None,
             interval: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
             rules: Vec::new(),
         }
+    }
+}
+
+impl fmt::Debug for AlertsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlertsConfig")
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(crate::outbound::url_host),
+            )
+            .field("webhook_secret", &self.webhook_secret)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rules", &self.rules)
+            .finish()
     }
 }
 

@@ -55,6 +55,94 @@ fn walk(
     Ok(())
 }
 
+/// Field paths of secrets written in the file as literals instead of `${ENV}` references: an
+/// endpoint's `webhook_secret`, an option under a secret-looking name at any depth of
+/// `endpoints.NAME.options` (`password`, `api_key`, …), `[alerts] webhook_secret`, and a `url` /
+/// `webhook_url` carrying credentials (user info or a query string). Called on the document
+/// before [`resolve`]; a value containing at least one reference counts as referenced.
+pub(crate) fn literal_secrets(doc: &toml::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let literal = |v: &toml::Value| match v {
+        toml::Value::String(s) => !s.is_empty() && !has_reference(s),
+        _ => false,
+    };
+    let literal_url = |v: &toml::Value| {
+        literal(v)
+            && v.as_str()
+                .is_some_and(crate::outbound::url_carries_credentials)
+    };
+    if let Some(endpoints) = doc.get("endpoints").and_then(toml::Value::as_table) {
+        for (name, ep) in endpoints {
+            let mut at = String::from("endpoints");
+            push_key(&mut at, name);
+            if ep.get("webhook_secret").is_some_and(literal) {
+                out.push(format!("{at}.webhook_secret"));
+            }
+            if ep.get("url").is_some_and(literal_url) {
+                out.push(format!("{at}.url"));
+            }
+            if let Some(options) = ep.get("options") {
+                secret_leaves(
+                    options,
+                    &mut format!("{at}.options"),
+                    false,
+                    &literal,
+                    &mut out,
+                );
+            }
+        }
+    }
+    if let Some(alerts) = doc.get("alerts") {
+        if alerts.get("webhook_secret").is_some_and(literal) {
+            out.push("alerts.webhook_secret".to_string());
+        }
+        if alerts.get("webhook_url").is_some_and(literal_url) {
+            out.push("alerts.webhook_url".to_string());
+        }
+    }
+    out
+}
+
+/// Literal strings under a secret-looking key (`under_secret`: an ancestor key is one).
+fn secret_leaves(
+    v: &toml::Value,
+    path: &mut String,
+    under_secret: bool,
+    literal: &dyn Fn(&toml::Value) -> bool,
+    out: &mut Vec<String>,
+) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, item) in t {
+                let len = path.len();
+                push_key(path, k);
+                let secret = under_secret || crate::secret::is_secret_name(k);
+                secret_leaves(item, path, secret, literal, out);
+                path.truncate(len);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                secret_leaves(item, path, under_secret, literal, out);
+                path.truncate(len);
+            }
+        }
+        other => {
+            if under_secret && literal(other) {
+                out.push(path.clone());
+            }
+        }
+    }
+}
+
+/// Does `s` contain a `${NAME}` reference (a malformed one counts: it is reported elsewhere)?
+fn has_reference(s: &str) -> bool {
+    let mut found = Vec::new();
+    expand(s, &|_| Some(String::new()), &mut found).map_or(true, |_| !found.is_empty())
+}
+
 /// Append `.key` (the key quoted when it is not a bare TOML key).
 pub(crate) fn push_key(path: &mut String, key: &str) {
     if !path.is_empty() {
@@ -176,6 +264,48 @@ mod tests {
         let issue = resolve(&mut v, &env).unwrap_err();
         assert_eq!(issue.path, "endpoints.erp.headers[1]");
         assert!(issue.message.contains("`NOPE`"));
+    }
+
+    #[test]
+    fn literal_secrets_are_found_by_path() {
+        let doc: toml::Value = toml::from_str(
+            r#"
+[endpoints.erp]
+url = "http://127.0.0.1:8011"
+webhook_secret = "plain-hook"
+[endpoints.erp.options]
+user = "admin"
+password = "hunter2"
+database = "${DB}"
+[endpoints.erp.options.auth]
+client_secret = "x"
+[endpoints.web]
+url = "https://ann:pw@shop.example.com"
+webhook_secret = "${WEB_SECRET}"
+[endpoints.web.options]
+api_key = "pre-${KEY}"
+token = "$${not-a-reference}"
+empty_password = ""
+[alerts]
+webhook_url = "https://hooks.example/x?token=abc"
+webhook_secret = "s"
+"#,
+        )
+        .unwrap();
+        let mut found = literal_secrets(&doc);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                "alerts.webhook_secret",
+                "alerts.webhook_url",
+                "endpoints.erp.options.auth.client_secret",
+                "endpoints.erp.options.password",
+                "endpoints.erp.webhook_secret",
+                "endpoints.web.options.token",
+                "endpoints.web.url",
+            ]
+        );
     }
 
     #[test]

@@ -12,8 +12,11 @@
 //! Connector types and connector options are *not* checked here: the connector registry does
 //! that when it builds connectors from [`EndpointSpec`]s.
 //!
-//! Secrets: values substituted from the environment are scrubbed from every error message, and
-//! [`EndpointSpec`]'s `Debug` hides `webhook_secret`.
+//! Secrets: values substituted from the environment are scrubbed from every error message;
+//! secrets are held as [`Secret`](crate::secret::Secret)s and [`EndpointSpec`]'s `Debug` masks
+//! its URL's credentials and secret-looking options. Secrets written as literals instead of
+//! `${ENV}` references are listed in [`Config::literal_secrets`] (a warning at start and in
+//! `concord validate`).
 
 pub mod access;
 pub mod alerts;
@@ -21,7 +24,9 @@ mod env;
 pub mod raw;
 mod validate;
 
-pub use access::{AccessToken, AdminConfig, ChannelKey, CommerceConfig, Role};
+pub use access::{
+    AccessToken, AdminConfig, ChannelKey, CommerceConfig, MetricsConfig, MetricsToken, Role,
+};
 pub use alerts::{AlertCondition, AlertRule, AlertsConfig};
 
 use crate::connector::EndpointSpec;
@@ -59,6 +64,26 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Storefront API keys.
     pub commerce: CommerceConfig,
+    /// Who may read `/metrics`, where, and whether it publishes per-SKU series.
+    pub metrics: MetricsConfig,
+    /// Field paths of secrets written as literals in the file (not `${ENV}` references).
+    pub literal_secrets: Vec<String>,
+}
+
+impl Config {
+    /// One line per secret written as a literal in the file, naming its field: a WARN at
+    /// start and in `concord validate` (a config file is copied, committed and pasted).
+    pub fn literal_secret_warnings(&self) -> Vec<String> {
+        self.literal_secrets
+            .iter()
+            .map(|path| {
+                format!(
+                    "{path} is a secret written as a literal in {}; use an environment reference such as \"${{NAME}}\" so the file holds no secret",
+                    self.path.display()
+                )
+            })
+            .collect()
+    }
 }
 
 /// `[orders]`, checked.
@@ -437,6 +462,7 @@ fn parse(
 ) -> Result<Config, Issue> {
     let table: toml::Table = toml::from_str(text).map_err(|e| syntax_issue(text, &e))?;
     let mut value = toml::Value::Table(table);
+    let literal_secrets = env::literal_secrets(&value);
     *substituted = env::resolve(&mut value, env)?;
     let raw: raw::RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path = e.path().to_string();
@@ -457,7 +483,9 @@ fn parse(
         }
         Issue::new(path, message)
     })?;
-    validate::validate(raw, path)
+    let mut config = validate::validate(raw, path)?;
+    config.literal_secrets = literal_secrets;
+    Ok(config)
 }
 
 fn syntax_issue(text: &str, e: &toml::de::Error) -> Issue {

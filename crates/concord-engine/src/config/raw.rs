@@ -6,6 +6,7 @@
 //! Nothing here is checked beyond its TOML type: [`super::validate`] turns these into the checked
 //! types of [`super`].
 
+use crate::secret::Secret;
 use concord_core::Kind;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -56,6 +57,52 @@ pub struct RawConfig {
     /// who can reach the port (a WARN at start and in `concord validate`).
     #[serde(default)]
     pub commerce: RawCommerce,
+    /// `[metrics]`: who may read `/metrics` (Prometheus) and what it publishes.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: the Prometheus endpoint `/metrics`.
+///
+/// On the main port (`[server] listen`, where webhooks and the storefront API are served)
+/// `/metrics` is never open: it needs `Authorization: Bearer TOKEN` with a metrics token
+/// (`[[metrics.tokens]]`) or an admin token (`[[admin.tokens]]`, any role); with no token of
+/// either kind configured it answers 403. For a scraper on a private network, `listen` serves
+/// `/metrics` (and nothing else) on a separate address as well: there it needs a metrics token
+/// when `[[metrics.tokens]]` are configured, and is open otherwise (bind it to loopback or a
+/// private interface; `concord validate` warns when it is open on another address).
+///
+/// ```toml
+/// [metrics]
+/// listen = "127.0.0.1:9090"
+/// per_sku = false
+/// [[metrics.tokens]]
+/// name = "prometheus"
+/// sha256 = "…"   # `concord token new --name prometheus --metrics` prints it
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// A separate address serving only `/metrics`. Default: none (the main port only, with a
+    /// token).
+    pub listen: Option<String>,
+    /// `[[metrics.tokens]]`: bearer tokens that may read `/metrics` and nothing else.
+    #[serde(default)]
+    pub tokens: Vec<RawMetricsToken>,
+    /// Publish `concord_ats{channel, sku}`, one series per channel and SKU (the whole catalogue
+    /// and its stock, a series for every SKU ever seen). Default `false`: only per-channel
+    /// figures (`concord_ats_updates_total{channel}`).
+    pub per_sku: Option<bool>,
+}
+
+/// `[[metrics.tokens]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetricsToken {
+    /// Who uses it (logs): `[a-z0-9_.@-]+`, unique.
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
 }
 
 /// `[admin]`: access to the admin API and the dashboard.
@@ -72,6 +119,15 @@ pub struct RawAdmin {
     /// Mark the session cookie `Secure` (only sent over HTTPS). Set it when the hub is served
     /// behind TLS. Default `false` (the demo and local use are plain HTTP).
     pub secure_cookie: Option<bool>,
+    /// Failed authentications one client address may make in a row — unknown admin tokens,
+    /// failed logins, unknown storefront keys and metrics tokens alike — before every attempt
+    /// of that address is answered 429 with `Retry-After`, unchecked (a correct token too),
+    /// until a try comes back. Each failure is in the audit trail (`auth.failed`, and
+    /// `auth.throttled` once per spell). IPv6 clients count per /64; behind a reverse proxy all
+    /// clients share the proxy's address. Default 10, at most 10000.
+    pub failed_attempts: Option<u64>,
+    /// How often a client gets one of those tries back. Default `"6s"` (10 a minute).
+    pub failed_attempts_refill: Option<String>,
 }
 
 /// `[[admin.tokens]]`
@@ -125,13 +181,27 @@ pub struct RawChannelKey {
 /// ```
 ///
 /// A receiver answering anything but 2xx (or unreachable) gets the same notification again with
-/// exponential backoff (full jitter, 1 s doubling to 5 min) until it accepts it.
-#[derive(Debug, Default, Deserialize)]
+/// exponential backoff (full jitter, 1 s doubling to 5 min) until it accepts it. Redirects are
+/// not followed (a 3xx is a failure).
+///
+/// With `webhook_secret` set, every notification is signed:
+/// `X-Concord-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`. A
+/// receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares it in
+/// constant time, and refuses a timestamp older than it tolerates (say 5 minutes) so that a
+/// captured notification cannot be replayed later. A retried notification is signed again with
+/// a fresh timestamp.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// `http://` or `https://` URL receiving the notifications. Optional: without it alerts are
     /// only shown (dashboard, `GET /api/v1/alerts`, the log).
     pub webhook_url: Option<String>,
+    /// Key of the notifications' `X-Concord-Signature` (HMAC-SHA256). Use a `${ENV}` reference;
+    /// it is never printed. Optional: without it notifications are not signed.
+    pub webhook_secret: Option<Secret>,
+    /// Allow a `webhook_url` whose user info or query string carries credentials over plain
+    /// `http://` to a host other than loopback. Default `false`.
+    pub allow_insecure_http: Option<bool>,
     /// How often the rules are evaluated. Default `"10s"`.
     pub interval: Option<String>,
     /// Per-request timeout of a notification. Default `"10s"`.
@@ -263,8 +333,9 @@ pub struct RawStore {
     /// SQLite database file, relative to the directory of the config file.
     /// Default `"concord.sqlite"`.
     pub path: Option<String>,
-    /// How long delivery attempts and resolved (notified) alert episodes are kept, e.g. `"30d"`.
-    /// Default 30 days.
+    /// How long history is kept, e.g. `"30d"`: delivery attempts, resolved (notified) alert
+    /// episodes, the audit trail, delivered outbox items, and journal entries that are processed
+    /// and no longer referred to by an outbox item or an open dead letter. Default 30 days.
     pub retention: Option<String>,
     /// Durability of every commit: `"full"` (the default) flushes each commit to the disk before
     /// anything is acknowledged, so an acknowledged change survives a power loss or an OS crash.
@@ -343,7 +414,7 @@ pub struct RawEngine {
 }
 
 /// `[endpoints.NAME]`: one configured system.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     /// Connector type: `sandbox-erp`, `sandbox-shop`, `tryton`, `vendure`, … (checked against
@@ -353,11 +424,57 @@ pub struct RawEndpoint {
     pub url: String,
     /// Shared secret of the webhook signatures (HMAC) this endpoint sends. Use a `${ENV}`
     /// reference; it is never printed.
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<Secret>,
     /// Per-request timeout. Default `"10s"`.
     pub timeout: Option<String>,
-    /// `[endpoints.NAME.options]`: connector-specific settings, passed through as JSON.
+    /// Largest response body read from this endpoint: bytes, or a size like `"64MiB"`. A larger
+    /// answer is an error (dead letter for a write). Default 16 MiB.
+    pub max_response_bytes: Option<ByteSize>,
+    /// Allow credentials (a password, token or key in `options`, or user info or a query string
+    /// in `url`) to be sent over plain `http://` to a host other than loopback. Without it such
+    /// a config is refused at load. Default `false`; use https instead where you can.
+    pub allow_insecure_http: Option<bool>,
+    /// `[endpoints.NAME.options]`: connector-specific settings, passed through as JSON. Put
+    /// passwords, tokens and keys here as `${ENV}` references (a literal one is warned about).
     pub options: Option<toml::Table>,
+}
+
+// The raw structs hold secrets in clear (options, URLs with credentials): their `Debug` shows
+// what is safe only, like the checked types'.
+impl fmt::Debug for RawEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawEndpoint")
+            .field("connector", &self.connector)
+            .field("url", &crate::outbound::redact_url(&self.url))
+            .field("webhook_secret", &self.webhook_secret)
+            .field("timeout", &self.timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field(
+                "options",
+                &self
+                    .options
+                    .as_ref()
+                    .map(|t| t.keys().cloned().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for RawAlerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawAlerts")
+            .field(
+                "webhook_url",
+                &self.webhook_url.as_deref().map(crate::outbound::url_host),
+            )
+            .field("webhook_secret", &self.webhook_secret)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("rules", &self.rules)
+            .finish()
+    }
 }
 
 /// How records of a flow move between its endpoints.

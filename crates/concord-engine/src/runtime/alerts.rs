@@ -14,6 +14,13 @@
 //! already delivered nor forgets one not yet delivered: one `firing` and one `resolved`
 //! notification per episode.
 //!
+//! Notifications go through the shared outbound client (`crate::outbound`: redirects refused,
+//! timeouts, the answer's body never read). With `[alerts] webhook_secret` each one carries
+//! `X-Concord-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+//! ([`signature`]; a receiver checks it with [`verify_signature`]): the receiver can tell a
+//! notification from this hub from anyone's POST, and refuse an old one replayed. Errors and
+//! logs name the webhook by its host only (its path can itself be a secret).
+//!
 //! How long a breaker has been open is the one figure kept only in memory (like the breaker
 //! itself); after a restart it counts from the first evaluation that sees it open.
 //!
@@ -41,6 +48,68 @@ const NOTIFY_BACKOFF: Backoff = Backoff {
 
 /// Most episodes looked at per evaluation (open ones) and per notification round.
 const EPISODE_LIMIT: usize = 1_000;
+
+/// The header carrying a notification's signature.
+pub const SIGNATURE_HEADER: &str = "X-Concord-Signature";
+
+/// The `X-Concord-Signature` value of `body` sent at `timestamp` (unix seconds):
+/// `t=<timestamp>,v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac(secret, timestamp, body))
+    )
+}
+
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, Mac};
+    // HMAC accepts a key of any length; `new_from_slice` cannot fail for it.
+    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return Vec::new();
+    };
+    m.update(timestamp.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Check a notification as a receiver should: the header parses, its HMAC matches (compared in
+/// constant time), and its timestamp is within `tolerance_secs` of `now_secs` (older ones may
+/// be replays). The error says which check failed.
+pub fn verify_signature(
+    secret: &[u8],
+    header: &str,
+    body: &[u8],
+    now_secs: i64,
+    tolerance_secs: i64,
+) -> Result<(), String> {
+    use hmac::{Hmac, Mac};
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", x)) => t = x.parse::<i64>().ok(),
+            Some(("v1", x)) => v1 = hex::decode(x).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return Err("malformed signature header (expected t=<unix>,v1=<hex>)".into());
+    };
+    if now_secs.abs_diff(t) > tolerance_secs.unsigned_abs() {
+        return Err(format!(
+            "timestamp {t} is more than {tolerance_secs} s from now ({now_secs})"
+        ));
+    }
+    let Ok(mut m) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return Err("unusable key".into());
+    };
+    m.update(t.to_string().as_bytes());
+    m.update(b".");
+    m.update(body);
+    m.verify_slice(&v1)
+        .map_err(|_| "signature does not match the body".to_string())
+}
 
 /// An alert as the admin API and the dashboard show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -352,7 +421,10 @@ impl State {
                     }
                 }
                 let body = payload(cfg, &e, notice);
-                match self.post(url, cfg.timeout, &body).await {
+                match self
+                    .post(url, cfg.webhook_secret.as_ref(), cfg.timeout, &body)
+                    .await
+                {
                     Ok(()) => {
                         self.retries.remove(&(e.id, notice));
                         if let Err(err) = inner
@@ -379,28 +451,55 @@ impl State {
         next_retry
     }
 
-    async fn post(&mut self, url: &str, timeout: Duration, body: &Value) -> Result<(), String> {
+    /// POST one notification (signed when a secret is set). The reason of a failure names the
+    /// webhook by its host only.
+    async fn post(
+        &mut self,
+        url: &str,
+        secret: Option<&crate::secret::Secret>,
+        timeout: Duration,
+        body: &Value,
+    ) -> Result<(), String> {
+        let host = crate::outbound::url_host(url);
         let client = match &self.client {
             Some(c) => c.clone(),
             None => {
-                let c = reqwest::Client::builder()
-                    .timeout(timeout)
-                    .build()
-                    .map_err(|e| format!("HTTP client: {e}"))?;
+                let c = crate::outbound::client(timeout).map_err(|e| e.to_string())?;
                 self.client = Some(c.clone());
                 c
             }
         };
-        let resp = client
+        let bytes = serde_json::to_vec(body).map_err(|e| format!("encoding: {e}"))?;
+        let mut req = client
             .post(url)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
-        if resp.status().is_success() {
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = secret {
+            // Wall-clock time, not the engine's clock: the receiver compares it with its own.
+            let now = chrono::Utc::now().timestamp();
+            req = req.header(
+                SIGNATURE_HEADER,
+                signature(secret.expose().as_bytes(), now, &bytes),
+            );
+        }
+        // The receiver's answer body is never needed: nothing of it is read.
+        let resp = req.body(bytes).send().await.map_err(|e| {
+            // Only the host: the URL's path or query may be the webhook's secret.
+            let kind = match crate::outbound::error(&e) {
+                crate::outbound::OutboundError::Timeout(_) => "timed out",
+                crate::outbound::OutboundError::Connect(_) => "cannot connect",
+                _ => "request failed",
+            };
+            format!("{kind} (webhook at {host})")
+        })?;
+        let status = resp.status();
+        if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(format!(
+                "HTTP {status} from the webhook at {host}: redirects are never followed; set webhook_url to the final address"
+            ))
         } else {
-            Err(format!("HTTP {}", resp.status()))
+            Err(format!("HTTP {status} from the webhook at {host}"))
         }
     }
 }

@@ -438,8 +438,13 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
         if last.as_deref() == Some(item.hash.as_str()) {
             continue;
         }
-        metrics::gauge!("concord_ats", "channel" => item.dest.clone(), "sku" => sku.to_string())
-            .set(ats as f64);
+        // One series per (channel, SKU) publishes the whole catalogue and its stock and grows
+        // with every SKU ever seen: only when `[metrics] per_sku` asks for it.
+        if inner.config.metrics.per_sku {
+            metrics::gauge!("concord_ats", "channel" => item.dest.clone(), "sku" => sku.to_string())
+                .set(ats as f64);
+        }
+        metrics::counter!("concord_ats_updates_total", "channel" => item.dest.clone()).increment(1);
         dests.insert(item.dest.clone());
         batch.items.push(item);
     }

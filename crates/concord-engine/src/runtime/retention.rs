@@ -1,11 +1,13 @@
 //! Retention: every hour the engine deletes history older than `[store] retention` from the
-//! tables that grow with traffic — delivery attempts and resolved alert episodes whose
-//! notifications were delivered (`Store::prune_history`). A backlog goes in batches so other
-//! writes are not held up.
+//! tables that grow with traffic — delivery attempts, resolved alert episodes whose
+//! notifications were delivered, the audit trail, delivered outbox items and journal entries
+//! that are processed and no longer referred to (`Store::prune_history`). A backlog goes in
+//! batches so other writes are not held up.
 //!
-//! Must never delete what is still live or owed (open episodes, owed notifications: the store
-//! keeps those) nor anything the sync path needs (journal, entities, outbox, dead letters,
-//! ledger, order lifecycle are not pruned here).
+//! Must never delete what is still live, owed or referred to (open episodes, owed
+//! notifications, pending journal entries, unfinished outbox items, what an open dead letter
+//! needs: the store keeps those), nor entities, xrefs, dead letters, the ledger or the order
+//! lifecycle.
 
 use super::{EngineError, Inner};
 use concord_store::{Pruned, StoreError};
@@ -24,9 +26,8 @@ pub(crate) async fn prune(inner: &Inner) -> Result<Pruned, EngineError> {
     let mut total = Pruned::default();
     loop {
         let p = inner.store.prune_history(before, BATCH).await?;
-        total.delivery_attempts += p.delivery_attempts;
-        total.alert_episodes += p.alert_episodes;
-        if p.delivery_attempts < BATCH as u64 && p.alert_episodes < BATCH as u64 {
+        total.add(p);
+        if !p.any_full(BATCH) {
             return Ok(total);
         }
         tokio::task::yield_now().await;
@@ -41,6 +42,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             Ok(p) if p != Pruned::default() => tracing::info!(
                 delivery_attempts = p.delivery_attempts,
                 alert_episodes = p.alert_episodes,
+                audit = p.audit,
+                outbox_items = p.outbox_items,
+                journal = p.journal,
                 "pruned history older than [store] retention"
             ),
             Ok(_) => {}
@@ -57,7 +61,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 
 impl super::Engine {
     /// Delete history older than `[store] retention` now (the engine also does it every hour):
-    /// delivery attempts and resolved, notified alert episodes. Returns what went.
+    /// delivery attempts, resolved and notified alert episodes, audit events, delivered outbox
+    /// items and unreferenced processed journal entries. Returns what went.
     pub async fn prune_history(&self) -> Result<Pruned, EngineError> {
         prune(&self.inner).await
     }

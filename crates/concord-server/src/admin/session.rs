@@ -1,15 +1,20 @@
 //! `POST /api/v1/session` (log in with a token: sets the HttpOnly session cookie),
-//! `DELETE /api/v1/session` (log out) and `GET /api/v1/me` (who am I). Must never echo the
-//! token or put it in the cookie (the cookie holds a fresh random session id).
+//! `DELETE /api/v1/session` (log out) and `GET /api/v1/me` (who am I). A failed login counts
+//! against the client's tries and is audited (`crate::access`, `crate::throttle`); a throttled
+//! client's login answers 429 unchecked. Must never echo the token or put it in the cookie (the
+//! cookie holds a fresh random session id).
 
 use super::{bad_request, ErrorBody};
-use crate::access::{Access, Caller};
+use crate::access::{Access, Caller, Credential};
+use crate::throttle::ClientKey;
 use crate::ApiError;
 use axum::body::Bytes;
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
@@ -52,10 +57,12 @@ impl From<Caller> for Me {
         (status = 400, description = "Malformed body", body = ErrorBody),
         (status = 401, description = "Unknown token", body = ErrorBody),
         (status = 403, description = "The admin API has no tokens configured, or a browser sent the request from another origin", body = ErrorBody),
+        (status = 429, description = "Too many failed attempts from this address; `Retry-After` says when to try again", body = ErrorBody),
     )
 )]
 pub async fn login(
     Extension(access): Extension<Arc<Access>>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
@@ -64,11 +71,25 @@ pub async fn login(
     if let Some(e) = crate::access::cross_site_refusal(&method, &headers) {
         return Err(e);
     }
+    let client = ClientKey::of(connection.map(|c| c.0 .0.ip()));
+    if let Err(wait) = access.throttled(client) {
+        return Ok(crate::access::too_many_attempts(wait));
+    }
     let b: LoginBody = crate::parse_json_body(&body)?;
     if b.token.trim().is_empty() {
         return Err(bad_request("token: must not be empty"));
     }
-    let (caller, cookie) = access.login(b.token.trim())?;
+    let (caller, cookie) = match access.login(b.token.trim()) {
+        Ok(ok) => ok,
+        Err(e) => {
+            if e.status == StatusCode::UNAUTHORIZED {
+                access
+                    .refused(client, Credential::Login, &method, "/api/v1/session")
+                    .await;
+            }
+            return Err(e);
+        }
+    };
     Ok((
         StatusCode::OK,
         [(header::SET_COOKIE, cookie)],

@@ -16,8 +16,8 @@
 //!
 //! This file holds only the [`Fixture`], the macro and the builders the areas share; the checks
 //! live in one file per area (`journal`, `apply`, `outbox`, `settlement`, `dead_letters`,
-//! `observability`, `lookups`, `reservations`, `levels`, `admin`) and are re-exported here, so the macro's
-//! `$crate::conformance::<check>` paths resolve. A new check goes in its area's file, is
+//! `observability`, `lookups`, `reservations`, `levels`, `admin`, `retention`) and are
+//! re-exported here, so the macro's `$crate::conformance::<check>` paths resolve. A new check goes in its area's file, is
 //! re-exported below and is listed in the macro.
 
 mod admin;
@@ -31,6 +31,7 @@ mod observability;
 mod orders;
 mod outbox;
 mod reservations;
+mod retention;
 mod settlement;
 
 pub use admin::{paused_flows_are_skipped_by_claim, search_journal_filters_and_pages};
@@ -76,6 +77,10 @@ pub use reservations::{
     expiry_returns_each_reservation_once, reservation_transitions_and_wrong_states,
     reserve_is_all_or_nothing_and_names_the_shortage, reserve_is_idempotent_on_the_client_key,
     reserve_respects_buffers, reserve_routes_one_location_first_else_splits,
+};
+pub use retention::{
+    audit_rows_are_bounded, prune_history_keeps_the_journal_that_is_referred_to,
+    prune_history_prunes_old_audit_events,
 };
 pub use settlement::{
     dead_item_opens_a_dead_letter_and_resets_the_plan,
@@ -195,6 +200,9 @@ macro_rules! store_conformance_tests {
             oversold_positions_are_listed,
             search_journal_filters_and_pages,
             paused_flows_are_skipped_by_claim,
+            prune_history_keeps_the_journal_that_is_referred_to,
+            prune_history_prunes_old_audit_events,
+            audit_rows_are_bounded,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

@@ -105,6 +105,45 @@ pub struct SqliteStore {
     groups: Arc<AtomicU64>,
 }
 
+/// Create the database file `0600` when it does not exist, and take group and other access away
+/// from an existing one and its `-wal`/`-shm`/`-journal` files. Not on Unix: nothing (the
+/// platform's ACLs apply).
+fn private_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let mut files = vec![path.to_path_buf()];
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            files.push(PathBuf::from(name));
+        }
+        for f in files {
+            let Ok(meta) = std::fs::metadata(&f) else {
+                continue;
+            };
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode & 0o700))?;
+                tracing::warn!(file = %f.display(), "the store was readable by other users; made it private (0600)");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 /// Lock a mutex whose data stays valid even if a holder panicked (a sender, a handle, a pool of
 /// connections): poisoning carries no meaning for them.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,6 +159,11 @@ impl SqliteStore {
 
     /// Open (creating if needed) the database at `path`, apply pending migrations and start the
     /// writer thread.
+    ///
+    /// The database is private to its owner: a new file is created `0600` before SQLite opens
+    /// it (SQLite gives its `-wal` and `-shm` files the database file's permissions), and an
+    /// existing database or WAL file readable by others is made `0600` (logged). It holds
+    /// customers, orders and the whole stock position.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let open_err = |reason: String| StoreError::Open {
@@ -129,6 +173,7 @@ impl SqliteStore {
         if options.write_queue == 0 {
             return Err(open_err("write_queue must be at least 1".into()));
         }
+        private_files(&path).map_err(|e| open_err(format!("permissions: {e}")))?;
         let mut conn = Connection::open(&path).map_err(|e| open_err(format!("open: {e}")))?;
         schema::configure(&conn).map_err(|e| open_err(format!("configure: {e}")))?;
         // Only the writer commits, so only its connection's setting decides durability.

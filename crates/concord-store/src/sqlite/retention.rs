@@ -1,15 +1,42 @@
-//! Retention of history tables that otherwise grow without limit: `delivery_attempts` (one row
-//! per delivery attempt, written by `settle`) and resolved `alert_episodes`. The engine calls
-//! [`prune`] periodically with `now - [store] retention`.
+//! Retention of tables that otherwise grow without limit: `delivery_attempts` (one row per
+//! delivery attempt, written by `settle`), resolved `alert_episodes`, the `audit` trail,
+//! delivered (`done`) `outbox` items and `journal` entries that are fully processed. The engine
+//! calls [`prune`] periodically with `now - [store] retention`.
 //!
-//! Must never delete anything still owed or still live: an open alert episode, or a resolved one
-//! whose resolution notification has not been delivered, stays whatever its age. The journal,
-//! entities, outbox, dead letters, the ledger and the order lifecycle are not touched here.
+//! Must never delete anything still owed, live or referred to: an open alert episode, or a
+//! resolved one whose resolution notification has not been delivered; an outbox item that is
+//! not `done` (pending, in flight, parked, dead — a dead letter refers to a dead one); a journal
+//! entry that is pending, or that an outbox item or an open dead letter (whose replay reads
+//! it) still refers to. Outbox items go before journal entries in the same call, so an entry
+//! whose items were all delivered long ago goes with them. Closed dead letters and order events
+//! keep the id of a pruned entry as history (a lookup finds nothing). Entities, xrefs, hashes,
+//! dead letters, the ledger and the order lifecycle are not touched here.
 
 use super::codec::db;
 use crate::{Pruned, Result};
 use concord_core::Millis;
 use rusqlite::{params, Connection};
+
+/// Audit events recorded before ?1, oldest first, at most ?2.
+pub(crate) const PRUNE_AUDIT: &str = "DELETE FROM audit WHERE id IN
+     (SELECT id FROM audit INDEXED BY audit_at WHERE at < ?1 ORDER BY at LIMIT ?2)";
+
+/// Outbox items delivered before ?1, at most ?2 (only `done`: a dead item is what a dead
+/// letter refers to, the others are unfinished).
+pub(crate) const PRUNE_OUTBOX: &str = "DELETE FROM outbox WHERE id IN
+     (SELECT id FROM outbox INDEXED BY outbox_done
+       WHERE state = 'done' AND updated_at < ?1 ORDER BY updated_at LIMIT ?2)";
+
+/// Journal entries received before ?1 that are finished and referred to by no outbox item and
+/// no open dead letter, at most ?2. Only the statuses known to be finished are listed: a status
+/// added later stays until it is named here.
+pub(crate) const PRUNE_JOURNAL: &str = "DELETE FROM journal WHERE id IN
+     (SELECT j.id FROM journal j INDEXED BY journal_received
+       WHERE j.received_at < ?1 AND j.status IN ('processed', 'rejected')
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.journal_id = j.id)
+         AND NOT EXISTS (SELECT 1 FROM dead_letters d
+                          WHERE d.journal_id = j.id AND d.state = 'open')
+       ORDER BY j.received_at LIMIT ?2)";
 
 /// Delete delivery attempts made before `before` and alert episodes resolved (and notified)
 /// before `before`, at most `batch` rows of each (the writer is shared: a large backlog is
@@ -33,9 +60,24 @@ pub(crate) fn prune(conn: &Connection, before: Millis, batch: usize) -> Result<P
         )
         .and_then(|mut s| s.execute(params![before, batch]))
         .map_err(db("prune resolved alert episodes"))?;
+    let audit = conn
+        .prepare_cached(PRUNE_AUDIT)
+        .and_then(|mut s| s.execute(params![before, batch]))
+        .map_err(db("prune old audit events"))?;
+    let outbox_items = conn
+        .prepare_cached(PRUNE_OUTBOX)
+        .and_then(|mut s| s.execute(params![before, batch]))
+        .map_err(db("prune delivered outbox items"))?;
+    let journal = conn
+        .prepare_cached(PRUNE_JOURNAL)
+        .and_then(|mut s| s.execute(params![before, batch]))
+        .map_err(db("prune processed journal entries"))?;
     Ok(Pruned {
         delivery_attempts: delivery_attempts as u64,
         alert_episodes: alert_episodes as u64,
+        audit: audit as u64,
+        outbox_items: outbox_items as u64,
+        journal: journal as u64,
     })
 }
 
@@ -63,6 +105,32 @@ mod tests {
             })
             .await
             .expect("count")
+    }
+
+    /// Pruning runs every hour over tables that grow with traffic: every statement must find
+    /// its rows and check its references by index, never by scanning.
+    #[test]
+    fn prune_statements_use_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("concord.db");
+        drop(SqliteStore::open(&path).expect("open"));
+        let conn = rusqlite::Connection::open(&path).expect("conn");
+        for (sql, index) in [
+            (super::PRUNE_AUDIT, "audit_at"),
+            (super::PRUNE_OUTBOX, "outbox_done"),
+            (super::PRUNE_JOURNAL, "journal_received"),
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain")
+                .query_map(params![1_000, 10], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<rusqlite::Result<_>>()
+                .expect("plan rows");
+            let plan = plan.join("\n");
+            assert!(plan.contains(index), "{index}: {plan}");
+            assert!(!plan.contains("SCAN"), "no full scan: {plan}");
+        }
     }
 
     /// Old history goes, recent history and anything still open or owed stays; a backlog is
@@ -117,6 +185,7 @@ mod tests {
         assert_eq!((first.delivery_attempts, first.alert_episodes), (3, 1));
         let second = store.prune_history(4000, 3).await.expect("prune");
         assert_eq!((second.delivery_attempts, second.alert_episodes), (1, 0));
+        // The alert bookkeeping wrote no audit, outbox or journal rows to prune.
         let third = store.prune_history(4000, 3).await.expect("prune");
         assert_eq!(third, crate::Pruned::default());
         assert_eq!(

@@ -378,6 +378,8 @@ fn insert_dead_letter(conn: &Connection, dl: &NewDeadLetter) -> Result<DeadLette
 
 pub(crate) fn record_audit(conn: &Connection, events: &[AuditEvent]) -> Result<()> {
     for e in events {
+        // Bounded whatever the caller put in it (`AuditEvent::bounded`).
+        let e = e.clone().bounded();
         conn.prepare_cached(
             "INSERT INTO audit (at, event, endpoint, kind, key, detail)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -26,6 +26,7 @@ use concord_engine::connector::{
     BuildError, Captured, DeliveryError, EndpointSpec, Page, ReadRequest, WebhookError, WriteOp,
     WriteOutcome,
 };
+use concord_engine::secret::Secret;
 use serde_json::{json, Value};
 
 /// What both sandbox connectors are built from.
@@ -33,7 +34,7 @@ use serde_json::{json, Value};
 pub(crate) struct Common {
     pub connector: &'static str,
     pub api: Api,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// `options.location`: the location used when a stock payload names none.
     pub location: Option<String>,
     /// `options.amend` (sandbox-erp only, default true): declare that orders can be amended.
@@ -98,10 +99,12 @@ impl Common {
             }
             _ => return Err(err("options", "must be a table".into())),
         }
-        let api = Api::new(&spec.url, spec.timeout).map_err(|e| match e {
-            ApiError::Client(m) => err("connector", m),
-            other => err("url", other.to_string()),
-        })?;
+        let api = Api::with_limit(&spec.url, spec.timeout, spec.max_response_bytes).map_err(
+            |e| match e {
+                ApiError::Client(m) => err("connector", m),
+                other => err("url", other.to_string()),
+            },
+        )?;
         Ok(Common {
             connector,
             api,
@@ -142,7 +145,7 @@ impl Common {
                 WebhookError::Unauthorized(format!("{SIGNATURE_HEADER} is not ASCII"))
             })?),
         };
-        verify_signature(secret.as_bytes(), body, header)
+        verify_signature(secret.expose().as_bytes(), body, header)
             .map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
         // Strict: a repeated key is refused, not resolved "last wins" (concord_core::json).
         let v: Value = concord_core::json::parse_strict(body)

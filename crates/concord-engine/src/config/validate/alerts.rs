@@ -20,6 +20,20 @@ pub(super) fn alerts(
     let defaults = AlertsConfig::default();
     if let Some(url) = &raw.webhook_url {
         check_url(url).map_err(|m| Issue::new("alerts.webhook_url", m))?;
+        let credentials = crate::outbound::url_carries_credentials(url)
+            .then_some("the credentials in its user info or query string");
+        crate::outbound::check_transport(
+            url,
+            credentials,
+            raw.allow_insecure_http.unwrap_or(false),
+        )
+        .map_err(|m| Issue::new("alerts.webhook_url", m))?;
+    }
+    if raw.webhook_secret.as_ref().is_some_and(|s| s.is_empty()) {
+        return Err(Issue::new(
+            "alerts.webhook_secret",
+            "is empty (is its environment variable set to an empty value?); remove the field to send unsigned notifications",
+        ));
     }
     let interval = duration(
         "alerts.interval",
@@ -50,6 +64,7 @@ pub(super) fn alerts(
     }
     Ok(AlertsConfig {
         webhook_url: raw.webhook_url,
+        webhook_secret: raw.webhook_secret,
         interval,
         timeout,
         rules,

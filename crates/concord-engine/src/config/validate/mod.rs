@@ -123,6 +123,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
     let alerts = alerts::alerts(raw.alerts, &endpoints)?;
     let admin = access::admin(raw.admin)?;
     let commerce = access::commerce(raw.commerce, &endpoints)?;
+    let metrics = access::metrics(raw.metrics)?;
 
     Ok(Config {
         path: file.to_path_buf(),
@@ -138,6 +139,8 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
         alerts,
         admin,
         commerce,
+        metrics,
+        literal_secrets: Vec::new(),
     })
 }
 
@@ -301,7 +304,7 @@ fn endpoint(name: &str, raw: RawEndpoint) -> Result<EndpointSpec> {
         ));
     }
     check_url(&raw.url).map_err(|m| Issue::new(format!("{at}.url"), m))?;
-    if raw.webhook_secret.as_deref().is_some_and(|s| s.is_empty()) {
+    if raw.webhook_secret.as_ref().is_some_and(|s| s.is_empty()) {
         return Err(Issue::new(
             format!("{at}.webhook_secret"),
             "is empty (is its environment variable set to an empty value?); remove the field if the endpoint sends no webhooks",
@@ -317,14 +320,55 @@ fn endpoint(name: &str, raw: RawEndpoint) -> Result<EndpointSpec> {
         Some(table) => toml_to_json(toml::Value::Table(table)),
         None => Value::Object(Default::default()),
     };
+    let max_response_bytes = match raw.max_response_bytes {
+        Some(size) => positive(&format!("{at}.max_response_bytes"), Some(size.0), 0)?,
+        None => crate::outbound::DEFAULT_MAX_RESPONSE_BYTES,
+    };
+    let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
+    let credentials = sent_credentials(&raw.url, &options);
+    crate::outbound::check_transport(&raw.url, credentials.as_deref(), allow_insecure_http)
+        .map_err(|m| Issue::new(format!("{at}.url"), m))?;
     Ok(EndpointSpec {
         name: name.to_string(),
         connector: raw.connector,
         url: raw.url,
         webhook_secret: raw.webhook_secret,
         timeout,
+        max_response_bytes,
+        allow_insecure_http,
         options,
     })
+}
+
+/// What an endpoint sends to its server that must not travel in clear: the first non-empty
+/// option under a secret-looking name (`options.password`), else user info or a query string
+/// in its URL. (Its `webhook_secret` is only used to check what the endpoint sends us.)
+fn sent_credentials(url: &str, options: &Value) -> Option<String> {
+    fn find(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::Object(map) => map.iter().any(|(k, v)| {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                let secret = crate::secret::is_secret_name(k)
+                    && !matches!(v, Value::Null)
+                    && v.as_str().is_none_or(|s| !s.is_empty());
+                if secret || find(v, path) {
+                    return true;
+                }
+                path.truncate(len);
+                false
+            }),
+            Value::Array(items) => items.iter().any(|i| find(i, path)),
+            _ => false,
+        }
+    }
+    let mut path = String::from("options");
+    if find(options, &mut path) {
+        return Some(format!("credentials (`{path}`)"));
+    }
+    crate::outbound::url_carries_credentials(url)
+        .then(|| "the credentials in the url's user info or query string".to_string())
 }
 
 fn flow(at: &str, raw: RawFlow, endpoints: &BTreeMap<String, EndpointSpec>) -> Result<FlowConfig> {
