@@ -2315,3 +2315,231 @@ async fn a_storefront_capture_pays_the_tryton_invoice_through_the_engine() {
     );
     hub.stop().await;
 }
+
+// ---- Issue 12: creates never assume ----
+
+impl Erp {
+    /// A salable goods product `code` (unit "Unit", the first accounting category).
+    async fn salable_product(&self, code: &str) -> i64 {
+        let unit = self.id("product.uom", json!([["name", "=", "Unit"]])).await;
+        let category = self
+            .find(
+                "product.category",
+                json!([["accounting", "=", true]]),
+                &["id"],
+            )
+            .await
+            .first()
+            .and_then(|c| c["id"].as_i64());
+        let tpl = self
+            .call(
+                "product.template",
+                "create",
+                vec![
+                    json!([{"name": code, "code": code, "type": "goods", "default_uom": unit,
+                   "salable": true, "sale_uom": unit, "account_category": category,
+                   "list_price": {"__class__": "Decimal", "decimal": "11"},
+                   "products": [["create", [{}]]]}]),
+                ],
+            )
+            .await;
+        self.id("product.product", json!([["template", "in", tpl]]))
+            .await
+    }
+
+    /// The e-mail addresses of a sale's party.
+    async fn sale_emails(&self, sale: i64) -> Vec<String> {
+        let party = self.sale(sale, &["party"]).await["party"].clone();
+        self.find(
+            "party.contact_mechanism",
+            json!([["party", "=", party], ["type", "=", "email"]]),
+            &["value"],
+        )
+        .await
+        .iter()
+        .filter_map(|m| m["value"].as_str().map(str::to_lowercase))
+        .collect()
+    }
+}
+
+/// The stock pool for channel `channel` at WH (the order's reservation at the hub).
+fn pool_config(channel: &str) -> String {
+    format!(
+        "\n[inventory]\nsource = \"erp\"\nreservation_ttl = \"10m\"\n\
+         [inventory.channels.{channel}]\nlocations = [\"WH\"]\n"
+    )
+}
+
+/// The bug this guards: an order whose reference Tryton already has with other content was
+/// taken as delivered — the old sale recorded as its acceptance, its reservation released, the
+/// order never reaching Tryton (on real Tryton: 13 units promised of 8). A storefront that
+/// restarted its numbering reuses `1001`; a hub that does not know the first `1001` (a fresh
+/// store) plans a create. It must be a collision: a dead letter naming the hub's order and the
+/// sale, the first sale untouched, the second order's units still held. And the hub's own
+/// earlier write, replayed by a hub that lost its bookkeeping, is still recognised (one sale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_delivery() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}r");
+    let sku = format!("{run}-REUSE");
+    let product = erp.salable_product(&sku).await;
+    erp.inventory(product, "WH", 8).await;
+    let reference = format!("{na}/1001");
+
+    // The store's first life: order 1001, Customer 1, 5 of the 8 units.
+    let a = shop(&na).await;
+    a.set_inventory(&sku, "WH", 8).expect("stock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
+    let first = a
+        .place_order("customer1@example.com", "Customer 1", &[(&sku, 5)])
+        .expect("checkout");
+    assert_eq!(first.number, "1001");
+    wait_until("order 1001 is a processing sale", || async {
+        erp.sales(&reference)
+            .await
+            .iter()
+            .any(|s| s["state"] == "processing")
+    })
+    .await;
+    let sale = erp.sales(&reference).await[0]["id"]
+        .as_i64()
+        .expect("sale id");
+    hub.stop().await;
+
+    // A genuine retry: a hub that lost its bookkeeping (fresh store, e.g. killed before it
+    // settled) reads the same order again — the sale is recognised as its own, none is added.
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
+    wait_until("the replayed order is settled", || async {
+        hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 1
+    })
+    .await;
+    assert_eq!(
+        erp.sales(&reference).await.len(),
+        1,
+        "the retry made no sale"
+    );
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "a retry is no collision: {:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+    drop(a);
+
+    // The store restarts its numbering at 1001; a re-installed hub with the stock pool.
+    let a = shop(&na).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &pool_config(&na)).await;
+    let ats = |hub: &Hub| {
+        let (engine, sku) = (hub.engine.clone(), sku.clone());
+        let channel = na.clone();
+        async move {
+            engine
+                .availability(&channel, std::slice::from_ref(&sku))
+                .await
+                .ok()
+                .and_then(|a| a.first().map(|x| x.ats))
+        }
+    };
+    wait_until(
+        "the pool has Tryton's figure (8 on hand, 5 committed)",
+        || async { ats(&hub).await == Some(3) },
+    )
+    .await;
+    let out = hub
+        .engine
+        .reserve(
+            &na,
+            &format!("cart-{run}"),
+            vec![concord_core::inventory::Line {
+                sku: sku.clone(),
+                quantity: 3,
+            }],
+        )
+        .await
+        .expect("reserve");
+    let concord_store::ReserveOutcome::Reserved(reservation) = out else {
+        panic!("3 units are free: {out:?}");
+    };
+    hub.engine
+        .commit_reservation(&reservation.id, "1001")
+        .await
+        .expect("commit");
+    // The store sells what the hub held for it (its own copy of the figure is the store's
+    // business; a checkout through the hub sells against the reservation).
+    a.set_inventory(&sku, "WH", 3).expect("stock");
+    let second = a
+        .place_order(
+            &format!("second-{run}@example.com"),
+            "Second Customer",
+            &[(&sku, 3)],
+        )
+        .expect("checkout");
+    assert_eq!(
+        second.number, "1001",
+        "the restarted store reuses the number"
+    );
+
+    wait_until("the second order 1001 is dead-lettered", || async {
+        hub.dead_letters().await.iter().any(|d| d.key == reference)
+    })
+    .await;
+    let dl = hub
+        .dead_letters()
+        .await
+        .into_iter()
+        .find(|d| d.key == reference)
+        .expect("dead letter");
+    println!("COLLISION: {}", dl.reason);
+    assert!(
+        dl.reason.contains(&format!("`{reference}`"))
+            && dl.reason.contains(&format!("sale {sale}")),
+        "the dead letter names the hub's order and Tryton's sale: {}",
+        dl.reason
+    );
+    assert!(
+        dl.reason.contains(&format!("second-{run}@example.com")),
+        "and says what differs: {}",
+        dl.reason
+    );
+
+    // The first sale is untouched and still the only one under the reference.
+    let sales = erp.sales(&reference).await;
+    assert_eq!(sales.len(), 1, "{sales:?}");
+    assert_eq!(sales[0]["id"].as_i64(), Some(sale));
+    assert_eq!(sales[0]["state"], "processing");
+    assert_eq!(erp.sale_lines(sale).await, vec![(sku.clone(), 5)]);
+    assert_eq!(
+        erp.sale_emails(sale).await,
+        vec!["customer1@example.com".to_string()]
+    );
+
+    // The second order never reached Tryton, so its units stay held: not accepted, not released,
+    // and the channel cannot sell them again.
+    let r = hub
+        .engine
+        .reservation(&reservation.id)
+        .await
+        .expect("reservation");
+    assert_eq!(r.state, concord_store::ReservationState::Committed, "{r:?}");
+    assert!(r.accepted_at.is_none(), "not accepted: {r:?}");
+    assert!(r.lines.iter().all(|l| l.released_at.is_none()), "{r:?}");
+    // A newer Tryton figure (1 unit more on hand) is read, and still nothing is released.
+    erp.inventory(product, "WH", 9).await;
+    wait_until("the pool has the new figure", || async {
+        ats(&hub).await == Some(1)
+    })
+    .await;
+    let r = hub
+        .engine
+        .reservation(&reservation.id)
+        .await
+        .expect("reservation");
+    assert_eq!(r.state, concord_store::ReservationState::Committed, "{r:?}");
+    hub.stop().await;
+}
