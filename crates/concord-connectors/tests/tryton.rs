@@ -2543,3 +2543,114 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
     assert_eq!(r.state, concord_store::ReservationState::Committed, "{r:?}");
     hub.stop().await;
 }
+
+// ---- Issue 12: pollers never skip ----
+
+/// Tryton stamps every row of one transaction with one `write_date`. The reader before this
+/// fetched every row of the page's last timestamp in one unlimited query (never a gap, but a
+/// page of any size: 10,000 parties written at once were one response, and one that times out
+/// every time stalls the poller). Now rows sharing a timestamp are paged by id: every party is
+/// read exactly once, and no page is larger than asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parties_written_in_one_transaction_are_each_read_once_across_small_pages() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    const N: usize = 11;
+    const PAGE: usize = 3;
+    let parties: Vec<Value> = (0..N)
+        .map(|i| {
+            json!({"name": format!("Tie {run} {i}"), "contact_mechanisms": [["create",
+                [{"type": "email", "value": format!("tie-{run}-{i}@example.com")}]]]})
+        })
+        .collect();
+    let ids = erp
+        .call("party.party", "create", vec![Value::Array(parties)])
+        .await;
+    let ids: Vec<i64> = ids
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(ids.len(), N);
+    // One write of all of them: one transaction, one write_date.
+    erp.call(
+        "party.party",
+        "write",
+        vec![json!(ids), json!({"name": format!("Tie {run} (renamed)")})],
+    )
+    .await;
+    let rows = erp
+        .find("party.party", json!([["id", "in", ids]]), &["write_date"])
+        .await;
+    let stamps: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r["write_date"].to_string()).collect();
+    assert_eq!(
+        stamps.len(),
+        1,
+        "one transaction, one write_date: {stamps:?}"
+    );
+    let wd = &rows[0]["write_date"];
+    let micro = |k: &str| wd[k].as_u64().unwrap_or(0) as u32;
+    let at = chrono::NaiveDate::from_ymd_opt(
+        wd["year"].as_i64().unwrap_or(0) as i32,
+        micro("month"),
+        micro("day"),
+    )
+    .and_then(|d| {
+        d.and_hms_micro_opt(
+            micro("hour"),
+            micro("minute"),
+            micro("second"),
+            micro("microsecond"),
+        )
+    })
+    .expect("a write_date");
+    // From one microsecond before: the first rows are ours.
+    let start = (at - chrono::Duration::microseconds(1))
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+
+    let tryton = TrytonConnector::new(&tryton_spec(&e)).expect("connector");
+    let mut cursor = Some(start);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pages = 0;
+    loop {
+        let page = tryton
+            .read_changes(ReadRequest {
+                kind: Kind::Customer,
+                cursor: cursor.as_deref(),
+                limit: PAGE,
+                overlap: Duration::ZERO,
+            })
+            .await
+            .unwrap_or_else(|err| panic!("page {pages}: {err}"));
+        pages += 1;
+        assert!(pages < 1000, "the cycle never ends");
+        assert!(
+            page.records.len() <= PAGE,
+            "page {pages}: {} customers from a page of at most {PAGE} parties",
+            page.records.len()
+        );
+        for r in &page.records {
+            *seen.entry(r.external_id.clone()).or_default() += 1;
+        }
+        if page.cursor.is_some() {
+            cursor = page.cursor;
+        }
+        if !page.more {
+            break;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            seen.get(&id.to_string()).copied(),
+            Some(1),
+            "party {id} read {:?} times in {pages} pages",
+            seen.get(&id.to_string())
+        );
+    }
+    println!("TIES: {N} parties sharing one write_date read once each in {pages} pages of {PAGE}");
+}
