@@ -1511,7 +1511,12 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
     let rec = &orders.iter().find(|(id, _)| *id == second.id).unwrap().1;
     assert_eq!(rec["status"], "cancelled");
     let out = conn
-        .write(vec![op(Kind::Order, &key, "cancel", json!({}))])
+        .write(vec![op(
+            Kind::Order,
+            &key,
+            "cancel",
+            json!({"customer": {"email": "ann@example.com"}}),
+        )])
         .await;
     assert!(permanent_with(&out[0], "fulfillments"), "{out:?}");
     let out = conn
@@ -1533,12 +1538,29 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
         (Some("SO-7"), Some("invoiced"))
     );
     assert_eq!(o.lines[0].quantity, 3, "the order itself is unchanged");
-    let mut other = back;
+    let mut other = back.clone();
     other["number"] = json!("9999");
     let out = conn
         .write(vec![op(Kind::Order, "web/9999", "create", other)])
         .await;
     assert!(permanent_with(&out[0], "no order `web/9999`"), "{out:?}");
+    // Another customer's order under the same number (the ERP's record of an order the store
+    // took before it restarted its numbering) is never noted on this one, nor cancels it.
+    let mut someone_else = back;
+    someone_else["customer"]["email"] = json!("bob@example.com");
+    someone_else["erp_number"] = json!("SO-1");
+    for o in ["update", "cancel"] {
+        let out = conn
+            .write(vec![op(Kind::Order, &key, o, someone_else.clone())])
+            .await;
+        assert!(
+            permanent_with(&out[0], "collides") && permanent_with(&out[0], "bob@example.com"),
+            "{o}: {out:?}"
+        );
+    }
+    let o = shop.order(&placed.id).unwrap();
+    assert_eq!(o.erp_number.as_deref(), Some("SO-7"));
+    assert_ne!(o.status, ShopOrderStatus::Cancelled);
     shop.shutdown().await;
 }
 
