@@ -7,6 +7,7 @@
 //!
 //! Must never: touch the store, sleep or retry (the engine does that), or decide routing.
 
+pub mod identity;
 mod options;
 pub mod sandbox;
 pub mod tryton;

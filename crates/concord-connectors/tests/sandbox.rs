@@ -951,6 +951,107 @@ async fn erp_keys_orders_by_reference_for_cancel_and_replace() {
     erp.shutdown().await;
 }
 
+/// Creates never assume: a sales order found under an order's reference is that order's only
+/// with its customer and lines. A store that restarted its numbering sends another `web/1001`
+/// (another customer, other lines): before, the connector answered `Done` with the first order's
+/// sales order — the hub took the order as accepted and released its stock, and the ERP never
+/// got it. Now it is a permanent failure (a dead letter) naming both, the ERP answers 409 to the
+/// create itself, the first order is untouched, and a genuine retry is still recognised.
+#[tokio::test]
+async fn erp_refuses_another_order_under_an_existing_reference() {
+    let (erp, conn, order, so) = erp_with_order().await;
+    let bob = ext_id(
+        &conn
+            .write(vec![op(
+                Kind::Customer,
+                "bob@example.com",
+                "upsert",
+                json!({"email": "bob@example.com"}),
+            )])
+            .await[0],
+    );
+    let mut restarted = order.clone();
+    restarted["customer"]["email"] = json!("bob@example.com");
+    restarted["lines"] = json!([{"sku": "SKU-0001", "quantity": 7, "unit_price_minor": 100}]);
+    let out = conn
+        .write(vec![op(
+            Kind::Order,
+            "web/1001",
+            "create",
+            restarted.clone(),
+        )])
+        .await;
+    assert!(
+        permanent_with(&out[0], "`web/1001`")
+            && permanent_with(&out[0], &format!("sales order {so}"))
+            && permanent_with(&out[0], "bob@example.com"),
+        "a collision naming the hub's order, the ERP's and what differs: {out:?}"
+    );
+    // The same customer with other lines is another order too (for a create).
+    let mut other_lines = order.clone();
+    other_lines["lines"] = json!([{"sku": "SKU-0001", "quantity": 13, "unit_price_minor": 100}]);
+    let out = conn
+        .write(vec![op(Kind::Order, "web/1001", "create", other_lines)])
+        .await;
+    assert!(
+        permanent_with(&out[0], "SKU-0001×3, SKU-0002×2") && permanent_with(&out[0], "SKU-0001×13"),
+        "{out:?}"
+    );
+    // A cancel or an edit of the other order never reaches the first one's sales order.
+    for o in ["cancel", "amend"] {
+        let out = conn
+            .write(vec![op(Kind::Order, "web/1001", o, restarted.clone())])
+            .await;
+        assert!(permanent_with(&out[0], "collides"), "{o}: {out:?}");
+    }
+    // The ERP itself refuses the create (the race between a lookup and a create): 409.
+    let mut body = restarted.clone();
+    body["customer_id"] = json!(bob);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/sales-orders", erp.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains(&so) && text.contains("web/1001"), "{text}");
+
+    // Nothing changed at the ERP; the first order's own retry is still its own.
+    let first = erp.order(&so).unwrap();
+    assert_eq!(first.email, "ann@example.com");
+    assert_eq!(first.lines[0].quantity, 3);
+    assert_eq!(
+        first.status,
+        concord_connectors::sandbox::erp::ErpOrderStatus::Open
+    );
+    assert_eq!(erp.sales_orders().len(), 1);
+    assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().committed, 3);
+    let again = conn
+        .write(vec![op(Kind::Order, "web/1001", "create", order.clone())])
+        .await;
+    assert_eq!(
+        ext_id(&again[0]),
+        so,
+        "a retry of the same order is recognised"
+    );
+    let mut reordered = order.clone();
+    reordered["customer"]["email"] = json!("ANN@example.com");
+    reordered["lines"] = json!([{"sku": "SKU-0002", "quantity": 1, "unit_price_minor": 1},
+                                {"sku": "SKU-0001", "quantity": 3, "unit_price_minor": 1},
+                                {"sku": "SKU-0002", "quantity": 1, "unit_price_minor": 1}]);
+    let again = conn
+        .write(vec![op(Kind::Order, "web/1001", "create", reordered)])
+        .await;
+    assert_eq!(
+        ext_id(&again[0]),
+        so,
+        "prices, line order and the e-mail's case do not make another order"
+    );
+    erp.shutdown().await;
+}
+
 /// A channel makes its payment and refund ids unique only among its own records: two stores
 /// both numbering `pay_1` and `re_1` are two payments and two credit notes of two orders at the
 /// ERP, each in its own order's money — never the first one again (before, the ERP answered the
@@ -1412,7 +1513,12 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
     let rec = &orders.iter().find(|(id, _)| *id == second.id).unwrap().1;
     assert_eq!(rec["status"], "cancelled");
     let out = conn
-        .write(vec![op(Kind::Order, &key, "cancel", json!({}))])
+        .write(vec![op(
+            Kind::Order,
+            &key,
+            "cancel",
+            json!({"customer": {"email": "ann@example.com"}}),
+        )])
         .await;
     assert!(permanent_with(&out[0], "fulfillments"), "{out:?}");
     let out = conn
@@ -1434,12 +1540,29 @@ async fn shop_takes_fulfilments_invoices_payments_refunds_and_emits_edits_cancel
         (Some("SO-7"), Some("invoiced"))
     );
     assert_eq!(o.lines[0].quantity, 3, "the order itself is unchanged");
-    let mut other = back;
+    let mut other = back.clone();
     other["number"] = json!("9999");
     let out = conn
         .write(vec![op(Kind::Order, "web/9999", "create", other)])
         .await;
     assert!(permanent_with(&out[0], "no order `web/9999`"), "{out:?}");
+    // Another customer's order under the same number (the ERP's record of an order the store
+    // took before it restarted its numbering) is never noted on this one, nor cancels it.
+    let mut someone_else = back;
+    someone_else["customer"]["email"] = json!("bob@example.com");
+    someone_else["erp_number"] = json!("SO-1");
+    for o in ["update", "cancel"] {
+        let out = conn
+            .write(vec![op(Kind::Order, &key, o, someone_else.clone())])
+            .await;
+        assert!(
+            permanent_with(&out[0], "collides") && permanent_with(&out[0], "bob@example.com"),
+            "{o}: {out:?}"
+        );
+    }
+    let o = shop.order(&placed.id).unwrap();
+    assert_eq!(o.erp_number.as_deref(), Some("SO-7"));
+    assert_ne!(o.status, ShopOrderStatus::Cancelled);
     shop.shutdown().await;
 }
 

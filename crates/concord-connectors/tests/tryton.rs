@@ -2338,3 +2338,342 @@ async fn a_storefront_capture_pays_the_tryton_invoice_through_the_engine() {
     );
     hub.stop().await;
 }
+
+// ---- Issue 12: creates never assume ----
+
+impl Erp {
+    /// A salable goods product `code` (unit "Unit", the first accounting category).
+    async fn salable_product(&self, code: &str) -> i64 {
+        let unit = self.id("product.uom", json!([["name", "=", "Unit"]])).await;
+        let category = self
+            .find(
+                "product.category",
+                json!([["accounting", "=", true]]),
+                &["id"],
+            )
+            .await
+            .first()
+            .and_then(|c| c["id"].as_i64());
+        let tpl = self
+            .call(
+                "product.template",
+                "create",
+                vec![
+                    json!([{"name": code, "code": code, "type": "goods", "default_uom": unit,
+                   "salable": true, "sale_uom": unit, "account_category": category,
+                   "list_price": {"__class__": "Decimal", "decimal": "11"},
+                   "products": [["create", [{}]]]}]),
+                ],
+            )
+            .await;
+        self.id("product.product", json!([["template", "in", tpl]]))
+            .await
+    }
+
+    /// The e-mail addresses of a sale's party.
+    async fn sale_emails(&self, sale: i64) -> Vec<String> {
+        let party = self.sale(sale, &["party"]).await["party"].clone();
+        self.find(
+            "party.contact_mechanism",
+            json!([["party", "=", party], ["type", "=", "email"]]),
+            &["value"],
+        )
+        .await
+        .iter()
+        .filter_map(|m| m["value"].as_str().map(str::to_lowercase))
+        .collect()
+    }
+}
+
+/// The stock pool for channel `channel` at WH (the order's reservation at the hub).
+fn pool_config(channel: &str) -> String {
+    format!(
+        "\n[inventory]\nsource = \"erp\"\nreservation_ttl = \"10m\"\n\
+         [inventory.channels.{channel}]\nlocations = [\"WH\"]\n"
+    )
+}
+
+/// The bug this guards: an order whose reference Tryton already has with other content was
+/// taken as delivered — the old sale recorded as its acceptance, its reservation released, the
+/// order never reaching Tryton (on real Tryton: 13 units promised of 8). A storefront that
+/// restarted its numbering reuses `1001`; a hub that does not know the first `1001` (a fresh
+/// store) plans a create. It must be a collision: a dead letter naming the hub's order and the
+/// sale, the first sale untouched, the second order's units still held. And the hub's own
+/// earlier write, replayed by a hub that lost its bookkeeping, is still recognised (one sale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_delivery() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    let na = format!("t{run}r");
+    let sku = format!("{run}-REUSE");
+    let product = erp.salable_product(&sku).await;
+    erp.inventory(product, "WH", 8).await;
+    let reference = format!("{na}/1001");
+
+    // The store's first life: order 1001, Customer 1, 5 of the 8 units.
+    let a = shop(&na).await;
+    a.set_inventory(&sku, "WH", 8).expect("stock");
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
+    let first = a
+        .place_order("customer1@example.com", "Customer 1", &[(&sku, 5)])
+        .expect("checkout");
+    assert_eq!(first.number, "1001");
+    wait_until("order 1001 is a processing sale", || async {
+        erp.sales(&reference)
+            .await
+            .iter()
+            .any(|s| s["state"] == "processing")
+    })
+    .await;
+    let sale = erp.sales(&reference).await[0]["id"]
+        .as_i64()
+        .expect("sale id");
+    hub.stop().await;
+
+    // A genuine retry: a hub that lost its bookkeeping (fresh store, e.g. killed before it
+    // settled) reads the same order again — the sale is recognised as its own, none is added.
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
+    wait_until("the replayed order is settled", || async {
+        hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 1
+    })
+    .await;
+    assert_eq!(
+        erp.sales(&reference).await.len(),
+        1,
+        "the retry made no sale"
+    );
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "a retry is no collision: {:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+    drop(a);
+
+    // The store restarts its numbering at 1001; a re-installed hub with the stock pool.
+    let a = shop(&na).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &pool_config(&na)).await;
+    let ats = |hub: &Hub| {
+        let (engine, sku) = (hub.engine.clone(), sku.clone());
+        let channel = na.clone();
+        async move {
+            engine
+                .availability(&channel, std::slice::from_ref(&sku))
+                .await
+                .ok()
+                .and_then(|a| a.first().map(|x| x.ats))
+        }
+    };
+    wait_until(
+        "the pool has Tryton's figure (8 on hand, 5 committed)",
+        || async { ats(&hub).await == Some(3) },
+    )
+    .await;
+    let out = hub
+        .engine
+        .reserve(
+            &na,
+            &format!("cart-{run}"),
+            vec![concord_core::inventory::Line {
+                sku: sku.clone(),
+                quantity: 3,
+            }],
+        )
+        .await
+        .expect("reserve");
+    let concord_store::ReserveOutcome::Reserved(reservation) = out else {
+        panic!("3 units are free: {out:?}");
+    };
+    hub.engine
+        .commit_reservation(&reservation.id, "1001")
+        .await
+        .expect("commit");
+    // The store sells what the hub held for it (its own copy of the figure is the store's
+    // business; a checkout through the hub sells against the reservation).
+    a.set_inventory(&sku, "WH", 3).expect("stock");
+    let second = a
+        .place_order(
+            &format!("second-{run}@example.com"),
+            "Second Customer",
+            &[(&sku, 3)],
+        )
+        .expect("checkout");
+    assert_eq!(
+        second.number, "1001",
+        "the restarted store reuses the number"
+    );
+
+    wait_until("the second order 1001 is dead-lettered", || async {
+        hub.dead_letters().await.iter().any(|d| d.key == reference)
+    })
+    .await;
+    let dl = hub
+        .dead_letters()
+        .await
+        .into_iter()
+        .find(|d| d.key == reference)
+        .expect("dead letter");
+    println!("COLLISION: {}", dl.reason);
+    assert!(
+        dl.reason.contains(&format!("`{reference}`"))
+            && dl.reason.contains(&format!("sale {sale}")),
+        "the dead letter names the hub's order and Tryton's sale: {}",
+        dl.reason
+    );
+    assert!(
+        dl.reason.contains(&format!("second-{run}@example.com")),
+        "and says what differs: {}",
+        dl.reason
+    );
+
+    // The first sale is untouched and still the only one under the reference.
+    let sales = erp.sales(&reference).await;
+    assert_eq!(sales.len(), 1, "{sales:?}");
+    assert_eq!(sales[0]["id"].as_i64(), Some(sale));
+    assert_eq!(sales[0]["state"], "processing");
+    assert_eq!(erp.sale_lines(sale).await, vec![(sku.clone(), 5)]);
+    assert_eq!(
+        erp.sale_emails(sale).await,
+        vec!["customer1@example.com".to_string()]
+    );
+
+    // The second order never reached Tryton, so its units stay held: not accepted, not released,
+    // and the channel cannot sell them again.
+    let r = hub
+        .engine
+        .reservation(&reservation.id)
+        .await
+        .expect("reservation");
+    assert_eq!(r.state, concord_store::ReservationState::Committed, "{r:?}");
+    assert!(r.accepted_at.is_none(), "not accepted: {r:?}");
+    assert!(r.lines.iter().all(|l| l.released_at.is_none()), "{r:?}");
+    // A newer Tryton figure (1 unit more on hand) is read, and still nothing is released.
+    erp.inventory(product, "WH", 9).await;
+    wait_until("the pool has the new figure", || async {
+        ats(&hub).await == Some(1)
+    })
+    .await;
+    let r = hub
+        .engine
+        .reservation(&reservation.id)
+        .await
+        .expect("reservation");
+    assert_eq!(r.state, concord_store::ReservationState::Committed, "{r:?}");
+    hub.stop().await;
+}
+
+// ---- Issue 12: pollers never skip ----
+
+/// Tryton stamps every row of one transaction with one `write_date`. The reader before this
+/// fetched every row of the page's last timestamp in one unlimited query (never a gap, but a
+/// page of any size: 10,000 parties written at once were one response, and one that times out
+/// every time stalls the poller). Now rows sharing a timestamp are paged by id: every party is
+/// read exactly once, and no page is larger than asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parties_written_in_one_transaction_are_each_read_once_across_small_pages() {
+    let Some(e) = env() else { return };
+    let _serial = serial().await;
+    let erp = Erp::new(&e);
+    let run = run_id();
+    const N: usize = 11;
+    const PAGE: usize = 3;
+    let parties: Vec<Value> = (0..N)
+        .map(|i| {
+            json!({"name": format!("Tie {run} {i}"), "contact_mechanisms": [["create",
+                [{"type": "email", "value": format!("tie-{run}-{i}@example.com")}]]]})
+        })
+        .collect();
+    let ids = erp
+        .call("party.party", "create", vec![Value::Array(parties)])
+        .await;
+    let ids: Vec<i64> = ids
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(ids.len(), N);
+    // One write of all of them: one transaction, one write_date.
+    erp.call(
+        "party.party",
+        "write",
+        vec![json!(ids), json!({"name": format!("Tie {run} (renamed)")})],
+    )
+    .await;
+    let rows = erp
+        .find("party.party", json!([["id", "in", ids]]), &["write_date"])
+        .await;
+    let stamps: std::collections::BTreeSet<String> =
+        rows.iter().map(|r| r["write_date"].to_string()).collect();
+    assert_eq!(
+        stamps.len(),
+        1,
+        "one transaction, one write_date: {stamps:?}"
+    );
+    let wd = &rows[0]["write_date"];
+    let micro = |k: &str| wd[k].as_u64().unwrap_or(0) as u32;
+    let at = chrono::NaiveDate::from_ymd_opt(
+        wd["year"].as_i64().unwrap_or(0) as i32,
+        micro("month"),
+        micro("day"),
+    )
+    .and_then(|d| {
+        d.and_hms_micro_opt(
+            micro("hour"),
+            micro("minute"),
+            micro("second"),
+            micro("microsecond"),
+        )
+    })
+    .expect("a write_date");
+    // From one microsecond before: the first rows are ours.
+    let start = (at - chrono::Duration::microseconds(1))
+        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+
+    let tryton = TrytonConnector::new(&tryton_spec(&e)).expect("connector");
+    let mut cursor = Some(start);
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut pages = 0;
+    loop {
+        let page = tryton
+            .read_changes(ReadRequest {
+                kind: Kind::Customer,
+                cursor: cursor.as_deref(),
+                limit: PAGE,
+                overlap: Duration::ZERO,
+            })
+            .await
+            .unwrap_or_else(|err| panic!("page {pages}: {err}"));
+        pages += 1;
+        assert!(pages < 1000, "the cycle never ends");
+        assert!(
+            page.records.len() <= PAGE,
+            "page {pages}: {} customers from a page of at most {PAGE} parties",
+            page.records.len()
+        );
+        for r in &page.records {
+            *seen.entry(r.external_id.clone()).or_default() += 1;
+        }
+        if page.cursor.is_some() {
+            cursor = page.cursor;
+        }
+        if !page.more {
+            break;
+        }
+    }
+    for id in &ids {
+        assert_eq!(
+            seen.get(&id.to_string()).copied(),
+            Some(1),
+            "party {id} read {:?} times in {pages} pages",
+            seen.get(&id.to_string())
+        );
+    }
+    println!("TIES: {N} parties sharing one write_date read once each in {pages} pages of {PAGE}");
+}

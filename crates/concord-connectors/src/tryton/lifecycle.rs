@@ -54,7 +54,9 @@ fn first_posted(invoices: &[Value]) -> Option<&Value> {
 }
 
 impl TrytonConnector {
-    /// The sale of an op: by external id when the engine knows it, else by reference.
+    /// The sale of an op: by external id when the engine knows it, else by reference — then
+    /// only when it is this order's (same stamp, or same customer: [`crate::identity`]), so an
+    /// edit or a cancellation never reaches another order's sale under a reused number.
     async fn sale_of(&self, op: &WriteOp) -> Result<Option<(i64, String)>, DeliveryError> {
         if let Some(id) = op
             .external_id
@@ -69,7 +71,15 @@ impl TrytonConnector {
                 return Ok(Some((id, state_of(s).to_string())));
             }
         }
-        self.find_sale(&sale_reference(op)?).await
+        // Found by reference only: it must be this order's (a collision is permanent).
+        let reference = sale_reference(op)?;
+        match self.find_sale(&reference).await? {
+            Some((sale, state)) => {
+                self.judge_sale(op, &reference, sale, false).await?;
+                Ok(Some((sale, state)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// The sale's customer shipments, and whether goods of any of them have left.

@@ -3,21 +3,37 @@
 //! (by code, for migrations).
 //!
 //! Idempotency of order creates: the sale is looked up by `reference` (= the canonical order key
-//! `channel/number`) before anything is created, and a sale found in an earlier state (a crash
-//! between create and confirm) is moved on along `sale_flow` instead of being created again. So a
-//! replayed op, or a Concord killed between Tryton's create and its own bookkeeping, finds the
-//! sale and never makes a second one. (Two deliveries of the same key are never in flight at
-//! once: the engine keeps one in flight per key.)
+//! `channel/number`, or a replacement's `{key}~n`) before anything is created, and a sale found
+//! in an earlier state (a crash between create and confirm) is moved on along `sale_flow` instead
+//! of being created again. So a replayed op, or a Concord killed between Tryton's create and its
+//! own bookkeeping, finds the sale and never makes a second one. (Two deliveries of the same key
+//! are never in flight at once: the engine keeps one in flight per key.)
 //!
-//! Must never: create a sale whose reference already exists, or guess a product: an unknown SKU
-//! is a permanent failure naming it.
+//! A sale found under the reference is taken as this order's only when it is (the rules of
+//! [`crate::identity`]): the hub's cross-reference (`external_id`) names it, or it carries this
+//! order's stamp — every sale the connector creates gets `concord-order:<hash of reference,
+//! customer e-mail and placing time>` in its `comment`, a field Tryton keeps in every state and
+//! never copies to another sale's reference —, or, unstamped, it has the order's customer (an
+//! e-mail of its party) and lines (quantity per product code). Anything else — a storefront that
+//! restarted its numbering, another customer's order — is a collision: a permanent error naming
+//! the order and the sale, never a success, so the order is dead-lettered and its reservation
+//! stays held. A stamped sale with other lines is this order edited since: the edit is applied
+//! ([`super::lifecycle`]), never a second sale.
+//!
+//! Parties are correlated by e-mail (a party with the order's e-mail *is* its customer) and
+//! products by code: natural keys, see [`crate::identity`].
+//!
+//! Must never: create a sale whose reference already exists, take another order's sale as this
+//! order's, or guess a product: an unknown SKU is a permanent failure naming it.
 
 use super::config::SaleFlow;
 use super::mapping::{address_to_tryton, changed_at, format_ts, just_before, minor_to_decimal};
 use super::TrytonConnector;
+use crate::identity::{self, FoundOrder, Verdict};
 use concord_core::Kind;
 use concord_engine::connector::{DeliveryError, WriteOp, WriteOutcome};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 pub(super) fn permanent(reason: impl Into<String>) -> DeliveryError {
     DeliveryError::Permanent {
@@ -170,11 +186,145 @@ impl TrytonConnector {
     pub(super) async fn upsert_sale(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let reference = sale_reference(op)?;
         let (sale, state) = match self.find_sale(&reference).await? {
-            Some(found) => found,
+            Some((sale, state)) => match self.judge_sale(op, &reference, sale, true).await? {
+                Verdict::OwnEdited => return self.apply_missed_edit(op, sale).await,
+                _ => (sale, state),
+            },
             None if op.op == "update_only" => return Ok(WriteOutcome::NoMatch),
             None => (self.create_sale(op, &reference).await?, "draft".to_string()),
         };
         self.advance_sale(sale, state).await
+    }
+
+    /// This order's own sale (stamped for it) with other lines than the write: an edit made at
+    /// the channel that never reached Tryton (e.g. a hub with a fresh store reading the edited
+    /// order again). The edit is applied as an amendment would be; when Tryton cannot take it,
+    /// a permanent failure says why (a create has no cancel-and-replace to fall back on).
+    async fn apply_missed_edit(
+        &self,
+        op: &WriteOp,
+        sale: i64,
+    ) -> Result<WriteOutcome, DeliveryError> {
+        let mut amend = op.clone();
+        amend.external_id = Some(sale.to_string());
+        match Box::pin(self.amend_sale(&amend)).await? {
+            WriteOutcome::CannotAmend { reason } => Err(permanent(format!(
+                "sale {sale} is order `{}`'s but has other lines than the order, and Tryton \
+                 cannot amend it: {reason}",
+                op.key
+            ))),
+            other => Ok(other),
+        }
+    }
+
+    /// Whether sale `sale`, found under `reference`, is this order's (see the module doc and
+    /// [`crate::identity`]); a collision is a permanent error naming the order and the sale.
+    /// `compare_lines`: the write is a create (the sale must hold the order's lines) rather than
+    /// an amend or a cancel.
+    pub(super) async fn judge_sale(
+        &self,
+        op: &WriteOp,
+        reference: &str,
+        sale: i64,
+        compare_lines: bool,
+    ) -> Result<Verdict, DeliveryError> {
+        if op.external_id.as_deref().map(str::trim) == Some(sale.to_string().as_str()) {
+            return Ok(Verdict::Own);
+        }
+        let row = self
+            .read_sale(sale, &["comment", "party", "number", "lines"])
+            .await?;
+        let emails = match row.get("party").and_then(Value::as_i64) {
+            None => Vec::new(),
+            Some(party) => self
+                .rpc
+                .search_read(
+                    "party.contact_mechanism",
+                    json!([["party", "=", party], ["type", "=", "email"]]),
+                    None,
+                    json!([["id", "ASC"]]),
+                    &["value"],
+                )
+                .await?
+                .iter()
+                .filter_map(|m| m.get("value").and_then(Value::as_str))
+                .map(|e| e.trim().to_lowercase())
+                .collect(),
+        };
+        let lines = self.sale_quantities(&ids_of(row.get("lines"))).await?;
+        let found = FoundOrder {
+            stamp: row
+                .get("comment")
+                .and_then(Value::as_str)
+                .and_then(identity::find_stamp),
+            emails,
+            lines,
+        };
+        match identity::judge(reference, &op.payload, &found, compare_lines) {
+            Verdict::Collision(why) => {
+                let number = str_at(&row, "/number")
+                    .map(|n| format!(" (number {n})"))
+                    .unwrap_or_default();
+                Err(permanent(format!(
+                    "order `{key}` collides with Tryton sale {sale}{number}, which already has \
+                     reference `{reference}`: {why}. The hub does not take another order's sale \
+                     for this one, so nothing was written and the order stays undelivered (its \
+                     stock stays held); give one of them another reference (rename that sale's \
+                     reference in Tryton, or fix the storefront's order numbering) and replay \
+                     this dead letter",
+                    key = op.key
+                )))
+            }
+            verdict => Ok(verdict),
+        }
+    }
+
+    /// Quantity per product code of sale lines `lines` (type `line` with a product).
+    async fn sale_quantities(&self, lines: &[i64]) -> Result<BTreeMap<String, i64>, DeliveryError> {
+        if lines.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let rows = self
+            .rpc
+            .read_ctx(
+                "sale.line",
+                lines,
+                &["type", "product", "quantity"],
+                &json!({}),
+            )
+            .await?;
+        let rows: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r.get("type").and_then(Value::as_str) == Some("line"))
+            .collect();
+        let mut products: Vec<i64> = rows
+            .iter()
+            .filter_map(|r| r.get("product").and_then(Value::as_i64))
+            .collect();
+        products.sort_unstable();
+        products.dedup();
+        let codes: BTreeMap<i64, String> = if products.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.rpc
+                .read_ctx("product.product", &products, &["code"], &json!({}))
+                .await?
+                .iter()
+                .filter_map(|p| Some((id_of(p)?, p.get("code")?.as_str()?.to_string())))
+                .collect()
+        };
+        let as_lines: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let code = r
+                    .get("product")
+                    .and_then(Value::as_i64)
+                    .and_then(|p| codes.get(&p).cloned())
+                    .unwrap_or_default();
+                json!({"sku": code, "quantity": r.get("quantity").cloned().unwrap_or(Value::Null)})
+            })
+            .collect();
+        Ok(identity::lines_by_sku(Some(&Value::Array(as_lines))))
     }
 
     /// Move a sale along the configured flow from `state` (also finishes what a crash left half
@@ -394,6 +544,11 @@ impl TrytonConnector {
         if let Some(number) = str_at(p, "/number") {
             sale["description"] = json!(format!("Order {number}"));
         }
+        // The stamp that lets a retry recognise this sale as this order's (module doc).
+        sale["comment"] = json!(format!(
+            "Created by Concord for order {reference} [{}]",
+            identity::order_stamp(reference, p)
+        ));
         self.create_one("sale.sale", sale).await
     }
 

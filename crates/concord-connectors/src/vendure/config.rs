@@ -17,6 +17,8 @@
 //! # looked up by its own name.
 //! stock_locations = { default = "Default Stock Location", WH2 = "2" }
 //! settle_on_ship = true              # settle authorized payments when the ERP ships (default)
+//! list_limit = 1000                  # Vendure's `adminListQueryLimit` (default 1000): the most
+//!                                    # rows one list query may ask for
 //! ```
 //!
 //! Must never: do I/O or print the password.
@@ -38,6 +40,7 @@ struct Raw {
     admin_api_path: Option<String>,
     stock_locations: Option<BTreeMap<String, Value>>,
     settle_on_ship: Option<bool>,
+    list_limit: Option<u64>,
 }
 
 /// Checked options.
@@ -55,6 +58,9 @@ pub struct Options {
     /// Settle (capture) an order's authorized payments when the ERP ships it: Vendure's default
     /// order process only lets paid orders become `Shipped`. Default true.
     pub settle_on_ship: bool,
+    /// The most rows one Admin API list query may ask for: the server's
+    /// `apiOptions.adminListQueryLimit` (Vendure refuses a larger `take`). Default 1000.
+    pub list_limit: usize,
 }
 
 impl std::fmt::Debug for Options {
@@ -66,6 +72,7 @@ impl std::fmt::Debug for Options {
             .field("currency", &self.currency)
             .field("language", &self.language)
             .field("stock_locations", &self.stock_locations)
+            .field("list_limit", &self.list_limit)
             .finish_non_exhaustive()
     }
 }
@@ -106,7 +113,18 @@ impl Options {
             .unwrap_or_else(|| "admin-api".into())
             .trim_matches('/')
             .to_string();
+        let list_limit = match raw.list_limit {
+            None => 1000,
+            Some(n) if (1..=100_000).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(err(
+                    "options.list_limit",
+                    format!("must be 1 to 100000 (Vendure's adminListQueryLimit), got {n}"),
+                ))
+            }
+        };
         Ok(Options {
+            list_limit,
             user,
             password,
             channel_token: non_empty("options.channel_token", raw.channel_token)?,
@@ -148,5 +166,16 @@ mod tests {
             "options.stock_locations.WH"
         );
         assert_eq!(e(json!({"password": "p", "user": " "})), "options.user");
+        assert_eq!(o.list_limit, 1000);
+        assert_eq!(
+            e(json!({"password": "p", "list_limit": 0})),
+            "options.list_limit"
+        );
+        assert_eq!(
+            Options::parse(&json!({"password": "p", "list_limit": 5}))
+                .unwrap()
+                .list_limit,
+            5
+        );
     }
 }

@@ -14,9 +14,10 @@
 //!
 //! What it maps (canonical shapes of `concord_core::model`):
 //! - **stock** (written): per SKU and stock location, `stockOnHand = available + stockAllocated`
-//!   so Vendure's saleable figure equals Concord's (read-modify-write; see [`write`] for why
-//!   Vendure offers no compare-and-set). Concord location names map to Vendure stock locations
-//!   by `options.stock_locations` (id or name), else by name. Batches of up to 50 ops are one
+//!   so Vendure's saleable figure equals Concord's (read-modify-write, verified by reading back
+//!   and rewritten when an allocation moved in between; see [`write`] for why Vendure offers no
+//!   compare-and-set). Concord location names map to Vendure stock locations by
+//!   `options.stock_locations` (id or name), else by name. Batches of up to 50 ops are one
 //!   `updateProductVariants` call.
 //! - **product** (written): a product with one variant per SKU; found by SKU and updated, else
 //!   created (idempotent: an orphan product from a crash is found by its slug).
@@ -55,10 +56,29 @@ use concord_engine::connector::{
 use config::Options;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 /// Largest stock batch (one `updateProductVariants` call).
 pub const STOCK_BATCH: usize = 50;
+
+/// Awaited by a stock write between reading the allocations and writing the on-hand figures:
+/// a test hook (tests change allocations there to race the write on purpose); unset in
+/// production.
+pub type StockWriteHook = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The slot a [`StockWriteHook`] lives in (printed as whether one is set).
+#[derive(Default)]
+struct HookSlot(std::sync::Mutex<Option<StockWriteHook>>);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = self.0.lock().map(|h| h.is_some()).unwrap_or(false);
+        write!(f, "{}", if set { "set" } else { "unset" })
+    }
+}
 
 /// A Vendure endpoint.
 #[derive(Debug)]
@@ -69,6 +89,9 @@ pub struct VendureConnector {
     endpoint: String,
     /// Vendure stock locations: name → id (loaded on first use, reloaded when one is unknown).
     locations: Mutex<Option<BTreeMap<String, String>>>,
+    stock_hook: HookSlot,
+    /// The most rows one list query asks for (see [`read`]); Vendure's `adminListQueryLimit`.
+    list_limit: usize,
 }
 
 impl VendureConnector {
@@ -90,15 +113,32 @@ impl VendureConnector {
         })?;
         Ok(VendureConnector {
             gql,
+            list_limit: opts.list_limit,
             opts,
             endpoint: spec.name.clone(),
             locations: Mutex::new(None),
+            stock_hook: HookSlot::default(),
         })
     }
 
     /// The Admin API client (tests use it to drive Vendure directly and count calls).
     pub fn gql(&self) -> &Gql {
         &self.gql
+    }
+
+    /// Tests only: run `hook` inside every stock write, between reading the allocations and
+    /// writing the on-hand figures (to change allocations there, as a checkout racing the
+    /// write would). `None` removes it.
+    #[doc(hidden)]
+    pub fn set_stock_write_hook(&self, hook: Option<StockWriteHook>) {
+        if let Ok(mut slot) = self.stock_hook.0.lock() {
+            *slot = hook;
+        }
+    }
+
+    /// The hook to await, if a test set one (cloned out: the lock is never held across it).
+    fn stock_hook(&self) -> Option<StockWriteHook> {
+        self.stock_hook.0.lock().ok().and_then(|h| h.clone())
     }
 
     /// The Vendure stock location id for a Concord location name.

@@ -3,26 +3,35 @@
 //! order cancellations, and refunds (`refundOrder` on a settled payment, found again by the
 //! `(concord refund <id>)` marker in its reason).
 //!
-//! Stock is a read-modify-write: Vendure's saleable figure is `stockOnHand − stockAllocated −
-//! outOfStockThreshold`, and `stockAllocated` holds the units of placed-but-unfulfilled orders
-//! (allocated at `PaymentAuthorized`/`PaymentSettled`, released at fulfillment, when
-//! `stockOnHand` drops by the same amount). Concord's figure for the channel (`available`: the
-//! ERP's `on_hand − committed`, or the pool's ats) already counts those orders, so the connector
-//! reads the level's `stockAllocated` and writes `stockOnHand = available + stockAllocated`:
-//! what Vendure then offers is exactly Concord's figure. Vendure's
+//! Stock is a read-modify-write, **verified**: Vendure's saleable figure is `stockOnHand −
+//! stockAllocated − outOfStockThreshold`, and `stockAllocated` holds the units of
+//! placed-but-unfulfilled orders (allocated at `PaymentAuthorized`/`PaymentSettled`, released at
+//! fulfillment, when `stockOnHand` drops by the same amount). Concord's figure for the channel
+//! (`available`: the ERP's `on_hand − committed`, or the pool's ats) already counts those
+//! orders, so the connector reads the level's `stockAllocated` and writes `stockOnHand =
+//! available + stockAllocated`: what Vendure then offers is exactly Concord's figure. Vendure's
 //! `updateProductVariants(stockLevels)` takes an absolute `stockOnHand` and has no
 //! compare-and-set (no version or expected-value argument, and `adjustProductVariantStock`-style
 //! deltas would be wrong after a missed write), so the read and the write are not atomic: an
-//! allocation landing between them leaves the saleable figure one order too high until the next
-//! figure. That window cannot oversell through Concord's checkout path (the reservation plugin
-//! holds the units at the hub before Vendure accepts the order), and the engine keeps one write
-//! in flight per key, so two Concord writes of one SKU and location never interleave, and a stale
-//! figure never overwrites a newer one.
+//! order allocated (or fulfilled) between them would leave figures that do not add up — and,
+//! as the hub's figure did not change, nothing would write them again. So every write is read
+//! back: a level whose `stockOnHand − stockAllocated` is not the figure written (the allocation
+//! moved underneath) is written again from the fresh allocation, up to [`STOCK_REWRITES`] times;
+//! one that still moves is a transient failure, retried later by the engine (never `Done`). A
+//! fulfillment between the write and the read-back lowers both figures and is no mismatch. The
+//! engine keeps one write in flight per key, so two Concord writes of one SKU and location never
+//! interleave, and a stale figure never overwrites a newer one.
 //!
-//! Must never: create a second variant for one SKU (every create looks the SKU up first, and a
-//! product left without a variant by a crash is found by its slug and reused), or a second
-//! fulfillment for one shipment (found by the `(shipment <id>)` tag in its method), or a second
-//! refund for one canonical refund (found by its marker).
+//! Lookups before creates ([`crate::identity`]): variants by SKU and customers by e-mail are the
+//! natural keys (correlation). A product left without a variant by a crash is found again by
+//! its slug only when it has no variant: a product under that slug with variants belongs to
+//! another SKU (two SKUs can share a slug, `A-1` and `a.1`), so the new one gets a slug of its
+//! own, derived from the SKU (`<slug>-<hash>`), which a retry finds again the same way.
+//!
+//! Must never: create a second variant for one SKU (every create looks the SKU up first), add
+//! a variant to another SKU's product, or a second fulfillment for one shipment (found by the
+//! `(shipment <id>)` tag in its method), or a second refund for one canonical refund (found by
+//! its marker); answer `Done` for a stock figure it did not see in Vendure.
 
 use super::client::ok;
 use super::mapping::{address_input, refund_marker, split_name};
@@ -55,6 +64,23 @@ fn done(id: impl Into<String>) -> WriteOutcome {
 const VARIANT_FIELDS: &str = "id sku price currencyCode enabled product { id } \
     stockLevels { stockLocationId stockOnHand stockAllocated }";
 
+/// How many times a stock write is written again when the read-back shows an allocation moved
+/// underneath it, before it gives up with a transient error (the engine retries later).
+const STOCK_REWRITES: usize = 3;
+
+/// `(stockOnHand, stockAllocated)` of a variant's level at stock location `loc`.
+fn level(variant: &Value, loc: &str) -> Option<(i64, i64)> {
+    let l = variant
+        .get("stockLevels")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|l| l.get("stockLocationId").and_then(Value::as_str) == Some(loc))?;
+    Some((
+        l.get("stockOnHand").and_then(Value::as_i64)?,
+        l.get("stockAllocated").and_then(Value::as_i64).unwrap_or(0),
+    ))
+}
+
 /// A slug from a SKU (`SKU-0001` → `sku-0001`).
 pub fn slug_of(sku: &str) -> String {
     let mut out = String::new();
@@ -66,6 +92,19 @@ pub fn slug_of(sku: &str) -> String {
         }
     }
     out.trim_matches('-').to_string()
+}
+
+/// The slug of a SKU whose plain slug another SKU's product has: `<slug>-<8 hex of the SKU's
+/// hash>`, the same on every retry.
+pub fn own_slug(sku: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(sku.trim().as_bytes()));
+    let base = slug_of(sku);
+    if base.is_empty() {
+        h[..8].to_string()
+    } else {
+        format!("{base}-{}", &h[..8])
+    }
 }
 
 impl VendureConnector {
@@ -180,19 +219,17 @@ impl VendureConnector {
             }
         }
         let skus: Vec<&str> = items.iter().map(|x| x.1.as_str()).collect();
-        let variants = match self.variants(&skus).await {
+        let mut variants = match self.variants(&skus).await {
             Ok(v) => v,
             Err(e) => {
                 for x in &items {
                     out[x.0] = Some(WriteOutcome::Failed(e.clone()));
                 }
-                Vec::new().into_iter().collect()
+                BTreeMap::new()
             }
         };
-        // One input per variant with all its levels of this batch (the last figure of a key
-        // wins; the engine sends one per key anyway).
-        let mut inputs: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        let mut sent: Vec<usize> = Vec::new();
+        // (op index, variant id, stock location id, available) of every figure to write.
+        let mut pending: Vec<(usize, String, String, i64)> = Vec::new();
         for (i, sku, loc, available) in &items {
             if out[*i].is_some() {
                 continue;
@@ -211,22 +248,39 @@ impl VendureConnector {
                 out[*i] = Some(WriteOutcome::Failed(permanent("variant without id")));
                 continue;
             };
-            let allocated = v
-                .get("stockLevels")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|l| l.get("stockLocationId").and_then(Value::as_str) == Some(loc.as_str()))
-                .and_then(|l| l.get("stockAllocated").and_then(Value::as_i64))
-                .unwrap_or(0)
-                .max(0);
-            inputs
-                .entry(id.to_string())
-                .or_default()
-                .insert(loc.clone(), available.saturating_add(allocated));
-            sent.push(*i);
+            pending.push((*i, id.to_string(), loc.clone(), *available));
         }
-        if !inputs.is_empty() {
+        // Write, read back, and rewrite what an allocation moved underneath (module doc).
+        let sku_of = |i: usize| {
+            str_at(&ops[i].payload, "/sku")
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut moved: Vec<String> = Vec::new();
+        for round in 0..=STOCK_REWRITES {
+            if pending.is_empty() {
+                break;
+            }
+            let by_id: BTreeMap<&str, &Value> = variants
+                .values()
+                .filter_map(|v| Some((v.get("id")?.as_str()?, v)))
+                .collect();
+            // One input per variant with all its levels of this batch (the last figure of a
+            // key wins; the engine sends one per key anyway).
+            let mut inputs: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for (_, id, loc, available) in &pending {
+                let allocated = by_id
+                    .get(id.as_str())
+                    .and_then(|v| level(v, loc))
+                    .map_or(0, |l| l.1.max(0));
+                inputs
+                    .entry(id.clone())
+                    .or_default()
+                    .insert(loc.clone(), available.saturating_add(allocated));
+            }
+            if let Some(hook) = self.stock_hook() {
+                hook().await;
+            }
             let input: Vec<Value> = inputs
                 .iter()
                 .map(|(id, levels)| {
@@ -235,26 +289,73 @@ impl VendureConnector {
                         .collect::<Vec<_>>()})
                 })
                 .collect();
-            let r = self
+            let written = self
                 .gql
                 .query(
                     "mutation($i:[UpdateProductVariantInput!]!){ updateProductVariants(input:$i){ id } }",
                     json!({"i": input}),
                 )
                 .await;
-            for &i in &sent {
-                out[i] = Some(match &r {
-                    Ok(_) => {
-                        let p = &ops[i].payload;
-                        done(format!(
-                            "{}@{}",
-                            str_at(p, "/sku").unwrap_or_default(),
-                            str_at(p, "/location").unwrap_or("default")
-                        ))
-                    }
-                    Err(e) => WriteOutcome::Failed(e.clone()),
-                });
+            if let Err(e) = written {
+                for (i, ..) in pending.drain(..) {
+                    out[i] = Some(WriteOutcome::Failed(e.clone()));
+                }
+                break;
             }
+            let skus: Vec<String> = pending.iter().map(|p| sku_of(p.0)).collect();
+            let refs: Vec<&str> = skus.iter().map(String::as_str).collect();
+            variants = match self.variants(&refs).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // Written, but not verified: the engine retries the write, which is
+                    // idempotent (it recomputes from the allocation it reads then).
+                    for (i, ..) in pending.drain(..) {
+                        out[i] = Some(WriteOutcome::Failed(e.clone()));
+                    }
+                    break;
+                }
+            };
+            let by_id: BTreeMap<&str, &Value> = variants
+                .values()
+                .filter_map(|v| Some((v.get("id")?.as_str()?, v)))
+                .collect();
+            moved.clear();
+            pending.retain(|(i, id, loc, available)| {
+                let now = by_id.get(id.as_str()).and_then(|v| level(v, loc));
+                match now {
+                    Some((on_hand, allocated)) if on_hand - allocated == *available => {
+                        out[*i] = Some(done(format!(
+                            "{}@{}",
+                            sku_of(*i),
+                            str_at(&ops[*i].payload, "/location").unwrap_or("default")
+                        )));
+                        false
+                    }
+                    other => {
+                        let (h, a) = other.unwrap_or((0, 0));
+                        moved.push(format!(
+                            "{} at stock location {loc}: on hand {h} − allocated {a} ≠ {available}",
+                            sku_of(*i)
+                        ));
+                        true
+                    }
+                }
+            });
+            if !pending.is_empty() && round < STOCK_REWRITES {
+                tracing::debug!(endpoint = %self.endpoint, moved = ?moved,
+                    "Vendure's allocations moved during a stock write; writing again");
+            }
+        }
+        for (i, ..) in pending {
+            out[i] = Some(WriteOutcome::Failed(DeliveryError::Transient {
+                reason: format!(
+                    "Vendure's allocations kept changing while the figure was written ({} \
+                     times; {}): retrying later",
+                    STOCK_REWRITES + 1,
+                    moved.join("; ")
+                ),
+                retry_after: None,
+            }));
         }
         out.into_iter()
             .map(|o| {
@@ -303,19 +404,33 @@ impl VendureConnector {
         if op.op == "update_only" {
             return Ok(WriteOutcome::NoMatch);
         }
-        let slug = slug_of(&sku);
-        let existing = self
-            .gql
-            .query(
-                "query($s:String!){ products(options:{filter:{slug:{eq:$s}}, take:1}){ items { id } } }",
-                json!({"s": slug}),
-            )
-            .await?;
-        let product = match existing
-            .pointer("/products/items/0/id")
-            .and_then(Value::as_str)
-        {
-            Some(id) => id.to_string(),
+        // A product left without a variant by a crash is reused; one under the slug with
+        // variants is another SKU's: this SKU then has a slug of its own (module doc).
+        let mut slug = slug_of(&sku);
+        let mut reuse = None;
+        for candidate in [slug.clone(), own_slug(&sku)] {
+            slug = candidate;
+            let existing = self
+                .gql
+                .query(
+                    "query($s:String!){ products(options:{filter:{slug:{eq:$s}}, take:1}){ items { id variants { sku } } } }",
+                    json!({"s": slug}),
+                )
+                .await?;
+            let Some(p) = existing.pointer("/products/items/0") else {
+                break;
+            };
+            let empty = p
+                .get("variants")
+                .and_then(Value::as_array)
+                .is_none_or(|v| v.is_empty());
+            if empty {
+                reuse = p.get("id").and_then(Value::as_str).map(str::to_string);
+                break;
+            }
+        }
+        let product = match reuse {
+            Some(id) => id,
             None => {
                 let created = self
                     .gql
@@ -892,5 +1007,11 @@ mod tests {
     fn slugs() {
         assert_eq!(slug_of("SKU-0001"), "sku-0001");
         assert_eq!(slug_of(" A b//C "), "a-b-c");
+        // Two SKUs sharing a slug get slugs of their own, stable per SKU.
+        assert_eq!(slug_of("A-1"), slug_of("a.1"));
+        assert_ne!(own_slug("A-1"), own_slug("a.1"));
+        assert_eq!(own_slug("A-1"), own_slug("A-1"));
+        assert!(own_slug("A-1").starts_with("a-1-"), "{}", own_slug("A-1"));
+        assert_eq!(own_slug("//").len(), 8);
     }
 }

@@ -7,7 +7,12 @@
 //!   none exists; `amend` → `PATCH /api/sales-orders/{id}` with the full new order (lines and
 //!   both addresses, absent ones sent as `null`), 409 after shipment → a permanent failure with
 //!   the ERP's reason; `cancel` → the sales order of `payload.reference` (else the xref, else the
-//!   key) is cancelled. Each outcome carries the ERP's acceptance version.
+//!   key) is cancelled. Each outcome carries the ERP's acceptance version. A sales order found
+//!   by reference (not by the xref) is this order's only with the same customer e-mail — and,
+//!   for a create, the same quantity per SKU ([`crate::identity`]); anything else is a
+//!   collision: a permanent failure naming the order and the sales order (the ERP itself
+//!   answers 409 to a create of another order under an existing reference, for the race
+//!   between the lookup and the create).
 //! - refund `create`/`upsert` → `POST /api/credit-notes` (idempotent by order and refund id; a
 //!   return when `restock` and lines).
 //! - payment `upsert`/`create`/`update` → `POST /api/payments` (idempotent by order and payment
@@ -17,9 +22,10 @@
 //! Shipments and invoices originate in the ERP: read only, writes are refused.
 //!
 //! Must never: sleep or retry; create a second sales order for one reference (it always looks
-//! the reference up before creating).
+//! the reference up before creating), or take another order's sales order for this one.
 
 use super::{done, id_of, str_field, unsupported, with_default, Common};
+use crate::identity::{self, FoundOrder, Verdict};
 use crate::sandbox::erp::ERP_KINDS;
 use async_trait::async_trait;
 use concord_core::{order_scoped_key, Kind};
@@ -139,6 +145,7 @@ impl SandboxErpConnector {
     /// stock pool releases reservations against).
     async fn upsert_order(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         if let Some(found) = self.find_order(reference(op)).await? {
+            own_order(op, &found, true)?;
             return order_done(&found);
         }
         if op.op == "update_only" {
@@ -199,6 +206,7 @@ impl SandboxErpConnector {
         let Some(found) = self.find_order(reference(op)).await? else {
             return self.upsert_order(op).await;
         };
+        own_order(op, &found, false)?;
         let id = id_of(&found)?;
         let p = &op.payload;
         let field = |f: &str| p.get(f).cloned().unwrap_or(Value::Null);
@@ -229,6 +237,7 @@ impl SandboxErpConnector {
                     .ok_or_else(|| DeliveryError::Permanent {
                         reason: format!("no sales order with reference `{r}` to cancel"),
                     })?;
+                own_order(op, &found, false)?;
                 id_of(&found)?
             }
         };
@@ -247,6 +256,39 @@ fn reference(op: &WriteOp) -> &str {
     str_field(&op.payload, "reference")
         .map(str::trim)
         .unwrap_or(&op.key)
+}
+
+/// Whether sales order `so` (found by the op's reference) is the op's order: the xref names
+/// it, or it has the order's customer e-mail and — `compare_lines`, for a create — the same
+/// quantity per SKU. Otherwise a permanent collision naming the hub's order and the sales order.
+fn own_order(op: &WriteOp, so: &Value, compare_lines: bool) -> Result<(), DeliveryError> {
+    let id = id_of(so)?;
+    if op.external_id.as_deref() == Some(id.as_str()) {
+        return Ok(());
+    }
+    let record = so.get("record").cloned().unwrap_or(Value::Null);
+    let email = identity::order_email(&record);
+    let found = FoundOrder {
+        stamp: None,
+        emails: if email.is_empty() {
+            vec![]
+        } else {
+            vec![email]
+        },
+        lines: identity::lines_by_sku(record.get("lines")),
+    };
+    match identity::judge(reference(op), &op.payload, &found, compare_lines) {
+        Verdict::Collision(why) => Err(DeliveryError::Permanent {
+            reason: format!(
+                "order `{}` collides with sales order {id}, which already has reference `{}`: \
+                 {why}; nothing was written (the order stays undelivered and its stock held) — \
+                 give one of them another reference and replay",
+                op.key,
+                reference(op)
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `Done` for a sales order the ERP answered with: its id and acceptance `version`.

@@ -8,7 +8,9 @@
 //! store's order; an order `create`/`upsert`/`update` of an order the store already has (its
 //! own order coming back from the ERP) notes the ERP's number and status on it
 //! (`PUT /api/orders/{id}/erp`) — the store takes orders only at checkout, so one it does not
-//! have, and an `amend` (edits come from the store), are refused.
+//! have, and an `amend` (edits come from the store), are refused; an order found by its number
+//! (no xref) is this one only with the same customer e-mail, else a permanent collision
+//! ([`crate::identity`]).
 //! Read: products, stock, prices, customers, orders (edits and cancellations included), payments
 //! captured and refunds made at the store. Prices go to
 //! `PUT /api/prices/{list}/{sku}` — list prices with tiers, customer-group and customer lists —
@@ -18,6 +20,7 @@
 //! Must never: sleep or retry; fail a whole stock batch for one bad item.
 
 use super::{done, id_of, str_field, unsupported, Common};
+use crate::identity::{self, FoundOrder, Verdict};
 use crate::sandbox::shop::SHOP_KINDS;
 use async_trait::async_trait;
 use concord_core::Kind;
@@ -173,6 +176,41 @@ impl SandboxShopConnector {
             })
     }
 
+    /// The store's order an order op is about: the xref's, else the one with the key's number
+    /// — then only when it is this order (the same customer e-mail: a store that restarted its
+    /// numbering has another order under the number; [`crate::identity`]), else a permanent
+    /// collision naming both.
+    async fn own_order_id(&self, op: &WriteOp) -> Result<String, DeliveryError> {
+        if let Some(id) = &op.external_id {
+            return Ok(id.clone());
+        }
+        let id = self.order_id(&op.key, op).await?;
+        if op.refs.contains_key(&format!("order:{}", op.key)) {
+            return Ok(id);
+        }
+        let order = self.c.api.get(&["api", "orders", &id], &[]).await?.ok()?;
+        let email = identity::order_email(&order);
+        let found = FoundOrder {
+            stamp: None,
+            emails: if email.is_empty() {
+                vec![]
+            } else {
+                vec![email]
+            },
+            lines: Default::default(),
+        };
+        match identity::judge(&op.key, &op.payload, &found, false) {
+            Verdict::Collision(why) => Err(DeliveryError::Permanent {
+                reason: format!(
+                    "order `{}` collides with the store's order {id} under the same number: \
+                     {why}; nothing was written",
+                    op.key
+                ),
+            }),
+            _ => Ok(id),
+        }
+    }
+
     async fn write_one(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
         let api = &self.c.api;
         match (op.kind, op.op.as_str()) {
@@ -259,20 +297,14 @@ impl SandboxShopConnector {
                 if op.payload.get("status").and_then(Value::as_str) != Some("cancelled") =>
             {
                 // An order the store does not have is refused by `order_id` (permanent).
-                let id = match &op.external_id {
-                    Some(id) => id.clone(),
-                    None => self.order_id(&op.key, op).await?,
-                };
+                let id = self.own_order_id(op).await?;
                 let p = &op.payload;
                 let body = json!({"erp_number": p.get("erp_number"), "status": p.get("status")});
                 api.put(&["api", "orders", &id, "erp"], &body).await?.ok()?;
                 Ok(done(id))
             }
             (Kind::Order, "cancel" | "create" | "upsert" | "update") => {
-                let id = match &op.external_id {
-                    Some(id) => id.clone(),
-                    None => self.order_id(&op.key, op).await?,
-                };
+                let id = self.own_order_id(op).await?;
                 api.post(&["api", "orders", &id, "cancel"], &Value::Null)
                     .await?
                     .ok()?;

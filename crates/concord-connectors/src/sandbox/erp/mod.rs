@@ -19,7 +19,10 @@
 //!   by its reference: the canonical order's `reference` when it has one (a cancel-and-replace
 //!   replacement, `channel/number~n`), else its key `channel/number`.
 //!   `POST /api/sales-orders` (canonical order + `"customer_id"`; `channel` is required): idempotent
-//!   on the reference (existing → 200, new → 201); unknown sku or customer → 422 naming it; a
+//!   on the reference for the *same* order (existing with the same customer e-mail and quantity
+//!   per SKU → 200, new → 201); another order under an existing reference (another customer,
+//!   other lines: a store that restarted its numbering) → 409 naming the sales order that has
+//!   it, never a 200 for somebody else's order; unknown sku or customer → 422 naming it; a
 //!   customer on credit hold → 422 "customer on credit hold". `GET /api/sales-orders/{id}`.
 //!   `PATCH /api/sales-orders/{id}` amends an order (body: a canonical order or part of one —
 //!   `lines` replaces every line, `shipping_address`/`billing_address` replace the addresses,

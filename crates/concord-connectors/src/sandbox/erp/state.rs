@@ -225,6 +225,17 @@ fn stock_struct(sku: &str, location: &str, r: &StockRow) -> Stock {
     }
 }
 
+/// Quantity per SKU of order lines (summed over lines and locations).
+fn quantities(lines: &[OrderLine]) -> BTreeMap<String, i64> {
+    let mut m: BTreeMap<String, i64> = BTreeMap::new();
+    for l in lines {
+        let e = m.entry(l.sku.clone()).or_default();
+        *e = e.saturating_add(l.quantity);
+    }
+    m.retain(|_, q| *q != 0);
+    m
+}
+
 fn invalid(e: concord_core::ValidationError) -> ErpError {
     ErpError::Invalid(e.to_string())
 }
@@ -385,18 +396,36 @@ impl ErpInner {
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| format!("{channel}/{}", o.number));
         let mut st = lock(&self.state);
+        let email = st
+            .customers
+            .get(&customer_id)
+            .map(|c| c["email"].as_str().unwrap_or_default().to_string());
         if let Some(existing) = st
             .order_by_ref
             .get(&reference)
             .and_then(|id| st.orders.get(id))
         {
-            return Ok((existing.clone(), false));
+            // Idempotent for the same order only: a retry is 200, another order under the
+            // reference (a store that restarted its numbering) is refused, never taken for it.
+            let want = quantities(&o.lines);
+            let have = quantities(&existing.lines);
+            let same_customer = email
+                .as_deref()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(existing.email.trim()));
+            if same_customer && want == have {
+                return Ok((existing.clone(), false));
+            }
+            return Err(ErpError::Conflict(format!(
+                "reference `{reference}` already belongs to sales order {} (customer {}, lines \
+                 {}), not to this order (customer {}, lines {})",
+                existing.id,
+                existing.email,
+                crate::identity::describe_lines(&have),
+                email.as_deref().unwrap_or(customer_id.as_str()),
+                crate::identity::describe_lines(&want),
+            )));
         }
-        let customer = st
-            .customers
-            .get(&customer_id)
-            .ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;
-        let email = customer["email"].as_str().unwrap_or_default().to_string();
+        let email = email.ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;
         if lock(&self.credit_hold).contains(&email) {
             return Err(ErpError::CreditHold(email));
         }
