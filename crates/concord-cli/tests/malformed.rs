@@ -587,6 +587,18 @@ async fn wait_for(what: &str, hub: &mut Hub, mut cond: impl AsyncFnMut() -> bool
     }
 }
 
+/// Poll `cond` every 20 ms until it holds (true) or the deadline passes (false).
+async fn wait_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let until = Instant::now() + DEADLINE;
+    while !cond().await {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 async fn healthz(addr: &str) -> bool {
     exchange(addr, &request("GET", "/healthz", &[], None))
         .await
@@ -613,12 +625,23 @@ async fn ats(addr: &str, sku: &str) -> Option<i64> {
 /// one unit of that SKU, then cancel the reservation.
 async fn valid_checkout(hub: &mut Hub, addr: &str, i: usize, on_hand: i64) {
     let sku = VALID_SKUS[i % VALID_SKUS.len()];
-    wait_for(
-        &format!("the hub applied {on_hand} of {sku}"),
-        hub,
-        async || ats(addr, sku).await == Some(on_hand),
-    )
-    .await;
+    let applied = wait_until(async || ats(addr, sku).await == Some(on_hand)).await;
+    if !applied {
+        let answer = exchange(
+            addr,
+            &request(
+                "GET",
+                &format!("/v1/availability?channel=shop&sku={sku}"),
+                &[key_header()],
+                None,
+            ),
+        )
+        .await;
+        panic!(
+            "the hub did not apply {on_hand} of {sku} within {DEADLINE:?}: availability answers {answer:?}; the hub's output:\n{}",
+            hub.log()
+        );
+    }
     let body = serde_json::to_vec(&json!({"channel": "shop", "key": format!("ok-cart-{i}"),
         "lines": [{"sku": sku, "quantity": 1}]}))
     .expect("serialize");
@@ -772,12 +795,15 @@ async fn every_malformed_request_is_refused_with_a_reason_and_valid_events_all_a
     // Every valid figure arrived: the storefront shows the last one of every SKU.
     for (k, sku) in VALID_SKUS.iter().enumerate() {
         let Some(want) = last[k] else { continue };
-        wait_for(
-            &format!("the storefront shows {want} of {sku}"),
-            &mut hub,
-            async || shop.inventory(sku).get("WH1").copied() == Some(want),
-        )
-        .await;
+        // The pool sends each channel one figure per SKU (its available-to-sell).
+        let shown = async || shop.inventory(sku).values().sum::<i64>();
+        if !wait_until(async || shown().await == want).await {
+            panic!(
+                "the storefront shows {:?} of {sku}, not {want}; the hub's output:\n{}",
+                shop.inventory(sku),
+                hub.log()
+            );
+        }
     }
     // Nothing dead-lettered, the hub ready.
     let a = exchange(

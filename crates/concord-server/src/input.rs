@@ -55,7 +55,14 @@ pub fn is_json(content_type: &str) -> bool {
 /// Middleware: 415 for a request with a body that is not declared JSON (see the module docs).
 /// Requests without a body (GET, DELETE, an action without one) pass whatever their headers.
 pub async fn require_json(req: Request, next: Next) -> Response {
-    let has_body = req.body().size_hint().exact() != Some(0);
+    // HTTP/1.1 framing (RFC 9112 §6.3): a request has a body exactly when it carries a
+    // `Transfer-Encoding` or a non-zero `Content-Length`. (The body's size hint is no guide:
+    // the timeout layer's wrapper does not forward it.)
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().map_or(true, |n| n.trim() != "0"));
     if has_body {
         if let Err(e) = check_content_type(req.headers()) {
             return e.into_response();
