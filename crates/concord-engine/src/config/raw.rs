@@ -365,7 +365,7 @@ pub struct RawServer {
     /// Default `"10s"`.
     pub header_read_timeout: Option<String>,
     /// Longest wait for the next piece of a request's body; a stalled upload is answered
-    /// `408`. Default `"10s"`.
+    /// `400` ("failed to buffer the body") and its connection closed. Default `"10s"`.
     pub body_read_timeout: Option<String>,
     /// Longest time one request may take, from its headers to its answer (body upload and
     /// handling included); beyond it the answer is `503` and the sender may retry. Default
