@@ -18,7 +18,6 @@
 //! Content-Type does not declare as JSON.
 
 use crate::ApiError;
-use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
