@@ -279,6 +279,23 @@ pub trait Connector: Send + Sync + 'static {
     /// in order. Must be idempotent: creates look the record up by its natural key / external
     /// reference first, so a retried or replayed create never makes a second record.
     async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome>;
+
+    /// Durable state the connector asks the engine to keep for it, published on this channel
+    /// (an OAuth2 refresh token the provider rotated: losing it locks the hub out). The
+    /// engine stores each new value under the endpoint's name (`Store::set_connector_state`;
+    /// only the latest matters) and hands the stored value back through
+    /// [`Connector::restore_state`] before the connector's first call after a start. This is
+    /// how a connector keeps something across restarts without touching the store. `None`
+    /// (the default): nothing to keep.
+    fn state_updates(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        None
+    }
+
+    /// The value last published on [`Connector::state_updates`], read back from the store at
+    /// start. Called before any other call; must not publish it again.
+    fn restore_state(&self, saved: &str) {
+        let _ = saved;
+    }
 }
 
 /// Parse an HTTP `Retry-After` value: delta-seconds (RFC 9110 §10.2.3). HTTP-dates are rare in

@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod capture;
 pub mod clock;
+pub mod connector_state;
 pub mod deliver;
 pub mod flows;
 pub mod inventory;
@@ -261,7 +262,11 @@ impl Engine {
         if let Some(index) = &inner.prices {
             pricing::load(inner, index).await?;
         }
+        // Connectors get back what they asked to keep (a rotated refresh token) before any
+        // reader or dispatcher calls them.
+        connector_state::restore(inner).await?;
         let mut tasks = JoinSet::new();
+        connector_state::spawn(inner, &mut tasks);
         tasks.spawn(process::run(inner.clone()));
         for ep in inner.endpoints.values() {
             tasks.spawn(deliver::run(inner.clone(), ep.clone()));

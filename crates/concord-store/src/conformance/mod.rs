@@ -33,7 +33,10 @@ mod outbox;
 mod reservations;
 mod settlement;
 
-pub use admin::{paused_flows_are_skipped_by_claim, search_journal_filters_and_pages};
+pub use admin::{
+    connector_state_is_kept_per_endpoint, paused_flows_are_skipped_by_claim,
+    search_journal_filters_and_pages,
+};
 pub use alerts::{alert_episodes_open_once_and_resolve, oversold_positions_are_listed};
 pub use apply::{apply_commits_a_processing_step, apply_never_changes_existing_xrefs};
 pub use dead_letters::{
@@ -195,6 +198,7 @@ macro_rules! store_conformance_tests {
             oversold_positions_are_listed,
             search_journal_filters_and_pages,
             paused_flows_are_skipped_by_claim,
+            connector_state_is_kept_per_endpoint,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

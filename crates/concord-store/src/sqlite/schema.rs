@@ -316,6 +316,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX delivery_attempts_at ON delivery_attempts (at);
     "#,
+    // 8: state a connector asks the engine to keep (an OAuth2 refresh token its provider
+    // rotated), one value per endpoint; read back at start (`Connector::restore_state`).
+    r#"
+    CREATE TABLE connector_state (
+        endpoint   TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).
