@@ -31,8 +31,9 @@ use std::time::Duration;
 /// `$page`: the pagination state — offset, page number or token — null on a run's first page
 /// for tokens; `$limit`: the page size).
 pub const READ_REQUEST: &[&str] = &["vars", "cursor", "page", "limit"];
-/// Programs on a response body (`records`, pagination's `next`/`has_more`/`page_info`).
-pub const RESPONSE: &[&str] = &["vars", "headers", "status"];
+/// Programs on a response body (`records`, pagination's `next`/`has_more`/`page_info`;
+/// `$page` and `$limit` are those the request was sent with).
+pub const RESPONSE: &[&str] = &["vars", "headers", "status", "page", "limit"];
 /// Programs on one record read (`id`, `version`, `map`, `incremental.field`).
 pub const RECORD: &[&str] = &["vars"];
 /// Webhook programs (`records`, `dedupe.body`, every route's programs).

@@ -211,7 +211,9 @@ pub async fn read_page(
     let body_vars = Vars::new()
         .with("vars", client.vars().clone())
         .with("headers", headers_json(&sent.headers))
-        .with("status", Value::from(sent.status));
+        .with("status", Value::from(sent.status))
+        .with("page", state.page.clone().unwrap_or(Value::Null))
+        .with("limit", Value::from(limit as u64));
     let raw = match &cfg.records {
         None => sent.body.clone(),
         Some(p) => p
