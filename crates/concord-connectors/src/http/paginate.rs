@@ -23,6 +23,13 @@
 //! A crash between pages resumes the run from the stored `page`. A stored cursor that is not
 //! such a document (set by hand) is taken as `since`.
 //!
+//! A record that *maps* into something invalid is the engine's to reject (journaled as rejected
+//! and dead-lettered, never blocking the feed). A jq program that *fails* on a record (`id`,
+//! `version`, `map`, `incremental.field`: a type error, an empty id) stops the read at that
+//! page with the record's index, and the cursor stays: that is a configuration that does not
+//! fit the data, and skipping the record would lose it. Write programs that give something for
+//! every record (`// null`) and let validation judge.
+//!
 //! Guards: a next token, URL or GraphQL `endCursor` equal to the current one is an error (an
 //! API stuck on one page would otherwise be read forever); so is a run longer than `max_pages`
 //! pages; a `Link` to another origin is refused (it would receive the credentials).
