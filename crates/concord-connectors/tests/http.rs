@@ -559,11 +559,25 @@ fn login_options(extra: Value) -> Value {
 #[tokio::test]
 async fn a_login_session_is_renewed_once_on_401_and_never_in_a_loop() {
     let api = Api::start().await;
-    let c = api.connector(login_options(json!({})));
+    let mut c = api.connector(login_options(json!({})));
+    c.enable_trace();
     assert!(matches!(
         write1(&c, product_op()).await,
         WriteOutcome::Done { .. }
     ));
+    let trace = c.take_trace();
+    assert_eq!(trace.len(), 2, "{trace:?}");
+    for x in &trace {
+        let bodies = [&x.request_body, &x.response_body].map(|b| b.clone().unwrap_or_default());
+        let headers: Vec<&String> = x.request_headers.iter().map(|(_, v)| v).collect();
+        assert!(
+            bodies
+                .iter()
+                .chain(headers)
+                .all(|t| !t.contains("s1") && !t.contains("pw")),
+            "the session token or the password is in the trace: {x:?}"
+        );
+    }
     assert!(matches!(
         write1(&c, product_op()).await,
         WriteOutcome::Done { .. }
@@ -1569,4 +1583,45 @@ to = ["api"]
         .err()
         .expect("refused");
     assert_eq!(e.path, "options.write.stock.upsert.path");
+}
+
+#[tokio::test]
+async fn a_step_that_finds_nothing_retries_skips_or_fails_as_configured() {
+    let api = Api::start().await;
+    let opts = |if_missing: &str| {
+        json!({"write": {"stock": {"upsert": [
+            {"name": "item", "path": "/products", "query": {"sku": "{.sku}"},
+             "select": ".products[0]", "if_missing": if_missing},
+            {"method": "PUT", "path": "/sink/{$item.id}", "body": "."}
+        ]}}})
+    };
+    let stock = || {
+        op(
+            Kind::Stock,
+            "A@WH",
+            "upsert",
+            json!({"sku": "A", "on_hand": 3}),
+        )
+    };
+    let e = failed(write1(&api.connector(opts("retry")), stock()).await);
+    assert!(
+        matches!(&e, DeliveryError::Transient { reason, .. } if reason.contains("found nothing yet")),
+        "{e}"
+    );
+    assert!(failed(write1(&api.connector(opts("fail")), stock()).await).is_permanent());
+    assert!(matches!(
+        write1(&api.connector(opts("skip")), stock()).await,
+        WriteOutcome::Done { .. }
+    ));
+    assert!(
+        api.with(|f| f.sink.is_empty()),
+        "nothing written while the product is missing"
+    );
+    // Once the product exists, the same write goes through.
+    api.with(|f| f.products.insert("p9".into(), ("A".into(), "A".into())));
+    assert!(matches!(
+        write1(&api.connector(opts("retry")), stock()).await,
+        WriteOutcome::Done { .. }
+    ));
+    assert_eq!(api.with(|f| f.sink.get("p9").copied()), Some(1));
 }

@@ -53,7 +53,8 @@ pub struct Prepared {
     pub url: reqwest::Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<(Vec<u8>, &'static str)>,
-    /// The body holds credentials (token and login requests): never traced.
+    /// The exchange carries credentials (token and login requests): neither its body nor its
+    /// answer's is traced.
     pub secret_body: bool,
 }
 
@@ -445,6 +446,7 @@ impl Client {
             error: None,
             elapsed_ms: 0,
         });
+        let secret = p.secret_body;
         let mut rb = self.http.request(p.method.clone(), url).headers(headers);
         if let Some((body, ctype)) = p.body {
             rb = rb.header(http::header::CONTENT_TYPE, ctype).body(body);
@@ -470,13 +472,18 @@ impl Client {
                             )
                         })
                         .collect();
-                    t.response_body = Some(truncate(
-                        &match &s.body {
-                            Value::String(x) => x.clone(),
-                            other => serde_json::to_string_pretty(other).unwrap_or_default(),
-                        },
-                        16384,
-                    ));
+                    // A token or login answer is the credential itself.
+                    t.response_body = Some(if secret {
+                        "*** (credentials)".into()
+                    } else {
+                        truncate(
+                            &match &s.body {
+                                Value::String(x) => x.clone(),
+                                other => serde_json::to_string_pretty(other).unwrap_or_default(),
+                            },
+                            16384,
+                        )
+                    });
                 }
                 Err(e) => t.error = Some(e.to_string()),
             }

@@ -136,6 +136,11 @@ struct RawRequest {
     when: Option<String>,
     /// jq on the response body giving the value bound to `$NAME` (default `.`).
     select: Option<String>,
+    /// For a named step: what to do when it finds nothing (its value is `null` or `[]`):
+    /// `continue` (default: bound as null), `retry` (a transient failure: the engine retries
+    /// later, e.g. the product is not created there yet), `skip` (done, nothing written: the
+    /// destination does not carry this record), `fail` (a permanent failure).
+    if_missing: Option<String>,
     /// For `find` only: statuses that mean "not found" (default `[404]`).
     not_found: Option<Vec<u16>>,
     /// For `find` only: jq on the found record giving its id (default `.id`).
@@ -203,6 +208,16 @@ impl Request {
     }
 }
 
+/// What a named step does when it finds nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IfMissing {
+    #[default]
+    Continue,
+    Retry,
+    Skip,
+    Fail,
+}
+
 /// One step of a write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -210,6 +225,7 @@ pub struct Step {
     pub when: Option<Program>,
     pub request: Request,
     pub select: Option<Program>,
+    pub if_missing: IfMissing,
 }
 
 /// The lookup made before a create (and to find the id of an update without a known one).
@@ -686,6 +702,7 @@ fn plain_request(path: &str, raw: &RawRequest) -> Result<()> {
         ("name", raw.name.is_some()),
         ("when", raw.when.is_some()),
         ("select", raw.select.is_some()),
+        ("if_missing", raw.if_missing.is_some()),
         ("not_found", raw.not_found.is_some()),
         ("id", raw.id.is_some()),
     ] {
@@ -1321,11 +1338,30 @@ fn steps(path: &str, v: &Value) -> Result<Vec<Step>> {
                 "needs a `name`: the selected value is bound as `$NAME` for later steps",
             ));
         }
+        let if_missing = match raw.if_missing.as_deref() {
+            None | Some("continue") => IfMissing::Continue,
+            Some("retry") => IfMissing::Retry,
+            Some("skip") => IfMissing::Skip,
+            Some("fail") => IfMissing::Fail,
+            Some(other) => {
+                return Err(err(
+                    &format!("{at}.if_missing"),
+                    format!("`{other}` is not one of continue, retry, skip, fail"),
+                ))
+            }
+        };
+        if raw.if_missing.is_some() && raw.name.is_none() {
+            return Err(err(
+                &format!("{at}.if_missing"),
+                "needs a `name` (it judges the step's selected value)",
+            ));
+        }
         let step = Step {
             name: raw.name.clone(),
             when: opt_program(&format!("{at}.when"), raw.when.as_ref(), WRITE, &names)?,
             request: request(&at, &raw, WRITE, &names)?,
             select: opt_program(&format!("{at}.select"), raw.select.as_ref(), WRITE, &names)?,
+            if_missing,
         };
         if let Some(n) = &raw.name {
             if !is_identifier(n) || RESERVED.contains(&n.as_str()) {
@@ -1356,7 +1392,11 @@ fn write(path: &str, v: &Value) -> Result<Write> {
         None => None,
         Some(raw) => {
             let at = format!("{path}.find");
-            for (field, present) in [("name", raw.name.is_some()), ("when", raw.when.is_some())] {
+            for (field, present) in [
+                ("name", raw.name.is_some()),
+                ("when", raw.when.is_some()),
+                ("if_missing", raw.if_missing.is_some()),
+            ] {
                 if present {
                     return Err(err(
                         &format!("{at}.{field}"),

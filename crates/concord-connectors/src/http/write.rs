@@ -27,7 +27,7 @@
 //! Must never: create when the lookup found the record; retry (the engine does).
 
 use super::client::Client;
-use super::config::{Bulk, Find, Step, Write};
+use super::config::{Bulk, Find, IfMissing, Step, Write};
 use super::jq::Vars;
 use super::limits::{headers_json, snippet};
 use concord_core::Kind;
@@ -173,6 +173,27 @@ async fn run_steps(
                 }
                 None => sent.body.clone(),
             };
+            let missing =
+                matches!(&bound, Value::Null) || matches!(&bound, Value::Array(a) if a.is_empty());
+            if missing {
+                let what = format!("options.write.{kind}.{name}[{i}] (`{n}`) found nothing");
+                match step.if_missing {
+                    IfMissing::Continue => {}
+                    IfMissing::Retry => {
+                        return Err(DeliveryError::Transient {
+                            reason: format!("{what} yet; retrying later"),
+                            retry_after: None,
+                        })
+                    }
+                    IfMissing::Skip => {
+                        return Ok(WriteOutcome::Done {
+                            external_id: known_id,
+                            version: None,
+                        })
+                    }
+                    IfMissing::Fail => return Err(DeliveryError::Permanent { reason: what }),
+                }
+            }
             vars.set(n, bound);
         }
         last = Some(sent.body);
