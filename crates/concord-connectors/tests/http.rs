@@ -1605,7 +1605,7 @@ async fn a_step_that_finds_nothing_retries_skips_or_fails_as_configured() {
     };
     let e = failed(write1(&api.connector(opts("retry")), stock()).await);
     assert!(
-        matches!(&e, DeliveryError::Transient { reason, .. } if reason.contains("found nothing yet")),
+        matches!(&e, DeliveryError::NotYet { reason, .. } if reason.contains("found nothing yet")),
         "{e}"
     );
     assert!(failed(write1(&api.connector(opts("fail")), stock()).await).is_permanent());

@@ -161,6 +161,16 @@ pub enum DeliveryError {
     /// Will never succeed as it is (validation 4xx, unknown reference): dead-letter it.
     #[error("permanent: {reason}")]
     Permanent { reason: String },
+    /// The endpoint is well and answered sensibly, but this write needs a record it does not
+    /// have yet (the product a stock level belongs to, created there by another pending
+    /// write): retry this item later, with backoff, up to the attempt limit. Unlike
+    /// `Transient` it says nothing about the endpoint's health — no breaker, no back-pressure —
+    /// so the writes that will supply the missing record go on meanwhile.
+    #[error("not yet: {reason}")]
+    NotYet {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// " (retry after 500ms)" when the API said how long to wait, else nothing.
@@ -175,7 +185,8 @@ impl DeliveryError {
         match self {
             DeliveryError::Transient { retry_after, .. }
             | DeliveryError::RateLimited { retry_after, .. }
-            | DeliveryError::Unavailable { retry_after, .. } => *retry_after,
+            | DeliveryError::Unavailable { retry_after, .. }
+            | DeliveryError::NotYet { retry_after, .. } => *retry_after,
             DeliveryError::Permanent { .. } => None,
         }
     }

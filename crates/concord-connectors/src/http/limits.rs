@@ -236,7 +236,8 @@ pub fn classify(
     match &mut e {
         DeliveryError::Transient { retry_after, .. }
         | DeliveryError::RateLimited { retry_after, .. }
-        | DeliveryError::Unavailable { retry_after, .. } => *retry_after = wait(),
+        | DeliveryError::Unavailable { retry_after, .. }
+        | DeliveryError::NotYet { retry_after, .. } => *retry_after = wait(),
         DeliveryError::Permanent { .. } => {}
     }
     // A 2xx the request did not list as success (e.g. 200 where only 201 means created).

@@ -180,7 +180,7 @@ async fn run_steps(
                 match step.if_missing {
                     IfMissing::Continue => {}
                     IfMissing::Retry => {
-                        return Err(DeliveryError::Transient {
+                        return Err(DeliveryError::NotYet {
                             reason: format!("{what} yet; retrying later"),
                             retry_after: None,
                         })
