@@ -503,7 +503,7 @@ impl Default for RateLimit {
 }
 
 /// The checked options.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Options {
     pub vars: Value,
     pub headers: Vec<(String, Template)>,
@@ -514,6 +514,28 @@ pub struct Options {
     pub webhook: Option<Webhook>,
     pub read: BTreeMap<Kind, Read>,
     pub write: BTreeMap<Kind, Write>,
+}
+
+/// `vars` may hold secrets (a login's password): only their names are shown.
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let var_names: Vec<&String> = self
+            .vars
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        f.debug_struct("Options")
+            .field("vars", &var_names)
+            .field("headers", &self.headers)
+            .field("auth", &self.auth)
+            .field("rate_limit", &self.rate_limit)
+            .field("errors", &self.errors)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("webhook", &self.webhook)
+            .field("read", &self.read)
+            .field("write", &self.write)
+            .finish()
+    }
 }
 
 // ---- parsing helpers ----------------------------------------------------------------------
@@ -1958,6 +1980,14 @@ mod tests {
         assert!(!shown.contains("r0") || !shown.contains("refresh_token: Some(Secret(\"r0"));
         assert!(shown.contains("***"));
         assert!(!shown.contains("\"whsec\""));
+        let o = parse(json!({"vars": {"password": "hunter2"},
+            "write": {"stock": {"upsert": {"path": "/a"}}}}))
+        .unwrap();
+        let shown = format!("{o:?}");
+        assert!(
+            shown.contains("password") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]
