@@ -36,7 +36,6 @@ struct Seen {
     path: String,
     query: String,
     headers: HeaderMap,
-    #[allow(dead_code)] // kept for failure messages (Debug)
     body: Value,
 }
 
@@ -183,6 +182,10 @@ async fn handle(
                 None => reply(404, json!({"message": "no such product"})),
             }
         }
+        ("DELETE", ["products", id]) => match f.products.remove(*id) {
+            Some(_) => reply(204, Value::Null),
+            None => reply(404, json!({"message": "no such product"})),
+        },
         ("POST", ["orders", order, "fulfillments"]) => {
             let id = format!("f{}", f.fulfillments.len() + 1);
             f.fulfillments.push((id.clone(), order.to_string()));
@@ -233,7 +236,9 @@ async fn handle(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode("client:csecret")
             );
-            if basic != expected {
+            let in_body = form.get("client_id").map(String::as_str) == Some("client")
+                && form.get("client_secret").map(String::as_str) == Some("csecret");
+            if basic != expected && !in_body {
                 return reply(401, json!({"error": "invalid_client"}));
             }
             let n = f.token_requests;
@@ -1624,4 +1629,130 @@ async fn a_step_that_finds_nothing_retries_skips_or_fails_as_configured() {
         WriteOutcome::Done { .. }
     ));
     assert_eq!(api.with(|f| f.sink.get("p9").copied()), Some(1));
+}
+
+#[tokio::test]
+async fn oauth2_client_credentials_may_go_in_the_body_with_a_scope() {
+    let api = Api::start().await;
+    let c = api.connector(oauth(
+        "client_credentials",
+        json!({"client_auth": "body", "scope": "inventory:write"}),
+    ));
+    assert!(matches!(
+        write1(&c, product_op()).await,
+        WriteOutcome::Done { .. }
+    ));
+    let token = api.seen("/oauth/token").pop().expect("a token request");
+    assert!(token.headers.get("authorization").is_none());
+    let form = q(token.body.as_str().expect("a form body"));
+    assert_eq!(form.get("client_id").map(String::as_str), Some("client"));
+    assert_eq!(
+        form.get("client_secret").map(String::as_str),
+        Some("csecret")
+    );
+    assert_eq!(
+        form.get("scope").map(String::as_str),
+        Some("inventory:write")
+    );
+    assert_eq!(
+        form.get("grant_type").map(String::as_str),
+        Some("client_credentials")
+    );
+}
+
+#[tokio::test]
+async fn delete_and_cancel_find_the_record_first_and_versions_are_read_back() {
+    let api = Api::start().await;
+    let mut o = products_options();
+    o["write"]["product"]["delete"] =
+        json!({"method": "DELETE", "path": "/products/{$id}", "success": [204]});
+    o["write"]["product"]["version"] = json!("$status | tostring");
+    let c = api.connector(o);
+    let create = op(
+        Kind::Product,
+        "SKU-7",
+        "create",
+        json!({"sku": "SKU-7", "name": "Seven"}),
+    );
+    match write1(&c, create).await {
+        WriteOutcome::Done {
+            external_id,
+            version,
+        } => {
+            assert_eq!(external_id.as_deref(), Some("p1"));
+            assert_eq!(version.as_deref(), Some("201"), "read from the answer");
+        }
+        other => panic!("{other:?}"),
+    }
+    let delete = || {
+        op(
+            Kind::Product,
+            "SKU-7",
+            "delete",
+            json!({"sku": "SKU-7", "name": "Seven"}),
+        )
+    };
+    assert!(matches!(
+        write1(&c, delete()).await,
+        WriteOutcome::Done { .. }
+    ));
+    assert!(api.with(|f| f.products.is_empty()));
+    // Deleting again: the lookup finds nothing, nothing is sent.
+    let deletes = api.seen("/products/p1").len();
+    assert!(matches!(
+        write1(&c, delete()).await,
+        WriteOutcome::Done {
+            external_id: None,
+            ..
+        }
+    ));
+    assert_eq!(api.seen("/products/p1").len(), deletes);
+    // An op with no steps configured is refused, naming what is configured.
+    let cancel = op(Kind::Product, "SKU-7", "cancel", json!({"sku": "SKU-7"}));
+    let mut known = cancel.clone();
+    known.external_id = Some("p9".into());
+    let e = failed(write1(&c, known).await);
+    assert!(
+        e.is_permanent() && e.to_string().contains("no steps for op `cancel`"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn webhook_timestamps_in_rfc3339_or_milliseconds_and_a_dedupe_key_from_the_body() {
+    let api = Api::start().await;
+    let body =
+        br#"{"delivery":"d-77","events":[{"sku":"A","location":"WH","on_hand":2}]}"#.to_vec();
+    for (format, stamp) in [
+        ("rfc3339", chrono::Utc::now().to_rfc3339()),
+        ("unix_ms", (now_s() * 1000).to_string()),
+    ] {
+        let mut o = hook_options(json!({"header": "x-sig", "signed": "{timestamp}:{body}",
+            "timestamp_header": "x-ts", "timestamp_format": format}));
+        o["webhook"]["dedupe"] = json!({"body": ".delivery"});
+        let c = api.connector(o);
+        let mut m = format!("{stamp}:").into_bytes();
+        m.extend_from_slice(&body);
+        let sig = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &m);
+        let got = c
+            .parse_webhook(
+                &headers(&[("x-sig", sig.clone()), ("x-ts", stamp.clone())]),
+                &body,
+            )
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        assert_eq!(got[0].version.as_deref(), Some("d-77"), "{format}");
+        // An hour old: a replay.
+        let old = match format {
+            "rfc3339" => (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339(),
+            _ => ((now_s() - 3600) * 1000).to_string(),
+        };
+        let mut m = format!("{old}:").into_bytes();
+        m.extend_from_slice(&body);
+        let sig = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &m);
+        let r = c.parse_webhook(&headers(&[("x-sig", sig), ("x-ts", old)]), &body);
+        assert!(
+            matches!(r, Err(WebhookError::Unauthorized(_))),
+            "{format}: {r:?}"
+        );
+    }
 }
