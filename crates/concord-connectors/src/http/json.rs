@@ -126,4 +126,24 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        /// On any bytes: no panic; whatever it accepts, serde_json reads the same way.
+        #[test]
+        fn never_accepts_what_serde_json_reads_differently(b in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            if let Ok(v) = from_slice_strict(&b) {
+                proptest::prop_assert_eq!(serde_json::from_slice::<Value>(&b).ok(), Some(v));
+            }
+        }
+
+        /// On JSON-ish text (objects with repeated keys likely): agreement, or a refusal.
+        #[test]
+        fn agrees_or_refuses_on_json_like_text(t in r#"\{("[ab]":(1|"x"|\[\]|\{"a":2\}),?){0,6}\}"#) {
+            match (from_slice_strict(t.as_bytes()), serde_json::from_str::<Value>(&t)) {
+                (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                (Ok(_), Err(_)) => proptest::prop_assert!(false, "accepted what serde_json refuses: {}", t),
+                (Err(_), _) => {}
+            }
+        }
+    }
 }

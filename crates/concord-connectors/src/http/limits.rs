@@ -343,4 +343,32 @@ mod tests {
             "{w:?}"
         );
     }
+
+    proptest::proptest! {
+        /// Any header value at all: no panic, never more than the cap.
+        #[test]
+        fn retry_after_is_bounded_for_any_text(v in ".{0,80}", cap_s in 0u64..100_000) {
+            let cap = Duration::from_secs(cap_s);
+            if let Some(d) = retry_after(&v, SystemTime::now(), cap) {
+                proptest::prop_assert!(d <= cap);
+            }
+            if let Some(d) = reset_wait(&v, ResetKind::Auto, SystemTime::now(), cap) {
+                proptest::prop_assert!(d <= cap);
+            }
+        }
+
+        #[test]
+        fn retry_after_is_bounded_for_any_number(n in proptest::num::i64::ANY, f in proptest::num::f64::ANY) {
+            for v in [n.to_string(), f.to_string(), format!("{f:e}"), (n as i128 * 1000).to_string()] {
+                for kind in [ResetKind::Auto, ResetKind::Seconds, ResetKind::Epoch] {
+                    if let Some(d) = reset_wait(&v, kind, SystemTime::now(), CAP) {
+                        proptest::prop_assert!(d <= CAP);
+                    }
+                }
+                if let Some(d) = retry_after(&v, SystemTime::now(), CAP) {
+                    proptest::prop_assert!(d <= CAP);
+                }
+            }
+        }
+    }
 }

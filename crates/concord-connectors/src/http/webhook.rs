@@ -290,3 +290,59 @@ pub fn parse(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::Secret;
+    use super::*;
+    use std::time::Duration;
+
+    fn sig(alg: Algorithm, enc: Encoding, prefix: Option<&str>) -> Signature {
+        Signature {
+            header: "x-sig".into(),
+            algorithm: alg,
+            encoding: enc,
+            prefix: prefix.map(str::to_string),
+            signed: vec![SignedPart::Body],
+            timestamp_header: None,
+            timestamp_format: TimestampFormat::Unix,
+            tolerance: Duration::from_secs(300),
+            secrets: vec![Secret("k1".into()), Secret("k2".into())],
+        }
+    }
+
+    fn headers(v: &[u8]) -> Option<http::HeaderMap> {
+        let mut h = http::HeaderMap::new();
+        h.insert("x-sig", http::HeaderValue::from_bytes(v).ok()?);
+        Some(h)
+    }
+
+    proptest::proptest! {
+        /// Any body with its own signature (either secret, any algorithm and encoding) passes;
+        /// the same signature over any other body, or any other header value, does not.
+        #[test]
+        fn only_the_signed_body_passes(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            other in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+            junk in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            which in 0usize..2, a in 0usize..3, e in 0usize..2,
+        ) {
+            let alg = [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512][a];
+            let enc = [Encoding::Hex, Encoding::Base64][e];
+            let s = sig(alg, enc, Some("v1="));
+            let secret = ["k1", "k2"][which];
+            let good = format!("v1={}", sign(alg, enc, secret.as_bytes(), &body));
+            let now = SystemTime::now();
+            let h = headers(good.as_bytes()).expect("a valid header");
+            proptest::prop_assert!(verify(&s, None, &h, &body, now).is_ok());
+            if other != body {
+                proptest::prop_assert!(verify(&s, None, &h, &other, now).is_err());
+            }
+            if let Some(h) = headers(&junk) {
+                if junk != good.as_bytes() {
+                    proptest::prop_assert!(verify(&s, None, &h, &body, now).is_err());
+                }
+            }
+        }
+    }
+}
