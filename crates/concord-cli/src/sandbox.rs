@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use concord_connectors::sandbox::erp::{ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{ShopOptions, ShopSim};
+use concord_sandbox::erp::{ErpOptions, ErpSim};
+use concord_sandbox::shop::{ShopOptions, ShopSim};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 

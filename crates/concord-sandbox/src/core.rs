@@ -41,16 +41,16 @@ macro_rules! core_handle_methods {
             self.inner.core.shutdown().await;
         }
 
-        pub fn set_faults(&self, faults: $crate::sandbox::Faults) {
+        pub fn set_faults(&self, faults: $crate::Faults) {
             self.inner.core.set_faults(faults);
         }
 
         /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
-        pub async fn set_down(&self, down: bool) -> Result<(), $crate::sandbox::SimError> {
+        pub async fn set_down(&self, down: bool) -> Result<(), $crate::SimError> {
             self.inner.core.set_down(down).await
         }
 
-        pub fn counters(&self) -> $crate::sandbox::Counters {
+        pub fn counters(&self) -> $crate::Counters {
             self.inner.core.counters()
         }
 
@@ -61,7 +61,7 @@ macro_rules! core_handle_methods {
 
         /// Every write request received (after fault injection), for counting
         /// duplicates/echoes.
-        pub fn write_log(&self) -> Vec<$crate::sandbox::WriteEntry> {
+        pub fn write_log(&self) -> Vec<$crate::WriteEntry> {
             self.inner.core.write_log()
         }
     };

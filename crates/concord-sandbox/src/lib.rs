@@ -1,45 +1,74 @@
-//! The sandbox: built-in HTTP emulators of an ERP ([`erp::ErpSim`]) and of a storefront
-//! ([`shop::ShopSim`]), and the two connectors that talk to them ([`connector`]).
+//! Concord's sandbox: built-in HTTP emulators of an ERP ([`erp::ErpSim`]) and of a storefront
+//! ([`shop::ShopSim`]), for `concord demo`, `concord sandbox`, dry runs, benchmarks and tests.
+//! The connectors that talk to them are `concord_connectors::sandbox` (`sandbox-erp`,
+//! `sandbox-shop`); the wire contract both sides share is `concord_connectors::sandbox::protocol`
+//! (re-exported here as [`protocol`], with [`sign`], [`SIGNATURE_HEADER`], [`TOPIC_HEADER`]).
 //!
-//! The emulators serve `concord demo`, dry runs and fault tests, so they behave like real
-//! systems: real HTTP on 127.0.0.1, real signed webhooks out (batched, retried, then dropped),
-//! a gapless changes feed, a snapshot listing, and injected failures ([`Faults`]: latency, 500s,
-//! 429 with `Retry-After`, 503 maintenance, and a real outage where the port stops accepting).
-//! Both speak canonical JSON (the shapes of `concord_core::model`), so no mapping is needed.
+//! The emulators behave like real systems: real HTTP on 127.0.0.1, real signed webhooks out
+//! (batched, retried, then dropped), a gapless changes feed, a snapshot listing, and injected
+//! failures ([`Faults`]: latency, 500s, 429 with `Retry-After`, 503 maintenance, a write's answer
+//! held back, and a real outage where the port stops accepting). Both speak canonical JSON (the
+//! shapes of `concord_core::model`), so no mapping is needed. Each one's own API is documented
+//! in its module ([`erp`], [`shop`]).
 //!
-//! # Shared HTTP contract (both emulators)
-//! - Every record change gets a new global, monotonic `seq` (its version) and `updated_at` (ms).
-//!   A save that changes nothing is not a change.
-//! - `GET /api/changes?kind=K&after=<seq>&limit=N` (limit 1..=1000, default 100) →
-//!   `{"records":[{"id","version","updated_at","record"}],"next":"<last seq>","more":bool}`: the
-//!   latest state of each record changed after `seq`, ordered by its latest seq (keyset; an empty
-//!   page returns `next` = `after`). The seq is assigned under the same lock as the write, so the
-//!   feed has no gaps and needs no overlap.
-//! - `GET /api/records?kind=K&after_id=<id>&limit=N` → `{"records":[...],"next":"<last id>"|null,
-//!   "more":bool}` ordered by id (string order).
-//! - Webhooks (when `webhook_url` is set): POST `{"events":[{"kind","id","version","record"}]}`
-//!   with `Content-Type: application/json`, `X-Sandbox-Topic: <kind>` (one kind per POST) and
-//!   `X-Sandbox-Signature: sha256=<hex HMAC-SHA256(body, webhook_secret)>` (omitted when no
-//!   secret is set). In seq order, up to `webhook_batch` events per POST, sent at once when
-//!   idle; retried after 100 ms, 400 ms, 1.6 s, then dropped (`webhooks_dropped`).
+//! # What both emulators add to the wire contract
+//! - Webhooks (when `webhook_url` is set): in seq order, up to `webhook_batch` events per POST,
+//!   sent at once when idle; retried after 100 ms, 400 ms, 1.6 s, then dropped
+//!   (`webhooks_dropped`) — as real platforms do; the changes feed is the safety net.
 //! - Faults apply to `/api/*` only: latency, then `down` (503 "down for maintenance"), then every
-//!   Nth request 429 with `Retry-After`, then `error_rate` 500s; `reply_delay_ms` holds the answer
-//!   to a write that was applied. `set_down(true)` is a real outage:
-//!   the listener is closed (connection refused) and `set_down(false)` re-binds the same port.
-//! - `POST /_control/faults` (a [`Faults`] as JSON), `GET /_control/faults`,
-//!   `GET /_control/counters` (a [`Counters`]).
-//! - Writes are validated with `concord_core::validate`; invalid → 422 `{"error"}` naming the
-//!   field; a malformed body → 400 naming the position.
+//!   Nth request 429 with `Retry-After`, then `error_rate` 500s; `reply_delay_ms` holds the
+//!   answer to a write that was applied.
 //!
-//! This module holds what both emulators share: [`Faults`], webhook signing ([`sign`],
-//! [`verify_signature`]), the counters; `core` (fault middleware, write log, server lifecycle),
-//! `feed` (the change feed and its routes) and `webhook` (the sender).
+//! # Control calls
+//! What happens *inside* a system (a warehouse ships, a rep keys in an order, a customer
+//! cancels) and the levers of a test (faults, counters); the handles ([`ErpHandle`],
+//! [`ShopHandle`]) have a method for most (named in brackets). Control calls are never faulted and
+//! never counted as requests or writes. Bodies are JSON; where every field is optional an empty
+//! body means the defaults; an unknown field or a bad value is 422 naming the field, a malformed
+//! body 400, an unknown id 404.
 //!
-//! Must never: touch Concord's store or engine runtime, or be used as a production endpoint.
-//! The emulators keep everything in memory and forget it on shutdown.
+//! Both emulators:
+//!
+//! | call | body | effect |
+//! |---|---|---|
+//! | `POST /_control/faults` | a [`Faults`] (missing fields = default: `{}` clears every fault) | 200, the faults now in force on every later `/api` request (`set_faults`) |
+//! | `GET /_control/faults` | | 200, the faults in force |
+//! | `GET /_control/counters` | | 200, the [`Counters`] (`counters`) |
+//!
+//! The ERP ([`erp`]):
+//!
+//! | call | body | effect |
+//! |---|---|---|
+//! | `POST /_control/sales-orders/{id}/ship` | `{"lines": [{"sku", "quantity"}], "carrier", "tracking_number"}`, all optional (no lines: the rest) | 201, the shipment: one of several (`ship_with`, `ship_partial`, `ship`) |
+//! | `POST /_control/sales-orders/{id}/invoice` | | 200, the order's invoice (idempotent) (`invoice`) |
+//! | `POST /_control/sales-orders/{id}/cancel` | | 200, the sales order, cancelled, its commitment released; 409 once shipped (`cancel`) |
+//! | `POST /_control/invoices/{number}/pay` | `{"amount_minor", "method"}`, optional (what is open, by bank transfer) | 200, the payment `PAY-n` (`pay_invoice`) |
+//! | `POST /_control/returns/{id}/receive` | | 200, the return, received: its units back on hand at the order line's location, the order `returned` (idempotent) (`receive_return`) |
+//! | `PUT /_control/credit-hold/{email}` | | 204: the customer's new orders are refused (422) (`set_credit_hold(email, true)`) |
+//! | `DELETE /_control/credit-hold/{email}` | | 204: the hold is lifted (`set_credit_hold(email, false)`) |
+//!
+//! The storefront ([`shop`]; the customer's own checkout is an API call, `POST /api/checkout`):
+//!
+//! | call | body | effect |
+//! |---|---|---|
+//! | `POST /_control/orders/{id}/edit` | `{"lines": [{"sku", "quantity"}], "shipping_address"}` | 200, the order, edited by the merchant and emitted as its update; 409 once fulfilled or cancelled (`edit_order`) |
+//! | `POST /_control/orders/{id}/cancel` | | 200, the order, cancelled by the customer; 409 once fulfilled (`customer_cancel`) |
+//! | `POST /_control/orders/{id}/capture` | `{"amount_minor", "method"}`, optional (what is not captured yet) | 201, the payment `pay_n`, captured (`capture`) |
+//! | `POST /_control/orders/{id}/refund` | `{"lines", "amount_minor", "restock", "reason"}`, optional (by lines — their value —, by amount, or else the rest) | 201, the refund `re_n`; beyond what was ordered or is left → 422 naming the field (`refund`) |
+//!
+//! The crate's modules: `core` (fault middleware, write log, the shared routes, the server
+//! lifecycle), `feed` (the change feed and its routes), `webhook` (the sender), `customers`,
+//! and one folder per emulator.
+//!
+//! *Architecture invariant:* nothing on Concord's production path depends on this crate. Only
+//! the CLI's `demo` and `sandbox` commands, the benchmarks and tests use it; the hub reaches the
+//! emulators over HTTP through its connectors like any other system.
+//!
+//! Must never: touch Concord's store or engine runtime, be used as a production endpoint, or be
+//! a dependency of `concord-connectors` (other than its tests), `concord-engine`,
+//! `concord-store` or `concord-server`. The emulators keep everything in memory and forget it on
+//! shutdown.
 
-pub mod client;
-pub mod connector;
 pub(crate) mod core;
 pub(crate) mod customers;
 pub mod erp;
@@ -47,20 +76,13 @@ pub(crate) mod feed;
 pub mod shop;
 pub(crate) mod webhook;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use std::collections::BTreeMap;
 
 pub use self::core::WriteEntry;
-pub use connector::{SandboxErpConnector, SandboxShopConnector};
+pub use concord_connectors::sandbox::protocol::{self, sign, SIGNATURE_HEADER, TOPIC_HEADER};
 pub use erp::{ErpHandle, ErpOptions, ErpSim};
-pub use shop::{InventorySet, ShopError, ShopHandle, ShopOptions, ShopSim};
-
-/// Header carrying the webhook's topic (the kind of its events).
-pub const TOPIC_HEADER: &str = "X-Sandbox-Topic";
-/// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
-pub const SIGNATURE_HEADER: &str = "X-Sandbox-Signature";
+pub use shop::{HubCheckout, InventorySet, ShopError, ShopHandle, ShopOptions, ShopSim};
 
 /// Failures injected into `/api/*` requests (never into `/_control/*`). Set with
 /// `handle.set_faults(..)` or `POST /_control/faults` (JSON, missing fields = default).
@@ -78,7 +100,7 @@ pub struct Faults {
     #[serde(deserialize_with = "secs")]
     pub rate_limit_retry_after_secs: f64,
     /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
-    /// the port refuses connections, use the handle's `set_down(true)`.)
+    /// `set_down(true)`.)
     pub down: bool,
     /// Every `/api` write (non-GET) is applied at once but answered this much later: the answer
     /// to a write that happened is late (or, past the client's timeout, lost) — the window in
@@ -166,73 +188,9 @@ pub enum SimError {
     Client(String),
 }
 
-/// A webhook signature check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("missing {SIGNATURE_HEADER} header")]
-    Missing,
-    #[error("{SIGNATURE_HEADER} must look like `sha256=<hex>`")]
-    Malformed,
-    #[error("signature does not match the body")]
-    Mismatch,
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// `sha256=<hex HMAC-SHA256 of body with secret>`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// Check a signature header value against the body, in constant time.
-pub fn verify_signature(
-    secret: &[u8],
-    body: &[u8],
-    header: Option<&str>,
-) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Malformed)?;
-    mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signatures_round_trip_and_reject_tampering() {
-        let s = sign(b"k", b"{\"a\":1}");
-        assert!(s.starts_with("sha256="));
-        assert_eq!(verify_signature(b"k", b"{\"a\":1}", Some(&s)), Ok(()));
-        assert_eq!(
-            verify_signature(b"k", b"{\"a\":2}", Some(&s)),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(b"other", b"{\"a\":1}", Some(&s)),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(b"k", b"x", None),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify_signature(b"k", b"x", Some("md5=zz")),
-            Err(SignatureError::Malformed)
-        );
-    }
 
     #[test]
     fn retry_after_formats_whole_and_fractional_seconds() {

@@ -1,32 +1,40 @@
-//! The sandbox connectors: [`SandboxErpConnector`] and [`SandboxShopConnector`] implement the
-//! engine's `Connector` trait against the emulators' HTTP APIs (documented in `sandbox::erp` and
-//! `sandbox::shop`; both speak canonical JSON, so payloads pass through unmapped).
+//! The sandbox connectors: [`SandboxErpConnector`] (`sandbox-erp`) and [`SandboxShopConnector`]
+//! (`sandbox-shop`) implement the engine's `Connector` trait against the HTTP APIs of the
+//! sandbox emulators, which live in their own crate (`concord-sandbox`: `concord_sandbox::erp`
+//! and `concord_sandbox::shop` document each API). Both speak canonical JSON, so payloads pass
+//! through unmapped.
 //!
-//! What both share lives here: endpoint options, webhook verification and parsing (the
-//! `{"events":[...]}` envelope signed with `X-Sandbox-Signature`), reading the changes feed and
-//! the snapshot, and the customer upsert (same API on both).
+//! Files: [`protocol`] is the wire contract both sides share (the feed and snapshot routes, the
+//! webhook envelope, its headers and signature, the kinds each emulator serves); [`client`] the
+//! HTTP client helpers; `erp.rs` and `shop.rs` one connector each. What both connectors share
+//! lives here: endpoint options, webhook verification and parsing (the `{"events":[...]}`
+//! envelope signed with `X-Sandbox-Signature`), reading the changes feed and the snapshot, and
+//! the customer upsert (same API on both).
 //!
 //! Reading: the changes feed is keyed on a global, gapless `seq` assigned under the emulator's
 //! lock, so a record committed "late" can never appear behind the cursor; `ReadRequest::overlap`
 //! therefore does not apply and is ignored.
 //!
 //! Must never: sleep, retry, touch the store, or validate records (the engine validates canonical
-//! records after mapping).
+//! records after mapping); depend on the emulators (`concord-sandbox` depends on this crate, for
+//! [`protocol`], never the other way round).
 
+pub mod client;
 mod erp;
+pub mod protocol;
 mod shop;
 
 pub use erp::SandboxErpConnector;
 pub use shop::SandboxShopConnector;
 
-use super::client::{Api, ApiError};
-use super::{verify_signature, SIGNATURE_HEADER};
+use client::{Api, ApiError};
 use concord_core::Kind;
 use concord_engine::connector::{
     BuildError, Captured, DeliveryError, EndpointSpec, Page, ReadRequest, WebhookError, WriteOp,
     WriteOutcome,
 };
 use concord_engine::secret::Secret;
+use protocol::{verify_signature, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
 /// What both sandbox connectors are built from.

@@ -4,7 +4,7 @@
 //! Must never: hold the state lock across an `.await`.
 
 use super::{ErpError, ErpInner};
-use crate::sandbox::core::{error, lock, parse_json};
+use crate::core::{error, lock, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;

@@ -85,7 +85,7 @@
 //! so the order record's own seq would be too high.) An order found again by reference keeps
 //! its version. `oversold_units` in the counters adds, per accepted line, the units beyond the
 //! ERP's own `on_hand − committed` at its location: stock promised that the ERP did not have.
-//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
+//! - Feed and snapshot (contract in `concord_connectors::sandbox::protocol`) for product, stock, price,
 //!   customer, order, shipment, invoice, payment, refund; ids: sku, `sku@location`, `list:sku`,
 //!   `C-n`, `SO-n`, `SH-n`, `INV-n`, the payment's id, `CN-n` (the record is the canonical
 //!   refund, `id` = the refund id it books).
@@ -109,6 +109,7 @@ pub use state::{ErpError, ErpOrderStatus, SalesOrder};
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
 use super::SimError;
+use concord_connectors::sandbox::protocol::ERP_KINDS;
 use concord_core::model::Stock;
 use concord_core::Kind;
 use serde_json::{json, Value};
@@ -117,19 +118,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Kinds the ERP serves.
-pub const ERP_KINDS: &[Kind] = &[
-    Kind::Product,
-    Kind::Stock,
-    Kind::Price,
-    Kind::Customer,
-    Kind::Order,
-    Kind::Shipment,
-    Kind::Invoice,
-    Kind::Payment,
-    Kind::Refund,
-];
 
 /// How to start an [`ErpSim`].
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! Must never: await (all of this runs under a std mutex).
 
 use super::ErpInner;
-use crate::sandbox::core::{lock, with_id};
-use crate::sandbox::customers::{Customers, UpdateRefused};
+use crate::core::{lock, with_id};
+use crate::customers::{Customers, UpdateRefused};
 use concord_core::model::{Address, Incoming, OrderLine, Stock};
 use concord_core::{validate, Kind};
 use serde::Serialize;
@@ -241,7 +241,7 @@ fn invalid(e: concord_core::ValidationError) -> ErpError {
 }
 
 fn bind_path_field(body: &mut Value, field: &str, value: &str) -> Result<(), ErpError> {
-    crate::sandbox::core::bind_path_field(body, field, value).map_err(ErpError::Invalid)
+    crate::core::bind_path_field(body, field, value).map_err(ErpError::Invalid)
 }
 
 impl ErpInner {
@@ -420,9 +420,9 @@ impl ErpInner {
                  {}), not to this order (customer {}, lines {})",
                 existing.id,
                 existing.email,
-                crate::identity::describe_lines(&have),
+                concord_connectors::identity::describe_lines(&have),
                 email.as_deref().unwrap_or(customer_id.as_str()),
-                crate::identity::describe_lines(&want),
+                concord_connectors::identity::describe_lines(&want),
             )));
         }
         let email = email.ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;

@@ -45,7 +45,7 @@
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
 //!   stock | 503 hub unavailable (the same checkout as [`ShopHandle::checkout`]: through the
 //!   hub's stock pool when `ShopOptions::hub` is set, else from the store's own inventory).
-//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
+//! - Feed and snapshot (contract in `concord_connectors::sandbox::protocol`) for product, stock, price,
 //!   customer, order, payment, refund; ids: sku, `sku@location`, `list:sku`, `cus_n`, `ord_n`,
 //!   `pay_n`, `re_n`. Stock records are
 //!   `{"sku","location","on_hand":available,"committed":0}`.
@@ -63,6 +63,7 @@ pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus}
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
 use super::SimError;
+use concord_connectors::sandbox::protocol::SHOP_KINDS;
 use concord_core::Kind;
 use serde_json::Value;
 use state::ShopState;
@@ -71,17 +72,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Kinds the storefront serves.
-pub const SHOP_KINDS: &[Kind] = &[
-    Kind::Product,
-    Kind::Stock,
-    Kind::Price,
-    Kind::Customer,
-    Kind::Order,
-    Kind::Payment,
-    Kind::Refund,
-];
 
 /// How to start a [`ShopSim`].
 #[derive(Debug, Clone)]
