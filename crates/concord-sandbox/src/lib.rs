@@ -21,8 +21,9 @@
 //!
 //! # Control calls
 //! What happens *inside* a system (a warehouse ships, a rep keys in an order, a customer
-//! cancels) and the levers of a test (faults, counters); the handles ([`ErpHandle`],
-//! [`ShopHandle`]) have a method for most (named in brackets). Control calls are never faulted and
+//! cancels) and the levers of a test (faults, outages, counters). Every control call is reachable
+//! over HTTP, so a script can drive the sandbox as a test drives the handles ([`ErpHandle`],
+//! [`ShopHandle`]: the Rust method is named in brackets). Control calls are never faulted and
 //! never counted as requests or writes. Bodies are JSON; where every field is optional an empty
 //! body means the defaults; an unknown field or a bad value is 422 naming the field, a malformed
 //! body 400, an unknown id 404.
@@ -33,16 +34,22 @@
 //! |---|---|---|
 //! | `POST /_control/faults` | a [`Faults`] (missing fields = default: `{}` clears every fault) | 200, the faults now in force on every later `/api` request (`set_faults`) |
 //! | `GET /_control/faults` | | 200, the faults in force |
+//! | `POST /_control/outage` | `{"duration_ms": 1..=600000}` | 202 `{"down_for_ms"}`, then a real outage: the listener is closed (connections refused; an open connection ends after its request) and bound again on the same port after `duration_ms`; every record is kept (`set_down(true)`, `set_down(false)`) |
 //! | `GET /_control/counters` | | 200, the [`Counters`] (`counters`) |
+//! | `GET /_control/write-log` | | 200 `{"writes":[{"method","path","body"}]}`: every `/api` write that got past fault injection, oldest first (`write_log`) |
+//! | `GET /_control/seq` | | 200 `{"last_seq"}`: the last change's seq, 0 before any; unchanged means nothing happened (`last_seq`) |
 //!
 //! The ERP ([`erp`]):
 //!
 //! | call | body | effect |
 //! |---|---|---|
+//! | `POST /_control/seed` | `{"skus": 1..=10000, "locations": ["WH1", …], "quantity"}` | 200 `{"skus"}`: products `SKU-0001…` (named, `default` list price 1000 + i) with `quantity` on hand at each location (`seed`) |
+//! | `POST /_control/stock/{sku}/{location}/adjust` | `{"delta"}` | 200, the stock row: a goods receipt (`delta` > 0) or a count correction (< 0; on hand never below 0; above 10⁹ units → 422) (`adjust_stock`) |
+//! | `POST /_control/rep-orders` | `{"email", "lines": [{"sku", "quantity"}]}` | 201, the sales order a sales rep keyed in (reference `rep/<n>`, lines from the default location): it commits stock whatever the hub promised (`rep_order`) |
 //! | `POST /_control/sales-orders/{id}/ship` | `{"lines": [{"sku", "quantity"}], "carrier", "tracking_number"}`, all optional (no lines: the rest) | 201, the shipment: one of several (`ship_with`, `ship_partial`, `ship`) |
 //! | `POST /_control/sales-orders/{id}/invoice` | | 200, the order's invoice (idempotent) (`invoice`) |
 //! | `POST /_control/sales-orders/{id}/cancel` | | 200, the sales order, cancelled, its commitment released; 409 once shipped (`cancel`) |
-//! | `POST /_control/invoices/{number}/pay` | `{"amount_minor", "method"}`, optional (what is open, by bank transfer) | 200, the payment `PAY-n` (`pay_invoice`) |
+//! | `POST /_control/invoices/{number}/pay` | `{"amount_minor", "method"}`, optional (default: what is open, no method) | 200, the payment `PAY-n` received at the ERP, e.g. a bank transfer; 409 when nothing is left to pay (`pay_invoice`: method `bank_transfer`) |
 //! | `POST /_control/returns/{id}/receive` | | 200, the return, received: its units back on hand at the order line's location, the order `returned` (idempotent) (`receive_return`) |
 //! | `PUT /_control/credit-hold/{email}` | | 204: the customer's new orders are refused (422) (`set_credit_hold(email, true)`) |
 //! | `DELETE /_control/credit-hold/{email}` | | 204: the hold is lifted (`set_credit_hold(email, false)`) |
@@ -100,6 +107,7 @@ pub struct Faults {
     #[serde(deserialize_with = "secs")]
     pub rate_limit_retry_after_secs: f64,
     /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
+    /// the port refuses connections, use `POST /_control/outage` or the handle's
     /// `set_down(true)`.)
     pub down: bool,
     /// Every `/api` write (non-GET) is applied at once but answered this much later: the answer

@@ -38,7 +38,14 @@ pub(crate) fn router(inner: Arc<ErpInner>) -> Router {
             get(find_credit_notes).post(create_credit_note),
         )
         .route("/api/returns", get(find_returns))
-        // What happens inside the ERP (a warehouse, accounting): never faulted, not counted.
+        // What happens inside the ERP (a warehouse, accounting, sales reps): never faulted, not
+        // counted. Documented in the crate docs (`# Control calls`).
+        .route("/_control/seed", post(control_seed))
+        .route(
+            "/_control/stock/{sku}/{location}/adjust",
+            post(control_adjust),
+        )
+        .route("/_control/rep-orders", post(control_rep_order))
         .route("/_control/sales-orders/{id}/ship", post(control_ship))
         .route("/_control/sales-orders/{id}/invoice", post(control_invoice))
         .route("/_control/sales-orders/{id}/cancel", post(control_cancel))
@@ -319,4 +326,104 @@ async fn control_pay(State(s): S, Path(number): Path<String>, b: Bytes) -> Respo
 
 async fn control_receive(State(s): S, Path(id): Path<String>) -> Response {
     reply(s.receive_return(&id).map(|r| to_value(&r)))
+}
+
+/// A control body of type `T`; unknown fields and bad values are a 422 naming the field.
+fn control_body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T, Box<Response>> {
+    let v = parse_json(b).map_err(|e| Box::new(e.into_response()))?;
+    serde_json::from_value(v)
+        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))
+}
+
+/// Most SKUs one `POST /_control/seed` creates, and most locations.
+const MAX_SEED_SKUS: usize = 10_000;
+const MAX_SEED_LOCATIONS: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedBody {
+    skus: usize,
+    locations: Vec<String>,
+    quantity: i64,
+}
+
+/// `POST /_control/seed` `{"skus","locations","quantity"}`: the catalogue `SKU-0001…`.
+async fn control_seed(State(s): S, b: Bytes) -> Response {
+    let req: SeedBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let invalid = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, m);
+    if !(1..=MAX_SEED_SKUS).contains(&req.skus) {
+        return invalid(format!(
+            "skus: must be 1..={MAX_SEED_SKUS}, got {}",
+            req.skus
+        ));
+    }
+    if let Err(e) = concord_core::limits::count(
+        "locations",
+        req.locations.len(),
+        MAX_SEED_LOCATIONS,
+        "locations",
+    ) {
+        return invalid(e.to_string());
+    }
+    if req.locations.is_empty() {
+        return invalid("locations: name at least one location".into());
+    }
+    for (i, l) in req.locations.iter().enumerate() {
+        if let Err(e) = concord_core::limits::key(&format!("locations[{i}]"), l) {
+            return invalid(e.to_string());
+        }
+    }
+    if let Err(e) = concord_core::limits::quantity("quantity", req.quantity) {
+        return invalid(e.to_string());
+    }
+    match s.seed(req.skus, &req.locations, req.quantity) {
+        Ok(()) => Json(json!({ "skus": req.skus })).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustBody {
+    delta: i64,
+}
+
+/// `POST /_control/stock/{sku}/{location}/adjust` `{"delta"}`: a goods receipt or a count
+/// correction.
+async fn control_adjust(
+    State(s): S,
+    Path((sku, loc)): Path<(String, String)>,
+    b: Bytes,
+) -> Response {
+    let req: AdjustBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    reply(
+        s.adjust_stock(&sku, &loc, req.delta)
+            .map(|st| to_value(&st)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepOrderBody {
+    email: String,
+    lines: Vec<concord_core::model::ItemQty>,
+}
+
+/// `POST /_control/rep-orders` `{"email","lines"}`: an order keyed in by a sales rep.
+async fn control_rep_order(State(s): S, b: Bytes) -> Response {
+    let req: RepOrderBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let lines: Vec<(String, i64)> = req.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
+    match s.rep_order(&req.email, &lines) {
+        Ok(so) => (StatusCode::CREATED, Json(so.to_api())).into_response(),
+        Err(e) => fail(e),
+    }
 }

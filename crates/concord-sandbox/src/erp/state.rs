@@ -313,6 +313,33 @@ impl ErpInner {
         Ok(())
     }
 
+    /// Add `delta` to on-hand at a location (creating the row), clamped at 0: a goods receipt
+    /// or a count correction ([`super::ErpHandle::adjust_stock`],
+    /// `POST /_control/stock/{sku}/{location}/adjust`). A result above
+    /// [`concord_core::limits::MAX_QUANTITY`] is refused and changes nothing.
+    pub fn adjust_stock(&self, sku: &str, location: &str, delta: i64) -> Result<Stock, ErpError> {
+        let checked = concord_core::limits::key("sku", sku)
+            .and_then(|()| concord_core::limits::key("location", location));
+        checked.map_err(|e| ErpError::Invalid(e.to_string()))?;
+        let key = (sku.to_string(), location.to_string());
+        let mut st = lock(&self.state);
+        let on_hand = st.stock.get(&key).map_or(0, |r| r.on_hand);
+        let next = on_hand.saturating_add(delta).max(0);
+        if next > concord_core::limits::MAX_QUANTITY {
+            return Err(ErpError::Invalid(format!(
+                "delta: {on_hand} on hand + {delta} is more than {} units",
+                concord_core::limits::MAX_QUANTITY
+            )));
+        }
+        st.stock.entry(key).or_default().on_hand = next;
+        self.stock_changed(&st, sku, location);
+        st.stock_of(sku, location)
+            .ok_or_else(|| ErpError::NotFound {
+                what: "stock",
+                id: format!("{sku}@{location}"),
+            })
+    }
+
     /// `PUT /api/stock/{sku}/{location}`: sets on-hand and incoming, keeps committed.
     pub fn put_stock(&self, sku: &str, location: &str, mut body: Value) -> Result<Stock, ErpError> {
         bind_path_field(&mut body, "sku", sku)?;
@@ -614,12 +641,9 @@ impl ErpInner {
         let c = validate(Kind::Customer, &json!({"email": email})).map_err(invalid)?;
         let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        let (customer_id, created) = st.customers.ensure("C-", &c);
-        if created {
-            self.core.emit(Kind::Customer, &customer_id, c.clone());
-        }
-        st.next_rep += 1;
-        let number = st.next_rep.to_string();
+        // Checked before anything changes: a refused order takes no number and makes no
+        // customer.
+        let number = (st.next_rep + 1).to_string();
         let body = json!({"channel": "rep", "number": number, "customer": {"email": email},
                           "currency": "USD",
                           "lines": lines.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>()});
@@ -627,6 +651,11 @@ impl ErpInner {
         let o: concord_core::model::Order =
             serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
         self.known_skus(&o.lines)?;
+        let (customer_id, created) = st.customers.ensure("C-", &c);
+        if created {
+            self.core.emit(Kind::Customer, &customer_id, c.clone());
+        }
+        st.next_rep += 1;
         let so = self.accept(
             &mut st,
             format!("rep/{number}"),
