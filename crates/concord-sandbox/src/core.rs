@@ -131,6 +131,32 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, HttpError> {
     })
 }
 
+/// A control call's body as `T`: a malformed body is a 400 naming the position; a missing,
+/// unknown or mistyped field is a 422 naming its path (`lines[0].quantity: invalid type…`).
+pub(crate) fn control_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    let v = parse_json(body)?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        HttpError(StatusCode::UNPROCESSABLE_ENTITY, message)
+    })
+}
+
+/// [`control_body`] for a call whose fields are all optional: an empty body is the default.
+pub(crate) fn control_body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, HttpError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    control_body(body)
+}
+
 /// One write request received by an emulator (after fault injection let it through).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WriteEntry {
@@ -492,12 +518,12 @@ async fn log_write(core: &Core, req: Request) -> Request {
 }
 
 async fn set_faults(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Response {
-    match serde_json::from_slice::<Faults>(&body) {
+    match control_body::<Faults>(&body) {
         Ok(f) => {
             core.set_faults(f.clone());
             Json(f).into_response()
         }
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -517,9 +543,7 @@ async fn outage(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Respo
     struct Outage {
         duration_ms: u64,
     }
-    let req: Outage = match parse_json(&body)
-        .and_then(|v| serde_json::from_value(v).map_err(|e| unprocessable(e.to_string())))
-    {
+    let req: Outage = match control_body(&body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -540,10 +564,6 @@ async fn outage(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Respo
         }
     }));
     (StatusCode::ACCEPTED, Json(json!({ "down_for_ms": ms }))).into_response()
-}
-
-fn unprocessable(message: String) -> HttpError {
-    HttpError(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
 async fn get_write_log(State(core): State<Arc<Core>>) -> Response {

@@ -25,8 +25,8 @@
 //! over HTTP, so a script can drive the sandbox as a test drives the handles ([`ErpHandle`],
 //! [`ShopHandle`]: the Rust method is named in brackets). Control calls are never faulted and
 //! never counted as requests or writes. Bodies are JSON; where every field is optional an empty
-//! body means the defaults; an unknown field or a bad value is 422 naming the field, a malformed
-//! body 400, an unknown id 404.
+//! body means the defaults; a missing, unknown, mistyped or out-of-range field is 422 naming its
+//! path (`lines[0].quantity: …`), a malformed body 400, an unknown id 404.
 //!
 //! Both emulators:
 //!

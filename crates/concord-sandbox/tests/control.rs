@@ -94,6 +94,18 @@ async fn faults_counters_write_log_and_seq_over_http() {
         st == 422 && error_of(&bad).contains("latency"),
         "{st} {bad}"
     );
+    let (st, bad) = call(
+        "POST",
+        &format!("{base}/_control/faults"),
+        Some(json!({"latency_ms": "slow"})),
+    )
+    .await;
+    assert!(
+        st == 422 && error_of(&bad).starts_with("latency_ms: "),
+        "{st} {bad}"
+    );
+    let (st, _) = post_raw(&format!("{base}/_control/faults"), "{").await;
+    assert_eq!(st, 400, "a malformed body");
     let (st, cleared) = call("POST", &format!("{base}/_control/faults"), Some(json!({}))).await;
     assert_eq!((st, &cleared["down"]), (200, &json!(false)));
 
@@ -150,6 +162,7 @@ async fn an_outage_over_http_closes_the_port_then_binds_it_again() {
         (json!({"duration_ms": 600_001}), "duration_ms"),
         (json!({}), "duration_ms"),
         (json!({"duration_ms": 10, "port": 1}), "port"),
+        (json!({"duration_ms": -1}), "duration_ms: "),
     ] {
         let (st, e) = call(
             "POST",
@@ -316,6 +329,13 @@ async fn erp_control_calls_over_http() {
     )
     .await;
     assert!(st == 422 && error_of(&e).contains("quantity"), "{st} {e}");
+    let (st, e) = call(
+        "POST",
+        &adjust("SKU-0001", "WH1"),
+        Some(json!({"delta": "3"})),
+    )
+    .await;
+    assert!(st == 422 && error_of(&e).starts_with("delta: "), "{st} {e}");
     assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().on_hand, 8);
 
     // A rep keys in an order: it commits stock at the default location.
@@ -334,6 +354,16 @@ async fn erp_control_calls_over_http() {
     .await;
     assert!(
         st == 422 && error_of(&e).contains("lines[0].quantity"),
+        "{st} {e}"
+    );
+    let (st, e) = call(
+        "POST",
+        &ctl("/rep-orders"),
+        Some(json!({"email": "rep@example.com", "lines": [{"sku": "SKU-0001", "quantity": "2"}]})),
+    )
+    .await;
+    assert!(
+        st == 422 && error_of(&e).starts_with("lines[0].quantity: "),
         "{st} {e}"
     );
     assert!(
@@ -372,6 +402,16 @@ async fn erp_control_calls_over_http() {
     assert_eq!(st, 409);
     let (st, _) = call("POST", &ctl("/sales-orders/SO-99/ship"), None).await;
     assert_eq!(st, 404);
+    let (st, e) = call(
+        "POST",
+        &ctl(&format!("/sales-orders/{so1}/ship")),
+        Some(json!({"lines": [{"sku": 1, "quantity": 1}]})),
+    )
+    .await;
+    assert!(
+        st == 422 && error_of(&e).starts_with("lines[0].sku: "),
+        "{st} {e}"
+    );
 
     // A cancellation releases the commitment; a shipped order cannot be cancelled.
     let (_, so2) = call("POST", &ctl("/rep-orders"), Some(rep(2))).await;

@@ -4,7 +4,7 @@
 //! Must never: hold the state lock across an `.await`.
 
 use super::{ErpError, ErpInner};
-use crate::core::{error, lock, parse_json};
+use crate::core::{control_body, control_body_or_default, error, lock, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -245,7 +245,7 @@ async fn find_returns(State(s): S, Query(q): Query<OrderQuery>) -> Response {
     Json(json!({ "returns": r })).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ShipBody {
     /// Absent or empty: everything still open.
@@ -258,10 +258,9 @@ struct ShipBody {
 /// `POST /_control/sales-orders/{id}/ship` `{"lines":[{"sku","quantity"}],"carrier",
 /// "tracking_number"}`: the warehouse ships part of (or, without lines, the rest of) an order.
 async fn control_ship(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
-    let body = if b.is_empty() { json!({}) } else { body!(b) };
-    let req: ShipBody = match serde_json::from_value(body) {
+    let req: ShipBody = match control_body_or_default(&b) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => return e.into_response(),
     };
     let lines: Vec<(String, i64)> = if req.lines.is_empty() {
         match s.order(&id) {
@@ -313,26 +312,15 @@ struct PayBody {
 /// `POST /_control/invoices/{number}/pay` `{"amount_minor","method"}` (both optional): a payment
 /// received at the ERP (a bank transfer).
 async fn control_pay(State(s): S, Path(number): Path<String>, b: Bytes) -> Response {
-    let req: PayBody = if b.is_empty() {
-        PayBody::default()
-    } else {
-        match serde_json::from_value(body!(b)) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        }
+    let req: PayBody = match control_body_or_default(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     reply(s.pay_invoice(&number, req.amount_minor, req.method.as_deref()))
 }
 
 async fn control_receive(State(s): S, Path(id): Path<String>) -> Response {
     reply(s.receive_return(&id).map(|r| to_value(&r)))
-}
-
-/// A control body of type `T`; unknown fields and bad values are a 422 naming the field.
-fn control_body<T: serde::de::DeserializeOwned>(b: &Bytes) -> Result<T, Box<Response>> {
-    let v = parse_json(b).map_err(|e| Box::new(e.into_response()))?;
-    serde_json::from_value(v)
-        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))
 }
 
 /// Most SKUs one `POST /_control/seed` creates, and most locations.
@@ -351,7 +339,7 @@ struct SeedBody {
 async fn control_seed(State(s): S, b: Bytes) -> Response {
     let req: SeedBody = match control_body(&b) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     let invalid = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, m);
     if !(1..=MAX_SEED_SKUS).contains(&req.skus) {
@@ -400,7 +388,7 @@ async fn control_adjust(
 ) -> Response {
     let req: AdjustBody = match control_body(&b) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     reply(
         s.adjust_stock(&sku, &loc, req.delta)
@@ -419,7 +407,7 @@ struct RepOrderBody {
 async fn control_rep_order(State(s): S, b: Bytes) -> Response {
     let req: RepOrderBody = match control_body(&b) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     let lines: Vec<(String, i64)> = req.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
     match s.rep_order(&req.email, &lines) {
