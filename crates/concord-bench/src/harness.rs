@@ -3,12 +3,10 @@
 //! process's CPU time and load average.
 
 use anyhow::Context;
-use concord_connectors::sandbox::{
-    ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim,
-};
 use concord_engine::config::Config;
 use concord_engine::connector::Connector;
 use concord_engine::Engine;
+use concord_sandbox::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim};
 use concord_server::AppState;
 use concord_store::{SqliteStore, Store};
 use std::collections::BTreeMap;

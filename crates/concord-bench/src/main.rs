@@ -39,7 +39,7 @@ mod reservations;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand, ValueEnum};
-use concord_connectors::sandbox::InventorySet;
+use concord_sandbox::InventorySet;
 use harness::{percentile, round1, round3, Rig};
 use serde_json::json;
 use std::collections::HashMap;

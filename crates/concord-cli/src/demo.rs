@@ -26,11 +26,11 @@
 use crate::wiring;
 use anyhow::Context;
 use clap::Args;
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
-use concord_connectors::sandbox::Faults;
 use concord_engine::runtime::pricing::PriceRequest;
 use concord_engine::Engine;
+use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_sandbox::shop::{HubCheckout, ShopError, ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::Faults;
 use concord_store::{DeadLetterFilter, ItemState, ReservationState};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

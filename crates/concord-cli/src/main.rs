@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Run the built-in demo: a sandbox ERP, two sandbox storefronts, live traffic and an outage.
     Demo(demo::DemoArgs),
-    /// Run the sandbox ERP and storefronts on fixed ports (for `run -c examples/sandbox.toml`).
+    /// Run the sandbox ERP and storefronts on fixed ports, the stores checking out through the
+    /// hub's stock pool like the demo's (for `run -c examples/sandbox.toml`).
     Sandbox(sandbox::SandboxArgs),
     /// Run Concord with a configuration file until interrupted (Ctrl-C / SIGTERM).
     Run {

@@ -9,10 +9,10 @@
 //! Must never reach into the engine's internals: it drives the sandboxes through their handles
 //! and reads the hub only through `Engine::order_history`, the public query.
 
-use concord_connectors::sandbox::erp::ErpHandle;
-use concord_connectors::sandbox::shop::{OrderEdit, RefundRequest, ShopHandle};
 use concord_core::model::ItemQty;
 use concord_engine::Engine;
+use concord_sandbox::erp::ErpHandle;
+use concord_sandbox::shop::{OrderEdit, RefundRequest, ShopHandle};
 use std::time::{Duration, Instant};
 
 /// The customer whose orders the demo's ERP warehouse ships by hand (`ErpOptions::hold_for`).

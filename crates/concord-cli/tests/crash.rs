@@ -14,9 +14,9 @@
 //!
 //! It never sleeps and hopes: every wait is a condition polled under a generous deadline.
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
-use concord_connectors::sandbox::Faults;
+use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::Faults;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -14,9 +14,9 @@
 //!
 //! It never sleeps and hopes: every wait is a condition polled under a deadline.
 
-use concord_connectors::sandbox::erp::{ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
-use concord_connectors::sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
+use concord_sandbox::erp::{ErpOptions, ErpSim};
+use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,11 +1,12 @@
-//! Concord's connectors: one module per API (Vector-style), each implementing
-//! `concord_engine::connector::Connector`, plus the sandbox ERP and storefront emulators the demo,
-//! dry runs and fault tests run against.
+//! Concord's connectors: one folder per system (Vector-style), each implementing
+//! `concord_engine::connector::Connector`: `sandbox/` (for the built-in emulators, which live
+//! in crate `concord-sandbox`), `tryton/`, `vendure/`.
 //!
 //! [`build`] is the registry: it turns an endpoint's configuration into a connector by its type
 //! name. Building does no I/O.
 //!
-//! Must never: touch the store, sleep or retry (the engine does that), or decide routing.
+//! Must never: touch the store, sleep or retry (the engine does that), or decide routing; serve
+//! HTTP (no web framework here: the emulators that do are in `concord-sandbox`).
 
 pub mod http;
 pub mod identity;

@@ -1,23 +1,20 @@
-//! End-to-end tests of the sandbox: emulators over real HTTP on 127.0.0.1, webhooks to a local
-//! receiver, and the connectors built through the registry. Waits poll a condition with a
-//! deadline; nothing sleeps and hopes.
+//! End-to-end tests of the sandbox connectors (`sandbox-erp`, `sandbox-shop`, built through the
+//! registry) against the emulators of `concord-sandbox` over real HTTP on 127.0.0.1. The
+//! emulators' own behaviour (webhook batching and retries, control calls, outages) is tested
+//! in `crates/concord-sandbox/tests/`. Waits poll a condition with a deadline; nothing sleeps
+//! and hopes.
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::Router;
-use concord_connectors::sandbox::shop::ShopOrderStatus;
-use concord_connectors::sandbox::{
-    ErpOptions, ErpSim, Faults, ShopError, ShopOptions, ShopSim, SIGNATURE_HEADER, TOPIC_HEADER,
-};
+use concord_connectors::sandbox::protocol::{sign, SIGNATURE_HEADER};
 use concord_core::Kind;
 use concord_engine::connector::{
     Connector, DeliveryError, EndpointSpec, ReadRequest, WebhookError, WriteOp, WriteOutcome,
 };
+use concord_sandbox::shop::ShopOrderStatus;
+use concord_sandbox::{ErpOptions, ErpSim, Faults, ShopError, ShopOptions, ShopSim};
+use http::HeaderMap;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "s3cret";
@@ -27,56 +24,6 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-#[derive(Clone, Default)]
-struct Receiver {
-    posts: Arc<Mutex<Vec<(HeaderMap, Bytes)>>>,
-    /// Answer 500 to this many requests first.
-    fail_first: Arc<AtomicUsize>,
-}
-
-impl Receiver {
-    async fn start(fail_first: usize) -> (Receiver, String) {
-        let r = Receiver::default();
-        r.fail_first.store(fail_first, Ordering::SeqCst);
-        let state = r.clone();
-        let app = Router::new().route(
-            "/hook",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let state = state.clone();
-                async move {
-                    let left = state.fail_first.load(Ordering::SeqCst);
-                    if left > 0 {
-                        state.fail_first.store(left - 1, Ordering::SeqCst);
-                        return StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    state.posts.lock().unwrap().push((headers, body));
-                    StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (r, url)
-    }
-
-    fn posts(&self) -> Vec<(HeaderMap, Bytes)> {
-        self.posts.lock().unwrap().clone()
-    }
-
-    fn event_count(&self) -> usize {
-        self.posts()
-            .iter()
-            .map(|(_, b)| {
-                serde_json::from_slice::<Value>(b).unwrap()["events"]
-                    .as_array()
-                    .unwrap()
-                    .len()
-            })
-            .sum()
     }
 }
 
@@ -129,84 +76,11 @@ fn ext_id(o: &WriteOutcome) -> String {
 }
 
 #[tokio::test]
-async fn webhooks_are_signed_ordered_and_batched_under_load() {
-    let (rx, url) = Receiver::start(0).await;
-    let erp = ErpSim::start(ErpOptions {
-        webhook_url: Some(url),
-        webhook_secret: Some(SECRET.into()),
-        webhook_kinds: Some(vec![Kind::Stock]),
-        ..ErpOptions::default()
-    })
-    .await
-    .unwrap();
-    erp.upsert_product(json!({"sku": "A", "name": "A"}))
-        .unwrap(); // not a webhook kind
-    for i in 0..500 {
-        erp.set_stock("A", "WH1", i + 1).unwrap();
-    }
-    wait_until("500 stock events", || rx.event_count() == 500).await;
-    let conn = connector("sandbox-erp", &erp.base_url());
-    let posts = rx.posts();
-    assert!(
-        posts.len() < 500,
-        "events were not batched: {} posts",
-        posts.len()
-    );
-    let mut last_version = 0u64;
-    let mut last_on_hand = 0;
-    for (headers, body) in &posts {
-        assert_eq!(headers[TOPIC_HEADER], "stock");
-        assert_eq!(headers["content-type"], "application/json");
-        let captured = conn.parse_webhook(headers, body).expect("valid signature");
-        assert!(captured.len() <= 100);
-        for c in captured {
-            let v: u64 = c.version.unwrap().parse().unwrap();
-            assert!(v > last_version, "out of order");
-            last_version = v;
-            assert_eq!(c.external_id, "A@WH1");
-            assert_eq!(c.record["on_hand"], last_on_hand + 1);
-            last_on_hand += 1;
-        }
-    }
-    let c = erp.counters();
-    assert_eq!(c.webhook_events_sent, 500);
-    assert_eq!(c.webhooks_sent as usize, posts.len());
-    erp.shutdown().await;
-}
-
-#[tokio::test]
-async fn webhook_failures_are_retried_then_dropped() {
-    let (rx, url) = Receiver::start(2).await;
-    let shop = ShopSim::start(ShopOptions {
-        webhook_url: Some(url),
-        webhook_secret: Some(SECRET.into()),
-        ..ShopOptions::default()
-    })
-    .await
-    .unwrap();
-    shop.set_inventory("A", "L1", 3).unwrap();
-    wait_until("delivery after two failures", || {
-        shop.counters().webhooks_sent == 1
-    })
-    .await;
-    assert_eq!(shop.counters().webhooks_failed, 2);
-    assert_eq!(rx.event_count(), 1);
-
-    // Always failing: 1 try + 3 retries (0.1 + 0.4 + 1.6 s), then the batch is dropped.
-    rx.fail_first.store(usize::MAX, Ordering::SeqCst);
-    shop.set_inventory("A", "L1", 4).unwrap();
-    wait_until("drop", || shop.counters().webhooks_dropped == 1).await;
-    let c = shop.counters();
-    assert_eq!((c.webhooks_failed, c.webhook_events_dropped), (6, 1));
-    shop.shutdown().await;
-}
-
-#[tokio::test]
 async fn webhook_verification_rejects_tampering_missing_signature_and_bad_envelopes() {
     let conn = connector("sandbox-shop", "http://127.0.0.1:9");
     let body = br#"{"events":[{"kind":"stock","id":"A@L","version":"7","record":{"sku":"A"}}]}"#;
     let mut headers = HeaderMap::new();
-    let sig = concord_connectors::sandbox::sign(SECRET.as_bytes(), body);
+    let sig = sign(SECRET.as_bytes(), body);
     headers.insert(SIGNATURE_HEADER, sig.parse().unwrap());
     let ok = conn.parse_webhook(&headers, body).unwrap();
     assert_eq!(ok[0].kind, Kind::Stock);
@@ -241,9 +115,7 @@ async fn webhook_verification_rejects_tampering_missing_signature_and_bad_envelo
         let mut h = HeaderMap::new();
         h.insert(
             SIGNATURE_HEADER,
-            concord_connectors::sandbox::sign(SECRET.as_bytes(), b)
-                .parse()
-                .unwrap(),
+            sign(SECRET.as_bytes(), b).parse().unwrap(),
         );
         conn.parse_webhook(&h, b).unwrap_err().to_string()
     };
@@ -640,18 +512,12 @@ async fn checkout_refuses_oversell_and_fulfillment_is_idempotent() {
     assert_eq!(ext_id(&conn.write(vec![ship("SH-1", 1)]).await[0]), "SH-1");
     assert_eq!(ext_id(&conn.write(vec![ship("SH-1", 1)]).await[0]), "SH-1");
     assert_eq!(shop.fulfillments(&placed.id).len(), 1);
-    assert_eq!(
-        shop.orders()[0].status,
-        concord_connectors::sandbox::shop::ShopOrderStatus::PartiallyShipped
-    );
+    assert_eq!(shop.orders()[0].status, ShopOrderStatus::PartiallyShipped);
     // Without the ref the order is found by number.
     let mut second = ship("SH-2", 1);
     second.refs.clear();
     assert_eq!(ext_id(&conn.write(vec![second]).await[0]), "SH-2");
-    assert_eq!(
-        shop.orders()[0].status,
-        concord_connectors::sandbox::shop::ShopOrderStatus::Shipped
-    );
+    assert_eq!(shop.orders()[0].status, ShopOrderStatus::Shipped);
     let over = conn.write(vec![ship("SH-3", 1)]).await;
     assert!(
         matches!(&over[0], WriteOutcome::Failed(e) if e.is_permanent()),
@@ -728,34 +594,6 @@ fn build_rejects_bad_specs_with_paths() {
     );
 }
 
-#[tokio::test]
-async fn shop_tells_watchers_every_level_set_in_order() {
-    let shop = ShopSim::start(ShopOptions::default()).await.unwrap();
-    let mut rx = shop.watch_inventory();
-    let before = Instant::now();
-    shop.set_inventory("A", "WH1", 5).unwrap();
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(format!("{}/api/inventory/set", shop.base_url()))
-        .json(
-            &json!({"items": [{"sku": "A", "location": "WH1", "available": 7},
-                                {"sku": "B", "location": "WH1", "available": -1}]}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let first = rx.recv().await.unwrap();
-    let second = rx.recv().await.unwrap();
-    assert_eq!((first.sku.as_str(), first.available), ("A", 5));
-    assert_eq!((second.location.as_str(), second.available), ("WH1", 7));
-    assert!(before <= first.at && first.at <= second.at);
-    assert!(rx.try_recv().is_err(), "the refused item is not reported");
-    drop(rx);
-    shop.set_inventory("A", "WH1", 8).unwrap();
-    shop.shutdown().await;
-}
-
 /// POST to an emulator's `/_control/...` (never faulted): `(status, body)`.
 async fn control(base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
@@ -789,7 +627,7 @@ fn permanent_with(o: &WriteOutcome, needle: &str) -> bool {
 /// An ERP with two SKUs (10 each at WH1), customer ann, and order `web/1001` (3 × SKU-0001 at
 /// 100, 2 × SKU-0002 at 250) created through the connector: `(erp, connector, order, so id)`.
 async fn erp_with_order() -> (
-    concord_connectors::sandbox::ErpHandle,
+    concord_sandbox::ErpHandle,
     Arc<dyn Connector>,
     Value,
     String,
@@ -1022,10 +860,7 @@ async fn erp_refuses_another_order_under_an_existing_reference() {
     let first = erp.order(&so).unwrap();
     assert_eq!(first.email, "ann@example.com");
     assert_eq!(first.lines[0].quantity, 3);
-    assert_eq!(
-        first.status,
-        concord_connectors::sandbox::erp::ErpOrderStatus::Open
-    );
+    assert_eq!(first.status, concord_sandbox::erp::ErpOrderStatus::Open);
     assert_eq!(erp.sales_orders().len(), 1);
     assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().committed, 3);
     let again = conn

@@ -12,13 +12,13 @@
 //! share one server and one of them stops it, so they run one at a time (a process-wide lock).
 //! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
 
-use concord_connectors::sandbox::{ShopHandle, ShopOptions, ShopSim};
 use concord_connectors::tryton::refund::refund_reference;
 use concord_connectors::tryton::TrytonConnector;
 use concord_core::Kind;
 use concord_engine::config::Config;
 use concord_engine::connector::{Connector, EndpointSpec, ReadRequest, WriteOp, WriteOutcome};
 use concord_engine::runtime::Engine;
+use concord_sandbox::{ShopHandle, ShopOptions, ShopSim};
 use concord_store::{DeadLetterFilter, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

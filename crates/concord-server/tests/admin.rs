@@ -29,10 +29,10 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions};
-use concord_connectors::sandbox::shop::ShopHandle;
 use concord_core::Kind;
 use concord_engine::config::access::token_hash;
+use concord_sandbox::erp::{ErpHandle, ErpOptions};
+use concord_sandbox::shop::ShopHandle;
 use concord_store::{ItemState, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::time::Duration;

@@ -11,10 +11,10 @@
 //! `/healthz` answers, and `/metrics` renders the `concord_*` metrics when a recorder is
 //! installed (and says why not with 404 when none is).
 
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
-use concord_connectors::sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_engine::config::Config;
 use concord_engine::Engine;
+use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_server::AppState;
 use concord_store::{SqliteStore, Store};
 use metrics_exporter_prometheus::PrometheusHandle;

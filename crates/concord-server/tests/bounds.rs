@@ -14,9 +14,9 @@
 
 mod support;
 
-use concord_connectors::sandbox::shop::ShopHandle;
-use concord_connectors::sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_engine::config::access::token_hash;
+use concord_sandbox::shop::ShopHandle;
+use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_store::Store;
 use serde_json::{json, Value};
 use std::time::Duration;

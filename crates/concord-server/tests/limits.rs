@@ -18,8 +18,8 @@
 
 mod support;
 
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
-use concord_connectors::sandbox::{sign, SIGNATURE_HEADER};
+use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

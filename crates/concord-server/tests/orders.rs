@@ -26,11 +26,9 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, SalesOrder};
-use concord_connectors::sandbox::shop::{
-    OrderEdit, PlacedOrder, RefundRequest, ShopHandle, ShopOrderStatus,
-};
 use concord_core::model::ItemQty;
+use concord_sandbox::erp::{ErpHandle, ErpOptions, SalesOrder};
+use concord_sandbox::shop::{OrderEdit, PlacedOrder, RefundRequest, ShopHandle, ShopOrderStatus};
 use serde_json::json;
 use support::{
     config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, wait_until, Hub,
@@ -922,15 +920,15 @@ async fn same_order_webhook_three_times_makes_one_erp_order() {
                    "lines": [{"sku": "A", "quantity": 1, "unit_price_minor": 1000}],
                    "total_minor": 1000}}]})
     .to_string();
-    let signature = concord_connectors::sandbox::sign(SECRET.as_bytes(), body.as_bytes());
+    let signature = concord_sandbox::sign(SECRET.as_bytes(), body.as_bytes());
     for attempt in 0..3 {
         let r = s
             .hub
             .http
             .post(format!("{}/hooks/web", s.hub.base))
             .header("Content-Type", "application/json")
-            .header(concord_connectors::sandbox::TOPIC_HEADER, "order")
-            .header(concord_connectors::sandbox::SIGNATURE_HEADER, &signature)
+            .header(concord_sandbox::TOPIC_HEADER, "order")
+            .header(concord_sandbox::SIGNATURE_HEADER, &signature)
             .body(body.clone())
             .send()
             .await

@@ -19,8 +19,8 @@
 
 mod support;
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions};
-use concord_connectors::sandbox::shop::{ShopError, ShopHandle};
+use concord_sandbox::erp::{ErpHandle, ErpOptions};
+use concord_sandbox::shop::{ShopError, ShopHandle};
 use concord_store::ReservationState;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -15,11 +15,11 @@
 //!
 //! Every wait is a condition polled under a deadline; nothing sleeps and hopes.
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
 use concord_core::Kind;
 use concord_engine::config::Config;
 use concord_engine::Engine;
+use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
 use concord_server::AppState;
 use concord_store::{Capture, DeadLetterFilter, SqliteStore, Store};
 use serde_json::{json, Value};

@@ -1,254 +1,373 @@
-//! The sandbox: built-in HTTP emulators of an ERP ([`erp::ErpSim`]) and of a storefront
-//! ([`shop::ShopSim`]), and the two connectors that talk to them ([`connector`]).
+//! The sandbox connectors: [`SandboxErpConnector`] (`sandbox-erp`) and [`SandboxShopConnector`]
+//! (`sandbox-shop`) implement the engine's `Connector` trait against the HTTP APIs of the
+//! sandbox emulators, which live in their own crate (`concord-sandbox`: `concord_sandbox::erp`
+//! and `concord_sandbox::shop` document each API). Both speak canonical JSON, so payloads pass
+//! through unmapped.
 //!
-//! The emulators serve `concord demo`, dry runs and fault tests, so they behave like real
-//! systems: real HTTP on 127.0.0.1, real signed webhooks out (batched, retried, then dropped),
-//! a gapless changes feed, a snapshot listing, and injected failures ([`Faults`]: latency, 500s,
-//! 429 with `Retry-After`, 503 maintenance, and a real outage where the port stops accepting).
-//! Both speak canonical JSON (the shapes of `concord_core::model`), so no mapping is needed.
+//! Files: [`protocol`] is the wire contract both sides share (the feed and snapshot routes, the
+//! webhook envelope, its headers and signature, the kinds each emulator serves); [`client`] the
+//! HTTP client helpers; `erp.rs` and `shop.rs` one connector each. What both connectors share
+//! lives here: endpoint options, webhook verification and parsing (the `{"events":[...]}`
+//! envelope signed with `X-Sandbox-Signature`), reading the changes feed and the snapshot, and
+//! the customer upsert (same API on both).
 //!
-//! # Shared HTTP contract (both emulators)
-//! - Every record change gets a new global, monotonic `seq` (its version) and `updated_at` (ms).
-//!   A save that changes nothing is not a change.
-//! - `GET /api/changes?kind=K&after=<seq>&limit=N` (limit 1..=1000, default 100) →
-//!   `{"records":[{"id","version","updated_at","record"}],"next":"<last seq>","more":bool}`: the
-//!   latest state of each record changed after `seq`, ordered by its latest seq (keyset; an empty
-//!   page returns `next` = `after`). The seq is assigned under the same lock as the write, so the
-//!   feed has no gaps and needs no overlap.
-//! - `GET /api/records?kind=K&after_id=<id>&limit=N` → `{"records":[...],"next":"<last id>"|null,
-//!   "more":bool}` ordered by id (string order).
-//! - Webhooks (when `webhook_url` is set): POST `{"events":[{"kind","id","version","record"}]}`
-//!   with `Content-Type: application/json`, `X-Sandbox-Topic: <kind>` (one kind per POST) and
-//!   `X-Sandbox-Signature: sha256=<hex HMAC-SHA256(body, webhook_secret)>` (omitted when no
-//!   secret is set). In seq order, up to `webhook_batch` events per POST, sent at once when
-//!   idle; retried after 100 ms, 400 ms, 1.6 s, then dropped (`webhooks_dropped`).
-//! - Faults apply to `/api/*` only: latency, then `down` (503 "down for maintenance"), then every
-//!   Nth request 429 with `Retry-After`, then `error_rate` 500s; `reply_delay_ms` holds the answer
-//!   to a write that was applied. `set_down(true)` is a real outage:
-//!   the listener is closed (connection refused) and `set_down(false)` re-binds the same port.
-//! - `POST /_control/faults` (a [`Faults`] as JSON), `GET /_control/faults`,
-//!   `GET /_control/counters` (a [`Counters`]).
-//! - Writes are validated with `concord_core::validate`; invalid → 422 `{"error"}` naming the
-//!   field; a malformed body → 400 naming the position.
+//! Reading: the changes feed is keyed on a global, gapless `seq` assigned under the emulator's
+//! lock, so a record committed "late" can never appear behind the cursor; `ReadRequest::overlap`
+//! therefore does not apply and is ignored.
 //!
-//! This module holds what both emulators share: [`Faults`], webhook signing ([`sign`],
-//! [`verify_signature`]), the counters; `core` (fault middleware, write log, server lifecycle),
-//! `feed` (the change feed and its routes) and `webhook` (the sender).
-//!
-//! Must never: touch Concord's store or engine runtime, or be used as a production endpoint.
-//! The emulators keep everything in memory and forget it on shutdown.
+//! Must never: sleep, retry, touch the store, or validate records (the engine validates canonical
+//! records after mapping); depend on the emulators (`concord-sandbox` depends on this crate, for
+//! [`protocol`], never the other way round).
 
 pub mod client;
-pub mod connector;
-pub(crate) mod core;
-pub(crate) mod customers;
-pub mod erp;
-pub(crate) mod feed;
-pub mod shop;
-pub(crate) mod webhook;
+mod erp;
+pub mod protocol;
+mod shop;
 
-use hmac::{Hmac, Mac};
-use serde::{Deserialize, Serialize};
-use sha2::Sha256;
-use std::collections::BTreeMap;
+pub use erp::SandboxErpConnector;
+pub use shop::SandboxShopConnector;
 
-pub use self::core::WriteEntry;
-pub use connector::{SandboxErpConnector, SandboxShopConnector};
-pub use erp::{ErpHandle, ErpOptions, ErpSim};
-pub use shop::{InventorySet, ShopError, ShopHandle, ShopOptions, ShopSim};
+use client::{Api, ApiError};
+use concord_core::Kind;
+use concord_engine::connector::{
+    BuildError, Captured, DeliveryError, EndpointSpec, Page, ReadRequest, WebhookError, WriteOp,
+    WriteOutcome,
+};
+use concord_engine::secret::Secret;
+use protocol::{verify_signature, SIGNATURE_HEADER};
+use serde_json::{json, Value};
 
-/// Header carrying the webhook's topic (the kind of its events).
-pub const TOPIC_HEADER: &str = "X-Sandbox-Topic";
-/// Header carrying `sha256=<hex HMAC-SHA256 of the body>`.
-pub const SIGNATURE_HEADER: &str = "X-Sandbox-Signature";
-
-/// Failures injected into `/api/*` requests (never into `/_control/*`). Set with
-/// `handle.set_faults(..)` or `POST /_control/faults` (JSON, missing fields = default).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Faults {
-    /// Added to every `/api` request before it is answered.
-    pub latency_ms: u64,
-    /// Fraction (0..1) of `/api` requests answered 500.
-    pub error_rate: f64,
-    /// Every Nth `/api` request is answered 429 (0 = off).
-    pub rate_limit_every: u32,
-    /// The `Retry-After` of those 429s, in seconds (fractions are sent as e.g. `0.5`). In JSON
-    /// either a number or a string (`"0.5"`).
-    #[serde(deserialize_with = "secs")]
-    pub rate_limit_retry_after_secs: f64,
-    /// Every `/api` request is answered 503 "down for maintenance". (For a real outage where
-    /// the port refuses connections, use the handle's `set_down(true)`.)
-    pub down: bool,
-    /// Every `/api` write (non-GET) is applied at once but answered this much later: the answer
-    /// to a write that happened is late (or, past the client's timeout, lost) — the window in
-    /// which a caller that dies has done the write without knowing it.
-    pub reply_delay_ms: u64,
+/// What both sandbox connectors are built from.
+#[derive(Debug, Clone)]
+pub(crate) struct Common {
+    pub connector: &'static str,
+    pub api: Api,
+    pub secret: Option<Secret>,
+    /// `options.location`: the location used when a stock payload names none.
+    pub location: Option<String>,
+    /// `options.amend` (sandbox-erp only, default true): declare that orders can be amended.
+    /// `false` makes the connector behave like an ERP that cannot amend (the engine then follows
+    /// `[orders] edits`), to try cancel-and-replace on the sandbox.
+    pub amend: bool,
+    pub kinds: &'static [Kind],
 }
 
-fn secs<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Secs {
-        Num(f64),
-        Text(String),
-    }
-    let v = match Secs::deserialize(d)? {
-        Secs::Num(n) => n,
-        Secs::Text(t) => t.trim().parse::<f64>().map_err(serde::de::Error::custom)?,
-    };
-    if !v.is_finite() || v < 0.0 {
-        return Err(serde::de::Error::custom(
-            "must be a non-negative number of seconds",
-        ));
-    }
-    Ok(v)
-}
-
-impl Faults {
-    /// The `Retry-After` header value: whole seconds as an integer, else a decimal.
-    pub fn retry_after_header(&self) -> String {
-        let s = self.rate_limit_retry_after_secs.max(0.0);
-        if s.fract() == 0.0 {
-            format!("{}", s as u64)
+impl Common {
+    /// Parse the spec: URL, options (`location`; `amend` for sandbox-erp; anything else is
+    /// refused).
+    pub fn build(
+        spec: &EndpointSpec,
+        connector: &'static str,
+        kinds: &'static [Kind],
+    ) -> Result<Common, BuildError> {
+        let err = |path: &str, message: String| BuildError {
+            path: path.to_string(),
+            message,
+        };
+        let mut location = None;
+        let mut amend = true;
+        let expected = if connector == "sandbox-erp" {
+            "location, amend"
         } else {
-            format!("{s}")
+            "location"
+        };
+        match &spec.options {
+            Value::Null => {}
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match k.as_str() {
+                        "location" => match v.as_str().map(str::trim) {
+                            Some(l) if !l.is_empty() => location = Some(l.to_string()),
+                            _ => {
+                                return Err(err(
+                                    "options.location",
+                                    "must be a non-empty string".into(),
+                                ))
+                            }
+                        },
+                        "amend" if connector == "sandbox-erp" => match v.as_bool() {
+                            Some(b) => amend = b,
+                            None => {
+                                return Err(err(
+                                    "options.amend",
+                                    format!("must be true or false, got {v}"),
+                                ))
+                            }
+                        },
+                        other => {
+                            return Err(err(
+                                &format!("options.{other}"),
+                                format!(
+                                    "unknown option `{other}` for {connector}, expected: {expected}"
+                                ),
+                            ))
+                        }
+                    }
+                }
+            }
+            _ => return Err(err("options", "must be a table".into())),
+        }
+        let api = Api::with_limit(&spec.url, spec.timeout, spec.max_response_bytes).map_err(
+            |e| match e {
+                ApiError::Client(m) => err("connector", m),
+                other => err("url", other.to_string()),
+            },
+        )?;
+        Ok(Common {
+            connector,
+            api,
+            secret: spec.webhook_secret.clone().filter(|s| !s.is_empty()),
+            location,
+            amend,
+            kinds,
+        })
+    }
+
+    fn check_kind(&self, kind: Kind) -> Result<(), DeliveryError> {
+        if self.kinds.contains(&kind) {
+            Ok(())
+        } else {
+            Err(DeliveryError::Permanent {
+                reason: format!("{} does not serve kind `{kind}`", self.connector),
+            })
         }
     }
-}
 
-/// A snapshot of an emulator's counters.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Counters {
-    /// `/api` requests received (faulted ones included).
-    pub requests: u64,
-    pub responses_429: u64,
-    pub responses_5xx: u64,
-    /// Accepted writes per kind (a bulk inventory call counts each item).
-    pub writes: BTreeMap<String, u64>,
-    /// Webhook POSTs answered 2xx.
-    pub webhooks_sent: u64,
-    /// Events carried by those POSTs.
-    pub webhook_events_sent: u64,
-    /// Webhook POST attempts that failed (connection error or non-2xx).
-    pub webhooks_failed: u64,
-    /// Batches given up after the last retry.
-    pub webhooks_dropped: u64,
-    /// Events in those batches.
-    pub webhook_events_dropped: u64,
-    /// Storefront checkouts refused for lack of stock.
-    pub oversell_refused: u64,
-    /// Storefront checkouts the hub's stock pool refused (`409` from `POST /v1/reservations`).
-    pub hub_refused: u64,
-    /// ERP only: units accepted on sales orders beyond the ERP's own `on_hand − committed` at
-    /// the line's location when the order was accepted (stock the ERP did not have).
-    pub oversold_units: u64,
-}
-
-impl Counters {
-    /// Accepted writes of one kind.
-    pub fn writes_of(&self, kind: &str) -> u64 {
-        self.writes.get(kind).copied().unwrap_or(0)
-    }
-}
-
-/// Starting an emulator or changing its server state failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SimError {
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("the emulator has been shut down")]
-    ShutDown,
-    #[error("cannot build the webhook HTTP client: {0}")]
-    Client(String),
-}
-
-/// A webhook signature check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SignatureError {
-    #[error("missing {SIGNATURE_HEADER} header")]
-    Missing,
-    #[error("{SIGNATURE_HEADER} must look like `sha256=<hex>`")]
-    Malformed,
-    #[error("signature does not match the body")]
-    Mismatch,
-}
-
-type HmacSha256 = Hmac<Sha256>;
-
-/// `sha256=<hex HMAC-SHA256 of body with secret>`.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = match HmacSha256::new_from_slice(secret) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
-    };
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// Check a signature header value against the body, in constant time.
-pub fn verify_signature(
-    secret: &[u8],
-    body: &[u8],
-    header: Option<&str>,
-) -> Result<(), SignatureError> {
-    let header = header.ok_or(SignatureError::Missing)?;
-    let hex_sig = header
-        .trim()
-        .strip_prefix("sha256=")
-        .ok_or(SignatureError::Malformed)?;
-    let sig = hex::decode(hex_sig).map_err(|_| SignatureError::Malformed)?;
-    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Malformed)?;
-    mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_round_trip_and_reject_tampering() {
-        let s = sign(b"k", b"{\"a\":1}");
-        assert!(s.starts_with("sha256="));
-        assert_eq!(verify_signature(b"k", b"{\"a\":1}", Some(&s)), Ok(()));
-        assert_eq!(
-            verify_signature(b"k", b"{\"a\":2}", Some(&s)),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(b"other", b"{\"a\":1}", Some(&s)),
-            Err(SignatureError::Mismatch)
-        );
-        assert_eq!(
-            verify_signature(b"k", b"x", None),
-            Err(SignatureError::Missing)
-        );
-        assert_eq!(
-            verify_signature(b"k", b"x", Some("md5=zz")),
-            Err(SignatureError::Malformed)
-        );
-    }
-
-    #[test]
-    fn retry_after_formats_whole_and_fractional_seconds() {
-        let mut f = Faults {
-            rate_limit_retry_after_secs: 2.0,
-            ..Faults::default()
+    /// Verify the HMAC, then parse the events envelope strictly (duplicate keys refused; records
+    /// are validated by the engine, not here).
+    pub fn parse_webhook(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+    ) -> Result<Vec<Captured>, WebhookError> {
+        let secret = self.secret.as_ref().ok_or_else(|| {
+            WebhookError::Unauthorized(
+                "no webhook_secret is configured for this endpoint, so no webhook can be verified; \
+                 set webhook_secret to the emulator's secret"
+                    .into(),
+            )
+        })?;
+        let header = match headers.get(SIGNATURE_HEADER) {
+            None => None,
+            Some(v) => Some(v.to_str().map_err(|_| {
+                WebhookError::Unauthorized(format!("{SIGNATURE_HEADER} is not ASCII"))
+            })?),
         };
-        assert_eq!(f.retry_after_header(), "2");
-        f.rate_limit_retry_after_secs = 0.5;
-        assert_eq!(f.retry_after_header(), "0.5");
-        let parsed: Faults = serde_json::from_str(r#"{"down": true}"#).unwrap();
-        assert!(parsed.down && parsed.rate_limit_every == 0);
-        let parsed: Faults =
-            serde_json::from_str(r#"{"rate_limit_retry_after_secs": "0.5"}"#).unwrap();
-        assert_eq!(parsed.rate_limit_retry_after_secs, 0.5);
-        assert!(serde_json::from_str::<Faults>(r#"{"rate_limit_retry_after_secs": -1}"#).is_err());
-        assert!(serde_json::from_str::<Faults>(r#"{"latency": 1}"#).is_err());
+        verify_signature(secret.expose().as_bytes(), body, header)
+            .map_err(|e| WebhookError::Unauthorized(e.to_string()))?;
+        // Strict: a repeated key is refused, not resolved "last wins" (concord_core::json).
+        let v: Value = concord_core::json::parse_strict(body)
+            .map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+        let events = v.get("events").and_then(Value::as_array).ok_or_else(|| {
+            WebhookError::BadRequest("`events`: expected an array of events".into())
+        })?;
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, ev)| self.parse_event(i, ev))
+            .collect()
     }
+
+    fn parse_event(&self, i: usize, ev: &Value) -> Result<Captured, WebhookError> {
+        let bad = |field: &str, msg: String| {
+            WebhookError::BadRequest(format!("events[{i}].{field}: {msg}"))
+        };
+        let name = ev
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("kind", "is required and must be a string".into()))?;
+        let kind: Kind = name
+            .parse()
+            .map_err(|_| bad("kind", format!("unknown kind `{name}`")))?;
+        if !self.kinds.contains(&kind) {
+            return Err(bad(
+                "kind",
+                format!("`{kind}` is not sent by {}", self.connector),
+            ));
+        }
+        let id = ev
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("id", "is required and must be a non-empty string".into()))?;
+        let version = match ev.get("version") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            _ => {
+                return Err(bad(
+                    "version",
+                    "is required (the sequence number as a string)".into(),
+                ))
+            }
+        };
+        let record = ev
+            .get("record")
+            .filter(|r| r.is_object())
+            .cloned()
+            .ok_or_else(|| bad("record", "is required and must be an object".into()))?;
+        Ok(Captured {
+            kind,
+            external_id: id.to_string(),
+            version: Some(version),
+            record,
+        })
+    }
+
+    /// `GET /api/changes?kind&after&limit`; the cursor is the last seq read.
+    pub async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.check_kind(req.kind)?;
+        let after = req.cursor.unwrap_or("0");
+        if after.parse::<u64>().is_err() {
+            return Err(DeliveryError::Permanent {
+                reason: format!("cursor `{after}` is not a sequence number"),
+            });
+        }
+        let limit = req.limit.clamp(1, 1000).to_string();
+        let body = self
+            .api
+            .get(
+                &["api", "changes"],
+                &[
+                    ("kind", req.kind.as_str()),
+                    ("after", after),
+                    ("limit", &limit),
+                ],
+            )
+            .await?
+            .ok()?;
+        let next = body.get("next").and_then(Value::as_str).map(str::to_string);
+        self.page(req.kind, &body, next)
+    }
+
+    /// `GET /api/records?kind&after_id&limit`; the cursor is the last id read.
+    pub async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.check_kind(req.kind)?;
+        let limit = req.limit.clamp(1, 1000).to_string();
+        let mut query = vec![("kind", req.kind.as_str()), ("limit", limit.as_str())];
+        if let Some(c) = req.cursor {
+            query.push(("after_id", c));
+        }
+        let body = self.api.get(&["api", "records"], &query).await?.ok()?;
+        let next = body.get("next").and_then(Value::as_str).map(str::to_string);
+        self.page(req.kind, &body, next)
+    }
+
+    fn page(
+        &self,
+        kind: Kind,
+        body: &Value,
+        cursor: Option<String>,
+    ) -> Result<Page, DeliveryError> {
+        let malformed = |what: &str| DeliveryError::Transient {
+            reason: format!("{} returned a malformed page: {what}", self.connector),
+            retry_after: None,
+        };
+        let rows = body
+            .get("records")
+            .and_then(Value::as_array)
+            .ok_or_else(|| malformed("no `records` array"))?;
+        let records = rows
+            .iter()
+            .map(|r| {
+                Ok(Captured {
+                    kind,
+                    external_id: r
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| malformed("a record without `id`"))?
+                        .to_string(),
+                    version: r.get("version").and_then(Value::as_str).map(str::to_string),
+                    record: r.get("record").cloned().unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, DeliveryError>>()?;
+        Ok(Page {
+            records,
+            cursor,
+            more: body.get("more").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    /// Customer upsert (same API on both emulators): find by id or e-mail, update when it
+    /// differs, else create (the create is itself idempotent on e-mail).
+    pub async fn upsert_customer(&self, op: &WriteOp) -> Result<WriteOutcome, DeliveryError> {
+        let email = str_field(&op.payload, "email")?.trim().to_lowercase();
+        let found = self
+            .api
+            .get(&["api", "customers"], &[("email", &email)])
+            .await?
+            .ok()?;
+        let existing = found
+            .get("customers")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .cloned();
+        if let Some(mut c) = existing {
+            let id = c
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_default();
+            if let Some(obj) = c.as_object_mut() {
+                obj.remove("id");
+            }
+            if c != op.payload {
+                self.api
+                    .put(&["api", "customers", &id], &op.payload)
+                    .await?
+                    .ok()?;
+            }
+            return Ok(done(id));
+        }
+        if op.op == "update_only" {
+            return Ok(WriteOutcome::NoMatch);
+        }
+        let created = self
+            .api
+            .post(&["api", "customers"], &op.payload)
+            .await?
+            .ok()?;
+        Ok(done(id_of(&created)?))
+    }
+}
+
+pub(crate) fn done(id: impl Into<String>) -> WriteOutcome {
+    WriteOutcome::Done {
+        external_id: Some(id.into()),
+        version: None,
+    }
+}
+
+pub(crate) fn str_field<'a>(v: &'a Value, field: &str) -> Result<&'a str, DeliveryError> {
+    v.get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+        .ok_or_else(|| DeliveryError::Permanent {
+            reason: format!("payload field `{field}` is required"),
+        })
+}
+
+pub(crate) fn id_of(v: &Value) -> Result<String, DeliveryError> {
+    v.get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| DeliveryError::Transient {
+            reason: format!("response without `id`: {v}"),
+            retry_after: None,
+        })
+}
+
+pub(crate) fn unsupported(connector: &str, op: &WriteOp) -> WriteOutcome {
+    WriteOutcome::Failed(DeliveryError::Permanent {
+        reason: format!("{connector} cannot `{}` a {}", op.op, op.kind),
+    })
+}
+
+/// The payload with `field` set from the key when missing.
+pub(crate) fn with_default(payload: &Value, field: &str, value: &str) -> Value {
+    let mut p = payload.clone();
+    if let Some(obj) = p.as_object_mut() {
+        obj.entry(field.to_string()).or_insert_with(|| json!(value));
+    }
+    p
 }

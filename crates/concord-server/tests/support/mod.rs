@@ -8,10 +8,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the support module
 
-use concord_connectors::sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_connectors::sandbox::shop::{HubCheckout, ShopHandle, ShopOptions, ShopSim};
 use concord_engine::config::Config;
 use concord_engine::Engine;
+use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
+use concord_sandbox::shop::{HubCheckout, ShopHandle, ShopOptions, ShopSim};
 use concord_server::AppState;
 use concord_store::{SqliteStore, Store};
 use std::collections::BTreeMap;

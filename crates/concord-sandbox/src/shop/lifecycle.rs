@@ -18,7 +18,7 @@
 
 use super::state::{ShopOrder, ShopOrderStatus, ShopState};
 use super::{ShopError, ShopInner};
-use crate::sandbox::core::lock;
+use crate::core::lock;
 use concord_core::model::{Address, ItemQty, OrderLine};
 use concord_core::{validate, Kind};
 use serde::Deserialize;

@@ -4,9 +4,9 @@
 //! Must never: await (all of this runs under a std mutex).
 
 use super::ShopInner;
-use crate::sandbox::core::lock;
-use crate::sandbox::core::{bind_path_field, with_id};
-use crate::sandbox::customers::{Customers, UpdateRefused};
+use crate::core::lock;
+use crate::core::{bind_path_field, with_id};
+use crate::customers::{Customers, UpdateRefused};
 use concord_core::model::{Address, ItemQty, OrderLine};
 use concord_core::{validate, Kind};
 use serde::Serialize;

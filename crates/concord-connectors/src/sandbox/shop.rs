@@ -1,7 +1,7 @@
-//! `SandboxShopConnector` (`sandbox-shop`): the connector for [`crate::sandbox::ShopSim`],
-//! following the HTTP API documented in `sandbox::shop`. Stock goes in one bulk
-//! `POST /api/inventory/set` per batch (up to 100), with one outcome per op from the per-item
-//! results; shipments become fulfillments (idempotent on `shipment_id`, several per order, each
+//! `SandboxShopConnector` (`sandbox-shop`): the connector for the sandbox storefront emulator
+//! (`concord_sandbox::shop::ShopSim`), following the HTTP API documented there. Stock goes in
+//! one bulk `POST /api/inventory/set` per batch (up to 100), with one outcome per op from the
+//! per-item results; shipments become fulfillments (idempotent on `shipment_id`, several per order, each
 //! with its carrier, tracking number and lines); the ERP's invoices (`upsert`, by number),
 //! payment states (`upsert`, by id) and refunds (`create`, by id) are recorded on the order
 //! they name (`POST /api/orders/{id}/invoices|payments|refunds`); an order `cancel` cancels the
@@ -19,9 +19,9 @@
 //!
 //! Must never: sleep or retry; fail a whole stock batch for one bad item.
 
+use super::protocol::SHOP_KINDS;
 use super::{done, id_of, str_field, unsupported, Common};
 use crate::identity::{self, FoundOrder, Verdict};
-use crate::sandbox::shop::SHOP_KINDS;
 use async_trait::async_trait;
 use concord_core::Kind;
 use concord_engine::connector::{

@@ -1,5 +1,6 @@
-//! `SandboxErpConnector` (`sandbox-erp`): the connector for [`crate::sandbox::ErpSim`], following
-//! the HTTP API documented in `sandbox::erp`. One op per API call (the ERP has no bulk API).
+//! `SandboxErpConnector` (`sandbox-erp`): the connector for the sandbox ERP emulator
+//! (`concord_sandbox::erp::ErpSim`), following the HTTP API documented there. One op per API
+//! call (the ERP has no bulk API).
 //!
 //! Ops by kind (the engine's `WriteOp.op` contract):
 //! - order `create` (also `upsert`/`update`): the sales order is looked up by its reference —
@@ -24,9 +25,9 @@
 //! Must never: sleep or retry; create a second sales order for one reference (it always looks
 //! the reference up before creating), or take another order's sales order for this one.
 
+use super::protocol::ERP_KINDS;
 use super::{done, id_of, str_field, unsupported, with_default, Common};
 use crate::identity::{self, FoundOrder, Verdict};
-use crate::sandbox::erp::ERP_KINDS;
 use async_trait::async_trait;
 use concord_core::{order_scoped_key, Kind};
 use concord_engine::connector::{

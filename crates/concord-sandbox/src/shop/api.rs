@@ -4,7 +4,7 @@
 //! Must never: hold the state lock across an `.await`.
 
 use super::{RefundRequest, ShopError, ShopInner};
-use crate::sandbox::core::{error, lock, parse_json};
+use crate::core::{control_body_or_default, error, lock, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -268,20 +268,10 @@ async fn hub_refund(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
     from_hub(&s, &id, Kind::Refund, body!(b))
 }
 
-/// A control body: empty means all defaults; unknown fields are refused (422).
-fn control_body<T: serde::de::DeserializeOwned + Default>(b: &Bytes) -> Result<T, Box<Response>> {
-    if b.is_empty() {
-        return Ok(T::default());
-    }
-    let v = parse_json(b).map_err(|e| Box::new(e.into_response()))?;
-    serde_json::from_value(v)
-        .map_err(|e| Box::new(error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())))
-}
-
 async fn control_edit(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
-    let edit = match control_body(&b) {
+    let edit = match control_body_or_default(&b) {
         Ok(e) => e,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     match s.edit_order(&id, edit) {
         Ok(o) => Json(o.to_api(&s.opts.name)).into_response(),
@@ -304,9 +294,9 @@ struct CaptureBody {
 }
 
 async fn control_capture(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
-    let c: CaptureBody = match control_body(&b) {
+    let c: CaptureBody = match control_body_or_default(&b) {
         Ok(c) => c,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     match s.capture(&id, c.amount_minor, c.method.as_deref()) {
         Ok(p) => (StatusCode::CREATED, Json(p)).into_response(),
@@ -315,9 +305,9 @@ async fn control_capture(State(s): S, Path(id): Path<String>, b: Bytes) -> Respo
 }
 
 async fn control_refund(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
-    let req: RefundRequest = match control_body(&b) {
+    let req: RefundRequest = match control_body_or_default(&b) {
         Ok(r) => r,
-        Err(r) => return *r,
+        Err(e) => return e.into_response(),
     };
     match s.refund(&id, req) {
         Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),

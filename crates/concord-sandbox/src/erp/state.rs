@@ -5,8 +5,8 @@
 //! Must never: await (all of this runs under a std mutex).
 
 use super::ErpInner;
-use crate::sandbox::core::{lock, with_id};
-use crate::sandbox::customers::{Customers, UpdateRefused};
+use crate::core::{lock, with_id};
+use crate::customers::{Customers, UpdateRefused};
 use concord_core::model::{Address, Incoming, OrderLine, Stock};
 use concord_core::{validate, Kind};
 use serde::Serialize;
@@ -241,7 +241,7 @@ fn invalid(e: concord_core::ValidationError) -> ErpError {
 }
 
 fn bind_path_field(body: &mut Value, field: &str, value: &str) -> Result<(), ErpError> {
-    crate::sandbox::core::bind_path_field(body, field, value).map_err(ErpError::Invalid)
+    crate::core::bind_path_field(body, field, value).map_err(ErpError::Invalid)
 }
 
 impl ErpInner {
@@ -311,6 +311,33 @@ impl ErpInner {
             .or_default());
         self.stock_changed(&st, sku, location);
         Ok(())
+    }
+
+    /// Add `delta` to on-hand at a location (creating the row), clamped at 0: a goods receipt
+    /// or a count correction ([`super::ErpHandle::adjust_stock`],
+    /// `POST /_control/stock/{sku}/{location}/adjust`). A result above
+    /// [`concord_core::limits::MAX_QUANTITY`] is refused and changes nothing.
+    pub fn adjust_stock(&self, sku: &str, location: &str, delta: i64) -> Result<Stock, ErpError> {
+        let checked = concord_core::limits::key("sku", sku)
+            .and_then(|()| concord_core::limits::key("location", location));
+        checked.map_err(|e| ErpError::Invalid(e.to_string()))?;
+        let key = (sku.to_string(), location.to_string());
+        let mut st = lock(&self.state);
+        let on_hand = st.stock.get(&key).map_or(0, |r| r.on_hand);
+        let next = on_hand.saturating_add(delta).max(0);
+        if next > concord_core::limits::MAX_QUANTITY {
+            return Err(ErpError::Invalid(format!(
+                "delta: {on_hand} on hand + {delta} is more than {} units",
+                concord_core::limits::MAX_QUANTITY
+            )));
+        }
+        st.stock.entry(key).or_default().on_hand = next;
+        self.stock_changed(&st, sku, location);
+        st.stock_of(sku, location)
+            .ok_or_else(|| ErpError::NotFound {
+                what: "stock",
+                id: format!("{sku}@{location}"),
+            })
     }
 
     /// `PUT /api/stock/{sku}/{location}`: sets on-hand and incoming, keeps committed.
@@ -420,9 +447,9 @@ impl ErpInner {
                  {}), not to this order (customer {}, lines {})",
                 existing.id,
                 existing.email,
-                crate::identity::describe_lines(&have),
+                concord_connectors::identity::describe_lines(&have),
                 email.as_deref().unwrap_or(customer_id.as_str()),
-                crate::identity::describe_lines(&want),
+                concord_connectors::identity::describe_lines(&want),
             )));
         }
         let email = email.ok_or_else(|| ErpError::UnknownCustomer(customer_id.clone()))?;
@@ -614,12 +641,9 @@ impl ErpInner {
         let c = validate(Kind::Customer, &json!({"email": email})).map_err(invalid)?;
         let email = c["email"].as_str().unwrap_or_default().to_string();
         let mut st = lock(&self.state);
-        let (customer_id, created) = st.customers.ensure("C-", &c);
-        if created {
-            self.core.emit(Kind::Customer, &customer_id, c.clone());
-        }
-        st.next_rep += 1;
-        let number = st.next_rep.to_string();
+        // Checked before anything changes: a refused order takes no number and makes no
+        // customer.
+        let number = (st.next_rep + 1).to_string();
         let body = json!({"channel": "rep", "number": number, "customer": {"email": email},
                           "currency": "USD",
                           "lines": lines.iter().map(|(s, q)| json!({"sku": s, "quantity": q})).collect::<Vec<_>>()});
@@ -627,6 +651,11 @@ impl ErpInner {
         let o: concord_core::model::Order =
             serde_json::from_value(o).map_err(|e| ErpError::Invalid(e.to_string()))?;
         self.known_skus(&o.lines)?;
+        let (customer_id, created) = st.customers.ensure("C-", &c);
+        if created {
+            self.core.emit(Kind::Customer, &customer_id, c.clone());
+        }
+        st.next_rep += 1;
         let so = self.accept(
             &mut st,
             format!("rep/{number}"),

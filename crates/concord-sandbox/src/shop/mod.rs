@@ -34,24 +34,20 @@
 //!   `POST /api/orders/{id}/payments` (canonical payment, upsert by id),
 //!   `POST /api/orders/{id}/refunds` (canonical refund, by id) → 201 new / 200 known, 422 when
 //!   the record names another order; `PUT /api/orders/{id}/erp` `{"erp_number","status"}`.
-//! - Control calls (the merchant or the customer acting in the store; never faulted, not counted
-//!   as writes), each emitted in the feed: `POST /_control/orders/{id}/edit` `{"lines":[{"sku",
-//!   "quantity"}],"shipping_address"}` (an order update; 409 once fulfilled or cancelled);
-//!   `POST /_control/orders/{id}/cancel` (the customer cancels); `POST /_control/orders/{id}/
-//!   capture` `{"amount_minor","method"}` (payment `pay_n`, `captured`); `POST /_control/orders/
-//!   {id}/refund` `{"lines","amount_minor","restock","reason"}` (refund `re_n`: by lines — their
-//!   value —, by amount, or without either the rest; never beyond what was ordered or is left →
-//!   422 naming the field).
+//! - Control calls — the merchant or the customer acting in the store (an edit, a cancellation,
+//!   a capture, a refund: each emitted in the feed), faults and outages — are listed with their
+//!   bodies and effects in the crate docs (`# Control calls`); never faulted, not counted as
+//!   writes.
 //! - `POST /api/checkout` `{"email","name","lines":[{"sku","quantity"}]}` → 201 order | 409 out of
 //!   stock | 503 hub unavailable (the same checkout as [`ShopHandle::checkout`]: through the
 //!   hub's stock pool when `ShopOptions::hub` is set, else from the store's own inventory).
-//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
-//!   customer, order, payment, refund; ids: sku, `sku@location`, `list:sku`, `cus_n`, `ord_n`,
-//!   `pay_n`, `re_n`. Stock records are
+//! - Feed and snapshot (the wire contract: `concord_connectors::sandbox::protocol`) for product,
+//!   stock, price, customer, order, payment, refund; ids: sku, `sku@location`, `list:sku`,
+//!   `cus_n`, `ord_n`, `pay_n`, `re_n`. Stock records are
 //!   `{"sku","location","on_hand":available,"committed":0}`.
-//! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
 //!
-//! Must never: reach any other system than the webhook receiver, or persist anything.
+//! Must never: reach any other system than the webhook receiver and, when checking out through
+//! it ([`HubCheckout`]), the hub's `/v1/reservations`; or persist anything.
 
 mod api;
 mod hub;
@@ -63,6 +59,7 @@ pub use state::{Fulfillment, PlacedOrder, ShopError, ShopOrder, ShopOrderStatus}
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
 use super::SimError;
+use concord_connectors::sandbox::protocol::SHOP_KINDS;
 use concord_core::Kind;
 use serde_json::Value;
 use state::ShopState;
@@ -71,17 +68,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Kinds the storefront serves.
-pub const SHOP_KINDS: &[Kind] = &[
-    Kind::Product,
-    Kind::Stock,
-    Kind::Price,
-    Kind::Customer,
-    Kind::Order,
-    Kind::Payment,
-    Kind::Refund,
-];
 
 /// How to start a [`ShopSim`].
 #[derive(Debug, Clone)]

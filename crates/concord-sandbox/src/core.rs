@@ -1,9 +1,10 @@
 //! The machinery both emulators share: the change feed (global gapless `seq`), the webhook
 //! sender (batched, signed, retried with backoff 100 ms / 400 ms / 1.6 s, then dropped), the fault
-//! middleware, the write log, the `/api/changes`, `/api/records` and `/_control/*` routes, and the
-//! server lifecycle (start, real outage by closing the listener, re-bind on the same port).
+//! middleware, the write log, the `/api/changes`, `/api/records` and shared `/_control/*` routes
+//! (faults, outage, counters, write log, seq: documented in the crate docs), and the server
+//! lifecycle (start, real outage by closing the listener, re-bind on the same port).
 //!
-//! Must never: hold a lock across an `.await`, or fault `/_control/*`.
+//! Must never: hold a std lock across an `.await`, or fault `/_control/*`.
 
 use super::feed::{changes, records, Feed};
 pub(crate) use super::webhook::WebhookConfig;
@@ -17,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use concord_core::Kind;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,16 +42,16 @@ macro_rules! core_handle_methods {
             self.inner.core.shutdown().await;
         }
 
-        pub fn set_faults(&self, faults: $crate::sandbox::Faults) {
+        pub fn set_faults(&self, faults: $crate::Faults) {
             self.inner.core.set_faults(faults);
         }
 
         /// A real outage: `true` closes the port (connections refused); `false` re-binds it.
-        pub async fn set_down(&self, down: bool) -> Result<(), $crate::sandbox::SimError> {
+        pub async fn set_down(&self, down: bool) -> Result<(), $crate::SimError> {
             self.inner.core.set_down(down).await
         }
 
-        pub fn counters(&self) -> $crate::sandbox::Counters {
+        pub fn counters(&self) -> $crate::Counters {
             self.inner.core.counters()
         }
 
@@ -61,7 +62,7 @@ macro_rules! core_handle_methods {
 
         /// Every write request received (after fault injection), for counting
         /// duplicates/echoes.
-        pub fn write_log(&self) -> Vec<$crate::sandbox::WriteEntry> {
+        pub fn write_log(&self) -> Vec<$crate::WriteEntry> {
             self.inner.core.write_log()
         }
     };
@@ -130,6 +131,32 @@ pub(crate) fn parse_json(body: &[u8]) -> Result<Value, HttpError> {
     })
 }
 
+/// A control call's body as `T`: a malformed body is a 400 naming the position; a missing,
+/// unknown or mistyped field is a 422 naming its path (`lines[0].quantity: invalid type…`).
+pub(crate) fn control_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    let v = parse_json(body)?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if path == "." {
+            inner.to_string()
+        } else {
+            format!("{path}: {inner}")
+        };
+        HttpError(StatusCode::UNPROCESSABLE_ENTITY, message)
+    })
+}
+
+/// [`control_body`] for a call whose fields are all optional: an empty body is the default.
+pub(crate) fn control_body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, HttpError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    control_body(body)
+}
+
 /// One write request received by an emulator (after fault injection let it through).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WriteEntry {
@@ -163,7 +190,14 @@ struct Running {
 struct ServerSlot {
     router: Option<Router>,
     running: Option<Running>,
+    /// Bumped by every change of the server's state, so that the end of a timed outage
+    /// (`POST /_control/outage`) never undoes a later `set_down`.
+    generation: u64,
 }
+
+/// The longest outage `POST /_control/outage` takes (10 minutes): a typo must not take the
+/// emulator away for a day.
+pub(crate) const MAX_OUTAGE_MS: u64 = 600_000;
 
 /// Shared state of one emulator.
 pub(crate) struct Core {
@@ -229,6 +263,7 @@ impl Core {
             server: tokio::sync::Mutex::new(ServerSlot {
                 router: None,
                 running: None,
+                generation: 0,
             }),
             tasks: Mutex::new(tasks),
         });
@@ -241,7 +276,10 @@ impl Core {
             .route("/api/changes", get(changes))
             .route("/api/records", get(records))
             .route("/_control/faults", post(set_faults).get(get_faults))
+            .route("/_control/outage", post(outage))
             .route("/_control/counters", get(get_counters))
+            .route("/_control/write-log", get(get_write_log))
+            .route("/_control/seq", get(get_seq))
             .with_state(self.clone());
         let router = api
             .merge(shared)
@@ -259,7 +297,9 @@ impl Core {
     }
 
     pub fn add_task(&self, task: JoinHandle<()>) {
-        lock(&self.tasks).push(task);
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
     }
 
     /// Record a change: new seq, new `updated_at`, queued for webhooks. Returns `None` (and does
@@ -331,6 +371,29 @@ impl Core {
     /// connections once their request is answered; `false` re-binds the same port.
     pub async fn set_down(&self, down: bool) -> Result<(), SimError> {
         let mut slot = self.server.lock().await;
+        slot.generation += 1;
+        self.apply_down(&mut slot, down).await
+    }
+
+    /// A real outage of `duration`: the listener is closed at once and bound again on the same
+    /// port afterwards — unless the server's state was changed meanwhile (a `set_down`, another
+    /// outage, a shutdown), which then stands.
+    pub async fn outage(&self, duration: Duration) -> Result<(), SimError> {
+        let generation = {
+            let mut slot = self.server.lock().await;
+            slot.generation += 1;
+            self.apply_down(&mut slot, true).await?;
+            slot.generation
+        };
+        tokio::time::sleep(duration).await;
+        let mut slot = self.server.lock().await;
+        if slot.generation != generation {
+            return Ok(());
+        }
+        self.apply_down(&mut slot, false).await
+    }
+
+    async fn apply_down(&self, slot: &mut ServerSlot, down: bool) -> Result<(), SimError> {
         if down {
             if let Some(r) = slot.running.take() {
                 stop_server(r).await;
@@ -349,6 +412,7 @@ impl Core {
     /// Stop serving and stop every background task (webhook sender, auto-ship).
     pub async fn shutdown(&self) {
         let mut slot = self.server.lock().await;
+        slot.generation += 1;
         slot.router = None; // breaks the router → state → core cycle
         if let Some(r) = slot.running.take() {
             stop_server(r).await;
@@ -454,12 +518,12 @@ async fn log_write(core: &Core, req: Request) -> Request {
 }
 
 async fn set_faults(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Response {
-    match serde_json::from_slice::<Faults>(&body) {
+    match control_body::<Faults>(&body) {
         Ok(f) => {
             core.set_faults(f.clone());
             Json(f).into_response()
         }
-        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => e.into_response(),
     }
 }
 
@@ -469,4 +533,43 @@ async fn get_faults(State(core): State<Arc<Core>>) -> Response {
 
 async fn get_counters(State(core): State<Arc<Core>>) -> Response {
     Json(core.counters()).into_response()
+}
+
+/// `POST /_control/outage` `{"duration_ms"}`: answered 202 first; the listener closes right
+/// after (the graceful shutdown lets this request's answer out) and comes back on the same port.
+async fn outage(State(core): State<Arc<Core>>, body: axum::body::Bytes) -> Response {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Outage {
+        duration_ms: u64,
+    }
+    let req: Outage = match control_body(&body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if !(1..=MAX_OUTAGE_MS).contains(&req.duration_ms) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "duration_ms: must be 1..={MAX_OUTAGE_MS}, got {}",
+                req.duration_ms
+            ),
+        );
+    }
+    let ms = req.duration_ms;
+    let task_core = core.clone();
+    core.add_task(tokio::spawn(async move {
+        if let Err(e) = task_core.outage(Duration::from_millis(ms)).await {
+            tracing::warn!(error = %e, "sandbox outage: cannot bind the port again");
+        }
+    }));
+    (StatusCode::ACCEPTED, Json(json!({ "down_for_ms": ms }))).into_response()
+}
+
+async fn get_write_log(State(core): State<Arc<Core>>) -> Response {
+    Json(json!({ "writes": core.write_log() })).into_response()
+}
+
+async fn get_seq(State(core): State<Arc<Core>>) -> Response {
+    Json(json!({ "last_seq": core.last_seq() })).into_response()
 }

@@ -4,7 +4,7 @@
 //! Must never: hold the state lock across an `.await`.
 
 use super::{ErpError, ErpInner};
-use crate::sandbox::core::{error, lock, parse_json};
+use crate::core::{control_body, control_body_or_default, error, lock, parse_json};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -38,7 +38,14 @@ pub(crate) fn router(inner: Arc<ErpInner>) -> Router {
             get(find_credit_notes).post(create_credit_note),
         )
         .route("/api/returns", get(find_returns))
-        // What happens inside the ERP (a warehouse, accounting): never faulted, not counted.
+        // What happens inside the ERP (a warehouse, accounting, sales reps): never faulted, not
+        // counted. Documented in the crate docs (`# Control calls`).
+        .route("/_control/seed", post(control_seed))
+        .route(
+            "/_control/stock/{sku}/{location}/adjust",
+            post(control_adjust),
+        )
+        .route("/_control/rep-orders", post(control_rep_order))
         .route("/_control/sales-orders/{id}/ship", post(control_ship))
         .route("/_control/sales-orders/{id}/invoice", post(control_invoice))
         .route("/_control/sales-orders/{id}/cancel", post(control_cancel))
@@ -238,7 +245,7 @@ async fn find_returns(State(s): S, Query(q): Query<OrderQuery>) -> Response {
     Json(json!({ "returns": r })).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ShipBody {
     /// Absent or empty: everything still open.
@@ -251,10 +258,9 @@ struct ShipBody {
 /// `POST /_control/sales-orders/{id}/ship` `{"lines":[{"sku","quantity"}],"carrier",
 /// "tracking_number"}`: the warehouse ships part of (or, without lines, the rest of) an order.
 async fn control_ship(State(s): S, Path(id): Path<String>, b: Bytes) -> Response {
-    let body = if b.is_empty() { json!({}) } else { body!(b) };
-    let req: ShipBody = match serde_json::from_value(body) {
+    let req: ShipBody = match control_body_or_default(&b) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e) => return e.into_response(),
     };
     let lines: Vec<(String, i64)> = if req.lines.is_empty() {
         match s.order(&id) {
@@ -306,17 +312,106 @@ struct PayBody {
 /// `POST /_control/invoices/{number}/pay` `{"amount_minor","method"}` (both optional): a payment
 /// received at the ERP (a bank transfer).
 async fn control_pay(State(s): S, Path(number): Path<String>, b: Bytes) -> Response {
-    let req: PayBody = if b.is_empty() {
-        PayBody::default()
-    } else {
-        match serde_json::from_value(body!(b)) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
-        }
+    let req: PayBody = match control_body_or_default(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     reply(s.pay_invoice(&number, req.amount_minor, req.method.as_deref()))
 }
 
 async fn control_receive(State(s): S, Path(id): Path<String>) -> Response {
     reply(s.receive_return(&id).map(|r| to_value(&r)))
+}
+
+/// Most SKUs one `POST /_control/seed` creates, and most locations.
+const MAX_SEED_SKUS: usize = 10_000;
+const MAX_SEED_LOCATIONS: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedBody {
+    skus: usize,
+    locations: Vec<String>,
+    quantity: i64,
+}
+
+/// `POST /_control/seed` `{"skus","locations","quantity"}`: the catalogue `SKU-0001…`.
+async fn control_seed(State(s): S, b: Bytes) -> Response {
+    let req: SeedBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let invalid = |m: String| error(StatusCode::UNPROCESSABLE_ENTITY, m);
+    if !(1..=MAX_SEED_SKUS).contains(&req.skus) {
+        return invalid(format!(
+            "skus: must be 1..={MAX_SEED_SKUS}, got {}",
+            req.skus
+        ));
+    }
+    if let Err(e) = concord_core::limits::count(
+        "locations",
+        req.locations.len(),
+        MAX_SEED_LOCATIONS,
+        "locations",
+    ) {
+        return invalid(e.to_string());
+    }
+    if req.locations.is_empty() {
+        return invalid("locations: name at least one location".into());
+    }
+    for (i, l) in req.locations.iter().enumerate() {
+        if let Err(e) = concord_core::limits::key(&format!("locations[{i}]"), l) {
+            return invalid(e.to_string());
+        }
+    }
+    if let Err(e) = concord_core::limits::quantity("quantity", req.quantity) {
+        return invalid(e.to_string());
+    }
+    match s.seed(req.skus, &req.locations, req.quantity) {
+        Ok(()) => Json(json!({ "skus": req.skus })).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustBody {
+    delta: i64,
+}
+
+/// `POST /_control/stock/{sku}/{location}/adjust` `{"delta"}`: a goods receipt or a count
+/// correction.
+async fn control_adjust(
+    State(s): S,
+    Path((sku, loc)): Path<(String, String)>,
+    b: Bytes,
+) -> Response {
+    let req: AdjustBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    reply(
+        s.adjust_stock(&sku, &loc, req.delta)
+            .map(|st| to_value(&st)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepOrderBody {
+    email: String,
+    lines: Vec<concord_core::model::ItemQty>,
+}
+
+/// `POST /_control/rep-orders` `{"email","lines"}`: an order keyed in by a sales rep.
+async fn control_rep_order(State(s): S, b: Bytes) -> Response {
+    let req: RepOrderBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let lines: Vec<(String, i64)> = req.lines.into_iter().map(|l| (l.sku, l.quantity)).collect();
+    match s.rep_order(&req.email, &lines) {
+        Ok(so) => (StatusCode::CREATED, Json(so.to_api())).into_response(),
+        Err(e) => fail(e),
+    }
 }

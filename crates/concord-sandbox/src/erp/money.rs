@@ -15,7 +15,7 @@
 
 use super::state::{ErpError, ErpOrderStatus, ErpState, SalesOrder};
 use super::ErpInner;
-use crate::sandbox::core::lock;
+use crate::core::lock;
 use concord_core::model::{ItemQty, Payment, Refund};
 use concord_core::{order_scoped_key, validate, Kind};
 use serde::Serialize;

@@ -62,14 +62,15 @@
 //!   naming `lines[i].quantity` / `amount_minor`. `restock` with lines opens a customer return
 //!   (`RMA-n`, `expected`): its units are NOT back on hand until it is received.
 //!   `GET /api/credit-notes?order=<key>`, `GET /api/returns?order=<key>`.
-//! - Control calls (what happens inside the ERP; never faulted, not counted as writes):
-//!   `POST /_control/sales-orders/{id}/ship` `{"lines":[{"sku","quantity"}],"carrier",
-//!   "tracking_number"}` (no lines: the rest) → 201 shipment (a split shipment);
-//!   `POST /_control/sales-orders/{id}/invoice` → the invoice (idempotent);
-//!   `POST /_control/sales-orders/{id}/cancel`; `POST /_control/invoices/{number}/pay`
-//!   `{"amount_minor","method"}` (a bank transfer, payment `PAY-n`);
-//!   `POST /_control/returns/{id}/receive` → the units go back on hand at the order line's
-//!   location (in the stock feed) and the order becomes `returned` (idempotent).
+//! - Feed and snapshot (the wire contract: `concord_connectors::sandbox::protocol`) for product,
+//!   stock, price, customer, order, shipment, invoice, payment, refund; ids: sku,
+//!   `sku@location`, `list:sku`, `C-n`, `SO-n`, `SH-n`, `INV-n`, the payment's id, `CN-n` (the
+//!   record is the canonical refund, `id` = the refund id it books).
+//! - Control calls — what happens inside the ERP (the warehouse ships, accounting invoices and
+//!   books a bank transfer, a return is received, a sales rep keys in an order, the credit
+//!   controller holds a customer), seeding, goods receipts, faults and outages — are listed with
+//!   their bodies and effects in the crate docs (`# Control calls`); never faulted, not counted
+//!   as writes.
 //!
 //! # Where an order's stock comes from, and the acceptance version
 //! Each order line is committed, then shipped, at its own `location` when the line names one
@@ -85,13 +86,6 @@
 //! so the order record's own seq would be too high.) An order found again by reference keeps
 //! its version. `oversold_units` in the counters adds, per accepted line, the units beyond the
 //! ERP's own `on_hand − committed` at its location: stock promised that the ERP did not have.
-//! - Feed and snapshot (contract in the `sandbox` module docs) for product, stock, price,
-//!   customer, order, shipment, invoice, payment, refund; ids: sku, `sku@location`, `list:sku`,
-//!   `C-n`, `SO-n`, `SH-n`, `INV-n`, the payment's id, `CN-n` (the record is the canonical
-//!   refund, `id` = the refund id it books).
-//! - `POST|GET /_control/faults`, `GET /_control/counters` (never faulted).
-//! - `PUT /_control/credit-hold/{email}` puts a customer on credit hold (their new orders are
-//!   refused with 422), `DELETE` lifts it (204 either way): what an ERP's credit controller does.
 //!
 //! A save that changes nothing produces no change (no new seq, no webhook). Accepting an order
 //! emits the stock change before the order change, so a reader of the order already has the
@@ -109,6 +103,7 @@ pub use state::{ErpError, ErpOrderStatus, SalesOrder};
 
 use super::core::{core_handle_methods, lock, Core, WebhookConfig};
 use super::SimError;
+use concord_connectors::sandbox::protocol::ERP_KINDS;
 use concord_core::model::Stock;
 use concord_core::Kind;
 use serde_json::{json, Value};
@@ -117,19 +112,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// Kinds the ERP serves.
-pub const ERP_KINDS: &[Kind] = &[
-    Kind::Product,
-    Kind::Stock,
-    Kind::Price,
-    Kind::Customer,
-    Kind::Order,
-    Kind::Shipment,
-    Kind::Invoice,
-    Kind::Payment,
-    Kind::Refund,
-];
 
 /// How to start an [`ErpSim`].
 #[derive(Debug, Clone)]
@@ -231,6 +213,32 @@ impl ErpInner {
         }
     }
 
+    /// Set the `default` list price (USD) of a SKU.
+    pub fn set_list_price(&self, sku: &str, amount_minor: i64) -> Result<(), ErpError> {
+        let p =
+            json!({"sku": sku, "list": "default", "currency": "USD", "amount_minor": amount_minor});
+        self.put_price(None, p).map(|_| ())
+    }
+
+    /// `SKU-0001..SKU-<n>` (named, priced 1000 + i) with `qty` on hand at each location
+    /// ([`ErpHandle::seed`], `POST /_control/seed`).
+    pub fn seed<L: AsRef<str>>(
+        &self,
+        n_skus: usize,
+        locations: &[L],
+        qty: i64,
+    ) -> Result<(), ErpError> {
+        for i in 1..=n_skus {
+            let sku = format!("SKU-{i:04}");
+            self.put_product(None, json!({"sku": sku, "name": format!("Product {i:04}")}))?;
+            self.set_list_price(&sku, 1000 + i as i64)?;
+            for loc in locations {
+                self.change_stock(&sku, loc.as_ref(), |row| row.on_hand = qty.max(0))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn schedule_ship(&self, order_id: &str) {
         let held = self.order(order_id).is_some_and(|o| {
             self.opts
@@ -274,9 +282,7 @@ impl ErpHandle {
 
     /// Set the `default` list price (USD) of a SKU.
     pub fn set_price(&self, sku: &str, amount_minor: i64) -> Result<(), ErpError> {
-        let p =
-            json!({"sku": sku, "list": "default", "currency": "USD", "amount_minor": amount_minor});
-        self.inner.put_price(None, p).map(|_| ())
+        self.inner.set_list_price(sku, amount_minor)
     }
 
     /// Create or replace a price of any list (canonical price JSON: tiers, customer group or
@@ -285,22 +291,21 @@ impl ErpHandle {
         self.inner.put_price(None, price).map(|_| ())
     }
 
-    /// Set on-hand at a location (creating the row).
     /// Put a customer (by e-mail) on credit hold, or lift it.
     pub fn set_credit_hold(&self, email: &str, hold: bool) {
         self.inner.set_credit_hold(email, hold);
     }
 
+    /// Set on-hand at a location (creating the row).
     pub fn set_stock(&self, sku: &str, location: &str, on_hand: i64) -> Result<(), ErpError> {
         self.inner
             .change_stock(sku, location, |row| row.on_hand = on_hand.max(0))
     }
 
-    /// Add `delta` to on-hand (clamped at 0), like a goods receipt or a count correction.
+    /// Add `delta` to on-hand (clamped at 0), like a goods receipt or a count correction; a
+    /// result above `concord_core::limits::MAX_QUANTITY` is refused and changes nothing.
     pub fn adjust_stock(&self, sku: &str, location: &str, delta: i64) -> Result<(), ErpError> {
-        self.inner.change_stock(sku, location, |row| {
-            row.on_hand = row.on_hand.saturating_add(delta).max(0)
-        })
+        self.inner.adjust_stock(sku, location, delta).map(|_| ())
     }
 
     pub fn stock(&self, sku: &str, location: &str) -> Option<Stock> {
@@ -407,14 +412,6 @@ impl ErpHandle {
 
     /// Create `SKU-0001..SKU-<n>` (named, priced 1000 + i) with `qty` on hand at each location.
     pub fn seed(&self, n_skus: usize, locations: &[&str], qty: i64) -> Result<(), ErpError> {
-        for i in 1..=n_skus {
-            let sku = format!("SKU-{i:04}");
-            self.upsert_product(json!({"sku": sku, "name": format!("Product {i:04}")}))?;
-            self.set_price(&sku, 1000 + i as i64)?;
-            for loc in locations {
-                self.set_stock(&sku, loc, qty)?;
-            }
-        }
-        Ok(())
+        self.inner.seed(n_skus, locations, qty)
     }
 }
