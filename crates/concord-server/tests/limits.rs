@@ -91,7 +91,14 @@ locations = ["WH1"]
             db = dir.path().join("concord.sqlite").display(),
             shop = shop.base_url(),
         );
-        let hub = Hub::start(listener, &config, dir.path()).await;
+        let mut hub = Hub::start(listener, &config, dir.path()).await;
+        // No pooled connections: these tests set header timeouts of 1-2 s, after which the
+        // server closes an idle keep-alive connection; a pooled one reused at that instant
+        // fails with IncompleteMessage (the HTTP/1.1 keep-alive race, not what is tested).
+        hub.http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client");
         Setup {
             hub,
             shop,

@@ -495,9 +495,7 @@ impl Client {
         let buf = concord_engine::outbound::read_capped(resp, cap)
             .await
             .map_err(|e| match e {
-                concord_engine::outbound::OutboundError::TooLarge { .. } => {
-                    too_large(status, cap)
-                }
+                concord_engine::outbound::OutboundError::TooLarge { .. } => too_large(status, cap),
                 other => DeliveryError::Transient {
                     reason: other.to_string(),
                     retry_after: None,

@@ -269,15 +269,7 @@ mod tests {
             Some(CAP)
         );
         assert_eq!(retry_after("-5", now, CAP), None, "not delta-seconds");
-        for junk in [
-            "",
-            "soon",
-            "1e999",
-            "NaN",
-            "inf",
-            "-inf",
-            "\u{0}",
-        ] {
+        for junk in ["", "soon", "1e999", "NaN", "inf", "-inf", "\u{0}"] {
             assert_eq!(retry_after(junk, now, CAP), None, "{junk:?}");
         }
     }

@@ -36,12 +36,9 @@ pub(crate) fn spawn(inner: &Arc<Inner>, tasks: &mut JoinSet<()>) {
     for (name, c) in &inner.connectors {
         if let Some(rx) = c.state_updates() {
             let (i, endpoint) = (inner.clone(), name.clone());
-            super::supervise::spawn(
-                inner,
-                tasks,
-                format!("connector_state:{name}"),
-                move || keep(i.clone(), endpoint.clone(), rx.clone()).boxed(),
-            );
+            super::supervise::spawn(inner, tasks, format!("connector_state:{name}"), move || {
+                keep(i.clone(), endpoint.clone(), rx.clone()).boxed()
+            });
         }
     }
 }
