@@ -160,7 +160,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let store_path = dir.join("concord.sqlite");
     let config_path = dir.join("concord.toml");
-    let text = include_str!("demo.toml")
+    let text = include_str!("../demo.toml")
         .replace("{{STORE}}", &store_path.display().to_string())
         .replace("{{LISTEN}}", &addr.to_string())
         .replace("{{ERP_URL}}", &erp.base_url())
