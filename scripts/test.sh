@@ -84,6 +84,37 @@ else
   log "!!!!! Node.js >= 20 is not available: the real-Vendure tests will be SKIPPED"
 fi
 
+# --- a real Medusa for the http connector's tests (crates/concord-connectors/tests/medusa.rs) ----
+# Installed under target/medusa from scripts/medusa/package-lock.json (`npm ci`, exact
+# versions), with its own PostgreSQL (Debian's `postgresql`, run by scripts/postgres/ on a
+# loopback port), started on 127.0.0.1:$MEDUSA_PORT, seeded, and stopped again however this
+# script exits.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then
+  log "installing postgresql (the Medusa test server keeps its data in PostgreSQL)"
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+fi
+export MEDUSA_DIR="${MEDUSA_DIR:-$PWD/target/medusa}" MEDUSA_PORT="${MEDUSA_PORT:-9011}"
+export MEDUSA_PG_PORT="${MEDUSA_PG_PORT:-55411}"
+trap './scripts/tryton/stop.sh || true; ./scripts/vendure/stop.sh || true; ./scripts/medusa/stop.sh || true' EXIT
+if command -v node >/dev/null 2>&1 \
+   && node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \
+   && { ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_config >/dev/null 2>&1; }; then
+  log "Medusa: setup, start, seed ($MEDUSA_DIR, port $MEDUSA_PORT, PostgreSQL on $MEDUSA_PG_PORT)"
+  t0=$(date +%s)
+  ./scripts/medusa/setup.sh
+  ./scripts/medusa/start.sh
+  node scripts/medusa/seed.js >/dev/null
+  export CONCORD_MEDUSA_URL="http://127.0.0.1:$MEDUSA_PORT"
+  log "Medusa ready in $(( $(date +%s) - t0 ))s"
+elif [ -n "${CI:-}" ] && [ "${CI}" != "false" ] && [ "${CI}" != "0" ]; then
+  log "Node.js >= 20.19 or PostgreSQL is not available; CI is set, so this fails instead of skipping the real-Medusa tests"
+  exit 1
+else
+  log "!!!!! Node.js >= 20.19 or PostgreSQL is not available: the real-Medusa tests will be SKIPPED"
+fi
+
 # --- tests -------------------------------------------------------------------------------------
 log "building"
 cargo build --workspace --all-targets --quiet
@@ -138,6 +169,16 @@ grep -E 'LATENCY|RACE:|OUTAGE|UPSERTS|SKIPPED|test result' "$out" >&2 || true
 grep -o 'REAL-SYSTEM TEST RAN: .*' "$out" >>"$ran" || true
 rm -f "$out"
 log "real Tryton + Vendure tests took $(( $(date +%s) - t0 ))s"
+log "real Tryton + Medusa tests through the http connector (one at a time: one of them takes Medusa down and up again)"
+t0=$(date +%s)
+out="$(mktemp)"
+if ! cargo test -p concord-connectors --test medusa --quiet -- --test-threads=1 --nocapture >"$out" 2>&1; then
+  cat "$out" >&2; exit 1
+fi
+grep -E 'LATENCY|MEDUSA|TRYTON SHIPMENT|SKIPPED|test result' "$out" >&2 || true
+grep -o 'REAL-SYSTEM TEST RAN: .*' "$out" >>"$ran" || true
+rm -f "$out"
+log "real Tryton + Medusa tests took $(( $(date +%s) - t0 ))s"
 log "5,000-product Tryton -> Vendure migration with concord backfill, killed and resumed (~1.5 min)"
 t0=$(date +%s)
 out="$(mktemp)"
@@ -149,6 +190,6 @@ grep -o 'REAL-SYSTEM TEST RAN: .*' "$out" >>"$ran" || true
 rm -f "$out"
 log "migration test took $(( $(date +%s) - t0 ))s"
 n_ran="$(sort -u "$ran" | wc -l)"
-log "real-system tests that reached their servers: $n_ran (tryton $(sort -u "$ran" | grep -c ': tryton::' || true), tryton+vendure $(sort -u "$ran" | grep -c ': vendure::' || true), migration $(sort -u "$ran" | grep -c ': migration::' || true))"
+log "real-system tests that reached their servers: $n_ran (tryton $(sort -u "$ran" | grep -c ': tryton::' || true), tryton+vendure $(sort -u "$ran" | grep -c ': vendure::' || true), tryton+medusa $(sort -u "$ran" | grep -c ': medusa::' || true), migration $(sort -u "$ran" | grep -c ': migration::' || true))"
 rm -f "$ran"
 log "all tests passed"

@@ -27,9 +27,13 @@
 //! Case `prices`: `GET /v1/prices` lookups over HTTP with 100k SKUs and 1,000 customers'
 //! price lists loaded (see [`prices`]).
 //!
+//! Case `http-job`: the webhook → REST job of `examples/http-inventory.toml` through the
+//! generic `http` connector, with a native load generator and receiver (see [`http_job`]).
+//!
 //! With no arguments every case runs with its defaults.
 
 mod harness;
+mod http_job;
 mod prices;
 mod reservations;
 
@@ -67,6 +71,8 @@ enum Case {
     Reservations(reservations::ReservationsArgs),
     /// Price lookups over HTTP (`/v1/prices`) with 100k SKUs and 1,000 customers' lists loaded.
     Prices(prices::PricesArgs),
+    /// The webhook → REST job of examples/http-inventory.toml: signed webhooks in, PUTs out.
+    HttpJob(http_job::HttpJobArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,10 +162,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Case::Pipeline(a)) => pipeline(a).await,
         Some(Case::Reservations(a)) => reservations::run(&a).await,
         Some(Case::Prices(a)) => prices::run(&a).await,
+        Some(Case::HttpJob(a)) => http_job::run(&a).await,
         None => {
             pipeline(PipelineArgs::default()).await?;
             reservations::run(&reservations::ReservationsArgs::default()).await?;
-            prices::run(&prices::PricesArgs::default()).await
+            prices::run(&prices::PricesArgs::default()).await?;
+            http_job::run(&http_job::HttpJobArgs::default()).await
         }
     }
 }

@@ -9,6 +9,7 @@ mod orders;
 mod sandbox;
 mod showcase;
 mod token;
+mod try_endpoint;
 mod wiring;
 
 use clap::{Parser, Subcommand};
@@ -71,6 +72,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make one read (or, with `--write RECORD.json`, one write) against a real endpoint and
+    /// print the requests sent, the answers and the canonical records produced: for debugging
+    /// a configuration without running flows (nothing is journaled, no cursor moves).
+    Try(try_endpoint::TryArgs),
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             Command::Order { config, key, json } => orders::order(&config, &key, json).await,
             Command::Backfill(args) => backfill::run(args).await,
             Command::Token { action } => token::run(action),
+            Command::Try(args) => try_endpoint::run(args).await,
         }
     });
     match result {

@@ -7,6 +7,7 @@
 //!
 //! Must never: touch the store, sleep or retry (the engine does that), or decide routing.
 
+pub mod http;
 pub mod identity;
 mod options;
 pub mod sandbox;
@@ -18,12 +19,13 @@ use std::sync::Arc;
 
 /// Connector type names [`build`] knows.
 pub fn connector_types() -> &'static [&'static str] {
-    &["sandbox-erp", "sandbox-shop", "tryton", "vendure"]
+    &["http", "sandbox-erp", "sandbox-shop", "tryton", "vendure"]
 }
 
 /// Build the connector an endpoint names.
 pub fn build(spec: &EndpointSpec) -> Result<Arc<dyn Connector>, BuildError> {
     match spec.connector.as_str() {
+        "http" => Ok(Arc::new(http::HttpConnector::new(spec)?)),
         "sandbox-erp" => Ok(Arc::new(sandbox::SandboxErpConnector::new(spec)?)),
         "sandbox-shop" => Ok(Arc::new(sandbox::SandboxShopConnector::new(spec)?)),
         "tryton" => Ok(Arc::new(tryton::TrytonConnector::new(spec)?)),

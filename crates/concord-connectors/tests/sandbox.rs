@@ -724,7 +724,7 @@ fn build_rejects_bad_specs_with_paths() {
     assert_eq!(ok.connector_type(), "sandbox-shop");
     assert_eq!(
         concord_connectors::connector_types(),
-        ["sandbox-erp", "sandbox-shop", "tryton", "vendure"]
+        ["http", "sandbox-erp", "sandbox-shop", "tryton", "vendure"]
     );
 }
 

@@ -162,6 +162,16 @@ pub enum DeliveryError {
     /// Will never succeed as it is (validation 4xx, unknown reference): dead-letter it.
     #[error("permanent: {reason}")]
     Permanent { reason: String },
+    /// The endpoint is well and answered sensibly, but this write needs a record it does not
+    /// have yet (the product a stock level belongs to, created there by another pending
+    /// write): retry this item later, with backoff, up to the attempt limit. Unlike
+    /// `Transient` it says nothing about the endpoint's health — no breaker, no back-pressure —
+    /// so the writes that will supply the missing record go on meanwhile.
+    #[error("not yet: {reason}")]
+    NotYet {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// " (retry after 500ms)" when the API said how long to wait, else nothing.
@@ -176,7 +186,8 @@ impl DeliveryError {
         match self {
             DeliveryError::Transient { retry_after, .. }
             | DeliveryError::RateLimited { retry_after, .. }
-            | DeliveryError::Unavailable { retry_after, .. } => *retry_after,
+            | DeliveryError::Unavailable { retry_after, .. }
+            | DeliveryError::NotYet { retry_after, .. } => *retry_after,
             DeliveryError::Permanent { .. } => None,
         }
     }
@@ -280,6 +291,23 @@ pub trait Connector: Send + Sync + 'static {
     /// in order. Must be idempotent: creates look the record up by its natural key / external
     /// reference first, so a retried or replayed create never makes a second record.
     async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome>;
+
+    /// Durable state the connector asks the engine to keep for it, published on this channel
+    /// (an OAuth2 refresh token the provider rotated: losing it locks the hub out). The
+    /// engine stores each new value under the endpoint's name (`Store::set_connector_state`;
+    /// only the latest matters) and hands the stored value back through
+    /// [`Connector::restore_state`] before the connector's first call after a start. This is
+    /// how a connector keeps something across restarts without touching the store. `None`
+    /// (the default): nothing to keep.
+    fn state_updates(&self) -> Option<tokio::sync::watch::Receiver<Option<String>>> {
+        None
+    }
+
+    /// The value last published on [`Connector::state_updates`], read back from the store at
+    /// start. Called before any other call; must not publish it again.
+    fn restore_state(&self, saved: &str) {
+        let _ = saved;
+    }
 }
 
 /// The longest wait [`parse_retry_after`] reports (a day): a larger delta-seconds or a date
@@ -447,6 +475,26 @@ mod tests {
             parse_retry_after(Some("Sun, 06 Nov 1994 08:49:37 GMT")),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn an_endpoint_spec_never_prints_its_secrets() {
+        let mut spec = EndpointSpec::new(
+            "erp",
+            "tryton",
+            "http://127.0.0.1:8011",
+            serde_json::json!({"database": "db", "password": "hunter2",
+                               "auth": {"token": "tok-9"}}),
+        );
+        spec.webhook_secret = Some("whsec-1".into());
+        let shown = format!("{spec:?}");
+        assert!(
+            shown.contains("password") && shown.contains("auth"),
+            "{shown}"
+        );
+        for secret in ["hunter2", "tok-9", "whsec-1"] {
+            assert!(!shown.contains(secret), "{secret} printed: {shown}");
+        }
     }
 }
 

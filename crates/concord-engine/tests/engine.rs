@@ -777,3 +777,50 @@ to = ["web"]
     );
     h.stop().await;
 }
+
+/// A write the endpoint cannot do *yet* (the record it needs is created by another pending
+/// write, e.g. a stock level before its product) waits and retries without blaming the
+/// endpoint: the breaker stays closed and the other keys are delivered meanwhile (issue 15:
+/// with `Transient` the breaker opened and its probes kept picking the waiting item).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_cannot_be_done_yet_waits_without_tripping_the_breaker() {
+    let h = stock_harness(&[
+        ("breaker_threshold", "1"),
+        ("max_attempts", "100"),
+        ("backoff_base", "\"10ms\""),
+        ("backoff_cap", "\"50ms\""),
+    ])
+    .await;
+    let web = h.fake("web").clone();
+    web.push_key_outcomes("A@WH", (0..6).map(|_| Outcome::NotYet));
+    h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))])
+        .await;
+    wait_until("A has been refused a few times", async || {
+        web.writes_of("A@WH").len() >= 3
+    })
+    .await;
+    assert_eq!(h.breaker("web"), "closed", "not an endpoint failure");
+    let others: Vec<(Kind, String, Option<&str>, serde_json::Value)> = ["B", "C"]
+        .iter()
+        .map(|k| (Kind::Stock, format!("{k}@WH"), Some("1"), stock(k, 2)))
+        .collect();
+    let others: Vec<(Kind, &str, Option<&str>, serde_json::Value)> = others
+        .iter()
+        .map(|(k, id, v, r)| (*k, id.as_str(), *v, r.clone()))
+        .collect();
+    h.capture("erp", &others).await;
+    wait_until("everything is delivered", async || {
+        ["A@WH", "B@WH", "C@WH"]
+            .iter()
+            .all(|id| web.done_of(id).len() == 1)
+            && h.drained().await
+    })
+    .await;
+    assert_eq!(h.breaker("web"), "closed");
+    assert_eq!(
+        web.writes_of("A@WH").len(),
+        7,
+        "six refusals, then the write"
+    );
+    h.stop().await;
+}

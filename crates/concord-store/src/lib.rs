@@ -709,6 +709,23 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported("paused_flows"))
     }
 
+    // ---- connector state (see `Connector::state_updates` in concord-engine) ----
+
+    /// The state a connector asked the engine to keep for `endpoint` (e.g. an OAuth2 refresh
+    /// token its provider rotated), as the connector wrote it; `None` when nothing was kept.
+    /// The store never interprets it, and never lists it anywhere else (it may be a secret).
+    async fn connector_state(&self, endpoint: &str) -> Result<Option<String>> {
+        let _ = endpoint;
+        Err(StoreError::Unsupported("connector_state"))
+    }
+
+    /// Keep `value` as `endpoint`'s connector state, replacing what was kept. Durable when it
+    /// returns.
+    async fn set_connector_state(&self, endpoint: &str, value: &str, now: Millis) -> Result<()> {
+        let _ = (endpoint, value, now);
+        Err(StoreError::Unsupported("set_connector_state"))
+    }
+
     async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;

@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod capture;
 pub mod clock;
+pub mod connector_state;
 pub mod deliver;
 pub mod flows;
 pub mod inventory;
@@ -268,7 +269,11 @@ impl Engine {
         if let Some(index) = &inner.prices {
             pricing::load(inner, index).await?;
         }
+        // Connectors get back what they asked to keep (a rotated refresh token) before any
+        // reader or dispatcher calls them.
+        connector_state::restore(inner).await?;
         let mut tasks = JoinSet::new();
+        connector_state::spawn(inner, &mut tasks);
         let run = |name: &str, tasks: &mut JoinSet<()>, f: fn(Arc<Inner>) -> _| {
             let i = inner.clone();
             supervise::spawn(inner, tasks, name.to_string(), move || f(i.clone()));

@@ -57,6 +57,8 @@ pub enum Outcome {
     Transient,
     Unavailable,
     Permanent(String),
+    /// `DeliveryError::NotYet`: the endpoint lacks a record this write needs.
+    NotYet,
     /// `WriteOutcome::CannotAmend` (only meaningful for an order's `amend`).
     CannotAmend(String),
 }
@@ -83,6 +85,10 @@ impl Outcome {
             }),
             Outcome::Permanent(reason) => fail(DeliveryError::Permanent {
                 reason: reason.clone(),
+            }),
+            Outcome::NotYet => fail(DeliveryError::NotYet {
+                reason: "the product is not there yet".into(),
+                retry_after: None,
             }),
             Outcome::CannotAmend(reason) => WriteOutcome::CannotAmend {
                 reason: reason.clone(),

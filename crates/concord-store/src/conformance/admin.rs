@@ -120,3 +120,26 @@ pub async fn paused_flows_are_skipped_by_claim(fx: &Fixture) {
         [(Kind::Stock, "SKU-1@WH1".into(), "h1".into())]
     );
 }
+
+/// A connector's kept state (a rotated refresh token): absent until set, replaced by the next
+/// set, one value per endpoint, and never mixed with another endpoint's.
+pub async fn connector_state_is_kept_per_endpoint(fx: &Fixture) {
+    let s = fx.store();
+    assert_eq!(s.connector_state("shop").await.unwrap(), None);
+    s.set_connector_state("shop", r#"{"refresh_token":"r1"}"#, 1_000)
+        .await
+        .unwrap();
+    s.set_connector_state("erp", "other", 1_000).await.unwrap();
+    s.set_connector_state("shop", r#"{"refresh_token":"r2"}"#, 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.connector_state("shop").await.unwrap().as_deref(),
+        Some(r#"{"refresh_token":"r2"}"#)
+    );
+    assert_eq!(
+        s.connector_state("erp").await.unwrap().as_deref(),
+        Some("other")
+    );
+    assert_eq!(s.connector_state("nobody").await.unwrap(), None);
+}

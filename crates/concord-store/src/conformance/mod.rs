@@ -34,7 +34,10 @@ mod reservations;
 mod retention;
 mod settlement;
 
-pub use admin::{paused_flows_are_skipped_by_claim, search_journal_filters_and_pages};
+pub use admin::{
+    connector_state_is_kept_per_endpoint, paused_flows_are_skipped_by_claim,
+    search_journal_filters_and_pages,
+};
 pub use alerts::{alert_episodes_open_once_and_resolve, oversold_positions_are_listed};
 pub use apply::{apply_commits_a_processing_step, apply_never_changes_existing_xrefs};
 pub use dead_letters::{
@@ -203,6 +206,7 @@ macro_rules! store_conformance_tests {
             prune_history_keeps_the_journal_that_is_referred_to,
             prune_history_prunes_old_audit_events,
             audit_rows_are_bounded,
+            connector_state_is_kept_per_endpoint,
         );
     };
     (@checks $factory:expr; $($check:ident),+ $(,)?) => {

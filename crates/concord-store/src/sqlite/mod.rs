@@ -413,6 +413,18 @@ impl Store for SqliteStore {
         self.read(reads::paused_flows).await
     }
 
+    async fn connector_state(&self, endpoint: &str) -> Result<Option<String>> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |c| reads::connector_state(c, &endpoint))
+            .await
+    }
+
+    async fn set_connector_state(&self, endpoint: &str, value: &str, now: Millis) -> Result<()> {
+        let (endpoint, value) = (endpoint.to_owned(), value.to_owned());
+        self.write(move |c, _| writes::set_connector_state(c, &endpoint, &value, now))
+            .await
+    }
+
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
         let key = key.to_owned();
         self.read(move |c| reads::entity(c, kind, &key)).await

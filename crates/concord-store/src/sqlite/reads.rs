@@ -125,6 +125,12 @@ pub(crate) fn search_journal(
     journal_rows(conn, &sql, args)
 }
 
+pub(crate) fn connector_state(conn: &Connection, endpoint: &str) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM connector_state WHERE endpoint = ?1")
+        .and_then(|mut s| s.query_row(params![endpoint], |r| r.get(0)).optional())
+        .map_err(db("read connector state"))
+}
+
 pub(crate) fn paused_flows(conn: &Connection) -> Result<Vec<String>> {
     conn.prepare_cached("SELECT flow FROM paused_flows ORDER BY flow")
         .and_then(|mut s| {

@@ -348,6 +348,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX dead_letters_journal ON dead_letters (journal_id)
         WHERE journal_id IS NOT NULL AND state = 'open';
     "#,
+    // 10: state a connector asks the engine to keep (an OAuth2 refresh token its provider
+    // rotated), one value per endpoint; read back at start (`Connector::restore_state`).
+    r#"
+    CREATE TABLE connector_state (
+        endpoint   TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

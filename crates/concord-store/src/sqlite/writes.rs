@@ -416,6 +416,21 @@ pub(crate) fn set_flow_paused(
     Ok(changed > 0)
 }
 
+pub(crate) fn set_connector_state(
+    conn: &Connection,
+    endpoint: &str,
+    value: &str,
+    now: Millis,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO connector_state (endpoint, value, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (endpoint) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![endpoint, value, now]))
+    .map_err(db("keep connector state"))?;
+    Ok(())
+}
+
 // ---- delivery ----
 
 /// Due pending items of `?1` at `?2` in enqueue order, minus any with an earlier unfinished item

@@ -341,9 +341,15 @@ async fn deliver(inner: &Arc<Inner>, ep: &Arc<EndpointRuntime>, batch: Vec<Claim
                         });
                     }
                     DeliveryError::Transient { retry_after, .. }
-                    | DeliveryError::Unavailable { retry_after, .. } => {
-                        back_pressure = true;
-                        endpoint_failure = Some(reason.clone());
+                    | DeliveryError::Unavailable { retry_after, .. }
+                    | DeliveryError::NotYet { retry_after, .. } => {
+                        if matches!(err, DeliveryError::NotYet { .. }) {
+                            // The endpoint answered sensibly; only this item must wait.
+                            any_success = true;
+                        } else {
+                            back_pressure = true;
+                            endpoint_failure = Some(reason.clone());
+                        }
                         let attempts = item.attempts + 1;
                         if !probe && attempts >= ep.max_attempts {
                             let reason =
