@@ -16,6 +16,10 @@
 //! `endpoint.rs` keeps each destination's delivery state (breaker, pacing, in-flight count,
 //! health), `limits.rs` the pacing controls; this module is the dispatcher loop and the
 //! settlement of outcomes.
+//!
+//! Must never let a connector's panic stop the dispatcher (a write that panics is a transient
+//! failure of its batch), nor keep an item past its claim without settling it: an outcome is
+//! settled, or the lease runs out and the item is claimed again.
 
 mod endpoint;
 mod limits;
