@@ -520,7 +520,7 @@ pub fn check_capabilities(
                 .get(dest)
                 .ok_or_else(|| EngineError::MissingConnector(dest.clone()))?;
             // A refund a destination cannot record is not a configuration error: each one
-            // becomes a "needs attention" dead letter for an operator (runtime/orders.rs).
+            // becomes a "needs attention" dead letter for an operator (runtime/orders/).
             if flow.kind != Kind::Refund && !c.capabilities().kind(flow.kind).write.upsert {
                 return Err(EngineError::Capability {
                     path: path("to"),

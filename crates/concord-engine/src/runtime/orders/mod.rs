@@ -28,7 +28,7 @@
 //!   process dies in between, re-processing the entry adjusts to the same quantities again (a
 //!   no-op) and applies the edit. An `amend` the connector answers `CannotAmend` (it cannot
 //!   apply this edit, but could cancel) takes the same policy at delivery, not here:
-//!   `deliver.rs` settles it as `Settlement::AmendRefused` and the store plans the cancel and
+//!   `deliver/mod.rs` settles it as `Settlement::AmendRefused` and the store plans the cancel and
 //!   the `{key}~{n}` create (or the dead letter) in that settlement's transaction.
 //! - **Cancellations** from either side release the order's reservation in the same `apply`
 //!   (`ProcessBatch::cancel_reservations`) and plan `cancel` to the other side.
@@ -37,15 +37,21 @@
 //! - **Returns**: the hub never puts returned stock back in its ledger. Stock re-enters only
 //!   through the ERP's own figures, once the ERP reports the goods received.
 //!
+//! `tracker.rs` holds the lifecycle rows of one batch; `scoping.rs` the order-scoping checks the
+//! processor runs before the merge.
+//!
 //! Must never write to the store itself (everything goes through the batch, except the
 //! reservation adjustment described above) and never call a connector.
 
+mod scoping;
+mod tracker;
+
 use super::process::Planner;
-use super::{EngineError, Inner};
+use super::EngineError;
 use crate::config::EditPolicy;
 use concord_core::lifecycle::{check_edit, check_move, derive_status, OrderFacts};
 use concord_core::model::{Invoice, Order, OrderStatus, Payment, Refund, Shipment};
-use concord_core::{natural_key, Kind};
+use concord_core::Kind;
 use concord_store::{
     AdjustOutcome, AdjustRequest, AuditEvent, Direction, Entity, JournalEntry, JournalStatus,
     NewDeadLetter, NewOrderEvent, OrderWrite, StoreError,
@@ -54,21 +60,12 @@ pub use concord_store::{
     DeliveryAttempt, OrderEvent, OrderFilter, OrderHistory, OrderSummary, ParkedItem,
 };
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use tracker::Row;
 
-/// An order's lifecycle as the processor sees it during one batch.
-#[derive(Debug, Clone)]
-pub(crate) struct Row {
-    pub channel: String,
-    pub status: OrderStatus,
-    pub facts: OrderFacts,
-}
-
-/// The lifecycle rows a batch reads (prefetched) and writes (overlay).
-#[derive(Default)]
-pub(crate) struct Tracker {
-    rows: HashMap<String, Option<Row>>,
-}
+/// Kept at these paths: the processor (`process.rs`) reaches them as `orders::…`.
+pub(super) use scoping::{legacy_miscorrelation, other_order, superseded};
+pub(crate) use tracker::Tracker;
 
 /// What this entry's edit means for planning (set by `track_order`, read by `plan`).
 #[derive(Debug, Clone)]
@@ -85,71 +82,6 @@ pub(crate) enum Tracked {
     Apply { note: String },
     /// Refuse the order change with this reason.
     Reject(String),
-}
-
-/// A stored lifecycle row. A state or facts the engine cannot read (a newer schema, a hand
-/// edit) is logged as an error naming the order and read as the default; when only the facts
-/// are unreadable, the stored state still guards the transition check (a cancelled order stays
-/// cancelled).
-fn row_from(s: &OrderSummary) -> Row {
-    let status = OrderStatus::parse(&s.state).unwrap_or_else(|| {
-        tracing::error!(order = %s.key, state = %s.state, "stored order state is unknown; read as placed");
-        OrderStatus::default()
-    });
-    let facts = serde_json::from_value(s.facts.clone()).unwrap_or_else(|e| {
-        tracing::error!(order = %s.key, error = %e, "stored order facts could not be decoded; read as none");
-        OrderFacts::default()
-    });
-    Row {
-        channel: s.channel.clone(),
-        status,
-        facts,
-    }
-}
-
-impl Tracker {
-    /// Read the lifecycle rows of these order keys in one store call.
-    pub async fn prefetch(&mut self, inner: &Inner, keys: Vec<String>) -> Result<(), EngineError> {
-        let keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| !self.rows.contains_key(k))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        match inner.store.order_lifecycles(&keys).await {
-            Ok(found) => {
-                for (k, row) in keys.into_iter().zip(found) {
-                    self.rows.insert(k, row.as_ref().map(row_from));
-                }
-                Ok(())
-            }
-            // A store without the lifecycle tables: every order starts afresh.
-            Err(StoreError::Unsupported(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn get(&mut self, inner: &Inner, key: &str) -> Result<Option<Row>, EngineError> {
-        if !self.rows.contains_key(key) {
-            self.prefetch(inner, vec![key.to_string()]).await?;
-        }
-        Ok(self.rows.get(key).cloned().flatten())
-    }
-
-    fn set(&mut self, key: &str, row: Row) {
-        self.rows.insert(key.to_string(), Some(row));
-    }
-
-    /// The reference the ERP order of `key` currently has, when it is not the key.
-    pub fn reference(&self, key: &str) -> Option<String> {
-        self.rows
-            .get(key)
-            .and_then(Option::as_ref)
-            .and_then(|r| r.facts.reference.clone())
-    }
 }
 
 /// What an edit compares: the lines (SKU, quantity, ship-to, location; their order does not
@@ -594,82 +526,6 @@ impl super::Engine {
     pub async fn parked(&self, limit: usize) -> Result<Vec<ParkedItem>, EngineError> {
         Ok(self.inner.store.parked(limit).await?)
     }
-}
-
-// The processor's order-scoping checks, run before the merge (`process.rs::entry`).
-
-/// For an order-scoped record resolved through an xref to `key`: `Some(its own key)` when that
-/// xref is a mis-correlation left by a store from before order-scoped keys — `key` is a bare id
-/// (not `{order}:{id}` of the record under it), that record belongs to another order, and this
-/// endpoint never wrote it (its id only matched another channel's by chance). A record of the
-/// hub's own keying, or one this endpoint wrote, is not re-resolved: its order changing is
-/// refused by [`other_order`].
-pub(super) fn legacy_miscorrelation(
-    kind: Kind,
-    key: &str,
-    current: &Entity,
-    endpoint: &str,
-    incoming: &Value,
-) -> Option<String> {
-    if !kind.is_order_scoped() || current.versions.contains_key(endpoint) {
-        return None;
-    }
-    let had = current.state.get("order").and_then(Value::as_str)?;
-    let says = incoming.get("order").and_then(Value::as_str)?;
-    let legacy = natural_key(kind, &current.state, endpoint).ok()? != key;
-    (had != says && legacy)
-        .then(|| natural_key(kind, incoming, endpoint).ok())
-        .flatten()
-}
-
-/// For an order record from an endpoint other than its channel (an ERP): `Some(note)` when it
-/// reports an ERP order that cancel-and-replace superseded — the order has a replacement
-/// reference (`current`) and the record names another one (no `reference`: the key, i.e. the
-/// original). ERP connectors report a replacement's `reference` (see `Order::reference`).
-pub(super) fn superseded(
-    kind: Kind,
-    key: &str,
-    endpoint: &str,
-    current: Option<&str>,
-    record: &Value,
-) -> Option<String> {
-    if kind != Kind::Order || record.get("channel").and_then(Value::as_str) == Some(endpoint) {
-        return None;
-    }
-    let current = current?;
-    let says = record
-        .get("reference")
-        .and_then(Value::as_str)
-        .unwrap_or(key);
-    (says != current).then(|| {
-        format!(
-            "superseded: `{endpoint}` reports its order `{says}`, which cancel-and-replace \
-             replaced by `{current}`; its state is not the order's (skipped, not merged)"
-        )
-    })
-}
-
-/// For an order-scoped record: `Some(reason)` when the hub's record under `key` belongs to
-/// another order than `incoming` names (its xref resolved it to a record of another order: a
-/// record cannot move between orders).
-pub(super) fn other_order(
-    kind: Kind,
-    key: &str,
-    current: &Value,
-    incoming: &Value,
-) -> Option<String> {
-    if !kind.is_order_scoped() {
-        return None;
-    }
-    let had = current.get("order").and_then(Value::as_str)?;
-    let says = incoming.get("order").and_then(Value::as_str)?;
-    (had != says).then(|| {
-        format!(
-            "order: this {kind} is known to the hub as `{key}` of order `{had}` but now names \
-             order `{says}`; a {kind} cannot move to another order (refused, not merged: the \
-             existing {kind} is unchanged; record it under the new order with a new id)"
-        )
-    })
 }
 
 #[cfg(test)]

@@ -1,17 +1,7 @@
-//! Reading Vendure: orders (and their payments and refunds) and customers changed since a cursor,
-//! by polling the Admin API's list queries filtered and sorted on `updatedAt`.
-//!
-//! Refunds are read from the orders (`payments { refunds { … } }`) with the orders' cursor.
-//! Vendure 3.7's `refundOrder` does not save the order row, so a refund alone would not move the
-//! order's `updatedAt`: the project's Vendure setup installs a refund process
-//! (`scripts/vendure/concord-refunds.js`, in `paymentOptions.refundProcess`) that stamps the
-//! order's `updatedAt` when a refund is created or changes state. Without it, a refund is read
-//! only with the order's next change.
-//!
-//! Orders: `orders(options: {filter: {active: {eq: false}, updatedAt: {after: …}}, sort:
-//! {updatedAt: ASC}, take})` — `active: false` leaves out carts (an order stops being active
-//! when it is placed), so every placed order and every later change of it (payment settled,
-//! fulfilled, cancelled) is read.
+//! The cursor of Vendure's changed-since polling: pages of rows by `updatedAt` that can
+//! neither skip nor stall, however many rows share one `updatedAt`. It speaks to a
+//! [`ListSource`] (Vendure's Admin API in `super`, a fake in the tests) and knows nothing of
+//! kinds or records.
 //!
 //! The cursor cannot skip or stall, however many rows share one `updatedAt`. Vendure on SQLite
 //! stamps `updatedAt` to the **second** (TypeORM's `UpdateDateColumn`; checked on 3.7: a batch
@@ -49,45 +39,19 @@
 //! or after one that failed). Re-read rows carry no version, so the journal drops them by
 //! content hash.
 //!
-//! Must never: move the cursor past a row it did not return, move it back, or drop an invalid
-//! record (the engine validates and dead-letters it).
+//! Must never: move the cursor past a row it did not return, or move it back.
 
-use super::mapping::{
-    customer_record, format_ts, order_record, parse_ts, payment_records, refund_records, second_of,
-    ts_minus, ts_plus,
-};
-use super::VendureConnector;
+use crate::vendure::mapping::{format_ts, parse_ts, second_of, ts_minus, ts_plus};
 use chrono::{DateTime, Utc};
-use concord_core::Kind;
-use concord_engine::connector::{Captured, DeliveryError, Page, ReadRequest};
-use serde_json::{json, Value};
+use concord_engine::connector::DeliveryError;
+use serde_json::Value;
 use std::time::Duration;
-
-/// The order fields read (for [`order_record`]).
-pub const ORDER_FIELDS: &str = "id code state active orderPlacedAt updatedAt currencyCode \
-    totalWithTax customer { id emailAddress firstName lastName } \
-    shippingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
-    billingAddress { fullName company streetLine1 streetLine2 city province postalCode countryCode } \
-    lines { id quantity orderPlacedQuantity unitPriceWithTax productVariant { id sku } } \
-    payments { id method amount state \
-    refunds { id total reason state lines { orderLineId quantity } } }";
-
-const CUSTOMER_FIELDS: &str = "id emailAddress firstName lastName phoneNumber updatedAt \
-    addresses { fullName streetLine1 streetLine2 city province postalCode country { code } }";
 
 const SECOND: Duration = Duration::from_secs(1);
 
-struct ListQuery {
-    /// `orders` / `customers`.
-    list: &'static str,
-    filter_type: &'static str,
-    base_filter: Value,
-    fields: &'static str,
-}
-
 /// How a list query sorts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sort {
+pub(super) enum Sort {
     UpdatedAsc,
     UpdatedDesc,
     IdAsc,
@@ -95,22 +59,22 @@ enum Sort {
 
 /// One list query: rows stamped in `[from, until)` (a bound left out is open), sorted, paged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Window {
-    from: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    sort: Sort,
-    skip: usize,
-    take: usize,
+pub(super) struct Window {
+    pub(super) from: Option<DateTime<Utc>>,
+    pub(super) until: Option<DateTime<Utc>>,
+    pub(super) sort: Sort,
+    pub(super) skip: usize,
+    pub(super) take: usize,
 }
 
 /// Where list queries go: Vendure's Admin API, or a fake in the unit tests.
-trait ListSource {
+pub(super) trait ListSource {
     async fn list(&self, w: &Window) -> Result<Vec<Value>, DeliveryError>;
 }
 
 /// The stored cursor (module doc).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Cursor {
+pub(super) enum Cursor {
     /// Every row stamped before this second was returned.
     Before(DateTime<Utc>),
     /// … and of the rows stamped `at`, in id order, the first `n`, the last being `last`.
@@ -146,7 +110,7 @@ impl Cursor {
         }
     }
 
-    fn format(&self) -> String {
+    pub(super) fn format(&self) -> String {
         match self {
             Cursor::Before(t) => format_ts(*t),
             Cursor::Within { at, n, last } => format!("{}#{n}#{last}", format_ts(*at)),
@@ -169,13 +133,13 @@ type Changed = (Vec<Value>, Option<Cursor>, bool);
 
 /// The most rows one query may ask for, and the most a page may hold (≤ `cap`).
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    page: usize,
-    cap: usize,
+pub(super) struct Limits {
+    pub(super) page: usize,
+    pub(super) cap: usize,
 }
 
 /// The next page of rows changed since `cursor` (module doc).
-async fn changed<S: ListSource>(
+pub(super) async fn changed<S: ListSource>(
     src: &S,
     cursor: Option<&str>,
     overlap: Duration,
@@ -319,148 +283,13 @@ async fn within<S: ListSource>(
     }
 }
 
-/// Vendure's Admin API as a [`ListSource`] for one list.
-struct Admin<'a> {
-    c: &'a VendureConnector,
-    q: &'a ListQuery,
-}
-
-impl ListSource for Admin<'_> {
-    async fn list(&self, w: &Window) -> Result<Vec<Value>, DeliveryError> {
-        let q = self.q;
-        let mut filter = q.base_filter.clone();
-        let mut range = serde_json::Map::new();
-        if let Some(a) = w.from {
-            // `after` is strict: the millisecond before takes in rows stamped `from` itself.
-            range.insert(
-                "after".into(),
-                json!(format_ts(ts_minus(a, Duration::from_millis(1)))),
-            );
-        }
-        if let Some(b) = w.until {
-            range.insert("before".into(), json!(format_ts(b)));
-        }
-        if !range.is_empty() {
-            filter["updatedAt"] = Value::Object(range);
-        }
-        let sort = match w.sort {
-            Sort::UpdatedAsc => json!({"updatedAt": "ASC"}),
-            Sort::UpdatedDesc => json!({"updatedAt": "DESC"}),
-            Sort::IdAsc => json!({"id": "ASC"}),
-        };
-        let query = format!(
-            "query($f:{ft},$s:{st},$skip:Int,$take:Int){{ {list}(options:{{filter:$f, sort:$s, skip:$skip, take:$take}}){{ items {{ {fields} }} }} }}",
-            ft = q.filter_type,
-            st = q.filter_type.replace("FilterParameter", "SortParameter"),
-            list = q.list,
-            fields = q.fields
-        );
-        let data = self
-            .c
-            .gql
-            .query(
-                &query,
-                json!({"f": filter, "s": sort, "skip": w.skip, "take": w.take}),
-            )
-            .await?;
-        data.pointer(&format!("/{}/items", q.list))
-            .and_then(Value::as_array)
-            .cloned()
-            .ok_or_else(|| DeliveryError::Transient {
-                reason: format!("Vendure answered `{}` without items", q.list),
-                retry_after: None,
-            })
-    }
-}
-
-impl VendureConnector {
-    pub(super) async fn changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
-        let q = match req.kind {
-            Kind::Order | Kind::Payment | Kind::Refund => ListQuery {
-                list: "orders",
-                filter_type: "OrderFilterParameter",
-                base_filter: json!({"active": {"eq": false}}),
-                fields: ORDER_FIELDS,
-            },
-            Kind::Customer => ListQuery {
-                list: "customers",
-                filter_type: "CustomerFilterParameter",
-                base_filter: json!({}),
-                fields: CUSTOMER_FIELDS,
-            },
-            other => {
-                return Err(DeliveryError::Permanent {
-                    reason: format!("the vendure connector does not read {other} records"),
-                })
-            }
-        };
-        let limits = Limits {
-            page: req.limit,
-            cap: self.list_limit,
-        };
-        let (rows, cursor, more) =
-            changed(&Admin { c: self, q: &q }, req.cursor, req.overlap, limits).await?;
-        let cursor = cursor.map(|c| c.format());
-        let mut records = Vec::new();
-        for r in &rows {
-            let id = r
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            match req.kind {
-                Kind::Order => records.push(Captured {
-                    kind: Kind::Order,
-                    external_id: id,
-                    version: None,
-                    record: order_record(r),
-                }),
-                Kind::Payment => {
-                    let code = r.get("code").and_then(Value::as_str).unwrap_or_default();
-                    let key = format!("{}/{code}", self.endpoint);
-                    for (pid, rec) in payment_records(r, &key) {
-                        records.push(Captured {
-                            kind: Kind::Payment,
-                            external_id: pid,
-                            version: None,
-                            record: rec,
-                        });
-                    }
-                }
-                Kind::Refund => {
-                    let code = r.get("code").and_then(Value::as_str).unwrap_or_default();
-                    let key = format!("{}/{code}", self.endpoint);
-                    for (rid, rec) in refund_records(r, &key) {
-                        records.push(Captured {
-                            kind: Kind::Refund,
-                            external_id: rid,
-                            version: None,
-                            record: rec,
-                        });
-                    }
-                }
-                _ => records.push(Captured {
-                    kind: Kind::Customer,
-                    external_id: id,
-                    version: None,
-                    record: customer_record(r),
-                }),
-            }
-        }
-        Ok(Page {
-            records,
-            cursor,
-            more,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The cursor logic against an in-memory Vendure: rows `(second, id)`, `updatedAt` order
     //! with ties in an order Vendure does not define (here: scrambled), `skip`/`take`, and a
     //! `take` cap like `adminListQueryLimit`.
     use super::*;
+    use serde_json::json;
     use std::cell::RefCell;
     use std::collections::BTreeMap;
 
