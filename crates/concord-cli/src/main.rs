@@ -71,6 +71,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The configuration file's format: `config schema` prints its JSON Schema.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -79,6 +84,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema of `concord.toml` (draft 07), for editors that complete and check
+    /// TOML against a schema (taplo, VS Code's Even Better TOML); `docs/concord.schema.json` is
+    /// this output.
+    Schema,
 }
 
 /// Logs go to stderr; `CONCORD_LOG` (e.g. `info`, `concord_engine=debug`) overrides the
@@ -128,6 +141,12 @@ fn main() -> ExitCode {
             Command::Order { config, key, json } => orders::order(&config, &key, json).await,
             Command::Backfill(args) => backfill::run(args).await,
             Command::Token { action } => token::run(action),
+            Command::Config {
+                action: ConfigAction::Schema,
+            } => {
+                print!("{}", concord_engine::config::schema::schema_text());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {
