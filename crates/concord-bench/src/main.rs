@@ -1,5 +1,5 @@
 //! `concord-bench`: benchmarks that print a readable table and one JSON line per case (design
-//! section 8: goals are printed beside the figures, never asserted).
+//! §11: goals are printed beside the figures, never asserted).
 //!
 //! Case `pipeline`: the durable push path from a sandbox ERP to a sandbox storefront, in one
 //! process and over real HTTP on 127.0.0.1 — `ErpSim` → signed, batched webhooks →
