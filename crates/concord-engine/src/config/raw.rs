@@ -1,6 +1,9 @@
 //! The configuration file as written: one struct per TOML table, unknown fields rejected.
 //!
-//! These doc comments are the user reference for `concord.toml`. Every string value may contain
+//! These doc comments are the user reference for `concord.toml`, and the descriptions of its JSON
+//! Schema ([`super::schema`], `concord config schema`): every struct here derives `JsonSchema`
+//! next to `Deserialize` (a new field needs nothing more; a field of a type from elsewhere names
+//! its schema with `#[schemars(with = …)]` or `schema_with`). Every string value may contain
 //! `${NAME}` references to environment variables (resolved before anything else; `$${` is a
 //! literal `${`). Durations are humantime strings (`"200ms"`, `"30s"`, `"5m"`, `"1h 30m"`).
 //! Nothing here is checked beyond its TOML type: [`super::validate`] turns these into the checked
