@@ -70,18 +70,19 @@ fn every_shipped_config_validates() {
     assert!(files.len() >= 4, "examples missing: {files:?}");
     files.push(repo_root().join("crates/concord-cli/src/demo.toml"));
     let mut failures = Vec::new();
+    let mut with_references = 0;
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        assert!(
-            text.contains("${") || file.ends_with("demo.toml"),
-            "{}: expected `${{ENV}}` references to be exercised",
-            file.display()
-        );
+        with_references += usize::from(text.contains("${"));
         for e in schema_errors(&validator, &text) {
             failures.push(format!("{}: {e}", file.display()));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    assert!(
+        with_references > 0,
+        "no shipped config exercises a `${{ENV}}` reference"
+    );
 }
 
 #[test]
