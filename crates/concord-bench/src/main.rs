@@ -1,5 +1,5 @@
 //! `concord-bench`: benchmarks that print a readable table and one JSON line per case (design
-//! section 8: goals are printed beside the figures, never asserted).
+//! §11: goals are printed beside the figures, never asserted).
 //!
 //! Case `pipeline`: the durable push path from a sandbox ERP webhook to a sandbox storefront
 //! (see [`pipeline`]). Build with `--release` for real figures.

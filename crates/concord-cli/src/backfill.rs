@@ -1,4 +1,4 @@
-//! `concord backfill -c FILE FLOW` (design §7): one flow run as a one-off migration in the
+//! `concord backfill -c FILE FLOW` (design §10): one flow run as a one-off migration in the
 //! foreground, through the engine's normal path, with a progress line on stderr and a summary at
 //! the end. Resumable: the engine stores each page of the source's listing with its page token
 //! (`runtime/backfill.rs`), so a killed backfill continues from there; `--restart` forgets it.

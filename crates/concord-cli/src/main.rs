@@ -77,6 +77,11 @@ enum Command {
     /// print the requests sent, the answers and the canonical records produced: for debugging
     /// a configuration without running flows (nothing is journaled, no cursor moves).
     Try(try_endpoint::TryArgs),
+    /// The configuration file's format: `config schema` prints its JSON Schema.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -85,6 +90,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the JSON Schema of `concord.toml` (draft 07), for editors that complete and check
+    /// TOML against a schema (taplo, VS Code's Even Better TOML); `docs/concord.schema.json` is
+    /// this output.
+    Schema,
 }
 
 /// Logs go to stderr; `CONCORD_LOG` (e.g. `info`, `concord_engine=debug`) overrides the
@@ -135,6 +148,12 @@ fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run(args).await,
             Command::Token { action } => token::run(action),
             Command::Try(args) => try_endpoint::run(args).await,
+            Command::Config {
+                action: ConfigAction::Schema,
+            } => {
+                print!("{}", concord_engine::config::schema::schema_text());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

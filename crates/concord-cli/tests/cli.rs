@@ -3,7 +3,8 @@
 //! field's path from the file's `# path:` header), on a missing file and on a config that asks a
 //! connector for something it cannot do; `dlq list` and `status` on a fresh store; and the whole
 //! `concord demo`, which must end with `lost: 0`; `concord token new` (a fresh token printed once,
-//! its hashed config entry valid; `validate` warns when the storefront API is open).
+//! its hashed config entry valid; `validate` warns when the storefront API is open); `config
+//! schema` prints the committed `docs/concord.schema.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -390,4 +391,20 @@ async fn order_prints_one_orders_history() {
         "{}",
         text(&out.stdout)
     );
+}
+
+#[test]
+fn config_schema_prints_the_committed_schema() {
+    let out = concord(&["config", "schema"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let committed = std::fs::read_to_string(workspace().join("docs/concord.schema.json"))
+        .expect("docs/concord.schema.json");
+    assert!(
+        text(&out.stdout) == committed,
+        "`concord config schema` differs from docs/concord.schema.json: regenerate it with \
+         `concord config schema > docs/concord.schema.json`"
+    );
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(schema["additionalProperties"], false);
+    assert!(schema["properties"]["flows"].is_object(), "{schema}");
 }

@@ -132,28 +132,15 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
     Ok(out)
 }
 
-/// `application/x-www-form-urlencoded` decoding of one name or value, strictly UTF-8. A `%` not
-/// followed by two hex digits stays as it is (as browsers and `form_urlencoded` do).
-fn decode(s: &str) -> Result<String, std::string::FromUtf8Error> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out)
+/// `application/x-www-form-urlencoded` decoding of one name or value, strictly UTF-8: `+` is a
+/// space, then `%XX` is decoded by `percent-encoding` (rust-url's decoder). A `%` not followed by
+/// two hex digits stays as it is (as browsers and `form_urlencoded` do). Not
+/// `form_urlencoded::parse`, which replaces invalid UTF-8 with U+FFFD instead of refusing it.
+fn decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -212,6 +199,13 @@ mod tests {
             "{}",
             e.message
         );
+        // `+` is a space, `%2B` a plus; a `%` that starts no escape is kept, and the escape
+        // after it still decodes.
+        assert_eq!(decode("a+b%2Bc").unwrap(), "a b+c");
+        assert_eq!(decode("%%41%").unwrap(), "%A%");
+        assert_eq!(decode("%zz%4").unwrap(), "%zz%4");
+        assert_eq!(decode("%e2%82%ac").unwrap(), "€");
+        assert!(decode("%C3").is_err());
         let e = query_pairs(Some("%C3%28=1")).unwrap_err();
         assert!(e.message.contains("parameter name"), "{}", e.message);
         let e = query_pairs(Some("sku=A%00B")).unwrap_err();

@@ -1,4 +1,4 @@
-//! Fault test: malformed and unsigned webhooks (design.md §8) against a real hub — a real engine
+//! Fault test: malformed and unsigned webhooks (design §9) against a real hub — a real engine
 //! over a `SqliteStore` in a temporary directory, sandbox connectors, and the router served on
 //! 127.0.0.1 — spoken to over real HTTP.
 //!

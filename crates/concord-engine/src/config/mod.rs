@@ -22,6 +22,7 @@ pub mod access;
 pub mod alerts;
 mod env;
 pub mod raw;
+pub mod schema;
 mod validate;
 
 pub use access::{

@@ -1,6 +1,9 @@
 //! The configuration file as written: one struct per TOML table, unknown fields rejected.
 //!
-//! These doc comments are the user reference for `concord.toml`. Every string value may contain
+//! These doc comments are the user reference for `concord.toml`, and the descriptions of its JSON
+//! Schema ([`super::schema`], `concord config schema`): every struct here derives `JsonSchema`
+//! next to `Deserialize` (a new field needs nothing more; a field of a type from elsewhere names
+//! its schema with `#[schemars(with = …)]` or `schema_with`). Every string value may contain
 //! `${NAME}` references to environment variables (resolved before anything else; `$${` is a
 //! literal `${`). Durations are humantime strings (`"200ms"`, `"30s"`, `"5m"`, `"1h 30m"`).
 //! Nothing here is checked beyond its TOML type: [`super::validate`] turns these into the checked
@@ -8,13 +11,14 @@
 
 use crate::secret::Secret;
 use concord_core::Kind;
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
 /// The whole file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `[store]`: where the hub keeps its state.
@@ -80,7 +84,7 @@ pub struct RawConfig {
 /// name = "prometheus"
 /// sha256 = "…"   # `concord token new --name prometheus --metrics` prints it
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     /// A separate address serving only `/metrics`. Default: none (the main port only, with a
@@ -96,7 +100,7 @@ pub struct RawMetrics {
 }
 
 /// `[[metrics.tokens]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetricsToken {
     /// Who uses it (logs): `[a-z0-9_.@-]+`, unique.
@@ -106,7 +110,7 @@ pub struct RawMetricsToken {
 }
 
 /// `[admin]`: access to the admin API and the dashboard.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// `[[admin.tokens]]`: one per person or tool. Create one with
@@ -131,19 +135,20 @@ pub struct RawAdmin {
 }
 
 /// `[[admin.tokens]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawToken {
     /// Who holds it (shown in the audit trail): `[a-z0-9_.@-]+`, unique.
     pub name: String,
     /// `"viewer"` (read only) or `"operator"` (also replay, drop, pause, resume, run now).
+    #[schemars(schema_with = "super::schema::role")]
     pub role: String,
     /// SHA-256 of the token, 64 hex digits. The token itself is never stored.
     pub sha256: String,
 }
 
 /// `[commerce]`: the storefront API.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCommerce {
     /// `[[commerce.keys]]`: keys a storefront sends as `Authorization: Bearer KEY` (or
@@ -154,7 +159,7 @@ pub struct RawCommerce {
 }
 
 /// `[[commerce.keys]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawChannelKey {
     /// A name for the key (logs): `[a-z0-9_.@-]+`, unique.
@@ -190,7 +195,7 @@ pub struct RawChannelKey {
 /// constant time, and refuses a timestamp older than it tolerates (say 5 minutes) so that a
 /// captured notification cannot be replayed later. A retried notification is signed again with
 /// a fresh timestamp.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlerts {
     /// `http://` or `https://` URL receiving the notifications. Optional: without it alerts are
@@ -219,12 +224,13 @@ pub struct RawAlerts {
 /// | `lag` | a destination's oldest waiting item was captured more than `lag_above` ago | `lag_above` (required) | only that destination; absent: each one |
 /// | `breaker_open` | an endpoint's circuit breaker has not been closed for longer than `open_for` | `open_for`, default `"0s"` | only that endpoint; absent: each one |
 /// | `oversold_risk` | a stock position's ERP on-hand is more than `above` units below committed + held | `above`, default 0 | not allowed |
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAlertRule {
     /// Unique name, `[a-z0-9_-]+`.
     pub name: String,
     /// `dead_letters`, `lag`, `breaker_open` or `oversold_risk`.
+    #[schemars(schema_with = "super::schema::condition")]
     pub condition: String,
     /// Count (dead letters) or units (oversold risk) above which the rule fires.
     pub above: Option<u64>,
@@ -241,17 +247,18 @@ pub struct RawAlertRule {
 /// it ships (changed quantities, added or removed lines, changed addresses) go to the ERP as an
 /// `amend` when its connector can amend orders; otherwise this policy decides. After shipment an
 /// edit is always refused (inbound dead letter naming the reason).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOrders {
     /// `"cancel_and_replace"` (default): cancel the ERP order and create a replacement with
     /// reference `"{channel/number}~{n}"` (n = 2, 3, …). `"reject"`: refuse the edit; the ERP
     /// order stays as it was and the edit waits in the dead letters for an operator.
+    #[schemars(schema_with = "super::schema::edits", default)]
     pub edits: Option<String>,
 }
 
 /// `[pricing]`: price lookups and order price checks (every field optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPricing {
     /// Currency (ISO 4217) of lookups and checks that name none; absent: a lookup without
@@ -268,7 +275,7 @@ pub struct RawPricing {
 /// channel listed under `[inventory.channels.NAME]` then receives, through its `stock` flow,
 /// one record per SKU with its available-to-sell instead of the source's per-location figures:
 /// `{"sku", "location": <stock_location>, "available": ats, "on_hand": ats, "committed": 0}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawInventory {
     /// The endpoint that is the system of record for stock (the ERP). It must be the source of
@@ -298,7 +305,7 @@ pub struct RawInventory {
 }
 
 /// `[inventory.channels.NAME]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawChannelPolicy {
     /// Locations that feed this channel, in routing priority order (first = preferred).
@@ -311,7 +318,7 @@ pub struct RawChannelPolicy {
 }
 
 /// `[[inventory.buffers]]`: exactly one of `units` and `percent`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBuffer {
     /// SKU or pattern with `*` wildcards (`"SKU-*"`); absent = every SKU.
@@ -327,7 +334,7 @@ pub struct RawBuffer {
 }
 
 /// `[store]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     /// SQLite database file, relative to the directory of the config file.
@@ -349,7 +356,7 @@ pub struct RawStore {
 }
 
 /// `[server]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Address and port to listen on. Default `"127.0.0.1:8080"`.
@@ -378,7 +385,7 @@ pub struct RawServer {
 }
 
 /// `[engine]`: all optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEngine {
     /// Most outbox items claimed (and journal entries processed) at once. Default 256.
@@ -414,7 +421,7 @@ pub struct RawEngine {
 }
 
 /// `[endpoints.NAME]`: one configured system.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     /// Connector type: `sandbox-erp`, `sandbox-shop`, `tryton`, `vendure`, … (checked against
@@ -436,6 +443,7 @@ pub struct RawEndpoint {
     pub allow_insecure_http: Option<bool>,
     /// `[endpoints.NAME.options]`: connector-specific settings, passed through as JSON. Put
     /// passwords, tokens and keys here as `${ENV}` references (a literal one is warned about).
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub options: Option<toml::Table>,
 }
 
@@ -478,7 +486,7 @@ impl fmt::Debug for RawAlerts {
 }
 
 /// How records of a flow move between its endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawPattern {
     /// One source, one or more destinations.
@@ -494,7 +502,7 @@ pub enum RawPattern {
 }
 
 /// When a flow reads its sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RawMode {
     /// Webhooks as they come; optional `poll` safety net.
@@ -508,13 +516,14 @@ pub enum RawMode {
 }
 
 /// `[[flows]]`: one flow.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFlow {
     /// Unique name, `[a-z0-9_-]+`.
     pub name: String,
     /// The kind it moves: product, stock, price, customer, order, shipment, invoice, payment,
     /// refund.
+    #[schemars(schema_with = "super::schema::kind")]
     pub kind: Kind,
     /// broadcast: exactly one `from`, one or more `to`. aggregation: one or more `from`, exactly
     /// one `to`. bidirectional: `between = ["a", "b"]` instead of `from`/`to`. correlation: one
@@ -555,7 +564,7 @@ pub struct RawFlow {
 }
 
 /// `[ownership.KIND]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOwnership {
     /// Endpoint that owns every field not listed in `fields`.
@@ -632,5 +641,23 @@ mod tests {
         assert!(ByteSize::parse("1 parsec").is_err());
         assert!(ByteSize::parse("MiB").is_err());
         assert!(ByteSize::parse("99999999999999GiB").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any text is an answer, never a panic; every `u64` reads back as itself, with a unit
+        /// exactly when the product fits.
+        #[test]
+        fn byte_sizes_over_the_whole_domain(text in ".*", n in proptest::num::u64::ANY) {
+            let _ = ByteSize::parse(&text);
+            proptest::prop_assert_eq!(ByteSize::parse(&n.to_string()), Ok(ByteSize(n)));
+            proptest::prop_assert_eq!(
+                ByteSize::parse(&format!(" {n} MiB ")).ok(),
+                n.checked_mul(1 << 20).map(ByteSize)
+            );
+            proptest::prop_assert_eq!(
+                ByteSize::parse(&format!("{n}gb")).ok(),
+                n.checked_mul(1_000_000_000).map(ByteSize)
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Backfill (design §7, `concord backfill FLOW`): one flow run as a one-off migration, in the
+//! Backfill (design §10, `concord backfill FLOW`): one flow run as a one-off migration, in the
 //! foreground, through the normal path (capture → journal → … → delivery).
 //!
 //! The engine starts as for `run` — processor, every dispatcher, the stock pool — but the only
