@@ -25,7 +25,7 @@ pub use access::{AccessToken, AdminConfig, ChannelKey, CommerceConfig, Role};
 pub use alerts::{AlertCondition, AlertRule, AlertsConfig};
 
 use crate::connector::EndpointSpec;
-use crate::mapping::Mapping;
+use crate::mapping::{Budget, Mapping};
 use concord_core::{Kind, Ownership};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -145,6 +145,8 @@ pub struct EngineSettings {
     pub breaker_open: Duration,
     pub breaker_max_open: Duration,
     pub endpoint_concurrency: usize,
+    /// The budget of every jq program (`jq_steps`, `jq_timeout`, `jq_max_bytes`).
+    pub jq: Budget,
 }
 
 impl Default for EngineSettings {
@@ -159,6 +161,7 @@ impl Default for EngineSettings {
             breaker_open: Duration::from_secs(1),
             breaker_max_open: Duration::from_secs(30),
             endpoint_concurrency: 8,
+            jq: Budget::default(),
         }
     }
 }

@@ -25,8 +25,9 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 /// Map (when the endpoint's flows for this kind have an inbound mapping) and validate one
-/// record. Returns the capture or why it is invalid.
-pub(crate) fn to_capture(
+/// record. Returns the capture or why it is invalid (a mapping over its budget is invalid
+/// too: the sender is told, and a polled record is dead-lettered).
+pub(crate) async fn to_capture(
     inner: &Inner,
     endpoint: &str,
     c: Captured,
@@ -45,6 +46,7 @@ pub(crate) fn to_capture(
                 kind: c.kind.as_str().to_string(),
             };
             m.apply(&c.record, &vars)
+                .await
                 .map_err(|e| format!("{who}: inbound mapping failed: {e}"))?
         }
         None => c.record.clone(),
@@ -64,9 +66,9 @@ pub(crate) fn to_capture(
 
 /// Like [`to_capture`], but an invalid record becomes a rejected capture (journaled and
 /// dead-lettered) instead of an error: polled data must never block the feed.
-fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: Millis) -> Capture {
+async fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: Millis) -> Capture {
     let raw = c.clone();
-    match to_capture(inner, endpoint, c, now) {
+    match to_capture(inner, endpoint, c, now).await {
         Ok(cap) => cap,
         Err(reason) => Capture {
             endpoint: endpoint.to_string(),
@@ -100,7 +102,7 @@ pub(crate) async fn webhook(
             ack.ignored += 1;
             continue;
         }
-        match to_capture(inner, endpoint, c, now) {
+        match to_capture(inner, endpoint, c, now).await {
             Ok(cap) => captures.push(cap),
             Err(reason) => errors.push(format!("events[{i}]: {reason}")),
         }
@@ -303,10 +305,10 @@ async fn store_page(
     cursor: Option<CursorUpdate>,
 ) -> Result<usize, String> {
     let now = inner.now();
-    let captures: Vec<Capture> = records
-        .into_iter()
-        .map(|c| to_capture_or_reject(inner, src, c, now))
-        .collect();
+    let mut captures: Vec<Capture> = Vec::with_capacity(records.len());
+    for c in records {
+        captures.push(to_capture_or_reject(inner, src, c, now).await);
+    }
     let rejected = captures.iter().filter(|c| c.rejected.is_some()).count() as u64;
     for c in captures.iter().filter(|c| c.rejected.is_some()) {
         tracing::warn!(endpoint = %src, reason = c.rejected.as_deref().unwrap_or(""), "record rejected and dead-lettered");

@@ -586,7 +586,7 @@ impl<'a> Planner<'a> {
             kind: kind.as_str().to_string(),
         };
         if let Some(filter) = &flow.filter {
-            match filter.test(state, &vars) {
+            match filter.test(state, &vars).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
                 Err(err) => {
@@ -627,7 +627,7 @@ impl<'a> Planner<'a> {
         }
         let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
         let mut payload = match mapping {
-            Some(m) => match m.apply(state, &vars) {
+            Some(m) => match m.apply(state, &vars).await {
                 Ok(v) => v,
                 Err(err) => {
                     self.dead_out(

@@ -94,7 +94,7 @@ pub(crate) async fn replay(
                             kind: dl.kind.as_str().to_string(),
                         };
                         let payload = match flow.and_then(|f| f.map_out_for(&dl.endpoint)) {
-                            Some(m) => match m.apply(&entity.state, &vars) {
+                            Some(m) => match m.apply(&entity.state, &vars).await {
                                 Ok(v) => v,
                                 Err(err) => {
                                     tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
@@ -147,7 +147,7 @@ pub(crate) async fn replay(
                     version: Some(version),
                     record: dl.payload.clone(),
                 };
-                match super::capture::to_capture(inner, &dl.endpoint, captured, now) {
+                match super::capture::to_capture(inner, &dl.endpoint, captured, now).await {
                     Ok(capture) => replays.push((id, Replay::Inbound(capture))),
                     Err(reason) => {
                         tracing::warn!(id, %reason, "replay: record is still invalid; dead letter kept open");
