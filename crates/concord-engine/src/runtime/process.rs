@@ -542,6 +542,7 @@ impl<'a> Planner<'a> {
             payload: e.payload.clone(),
             reason: reason.clone(),
             journal_id: Some(e.id),
+            flow: None,
             at: self.now,
         });
         self.done(e, JournalStatus::Rejected, reason, None);
@@ -752,6 +753,7 @@ impl<'a> Planner<'a> {
             payload: state.clone(),
             reason,
             journal_id,
+            flow: Some(flow.name.clone()),
             at: self.now,
         });
     }
