@@ -356,3 +356,50 @@ async fn a_polled_record_over_budget_is_dead_lettered_and_the_feed_goes_on() {
     assert!(web.writes_of("LOOP@WH").is_empty());
     h.stop().await;
 }
+
+const SLOW: &str = r#"
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+[flows.map_out]
+web = 'if .sku == "LOOP" then {sku, n: last(range(1e15))} else . end'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jq_program_does_not_hold_up_the_shutdown() {
+    // Only a 60 s clock would stop LOOP's mapping; the engine must stop long before that.
+    let engine = [
+        ("batch_size", "1"),
+        ("jq_steps", "1000000000000"),
+        ("jq_timeout", "\"60s\""),
+    ];
+    let h = Harness::start(
+        &config_text(&["erp", "web"], &engine, SLOW),
+        vec![
+            Fake::new("erp", &[Kind::Stock]),
+            Fake::new("web", &[Kind::Stock]),
+        ],
+    )
+    .await;
+    let web = h.fake("web").clone();
+    h.capture(
+        "erp",
+        &[
+            (Kind::Stock, "G1@WH", Some("1"), stock("G1", 1)),
+            (Kind::Stock, "LOOP@WH", Some("1"), stock("LOOP", 1)),
+        ],
+    )
+    .await;
+    // One entry per batch: once G1 is delivered the processor has gone on to LOOP.
+    wait_until("G1 is delivered", async || web.done_of("G1@WH").len() == 1).await;
+    let store = h.store.clone();
+    // `stop` fails the test if the engine's tasks are not done within the support deadline.
+    h.stop().await;
+    // Nothing of the interrupted batch was committed: LOOP is processed again at the next start.
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.journal_pending, stats.dead_letters_open), (1, 0));
+}

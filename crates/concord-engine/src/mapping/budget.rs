@@ -23,9 +23,11 @@ use jaq_core::data::HasLut;
 use jaq_core::{DataT, Lut};
 use jaq_json::Val;
 use std::any::Any;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Read the clock once every this many steps (a step costs nanoseconds; the clock ~25 ns).
@@ -116,8 +118,12 @@ impl fmt::Display for Limit {
     }
 }
 
-/// The unwinding payload of a budget stop. Private: nothing but [`metered`] can recognise it.
-struct Exceeded(Limit);
+/// The unwinding payload of a stop. Private: nothing but [`metered`] can recognise it.
+enum Exceeded {
+    Limit(Limit),
+    /// Nobody waits for the result any more.
+    Abandoned,
+}
 
 /// The meter of the evaluation running on this thread.
 struct Meter {
@@ -128,6 +134,8 @@ struct Meter {
     deadline: Cell<Option<Instant>>,
     stack_base: Cell<usize>,
     stack_max: Cell<usize>,
+    /// Set when the caller stopped waiting (its future was dropped).
+    abandoned: RefCell<Option<Arc<AtomicBool>>>,
 }
 
 thread_local! {
@@ -140,6 +148,7 @@ thread_local! {
             deadline: Cell::new(None),
             stack_base: Cell::new(0),
             stack_max: Cell::new(0),
+            abandoned: RefCell::new(None),
         }
     };
 }
@@ -163,8 +172,19 @@ pub(crate) fn tick() {
             stop(m, Limit::Steps(m.steps.get()));
         }
         m.steps_left.set(left - 1);
-        if left % CLOCK_EVERY == 0 && m.deadline.get().is_some_and(|d| Instant::now() >= d) {
-            stop(m, Limit::Time(m.timeout.get()));
+        if left % CLOCK_EVERY == 0 {
+            if m.deadline.get().is_some_and(|d| Instant::now() >= d) {
+                stop(m, Limit::Time(m.timeout.get()));
+            }
+            let abandoned = m
+                .abandoned
+                .borrow()
+                .as_ref()
+                .is_some_and(|a| a.load(Ordering::Relaxed));
+            if abandoned {
+                m.armed.set(false);
+                std::panic::resume_unwind(Box::new(Exceeded::Abandoned))
+            }
         }
         // The stack grows down on every platform we build for; `abs_diff` also reads right
         // where it grows up.
@@ -179,7 +199,7 @@ fn stop(m: &Meter, limit: Limit) -> ! {
     // Disarmed first: nothing that runs while unwinding may stop a second time (that would
     // abort).
     m.armed.set(false);
-    std::panic::resume_unwind(Box::new(Exceeded(limit)))
+    std::panic::resume_unwind(Box::new(Exceeded::Limit(limit)))
 }
 
 /// Why [`metered`] did not return the closure's value.
@@ -187,18 +207,23 @@ fn stop(m: &Meter, limit: Limit) -> ! {
 pub(crate) enum Stopped {
     /// A limit was hit.
     Budget(Limit),
+    /// The caller stopped waiting for the result.
+    Abandoned,
     /// Something in jaq panicked (a bug there); the message, when it has one.
     Panic(String),
 }
 
 /// Run `f` (one jq evaluation) under `budget`, with at most `stack_max` bytes of native stack
-/// below this call. The meter is armed only for the duration of `f`.
+/// below this call; stop early once `abandoned` is set. The meter is armed only for the
+/// duration of `f`.
 pub(crate) fn metered<R>(
     budget: &Budget,
     stack_max: usize,
+    abandoned: Arc<AtomicBool>,
     f: impl FnOnce() -> R,
 ) -> Result<R, Stopped> {
     METER.with(|m| {
+        *m.abandoned.borrow_mut() = Some(abandoned);
         m.steps.set(budget.steps);
         m.steps_left.set(budget.steps);
         m.timeout.set(budget.timeout);
@@ -210,13 +235,19 @@ pub(crate) fn metered<R>(
     // Everything `f` touches is created and dropped inside it (jaq values are `Rc`s of this
     // evaluation); nothing observable is left half-updated by an unwind.
     let out = catch_unwind(AssertUnwindSafe(f));
-    METER.with(|m| m.armed.set(false));
+    METER.with(|m| {
+        m.armed.set(false);
+        *m.abandoned.borrow_mut() = None;
+    });
     out.map_err(stopped)
 }
 
 fn stopped(payload: Box<dyn Any + Send>) -> Stopped {
     match payload.downcast::<Exceeded>() {
-        Ok(e) => Stopped::Budget(e.0),
+        Ok(e) => match *e {
+            Exceeded::Limit(limit) => Stopped::Budget(limit),
+            Exceeded::Abandoned => Stopped::Abandoned,
+        },
         Err(other) => Stopped::Panic(
             other
                 .downcast_ref::<&str>()

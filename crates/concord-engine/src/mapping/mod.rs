@@ -61,6 +61,7 @@ use jaq_core::{Compiler, Ctx, Vars};
 use jaq_json::Val;
 use serde_json::Value;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -148,6 +149,15 @@ impl PartialEq for Mapping {
 impl Eq for Mapping {}
 
 const GLOBALS: [&str; 3] = ["$dest", "$source", "$kind"];
+
+/// Held by the future awaiting an evaluation; marks it abandoned when dropped.
+struct Waiting(Arc<AtomicBool>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// What an evaluation must produce.
 #[derive(Clone, Copy)]
@@ -252,13 +262,20 @@ impl Mapping {
         // Refused here, before the copy handed to the jq thread is made.
         json::check_input(input, self.inner.budget.max_bytes).map_err(|l| self.over(l))?;
         let (tx, rx) = oneshot::channel();
+        // Dropped with this future: a caller that stops waiting (shutdown, a closed request)
+        // also stops the evaluation, or skips it while it is still queued.
+        let waiting = Waiting(Arc::new(AtomicBool::new(false)));
         let job = {
             let mapping = self.clone();
             let input = input.clone();
             let vars = vars.clone();
+            let abandoned = waiting.0.clone();
             Box::new(move || {
+                if abandoned.load(Ordering::Relaxed) {
+                    return;
+                }
                 // The receiver may be gone (the caller gave up): nothing to report then.
-                let _ = tx.send(mapping.evaluate_here(&input, &vars, want));
+                let _ = tx.send(mapping.evaluate_here(&input, &vars, want, abandoned));
             })
         };
         let unavailable = |reason: String| MappingError::Unavailable {
@@ -268,8 +285,11 @@ impl Mapping {
         pool::submit(self.inner.lane, job)
             .await
             .map_err(unavailable)?;
-        rx.await
-            .map_err(|_| unavailable("the jq thread stopped".into()))?
+        let out = rx
+            .await
+            .map_err(|_| unavailable("the jq thread stopped".into()))?;
+        drop(waiting);
+        out
     }
 
     /// One evaluation on this thread (a jq thread), metered.
@@ -278,6 +298,7 @@ impl Mapping {
         input: &Value,
         vars: &MapVars,
         want: Want,
+        abandoned: Arc<AtomicBool>,
     ) -> Result<Out, MappingError> {
         let run = || {
             let out = self.run_one(input, vars)?;
@@ -291,9 +312,14 @@ impl Mapping {
                 },
             }
         };
-        match budget::metered(&self.inner.budget, pool::EVAL_STACK, run) {
+        match budget::metered(&self.inner.budget, pool::EVAL_STACK, abandoned, run) {
             Ok(out) => out,
             Err(Stopped::Budget(limit)) => Err(self.over(limit)),
+            // Nobody reads this.
+            Err(Stopped::Abandoned) => Err(MappingError::Unavailable {
+                mapping: self.inner.name.clone(),
+                reason: "abandoned by its caller".into(),
+            }),
             Err(Stopped::Panic(msg)) => Err(MappingError::Runtime(format!(
                 "the jq interpreter failed: {msg}"
             ))),

@@ -536,3 +536,26 @@ fn many_runaways_at_once_leave_the_threads_working() {
         assert_eq!(ok.apply(&json!(1), &MapVars::default()).await, Ok(json!(2)));
     });
 }
+
+#[test]
+fn a_caller_that_stops_waiting_stops_the_evaluation() {
+    // Runaways only a minute-long clock would stop, each abandoned by its caller soon after it
+    // was handed over: the jq threads are free again long before that minute.
+    let budget = Budget {
+        steps: u64::MAX,
+        timeout: Duration::from_secs(60),
+        ..small()
+    };
+    let m = Mapping::compile_as("p", "last(range(1e15))", budget, Lane::Inbound).unwrap();
+    let ok = Mapping::compile_as("q", ". + 1", small(), Lane::Inbound).unwrap();
+    block_on(async {
+        let (input, vars) = (json!(0), MapVars::default());
+        for _ in 0..8 {
+            let abandoned =
+                tokio::time::timeout(Duration::from_millis(100), m.apply(&input, &vars)).await;
+            assert!(abandoned.is_err(), "{abandoned:?}");
+        }
+        let after = tokio::time::timeout(Duration::from_secs(30), ok.apply(&json!(1), &vars)).await;
+        assert_eq!(after, Ok(Ok(json!(2))), "the jq threads are still busy");
+    });
+}

@@ -24,6 +24,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+/// Why a record was not captured.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// Names the record and what is wrong with it.
+    pub reason: String,
+    /// Its inbound mapping ran over the jq budget (or its input was too large for it).
+    pub over_budget: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused {
+            reason,
+            over_budget: false,
+        }
+    }
+}
+
 /// Map (when the endpoint's flows for this kind have an inbound mapping) and validate one
 /// record. Returns the capture or why it is invalid (a mapping over its budget is invalid
 /// too: the sender is told, and a polled record is dead-lettered).
@@ -32,7 +56,7 @@ pub(crate) async fn to_capture(
     endpoint: &str,
     c: Captured,
     now: Millis,
-) -> Result<Capture, String> {
+) -> Result<Capture, Refused> {
     let who = format!("{} `{}` from `{endpoint}`", c.kind, c.external_id);
     let map_in = inner
         .config
@@ -45,9 +69,10 @@ pub(crate) async fn to_capture(
                 source: endpoint.to_string(),
                 kind: c.kind.as_str().to_string(),
             };
-            m.apply(&c.record, &vars)
-                .await
-                .map_err(|e| format!("{who}: inbound mapping failed: {e}"))?
+            m.apply(&c.record, &vars).await.map_err(|e| Refused {
+                over_budget: matches!(e, crate::mapping::MappingError::Budget { .. }),
+                reason: format!("{who}: inbound mapping failed: {e}"),
+            })?
         }
         None => c.record.clone(),
     };
@@ -77,7 +102,7 @@ async fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: M
             version: raw.version.unwrap_or_else(|| content_hash(&raw.record)),
             payload: raw.record,
             received_at: now,
-            rejected: Some(reason),
+            rejected: Some(reason.reason),
         },
     }
 }
@@ -97,6 +122,7 @@ pub(crate) async fn webhook(
     let mut ack = WebhookAck::default();
     let mut captures = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
+    let count = records.len();
     for (i, c) in records.into_iter().enumerate() {
         if inner.config.flows_for(c.kind, endpoint).next().is_none() {
             ack.ignored += 1;
@@ -104,7 +130,17 @@ pub(crate) async fn webhook(
         }
         match to_capture(inner, endpoint, c, now).await {
             Ok(cap) => captures.push(cap),
-            Err(reason) => errors.push(format!("events[{i}]: {reason}")),
+            Err(refused) => {
+                errors.push(format!("events[{i}]: {refused}"));
+                // The request is refused anyway: mapping the rest could cost a budget each.
+                if refused.over_budget && i + 1 < count {
+                    errors.push(format!(
+                        "events[{}..{count}]: not checked (the request is refused)",
+                        i + 1
+                    ));
+                    break;
+                }
+            }
         }
     }
     if !errors.is_empty() {
@@ -305,10 +341,17 @@ async fn store_page(
     cursor: Option<CursorUpdate>,
 ) -> Result<usize, String> {
     let now = inner.now();
-    let mut captures: Vec<Capture> = Vec::with_capacity(records.len());
-    for c in records {
-        captures.push(to_capture_or_reject(inner, src, c, now).await);
-    }
+    // At shutdown the page is dropped before anything is stored (the cursor stays).
+    let mapped = inner.unless_shutdown(async {
+        let mut captures: Vec<Capture> = Vec::with_capacity(records.len());
+        for c in records {
+            captures.push(to_capture_or_reject(inner, src, c, now).await);
+        }
+        captures
+    });
+    let Some(captures) = mapped.await else {
+        return Err("the engine is shutting down; the page will be read again".into());
+    };
     let rejected = captures.iter().filter(|c| c.rejected.is_some()).count() as u64;
     for c in captures.iter().filter(|c| c.rejected.is_some()) {
         tracing::warn!(endpoint = %src, reason = c.rejected.as_deref().unwrap_or(""), "record rejected and dead-lettered");

@@ -369,8 +369,12 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
             };
             // A filter or mapping that fails publishes nothing (never the unfiltered or
             // unmapped figure); why is logged and audited.
+            // At shutdown the pass stops before applying anything: its SKUs stay dirty.
             if let Some(filter) = &flow.filter {
-                match filter.test(&record, &vars).await {
+                let Some(tested) = inner.unless_shutdown(filter.test(&record, &vars)).await else {
+                    return Ok(0);
+                };
+                match tested {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(e) => {
@@ -381,17 +385,22 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
                 }
             }
             let payload = match flow.map_out_for(channel) {
-                Some(m) => match m.apply(&record, &vars).await {
-                    Ok(v) => v,
-                    Err(e) => {
-                        let reason = format!(
-                            "mapping of flow `{}` for `{channel}` failed: {e}",
-                            flow.name
-                        );
-                        not_published(flow, channel, sku, &record, reason, now, &mut batch);
-                        continue;
+                Some(m) => {
+                    let Some(mapped) = inner.unless_shutdown(m.apply(&record, &vars)).await else {
+                        return Ok(0);
+                    };
+                    match mapped {
+                        Ok(v) => v,
+                        Err(e) => {
+                            let reason = format!(
+                                "mapping of flow `{}` for `{channel}` failed: {e}",
+                                flow.name
+                            );
+                            not_published(flow, channel, sku, &record, reason, now, &mut batch);
+                            continue;
+                        }
                     }
-                },
+                }
                 None => record,
             };
             let key = format!("{sku}@{}", policy.stock_location);

@@ -47,6 +47,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
             }
             Ok(_) => {}
+            // Stopped mid-batch by the shutdown (nothing of the batch was committed).
+            Err(EngineError::ShuttingDown) => return,
             Err(e) => {
                 tracing::error!(error = %e, "processing failed; retrying in 1 s");
                 tokio::select! {
@@ -587,7 +589,8 @@ impl<'a> Planner<'a> {
             kind: kind.as_str().to_string(),
         };
         if let Some(filter) = &flow.filter {
-            match filter.test(state, &vars).await {
+            let tested = self.inner.unless_shutdown(filter.test(state, &vars));
+            match tested.await.ok_or(EngineError::ShuttingDown)? {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
                 Err(err) => {
@@ -628,7 +631,12 @@ impl<'a> Planner<'a> {
         }
         let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
         let mut payload = match mapping {
-            Some(m) => match m.apply(state, &vars).await {
+            Some(m) => match self
+                .inner
+                .unless_shutdown(m.apply(state, &vars))
+                .await
+                .ok_or(EngineError::ShuttingDown)?
+            {
                 Ok(v) => v,
                 Err(err) => {
                     self.dead_out(
