@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 /// Stack of each jq thread (reserved address space; pages are used only as deep as a program
 /// goes).
 pub(crate) const THREAD_STACK: usize = 256 << 20;
+/// The fallback stack: the evaluation's allowance and three times that for what runs between
+/// steps.
+pub(crate) const SMALL_THREAD_STACK: usize = 4 * EVAL_STACK;
 /// Native stack one evaluation may use before [`super::budget::Limit::Stack`] stops it: some
 /// ten thousand levels of jq recursion, far beyond what a mapping needs.
 pub(crate) const EVAL_STACK: usize = 16 << 20;
@@ -63,24 +66,21 @@ fn start(name: &str) -> Result<Pool, String> {
     let mut failure = None;
     for i in 0..threads {
         let rx = rx.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("concord-jq-{name}-{i}"))
-            .stack_size(THREAD_STACK)
-            .spawn(move || loop {
-                // One thread waits on the queue at a time; the others wait for the lock.
-                let job = match rx.lock() {
-                    Ok(mut rx) => rx.blocking_recv(),
-                    Err(poisoned) => poisoned.into_inner().blocking_recv(),
-                };
-                match job {
-                    // Jobs catch their own unwinds; this one only keeps the thread alive if
-                    // one ever did not.
-                    Some(job) => {
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                    }
-                    None => return,
+        let spawned = spawn(format!("concord-jq-{name}-{i}"), move || loop {
+            // One thread waits on the queue at a time; the others wait for the lock.
+            let job = match rx.lock() {
+                Ok(mut rx) => rx.blocking_recv(),
+                Err(poisoned) => poisoned.into_inner().blocking_recv(),
+            };
+            match job {
+                // Jobs catch their own unwinds; this one only keeps the thread alive if
+                // one ever did not.
+                Some(job) => {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
-            });
+                None => return,
+            }
+        });
         match spawned {
             Ok(_) => started += 1,
             Err(e) => failure = Some(e.to_string()),
@@ -93,6 +93,23 @@ fn start(name: &str) -> Result<Pool, String> {
         ));
     }
     Ok(Pool { jobs: tx })
+}
+
+/// Start a jq thread with a [`THREAD_STACK`] stack, or, where the system refuses to reserve
+/// that much (strict overcommit), with [`SMALL_THREAD_STACK`].
+fn spawn(name: String, body: impl FnOnce() + Send + Clone + 'static) -> std::io::Result<()> {
+    let big = std::thread::Builder::new()
+        .name(name.clone())
+        .stack_size(THREAD_STACK)
+        .spawn(body.clone());
+    match big {
+        Ok(_) => Ok(()),
+        Err(_) => std::thread::Builder::new()
+            .name(name)
+            .stack_size(SMALL_THREAD_STACK)
+            .spawn(body)
+            .map(drop),
+    }
 }
 
 /// Run `job` on a thread of `lane`. The job must report its own result (it is wrapped by the
