@@ -261,35 +261,15 @@ impl Mapping {
     ) -> Result<Out, MappingError> {
         // Refused here, before the copy handed to the jq thread is made.
         json::check_input(input, self.inner.budget.max_bytes).map_err(|l| self.over(l))?;
-        let (tx, rx) = oneshot::channel();
-        // Dropped with this future: a caller that stops waiting (shutdown, a closed request)
-        // also stops the evaluation, or skips it while it is still queued.
-        let waiting = Waiting(Arc::new(AtomicBool::new(false)));
-        let job = {
-            let mapping = self.clone();
-            let input = input.clone();
-            let vars = vars.clone();
-            let abandoned = waiting.0.clone();
-            Box::new(move || {
-                if abandoned.load(Ordering::Relaxed) {
-                    return;
-                }
-                // The receiver may be gone (the caller gave up): nothing to report then.
-                let _ = tx.send(mapping.evaluate_here(&input, &vars, want, abandoned));
-            })
-        };
-        let unavailable = |reason: String| MappingError::Unavailable {
-            mapping: self.inner.name.clone(),
-            reason,
-        };
-        pool::submit(self.inner.lane, job)
-            .await
-            .map_err(unavailable)?;
-        let out = rx
-            .await
-            .map_err(|_| unavailable("the jq thread stopped".into()))?;
-        drop(waiting);
-        out
+        let mapping = self.clone();
+        on_jq_thread(
+            self.inner.lane,
+            self.name(),
+            input,
+            vars,
+            move |input, vars, abandoned| mapping.evaluate_here(input, vars, want, abandoned),
+        )
+        .await?
     }
 
     /// One evaluation on this thread (a jq thread), metered.
@@ -360,6 +340,122 @@ impl Mapping {
         }
         Ok(first)
     }
+}
+
+/// What a flow's filter and mapping made of one record for one destination.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filtered {
+    /// The filter said `false`.
+    Dropped,
+    /// The record in the destination's shape (the record itself when there is no mapping).
+    Kept(Value),
+}
+
+/// Which of a flow's two programs failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Filter,
+    Mapping,
+}
+
+/// Run a flow's `filter` and then, when it keeps the record, its `mapping`, in one trip to a
+/// jq thread (the trip costs about as much as a small program). Each program runs under its
+/// own budget. A failure says which program failed; a record the filter drops is never
+/// mapped.
+pub async fn filter_then_map(
+    filter: Option<&Mapping>,
+    mapping: Option<&Mapping>,
+    input: &Value,
+    vars: &MapVars,
+) -> Result<Filtered, (Stage, MappingError)> {
+    let (filter, mapping) = match (filter, mapping) {
+        (None, None) => return Ok(Filtered::Kept(input.clone())),
+        (None, Some(m)) => {
+            return m
+                .apply(input, vars)
+                .await
+                .map(Filtered::Kept)
+                .map_err(|e| (Stage::Mapping, e))
+        }
+        (Some(f), None) => {
+            return match f.test(input, vars).await {
+                Ok(true) => Ok(Filtered::Kept(input.clone())),
+                Ok(false) => Ok(Filtered::Dropped),
+                Err(e) => Err((Stage::Filter, e)),
+            }
+        }
+        (Some(f), Some(m)) => (f.clone(), m.clone()),
+    };
+    let over = |m: &Mapping, l| m.over(l);
+    json::check_input(input, filter.inner.budget.max_bytes)
+        .map_err(|l| (Stage::Filter, over(&filter, l)))?;
+    // A record too large for the mapping is refused only if the filter keeps it.
+    let too_large = json::check_input(input, mapping.inner.budget.max_bytes).err();
+    let name = filter.inner.name.clone();
+    let out = on_jq_thread(
+        filter.inner.lane,
+        &name,
+        input,
+        vars,
+        move |input, vars, abandoned| {
+            match filter.evaluate_here(input, vars, Want::Bool, abandoned.clone()) {
+                Ok(Out::Bool(true)) => {}
+                Ok(Out::Bool(false)) => return Ok(Filtered::Dropped),
+                Ok(Out::Value(v)) => {
+                    return Err((Stage::Filter, MappingError::NotBoolean(v.to_string())))
+                }
+                Err(e) => return Err((Stage::Filter, e)),
+            }
+            if let Some(limit) = too_large {
+                return Err((Stage::Mapping, mapping.over(limit)));
+            }
+            match mapping.evaluate_here(input, vars, Want::Value, abandoned) {
+                Ok(Out::Value(v)) => Ok(Filtered::Kept(v)),
+                Ok(Out::Bool(b)) => Ok(Filtered::Kept(Value::Bool(b))),
+                Err(e) => Err((Stage::Mapping, e)),
+            }
+        },
+    )
+    .await;
+    out.map_err(|e| (Stage::Filter, e))?
+}
+
+/// Run `job` on a thread of `lane` with its own copy of `input` and `vars`, and await its
+/// result. The job is told (through the flag) when the caller stops waiting. `name` names the
+/// program when no thread can run it.
+async fn on_jq_thread<T: Send + 'static>(
+    lane: Lane,
+    name: &str,
+    input: &Value,
+    vars: &MapVars,
+    job: impl FnOnce(&Value, &MapVars, Arc<AtomicBool>) -> T + Send + 'static,
+) -> Result<T, MappingError> {
+    let (tx, rx) = oneshot::channel();
+    // Dropped with this future: a caller that stops waiting (shutdown, a closed request)
+    // also stops the evaluation, or skips it while it is still queued.
+    let waiting = Waiting(Arc::new(AtomicBool::new(false)));
+    let job = {
+        let input = input.clone();
+        let vars = vars.clone();
+        let abandoned = waiting.0.clone();
+        Box::new(move || {
+            if abandoned.load(Ordering::Relaxed) {
+                return;
+            }
+            // The receiver may be gone (the caller gave up): nothing to report then.
+            let _ = tx.send(job(&input, &vars, abandoned));
+        })
+    };
+    let unavailable = |reason: String| MappingError::Unavailable {
+        mapping: name.to_string(),
+        reason,
+    };
+    pool::submit(lane, job).await.map_err(unavailable)?;
+    let out = rx
+        .await
+        .map_err(|_| unavailable("the jq thread stopped".into()))?;
+    drop(waiting);
+    Ok(out)
 }
 
 /// Turn a jaq exception into our error. Not `jaq_core::unwrap_valr`: that one calls

@@ -559,3 +559,55 @@ fn a_caller_that_stops_waiting_stops_the_evaluation() {
         assert_eq!(after, Ok(Ok(json!(2))), "the jq threads are still busy");
     });
 }
+
+#[test]
+fn filter_then_map_runs_the_mapping_only_on_what_the_filter_keeps() {
+    let f =
+        Mapping::compile_as("flows[0].filter", ".on_hand > 0", small(), Lane::Outbound).unwrap();
+    let m = Mapping::compile_as(
+        "flows[0].map_out.web",
+        "if .sku == \"BAD\" then error(\"no\") else {sku} end",
+        small(),
+        Lane::Outbound,
+    )
+    .unwrap();
+    let run = |filter: Option<&Mapping>, mapping: Option<&Mapping>, input: Value| {
+        block_on(filter_then_map(filter, mapping, &input, &vars("web")))
+    };
+    let a = json!({"sku": "A", "on_hand": 1});
+    assert_eq!(
+        run(Some(&f), Some(&m), a.clone()),
+        Ok(Filtered::Kept(json!({"sku": "A"})))
+    );
+    assert_eq!(run(None, None, a.clone()), Ok(Filtered::Kept(a.clone())));
+    assert_eq!(run(Some(&f), None, a.clone()), Ok(Filtered::Kept(a)));
+    // Dropped records are never mapped (BAD's mapping would fail).
+    let bad = json!({"sku": "BAD", "on_hand": 0});
+    assert_eq!(run(Some(&f), Some(&m), bad), Ok(Filtered::Dropped));
+    let bad = json!({"sku": "BAD", "on_hand": 1});
+    assert_eq!(
+        run(Some(&f), Some(&m), bad.clone()),
+        Err((Stage::Mapping, MappingError::Runtime("no".into())))
+    );
+    assert_eq!(
+        run(None, Some(&m), bad),
+        Err((Stage::Mapping, MappingError::Runtime("no".into())))
+    );
+    let out = run(Some(&f), Some(&m), json!("not an object"));
+    assert!(
+        matches!(out, Err((Stage::Filter, MappingError::Runtime(_)))),
+        "{out:?}"
+    );
+    let looping = Mapping::compile_as(
+        "flows[0].filter",
+        "last(range(1e15)) > 0",
+        small(),
+        Lane::Outbound,
+    )
+    .unwrap();
+    let out = run(Some(&looping), Some(&m), json!({"sku": "A"}));
+    assert!(
+        matches!(&out, Err((Stage::Filter, MappingError::Budget { mapping, limit: Limit::Steps(_) })) if mapping == "flows[0].filter"),
+        "{out:?}"
+    );
+}

@@ -20,7 +20,7 @@
 
 use super::Inner;
 use crate::config::{ChannelPolicy, FlowConfig, InventoryConfig};
-use crate::mapping::MapVars;
+use crate::mapping::{filter_then_map, Filtered, MapVars, Stage};
 use concord_core::inventory::{buffer, buffer_needs_on_hand, sellable, Line, Position};
 use concord_core::{content_hash, Kind, Millis};
 use concord_store::{
@@ -368,40 +368,31 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
                 kind: Kind::Stock.as_str().to_string(),
             };
             // A filter or mapping that fails publishes nothing (never the unfiltered or
-            // unmapped figure); why is logged and audited.
-            // At shutdown the pass stops before applying anything: its SKUs stay dirty.
-            if let Some(filter) = &flow.filter {
-                let Some(tested) = inner.unless_shutdown(filter.test(&record, &vars)).await else {
-                    return Ok(0);
-                };
-                match tested {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) => {
-                        let reason = format!("filter of flow `{}` failed: {e}", flow.name);
-                        not_published(flow, channel, sku, &record, reason, now, &mut batch);
-                        continue;
-                    }
-                }
-            }
-            let payload = match flow.map_out_for(channel) {
-                Some(m) => {
-                    let Some(mapped) = inner.unless_shutdown(m.apply(&record, &vars)).await else {
-                        return Ok(0);
+            // unmapped figure); why is logged and audited. At shutdown the pass stops before
+            // applying anything: its SKUs stay dirty.
+            let run = filter_then_map(
+                flow.filter.as_ref(),
+                flow.map_out_for(channel),
+                &record,
+                &vars,
+            );
+            let Some(filtered) = inner.unless_shutdown(run).await else {
+                return Ok(0);
+            };
+            let payload = match filtered {
+                Ok(Filtered::Kept(payload)) => payload,
+                Ok(Filtered::Dropped) => continue,
+                Err((stage, e)) => {
+                    let reason = match stage {
+                        Stage::Filter => format!("filter of flow `{}` failed: {e}", flow.name),
+                        Stage::Mapping => format!(
+                            "mapping of flow `{}` for `{channel}` failed: {e}",
+                            flow.name
+                        ),
                     };
-                    match mapped {
-                        Ok(v) => v,
-                        Err(e) => {
-                            let reason = format!(
-                                "mapping of flow `{}` for `{channel}` failed: {e}",
-                                flow.name
-                            );
-                            not_published(flow, channel, sku, &record, reason, now, &mut batch);
-                            continue;
-                        }
-                    }
+                    not_published(flow, channel, sku, &record, reason, now, &mut batch);
+                    continue;
                 }
-                None => record,
             };
             let key = format!("{sku}@{}", policy.stock_location);
             let hash = content_hash(&payload);

@@ -18,7 +18,7 @@
 use super::orders::{legacy_miscorrelation, other_order, superseded};
 use super::{reachable_kinds, EngineError, Inner};
 use crate::config::{FlowConfig, Pattern};
-use crate::mapping::MapVars;
+use crate::mapping::{filter_then_map, Filtered, MapVars, Stage};
 use concord_core::{content_hash, dependencies, merge, natural_key, Kind, Millis};
 use concord_store::{
     AuditEvent, Direction, Entity, EntityWrite, JournalEntry, JournalStatus, NewDeadLetter,
@@ -588,25 +588,30 @@ impl<'a> Planner<'a> {
             source: source.to_string(),
             kind: kind.as_str().to_string(),
         };
-        if let Some(filter) = &flow.filter {
-            let tested = self.inner.unless_shutdown(filter.test(state, &vars));
-            match tested.await.ok_or(EngineError::ShuttingDown)? {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(err) => {
-                    self.dead_out(
-                        flow,
-                        dest,
-                        kind,
-                        key,
-                        state,
-                        journal_id,
-                        format!("filter of flow `{}` failed: {err}", flow.name),
-                    );
-                    return Ok(false);
-                }
+        // The filter and the mapping, in one trip to a jq thread.
+        let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
+        let planned = self
+            .inner
+            .unless_shutdown(filter_then_map(flow.filter.as_ref(), mapping, state, &vars))
+            .await
+            .ok_or(EngineError::ShuttingDown)?;
+        let payload = match planned {
+            Ok(Filtered::Dropped) => return Ok(false),
+            Err((Stage::Filter, err)) => {
+                self.dead_out(
+                    flow,
+                    dest,
+                    kind,
+                    key,
+                    state,
+                    journal_id,
+                    format!("filter of flow `{}` failed: {err}", flow.name),
+                );
+                return Ok(false);
             }
-        }
+            Ok(Filtered::Kept(payload)) => Ok(payload),
+            Err((Stage::Mapping, err)) => Err(err),
+        };
         // A refund for a destination that cannot record refunds: an operator must (the config
         // is accepted; see `check_capabilities`).
         if kind == Kind::Refund && !self.can_write(dest, kind) {
@@ -629,29 +634,20 @@ impl<'a> Planner<'a> {
             );
             return Ok(false);
         }
-        let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
-        let mut payload = match mapping {
-            Some(m) => match self
-                .inner
-                .unless_shutdown(m.apply(state, &vars))
-                .await
-                .ok_or(EngineError::ShuttingDown)?
-            {
-                Ok(v) => v,
-                Err(err) => {
-                    self.dead_out(
-                        flow,
-                        dest,
-                        kind,
-                        key,
-                        state,
-                        journal_id,
-                        format!("mapping of flow `{}` for `{dest}` failed: {err}", flow.name),
-                    );
-                    return Ok(false);
-                }
-            },
-            None => state.clone(),
+        let mut payload = match payload {
+            Ok(v) => v,
+            Err(err) => {
+                self.dead_out(
+                    flow,
+                    dest,
+                    kind,
+                    key,
+                    state,
+                    journal_id,
+                    format!("mapping of flow `{}` for `{dest}` failed: {err}", flow.name),
+                );
+                return Ok(false);
+            }
         };
         // An ERP order keyed by another reference (cancel-and-replace) is addressed by it.
         let channel_of_order =

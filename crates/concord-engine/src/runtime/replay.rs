@@ -11,7 +11,7 @@
 use super::process::{operation, set_reference};
 use super::{EngineError, Inner};
 use crate::config::FlowConfig;
-use crate::mapping::MapVars;
+use crate::mapping::{filter_then_map, Filtered, MapVars};
 use concord_core::{content_hash, Kind};
 use concord_store::{
     AuditEvent, DeadLetter, DeadLetterId, DeadLetterState, Direction, NewItem, Replay, StoreError,
@@ -122,28 +122,22 @@ pub(crate) async fn replay(
                             source: source.clone().unwrap_or_default(),
                             kind: dl.kind.as_str().to_string(),
                         };
-                        if let Some(filter) = &flow.filter {
-                            match filter.test(state, &vars).await {
-                                Ok(true) => {}
-                                Ok(false) => {
-                                    tracing::warn!(id, flow = %flow.name, "replay: the flow's filter no longer sends this record; dead letter kept open");
-                                    continue;
-                                }
-                                Err(err) => {
-                                    tracing::warn!(id, error = %err, "replay: filter still fails; dead letter kept open");
-                                    continue;
-                                }
+                        let filtered = filter_then_map(
+                            flow.filter.as_ref(),
+                            flow.map_out_for(&dl.endpoint),
+                            state,
+                            &vars,
+                        );
+                        let payload = match filtered.await {
+                            Ok(Filtered::Kept(payload)) => payload,
+                            Ok(Filtered::Dropped) => {
+                                tracing::warn!(id, flow = %flow.name, "replay: the flow's filter no longer sends this record; dead letter kept open");
+                                continue;
                             }
-                        }
-                        let payload = match flow.map_out_for(&dl.endpoint) {
-                            Some(m) => match m.apply(state, &vars).await {
-                                Ok(v) => v,
-                                Err(err) => {
-                                    tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
-                                    continue;
-                                }
-                            },
-                            None => state.clone(),
+                            Err((stage, err)) => {
+                                tracing::warn!(id, ?stage, error = %err, "replay: the flow's filter or mapping still fails; dead letter kept open");
+                                continue;
+                            }
                         };
                         let sent_before = current.is_some()
                             || inner
