@@ -15,7 +15,8 @@
 //! **Bounded work.** A program written in the config runs on data from outside, so it must
 //! never stall or crash the hub, whatever it is fed:
 //! - every evaluation runs on a jq thread ([`pool`]), never on an async worker; the caller
-//!   awaits it;
+//!   awaits it (a flow's filter and mapping go together, in one trip: [`filter_then_map`]),
+//!   and a caller that stops waiting stops the evaluation;
 //! - it is metered ([`budget`]): at most `[engine] jq_steps` steps, `jq_timeout` of wall-clock
 //!   time and [`pool::EVAL_STACK`] of native stack (deep recursion stops cleanly instead of
 //!   overflowing and aborting the process); over budget it stops with
