@@ -9,7 +9,10 @@
 //! 3. the stock pool: a channel flow whose filter errors or runs over budget publishes nothing
 //!    for that SKU (audited `stock.not_published`), and the other SKUs' figures are published;
 //! 4. a polled record whose inbound mapping runs over budget is dead-lettered, and the records
-//!    after it are captured.
+//!    after it are captured;
+//! 5. a shutdown does not wait for a jq program (the interrupted batch is done again later);
+//! 6. a webhook with a record over budget is refused naming it, without spending a budget on
+//!    each of the records after it.
 //!
 //! Without the budget the first case aborts the test process (stack overflow on an async
 //! worker) or never finishes; the stock pool published the unfiltered figure.
@@ -402,4 +405,58 @@ async fn a_running_jq_program_does_not_hold_up_the_shutdown() {
     // Nothing of the interrupted batch was committed: LOOP is processed again at the next start.
     let stats = store.stats().await.expect("stats");
     assert_eq!((stats.journal_pending, stats.dead_letters_open), (1, 0));
+}
+
+const HOOKED: &str = r#"
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+map_in = 'if .sku == "LOOP" then (last(range(1e15)) | {}) else . end'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_whose_record_runs_over_budget_is_refused_without_mapping_the_rest() {
+    let h = Harness::start(
+        &config_text(&["erp", "web"], &[("jq_steps", "200000")], HOOKED),
+        vec![
+            Fake::new("erp", &[Kind::Stock]),
+            Fake::new("web", &[Kind::Stock]),
+        ],
+    )
+    .await;
+    let body = support::webhook_body(&[
+        (Kind::Stock, "G1@WH", Some("1"), stock("G1", 1)),
+        (Kind::Stock, "LOOP@WH", Some("1"), stock("LOOP", 1)),
+        (Kind::Stock, "LOOP@WH2", Some("1"), stock("LOOP", 2)),
+        (Kind::Stock, "G2@WH", Some("1"), stock("G2", 1)),
+    ]);
+    let refused = h
+        .engine
+        .capture_webhook("erp", &http::HeaderMap::new(), &body)
+        .await;
+    let Err(concord_engine::runtime::CaptureError::Invalid(errors)) = refused else {
+        panic!("{refused:?}")
+    };
+    // One budget spent, not three: the rest is named, not mapped.
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].starts_with("events[1]: stock `LOOP@WH` from `erp`: inbound mapping failed: jq program `flows[0].map_in` stopped after 200000 steps"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        errors[1],
+        "events[2..4]: not checked (the request is refused)"
+    );
+    // Nothing of the request was stored; the same endpoint's next webhook is.
+    assert_eq!(h.store.stats().await.unwrap().journal_total, 0);
+    h.capture("erp", &[(Kind::Stock, "G1@WH", Some("1"), stock("G1", 1))])
+        .await;
+    let web = h.fake("web").clone();
+    wait_until("G1 is delivered", async || web.done_of("G1@WH").len() == 1).await;
+    h.stop().await;
 }
