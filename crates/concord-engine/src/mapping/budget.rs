@@ -19,6 +19,10 @@
 //! Must never: meter anything outside [`metered`] (the meter is off otherwise), or be used on a
 //! thread whose stack is smaller than the stack allowance plus [`super::pool`]'s margin.
 
+// The meter stops a program by unwinding; with `panic = "abort"` every stop would kill the hub.
+#[cfg(panic = "abort")]
+compile_error!("concord-engine's jq budget unwinds: build with panic = \"unwind\" (the default)");
+
 use jaq_core::data::HasLut;
 use jaq_core::{DataT, Lut};
 use jaq_json::Val;
