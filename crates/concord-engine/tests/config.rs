@@ -86,8 +86,8 @@ fn every_example_loads() {
     }
 }
 
-#[test]
-fn sandbox_example_has_the_demo_topology() {
+#[tokio::test]
+async fn sandbox_example_has_the_demo_topology() {
     let c = load_example(&repo_root().join("examples/sandbox.toml"));
     assert_eq!(c.endpoints["erp"].connector, "sandbox-erp");
     assert_eq!(c.endpoints["web1"].connector, "sandbox-shop");
@@ -117,6 +117,7 @@ fn sandbox_example_has_the_demo_topology() {
             &serde_json::json!({"sku": "A", "location": "WH1", "on_hand": 3, "committed": 5}),
             &vars,
         )
+        .await
         .unwrap();
     assert_eq!(
         out,

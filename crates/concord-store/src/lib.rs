@@ -429,6 +429,10 @@ pub struct NewDeadLetter {
     pub payload: Value,
     pub reason: String,
     pub journal_id: Option<JournalId>,
+    /// The flow whose filter or mapping failed (outbound, while planning): a replay re-plans
+    /// through it, never around it.
+    #[serde(default)]
+    pub flow: Option<String>,
     pub at: Millis,
 }
 

@@ -31,7 +31,7 @@ pub use access::{
 pub use alerts::{AlertCondition, AlertRule, AlertsConfig};
 
 use crate::connector::EndpointSpec;
-use crate::mapping::Mapping;
+use crate::mapping::{Budget, Mapping};
 use concord_core::{Kind, Ownership};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -203,6 +203,8 @@ pub struct EngineSettings {
     /// restarted and the engine reports itself failed.
     pub task_restart_limit: u32,
     pub task_restart_window: Duration,
+    /// The budget of every jq program (`jq_steps`, `jq_timeout`, `jq_max_bytes`).
+    pub jq: Budget,
 }
 
 impl Default for EngineSettings {
@@ -220,6 +222,7 @@ impl Default for EngineSettings {
             retry_after_max: Duration::from_secs(600),
             task_restart_limit: 5,
             task_restart_window: Duration::from_secs(600),
+            jq: Budget::default(),
         }
     }
 }

@@ -418,6 +418,19 @@ pub struct RawEngine {
     pub task_restart_limit: Option<u64>,
     /// The window of `task_restart_limit`. Default `"10m"`.
     pub task_restart_window: Option<String>,
+    /// Most steps one run of a jq program (a `filter`, `map_in` or `map_out`) may take: one
+    /// per jq expression evaluated and per number `range` produces. Default 1000000 (a few
+    /// hundred milliseconds; some hundred times what mapping an order of a hundred lines
+    /// takes). A program over budget is stopped: its record becomes a dead letter naming the
+    /// program and the limit (a webhook record is refused), and the hub carries on.
+    pub jq_steps: Option<u64>,
+    /// Longest wall-clock time of one run of a jq program. Default `"1s"`, at most `"1m"`.
+    /// Deep recursion is also stopped (at 16 MiB of native stack), whatever these settings.
+    pub jq_timeout: Option<String>,
+    /// Largest record a jq program is given, and largest it may produce, in bytes of JSON: an
+    /// integer number of bytes or a string with a unit (`"512KiB"`, `"4MiB"`). A larger record
+    /// is refused before the program runs. Default 4 MiB, at most 64 MiB.
+    pub jq_max_bytes: Option<ByteSize>,
 }
 
 /// `[endpoints.NAME]`: one configured system.

@@ -55,6 +55,14 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.engine.batch_size, 256);
     assert_eq!(c.engine.backoff_base, Duration::from_millis(200));
     assert_eq!(c.engine.endpoint_concurrency, 8);
+    assert_eq!(
+        c.engine.jq,
+        Budget {
+            steps: 1_000_000,
+            timeout: Duration::from_secs(1),
+            max_bytes: 4 << 20,
+        }
+    );
     let f = &c.flows[0];
     assert_eq!(f.overlap, Duration::from_secs(5));
     assert_eq!(f.page_size, 500);
@@ -68,8 +76,8 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.ownership_of(Kind::Product), Ownership::default());
 }
 
-#[test]
-fn explicit_settings_are_read() {
+#[tokio::test]
+async fn explicit_settings_are_read() {
     let text = format!(
         r#"
 [store]
@@ -87,6 +95,9 @@ breaker_threshold = 2
 breaker_open = "500ms"
 breaker_max_open = "10s"
 endpoint_concurrency = 4
+jq_steps = 5000
+jq_timeout = "250ms"
+jq_max_bytes = "64KiB"
 {ENDPOINTS}
 [endpoints.erp.options]
 location = "WH1"
@@ -126,9 +137,24 @@ fields = {{ description = "web1" }}
             breaker_open: Duration::from_millis(500),
             breaker_max_open: Duration::from_secs(10),
             endpoint_concurrency: 4,
+            jq: Budget {
+                steps: 5000,
+                timeout: Duration::from_millis(250),
+                max_bytes: 64 << 10,
+            },
             ..EngineSettings::default()
         }
     );
+    // Every program is compiled with the budget and named by its path.
+    let f = &c.flows[0];
+    for (m, name) in [
+        (f.filter.as_ref().unwrap(), "flows[0].filter"),
+        (f.map_out_for("web1").unwrap(), "flows[0].map_out.web1"),
+        (f.map_out_for("web2").unwrap(), "flows[0].map_out.\"*\""),
+    ] {
+        assert_eq!(m.budget(), &c.engine.jq);
+        assert_eq!(m.name(), name);
+    }
     assert_eq!(
         c.endpoints["erp"].options,
         json!({"location": "WH1", "nested": {"a": [1, 2.5, true]}})
@@ -144,9 +170,9 @@ fields = {{ description = "web1" }}
     assert_eq!(f.page_size, 50);
     let vars = crate::mapping::MapVars::default();
     let rec = json!({"sku": "A", "on_hand": 5, "committed": 2});
-    assert_eq!(f.filter.as_ref().unwrap().test(&rec, &vars), Ok(true));
+    assert_eq!(f.filter.as_ref().unwrap().test(&rec, &vars).await, Ok(true));
     assert_eq!(
-        f.map_out_for("web1").unwrap().apply(&rec, &vars),
+        f.map_out_for("web1").unwrap().apply(&rec, &vars).await,
         Ok(json!({"sku": "A", "available": 3}))
     );
     assert_eq!(f.map_out_for("web2").unwrap().source(), ".");
@@ -576,6 +602,31 @@ fn engine_and_server_values_are_checked() {
         base("[engine]\nmax_attempts = 0"),
         "engine.max_attempts",
         "positive",
+    );
+    assert_err(
+        base("[engine]\njq_steps = 0"),
+        "engine.jq_steps",
+        "positive",
+    );
+    assert_err(
+        base("[engine]\njq_timeout = \"0s\""),
+        "engine.jq_timeout",
+        "longer than zero",
+    );
+    assert_err(
+        base("[engine]\njq_timeout = \"5m\""),
+        "engine.jq_timeout",
+        "at most 1m",
+    );
+    assert_err(
+        base("[engine]\njq_max_bytes = 0"),
+        "engine.jq_max_bytes",
+        "positive",
+    );
+    assert_err(
+        base("[engine]\njq_max_bytes = \"1GiB\""),
+        "engine.jq_max_bytes",
+        "at most 64MiB",
     );
     assert_err(
         base("[engine]\nlease = \"forever\""),

@@ -25,14 +25,39 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+/// Why a record was not captured.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    /// Names the record and what is wrong with it.
+    pub reason: String,
+    /// Its inbound mapping ran over the jq budget (or its input was too large for it).
+    pub over_budget: bool,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl From<String> for Refused {
+    fn from(reason: String) -> Self {
+        Refused {
+            reason,
+            over_budget: false,
+        }
+    }
+}
+
 /// Map (when the endpoint's flows for this kind have an inbound mapping) and validate one
-/// record. Returns the capture or why it is invalid.
-pub(crate) fn to_capture(
+/// record. Returns the capture or why it is invalid (a mapping over its budget is invalid
+/// too: the sender is told, and a polled record is dead-lettered).
+pub(crate) async fn to_capture(
     inner: &Inner,
     endpoint: &str,
     c: Captured,
     now: Millis,
-) -> Result<Capture, String> {
+) -> Result<Capture, Refused> {
     // The record's id and version are identifiers like any other (concord_core::limits): they
     // become journal keys, log fields and the version order's input.
     concord_core::limits::key("id", &c.external_id).map_err(|e| {
@@ -57,8 +82,10 @@ pub(crate) fn to_capture(
                 source: endpoint.to_string(),
                 kind: c.kind.as_str().to_string(),
             };
-            m.apply(&c.record, &vars)
-                .map_err(|e| format!("{who}: inbound mapping failed: {e}"))?
+            m.apply(&c.record, &vars).await.map_err(|e| Refused {
+                over_budget: matches!(e, crate::mapping::MappingError::Budget { .. }),
+                reason: format!("{who}: inbound mapping failed: {e}"),
+            })?
         }
         None => c.record.clone(),
     };
@@ -77,9 +104,9 @@ pub(crate) fn to_capture(
 
 /// Like [`to_capture`], but an invalid record becomes a rejected capture (journaled and
 /// dead-lettered) instead of an error: polled data must never block the feed.
-fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: Millis) -> Capture {
+async fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: Millis) -> Capture {
     let raw = c.clone();
-    match to_capture(inner, endpoint, c, now) {
+    match to_capture(inner, endpoint, c, now).await {
         Ok(cap) => cap,
         Err(reason) => Capture {
             endpoint: endpoint.to_string(),
@@ -88,7 +115,7 @@ fn to_capture_or_reject(inner: &Inner, endpoint: &str, c: Captured, now: Millis)
             version: raw.version.unwrap_or_else(|| content_hash(&raw.record)),
             payload: raw.record,
             received_at: now,
-            rejected: Some(reason),
+            rejected: Some(reason.reason),
         },
     }
 }
@@ -108,14 +135,25 @@ pub(crate) async fn webhook(
     let mut ack = WebhookAck::default();
     let mut captures = Vec::with_capacity(records.len());
     let mut errors = Vec::new();
+    let count = records.len();
     for (i, c) in records.into_iter().enumerate() {
         if inner.config.flows_for(c.kind, endpoint).next().is_none() {
             ack.ignored += 1;
             continue;
         }
-        match to_capture(inner, endpoint, c, now) {
+        match to_capture(inner, endpoint, c, now).await {
             Ok(cap) => captures.push(cap),
-            Err(reason) => errors.push(format!("events[{i}]: {reason}")),
+            Err(refused) => {
+                errors.push(format!("events[{i}]: {refused}"));
+                // The request is refused anyway: mapping the rest could cost a budget each.
+                if refused.over_budget && i + 1 < count {
+                    errors.push(format!(
+                        "events[{}..{count}]: not checked (the request is refused)",
+                        i + 1
+                    ));
+                    break;
+                }
+            }
         }
     }
     if !errors.is_empty() {
@@ -324,10 +362,17 @@ async fn store_page(
     cursor: Option<CursorUpdate>,
 ) -> Result<usize, String> {
     let now = inner.now();
-    let captures: Vec<Capture> = records
-        .into_iter()
-        .map(|c| to_capture_or_reject(inner, src, c, now))
-        .collect();
+    // At shutdown the page is dropped before anything is stored (the cursor stays).
+    let mapped = inner.unless_shutdown(async {
+        let mut captures: Vec<Capture> = Vec::with_capacity(records.len());
+        for c in records {
+            captures.push(to_capture_or_reject(inner, src, c, now).await);
+        }
+        captures
+    });
+    let Some(captures) = mapped.await else {
+        return Err("the engine is shutting down; the page will be read again".into());
+    };
     let rejected = captures.iter().filter(|c| c.rejected.is_some()).count() as u64;
     for c in captures.iter().filter(|c| c.rejected.is_some()) {
         tracing::warn!(endpoint = %src, reason = c.rejected.as_deref().unwrap_or(""), "record rejected and dead-lettered");

@@ -62,6 +62,10 @@ pub enum EngineError {
     /// The request cannot be done in the current state (the message says why).
     #[error("{0}")]
     NotPossible(String),
+    /// The engine is stopping: the work in hand was dropped before anything of it was
+    /// committed (it is done again after the restart).
+    #[error("the engine is shutting down")]
+    ShuttingDown,
 }
 
 /// Why a webhook was not accepted. Maps to an HTTP status in the server.
@@ -126,6 +130,17 @@ impl Inner {
 
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Await `fut` unless the engine shuts down first (then `None`). For jq evaluations:
+    /// dropping one stops it on its jq thread, so no jq program holds up a shutdown.
+    pub async fn unless_shutdown<T>(&self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            biased;
+            out = fut => Some(out),
+            _ = shutdown.wait_for(|stopping| *stopping) => None,
+        }
     }
 }
 

@@ -20,7 +20,7 @@
 use super::orders::{legacy_miscorrelation, other_order, superseded};
 use super::{reachable_kinds, EngineError, Inner};
 use crate::config::{FlowConfig, Pattern};
-use crate::mapping::MapVars;
+use crate::mapping::{filter_then_map, Filtered, MapVars, Stage};
 use concord_core::retry::Backoff;
 use concord_core::{content_hash, dependencies, merge, natural_key, Kind, Millis};
 use concord_store::{
@@ -65,6 +65,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 continue;
             }
             Ok(_) => None,
+            // Stopped mid-batch by the shutdown (nothing of the batch was committed).
+            Err(StepError::Engine(EngineError::ShuttingDown)) => return,
             Err(e) if e.is_systemic() => {
                 tracing::error!(error = %e, "processing failed; retrying in 1 s");
                 Some(Duration::from_secs(1))
@@ -100,9 +102,12 @@ impl StepError {
     fn is_systemic(&self) -> bool {
         matches!(
             self,
-            StepError::Engine(EngineError::Store(
-                StoreError::Closed | StoreError::Busy | StoreError::Open { .. }
-            ))
+            StepError::Engine(
+                EngineError::ShuttingDown
+                    | EngineError::Store(
+                        StoreError::Closed | StoreError::Busy | StoreError::Open { .. }
+                    )
+            )
         )
     }
 }
@@ -193,6 +198,8 @@ async fn isolate(
                 payload: entry.payload.clone(),
                 reason: reason.clone(),
                 journal_id: Some(id),
+                // An inbound entry that could not be processed at all: no flow is to blame.
+                flow: None,
                 at: inner.now(),
             }],
             ..ProcessBatch::default()
@@ -700,6 +707,7 @@ impl<'a> Planner<'a> {
             payload: e.payload.clone(),
             reason: reason.clone(),
             journal_id: Some(e.id),
+            flow: None,
             at: self.now,
         });
         self.done(e, JournalStatus::Rejected, reason, None);
@@ -743,24 +751,30 @@ impl<'a> Planner<'a> {
             source: source.to_string(),
             kind: kind.as_str().to_string(),
         };
-        if let Some(filter) = &flow.filter {
-            match filter.test(state, &vars) {
-                Ok(true) => {}
-                Ok(false) => return Ok(false),
-                Err(err) => {
-                    self.dead_out(
-                        flow,
-                        dest,
-                        kind,
-                        key,
-                        state,
-                        journal_id,
-                        format!("filter of flow `{}` failed: {err}", flow.name),
-                    );
-                    return Ok(false);
-                }
+        // The filter and the mapping, in one trip to a jq thread.
+        let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
+        let planned = self
+            .inner
+            .unless_shutdown(filter_then_map(flow.filter.as_ref(), mapping, state, &vars))
+            .await
+            .ok_or(EngineError::ShuttingDown)?;
+        let payload = match planned {
+            Ok(Filtered::Dropped) => return Ok(false),
+            Err((Stage::Filter, err)) => {
+                self.dead_out(
+                    flow,
+                    dest,
+                    kind,
+                    key,
+                    state,
+                    journal_id,
+                    format!("filter of flow `{}` failed: {err}", flow.name),
+                );
+                return Ok(false);
             }
-        }
+            Ok(Filtered::Kept(payload)) => Ok(payload),
+            Err((Stage::Mapping, err)) => Err(err),
+        };
         // A refund for a destination that cannot record refunds: an operator must (the config
         // is accepted; see `check_capabilities`).
         if kind == Kind::Refund && !self.can_write(dest, kind) {
@@ -783,24 +797,20 @@ impl<'a> Planner<'a> {
             );
             return Ok(false);
         }
-        let mapping = flow.map_out.get(dest).or_else(|| flow.map_out.get("*"));
-        let mut payload = match mapping {
-            Some(m) => match m.apply(state, &vars) {
-                Ok(v) => v,
-                Err(err) => {
-                    self.dead_out(
-                        flow,
-                        dest,
-                        kind,
-                        key,
-                        state,
-                        journal_id,
-                        format!("mapping of flow `{}` for `{dest}` failed: {err}", flow.name),
-                    );
-                    return Ok(false);
-                }
-            },
-            None => state.clone(),
+        let mut payload = match payload {
+            Ok(v) => v,
+            Err(err) => {
+                self.dead_out(
+                    flow,
+                    dest,
+                    kind,
+                    key,
+                    state,
+                    journal_id,
+                    format!("mapping of flow `{}` for `{dest}` failed: {err}", flow.name),
+                );
+                return Ok(false);
+            }
         };
         // An ERP order keyed by another reference (cancel-and-replace) is addressed by it.
         let channel_of_order =
@@ -910,6 +920,7 @@ impl<'a> Planner<'a> {
             payload: state.clone(),
             reason,
             journal_id,
+            flow: Some(flow.name.clone()),
             at: self.now,
         });
     }

@@ -10,7 +10,8 @@
 
 use super::process::{operation, set_reference};
 use super::{EngineError, Inner};
-use crate::mapping::MapVars;
+use crate::config::FlowConfig;
+use crate::mapping::{filter_then_map, Filtered, MapVars};
 use concord_core::{content_hash, Kind};
 use concord_store::{
     AuditEvent, DeadLetter, DeadLetterId, DeadLetterState, Direction, NewItem, Replay, StoreError,
@@ -56,6 +57,20 @@ async fn order_replay(
     Ok(())
 }
 
+/// The flow an outbound dead letter belongs to: the one it names, else (older dead letters
+/// opened while planning did not record it) the flow that takes its kind from the journal
+/// entry's endpoint to the dead letter's.
+fn flow_of<'a>(inner: &'a Inner, dl: &DeadLetter, source: Option<&str>) -> Option<&'a FlowConfig> {
+    match (&dl.flow, source) {
+        (Some(name), _) => inner.config.flows.iter().find(|f| &f.name == name),
+        (None, Some(src)) if dl.op.is_none() => inner
+            .config
+            .flows_for(dl.kind, src)
+            .find(|f| f.destinations_for(src).any(|d| d == dl.endpoint)),
+        _ => None,
+    }
+}
+
 /// Replay open dead letters (see [`super::Engine::replay_dead_letters`]).
 pub(crate) async fn replay(
     inner: &Arc<Inner>,
@@ -73,10 +88,14 @@ pub(crate) async fn replay(
         }
         match dl.direction {
             Direction::Outbound => {
-                let flow = dl
-                    .flow
-                    .as_deref()
-                    .and_then(|name| inner.config.flows.iter().find(|f| f.name == name));
+                // Opened while planning (no op: never an outbox item): the payload is the
+                // canonical record, not the destination's shape.
+                let planning = dl.op.is_none();
+                let source = match dl.journal_id {
+                    Some(j) => inner.store.journal_entry(j).await?.map(|e| e.endpoint),
+                    None => None,
+                };
+                let flow = flow_of(inner, &dl, source.as_deref());
                 // State kinds are re-planned from the current state: an old payload must never
                 // overwrite a newer one. Without an entity (e.g. a pool channel's
                 // available-to-sell, which is computed, not stored) the stored payload is
@@ -86,35 +105,56 @@ pub(crate) async fn replay(
                 } else {
                     None
                 };
-                let (mut op, mut payload) = match &current {
-                    Some(entity) => {
+                let canonical = match &current {
+                    Some(entity) => Some(&entity.state),
+                    None if planning => Some(&dl.payload),
+                    None => None,
+                };
+                let (mut op, mut payload) = match canonical {
+                    // Re-planned through the flow's filter and mapping, never around them.
+                    Some(state) => {
+                        let Some(flow) = flow else {
+                            tracing::warn!(id, flow = ?dl.flow, "replay: the dead letter's flow is not configured; dead letter kept open");
+                            continue;
+                        };
                         let vars = MapVars {
                             dest: dl.endpoint.clone(),
-                            source: String::new(),
+                            source: source.clone().unwrap_or_default(),
                             kind: dl.kind.as_str().to_string(),
                         };
-                        let payload = match flow.and_then(|f| f.map_out_for(&dl.endpoint)) {
-                            Some(m) => match m.apply(&entity.state, &vars) {
-                                Ok(v) => v,
-                                Err(err) => {
-                                    tracing::warn!(id, error = %err, "replay: mapping still fails; dead letter kept open");
-                                    continue;
-                                }
-                            },
-                            None => entity.state.clone(),
+                        let filtered = filter_then_map(
+                            flow.filter.as_ref(),
+                            flow.map_out_for(&dl.endpoint),
+                            state,
+                            &vars,
+                        );
+                        let payload = match filtered.await {
+                            Ok(Filtered::Kept(payload)) => payload,
+                            Ok(Filtered::Dropped) => {
+                                tracing::warn!(id, flow = %flow.name, "replay: the flow's filter no longer sends this record; dead letter kept open");
+                                continue;
+                            }
+                            Err((stage, err)) => {
+                                tracing::warn!(id, ?stage, error = %err, "replay: the flow's filter or mapping still fails; dead letter kept open");
+                                continue;
+                            }
                         };
-                        let op = flow
-                            .map(|f| operation(f, dl.kind, &entity.state, true))
-                            .unwrap_or_else(|| dl.op.clone().unwrap_or_else(|| "upsert".into()));
-                        (op, payload)
+                        let sent_before = current.is_some()
+                            || inner
+                                .store
+                                .hashes(&dl.endpoint, dl.kind, &dl.key)
+                                .await?
+                                .0
+                                .is_some();
+                        (operation(flow, dl.kind, state, sent_before), payload)
                     }
                     None => (
                         dl.op.clone().unwrap_or_else(|| "upsert".into()),
                         dl.payload.clone(),
                     ),
                 };
-                if let (Kind::Order, Some(entity)) = (dl.kind, &current) {
-                    order_replay(inner, &dl, &entity.state, &mut op, &mut payload).await?;
+                if let (Kind::Order, Some(state)) = (dl.kind, canonical) {
+                    order_replay(inner, &dl, state, &mut op, &mut payload).await?;
                 }
                 let item = NewItem {
                     dest: dl.endpoint.clone(),
@@ -147,7 +187,7 @@ pub(crate) async fn replay(
                     version: Some(version),
                     record: dl.payload.clone(),
                 };
-                match super::capture::to_capture(inner, &dl.endpoint, captured, now) {
+                match super::capture::to_capture(inner, &dl.endpoint, captured, now).await {
                     Ok(capture) => replays.push((id, Replay::Inbound(capture))),
                     Err(reason) => {
                         tracing::warn!(id, %reason, "replay: record is still invalid; dead letter kept open");

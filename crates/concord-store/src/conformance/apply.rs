@@ -58,6 +58,7 @@ pub async fn apply_commits_a_processing_step(fx: &Fixture) {
                 payload: json!({ "why": "test" }),
                 reason: "mapping failed".into(),
                 journal_id: Some(ids[0]),
+                flow: Some("products".into()),
                 at: 2_000,
             }],
             audit: vec![AuditEvent {
@@ -135,6 +136,11 @@ pub async fn apply_commits_a_processing_step(fx: &Fixture) {
     assert_eq!(
         (dls[0].reason.as_str(), dls[0].journal_id),
         ("mapping failed", Some(ids[0]))
+    );
+    assert_eq!(
+        dls[0].flow.as_deref(),
+        Some("products"),
+        "the flow a dead letter names is kept (its replay goes through it)"
     );
     let audit = s.audit_log(10).await.unwrap();
     assert_eq!(audit.len(), 1);

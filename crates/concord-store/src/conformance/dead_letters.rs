@@ -184,6 +184,7 @@ pub async fn dead_letter_filters(fx: &Fixture) {
         payload: Value::Null,
         reason: "r".into(),
         journal_id: None,
+        flow: None,
         at: 1_000,
     };
     s.apply(

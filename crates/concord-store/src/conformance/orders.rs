@@ -193,6 +193,7 @@ pub async fn settle_logs_attempts_and_accepts_orders(fx: &Fixture) {
                 payload: json!({}),
                 reason: "edit after shipment".into(),
                 journal_id: Some(ids[0]),
+                flow: None,
                 at: 1_000,
             }],
             ..ProcessBatch::default()

@@ -104,6 +104,7 @@ fn journal_capture(conn: &Connection, c: &Capture, dedupe: bool) -> Result<Optio
                 payload: c.payload.clone(),
                 reason: reason.clone(),
                 journal_id: Some(id),
+                flow: None,
                 at: c.received_at,
             },
         )?;
@@ -357,8 +358,8 @@ fn enqueue(conn: &Connection, item: &NewItem, now: Millis) -> Result<ItemId> {
 fn insert_dead_letter(conn: &Connection, dl: &NewDeadLetter) -> Result<DeadLetterId> {
     conn.prepare_cached(
         "INSERT INTO dead_letters (direction, endpoint, kind, key, payload, reason, attempts,
-             journal_id, state, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 'open', ?8, ?8)",
+             journal_id, flow, state, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?9, 'open', ?8, ?8)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -369,7 +370,8 @@ fn insert_dead_letter(conn: &Connection, dl: &NewDeadLetter) -> Result<DeadLette
             to_json(&dl.payload),
             dl.reason,
             dl.journal_id,
-            dl.at
+            dl.at,
+            dl.flow
         ])
     })
     .map_err(db("insert dead letter"))?;

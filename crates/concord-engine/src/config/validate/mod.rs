@@ -15,7 +15,7 @@ mod pricing;
 use super::raw::{RawConfig, RawEndpoint, RawEngine, RawFlow, RawMode, RawPattern, RawServer};
 use super::{Config, EngineSettings, FlowConfig, Issue, Mode, Pattern, ServerConfig, StoreConfig};
 use crate::connector::EndpointSpec;
-use crate::mapping::Mapping;
+use crate::mapping::{Budget, Lane, Mapping};
 use concord_core::{Kind, Ownership};
 use inventory::inventory;
 use pricing::pricing;
@@ -74,7 +74,7 @@ pub(crate) fn validate(raw: RawConfig, file: &Path) -> Result<Config> {
     let mut flows: Vec<FlowConfig> = Vec::with_capacity(raw.flows.len());
     for (i, f) in raw.flows.into_iter().enumerate() {
         let at = format!("flows[{i}]");
-        let flow = flow(&at, f, &endpoints)?;
+        let flow = flow(&at, f, &endpoints, &engine.jq)?;
         if let Some(j) = flows.iter().position(|g| g.name == flow.name) {
             return Err(Issue::new(
                 format!("{at}.name"),
@@ -271,6 +271,7 @@ fn engine(raw: &RawEngine) -> Result<EngineSettings> {
             d.task_restart_window,
             false,
         )?,
+        jq: jq_budget(raw)?,
     };
     if s.backoff_cap < s.backoff_base {
         return Err(Issue::new(
@@ -291,6 +292,55 @@ fn engine(raw: &RawEngine) -> Result<EngineSettings> {
         ));
     }
     Ok(s)
+}
+
+/// Longest `jq_timeout`: a jq thread is held that long by a runaway program.
+const MAX_JQ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest `jq_max_bytes`: every mapping's input is copied once to its jq thread.
+const MAX_JQ_BYTES: u64 = 64 << 20;
+
+fn jq_budget(raw: &RawEngine) -> Result<Budget> {
+    let d = Budget::default();
+    let timeout = duration(
+        "engine.jq_timeout",
+        raw.jq_timeout.as_deref(),
+        d.timeout,
+        false,
+    )?;
+    if timeout > MAX_JQ_TIMEOUT {
+        return Err(Issue::new(
+            "engine.jq_timeout",
+            format!(
+                "must be at most {}: a runaway program holds a jq thread that long",
+                humantime::format_duration(MAX_JQ_TIMEOUT)
+            ),
+        ));
+    }
+    let steps = match raw.jq_steps {
+        None => d.steps,
+        Some(0) => {
+            return Err(Issue::new(
+                "engine.jq_steps",
+                "must be a positive integer, got 0",
+            ))
+        }
+        Some(n) => n,
+    };
+    let max_bytes = match raw.jq_max_bytes {
+        None => d.max_bytes,
+        Some(size) if size.0 > MAX_JQ_BYTES => {
+            return Err(Issue::new(
+                "engine.jq_max_bytes",
+                format!("must be at most 64MiB, got {} bytes", size.0),
+            ))
+        }
+        Some(size) => positive("engine.jq_max_bytes", Some(size.0), 0)?,
+    };
+    Ok(Budget {
+        steps,
+        timeout,
+        max_bytes,
+    })
 }
 
 fn endpoint(name: &str, raw: RawEndpoint) -> Result<EndpointSpec> {
@@ -371,7 +421,12 @@ fn sent_credentials(url: &str, options: &Value) -> Option<String> {
         .then(|| "the credentials in the url's user info or query string".to_string())
 }
 
-fn flow(at: &str, raw: RawFlow, endpoints: &BTreeMap<String, EndpointSpec>) -> Result<FlowConfig> {
+fn flow(
+    at: &str,
+    raw: RawFlow,
+    endpoints: &BTreeMap<String, EndpointSpec>,
+    budget: &Budget,
+) -> Result<FlowConfig> {
     check_name(&format!("{at}.name"), &raw.name, "flow name")?;
     let field = |name: &str| format!("{at}.{name}");
 
@@ -524,12 +579,12 @@ fn flow(at: &str, raw: RawFlow, endpoints: &BTreeMap<String, EndpointSpec>) -> R
     let filter = raw
         .filter
         .as_deref()
-        .map(|src| compile(&field("filter"), src))
+        .map(|src| compile(&field("filter"), src, budget, Lane::Outbound))
         .transpose()?;
     let map_in = raw
         .map_in
         .as_deref()
-        .map(|src| compile(&field("map_in"), src))
+        .map(|src| compile(&field("map_in"), src, budget, Lane::Inbound))
         .transpose()?;
     let mut map_out = BTreeMap::new();
     for (dest, src) in raw.map_out {
@@ -544,7 +599,7 @@ fn flow(at: &str, raw: RawFlow, endpoints: &BTreeMap<String, EndpointSpec>) -> R
                 ),
             ));
         }
-        let m = compile(&p, &src)?;
+        let m = compile(&p, &src, budget, Lane::Outbound)?;
         map_out.insert(dest, m);
     }
 
@@ -696,8 +751,10 @@ fn check_name(path: &str, name: &str, what: &str) -> Result<()> {
     }
 }
 
-fn compile(path: &str, source: &str) -> Result<Mapping> {
-    Mapping::compile(source).map_err(|e| Issue::new(path, e.to_string()))
+/// Compile the jq program at `path`, named by that path and run under `budget` on `lane`.
+/// Nothing is run here: a program's cost depends on the records it will be fed.
+fn compile(path: &str, source: &str, budget: &Budget, lane: Lane) -> Result<Mapping> {
+    Mapping::compile_as(path, source, *budget, lane).map_err(|e| Issue::new(path, e.to_string()))
 }
 
 fn duration(path: &str, raw: Option<&str>, default: Duration, zero_ok: bool) -> Result<Duration> {

@@ -25,7 +25,7 @@ mod commerce;
 
 use super::Inner;
 use crate::config::{ChannelPolicy, FlowConfig, InventoryConfig};
-use crate::mapping::MapVars;
+use crate::mapping::{filter_then_map, Filtered, MapVars, Stage};
 use concord_core::inventory::{
     backorder_allowance, buffer, buffer_needs_on_hand, sellable, sum_non_negative, Position,
 };
@@ -385,20 +385,32 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
                 source: pool.cfg.source.clone(),
                 kind: Kind::Stock.as_str().to_string(),
             };
-            if let Some(filter) = &flow.filter {
-                if !filter.test(&record, &vars).unwrap_or(true) {
+            // A filter or mapping that fails publishes nothing (never the unfiltered or
+            // unmapped figure); why is logged and audited. At shutdown the pass stops before
+            // applying anything: its SKUs stay dirty.
+            let run = filter_then_map(
+                flow.filter.as_ref(),
+                flow.map_out_for(channel),
+                &record,
+                &vars,
+            );
+            let Some(filtered) = inner.unless_shutdown(run).await else {
+                return Ok(0);
+            };
+            let payload = match filtered {
+                Ok(Filtered::Kept(payload)) => payload,
+                Ok(Filtered::Dropped) => continue,
+                Err((stage, e)) => {
+                    let reason = match stage {
+                        Stage::Filter => format!("filter of flow `{}` failed: {e}", flow.name),
+                        Stage::Mapping => format!(
+                            "mapping of flow `{}` for `{channel}` failed: {e}",
+                            flow.name
+                        ),
+                    };
+                    not_published(flow, channel, sku, &record, reason, now, &mut batch);
                     continue;
                 }
-            }
-            let payload = match flow.map_out_for(channel) {
-                Some(m) => match m.apply(&record, &vars) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(flow = %flow.name, %channel, %sku, error = %e, "stock mapping failed");
-                        continue;
-                    }
-                },
-                None => record,
             };
             let key = format!("{sku}@{}", policy.stock_location);
             let hash = content_hash(&payload);
@@ -447,6 +459,32 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
     inner.store.apply(batch, now).await?;
     inner.wake(dests);
     Ok(n)
+}
+
+/// A channel's figure for `sku` that its flow's filter or mapping could not produce: nothing
+/// is sent (the channel keeps its last figure; the next ledger change of the SKU tries again),
+/// and the reason is logged, counted and audited (`stock.not_published`) with the computed
+/// record.
+fn not_published(
+    flow: &FlowConfig,
+    channel: &str,
+    sku: &str,
+    record: &Value,
+    reason: String,
+    now: Millis,
+    batch: &mut ProcessBatch,
+) {
+    tracing::error!(flow = %flow.name, %channel, %sku, %reason, "available-to-sell not published");
+    metrics::counter!("concord_stock_not_published_total", "channel" => channel.to_string())
+        .increment(1);
+    batch.audit.push(AuditEvent {
+        at: now,
+        event: "stock.not_published".into(),
+        endpoint: Some(channel.to_string()),
+        kind: Some(Kind::Stock),
+        key: Some(sku.to_string()),
+        detail: json!({"flow": flow.name, "reason": reason, "record": record}),
+    });
 }
 
 /// Raise (once) or clear the oversold-risk alert of each position of `sku`.

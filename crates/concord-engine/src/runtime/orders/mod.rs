@@ -491,6 +491,7 @@ impl Planner<'_> {
             payload: e.payload.clone(),
             reason: reason.clone(),
             journal_id: Some(e.id),
+            flow: None,
             at: self.now,
         });
         self.batch.journal.push((
