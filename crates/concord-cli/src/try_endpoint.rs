@@ -168,6 +168,7 @@ pub async fn run(args: TryArgs) -> anyhow::Result<ExitCode> {
                         kind: kind.as_str().into(),
                     },
                 )
+                .await
                 .map_err(|e| ConfigProblem(format!("map_out for `{}`: {e}", args.endpoint)))?,
             None => canonical.clone(),
         };
@@ -226,11 +227,10 @@ pub async fn run(args: TryArgs) -> anyhow::Result<ExitCode> {
                 let map_in = config
                     .flows_for(kind, &args.endpoint)
                     .find_map(|f| f.map_in.clone());
-                let records: Vec<Value> = page
-                    .records
-                    .iter()
-                    .map(|c| canonical_view(c, map_in.as_ref(), &args.endpoint))
-                    .collect();
+                let mut records = Vec::with_capacity(page.records.len());
+                for c in &page.records {
+                    records.push(canonical_view(c, map_in.as_ref(), &args.endpoint).await);
+                }
                 report["records"] = Value::Array(records);
                 report["cursor"] = json!(page.cursor);
                 report["more"] = json!(page.more);
@@ -283,20 +283,23 @@ fn now_ms() -> i64 {
 }
 
 /// A captured record as the hub would journal it: mapped in and validated, or why not.
-fn canonical_view(
+async fn canonical_view(
     c: &Captured,
     map_in: Option<&concord_engine::mapping::Mapping>,
     endpoint: &str,
 ) -> Value {
     let mapped = match map_in {
-        Some(m) => m.apply(
-            &c.record,
-            &MapVars {
-                dest: String::new(),
-                source: endpoint.to_string(),
-                kind: c.kind.as_str().into(),
-            },
-        ),
+        Some(m) => {
+            m.apply(
+                &c.record,
+                &MapVars {
+                    dest: String::new(),
+                    source: endpoint.to_string(),
+                    kind: c.kind.as_str().into(),
+                },
+            )
+            .await
+        }
         None => Ok(c.record.clone()),
     };
     let mut v = json!({"external_id": c.external_id, "version": c.version, "record": c.record});

@@ -1382,6 +1382,7 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
     );
     let got = c
         .parse_webhook(&headers(&[("x-hub-signature-256", sig.clone())]), &b)
+        .await
         .unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].kind, Kind::Stock);
@@ -1398,15 +1399,24 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
     // Tampered body, wrong secret, missing prefix, missing header.
     let mut tampered = b.clone();
     tampered[30] = b'9';
-    unauthorized(c.parse_webhook(&headers(&[("x-hub-signature-256", sig.clone())]), &tampered));
+    unauthorized(
+        c.parse_webhook(&headers(&[("x-hub-signature-256", sig.clone())]), &tampered)
+            .await,
+    );
     let wrong = format!(
         "sha256={}",
         sign(Algorithm::Sha256, Encoding::Hex, b"other", &b)
     );
-    unauthorized(c.parse_webhook(&headers(&[("x-hub-signature-256", wrong)]), &b));
+    unauthorized(
+        c.parse_webhook(&headers(&[("x-hub-signature-256", wrong)]), &b)
+            .await,
+    );
     let bare = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &b);
-    unauthorized(c.parse_webhook(&headers(&[("x-hub-signature-256", bare)]), &b));
-    unauthorized(c.parse_webhook(&headers(&[]), &b));
+    unauthorized(
+        c.parse_webhook(&headers(&[("x-hub-signature-256", bare)]), &b)
+            .await,
+    );
+    unauthorized(c.parse_webhook(&headers(&[]), &b).await);
 
     // SHA-1 and SHA-512, base64, two secrets during a rotation (either signs).
     for (alg, name) in [(Algorithm::Sha1, "sha1"), (Algorithm::Sha512, "sha512")] {
@@ -1416,6 +1426,7 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
             let s = sign(alg, Encoding::Base64, secret.as_bytes(), &b);
             assert_eq!(
                 c.parse_webhook(&headers(&[("x-sig", s)]), &b)
+                    .await
                     .unwrap()
                     .len(),
                 2,
@@ -1423,7 +1434,7 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
             );
         }
         let s = sign(alg, Encoding::Base64, b"retired", &b);
-        unauthorized(c.parse_webhook(&headers(&[("x-sig", s)]), &b));
+        unauthorized(c.parse_webhook(&headers(&[("x-sig", s)]), &b).await);
     }
 
     // Standard Webhooks: `{id}.{timestamp}.{body}`, base64, `v1,` prefix, several signatures.
@@ -1443,14 +1454,14 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
         ("webhook-signature", signed_at(now)),
         ("webhook-timestamp", now.to_string()),
     ]);
-    assert_eq!(c.parse_webhook(&h, &b).unwrap().len(), 2);
+    assert_eq!(c.parse_webhook(&h, &b).await.unwrap().len(), 2);
     // A replay signed 10 minutes ago, or 10 minutes ahead, is refused before parsing.
     for ts in [now - 600, now + 600] {
         let h = headers(&[
             ("webhook-signature", signed_at(ts)),
             ("webhook-timestamp", ts.to_string()),
         ]);
-        let r = c.parse_webhook(&h, &b);
+        let r = c.parse_webhook(&h, &b).await;
         assert!(
             matches!(&r, Err(WebhookError::Unauthorized(m)) if m.contains("replayed")),
             "{r:?}"
@@ -1461,13 +1472,13 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
         ("webhook-signature", signed_at(now)),
         ("webhook-timestamp", (now - 1).to_string()),
     ]);
-    unauthorized(c.parse_webhook(&h, &b));
+    unauthorized(c.parse_webhook(&h, &b).await);
 
     // Duplicate keys in a correctly signed body are refused.
     let dup = br#"{"events":[{"sku":"A","sku":"Z","location":"WH","on_hand":5}]}"#.to_vec();
     let c = api.connector(hook_options(json!({"header": "x-sig"})));
     let s = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &dup);
-    let r = c.parse_webhook(&headers(&[("x-sig", s)]), &dup);
+    let r = c.parse_webhook(&headers(&[("x-sig", s)]), &dup).await;
     assert!(
         matches!(&r, Err(WebhookError::BadRequest(m)) if m.contains("duplicate key")),
         "{r:?}"
@@ -1478,7 +1489,7 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
     let s = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &mixed);
     let mut h = headers(&[("x-sig", s)]);
     h.insert("x-topic", "catalog".parse().unwrap());
-    let got = c.parse_webhook(&h, &mixed).unwrap();
+    let got = c.parse_webhook(&h, &mixed).await.unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
         (got[0].kind, got[0].external_id.as_str()),
@@ -1488,7 +1499,7 @@ async fn webhook_signatures_in_every_configured_shape_and_replays() {
     let s = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &noid);
     let mut h = headers(&[("x-sig", s)]);
     h.insert("x-topic", "catalog".parse().unwrap());
-    let r = c.parse_webhook(&h, &noid);
+    let r = c.parse_webhook(&h, &noid).await;
     assert!(
         matches!(&r, Err(WebhookError::BadRequest(m)) if m.contains("records[0] (product): id")),
         "{r:?}"
@@ -1735,6 +1746,7 @@ async fn webhook_timestamps_in_rfc3339_or_milliseconds_and_a_dedupe_key_from_the
                 &headers(&[("x-sig", sig.clone()), ("x-ts", stamp.clone())]),
                 &body,
             )
+            .await
             .unwrap_or_else(|e| panic!("{format}: {e}"));
         assert_eq!(got[0].version.as_deref(), Some("d-77"), "{format}");
         // An hour old: a replay.
@@ -1745,7 +1757,9 @@ async fn webhook_timestamps_in_rfc3339_or_milliseconds_and_a_dedupe_key_from_the
         let mut m = format!("{old}:").into_bytes();
         m.extend_from_slice(&body);
         let sig = sign(Algorithm::Sha256, Encoding::Hex, b"whsec", &m);
-        let r = c.parse_webhook(&headers(&[("x-sig", sig), ("x-ts", old)]), &body);
+        let r = c
+            .parse_webhook(&headers(&[("x-sig", sig), ("x-ts", old)]), &body)
+            .await;
         assert!(
             matches!(r, Err(WebhookError::Unauthorized(_))),
             "{format}: {r:?}"

@@ -82,17 +82,20 @@ async fn webhook_verification_rejects_tampering_missing_signature_and_bad_envelo
     let mut headers = HeaderMap::new();
     let sig = sign(SECRET.as_bytes(), body);
     headers.insert(SIGNATURE_HEADER, sig.parse().unwrap());
-    let ok = conn.parse_webhook(&headers, body).unwrap();
+    let ok = conn.parse_webhook(&headers, body).await.unwrap();
     assert_eq!(ok[0].kind, Kind::Stock);
     assert_eq!(ok[0].version.as_deref(), Some("7"));
 
     let mut tampered = body.to_vec();
     tampered[30] ^= 1;
     assert!(matches!(
-        conn.parse_webhook(&headers, &tampered),
+        conn.parse_webhook(&headers, &tampered).await,
         Err(WebhookError::Unauthorized(_))
     ));
-    let e = conn.parse_webhook(&HeaderMap::new(), body).unwrap_err();
+    let e = conn
+        .parse_webhook(&HeaderMap::new(), body)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, WebhookError::Unauthorized(m) if m.contains("missing")),
         "{e}"
@@ -105,31 +108,34 @@ async fn webhook_verification_rejects_tampering_missing_signature_and_bad_envelo
         Value::Null,
     ))
     .unwrap();
-    let e = no_secret.parse_webhook(&headers, body).unwrap_err();
+    let e = no_secret.parse_webhook(&headers, body).await.unwrap_err();
     assert!(
         matches!(&e, WebhookError::Unauthorized(m) if m.contains("webhook_secret")),
         "{e}"
     );
 
-    let signed = |b: &[u8]| {
+    let signed = async |b: &[u8]| {
         let mut h = HeaderMap::new();
         h.insert(
             SIGNATURE_HEADER,
             sign(SECRET.as_bytes(), b).parse().unwrap(),
         );
-        conn.parse_webhook(&h, b).unwrap_err().to_string()
+        conn.parse_webhook(&h, b).await.unwrap_err().to_string()
     };
-    assert!(signed(b"{\"events\": [").contains("line 1 column"));
+    assert!(signed(b"{\"events\": [").await.contains("line 1 column"));
     assert!(
         signed(br#"{"events":[{"kind":"widget","id":"1","version":"1","record":{}}]}"#)
+            .await
             .contains("events[0].kind")
     );
     assert!(
         signed(br#"{"events":[{"kind":"invoice","id":"1","version":"1","record":{}}]}"#)
+            .await
             .contains("events[0].kind")
     );
     assert!(
         signed(br#"{"events":[{"kind":"order","version":"1","record":{}}]}"#)
+            .await
             .contains("events[0].id")
     );
 }

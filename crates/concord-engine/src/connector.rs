@@ -261,8 +261,9 @@ pub trait Connector: Send + Sync + 'static {
     fn capabilities(&self) -> Capabilities;
 
     /// Check a webhook's authenticity (HMAC) and parse it into records. Called before anything
-    /// is stored; the engine acknowledges only after the records are journaled.
-    fn parse_webhook(
+    /// is stored; the engine acknowledges only after the records are journaled. Async because a
+    /// configured connector may run jq here (on the engine's jq threads, never on this task).
+    async fn parse_webhook(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],

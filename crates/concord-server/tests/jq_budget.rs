@@ -10,8 +10,8 @@
 
 mod support;
 
-use concord_connectors::sandbox::shop::ShopHandle;
-use concord_connectors::sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
+use concord_sandbox::shop::ShopHandle;
+use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::{hub_listener, shop_endpoint, start_shop, wait_for, Hub};

@@ -10,8 +10,8 @@
 //! until the systems agree or the deadline passes.
 
 use super::topology::{Systems, LOCATIONS};
-use concord_sandbox::shop::ShopHandle;
 use concord_engine::Engine;
+use concord_sandbox::shop::ShopHandle;
 use concord_store::{DeadLetterFilter, ItemState, ReservationState};
 use std::collections::BTreeMap;
 

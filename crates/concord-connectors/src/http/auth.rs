@@ -322,7 +322,7 @@ impl Authenticator {
                 ttl,
             } => {
                 let vars = Vars::new().with("vars", client.vars().clone());
-                let mut prepared = client.prepare(request, &Value::Null, &vars)?;
+                let mut prepared = client.prepare(request, &Value::Null, &vars).await?;
                 prepared.secret_body = true;
                 let sent = client.send_raw(prepared).await?;
                 if !request.is_success(sent.status) {
@@ -336,6 +336,7 @@ impl Authenticator {
                             .with("status", Value::from(sent.status));
                         let t = program
                             .run(&sent.body, &v, &client.env(None))
+                            .await
                             .map_err(|e| DeliveryError::Permanent {
                                 reason: format!("login: options.auth.token: {e}"),
                             })?;

@@ -229,16 +229,16 @@ impl Client {
     }
 
     /// Render `req` for `input` with `vars` (plus `$vars`).
-    pub fn prepare(
+    pub async fn prepare(
         &self,
         req: &Request,
         input: &Value,
         vars: &Vars,
     ) -> Result<Prepared, DeliveryError> {
-        self.prepare_for(req, input, vars, None)
+        self.prepare_for(req, input, vars, None).await
     }
 
-    pub fn prepare_for(
+    pub async fn prepare_for(
         &self,
         req: &Request,
         input: &Value,
@@ -254,6 +254,7 @@ impl Client {
         let path = req
             .path
             .render(input, &vars, &env, Encode::PathSegment)
+            .await
             .map_err(|e| bad(&format!("path `{}`", req.path.source()), e))?;
         let mut url = self.resolve(&path)?;
         {
@@ -261,6 +262,7 @@ impl Client {
             for (name, t) in &req.query {
                 for v in t
                     .render_query(input, &vars, &env)
+                    .await
                     .map_err(|e| bad(&format!("query `{name}`"), e))?
                 {
                     pairs.push((name.as_str(), v));
@@ -277,6 +279,7 @@ impl Client {
         for (name, t) in self.opts.headers.iter().chain(&req.headers) {
             let v = t
                 .render(input, &vars, &env, Encode::Raw)
+                .await
                 .map_err(|e| bad(&format!("header `{name}`"), e))?;
             headers.retain(|(n, _)| n != name);
             headers.push((name.clone(), v));
@@ -284,7 +287,10 @@ impl Client {
         let body = match &req.body {
             None => None,
             Some(p) => {
-                let v = p.run(input, &vars, &env).map_err(|e| bad("body", e))?;
+                let v = p
+                    .run(input, &vars, &env)
+                    .await
+                    .map_err(|e| bad("body", e))?;
                 Some((
                     serde_json::to_vec(&v).map_err(|e| bad("body", e.to_string()))?,
                     "application/json",
@@ -337,7 +343,7 @@ impl Client {
     }
 
     /// Classify an answer to `req`.
-    pub fn classify(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
+    pub async fn classify(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
         limits::classify(
             &self.opts.errors,
             &self.opts.rate_limit,
@@ -348,6 +354,7 @@ impl Client {
             &self.opts.vars,
             &self.env(None),
         )
+        .await
     }
 
     /// Prepare, send, classify.
@@ -359,13 +366,13 @@ impl Client {
         kind: Option<Kind>,
         extra_headers: &[(String, String)],
     ) -> Result<Sent, DeliveryError> {
-        let mut p = self.prepare_for(req, input, vars, kind)?;
+        let mut p = self.prepare_for(req, input, vars, kind).await?;
         for (n, v) in extra_headers {
             p.headers.retain(|(h, _)| h != n);
             p.headers.push((n.clone(), v.clone()));
         }
         let sent = self.send(p).await?;
-        self.classify(req, &sent)?;
+        self.classify(req, &sent).await?;
         Ok(sent)
     }
 

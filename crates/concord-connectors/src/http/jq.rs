@@ -8,8 +8,11 @@
 //! `. as $__c | $__c.v.key as $key | … | $__c.i | (PROGRAM)`. A program that names a variable
 //! its place does not offer fails to compile at load, with the field path.
 //!
-//! Every run of a configured program goes through [`Program::run`] / [`Program::test`]: the
-//! one place to adapt when `Mapping::apply` changes (budgets, running off-thread).
+//! Every run of a configured program goes through [`Program::run`] / [`Program::test`], which
+//! await the engine's jq threads: like every mapping, a configured program never runs on an
+//! async worker and is stopped at its budget (the default [`Budget`] of `Mapping::compile`).
+//!
+//! [`Budget`]: concord_engine::mapping::Budget
 //!
 //! Must never: run a program that was not compiled at load, or bind the hub's secrets.
 
@@ -117,16 +120,18 @@ impl Program {
     }
 
     /// Run the program: exactly one output.
-    pub fn run(&self, input: &Value, vars: &Vars, env: &MapVars) -> Result<Value, String> {
+    pub async fn run(&self, input: &Value, vars: &Vars, env: &MapVars) -> Result<Value, String> {
         self.mapping
             .apply(&self.context(input, vars), env)
+            .await
             .map_err(|e| e.to_string())
     }
 
     /// Run a test: exactly one boolean.
-    pub fn test(&self, input: &Value, vars: &Vars, env: &MapVars) -> Result<bool, String> {
+    pub async fn test(&self, input: &Value, vars: &Vars, env: &MapVars) -> Result<bool, String> {
         self.mapping
             .test(&self.context(input, vars), env)
+            .await
             .map_err(|e| e.to_string())
     }
 }
@@ -154,8 +159,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn variables_are_bound_and_unknown_ones_refused_at_compile() {
+    #[tokio::test]
+    async fn variables_are_bound_and_unknown_ones_refused_at_compile() {
         let p = Program::compile(
             "{sku: .sku, key: $key, n: ($refs | length)}",
             &["key", "refs"],
@@ -169,11 +174,13 @@ mod tests {
                     .with("refs", json!({"a": 1})),
                 &MapVars::default(),
             )
+            .await
             .unwrap();
         assert_eq!(out, json!({"sku": "A", "key": "K", "n": 1}));
         // A name not given at run time is null.
         assert_eq!(
             p.run(&json!({}), &Vars::new(), &MapVars::default())
+                .await
                 .unwrap(),
             json!({"sku": null, "key": null, "n": 0})
         );
@@ -182,14 +189,15 @@ mod tests {
         assert!(Program::compile("  ", &[]).is_err());
     }
 
-    #[test]
-    fn error_positions_are_those_of_the_program_as_written() {
+    #[tokio::test]
+    async fn error_positions_are_those_of_the_program_as_written() {
         let e = Program::compile(".a |\n  .b | ]", &[]).unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         // A trailing comment does not eat the closing parenthesis.
         let p = Program::compile(".a # the a", &[]).unwrap();
         assert_eq!(
             p.run(&json!({"a": 1}), &Vars::new(), &MapVars::default())
+                .await
                 .unwrap(),
             json!(1)
         );

@@ -158,7 +158,7 @@ pub fn snippet(body: &Value) -> String {
 
 /// Classify a response: `Ok(())` is success.
 #[allow(clippy::too_many_arguments)]
-pub fn classify(
+pub async fn classify(
     rules: &[ErrorRule],
     limits: &RateLimit,
     success: impl Fn(u16) -> bool,
@@ -183,7 +183,7 @@ pub fn classify(
                 .with("vars", vars.clone())
                 .with("status", Value::from(status))
                 .with("headers", headers_json(headers));
-            match when.test(body, &v, env) {
+            match when.test(body, &v, env).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 // A rule that cannot judge this body does not apply to it.

@@ -108,7 +108,7 @@ impl Connector for HttpConnector {
         self.caps.clone()
     }
 
-    fn parse_webhook(
+    async fn parse_webhook(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],
@@ -126,6 +126,7 @@ impl Connector for HttpConnector {
             body,
             std::time::SystemTime::now(),
         )
+        .await
     }
 
     async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {

@@ -201,7 +201,9 @@ pub async fn read_page(
         .with("cursor", cursor_var)
         .with("page", state.page.clone().unwrap_or(Value::Null))
         .with("limit", Value::from(limit as u64));
-    let mut prepared = client.prepare_for(&cfg.request, &Value::Null, &vars, Some(kind))?;
+    let mut prepared = client
+        .prepare_for(&cfg.request, &Value::Null, &vars, Some(kind))
+        .await?;
     if let (Pagination::Link, Some(Value::String(next))) = (&cfg.pagination, &state.page) {
         let url = client.resolve(next)?;
         if !client.same_origin(&url) {
@@ -213,7 +215,7 @@ pub async fn read_page(
         prepared.url = url;
     }
     let sent = client.send(prepared).await?;
-    client.classify(&cfg.request, &sent)?;
+    client.classify(&cfg.request, &sent).await?;
     let env = client.env(Some(kind));
     let body_vars = Vars::new()
         .with("vars", client.vars().clone())
@@ -225,6 +227,7 @@ pub async fn read_page(
         None => sent.body.clone(),
         Some(p) => p
             .run(&sent.body, &body_vars, &env)
+            .await
             .map_err(|e| permanent(kind, format!("records: {e}")))?,
     };
     let raw = match raw {
@@ -244,7 +247,7 @@ pub async fn read_page(
     let mut records = Vec::with_capacity(raw.len());
     for (i, rec) in raw.iter().enumerate() {
         let at = |what: &str, e: String| permanent(kind, format!("{what} of record {i}: {e}"));
-        let id = cfg.id.run(rec, &rv, &env).map_err(|e| at("id", e))?;
+        let id = cfg.id.run(rec, &rv, &env).await.map_err(|e| at("id", e))?;
         let external_id = as_text(&id).ok_or_else(|| {
             at(
                 "id",
@@ -259,6 +262,7 @@ pub async fn read_page(
             let v = i
                 .field
                 .run(rec, &rv, &env)
+                .await
                 .map_err(|e| at("incremental.field", e))?;
             let text = as_text(&v).ok_or_else(|| {
                 at(
@@ -286,11 +290,11 @@ pub async fn read_page(
             cursor = Some(text);
         }
         let version = match &cfg.version {
-            Some(p) => as_text(&p.run(rec, &rv, &env).map_err(|e| at("version", e))?),
+            Some(p) => as_text(&p.run(rec, &rv, &env).await.map_err(|e| at("version", e))?),
             None => cursor,
         };
         let record = match &cfg.map {
-            Some(p) => p.run(rec, &rv, &env).map_err(|e| at("map", e))?,
+            Some(p) => p.run(rec, &rv, &env).await.map_err(|e| at("map", e))?,
             None => rec.clone(),
         };
         records.push(Captured {
@@ -303,21 +307,24 @@ pub async fn read_page(
 
     // The next page, if any.
     let n = records.len();
-    let has_more = |p: &Option<super::jq::Program>| -> Result<Option<bool>, DeliveryError> {
-        p.as_ref()
-            .map(|p| {
-                p.test(&sent.body, &body_vars, &env)
-                    .map_err(|e| permanent(kind, format!("pagination.has_more: {e}")))
-            })
-            .transpose()
+    let has_more = async |p: &Option<super::jq::Program>| -> Result<Option<bool>, DeliveryError> {
+        match p {
+            None => Ok(None),
+            Some(p) => p
+                .test(&sent.body, &body_vars, &env)
+                .await
+                .map(Some)
+                .map_err(|e| permanent(kind, format!("pagination.has_more: {e}"))),
+        }
     };
     let next: Option<Value> = match &cfg.pagination {
         Pagination::None => None,
         Pagination::Cursor { next, has_more: hm } => {
             let t = next
                 .run(&sent.body, &body_vars, &env)
+                .await
                 .map_err(|e| permanent(kind, format!("pagination.next: {e}")))?;
-            match (as_text(&t), has_more(hm)?) {
+            match (as_text(&t), has_more(hm).await?) {
                 (None, _) | (_, Some(false)) => None,
                 (Some(t), _) => Some(Value::String(t)),
             }
@@ -330,12 +337,12 @@ pub async fn read_page(
             .find_map(link_next)
             .map(Value::String),
         Pagination::Page { has_more: hm, .. } => {
-            let more = has_more(hm)?.unwrap_or(n > 0);
+            let more = has_more(hm).await?.unwrap_or(n > 0);
             let cur = state.page.as_ref().and_then(Value::as_i64).unwrap_or(1);
             more.then(|| Value::from(cur.saturating_add(1)))
         }
         Pagination::Offset { has_more: hm } => {
-            let more = has_more(hm)?.unwrap_or(n > 0);
+            let more = has_more(hm).await?.unwrap_or(n > 0);
             if more && n == 0 {
                 return Err(permanent(
                     kind,
@@ -348,6 +355,7 @@ pub async fn read_page(
         Pagination::Graphql { page_info } => {
             let info = page_info
                 .run(&sent.body, &body_vars, &env)
+                .await
                 .map_err(|e| permanent(kind, format!("pagination.page_info: {e}")))?;
             let more = info
                 .get("hasNextPage")

@@ -110,7 +110,7 @@ impl Template {
     }
 
     /// Render to text.
-    pub fn render(
+    pub async fn render(
         &self,
         input: &Value,
         vars: &Vars,
@@ -124,6 +124,7 @@ impl Template {
                 Part::Expr(prog) => {
                     let v = prog
                         .run(input, vars, env)
+                        .await
                         .map_err(|e| format!("`{{{}}}`: {e}", prog.source()))?;
                     let text =
                         scalar_text(&v).map_err(|e| format!("`{{{}}}` {e}", prog.source()))?;
@@ -139,7 +140,7 @@ impl Template {
 
     /// Render a query value: a template that is exactly one placeholder may give `null` (no
     /// value: the parameter is left out) or an array (one value per element).
-    pub fn render_query(
+    pub async fn render_query(
         &self,
         input: &Value,
         vars: &Vars,
@@ -148,6 +149,7 @@ impl Template {
         if let [Part::Expr(prog)] = self.parts.as_slice() {
             let v = prog
                 .run(input, vars, env)
+                .await
                 .map_err(|e| format!("`{{{}}}`: {e}", prog.source()))?;
             return match v {
                 Value::Null => Ok(Vec::new()),
@@ -162,7 +164,7 @@ impl Template {
                 ]),
             };
         }
-        Ok(vec![self.render(input, vars, env, Encode::Raw)?])
+        Ok(vec![self.render(input, vars, env, Encode::Raw).await?])
     }
 }
 
@@ -200,38 +202,45 @@ mod tests {
         Template::parse(s, &["id", "vars"], &[]).unwrap()
     }
 
-    #[test]
-    fn placeholders_render_and_path_values_are_one_segment() {
+    #[tokio::test]
+    async fn placeholders_render_and_path_values_are_one_segment() {
         let v = Vars::new().with("id", json!("a/../b?c#d e"));
         let env = MapVars::default();
         assert_eq!(
-            t("/orders/{$id}/items").render(&json!({}), &v, &env, Encode::PathSegment),
+            t("/orders/{$id}/items")
+                .render(&json!({}), &v, &env, Encode::PathSegment)
+                .await,
             Ok("/orders/a%2F..%2Fb%3Fc%23d%20e/items".into())
         );
         assert_eq!(
-            t("{{literal}} {.n}").render(&json!({"n": 3}), &v, &env, Encode::Raw),
+            t("{{literal}} {.n}")
+                .render(&json!({"n": 3}), &v, &env, Encode::Raw)
+                .await,
             Ok("{literal} 3".into())
         );
         assert!(t("/x/{.missing}")
             .render(&json!({}), &v, &env, Encode::PathSegment)
+            .await
             .unwrap_err()
             .contains("null"));
     }
 
-    #[test]
-    fn query_values_may_be_absent_or_repeated() {
+    #[tokio::test]
+    async fn query_values_may_be_absent_or_repeated() {
         let env = MapVars::default();
         let v = Vars::new();
         assert_eq!(
-            t("{.a}").render_query(&json!({"a": null}), &v, &env),
+            t("{.a}").render_query(&json!({"a": null}), &v, &env).await,
             Ok(vec![])
         );
         assert_eq!(
-            t("{.a}").render_query(&json!({"a": ["x", 2]}), &v, &env),
+            t("{.a}")
+                .render_query(&json!({"a": ["x", 2]}), &v, &env)
+                .await,
             Ok(vec!["x".to_string(), "2".to_string()])
         );
         assert_eq!(
-            t("p-{.a}").render_query(&json!({"a": 1}), &v, &env),
+            t("p-{.a}").render_query(&json!({"a": 1}), &v, &env).await,
             Ok(vec!["p-1".to_string()])
         );
     }

@@ -197,7 +197,7 @@ fn as_id(v: &Value) -> Option<String> {
 }
 
 /// Verify and split a delivery into records.
-pub fn parse(
+pub async fn parse(
     hook: &Webhook,
     vars: &Value,
     env: &MapVars,
@@ -219,6 +219,7 @@ pub fn parse(
             .map(str::to_string),
         Some(Dedupe::Body(p)) => as_id(
             &p.run(&doc, &jv, env)
+                .await
                 .map_err(|e| WebhookError::BadRequest(format!("dedupe key: {e}")))?,
         ),
     };
@@ -226,6 +227,7 @@ pub fn parse(
         None => vec![doc],
         Some(p) => match p
             .run(&doc, &jv, env)
+            .await
             .map_err(|e| WebhookError::BadRequest(format!("records: {e}")))?
         {
             Value::Array(items) => items,
@@ -250,7 +252,7 @@ pub fn parse(
         for route in &hook.routes {
             let ok = match &route.when {
                 None => true,
-                Some(w) => w.test(&rec, &jv, env).map_err(|e| {
+                Some(w) => w.test(&rec, &jv, env).await.map_err(|e| {
                     WebhookError::BadRequest(format!("records[{i}]: route `when`: {e}"))
                 })?,
             };
@@ -263,7 +265,11 @@ pub fn parse(
         let at = |what: &str, e: String| {
             WebhookError::BadRequest(format!("records[{i}] ({}): {what}: {e}", route.kind))
         };
-        let id_value = route.id.run(&rec, &jv, env).map_err(|e| at("id", e))?;
+        let id_value = route
+            .id
+            .run(&rec, &jv, env)
+            .await
+            .map_err(|e| at("id", e))?;
         let external_id = as_id(&id_value).ok_or_else(|| {
             at(
                 "id",
@@ -274,11 +280,11 @@ pub fn parse(
             )
         })?;
         let version = match &route.version {
-            Some(p) => as_id(&p.run(&rec, &jv, env).map_err(|e| at("version", e))?),
+            Some(p) => as_id(&p.run(&rec, &jv, env).await.map_err(|e| at("version", e))?),
             None => dedupe.clone(),
         };
         let record = match &route.map {
-            Some(p) => p.run(&rec, &jv, env).map_err(|e| at("map", e))?,
+            Some(p) => p.run(&rec, &jv, env).await.map_err(|e| at("map", e))?,
             None => rec,
         };
         out.push(Captured {

@@ -92,17 +92,20 @@ async fn find(
     vars: &Vars,
 ) -> Result<Option<(Value, Option<String>)>, DeliveryError> {
     let env = client.env(Some(kind));
-    let p = client.prepare_for(&f.request, &op.payload, vars, Some(kind))?;
+    let p = client
+        .prepare_for(&f.request, &op.payload, vars, Some(kind))
+        .await?;
     let sent = client.send(p).await?;
     if f.not_found.contains(&sent.status) {
         return Ok(None);
     }
-    client.classify(&f.request, &sent)?;
+    client.classify(&f.request, &sent).await?;
     let mut v = vars.clone();
     v.set("status", Value::from(sent.status));
     let found = match &f.select {
         Some(p) => p
             .run(&sent.body, &v, &env)
+            .await
             .map_err(|e| permanent(kind, "find.select", e))?,
         None => sent.body.clone(),
     };
@@ -124,6 +127,7 @@ async fn find(
     };
     let id =
         f.id.run(&found, &v, &env)
+            .await
             .map_err(|e| permanent(kind, "find.id", e))?;
     Ok(Some((found.clone(), as_id(&id))))
 }
@@ -154,6 +158,7 @@ async fn run_steps(
         if let Some(w) = &step.when {
             let go = w
                 .test(&op.payload, &vars, &env)
+                .await
                 .map_err(|e| permanent(kind, &format!("{name}[{i}].when"), e))?;
             if !go {
                 continue;
@@ -169,6 +174,7 @@ async fn run_steps(
                     let mut sv = vars.clone();
                     sv.set("headers", headers_json(&sent.headers));
                     p.run(&sent.body, &sv, &env)
+                        .await
                         .map_err(|e| permanent(kind, &format!("{name}[{i}].select"), e))?
                 }
                 None => sent.body.clone(),
@@ -202,6 +208,7 @@ async fn run_steps(
     let external_id = match &cfg.id {
         Some(p) => as_id(
             &p.run(&last, &vars, &env)
+                .await
                 .map_err(|e| permanent(kind, "id", e))?,
         )
         .or(known_id),
@@ -210,6 +217,7 @@ async fn run_steps(
     let version = match &cfg.version {
         Some(p) => as_id(
             &p.run(&last, &vars, &env)
+                .await
                 .map_err(|e| permanent(kind, "version", e))?,
         ),
         None => None,
@@ -358,7 +366,7 @@ pub async fn write_bulk(
         .with("vars", client.vars().clone())
         .with("headers", headers_json(&sent.headers))
         .with("status", Value::from(sent.status));
-    let list = match results.run(&sent.body, &rv, &env) {
+    let list = match results.run(&sent.body, &rv, &env).await {
         Ok(Value::Array(l)) if l.len() == ops.len() => l,
         Ok(other) => {
             return fail(permanent(

@@ -344,7 +344,7 @@ impl Connector for SandboxErpConnector {
         erp_caps(self.c.amend)
     }
 
-    fn parse_webhook(
+    async fn parse_webhook(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],

@@ -391,7 +391,7 @@ impl Connector for SandboxShopConnector {
         shop_caps()
     }
 
-    fn parse_webhook(
+    async fn parse_webhook(
         &self,
         headers: &http::HeaderMap,
         body: &[u8],

@@ -130,7 +130,7 @@ pub(crate) async fn webhook(
         .connectors
         .get(endpoint)
         .ok_or_else(|| CaptureError::UnknownEndpoint(endpoint.to_string()))?;
-    let records = connector.parse_webhook(headers, body)?;
+    let records = connector.parse_webhook(headers, body).await?;
     let now = inner.now();
     let mut ack = WebhookAck::default();
     let mut captures = Vec::with_capacity(records.len());

@@ -422,7 +422,7 @@ impl Connector for Fake {
         }
     }
 
-    fn parse_webhook(
+    async fn parse_webhook(
         &self,
         _headers: &http::HeaderMap,
         body: &[u8],
