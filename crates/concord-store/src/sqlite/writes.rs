@@ -170,7 +170,7 @@ pub(crate) fn apply(
         insert_dead_letter(conn, dl)?;
     }
     // Figures before clean marks: a SKU this batch's own figures changed stays dirty.
-    ledger::update_levels(conn, ctx, &batch.levels, batch.release_grace_ms, now)?;
+    ledger::levels::update_levels(conn, ctx, &batch.levels, batch.release_grace_ms, now)?;
     for dirty in &batch.clean {
         ledger::clean(conn, dirty)?;
     }
@@ -178,7 +178,7 @@ pub(crate) fn apply(
     // reservations are released in the same transaction.
     orders::write_orders(conn, &batch.orders, now)?;
     for order in &batch.cancel_reservations {
-        ledger::cancel_order_reservations(conn, ctx, order, now)?;
+        ledger::orders::cancel_order_reservations(conn, ctx, order, now)?;
     }
     record_audit(conn, &batch.audit)
 }
@@ -559,7 +559,7 @@ pub(crate) fn settle(
                     // The source endpoint now has the order: its reservations are accepted.
                     // (Not by a cancel: the ERP's figures after a cancel do not hold the order,
                     // and during cancel-and-replace the replacement's create sets the watermark.)
-                    ledger::mark_accepted(
+                    ledger::accept::mark_accepted(
                         conn,
                         ctx,
                         &held.key,
@@ -826,7 +826,7 @@ fn amend_refused(
             }
             orders::set_replacement(conn, &held.key, &reference, facts.replacements, at)?;
             // Between the cancel and the replacement's acceptance the order is held here again.
-            ledger::rehold_order(conn, ctx, &held.key, at)?;
+            ledger::orders::rehold_order(conn, ctx, &held.key, at)?;
             (
                 hash,
                 format!(
