@@ -19,6 +19,7 @@ pub mod inventory;
 pub(crate) mod ledger;
 pub mod orders;
 pub mod sqlite;
+pub(crate) mod sync;
 
 use async_trait::async_trait;
 use concord_core::{Kind, Millis};

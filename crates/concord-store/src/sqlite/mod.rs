@@ -1,17 +1,29 @@
 //! SQLite implementation of [`crate::Store`]: the embedded default, one process per database.
 //!
-//! Layout: one writer thread with group commit ([`writer`]) runs every mutating method
-//! ([`writes`]); a small pool of `query_only` connections serves the read-only methods
-//! ([`reads`]) on tokio's blocking threads, in parallel with the writer thanks to WAL. The schema
-//! and its versioned migrations live in [`schema`], column encodings in [`codec`].
+//! Layout: one writer thread with group commit ([`writer`]) runs every mutating method; a small
+//! pool of `query_only` connections serves the read-only methods on tokio's blocking threads, in
+//! parallel with the writer thanks to WAL. The write path, one file per stage: [`journal`]
+//! (ingest), [`apply`] (a processing step), [`enqueue`] (an outbox item), [`outbox`] (claim and
+//! settle), [`amend`] (a refused amend's fallback), [`dead_letters`]; the stock ledger in
+//! [`ledger`]; the order lifecycle in [`orders`], alert episodes in [`alerts`], history pruning
+//! in [`retention`], small standalone writes (audit, flow pauses) in [`writes`], the other reads
+//! in [`reads`]. The schema and its versioned migrations live in [`schema`], column encodings in
+//! [`codec`]. Every business decision those files act on is made in the store-neutral
+//! [`crate::ledger`] and [`crate::sync`]: this module loads rows and writes plans.
 //!
 //! This module must never write outside the writer thread and never block an async worker
 //! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).
 
 mod alerts;
+mod amend;
+mod apply;
 mod codec;
+mod dead_letters;
+mod enqueue;
+mod journal;
 mod ledger;
 mod orders;
+mod outbox;
 mod reads;
 mod retention;
 mod schema;
@@ -368,7 +380,7 @@ impl Store for SqliteStore {
         captures: Vec<Capture>,
         cursor: Option<CursorUpdate>,
     ) -> Result<Vec<IngestOutcome>> {
-        self.write(move |c, _| writes::ingest(c, &captures, cursor.as_ref()))
+        self.write(move |c, _| journal::ingest(c, &captures, cursor.as_ref()))
             .await
     }
 
@@ -501,7 +513,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
-        self.write(move |c, ctx| writes::apply(c, ctx, &batch, now))
+        self.write(move |c, ctx| apply::apply(c, ctx, &batch, now))
             .await
     }
 
@@ -516,7 +528,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let dest = dest.to_owned();
-        self.write(move |c, ctx| writes::claim(c, ctx, &dest, limit, now, lease_until))
+        self.write(move |c, ctx| outbox::claim(c, ctx, &dest, limit, now, lease_until))
             .await
     }
 
@@ -524,12 +536,12 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        self.write(move |c, ctx| writes::settle(c, ctx, &outcomes))
+        self.write(move |c, ctx| outbox::settle(c, ctx, &outcomes))
             .await
     }
 
     async fn recover_expired(&self, before: Millis) -> Result<usize> {
-        self.write(move |c, _| writes::recover_expired(c, before))
+        self.write(move |c, _| outbox::recover_expired(c, before))
             .await
     }
 
@@ -562,7 +574,7 @@ impl Store for SqliteStore {
         replays: Vec<(DeadLetterId, Replay)>,
         now: Millis,
     ) -> Result<Vec<DeadLetterId>> {
-        self.write(move |c, _| writes::replay_dead_letters(c, &replays, now))
+        self.write(move |c, _| dead_letters::replay_dead_letters(c, &replays, now))
             .await
     }
 
@@ -571,7 +583,7 @@ impl Store for SqliteStore {
         ids: Vec<DeadLetterId>,
         now: Millis,
     ) -> Result<Vec<DeadLetterId>> {
-        self.write(move |c, _| writes::drop_dead_letters(c, &ids, now))
+        self.write(move |c, _| dead_letters::drop_dead_letters(c, &ids, now))
             .await
     }
 
@@ -911,7 +923,7 @@ mod tests {
         let path = dir.path().join("concord.db");
         drop(SqliteStore::open(&path).unwrap());
         let conn = Connection::open(&path).unwrap();
-        let sql = format!("EXPLAIN QUERY PLAN {}", writes::claim_sql());
+        let sql = format!("EXPLAIN QUERY PLAN {}", outbox::claim_sql());
         let plan: Vec<String> = conn
             .prepare(&sql)
             .unwrap()
