@@ -306,3 +306,33 @@ pub(crate) fn recover_expired(conn: &Connection, before: Millis) -> Result<usize
     .and_then(|mut s| s.execute([before]))
     .map_err(db("recover expired leases"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::claim_sql;
+    use crate::SqliteStore;
+    use rusqlite::Connection;
+
+    /// The claim query must stay index-driven however many done rows pile up: done rows are
+    /// kept, so a scan of `outbox` would grow without bound.
+    #[test]
+    fn claim_query_uses_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("concord.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let sql = format!("EXPLAIN QUERY PLAN {}", claim_sql());
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params!["shop", 0, 10], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("outbox_dest_state"), "plan: {plan}");
+        assert!(plan.contains("outbox_open_key"), "plan: {plan}");
+        assert!(!plan.contains("SCAN"), "no full scan: {plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    }
+}
