@@ -1,16 +1,16 @@
 //! SQLite implementation of [`crate::Store`]: the embedded default, one process per database.
 //!
-//! Layout: one writer thread with group commit ([`writer`]) runs every mutating method; a small
+//! Layout: one writer thread with group commit (`writer`) runs every mutating method; a small
 //! pool of `query_only` connections serves the read-only methods on tokio's blocking threads, in
-//! parallel with the writer thanks to WAL. The write path, one file per stage: [`journal`]
-//! (ingest), [`apply`] (a processing step), [`enqueue`] (an outbox item), [`outbox`] (claim and
-//! settle), [`amend`] (a refused amend's fallback), [`dead_letters`]; the stock ledger in
-//! [`ledger`]; the order lifecycle in [`orders`], alert episodes in [`alerts`], history pruning
-//! in [`retention`], small standalone writes (audit, flow pauses) in [`writes`], the other reads
-//! in [`reads`]. [`open`] opens the database (options, private files, migrations, the writer
-//! thread); the schema and its versioned migrations live in [`schema`], column encodings in
-//! [`codec`]. Every business decision those files act on is made in the store-neutral
-//! [`crate::ledger`] and [`crate::sync`]: this module loads rows and writes plans.
+//! parallel with the writer thanks to WAL. The write path, one file per stage: `journal`
+//! (ingest), `apply` (a processing step), `enqueue` (an outbox item), `outbox` (claim and
+//! settle), `amend` (a refused amend's fallback), `dead_letters`; the stock ledger in
+//! `ledger`; the order lifecycle in `orders`, alert episodes in `alerts`, history pruning
+//! in `retention`, small standalone writes (audit, flow pauses) in `writes`, the other reads
+//! in `reads`. `open` opens the database (options, private files, migrations, the writer
+//! thread); the schema and its versioned migrations live in `schema`, column encodings in
+//! `codec`. Every business decision those files act on is made in the store-neutral
+//! `crate::ledger` and `crate::sync`: this module loads rows and writes plans.
 //!
 //! This module must never write outside the writer thread and never block an async worker
 //! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).

@@ -3,7 +3,7 @@
 //!
 //! One file per operation: [`reserve`], [`levels`] (ERP figures and the releases they make),
 //! [`accept`] (an order's acceptance), [`orders`] (commit, cancel, expiry, an order's
-//! cancellation, re-hold and edit), [`reads`] (the read-only views); [`write`] is the only code
+//! cancellation, re-hold and edit), [`reads`] (the read-only views); [`write`](mod@write) is the only code
 //! that changes a ledger row, by applying a plan's steps. This file holds the loaders those
 //! share.
 //!
