@@ -8,7 +8,14 @@
 //! Architecture invariants:
 //! - Connectors never touch the store; only the engine (and the CLI's admin commands) do.
 //! - The store never interprets payloads beyond what it indexes (kind, keys, hashes); merging,
-//!   mapping and routing are the engine's.
+//!   mapping and planning are the engine's. One exception, because it must happen inside a
+//!   settlement's transaction: cancel-and-replace after a refused amend (`sync::amend`) sets
+//!   an order payload's `reference` (and the cancel's `status`), and the lifecycle row's facts
+//!   `accepted`, `reference` and `replacements` (`sync::lifecycle`).
+//! - Every business decision of a write — the stock ledger's (`ledger/`: routing, watermarks,
+//!   acceptance, edits, re-holds, transitions) and the sync path's (`sync/`: dedupe, the order
+//!   of a processing step, coalescing, settlement, a refused amend's fallback) — is made once,
+//!   in store-neutral code over the rows a backend loaded; a backend does SQL and locking only.
 //! - Outbox settlements are conditional on the claim token (River's way): a worker whose lease
 //!   expired can never complete work that was handed to another.
 
@@ -333,9 +340,9 @@ pub trait Store: Send + Sync + 'static {
     /// Apply ERP figures in one transaction. A stale update (older version than stored) changes
     /// nothing. An applied one replaces on_hand, committed and incoming, and releases the active
     /// lines at that position whose reservation was accepted by the ERP and whose order the
-    /// figure now includes: when both versions are comparable (integers, or RFC 3339 timestamps
-    /// of equal length) the figure's version must be greater than the reservation's
-    /// `accepted_version`; otherwise the figure must have been captured at least
+    /// figure now includes: when both versions can be ordered ([`compare_versions`]: integers,
+    /// or RFC 3339 date-times as instants) the figure's version must be greater than the
+    /// reservation's `accepted_version`; otherwise the figure must have been captured at least
     /// `release_grace_ms` after `accepted_at`. Each released line lowers `held` (or
     /// `backordered`) once; a reservation whose lines are all released becomes `Released`.
     /// Every SKU touched is marked dirty.
