@@ -121,7 +121,10 @@ async fn webhooks_are_signed_ordered_and_batched_under_load() {
     for (headers, body) in &posts {
         assert_eq!(headers[TOPIC_HEADER], "stock");
         assert_eq!(headers["content-type"], "application/json");
-        let captured = conn.parse_webhook(headers, body).await.expect("valid signature");
+        let captured = conn
+            .parse_webhook(headers, body)
+            .await
+            .expect("valid signature");
         assert!(captured.len() <= 100);
         for c in captured {
             let v: u64 = c.version.unwrap().parse().unwrap();

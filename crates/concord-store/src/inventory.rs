@@ -5,8 +5,8 @@
 //! `held → committed → released`, `held → expired`, `held|committed → cancelled`; every line is
 //! released exactly once (its `held` contribution removed once), and a committed line is released
 //! only when an ERP figure newer than the order's acceptance arrives for its position.
-//! The arithmetic (free, buffers, ats, routing) is `concord_core::inventory`; this module only
-//! describes what is stored.
+//! The arithmetic (free, buffers, ats, routing) is `concord_core::inventory`, the ledger's
+//! decisions over stored rows are `crate::ledger`'s; this module only describes what is stored.
 
 use concord_core::inventory::{Line, Shortage};
 use concord_core::Millis;

@@ -8,31 +8,55 @@
 //! Architecture invariants:
 //! - Connectors never touch the store; only the engine (and the CLI's admin commands) do.
 //! - The store never interprets payloads beyond what it indexes (kind, keys, hashes); merging,
-//!   mapping and routing are the engine's.
+//!   mapping and planning are the engine's. One exception, because it must happen inside a
+//!   settlement's transaction: cancel-and-replace after a refused amend (`sync::amend`) sets
+//!   an order payload's `reference` (and the cancel's `status`), and the lifecycle row's facts
+//!   `accepted`, `reference` and `replacements` (`sync::lifecycle`).
+//! - Every business decision of a write — the stock ledger's (`ledger/`: routing, watermarks,
+//!   acceptance, edits, re-holds, transitions) and the sync path's (`sync/`: dedupe, the order
+//!   of a processing step, coalescing, settlement, a refused amend's fallback) — is made once,
+//!   in store-neutral code over the rows a backend loaded; a backend does SQL and locking only.
 //! - Outbox settlements are conditional on the claim token (River's way): a worker whose lease
 //!   expired can never complete work that was handed to another.
 
 pub mod admission;
 pub mod alerts;
+pub mod audit;
 pub mod conformance;
+pub mod dead_letters;
+pub mod entities;
 pub mod inventory;
+pub mod journal;
+pub(crate) mod ledger;
 pub mod orders;
+pub mod outbox;
 pub mod sqlite;
+pub(crate) mod sync;
 
 use async_trait::async_trait;
 use concord_core::{Kind, Millis};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub use alerts::{AlertEpisode, AlertId, AlertNotice, AlertObservation};
+pub use audit::{
+    AuditEvent, StoredAudit, MAX_AUDIT_DETAIL_BYTES, MAX_AUDIT_EVENT_BYTES, MAX_AUDIT_FIELD_BYTES,
+};
+pub use dead_letters::{
+    DeadLetter, DeadLetterFilter, DeadLetterState, Direction, NewDeadLetter, Replay,
+};
+pub use entities::{Entity, EntityWrite, Xref};
 pub use inventory::{
     compare_versions, DirtySku, Feed, LevelOutcome, LevelUpdate, Reservation, ReservationLine,
     ReservationState, ReserveOutcome, ReserveRequest, StockLevel, TransitionError,
+};
+pub use journal::{
+    Capture, CursorUpdate, IngestOutcome, JournalEntry, JournalQuery, JournalStatus,
 };
 pub use orders::{
     AdjustOutcome, AdjustRequest, DeliveryAttempt, NewOrderEvent, OrderEvent, OrderFilter,
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
+pub use outbox::{Claimed, EditFallback, ItemState, NewItem, OutboxItem, Settlement};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 pub type JournalId = i64;
@@ -68,414 +92,6 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A change captured from an endpoint, ready to be journaled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Capture {
-    pub endpoint: String,
-    pub kind: Kind,
-    /// The record's id at the endpoint.
-    pub external_id: String,
-    /// The source's version of the record (a sequence number or `updated_at`), or its content
-    /// hash when the source has none. A capture whose version equals the last one journaled for
-    /// the same (endpoint, kind, external_id) is a duplicate.
-    pub version: String,
-    /// The validated canonical record (or, when `rejected`, the raw record as received).
-    pub payload: Value,
-    pub received_at: Millis,
-    /// Why the record was refused at capture (validation). A rejected capture is journaled with
-    /// status `rejected` and dead-lettered (inbound) in the same transaction; never processed.
-    pub rejected: Option<String>,
-}
-
-/// A cursor position to store atomically with a batch of captures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CursorUpdate {
-    pub endpoint: String,
-    /// Which feed of the endpoint (`"stock"`, `"order:snapshot"`, …).
-    pub stream: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IngestOutcome {
-    Stored(JournalId),
-    Duplicate,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum JournalStatus {
-    /// Stored, not yet processed.
-    Pending,
-    /// Processed (the note says what came of it: applied, unchanged, stale, conflict, no flow).
-    Processed,
-    /// Refused at capture or at processing; a dead letter holds it.
-    Rejected,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct JournalEntry {
-    pub id: JournalId,
-    pub endpoint: String,
-    pub kind: Kind,
-    pub external_id: String,
-    pub version: String,
-    pub payload: Value,
-    pub received_at: Millis,
-    pub status: JournalStatus,
-    pub note: Option<String>,
-    /// Canonical key once resolved.
-    pub key: Option<String>,
-}
-
-/// A journal search (the admin API). Every filter is optional; results are newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalQuery {
-    pub endpoint: Option<String>,
-    pub kind: Option<Kind>,
-    /// Canonical key (resolved entries only).
-    pub key: Option<String>,
-    pub status: Option<JournalStatus>,
-    /// `received_at >= from`.
-    pub from: Option<Millis>,
-    /// `received_at < to`.
-    pub to: Option<Millis>,
-    /// Paging: only entries with a smaller id (pass the last id of the previous page).
-    pub before_id: Option<JournalId>,
-    pub limit: usize,
-}
-
-/// The hub's latest canonical state of one entity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entity {
-    pub kind: Kind,
-    pub key: String,
-    pub state: Value,
-    pub hash: String,
-    /// Last applied version per source endpoint (for staleness checks).
-    pub versions: std::collections::BTreeMap<String, String>,
-    pub updated_at: Millis,
-}
-
-/// A write of an entity's new state, with the source version that produced it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntityWrite {
-    pub kind: Kind,
-    pub key: String,
-    pub state: Value,
-    pub hash: String,
-    pub endpoint: String,
-    pub version: String,
-    pub at: Millis,
-}
-
-/// Cross-reference: `external_id` at `endpoint` is the entity (`kind`, `key`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Xref {
-    pub endpoint: String,
-    pub kind: Kind,
-    pub external_id: String,
-    pub key: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum ItemState {
-    Pending,
-    Inflight,
-    /// Waiting for dependencies (`waiting_on`) to become known at the destination.
-    Parked,
-    Done,
-    Dead,
-}
-
-/// An outbox item to enqueue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewItem {
-    pub dest: String,
-    pub kind: Kind,
-    pub key: String,
-    /// What to do at the destination (`upsert`, `create`, `update`, `cancel`, …); connectors
-    /// interpret it.
-    pub op: String,
-    /// The record in the destination's shape (after the outbound mapping).
-    pub payload: Value,
-    pub hash: String,
-    pub flow: String,
-    pub journal_id: Option<JournalId>,
-    /// When the originating change was captured (for lag).
-    pub captured_at: Millis,
-    /// Dependencies not yet known at `dest`: when non-empty the item is parked.
-    pub waiting_on: Vec<(Kind, String)>,
-    /// State kinds: replace the payload of a pending (not in-flight) item of the same
-    /// (dest, kind, key) instead of adding one. Command kinds: false, always appended in order.
-    pub coalesce: bool,
-    /// Earliest time to deliver.
-    pub not_before: Millis,
-}
-
-/// An outbox item as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct OutboxItem {
-    pub id: ItemId,
-    pub dest: String,
-    pub kind: Kind,
-    pub key: String,
-    pub op: String,
-    pub payload: Value,
-    pub hash: String,
-    pub flow: String,
-    pub journal_id: Option<JournalId>,
-    pub captured_at: Millis,
-    pub state: ItemState,
-    /// Failed attempts so far (those that counted).
-    pub attempts: u32,
-    pub next_at: Millis,
-    pub last_error: Option<String>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<String>>))]
-    pub waiting_on: Vec<(Kind, String)>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-/// An item handed to a delivery worker; settle it with the same `token`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Claimed {
-    pub item: OutboxItem,
-    pub token: i64,
-}
-
-/// The outcome of a delivery attempt.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Settlement {
-    /// Written. Records the written hash for (dest, kind, key) and, when given, the xref
-    /// (dest, kind, external_id) ⇄ key — which also un-parks items waiting on it.
-    Delivered {
-        id: ItemId,
-        token: i64,
-        external_id: Option<String>,
-        /// The destination's version of the written record, when its API tells. For an order
-        /// delivered to the endpoint reservations are `source`d from, this marks them accepted
-        /// (see [`Store::update_levels`]) and releases at once their lines whose position's
-        /// stored figure has a version comparable with, and newer than, this one (the ERP's
-        /// figure can arrive before the settlement; the same figure again releases nothing).
-        version: Option<String>,
-        at: Millis,
-    },
-    /// Try again at `next_at`. `count` says whether this failure counts as an attempt (a probe
-    /// failing against an open breaker does not).
-    Retry {
-        id: ItemId,
-        token: i64,
-        next_at: Millis,
-        error: String,
-        count: bool,
-    },
-    /// Permanent failure: the item moves to the dead-letter queue with the reason; the planned
-    /// hash of (dest, kind, key) falls back to the written one so a later equal state is resent.
-    Dead {
-        id: ItemId,
-        token: i64,
-        reason: String,
-        at: Millis,
-    },
-    /// Nothing to do at the destination (e.g. correlation found no match); done without a write.
-    Skipped {
-        id: ItemId,
-        token: i64,
-        reason: String,
-        at: Millis,
-    },
-    /// An order's `amend` the destination answered "cannot amend this order" (nothing was
-    /// written there): the edit takes `fallback`, decided in this same transaction, so a crash
-    /// either leaves the amend in flight (its lease expires and it is tried again) or has the
-    /// fallback fully planned. `reason` names the destination and what it could not do.
-    AmendRefused {
-        id: ItemId,
-        token: i64,
-        reason: String,
-        fallback: EditFallback,
-        at: Millis,
-    },
-}
-
-/// What becomes of an edit whose `amend` the destination cannot apply (`[orders] edits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EditFallback {
-    /// The amend becomes an outbound dead letter with the reason; the order's history gets a
-    /// refused `edit` event. The hub keeps the edited order; the destination keeps the old one.
-    Reject,
-    /// Cancel-and-replace: the refused item becomes a `cancel` of the order's current
-    /// reference and a `create` of the replacement `"{key}~{n}"` follows it (n is the order's
-    /// replacements so far plus two), carrying the newest planned state of the order (a later
-    /// item of the key still waiting is absorbed into it; a later `cancel` means no
-    /// replacement). The order's lifecycle facts take the new reference and an `edit` event
-    /// says what happened.
-    CancelAndReplace,
-}
-
-/// An audit-trail event (conflicts, operator actions, breaker transitions, …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct AuditEvent {
-    pub at: Millis,
-    /// Short machine-readable type: `conflict`, `dlq.replay`, `dlq.drop`, `breaker.open`, …
-    pub event: String,
-    pub endpoint: Option<String>,
-    pub kind: Option<Kind>,
-    pub key: Option<String>,
-    pub detail: Value,
-}
-
-/// Largest `detail` of an audit row, as JSON text (4 KiB). Details come from outside (a
-/// request's path, a record's lines, a list of ids in an operator's request): a larger one is
-/// replaced by `{"truncated": true, "bytes": <original size>, "preview": "<its first part>"}`.
-pub const MAX_AUDIT_DETAIL_BYTES: usize = 4096;
-/// Largest `event` of an audit row (bytes).
-pub const MAX_AUDIT_EVENT_BYTES: usize = 128;
-/// Largest `endpoint` and `key` of an audit row (bytes).
-pub const MAX_AUDIT_FIELD_BYTES: usize = 1024;
-
-impl AuditEvent {
-    /// The event as every store keeps it: `detail` at most [`MAX_AUDIT_DETAIL_BYTES`] of JSON
-    /// (else replaced by a marked preview), `event`, `endpoint` and `key` cut (at a character
-    /// boundary, ending in `…`) to their limits. Implementations call this before writing, so an
-    /// audit row is bounded whatever the caller put in it.
-    pub fn bounded(mut self) -> AuditEvent {
-        self.event = cut(self.event, MAX_AUDIT_EVENT_BYTES);
-        self.endpoint = self.endpoint.map(|e| cut(e, MAX_AUDIT_FIELD_BYTES));
-        self.key = self.key.map(|k| cut(k, MAX_AUDIT_FIELD_BYTES));
-        let text = self.detail.to_string();
-        if text.len() > MAX_AUDIT_DETAIL_BYTES {
-            // The preview is a JSON string inside the marker: escaping can lengthen it (up to
-            // six bytes for a control character), so shrink it until the whole fits.
-            let mut budget = MAX_AUDIT_DETAIL_BYTES - 96;
-            loop {
-                let preview = cut(text.clone(), budget);
-                let marked = serde_json::json!({
-                    "truncated": true,
-                    "bytes": text.len(),
-                    "preview": preview,
-                });
-                if marked.to_string().len() <= MAX_AUDIT_DETAIL_BYTES || budget == 0 {
-                    self.detail = marked;
-                    break;
-                }
-                budget /= 2;
-            }
-        }
-        self
-    }
-}
-
-/// `s` cut to at most `max` bytes at a character boundary, ending in `…` when cut.
-fn cut(s: String, max: usize) -> String {
-    if s.len() <= max {
-        return s;
-    }
-    let ellipsis = '…';
-    let room = max.saturating_sub(ellipsis.len_utf8());
-    let mut end = room;
-    while end > 0 && !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut out = s[..end].to_string();
-    if max >= ellipsis.len_utf8() {
-        out.push(ellipsis);
-    }
-    out
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StoredAudit {
-    pub id: i64,
-    #[serde(flatten)]
-    pub event: AuditEvent,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Direction {
-    /// A captured record that could not be accepted or processed.
-    Inbound,
-    /// An outbox item that could not be delivered.
-    Outbound,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum DeadLetterState {
-    Open,
-    Replayed,
-    Dropped,
-}
-
-/// A dead letter opened during processing (not from an outbox item).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewDeadLetter {
-    pub direction: Direction,
-    pub endpoint: String,
-    pub kind: Kind,
-    /// Canonical key when known, else the external id.
-    pub key: String,
-    pub payload: Value,
-    pub reason: String,
-    pub journal_id: Option<JournalId>,
-    /// The flow whose filter or mapping failed (outbound, while planning): a replay re-plans
-    /// through it, never around it.
-    #[serde(default)]
-    pub flow: Option<String>,
-    pub at: Millis,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct DeadLetter {
-    pub id: DeadLetterId,
-    pub direction: Direction,
-    /// Destination (outbound) or source (inbound) endpoint.
-    pub endpoint: String,
-    pub kind: Kind,
-    pub key: String,
-    pub op: Option<String>,
-    pub flow: Option<String>,
-    pub payload: Value,
-    pub reason: String,
-    pub attempts: u32,
-    pub journal_id: Option<JournalId>,
-    pub item_id: Option<ItemId>,
-    pub state: DeadLetterState,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetterFilter {
-    pub endpoint: Option<String>,
-    pub kind: Option<Kind>,
-    /// Default: only `Open`.
-    pub state: Option<DeadLetterState>,
-    /// Only dead letters with this key (exact match). Default: any key.
-    pub key: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// What to do with a dead letter on replay (decided by the engine).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Replay {
-    /// Enqueue this outbox item.
-    Outbound(NewItem),
-    /// Journal this capture again.
-    Inbound(Capture),
-}
 
 /// Everything one processing step decided, committed at once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -741,9 +357,9 @@ pub trait Store: Send + Sync + 'static {
     /// Apply ERP figures in one transaction. A stale update (older version than stored) changes
     /// nothing. An applied one replaces on_hand, committed and incoming, and releases the active
     /// lines at that position whose reservation was accepted by the ERP and whose order the
-    /// figure now includes: when both versions are comparable (integers, or RFC 3339 timestamps
-    /// of equal length) the figure's version must be greater than the reservation's
-    /// `accepted_version`; otherwise the figure must have been captured at least
+    /// figure now includes: when both versions can be ordered ([`compare_versions`]: integers,
+    /// or RFC 3339 date-times as instants) the figure's version must be greater than the
+    /// reservation's `accepted_version`; otherwise the figure must have been captured at least
     /// `release_grace_ms` after `accepted_at`. Each released line lowers `held` (or
     /// `backordered`) once; a reservation whose lines are all released becomes `Released`.
     /// Every SKU touched is marked dirty.

@@ -176,7 +176,7 @@ pub(crate) fn oversold_positions(conn: &Connection, limit: usize) -> Result<Vec<
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(super::ledger::levels(conn, &skus)?
+    Ok(super::ledger::reads::levels(conn, &skus)?
         .into_iter()
         .filter(|l| {
             concord_core::inventory::Position {

@@ -1,17 +1,31 @@
 //! SQLite implementation of [`crate::Store`]: the embedded default, one process per database.
 //!
-//! Layout: one writer thread with group commit ([`writer`]) runs every mutating method
-//! ([`writes`]); a small pool of `query_only` connections serves the read-only methods
-//! ([`reads`]) on tokio's blocking threads, in parallel with the writer thanks to WAL. The schema
-//! and its versioned migrations live in [`schema`], column encodings in [`codec`].
+//! Layout: one writer thread with group commit (`writer`) runs every mutating method; a small
+//! pool of `query_only` connections serves the read-only methods on tokio's blocking threads, in
+//! parallel with the writer thanks to WAL. The write path, one file per stage: `journal`
+//! (ingest), `apply` (a processing step), `enqueue` (an outbox item), `outbox` (claim and
+//! settle), `amend` (a refused amend's fallback), `dead_letters`; the stock ledger in
+//! `ledger`; the order lifecycle in `orders`, alert episodes in `alerts`, history pruning
+//! in `retention`, small standalone writes (audit, flow pauses) in `writes`, the other reads
+//! in `reads`. `open` opens the database (options, private files, migrations, the writer
+//! thread); the schema and its versioned migrations live in `schema`, column encodings in
+//! `codec`. Every business decision those files act on is made in the store-neutral
+//! `crate::ledger` and `crate::sync`: this module loads rows and writes plans.
 //!
 //! This module must never write outside the writer thread and never block an async worker
 //! thread on SQLite (reads go through `spawn_blocking`, writes through a channel).
 
 mod alerts;
+mod amend;
+mod apply;
 mod codec;
+mod dead_letters;
+mod enqueue;
+mod journal;
 mod ledger;
+mod open;
 mod orders;
+mod outbox;
 mod reads;
 mod retention;
 mod schema;
@@ -28,7 +42,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use concord_core::{Kind, Millis};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
@@ -36,56 +50,7 @@ use std::thread::JoinHandle;
 use tokio::sync::Semaphore;
 use writer::{Job, WriterCtx};
 
-/// Read connections. Reads are short point or index-range queries; a few connections cover
-/// the engine's concurrent readers without holding many file descriptors and page caches.
-const READERS: usize = 4;
-
-/// How hard SQLite works to keep a committed transaction across a power loss (`PRAGMA
-/// synchronous` of the write connection, in WAL mode).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Synchronous {
-    /// Every commit is flushed to the disk (`fsync` of the WAL) before it is reported: what
-    /// was acknowledged survives a power loss or an OS crash. The default.
-    #[default]
-    Full,
-    /// Commits reach the OS but are flushed only at checkpoints: faster, and safe against a
-    /// crash of the process, but a power loss or OS crash can lose changes already
-    /// acknowledged to their sender.
-    Normal,
-}
-
-impl Synchronous {
-    fn pragma(self) -> &'static str {
-        match self {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        }
-    }
-}
-
-/// How a [`SqliteStore`] is opened (`[store]` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SqliteOptions {
-    pub synchronous: Synchronous,
-    /// Most writes queued for (or being run by) the single writer. Beyond it a write waits for
-    /// room, or fails with [`StoreError::Busy`] inside [`crate::admission::fail_fast`].
-    pub write_queue: usize,
-}
-
-impl SqliteOptions {
-    /// Default of [`SqliteOptions::write_queue`]: two full groups of the writer (so a group
-    /// can fill while the previous one commits), with room for the engine's own tasks.
-    pub const DEFAULT_WRITE_QUEUE: usize = 4 * writer::MAX_GROUP;
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions {
-            synchronous: Synchronous::Full,
-            write_queue: Self::DEFAULT_WRITE_QUEUE,
-        }
-    }
-}
+pub use open::{SqliteOptions, Synchronous};
 
 /// The SQLite store. Cheap to share behind an `Arc`; dropping it (or [`SqliteStore::close`])
 /// lets the writer finish what is queued, then stops it and closes the database.
@@ -105,45 +70,6 @@ pub struct SqliteStore {
     groups: Arc<AtomicU64>,
 }
 
-/// Create the database file `0600` when it does not exist, and take group and other access away
-/// from an existing one and its `-wal`/`-shm`/`-journal` files. Not on Unix: nothing (the
-/// platform's ACLs apply).
-fn private_files(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let mut files = vec![path.to_path_buf()];
-        for suffix in ["-wal", "-shm", "-journal"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            files.push(PathBuf::from(name));
-        }
-        for f in files {
-            let Ok(meta) = std::fs::metadata(&f) else {
-                continue;
-            };
-            let mode = meta.permissions().mode();
-            if mode & 0o077 != 0 {
-                std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode & 0o700))?;
-                tracing::warn!(file = %f.display(), "the store was readable by other users; made it private (0600)");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
-}
-
 /// Lock a mutex whose data stays valid even if a holder panicked (a sender, a handle, a pool of
 /// connections): poisoning carries no meaning for them.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -151,114 +77,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SqliteStore {
-    /// Open (creating if needed) the database at `path` with the default options, apply
-    /// pending migrations and start the writer thread.
-    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
-        Self::open_with(path, SqliteOptions::default())
-    }
-
-    /// Open (creating if needed) the database at `path`, apply pending migrations and start the
-    /// writer thread.
-    ///
-    /// The database is private to its owner: a new file is created `0600` before SQLite opens
-    /// it (SQLite gives its `-wal` and `-shm` files the database file's permissions), and an
-    /// existing database or WAL file readable by others is made `0600` (logged). It holds
-    /// customers, orders and the whole stock position.
-    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
-        let path = path.as_ref().to_path_buf();
-        let open_err = |reason: String| StoreError::Open {
-            path: path.display().to_string(),
-            reason,
-        };
-        if options.write_queue == 0 {
-            return Err(open_err("write_queue must be at least 1".into()));
-        }
-        private_files(&path).map_err(|e| open_err(format!("permissions: {e}")))?;
-        let mut conn = Connection::open(&path).map_err(|e| open_err(format!("open: {e}")))?;
-        schema::configure(&conn).map_err(|e| open_err(format!("configure: {e}")))?;
-        // Only the writer commits, so only its connection's setting decides durability.
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {}",
-            options.synchronous.pragma()
-        ))
-        .map_err(|e| open_err(format!("configure: synchronous: {e}")))?;
-        // Every writer job runs in its own savepoint, so SQLite copies each page a job touches
-        // to the transaction's sub-journal first. That copy only serves `ROLLBACK TO` inside
-        // the open transaction (never crash recovery, which is the WAL's job): keep it in
-        // memory instead of a temporary file, saving a write(2) per page per job under group
-        // commit. Durability is unchanged.
-        conn.execute_batch("PRAGMA temp_store = MEMORY")
-            .map_err(|e| open_err(format!("configure: temp_store: {e}")))?;
-        // The writer checkpoints the WAL itself once it holds this many pages (SQLite's default
-        // is 1,000). A checkpoint copies each page once, however often it was rewritten since
-        // the last one, and ends with an fsync; the write path rewrites the same hot pages
-        // (ledger positions, outbox and index tails) in every group, so a longer WAL makes
-        // checkpoints rarer for little more work each. 4,000 pages (about 16 MB of WAL) takes
-        // most of the gain; longer ones stall the writer long enough to show in p99 latency.
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 4000")
-            .map_err(|e| open_err(format!("configure: wal_autocheckpoint: {e}")))?;
-        schema::migrate(&mut conn).map_err(open_err)?;
-
-        // Tokens only need to differ from every token an item was claimed with before. In-flight
-        // tokens are the only ones still stored; the clock (µs) keeps a restarted process above
-        // the previous one's counter even for items settled since.
-        let max_token: i64 = conn
-            .query_row(
-                "SELECT COALESCE(MAX(token), 0) FROM outbox WHERE state = 'inflight'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| open_err(format!("read claim tokens: {e}")))?;
-        // Dirty-SKU generations share the counter: it must start above every stored one.
-        let max_generation: i64 = conn
-            .query_row(
-                "SELECT COALESCE(MAX(generation), 0) FROM ats_dirty",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| open_err(format!("read dirty generations: {e}")))?;
-        let clock = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
-            .unwrap_or(0);
-        let groups = Arc::new(AtomicU64::new(0));
-        let ctx = WriterCtx {
-            last_token: max_token.max(max_generation).max(clock),
-            groups: Arc::clone(&groups),
-        };
-
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let r = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(|e| open_err(format!("open reader: {e}")))?;
-            schema::configure(&r).map_err(|e| open_err(format!("configure reader: {e}")))?;
-            // Read-write open (a read-only one cannot create the WAL index if it is missing) but
-            // refused any write: reads must never race the writer.
-            r.execute_batch("PRAGMA query_only = ON")
-                .map_err(|e| open_err(format!("configure reader: {e}")))?;
-            readers.push(r);
-        }
-
-        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
-        let thread = std::thread::Builder::new()
-            .name("concord-store-writer".into())
-            .spawn(move || writer::run(conn, rx, ctx))
-            .map_err(|e| open_err(format!("start writer thread: {e}")))?;
-
-        Ok(SqliteStore {
-            path,
-            writer: Mutex::new(Some(tx)),
-            queue: Arc::new(Semaphore::new(options.write_queue)),
-            thread: Mutex::new(Some(thread)),
-            readers: Arc::new(Mutex::new(readers)),
-            reader_permits: Arc::new(Semaphore::new(READERS)),
-            groups,
-        })
-    }
-
     /// Write transactions committed since open: with group commit, usually far fewer than write
     /// calls under load.
     pub fn write_groups(&self) -> u64 {
@@ -368,7 +186,7 @@ impl Store for SqliteStore {
         captures: Vec<Capture>,
         cursor: Option<CursorUpdate>,
     ) -> Result<Vec<IngestOutcome>> {
-        self.write(move |c, _| writes::ingest(c, &captures, cursor.as_ref()))
+        self.write(move |c, _| journal::ingest(c, &captures, cursor.as_ref()))
             .await
     }
 
@@ -513,7 +331,7 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
-        self.write(move |c, ctx| writes::apply(c, ctx, &batch, now))
+        self.write(move |c, ctx| apply::apply(c, ctx, &batch, now))
             .await
     }
 
@@ -528,7 +346,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let dest = dest.to_owned();
-        self.write(move |c, ctx| writes::claim(c, ctx, &dest, limit, now, lease_until))
+        self.write(move |c, ctx| outbox::claim(c, ctx, &dest, limit, now, lease_until))
             .await
     }
 
@@ -536,12 +354,12 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        self.write(move |c, ctx| writes::settle(c, ctx, &outcomes))
+        self.write(move |c, ctx| outbox::settle(c, ctx, &outcomes))
             .await
     }
 
     async fn recover_expired(&self, before: Millis) -> Result<usize> {
-        self.write(move |c, _| writes::recover_expired(c, before))
+        self.write(move |c, _| outbox::recover_expired(c, before))
             .await
     }
 
@@ -574,7 +392,7 @@ impl Store for SqliteStore {
         replays: Vec<(DeadLetterId, Replay)>,
         now: Millis,
     ) -> Result<Vec<DeadLetterId>> {
-        self.write(move |c, _| writes::replay_dead_letters(c, &replays, now))
+        self.write(move |c, _| dead_letters::replay_dead_letters(c, &replays, now))
             .await
     }
 
@@ -583,7 +401,7 @@ impl Store for SqliteStore {
         ids: Vec<DeadLetterId>,
         now: Millis,
     ) -> Result<Vec<DeadLetterId>> {
-        self.write(move |c, _| writes::drop_dead_letters(c, &ids, now))
+        self.write(move |c, _| dead_letters::drop_dead_letters(c, &ids, now))
             .await
     }
 
@@ -613,24 +431,24 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         self.write(move |c, ctx| {
-            ledger::update_levels(c, ctx, &updates, Some(release_grace_ms), now)
+            ledger::levels::update_levels(c, ctx, &updates, Some(release_grace_ms), now)
         })
         .await
     }
 
     async fn levels(&self, skus: &[String]) -> Result<Vec<StockLevel>> {
         let skus = skus.to_vec();
-        self.read(move |c| ledger::levels(c, &skus)).await
+        self.read(move |c| ledger::reads::levels(c, &skus)).await
     }
 
     async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome> {
-        self.write(move |c, ctx| ledger::reserve(c, ctx, &req))
+        self.write(move |c, ctx| ledger::reserve::reserve(c, ctx, &req))
             .await
     }
 
     async fn reservation(&self, id: &str) -> Result<Option<Reservation>> {
         let id = id.to_owned();
-        self.read(move |c| ledger::reservation(c, &id)).await
+        self.read(move |c| ledger::reads::reservation(c, &id)).await
     }
 
     async fn commit_reservation(
@@ -640,7 +458,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<Reservation, TransitionError>> {
         let (id, order) = (id.to_owned(), order.to_owned());
-        self.write(move |c, ctx| ledger::commit_reservation(c, ctx, &id, &order, now))
+        self.write(move |c, ctx| ledger::orders::commit_reservation(c, ctx, &id, &order, now))
             .await
     }
 
@@ -650,17 +468,17 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<Result<Reservation, TransitionError>> {
         let id = id.to_owned();
-        self.write(move |c, ctx| ledger::cancel_reservation(c, ctx, &id, now))
+        self.write(move |c, ctx| ledger::orders::cancel_reservation(c, ctx, &id, now))
             .await
     }
 
     async fn expire_reservations(&self, now: Millis) -> Result<Vec<Reservation>> {
-        self.write(move |c, ctx| ledger::expire_reservations(c, ctx, now))
+        self.write(move |c, ctx| ledger::orders::expire_reservations(c, ctx, now))
             .await
     }
 
     async fn next_expiry(&self) -> Result<Option<Millis>> {
-        self.read(ledger::next_expiry).await
+        self.read(ledger::reads::next_expiry).await
     }
 
     async fn reservations(
@@ -670,12 +488,13 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Reservation>> {
         let sku = sku.map(str::to_owned);
-        self.read(move |c| ledger::reservations(c, state, sku.as_deref(), limit))
+        self.read(move |c| ledger::reads::reservations(c, state, sku.as_deref(), limit))
             .await
     }
 
     async fn dirty_skus(&self, limit: usize) -> Result<Vec<DirtySku>> {
-        self.read(move |c| ledger::dirty_skus(c, limit)).await
+        self.read(move |c| ledger::reads::dirty_skus(c, limit))
+            .await
     }
 
     async fn observe_alert(&self, obs: AlertObservation, now: Millis) -> Result<AlertEpisode> {
@@ -720,7 +539,7 @@ impl Store for SqliteStore {
         &self,
         req: crate::AdjustRequest,
     ) -> Result<crate::AdjustOutcome> {
-        self.write(move |c, ctx| ledger::adjust_order_reservation(c, ctx, &req))
+        self.write(move |c, ctx| ledger::orders::adjust_order_reservation(c, ctx, &req))
             .await
     }
 
@@ -753,212 +572,4 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Writes queued while the writer is busy are committed together, in one transaction.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn queued_writes_share_one_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path().join("concord.db")).unwrap());
-        // Hold the writer inside a job until every other write is queued.
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let blocker = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .write(move |_, _| {
-                        let _ = wait.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let before = store.write_groups();
-        let mut tasks = Vec::new();
-        for n in 0..20 {
-            let store = Arc::clone(&store);
-            tasks.push(tokio::spawn(async move {
-                let audit = crate::AuditEvent {
-                    at: n,
-                    event: "test".into(),
-                    endpoint: None,
-                    kind: None,
-                    key: None,
-                    detail: serde_json::Value::Null,
-                };
-                store.record_audit(vec![audit]).await
-            }));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        for t in tasks {
-            t.await.unwrap().unwrap();
-        }
-        assert_eq!(store.audit_log(100).await.unwrap().len(), 20);
-        assert_eq!(
-            store.write_groups() - before,
-            2,
-            "the blocker's group, then all 20 queued writes in one"
-        );
-    }
-
-    /// Durability is FULL unless the config says otherwise: every commit the writer reports is
-    /// on the disk (issue 12: NORMAL could lose acknowledged changes on a power loss).
-    #[tokio::test]
-    async fn the_writer_commits_with_synchronous_full_by_default() {
-        let dir = tempfile::tempdir().unwrap();
-        let level = |store: SqliteStore| async move {
-            let v = store
-                .write(|c, _| {
-                    c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
-                        .map_err(|e| StoreError::Db(e.to_string()))
-                })
-                .await
-                .unwrap();
-            store.close().await;
-            v
-        };
-        let full = SqliteStore::open(dir.path().join("a.db")).unwrap();
-        assert_eq!(level(full).await, 2, "FULL");
-        let normal = SqliteStore::open_with(
-            dir.path().join("b.db"),
-            SqliteOptions {
-                synchronous: Synchronous::Normal,
-                ..SqliteOptions::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(level(normal).await, 1, "NORMAL when asked for");
-    }
-
-    /// The writer's queue is bounded: when it is full, a write made inside `fail_fast` is
-    /// refused at once with `Busy` (and writes nothing), any other write waits for room; once
-    /// the writer drains, both kinds go through again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_full_write_queue_refuses_fail_fast_writes_and_holds_the_others() {
-        use crate::admission::fail_fast;
-        let dir = tempfile::tempdir().unwrap();
-        let options = SqliteOptions {
-            write_queue: 2,
-            ..SqliteOptions::default()
-        };
-        let store = Arc::new(SqliteStore::open_with(dir.path().join("q.db"), options).unwrap());
-        let audit = |n: i64| crate::AuditEvent {
-            at: n,
-            event: format!("e{n}"),
-            endpoint: None,
-            kind: None,
-            key: None,
-            detail: serde_json::Value::Null,
-        };
-        // Slot 1: a job that holds the writer until released.
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let blocker = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                store
-                    .write(move |_, _| {
-                        let _ = started_tx.send(());
-                        let _ = wait.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
-        started.await.unwrap();
-        // Slot 2: an ordinary write, queued behind the blocker.
-        let queued = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.record_audit(vec![audit(1)]).await })
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while store.queue.available_permits() > 0 {
-            assert!(std::time::Instant::now() < deadline, "write 1 never queued");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        // The queue is full: a fail-fast write is refused, at once.
-        let refused = fail_fast(store.record_audit(vec![audit(2)])).await;
-        assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
-        // An ordinary write waits for room instead.
-        let waiting = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.record_audit(vec![audit(3)]).await })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        assert!(
-            !waiting.is_finished(),
-            "a write outside fail_fast waits for room"
-        );
-        release.send(()).unwrap();
-        blocker.await.unwrap().unwrap();
-        queued.await.unwrap().unwrap();
-        waiting.await.unwrap().unwrap();
-        // Drained: fail-fast writes are accepted again.
-        fail_fast(store.record_audit(vec![audit(4)])).await.unwrap();
-        let mut events: Vec<String> = store
-            .audit_log(10)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.event.event)
-            .collect();
-        events.sort();
-        assert_eq!(
-            events,
-            ["e1", "e3", "e4"],
-            "the refused write wrote nothing"
-        );
-    }
-
-    /// The ledger's per-position and expiry queries must stay index-driven: released lines and
-    /// ended reservations are kept as history and must never be scanned.
-    #[test]
-    fn ledger_queries_use_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("concord.db");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let plan = |sql: &str, params: &[&dyn rusqlite::ToSql]| -> String {
-            conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(params, |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .unwrap()
-                .join("\n")
-        };
-        let p = plan(ledger::RELEASABLE_LINES, &[&"A", &"WH1"]);
-        assert!(p.contains("reservation_lines_open"), "plan: {p}");
-        assert!(!p.contains("SCAN"), "no full scan: {p}");
-        let p = plan(ledger::DUE_RESERVATIONS, &[&1_000]);
-        assert!(p.contains("reservations_expiry"), "plan: {p}");
-        assert!(!p.contains("SCAN"), "no full scan: {p}");
-    }
-
-    /// The claim query must stay index-driven however many done rows pile up: done rows are
-    /// kept, so a scan of `outbox` would grow without bound.
-    #[test]
-    fn claim_query_uses_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("concord.db");
-        drop(SqliteStore::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
-        let sql = format!("EXPLAIN QUERY PLAN {}", writes::claim_sql());
-        let plan: Vec<String> = conn
-            .prepare(&sql)
-            .unwrap()
-            .query_map(rusqlite::params!["shop", 0, 10], |r| r.get::<_, String>(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        let plan = plan.join("\n");
-        assert!(plan.contains("outbox_dest_state"), "plan: {plan}");
-        assert!(plan.contains("outbox_open_key"), "plan: {plan}");
-        assert!(!plan.contains("SCAN"), "no full scan: {plan}");
-        assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
-    }
-}
+mod tests;

@@ -2,11 +2,12 @@
 //! them (orders by state, one order's history, parked items) on SQLite.
 //!
 //! Write functions run on the writer thread inside the job's savepoint (called from
-//! `writes::apply` and `writes::settle`, so a lifecycle change commits with the entity change
+//! `apply::apply` and `outbox::settle`, so a lifecycle change commits with the entity change
 //! or the delivery that caused it); they never open or end transactions. Read functions run on
 //! the reader pool, each inside one read transaction (one snapshot).
 
 use super::codec::{self, db, to_json};
+use crate::sync::lifecycle;
 use crate::{
     DeadLetter, DeliveryAttempt, JournalEntry, NewOrderEvent, OrderEvent, OrderFilter,
     OrderHistory, OrderSummary, OrderWrite, ParkedItem, Result,
@@ -15,7 +16,6 @@ use concord_core::lifecycle::OrderFacts;
 use concord_core::{Kind, Millis};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 // ---- writes ----
@@ -85,11 +85,7 @@ pub(crate) fn set_replacement(
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
         .map_err(db("read order facts"))?;
     let Some(stored) = stored else { return Ok(()) };
-    let mut facts = codec::json(&stored)?;
-    if let Some(obj) = facts.as_object_mut() {
-        obj.insert("reference".into(), Value::from(reference));
-        obj.insert("replacements".into(), Value::from(replacements));
-    }
+    let facts = lifecycle::with_replacement(codec::json(&stored)?, reference, replacements);
     conn.prepare_cached("UPDATE order_lifecycle SET facts = ?2, updated_at = ?3 WHERE key = ?1")
         .and_then(|mut s| s.execute(params![key, to_json(&facts), at]))
         .map_err(db("write order facts"))?;
@@ -110,29 +106,15 @@ pub(crate) fn write_orders(conn: &Connection, writes: &[OrderWrite], now: Millis
                         .optional()
                 })
                 .map_err(db("read order acceptance"))?;
-            let accepted = matches!(stored, Some((Some(_), _)));
-            let mut facts = facts.clone();
-            if let Some((_, stored)) = &stored {
-                let stored: OrderFacts =
-                    serde_json::from_value(codec::json(stored)?).unwrap_or_default();
-                let written: OrderFacts = serde_json::from_value(facts.clone()).unwrap_or_default();
-                if let (true, Some(obj)) = (
-                    stored.replacements > written.replacements,
-                    facts.as_object_mut(),
-                ) {
-                    obj.insert("replacements".into(), Value::from(stored.replacements));
-                    obj.insert("reference".into(), Value::from(stored.reference));
-                }
-            }
-            let mut state = state.as_str();
-            if accepted {
-                if let Some(obj) = facts.as_object_mut() {
-                    obj.insert("accepted".into(), Value::Bool(true));
-                }
-                if state == "placed" {
-                    state = "accepted";
-                }
-            }
+            let stored = match &stored {
+                Some((accepted_at, facts)) => Some((accepted_at.is_some(), codec::json(facts)?)),
+                None => None,
+            };
+            let (state, facts) = lifecycle::keep_settled(
+                stored.as_ref().map(|(accepted, facts)| (*accepted, facts)),
+                state,
+                facts,
+            );
             conn.prepare_cached(
                 "INSERT INTO order_lifecycle (key, channel, state, facts, accepted_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, NULL, ?5)
@@ -172,39 +154,17 @@ pub(crate) fn accept(conn: &Connection, key: &str, dest: &str, at: Millis) -> Re
     let Some((channel, state, facts, accepted_at)) = row else {
         return Ok(());
     };
-    if channel == dest || accepted_at.is_some() {
+    if !lifecycle::is_acceptance(&channel, accepted_at, dest) {
         return Ok(());
     }
-    let mut facts = codec::json(&facts)?;
-    if let Some(obj) = facts.as_object_mut() {
-        obj.insert("accepted".into(), Value::Bool(true));
-    }
-    let new_state = if state == "placed" {
-        "accepted"
-    } else {
-        &state
-    };
+    let accepted = lifecycle::accept(&state, codec::json(&facts)?, dest, at);
     conn.prepare_cached(
         "UPDATE order_lifecycle SET accepted_at = ?2, state = ?3, facts = ?4, updated_at = ?2
          WHERE key = ?1",
     )
-    .and_then(|mut s| s.execute(params![key, at, new_state, to_json(&facts)]))
+    .and_then(|mut s| s.execute(params![key, at, accepted.state, to_json(&accepted.facts)]))
     .map_err(db("mark order accepted"))?;
-    insert_event(
-        conn,
-        key,
-        &NewOrderEvent {
-            at,
-            from: Some(state.clone()),
-            to: new_state.to_string(),
-            applied: true,
-            event: "accepted".into(),
-            cause_kind: None,
-            cause_key: None,
-            reason: Some(format!("created at `{dest}`")),
-            journal_id: None,
-        },
-    )
+    insert_event(conn, key, &accepted.event)
 }
 
 /// Log one delivery attempt (called by `settle` for every settlement it applies).
