@@ -1,7 +1,8 @@
 //! The ERP emulator's state — sales orders, stock rows, master data (products, prices, stock,
 //! customers) with their writes and reads — independent of HTTP; the sales orders' business
-//! rules (commit on accept, amend, ship, cancel) are in `orders.rs`. Every mutation emits its changes through the core while the
-//! state lock is held, so the feed's seq order is the order things happened in.
+//! rules (commit on accept, amend, ship, cancel) are in `orders.rs`. Every mutation emits its
+//! changes through the core while the state lock is held, so the feed's seq order is the order
+//! things happened in.
 //!
 //! Must never: await (all of this runs under a std mutex).
 

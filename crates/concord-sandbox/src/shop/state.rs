@@ -1,5 +1,6 @@
 //! The storefront emulator's state and rules (bulk inventory, prices, customers, fulfillments,
-//! cancellation; checkout is `checkout.rs`), independent of HTTP. Changes are emitted under the state lock.
+//! cancellation; checkout is `checkout.rs`), independent of HTTP. Changes are emitted under the
+//! state lock.
 //!
 //! Must never: await (all of this runs under a std mutex).
 
