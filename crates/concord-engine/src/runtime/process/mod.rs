@@ -1,6 +1,7 @@
 //! The processor: journal entries → entity state → outbox items, one batch per transaction.
 //!
-//! For each pending journal entry, in journal order, the [`Planner`] takes three steps:
+//! For each pending journal entry, in journal order, the `Planner` (`planner.rs`) takes three
+//! steps:
 //! - `resolve.rs` — its canonical key (xref, else the natural key — correlation; order-scoped
 //!   records are keyed `{order}:{id}`); drop it if stale or if it reports an ERP order that
 //!   cancel-and-replace superseded; refuse an order-scoped record whose order changed;
