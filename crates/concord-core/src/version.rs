@@ -1,8 +1,8 @@
 //! The one order of versions. A record's version is what its source stamps on it: a sequence
 //! number, an `updated_at` timestamp, or (for sources with neither) a content hash. The engine
-//! decides with it whether a change is stale (`runtime/process.rs`), and the store whether a
-//! ledger figure is stale and whether it includes an accepted order (release watermarks); they
-//! must agree, so both call [`compare`] and nothing else.
+//! decides with it whether a change is stale (`runtime/process/resolve.rs`), and the store
+//! whether a ledger figure is stale and whether it includes an accepted order (release
+//! watermarks); they must agree, so both call [`compare`] and nothing else.
 //!
 //! The rules:
 //! - Identical strings are `Equal` (the same version, whatever its shape).

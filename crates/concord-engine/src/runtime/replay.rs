@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// An order replayed to a destination other than its channel (the ERP): addressed by the
-/// order's current reference there (`{key}~{n}` after cancel-and-replace, as `process.rs::plan`
+/// order's current reference there (`{key}~{n}` after cancel-and-replace, as `process/plan.rs`
 /// does), and an edit replayed as the `amend` it was — as `update` an ERP connector would find
 /// the order and answer done without applying the edit.
 async fn order_replay(

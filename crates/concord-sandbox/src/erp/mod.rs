@@ -96,6 +96,7 @@
 
 mod api;
 mod money;
+mod orders;
 mod state;
 
 pub use money::{CreditNote, CustomerReturn, ErpInvoice, ReturnLine, ReturnStatus};

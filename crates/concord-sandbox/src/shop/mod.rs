@@ -50,6 +50,7 @@
 //! it ([`HubCheckout`]), the hub's `/v1/reservations`; or persist anything.
 
 mod api;
+mod checkout;
 mod hub;
 mod lifecycle;
 mod state;

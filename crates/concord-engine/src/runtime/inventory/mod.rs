@@ -3,7 +3,7 @@
 //! reads and reservations.
 //!
 //! - The processor feeds the ledger: every `stock` record from the inventory source becomes a
-//!   `LevelUpdate` in the same transaction as its journal entry (see `process.rs`), and pool
+//!   `LevelUpdate` in the same transaction as its journal entry (see `process/merge.rs`), and pool
 //!   channels get no per-location copies of it.
 //! - Every ledger change (ERP figure, reservation, expiry, cancellation, release) marks its SKU
 //!   dirty in the store. The broadcaster recomputes `ats(s, c)` for dirty SKUs and plans one

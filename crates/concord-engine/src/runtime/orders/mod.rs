@@ -1,4 +1,4 @@
-//! The order lifecycle at run time (issue 6), hooked into the processor (`process.rs`).
+//! The order lifecycle at run time (issue 6), hooked into the processor (`process/`).
 //!
 //! For every journal entry of an order or of an order-scoped record (shipment, invoice, payment,
 //! refund) the processor calls [`Planner::track_order`] / [`Planner::track_child`] after the
@@ -14,7 +14,7 @@
 //!   invoice, payment or refund that would make an illegal move is still synced (it happened
 //!   at its source), but the order's status does not move: a refused event, an audit event and
 //!   a note on the journal entry say why.
-//! - **Placement**: an order waits in the outbox (dependency parking, see `process.rs::plan`)
+//! - **Placement**: an order waits in the outbox (dependency parking, see `process/plan.rs`)
 //!   until its customer and SKUs are known at the ERP; [`Engine::parked`] lists what it waits
 //!   on. It is created once: the journal drops repeated versions and an unchanged merge plans
 //!   nothing. The ERP's acceptance is recorded by `Store::settle` with the delivery.
@@ -33,7 +33,7 @@
 //! - **Cancellations** from either side release the order's reservation in the same `apply`
 //!   (`ProcessBatch::cancel_reservations`) and plan `cancel` to the other side.
 //! - **Refunds** are planned as `create`; a destination whose connector cannot write refunds
-//!   gets a "needs attention" outbound dead letter instead (`process.rs::plan`).
+//!   gets a "needs attention" outbound dead letter instead (`process/plan.rs`).
 //! - **Returns**: the hub never puts returned stock back in its ledger. Stock re-enters only
 //!   through the ERP's own figures, once the ERP reports the goods received.
 //!
@@ -63,7 +63,7 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use tracker::Row;
 
-/// Kept at these paths: the processor (`process.rs`) reaches them as `orders::…`.
+/// Kept at these paths: the processor (`process/`) reaches them as `orders::…`.
 pub(super) use scoping::{legacy_miscorrelation, other_order, superseded};
 pub(crate) use tracker::Tracker;
 

@@ -1,4 +1,4 @@
-//! The processor's order-scoping checks, run before the merge (`process.rs::entry`): an ERP
+//! The processor's order-scoping checks, run before the merge (`process/resolve.rs`): an ERP
 //! order superseded by cancel-and-replace, an order-scoped record an xref resolves to another
 //! order's, and an older store's bare-id key that is another channel's record.
 //!
