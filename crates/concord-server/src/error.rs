@@ -519,6 +519,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_lists_every_code() {
+        let readme = include_str!("../../../README.md");
+        for (_, name, _) in ALL {
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "README lacks {name}"
+            );
+        }
+    }
+
+    #[test]
     fn the_body_keeps_its_fields_and_gains_code_and_field() {
         let v = serde_json::to_value(ApiError::invalid_field("lines[0].sku", "too long").body())
             .unwrap();

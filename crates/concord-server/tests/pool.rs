@@ -296,6 +296,7 @@ async fn seed_scenario_rep_order_seen_first_nothing_oversold() {
     // The 409 body over HTTP names the SKU and what is available now.
     let (status, body) = s.hub.reserve("web1", "cart-a-2", &[("X", 12)]).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
     assert_eq!(
         body["short"],
         json!([{"sku": "X", "requested": 12, "available": 4}])
@@ -492,6 +493,7 @@ async fn multi_warehouse_ats_sums_locations_and_routing_prefers_one_location() {
     );
     let (status, body) = s.hub.reserve("web2", "k3", &[("X", 1)]).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
     assert_eq!(body["short"][0]["available"], 0);
     s.shutdown().await;
 }
@@ -664,6 +666,18 @@ async fn reservations_survive_a_restart() {
         "a committed one never expires"
     );
     assert_eq!(r.expires_at, None);
+    // Committing an expired hold is refused with its own code.
+    let (status, v) = hub
+        .post(
+            &format!("/v1/reservations/{}/commit", held[0]),
+            json!({"order": "5002"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("reservation_expired")),
+        "{v}"
+    );
     let (held_units, _, _) = hub.level("X", "WH1").await.expect("level");
     assert_eq!(held_units, 3);
     // The channel's copy follows.

@@ -419,22 +419,31 @@ async fn v1_prices_serves_the_hubs_lists() {
     }
 
     // Bad input: 400 naming the field. No price: 404 saying why.
-    for (query, field) in [
-        ("sku=A&qty=1", "channel"),
-        ("channel=web1&qty=1", "sku"),
-        ("channel=web1&sku=A&qty=many", "qty"),
-        ("channel=web1&sku=A&qty=0", "qty"),
-        ("channel=nowhere&sku=A", "channel"),
-        ("channel=web1&sku=A&currency=usd", "currency"),
-        ("channel=web1&sku=A&colour=red", "colour"),
+    for (query, code, field) in [
+        ("sku=A&qty=1", "missing_field", "channel"),
+        ("channel=web1&qty=1", "missing_field", "sku"),
+        ("channel=web1&sku=A&qty=many", "invalid_field", "qty"),
+        ("channel=web1&sku=A&qty=0", "invalid_field", "qty"),
+        ("channel=nowhere&sku=A", "invalid_field", "channel"),
+        (
+            "channel=web1&sku=A&currency=usd",
+            "invalid_field",
+            "currency",
+        ),
+        ("channel=web1&sku=A&colour=red", "unknown_field", "colour"),
     ] {
         let (status, body) = s.lookup(query).await;
         assert_eq!(status, 400, "{query}: {body}");
-        let msg = body["error"].as_str().unwrap_or_default();
-        assert!(msg.starts_with(field), "{query}: {msg}");
+        assert_eq!(
+            (body["code"].as_str(), body["field"].as_str()),
+            (Some(code), Some(field)),
+            "{query}: {body}"
+        );
     }
+    // No price: 404 `no_price`, the message saying which filter excluded the candidates.
     let (status, body) = s.lookup("channel=web1&sku=NOPE").await;
     assert_eq!(status, 404);
+    assert_eq!(body["code"], "no_price", "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -444,6 +453,7 @@ async fn v1_prices_serves_the_hubs_lists() {
     );
     let (status, body) = s.lookup("channel=web1&sku=A&currency=EUR").await;
     assert_eq!(status, 404);
+    assert_eq!(body["code"], "no_price", "{body}");
     assert!(
         body["error"].as_str().unwrap_or_default().contains("EUR"),
         "{body}"

@@ -145,8 +145,11 @@ to = ["web"]
         status, 503,
         "readiness never noticed the dead poller: {body}"
     );
-    assert!(
-        body.contains("engine_task_failed:poll:erp:stock"),
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["code"], "not_ready", "{body}");
+    // The reason is itself a stable code naming the task.
+    assert_eq!(
+        v["error"], "engine_task_failed:poll:erp:stock",
         "names the task: {body}"
     );
     assert!(

@@ -65,15 +65,6 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        // Each code's meaning, which the derived schema (a bare list of names) leaves out.
-        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(o))) =
-            components.schemas.get_mut("ErrorCode")
-        {
-            o.description = Some(format!(
-                "Why an error was answered, for programs: stable (codes are only added; a code's meaning and status never change). The `error` message beside it is for people and may change.\n\n{}",
-                crate::ErrorCode::markdown_list()
-            ));
-        }
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
@@ -124,7 +115,25 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = protected().split_for_parts();
     let (_, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
+    describe_error_codes(&mut doc);
     doc
+}
+
+/// Each error code's meaning in the `ErrorCode` schema, which the derive leaves a bare list of
+/// names. Done on the finished document: every route's `ErrorBody` registers the derived schema
+/// again, replacing an earlier edit.
+fn describe_error_codes(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(o))) =
+        components.schemas.get_mut("ErrorCode")
+    {
+        o.description = Some(format!(
+            "Why an error was answered, for programs: stable (codes are only added; a code's meaning and status never change). The `error` message beside it is for people and may change.\n\n{}",
+            crate::ErrorCode::markdown_list()
+        ));
+    }
 }
 
 /// The admin API router (`/api/v1/...`), to merge into the app.
@@ -132,6 +141,7 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
     let (protected, mut doc) = protected().split_for_parts();
     let (public, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
+    describe_error_codes(&mut doc);
     let json: Arc<str> = match doc.to_json() {
         Ok(j) => j.into(),
         Err(e) => format!("{{\"error\": \"openapi document: {e}\"}}").into(),
