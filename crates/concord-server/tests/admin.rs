@@ -36,7 +36,9 @@ use concord_sandbox::shop::ShopHandle;
 use concord_store::{ItemState, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
+use support::{
+    config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_until, Hub, DEADLINE,
+};
 
 const SECRET: &str = "admin-test-secret";
 const VIEWER: &str = "viewer-token-7c1f0e9a2b3d4c5e6f708192a3b4c5d6";
@@ -260,8 +262,9 @@ impl Setup {
 
     /// Wait until both SKUs' stock reached web1 (the hub is up and has the ledger).
     async fn settled(&self) {
-        wait_for(
+        wait_until(
             "web1 has the pool's figure of SKU-1 and SKU-2",
+            DEADLINE,
             async || {
                 ["SKU-1", "SKU-2"]
                     .iter()
@@ -598,9 +601,11 @@ async fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
 
     // A stock change at the ERP: captured and planned for both stores, but held.
     s.erp.set_stock("SKU-1", "WH1", 4).expect("stock");
-    wait_for("the change is planned and held for web2", async || {
-        held_items(&s.hub.store, "web2", "stock").await > 0
-    })
+    wait_until(
+        "the change is planned and held for web2",
+        DEADLINE,
+        async || held_items(&s.hub.store, "web2", "stock").await > 0,
+    )
     .await;
     // Meanwhile another flow to the same store is delivered: web2's dispatcher is running.
     let (st, v) = s
@@ -612,7 +617,7 @@ async fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
         )
         .await;
     assert_eq!(st, 202, "{v}");
-    wait_for("the nightly catalogue reached web2", async || {
+    wait_until("the nightly catalogue reached web2", DEADLINE, async || {
         s.hub
             .store
             .xref_external("web2", Kind::Product, "SKU-2")
@@ -657,9 +662,11 @@ async fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
         )
         .await;
     assert_eq!(st, 202);
-    wait_for("the manual run after the restart finished", async || {
-        s.hub.flow("catalog-nightly").await["last_run"]["trigger"] == "manual"
-    })
+    wait_until(
+        "the manual run after the restart finished",
+        DEADLINE,
+        async || s.hub.flow("catalog-nightly").await["last_run"]["trigger"] == "manual",
+    )
     .await;
     assert_eq!(held_items(&s.hub.store, "web2", "stock").await, 1);
 
@@ -669,10 +676,14 @@ async fn pause_holds_deliveries_across_a_restart_and_resume_releases_them() {
         .await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["changed"], true);
-    wait_for("the held stock figure reached both stores", async || {
-        s.web2.inventory("SKU-1").values().sum::<i64>() == 4
-            && s.web1.inventory("SKU-1").values().sum::<i64>() == 4
-    })
+    wait_until(
+        "the held stock figure reached both stores",
+        DEADLINE,
+        async || {
+            s.web2.inventory("SKU-1").values().sum::<i64>() == 4
+                && s.web1.inventory("SKU-1").values().sum::<i64>() == 4
+        },
+    )
     .await;
     let flow = s.hub.flow("stock").await;
     assert_eq!(flow["paused"], false);
@@ -708,8 +719,9 @@ async fn run_now_starts_a_batch_flow() {
     // A product the ERP does not push: only a batch run brings it. The start-up catalogue
     // migration must have read the ERP to the end first, or it could capture SKU-3 itself
     // (then the batch run finds nothing new — seen once under load).
-    wait_for(
+    wait_until(
         "the catalogue migration read the ERP to the end",
+        DEADLINE,
         async || {
             hub.engine
                 .backfill_state("catalog")
@@ -734,14 +746,14 @@ async fn run_now_starts_a_batch_flow() {
         .await;
     assert_eq!(st, 202, "{v}");
     assert_eq!(v, json!({"flow": "catalog-nightly", "started": true}));
-    wait_for("the run finished", async || {
+    wait_until("the run finished", DEADLINE, async || {
         hub.flow("catalog-nightly").await["last_run"]["trigger"] == "manual"
     })
     .await;
     let after = hub.flow("catalog-nightly").await;
     assert_eq!(after["last_run"]["error"], Value::Null, "{after}");
     assert_eq!(after["last_run"]["stored"], 1, "only SKU-3 is new: {after}");
-    wait_for("every product reached web2", async || {
+    wait_until("every product reached web2", DEADLINE, async || {
         let mut all = true;
         for sku in ["SKU-1", "SKU-2", "SKU-3"] {
             all &= hub
@@ -792,9 +804,11 @@ async fn dead_letters_list_show_replay_drop() {
         assert_eq!(st, 200, "{v}");
         v.as_array().cloned().unwrap_or_default()
     };
-    wait_for("the held customer's order is dead-lettered", async || {
-        !dl().await.is_empty()
-    })
+    wait_until(
+        "the held customer's order is dead-lettered",
+        DEADLINE,
+        async || !dl().await.is_empty(),
+    )
     .await;
     let list = dl().await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -837,9 +851,11 @@ async fn dead_letters_list_show_replay_drop() {
         .get(&format!("/api/v1/dead-letters/{id}"), Some(VIEWER))
         .await;
     assert_eq!(replayed["state"], "replayed");
-    wait_for("the replayed order is refused again", async || {
-        dl().await.iter().any(|d| d["id"].as_i64() != Some(id))
-    })
+    wait_until(
+        "the replayed order is refused again",
+        DEADLINE,
+        async || dl().await.iter().any(|d| d["id"].as_i64() != Some(id)),
+    )
     .await;
     let again = dl().await[0]["id"].as_i64().expect("id");
     let (st, v) = hub
@@ -1036,10 +1052,14 @@ async fn stock_pool_and_reservations() {
         .checkout("ann@example.com", "Ann", &[("SKU-2", 2)])
         .await
         .expect("checkout");
-    wait_for("the pool shows the ERP's 7 and web1's hold", async || {
-        let (_, v) = hub.get("/api/v1/stock/SKU-2", Some(VIEWER)).await;
-        v["positions"][0]["on_hand"] == 7
-    })
+    wait_until(
+        "the pool shows the ERP's 7 and web1's hold",
+        DEADLINE,
+        async || {
+            let (_, v) = hub.get("/api/v1/stock/SKU-2", Some(VIEWER)).await;
+            v["positions"][0]["on_hand"] == 7
+        },
+    )
     .await;
     let (st, v) = hub.get("/api/v1/stock/SKU-2", Some(VIEWER)).await;
     assert_eq!(st, 200, "{v}");
@@ -1113,7 +1133,7 @@ async fn endpoints_and_flows_show_health_and_sparklines() {
     // Both stores got both SKUs: 4 deliveries in this (or the previous) minute.
     let recent: u64 = spark.iter().filter_map(Value::as_u64).sum();
     assert!(recent >= 4, "{stock}");
-    wait_for("the stock poller has run", async || {
+    wait_until("the stock poller has run", DEADLINE, async || {
         hub.flow("stock").await["last_run"]["trigger"] == "poll"
     })
     .await;
@@ -1122,7 +1142,7 @@ async fn endpoints_and_flows_show_health_and_sparklines() {
         stock["next_run"].as_i64() > stock["last_run"]["finished_at"].as_i64(),
         "{stock}"
     );
-    wait_for("the catalogue migration has run", async || {
+    wait_until("the catalogue migration has run", DEADLINE, async || {
         hub.flow("catalog").await["last_run"]["trigger"] == "migration"
     })
     .await;
@@ -1245,27 +1265,35 @@ async fn orders_and_parked_items() {
         .checkout("carol@example.com", "Carol", &[("SKU-1", 1)])
         .await
         .expect("checkout");
-    wait_for("the order is parked on its customer", async || {
-        let (_, v) = hub.get("/api/v1/parked", Some(VIEWER)).await;
-        v.as_array().is_some_and(|l| {
-            l.iter().any(|p| {
-                p["key"] == order.key.as_str()
-                    && p["dest"] == "erp"
-                    && p["waiting_on"] == json!([["customer", "carol@example.com"]])
+    wait_until(
+        "the order is parked on its customer",
+        DEADLINE,
+        async || {
+            let (_, v) = hub.get("/api/v1/parked", Some(VIEWER)).await;
+            v.as_array().is_some_and(|l| {
+                l.iter().any(|p| {
+                    p["key"] == order.key.as_str()
+                        && p["dest"] == "erp"
+                        && p["waiting_on"] == json!([["customer", "carol@example.com"]])
+                })
             })
-        })
-    })
+        },
+    )
     .await;
     let (st, _) = hub
         .post("/api/v1/flows/customers/resume", Some(OPERATOR), json!({}))
         .await;
     assert_eq!(st, 200);
-    wait_for("the order reached the ERP and is accepted", async || {
-        let (_, v) = hub.get("/api/v1/orders?state=accepted", Some(VIEWER)).await;
-        v["orders"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|o| o["key"] == order.key.as_str()))
-    })
+    wait_until(
+        "the order reached the ERP and is accepted",
+        DEADLINE,
+        async || {
+            let (_, v) = hub.get("/api/v1/orders?state=accepted", Some(VIEWER)).await;
+            v["orders"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|o| o["key"] == order.key.as_str()))
+        },
+    )
     .await;
     let (_, v) = hub.get("/api/v1/parked", Some(VIEWER)).await;
     assert_eq!(v, json!([]));

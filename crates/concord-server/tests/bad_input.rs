@@ -22,23 +22,12 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "bad-input-secret";
 /// `/metrics` needs a token on the main port; the config holds its SHA-256.
 const METRICS_TOKEN: &str = "bad-input-metrics-token";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Poll `cond` every 20 ms until it holds; panic naming `what` after the deadline.
-async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
-        if Instant::now() >= until {
-            panic!("timed out after {DEADLINE:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use concord_testkit::{wait_until, DEADLINE};
 
 /// The process-wide Prometheus recorder (a recorder can be installed once per process).
 fn recorder() -> PrometheusHandle {
@@ -432,8 +421,9 @@ async fn bad_webhooks_are_refused_and_store_nothing_and_the_hub_keeps_serving() 
     );
     assert_eq!(hub.journal_total().await, 1);
     // …and the change reaches the storefront (on hand 7 − committed 2).
-    wait_for(
+    wait_until(
         "the valid stock change reaches the storefront",
+        DEADLINE,
         async || hub.shop.inventory("F").get("WH1") == Some(&5),
     )
     .await;
@@ -460,16 +450,22 @@ async fn metrics_render_after_a_delivery() {
     )]);
     let (status, v) = hub.signed(&good).await;
     assert_eq!((status, v["stored"].as_u64()), (200, Some(1)), "{v}");
-    wait_for("the stock change reaches the storefront", async || {
-        hub.shop.inventory("M").get("WH1") == Some(&4)
-    })
+    wait_until(
+        "the stock change reaches the storefront",
+        DEADLINE,
+        async || hub.shop.inventory("M").get("WH1") == Some(&4),
+    )
     .await;
-    wait_for("/metrics shows the capture and the delivery", async || {
-        let (status, body) = hub.get("/metrics").await;
-        status == 200
-            && body.contains("concord_captured_total")
-            && body.contains("concord_deliveries_total")
-    })
+    wait_until(
+        "/metrics shows the capture and the delivery",
+        DEADLINE,
+        async || {
+            let (status, body) = hub.get("/metrics").await;
+            status == 200
+                && body.contains("concord_captured_total")
+                && body.contains("concord_deliveries_total")
+        },
+    )
     .await;
     hub.stop().await;
 }

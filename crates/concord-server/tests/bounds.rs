@@ -20,7 +20,7 @@ use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_store::Store;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{config_head, hub_listener, shop_endpoint, start_shop, wait_for, Hub};
+use support::{config_head, hub_listener, shop_endpoint, start_shop, wait_until, Hub, DEADLINE};
 
 const SECRET: &str = "bounds-test-secret";
 const KEY_WEB1: &str = "web1-key-3e1f0c9a8b7d6e5f4a3b2c1d0e9f8a7b";
@@ -214,7 +214,7 @@ impl Hub {
     async fn seed(&self, sku: &str, on_hand: i64) {
         let (st, v) = self.figure(sku, "WH1", "1", json!(on_hand)).await;
         assert_eq!(st, 200, "seeding {sku}: {v}");
-        wait_for(&format!("the ledger has {sku}@WH1"), async || {
+        wait_until(&format!("the ledger has {sku}@WH1"), DEADLINE, async || {
             self.position(sku, "WH1").await.map(|p| p.0) == Some(on_hand)
         })
         .await;
@@ -328,7 +328,7 @@ async fn figures_outside_the_domain_are_refused_at_the_webhook() {
     hub.seed("Y", 1_000_000_000).await;
     let (st, v) = hub.figure("Y", "WH2", "1", json!(1_000_000_000)).await;
     assert_eq!(st, 200, "{v}");
-    wait_for("both figures in the ledger", async || {
+    wait_until("both figures in the ledger", DEADLINE, async || {
         hub.position("Y", "WH2").await.map(|p| p.0) == Some(1_000_000_000)
     })
     .await;
@@ -699,7 +699,7 @@ async fn versions_with_offsets_are_ordered_as_instants() {
         .figure("V", "WH1", "2026-03-01T09:30:00+00:00", json!(7))
         .await;
     assert_eq!(st, 200, "{v}");
-    wait_for("the first figure", async || {
+    wait_until("the first figure", DEADLINE, async || {
         hub.position("V", "WH1").await.map(|p| p.0) == Some(7)
     })
     .await;
@@ -719,7 +719,7 @@ async fn versions_with_offsets_are_ordered_as_instants() {
         .figure("W", "WH1", "2026-10-25T02:30:00+02:00", json!(5))
         .await;
     assert_eq!(st, 200, "{v}");
-    wait_for("the summer-time figure", async || {
+    wait_until("the summer-time figure", DEADLINE, async || {
         hub.position("W", "WH1").await.map(|p| p.0) == Some(5)
     })
     .await;
@@ -727,9 +727,11 @@ async fn versions_with_offsets_are_ordered_as_instants() {
         .figure("W", "WH1", "2026-10-25T02:10:00+01:00", json!(9))
         .await;
     assert_eq!(st, 200, "{v}");
-    wait_for("the later winter-time figure is applied", async || {
-        hub.position("W", "WH1").await.map(|p| p.0) == Some(9)
-    })
+    wait_until(
+        "the later winter-time figure is applied",
+        DEADLINE,
+        async || hub.position("W", "WH1").await.map(|p| p.0) == Some(9),
+    )
     .await;
     s.stop().await;
 }
