@@ -2,7 +2,8 @@
 //! `/metrics` (Prometheus), the storefront API `/v1/...` ([`commerce`], per-channel keys), and
 //! the admin API `/api/v1/...` ([`admin`], tokens and roles; OpenAPI at
 //! `/api/v1/openapi.json`), and the dashboard at `/` ([`dashboard`], embedded assets over the admin
-//! API). [`access`] holds the authentication of both APIs.
+//! API). [`access`] holds the authentication of both APIs; [`error`] the one error shape of every
+//! answer that is not a success (`{"error", "code", "field", "details"}`, a stable [`ErrorCode`]).
 //!
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
