@@ -391,6 +391,12 @@ async fn bad_webhooks_are_refused_and_store_nothing_and_the_hub_keeps_serving() 
         .await;
     assert_eq!(status, 404, "{v}");
     assert_eq!(v["code"], "unknown_endpoint", "{v}");
+    // A path segment axum itself refuses (not UTF-8 once decoded): its rejection answers the
+    // same JSON shape, with a code.
+    let (status, v) = hub.post("%FF", good.clone(), None).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["code"], "bad_request", "{v}");
+    assert!(v["error"].is_string(), "{v}");
 
     // None of that stored anything or reached the store front.
     assert_eq!(
