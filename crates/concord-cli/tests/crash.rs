@@ -14,9 +14,11 @@
 //!
 //! It never sleeps and hopes: every wait is a condition polled under a generous deadline.
 
-use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::erp::{ErpHandle, ErpOptions};
+use concord_sandbox::shop::ShopHandle;
 use concord_sandbox::Faults;
+use concord_testkit::sandbox::{start_erp, start_shop};
+use concord_testkit::{free_port, try_wait_until, wait_until};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,17 +31,6 @@ const ORDERS_PER_ROUND: usize = 60;
 /// Checkouts made while the hub is dead (their webhooks are lost for good).
 const ORDERS_WHILE_DEAD: usize = 10;
 const ROUNDS: usize = 2;
-
-/// Poll `cond` every 20 ms until it holds; panic naming `what` after `deadline`.
-async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + deadline;
-    while !cond() {
-        if Instant::now() >= until {
-            panic!("timed out after {deadline:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// The running `concord run` child; killed (SIGKILL) and reaped on every exit path.
 struct Hub {
@@ -94,11 +85,6 @@ impl Drop for Hub {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
 }
 
 fn config_text(
@@ -204,17 +190,11 @@ async fn healthy(client: &reqwest::Client, port: u16) -> bool {
 }
 
 async fn wait_healthy(client: &reqwest::Client, port: u16, hub: &mut Hub) {
-    let until = Instant::now() + DEADLINE;
-    loop {
+    wait_until("`concord run` answers /healthz", DEADLINE, async || {
         hub.assert_alive();
-        if healthy(client, port).await {
-            return;
-        }
-        if Instant::now() >= until {
-            panic!("`concord run` did not answer /healthz within {DEADLINE:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        healthy(client, port).await
+    })
+    .await;
 }
 
 fn sku(i: usize) -> String {
@@ -282,28 +262,12 @@ async fn run_cli(args: &[&str], config: &Path) -> std::process::Output {
 async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = |ep: &str| format!("http://127.0.0.1:{port}/hooks/{ep}");
-
-    let erp = ErpSim::start(ErpOptions {
-        webhook_url: Some(hook("erp")),
-        webhook_secret: Some(SECRET.to_string()),
-        ..ErpOptions::default()
-    })
-    .await
-    .expect("start the ERP emulator");
+    let base = format!("http://127.0.0.1:{port}");
+    let erp = start_erp(&base, SECRET, ErpOptions::default()).await;
     erp.seed(SKUS, &["WH1", "WH2"], 100).expect("seed the ERP");
     let mut shop_handles = Vec::new();
     for name in ["web1", "web2"] {
-        shop_handles.push(
-            ShopSim::start(ShopOptions {
-                name: name.to_string(),
-                webhook_url: Some(hook(name)),
-                webhook_secret: Some(SECRET.to_string()),
-                ..ShopOptions::default()
-            })
-            .await
-            .expect("start a storefront emulator"),
-        );
+        shop_handles.push(start_shop(&base, SECRET, name, None).await);
     }
     let shops: Vec<(&str, &ShopHandle)> =
         vec![("web1", &shop_handles[0]), ("web2", &shop_handles[1])];
@@ -326,9 +290,11 @@ async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
     let mut hub = Hub::spawn(&config, log.clone());
     wait_healthy(&client, port, &mut hub).await;
     // The stores can sell once the ERP's stock has reached them.
-    wait_for("both stores have the ERP's stock at WH1", DEADLINE, || {
-        stock_mismatches(&erp, &shops).is_empty()
-    })
+    wait_until(
+        "both stores have the ERP's stock at WH1",
+        DEADLINE,
+        async || stock_mismatches(&erp, &shops).is_empty(),
+    )
     .await;
     // From now on every ERP API call takes 30 ms, so an order delivery is several round trips.
     erp.set_faults(Faults {
@@ -391,10 +357,10 @@ async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
         }
         place_orders(&shops, placed, ORDERS_WHILE_DEAD);
         placed += ORDERS_WHILE_DEAD;
-        wait_for(
+        wait_until(
             "the ERP and both stores have dropped webhooks the dead hub could not take",
             DEADLINE,
-            || {
+            async || {
                 let (e, s) = dropped(&erp);
                 e > erp_dropped && s.iter().zip(&shops_dropped).all(|(now, was)| now > was)
             },
@@ -411,10 +377,10 @@ async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
         wait_healthy(&client, port, &mut hub).await;
         // The restarted hub finishes the round (the shops' webhooks that failed meanwhile are
         // recovered by the polls), so the next round's kill lands on its own orders.
-        wait_for(
+        wait_until(
             "the restarted hub has delivered every order so far",
             DEADLINE,
-            || erp.sales_orders().len() >= placed,
+            async || erp.sales_orders().len() >= placed,
         )
         .await;
     }
@@ -422,22 +388,19 @@ async fn kill_9_while_delivering_loses_nothing_and_duplicates_nothing() {
     // Convergence: every store order in the ERP, every WH1 position agreeing.
     let all = shop_references(&shops);
     assert_eq!(all.len(), placed);
-    let until = Instant::now() + DEADLINE;
-    loop {
+    let converged = try_wait_until(DEADLINE, async || {
         hub.assert_alive();
+        erp.sales_orders().len() >= placed && stock_mismatches(&erp, &shops).is_empty()
+    })
+    .await;
+    if !converged {
         let in_erp = erp.sales_orders().len();
         let mismatches = stock_mismatches(&erp, &shops);
-        if in_erp >= placed && mismatches.is_empty() {
-            break;
-        }
-        if Instant::now() >= until {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!(
-                "no convergence after {DEADLINE:?}: {in_erp} of {placed} orders in the ERP; \
-                 stock mismatches: {mismatches:?}\nhub output:\n{log}"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        panic!(
+            "no convergence after {DEADLINE:?}: {in_erp} of {placed} orders in the ERP; \
+             stock mismatches: {mismatches:?}\nhub output:\n{log}"
+        );
     }
 
     // Exactly once per reference, in the ERP's orders…
@@ -526,27 +489,12 @@ async fn order_history(config: &Path, key: &str) -> Option<serde_json::Value> {
 async fn kill_9_after_the_erp_created_an_order_but_before_the_hub_recorded_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let hook = |ep: &str| format!("http://127.0.0.1:{port}/hooks/{ep}");
-    let erp = ErpSim::start(ErpOptions {
-        webhook_url: Some(hook("erp")),
-        webhook_secret: Some(SECRET.to_string()),
-        ..ErpOptions::default()
-    })
-    .await
-    .expect("start the ERP emulator");
+    let base = format!("http://127.0.0.1:{port}");
+    let erp = start_erp(&base, SECRET, ErpOptions::default()).await;
     erp.seed(SKUS, &["WH1"], 100).expect("seed the ERP");
     let mut shop_handles = Vec::new();
     for name in ["web1", "web2"] {
-        shop_handles.push(
-            ShopSim::start(ShopOptions {
-                name: name.to_string(),
-                webhook_url: Some(hook(name)),
-                webhook_secret: Some(SECRET.to_string()),
-                ..ShopOptions::default()
-            })
-            .await
-            .expect("start a storefront emulator"),
-        );
+        shop_handles.push(start_shop(&base, SECRET, name, None).await);
     }
     let shops: Vec<(&str, &ShopHandle)> =
         vec![("web1", &shop_handles[0]), ("web2", &shop_handles[1])];
@@ -566,16 +514,18 @@ async fn kill_9_after_the_erp_created_an_order_but_before_the_hub_recorded_it() 
     let client = reqwest::Client::new();
     let mut hub = Hub::spawn(&config, log.clone());
     wait_healthy(&client, port, &mut hub).await;
-    wait_for("both stores have the ERP's stock at WH1", DEADLINE, || {
-        stock_mismatches(&erp, &shops).is_empty()
-    })
+    wait_until(
+        "both stores have the ERP's stock at WH1",
+        DEADLINE,
+        async || stock_mismatches(&erp, &shops).is_empty(),
+    )
     .await;
     let web1 = &shop_handles[0];
     // A first order makes the customer known at the ERP.
     let first = web1
         .place_order("held@example.com", "Held", &[(sku(0).as_str(), 1)])
         .expect("checkout");
-    wait_for("the first order is in the ERP", DEADLINE, || {
+    wait_until("the first order is in the ERP", DEADLINE, async || {
         erp.order_by_reference(&first.key).is_some()
     })
     .await;
@@ -589,7 +539,7 @@ async fn kill_9_after_the_erp_created_an_order_but_before_the_hub_recorded_it() 
     let second = web1
         .place_order("held@example.com", "Held", &[(sku(1).as_str(), 2)])
         .expect("checkout");
-    wait_for("the ERP created the second order", DEADLINE, || {
+    wait_until("the ERP created the second order", DEADLINE, async || {
         erp.order_by_reference(&second.key).is_some()
     })
     .await;
@@ -605,20 +555,16 @@ async fn kill_9_after_the_erp_created_an_order_but_before_the_hub_recorded_it() 
     erp.set_faults(Faults::default());
     let mut hub = Hub::spawn(&config, log.clone());
     wait_healthy(&client, port, &mut hub).await;
-    let until = Instant::now() + DEADLINE;
-    loop {
+    let accepted = try_wait_until(DEADLINE, async || {
         hub.assert_alive();
-        let h = order_history(&config, &second.key).await;
-        if h.as_ref()
+        order_history(&config, &second.key)
+            .await
             .is_some_and(|h| h["order"]["state"] == "accepted")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "the hub did not record the ERP's acceptance after the restart: {h:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    })
+    .await;
+    if !accepted {
+        let h = order_history(&config, &second.key).await;
+        panic!("the hub did not record the ERP's acceptance after the restart: {h:#?}");
     }
     let posts = erp
         .write_log()

@@ -2,7 +2,8 @@
 //! the real `concord run` binary as a child process, over a sandbox ERP and a sandbox storefront
 //! in this process — spoken to over raw TCP so that nothing (no client library) tidies the bytes.
 //!
-//! Every case must be answered with a 4xx and a reason in the body (or, for clients that never
+//! Every case must be answered with a 4xx and the hub's error body — a reason and a stable
+//! `code` (`concord_server::ErrorCode`), axum's own refusals included (or, for clients that never
 //! finish their request, the connection closed by the hub within its timeouts), the hub must
 //! keep serving (`/healthz` after every case, the process alive), and the valid events sent in
 //! between the cases — signed ERP stock webhooks and checkouts — must all be delivered: at the
@@ -17,6 +18,7 @@
 use concord_sandbox::erp::{ErpOptions, ErpSim};
 use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
 use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
+use concord_testkit::{free_port, try_wait_until};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -568,35 +570,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
 async fn wait_for(what: &str, hub: &mut Hub, mut cond: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
+    let held = try_wait_until(DEADLINE, async || {
         hub.assert_alive(what);
-        if Instant::now() >= until {
-            panic!(
-                "timed out after {DEADLINE:?} waiting until {what}; the hub's output:\n{}",
-                hub.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        cond().await
+    })
+    .await;
+    if !held {
+        panic!(
+            "timed out after {DEADLINE:?} waiting until {what}; the hub's output:\n{}",
+            hub.log()
+        );
     }
 }
 
-/// Poll `cond` every 20 ms until it holds (true) or the deadline passes (false).
-async fn wait_until(mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+/// The `code` of an error body (`{"error", "code", …}`), if the body is one.
+fn error_code(body: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(body.trim()).ok()?;
+    v.get("error")?.as_str()?;
+    Some(v.get("code")?.as_str()?.to_string())
 }
 
 async fn healthz(addr: &str) -> bool {
@@ -625,7 +617,7 @@ async fn ats(addr: &str, sku: &str) -> Option<i64> {
 /// one unit of that SKU, then cancel the reservation.
 async fn valid_checkout(hub: &mut Hub, addr: &str, i: usize, on_hand: i64) {
     let sku = VALID_SKUS[i % VALID_SKUS.len()];
-    let applied = wait_until(async || ats(addr, sku).await == Some(on_hand)).await;
+    let applied = try_wait_until(DEADLINE, async || ats(addr, sku).await == Some(on_hand)).await;
     if !applied {
         let answer = exchange(
             addr,
@@ -740,7 +732,7 @@ async fn every_malformed_request_is_refused_with_a_reason_and_valid_events_all_a
         }
 
         match exchange(&addr, &c.request).await {
-            Some(a) if (400..500).contains(&a.status) && !a.body.trim().is_empty() => {}
+            Some(a) if (400..500).contains(&a.status) && error_code(&a.body).is_some() => {}
             Some(a) => failures.push(format!(
                 "{}: {} {}",
                 c.name,
@@ -797,7 +789,7 @@ async fn every_malformed_request_is_refused_with_a_reason_and_valid_events_all_a
         let Some(want) = last[k] else { continue };
         // The pool sends each channel one figure per SKU (its available-to-sell).
         let shown = async || shop.inventory(sku).values().sum::<i64>();
-        if !wait_until(async || shown().await == want).await {
+        if !try_wait_until(DEADLINE, async || shown().await == want).await {
             panic!(
                 "the storefront shows {:?} of {sku}, not {want}; the hub's output:\n{}",
                 shop.inventory(sku),

@@ -8,6 +8,7 @@
 use concord_connectors::tryton::TrytonConnector;
 use concord_connectors::vendure::VendureConnector;
 use concord_engine::connector::EndpointSpec;
+use concord_testkit::real::{missing, ran};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,26 +28,6 @@ struct Env {
     tryton_password: String,
     vendure_url: String,
     vendure_password: String,
-}
-
-/// A real system this test needs is not configured. In CI (`CI` set, not `false`/`0`) that is a
-/// failure — a skip would hide a broken install — unless `scripts/test.sh` runs this file in its
-/// own step later (`CONCORD_REAL_SYSTEMS_LATER=1` in its general pass). Elsewhere: a loud skip.
-fn missing(what: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let later = std::env::var_os("CONCORD_REAL_SYSTEMS_LATER").is_some();
-    if ci && !later {
-        panic!("{what} — CI is set, so a missing real system fails the suite instead of skipping");
-    }
-    eprintln!("{what}");
-}
-
-/// Printed once per test that reached its real system: `scripts/test.sh` counts these lines.
-fn ran(suite: &str) {
-    eprintln!(
-        "REAL-SYSTEM TEST RAN: {suite}::{}",
-        std::thread::current().name().unwrap_or("?")
-    );
 }
 
 fn env() -> Option<Env> {

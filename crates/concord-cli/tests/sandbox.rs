@@ -7,6 +7,7 @@
 //!
 //! Every wait is a condition polled under a deadline; both children are killed on every exit.
 
+use concord_testkit::{free_port, wait_for_some};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -57,11 +58,6 @@ fn concord() -> Command {
 
 fn log_file(path: &Path) -> std::fs::File {
     std::fs::File::create(path).expect("create a log file")
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -186,25 +182,18 @@ async fn post(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// Poll `probe` every 50 ms until it returns `Some`; panic naming `what` after [`DEADLINE`]
-/// (with the hub's output when the hub has died).
+/// Poll `probe` until it returns `Some`; panic naming `what` after [`DEADLINE`] (or at once,
+/// with the hub's output, when the hub has died).
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
     hub: &mut Running,
     mut probe: impl FnMut() -> F,
 ) -> T {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = probe().await {
-            return v;
-        }
+    wait_for_some(what, DEADLINE, async || {
         hub.assert_alive("`concord run`");
-        assert!(
-            Instant::now() < until,
-            "timed out after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        probe().await
+    })
+    .await
 }
 
 #[tokio::test]

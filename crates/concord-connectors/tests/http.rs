@@ -23,10 +23,11 @@ use concord_engine::connector::{
 };
 use concord_engine::runtime::Engine;
 use concord_store::{SqliteStore, Store};
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 // ---- the fake API ---------------------------------------------------------------------------
 
@@ -771,22 +772,15 @@ to = ["api"]
         WriteOutcome::Done { .. }
     ));
     assert_eq!(api.with(|f| f.refresh.clone()), "r3");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let kept = store
+    wait_until("the engine keeps r3", Duration::from_secs(5), async || {
+        store
             .connector_state("api")
             .await
             .unwrap()
-            .unwrap_or_default();
-        if kept.contains("\"r3\"") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the engine did not keep r3: {kept}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            .unwrap_or_default()
+            .contains("\"r3\"")
+    })
+    .await;
     engine.shutdown();
     while tasks.join_next().await.is_some() {}
     drop(engine);
@@ -1564,11 +1558,12 @@ to = ["api"]
         (0, 2),
         "the replay is dropped by the journal"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while api.with(|f| f.sink.values().sum::<usize>()) < 2 {
-        assert!(Instant::now() < deadline, "stock not delivered");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "the stock is delivered",
+        Duration::from_secs(10),
+        async || api.with(|f| f.sink.values().sum::<usize>()) >= 2,
+    )
+    .await;
     assert_eq!(
         api.with(|f| f.sink.clone()),
         BTreeMap::from([("A".into(), 1), ("B".into(), 1)])

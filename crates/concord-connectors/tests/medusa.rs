@@ -18,6 +18,8 @@ use concord_engine::config::Config;
 use concord_engine::connector::{Connector, EndpointSpec};
 use concord_engine::runtime::Engine;
 use concord_store::{DeadLetterFilter, SqliteStore, Store};
+use concord_testkit::real::{missing, ran};
+use concord_testkit::{try_wait_until, wait_until};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,26 +39,6 @@ struct Env {
     medusa_url: String,
     medusa_email: String,
     medusa_password: String,
-}
-
-/// A real system this test needs is not configured. In CI (`CI` set, not `false`/`0`) that is a
-/// failure — a skip would hide a broken install — unless `scripts/test.sh` runs this file in its
-/// own step later (`CONCORD_REAL_SYSTEMS_LATER=1` in its general pass). Elsewhere: a loud skip.
-fn missing(what: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let later = std::env::var_os("CONCORD_REAL_SYSTEMS_LATER").is_some();
-    if ci && !later {
-        panic!("{what} — CI is set, so a missing real system fails the suite instead of skipping");
-    }
-    eprintln!("{what}");
-}
-
-/// Printed once per test that reached its real system: `scripts/test.sh` counts these lines.
-fn ran(suite: &str) {
-    eprintln!(
-        "REAL-SYSTEM TEST RAN: {suite}::{}",
-        std::thread::current().name().unwrap_or("?")
-    );
 }
 
 fn env() -> Option<Env> {
@@ -95,24 +77,6 @@ fn run_id() -> String {
         n /= 36;
     }
     s.to_uppercase()
-}
-
-async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn percentile(sorted: &[u128], p: f64) -> u128 {
@@ -592,6 +556,7 @@ async fn tryton_products_prices_and_stock_reach_medusa_by_configuration_only() {
     let hub = Hub::start(&e, dir.path()).await;
     wait_until(
         "Medusa has the product with its price and both levels",
+        DEADLINE,
         || async {
             let v = shop.variants(&sku).await;
             v.len() == 1
@@ -612,7 +577,7 @@ async fn tryton_products_prices_and_stock_reach_medusa_by_configuration_only() {
                "list_price": {"__class__": "Decimal", "decimal": "14.00"}}),
     )
     .await;
-    wait_until("Medusa shows the new title and price", || async {
+    wait_until("Medusa shows the new title and price", DEADLINE, || async {
         let v = shop.variants(&sku).await;
         v.len() == 1 && v[0].1.ends_with(" v2") && v[0].2 == Some(14.0)
     })
@@ -625,9 +590,11 @@ async fn tryton_products_prices_and_stock_reach_medusa_by_configuration_only() {
         last = target;
         erp.inventory(product, "WH", target).await;
         let t = Instant::now();
-        wait_until(&format!("Medusa shows {sku} = {target} at WH"), || async {
-            shop.level(&sku, "WH").await.map(|l| l.0) == Some(target)
-        })
+        wait_until(
+            &format!("Medusa shows {sku} = {target} at WH"),
+            DEADLINE,
+            || async { shop.level(&sku, "WH").await.map(|l| l.0) == Some(target) },
+        )
         .await;
         latencies.push(t.elapsed().as_millis());
     }
@@ -649,7 +616,7 @@ async fn tryton_products_prices_and_stock_reach_medusa_by_configuration_only() {
     // A hub with a fresh store (no xref, no written hashes) finds the product by SKU: still one.
     let dir2 = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, dir2.path()).await;
-    wait_until("the fresh hub has synced", || async {
+    wait_until("the fresh hub has synced", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered > 0
     })
     .await;
@@ -670,7 +637,7 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
     erp.inventory(product, "WH", 30).await;
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, dir.path()).await;
-    wait_until("Medusa sells the product", || async {
+    wait_until("Medusa sells the product", DEADLINE, || async {
         shop.level(&sku, "WH").await.map(|l| l.0) == Some(30)
     })
     .await;
@@ -681,7 +648,7 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
         .await
         .unwrap_or_else(|err| panic!("checkout: {err}"));
     let reference = format!("medusa/{display}");
-    wait_until("the Medusa order is a Tryton sale", || async {
+    wait_until("the Medusa order is a Tryton sale", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .iter()
@@ -707,6 +674,7 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
     // Medusa's own reservation is added back, so its "available" is Tryton's free stock.
     wait_until(
         "Medusa's level follows the sale (30 − 2 committed + 2 reserved)",
+        DEADLINE,
         || async { shop.level(&sku, "WH").await == Some((30, 2)) },
     )
     .await;
@@ -717,6 +685,7 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
     let t1 = Instant::now();
     wait_until(
         "Medusa has the fulfilment with the tracking number",
+        DEADLINE,
         || async {
             shop.order(&order_id).await["fulfillments"]
                 .as_array()
@@ -734,7 +703,7 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
         "TRYTON SHIPMENT -> MEDUSA FULFILMENT: {} ms",
         t1.elapsed().as_millis()
     );
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -761,16 +730,20 @@ async fn a_medusa_order_becomes_one_tryton_sale_and_its_shipment_a_fulfilment_wi
         .as_str()
         .expect("fulfilment id")
         .to_string();
-    wait_until("the replayed order and shipment are settled", || async {
-        hub.engine.is_drained().await.unwrap_or(false)
-            && hub
-                .store
-                .xref_key("medusa", concord_core::Kind::Shipment, &fulfilment)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-    })
+    wait_until(
+        "the replayed order and shipment are settled",
+        DEADLINE,
+        || async {
+            hub.engine.is_drained().await.unwrap_or(false)
+                && hub
+                    .store
+                    .xref_key("medusa", concord_core::Kind::Shipment, &fulfilment)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some()
+        },
+    )
     .await;
     assert_eq!(erp.sales(&reference).await.len(), 1, "replay: one sale");
     assert_eq!(
@@ -795,7 +768,7 @@ async fn a_medusa_outage_is_queued_and_drained_exactly_once() {
     let erp = Erp::new(&e);
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, dir.path()).await;
-    wait_until("the hub caught up with Tryton", || async {
+    wait_until("the hub caught up with Tryton", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered > 0
     })
     .await;
@@ -820,15 +793,19 @@ async fn a_medusa_outage_is_queued_and_drained_exactly_once() {
         products.push(p);
     }
     erp.inventory(products[0], "WH", 99).await;
-    wait_until("the hub has queued deliveries it cannot make", || async {
-        let s = hub.store.stats().await.expect("stats");
-        s.queues.iter().any(|q| q.dest == "medusa" && q.pending > 0)
-            && hub
-                .engine
-                .endpoint_health()
-                .iter()
-                .any(|h| h.endpoint == "medusa" && h.last_error.is_some())
-    })
+    wait_until(
+        "the hub has queued deliveries it cannot make",
+        DEADLINE,
+        || async {
+            let s = hub.store.stats().await.expect("stats");
+            s.queues.iter().any(|q| q.dest == "medusa" && q.pending > 0)
+                && hub
+                    .engine
+                    .endpoint_health()
+                    .iter()
+                    .any(|h| h.endpoint == "medusa" && h.last_error.is_some())
+        },
+    )
     .await;
     let queued = hub
         .store
@@ -847,8 +824,7 @@ async fn a_medusa_outage_is_queued_and_drained_exactly_once() {
     assert!(status.success());
     let up_at = Instant::now();
     let shop = Medusa::login(&e).await;
-    let until = Instant::now() + DEADLINE;
-    loop {
+    let drained = try_wait_until(DEADLINE, async || {
         let mut ok = hub.engine.is_drained().await.unwrap_or(false);
         for (i, sku) in skus.iter().enumerate() {
             let want = if i == 0 { 99 } else { 10 + i as i64 };
@@ -856,20 +832,18 @@ async fn a_medusa_outage_is_queued_and_drained_exactly_once() {
                 && shop.variants(sku).await.len() == 1
                 && shop.level(sku, "WH").await.map(|l| l.0) == Some(want);
         }
-        if ok {
-            break;
-        }
-        if Instant::now() > until {
-            let stats = hub.store.stats().await.expect("stats");
-            panic!(
-                "the queue did not drain into Medusa within {DEADLINE:?}: queues {:?}, health {:?}, dead letters {:?}, levels {:?}",
-                stats.queues,
-                hub.engine.endpoint_health(),
-                hub.dead_letters_of(&run).await,
-                futures_levels(&shop, &skus).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        ok
+    })
+    .await;
+    if !drained {
+        let stats = hub.store.stats().await.expect("stats");
+        panic!(
+            "the queue did not drain into Medusa within {DEADLINE:?}: queues {:?}, health {:?}, dead letters {:?}, levels {:?}",
+            stats.queues,
+            hub.engine.endpoint_health(),
+            hub.dead_letters_of(&run).await,
+            futures_levels(&shop, &skus).await
+        );
     }
     println!(
         "MEDUSA OUTAGE: down {} ms, {queued} deliveries queued, drained {} ms after Medusa was back",

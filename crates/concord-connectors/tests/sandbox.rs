@@ -11,21 +11,14 @@ use concord_engine::connector::{
 };
 use concord_sandbox::shop::ShopOrderStatus;
 use concord_sandbox::{ErpOptions, ErpSim, Faults, ShopError, ShopOptions, ShopSim};
+use concord_testkit::wait_until;
 use http::HeaderMap;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "s3cret";
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 fn spec(connector: &str, url: &str, secret: Option<&str>, options: Value) -> EndpointSpec {
     EndpointSpec {
@@ -555,7 +548,10 @@ async fn erp_auto_ships_accepted_orders() {
         .write(vec![op(Kind::Order, "b2b/7", "create", order)])
         .await;
     let id = ext_id(&out[0]);
-    wait_until("auto ship", || erp.shipments().len() == 1).await;
+    wait_until("auto ship", Duration::from_secs(5), async || {
+        erp.shipments().len() == 1
+    })
+    .await;
     assert_eq!(erp.sales_orders()[0].reference, "b2b/7");
     assert_eq!(erp.sales_orders()[0].id, id);
     assert_eq!(erp.stock("SKU-0001", "WH1").unwrap().on_hand, 3);

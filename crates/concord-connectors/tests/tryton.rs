@@ -20,6 +20,8 @@ use concord_engine::connector::{Connector, EndpointSpec, ReadRequest, WriteOp, W
 use concord_engine::runtime::Engine;
 use concord_sandbox::{ShopHandle, ShopOptions, ShopSim};
 use concord_store::{DeadLetterFilter, SqliteStore, Store};
+use concord_testkit::real::{missing, ran};
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,26 +44,6 @@ struct Env {
     url: String,
     db: String,
     password: String,
-}
-
-/// A real system this test needs is not configured. In CI (`CI` set, not `false`/`0`) that is a
-/// failure — a skip would hide a broken install — unless `scripts/test.sh` runs this file in its
-/// own step later (`CONCORD_REAL_SYSTEMS_LATER=1` in its general pass). Elsewhere: a loud skip.
-fn missing(what: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let later = std::env::var_os("CONCORD_REAL_SYSTEMS_LATER").is_some();
-    if ci && !later {
-        panic!("{what} — CI is set, so a missing real system fails the suite instead of skipping");
-    }
-    eprintln!("{what}");
-}
-
-/// Printed once per test that reached its real system: `scripts/test.sh` counts these lines.
-fn ran(suite: &str) {
-    eprintln!(
-        "REAL-SYSTEM TEST RAN: {suite}::{}",
-        std::thread::current().name().unwrap_or("?")
-    );
 }
 
 fn env() -> Option<Env> {
@@ -95,24 +77,6 @@ fn run_id() -> String {
         n /= 36;
     }
     s
-}
-
-async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn tryton_spec(e: &Env) -> EndpointSpec {
@@ -426,7 +390,7 @@ async fn stock_changed_in_tryton_reaches_the_storefronts_with_measured_latency()
 
     // The initial figures arrive (first poll reads every move since the beginning).
     let start = tryton_available(&erp, "SKU-0001", "WH").await;
-    wait_until("the storefronts have SKU-0001@WH", || async {
+    wait_until("the storefronts have SKU-0001@WH", DEADLINE, || async {
         available(&a, "SKU-0001", "WH") == Some(start)
             && available(&b, "SKU-0001", "WH") == Some(start)
     })
@@ -465,7 +429,7 @@ async fn stock_changed_in_tryton_reaches_the_storefronts_with_measured_latency()
         .await
         .unwrap_or_else(|_| panic!("{sku}@{wh} = {expect} never reached the storefront"));
         latencies.push(arrived.saturating_duration_since(t0));
-        wait_until("the second storefront has it too", || async {
+        wait_until("the second storefront has it too", DEADLINE, || async {
             available(&b, sku, wh) == Some(expect)
         })
         .await;
@@ -516,7 +480,7 @@ async fn a_storefront_order_becomes_exactly_one_tryton_sale_even_when_replayed()
         .place_order("Customer1@example.com", "Customer 1", &[("SKU-0003", 2)])
         .expect("checkout");
     let reference = format!("{na}/{}", placed.number);
-    wait_until("the order is a sale in Tryton", || async {
+    wait_until("the order is a sale in Tryton", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .iter()
@@ -558,7 +522,7 @@ async fn a_storefront_order_becomes_exactly_one_tryton_sale_even_when_replayed()
     // none of it (a fresh store) reads the same order again and delivers it again.
     let dir2 = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, &[(&na, &a), (&nb, &b)], dir2.path()).await;
-    wait_until("the replayed order is delivered", || async {
+    wait_until("the replayed order is delivered", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 1
     })
     .await;
@@ -655,7 +619,7 @@ async fn a_tryton_shipment_done_with_a_tracking_reference_reaches_the_storefront
         .place_order("customer1@example.com", "Customer 1", &[("SKU-0005", 3)])
         .expect("checkout");
     let reference = format!("{nb}/{}", placed.number);
-    wait_until("the sale has a shipment", || async {
+    wait_until("the sale has a shipment", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .first()
@@ -678,7 +642,7 @@ async fn a_tryton_shipment_done_with_a_tracking_reference_reaches_the_storefront
         erp.call("stock.shipment.out", step, vec![json!([ship])])
             .await;
     }
-    wait_until("the storefront has the fulfillment", || async {
+    wait_until("the storefront has the fulfillment", DEADLINE, || async {
         b.fulfillments(&placed.id)
             .iter()
             .any(|f| f.tracking_number.as_deref() == Some(tracking.as_str()))
@@ -729,7 +693,7 @@ async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, &[(&na, &a), (&nb, &b)], dir.path()).await;
     let p1 = erp.product("SKU-0001").await;
-    wait_until("the first stock poll is done", || async {
+    wait_until("the first stock poll is done", DEADLINE, || async {
         available(&a, "SKU-0001", "WH").is_some()
     })
     .await;
@@ -747,15 +711,20 @@ async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
             .expect("checkout");
         refs.push(format!("{na}/{}", o.number));
     }
-    wait_until("deliveries to the ERP fail while it is down", || async {
-        hub.engine
-            .endpoint_health()
-            .iter()
-            .any(|h| h.endpoint == "erp" && h.last_error.is_some())
-    })
+    wait_until(
+        "deliveries to the ERP fail while it is down",
+        DEADLINE,
+        || async {
+            hub.engine
+                .endpoint_health()
+                .iter()
+                .any(|h| h.endpoint == "erp" && h.last_error.is_some())
+        },
+    )
     .await;
     wait_until(
         "a stock poll fails while it is down (cursor kept)",
+        DEADLINE,
         || async { hub.engine.stats(None).poll_errors > 0 },
     )
     .await;
@@ -767,7 +736,7 @@ async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
     println!("Tryton was down for {:?}", down_at.elapsed());
 
     for r in &refs {
-        wait_until("every queued order is a sale", || async {
+        wait_until("every queued order is a sale", DEADLINE, || async {
             erp.sales(r).await.len() == 1
         })
         .await;
@@ -777,6 +746,7 @@ async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
     // hold is that both storefronts converge on what Tryton says.
     wait_until(
         "the stock change made before the outage arrived",
+        DEADLINE,
         || async {
             let expect = tryton_available(&erp, "SKU-0001", "WH").await;
             let seen = (
@@ -792,12 +762,12 @@ async fn tryton_unreachable_for_a_while_changes_queue_and_drain_nothing_lost() {
     .await;
     // A change after the restart flows too.
     erp.inventory(p1, "WH", target + 5).await;
-    wait_until("a change after the restart arrives", || async {
+    wait_until("a change after the restart arrives", DEADLINE, || async {
         let expect = tryton_available(&erp, "SKU-0001", "WH").await;
         available(&b, "SKU-0001", "WH") == Some(expect)
     })
     .await;
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -822,7 +792,7 @@ async fn bad_tryton_data_is_dead_lettered_with_a_reason_and_blocks_nothing() {
     let (a, b) = (shop(&na).await, shop(&nb).await);
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, &[(&na, &a), (&nb, &b)], dir.path()).await;
-    wait_until("the first stock poll is done", || async {
+    wait_until("the first stock poll is done", DEADLINE, || async {
         available(&a, "SKU-0002", "WH").is_some()
     })
     .await;
@@ -856,14 +826,18 @@ async fn bad_tryton_data_is_dead_lettered_with_a_reason_and_blocks_nothing() {
     erp.inventory(p2, "WH", 150 + (run.len() as i64)).await;
     let expect = tryton_available(&erp, "SKU-0002", "WH").await;
 
-    wait_until("the good change reached both storefronts", || async {
-        available(&a, "SKU-0002", "WH") == Some(expect)
-            && available(&b, "SKU-0002", "WH") == Some(expect)
-    })
+    wait_until(
+        "the good change reached both storefronts",
+        DEADLINE,
+        || async {
+            available(&a, "SKU-0002", "WH") == Some(expect)
+                && available(&b, "SKU-0002", "WH") == Some(expect)
+        },
+    )
     .await;
     let nocode_key = format!("product#{nocode}@WH");
     let neg_key = format!("{neg_sku}@WH");
-    wait_until("both bad records are dead letters", || async {
+    wait_until("both bad records are dead letters", DEADLINE, || async {
         let dl = hub.dead_letters().await;
         dl.iter().any(|d| d.key == nocode_key) && dl.iter().any(|d| d.key == neg_key)
     })
@@ -886,7 +860,7 @@ async fn bad_tryton_data_is_dead_lettered_with_a_reason_and_blocks_nothing() {
     // The cursor moved past them: a later change still flows.
     erp.inventory(p2, "WH", 160 + (run.len() as i64)).await;
     let expect = tryton_available(&erp, "SKU-0002", "WH").await;
-    wait_until("a later change flows", || async {
+    wait_until("a later change flows", DEADLINE, || async {
         available(&b, "SKU-0002", "WH") == Some(expect)
     })
     .await;
@@ -947,13 +921,17 @@ async fn a_tryton_price_list_becomes_the_customers_price_with_tiers_and_bad_form
     )
     .await;
     let key = format!("{gold}:{sku}");
-    wait_until("the customer's price list is an entity", || async {
-        hub.store
-            .entity(Kind::Price, &key)
-            .await
-            .expect("entity")
-            .is_some_and(|en| en.state["customer"] == "customer1@example.com")
-    })
+    wait_until(
+        "the customer's price list is an entity",
+        DEADLINE,
+        || async {
+            hub.store
+                .entity(Kind::Price, &key)
+                .await
+                .expect("entity")
+                .is_some_and(|en| en.state["customer"] == "customer1@example.com")
+        },
+    )
     .await;
     let price = hub
         .store
@@ -981,7 +959,7 @@ async fn a_tryton_price_list_becomes_the_customers_price_with_tiers_and_bad_form
     )
     .await;
     let named = |d: &concord_store::DeadLetter| d.reason.contains(&format!("`{bad}`"));
-    wait_until("the bad list is a dead letter", || async {
+    wait_until("the bad list is a dead letter", DEADLINE, || async {
         hub.dead_letters().await.iter().any(named)
     })
     .await;
@@ -1004,7 +982,7 @@ async fn a_tryton_price_list_becomes_the_customers_price_with_tiers_and_bad_form
         vec![json!([line]), json!({"formula": "unit_price - 0.1"})],
     )
     .await;
-    wait_until("the changed line is re-read", || async {
+    wait_until("the changed line is re-read", DEADLINE, || async {
         hub.store
             .entity(Kind::Price, &key)
             .await
@@ -1667,7 +1645,7 @@ async fn a_sale_shipped_in_two_tryton_shipments_is_two_fulfillments_at_the_store
         )
         .expect("checkout");
     let reference = format!("{na}/{}", placed.number);
-    wait_until("the sale has a shipment", || async {
+    wait_until("the sale has a shipment", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .first()
@@ -1729,18 +1707,26 @@ async fn a_sale_shipped_in_two_tryton_shipments_is_two_fulfillments_at_the_store
         .filter_map(Value::as_i64)
         .find(|s| *s != first)
         .expect("a second shipment");
-    wait_until("the first fulfillment is at the storefront", || async {
-        a.fulfillments(&placed.id)
-            .iter()
-            .any(|f| f.tracking_number.as_deref() == Some(t1.as_str()))
-    })
+    wait_until(
+        "the first fulfillment is at the storefront",
+        DEADLINE,
+        || async {
+            a.fulfillments(&placed.id)
+                .iter()
+                .any(|f| f.tracking_number.as_deref() == Some(t1.as_str()))
+        },
+    )
     .await;
     ship(second, t2.clone()).await;
-    wait_until("the second fulfillment is at the storefront", || async {
-        a.fulfillments(&placed.id)
-            .iter()
-            .any(|f| f.tracking_number.as_deref() == Some(t2.as_str()))
-    })
+    wait_until(
+        "the second fulfillment is at the storefront",
+        DEADLINE,
+        || async {
+            a.fulfillments(&placed.id)
+                .iter()
+                .any(|f| f.tracking_number.as_deref() == Some(t2.as_str()))
+        },
+    )
     .await;
     let f = a.fulfillments(&placed.id);
     assert_eq!(f.len(), 2, "{f:?}");
@@ -1792,12 +1778,16 @@ async fn placed_sale(
         .place_order("customer1@example.com", "Customer 1", lines)
         .expect("checkout");
     let reference = format!("{shop}/{}", placed.number);
-    wait_until("the order is a processing sale in Tryton", || async {
-        erp.sales(&reference)
-            .await
-            .iter()
-            .any(|s| s["state"] == "processing")
-    })
+    wait_until(
+        "the order is a processing sale in Tryton",
+        DEADLINE,
+        || async {
+            erp.sales(&reference)
+                .await
+                .iter()
+                .any(|s| s["state"] == "processing")
+        },
+    )
     .await;
     let sale = erp.sales(&reference).await[0]["id"].as_i64().expect("id");
     let prices = a
@@ -1853,10 +1843,14 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
     )
     .expect("edit accepted by the storefront");
     // The amendment's shipment is rebuilt right after the sale's revision is committed.
-    wait_until("the sale is amended and its shipment follows", || async {
-        erp.sale(sale, &["revision"]).await["revision"] == 1
-            && erp.shipment_moves(sale).await == vec![("SKU-0001".to_string(), 3)]
-    })
+    wait_until(
+        "the sale is amended and its shipment follows",
+        DEADLINE,
+        || async {
+            erp.sale(sale, &["revision"]).await["revision"] == 1
+                && erp.shipment_moves(sale).await == vec![("SKU-0001".to_string(), 3)]
+        },
+    )
     .await;
     assert_eq!(
         erp.sale_lines(sale).await,
@@ -1880,7 +1874,7 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
         .expect("edit"),
     )
     .expect("second edit accepted by the storefront");
-    wait_until("the sale is amended again", || async {
+    wait_until("the sale is amended again", DEADLINE, || async {
         erp.sale(sale, &["revision"]).await["revision"] == 2
             && erp.shipment_moves(sale).await
                 == vec![("SKU-0001".to_string(), 3), ("SKU-0005".to_string(), 2)]
@@ -1902,12 +1896,16 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
     )
     .expect("third edit accepted by the storefront");
     let replacement = format!("{reference}~2");
-    wait_until("the replacement sale is processing in Tryton", || async {
-        erp.sales(&replacement)
-            .await
-            .iter()
-            .any(|s| s["state"] == "processing")
-    })
+    wait_until(
+        "the replacement sale is processing in Tryton",
+        DEADLINE,
+        || async {
+            erp.sales(&replacement)
+                .await
+                .iter()
+                .any(|s| s["state"] == "processing")
+        },
+    )
     .await;
     let replaced = erp.sales(&replacement).await;
     assert_eq!(replaced.len(), 1, "one replacement: {replaced:?}");
@@ -1920,7 +1918,7 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
             ("SKU-0005".into(), 2)
         ]
     );
-    wait_until("the old sale is cancelled", || async {
+    wait_until("the old sale is cancelled", DEADLINE, || async {
         let s = erp
             .sale(sale, &["state", "shipment_state", "invoice_state"])
             .await;
@@ -1932,7 +1930,7 @@ async fn a_storefront_edit_before_shipment_amends_the_tryton_sale() {
         2,
         "not amended"
     );
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -1981,7 +1979,7 @@ async fn a_storefront_cancellation_after_acceptance_cancels_the_tryton_sale() {
     let hub = Hub::start_with(&e, &[(&na, &a)], dir.path(), &lifecycle_flows(&na)).await;
     let (placed, _reference, sale) = placed_sale(&erp, &a, &na, &[("SKU-0005", 2)]).await;
     a.customer_cancel(&placed.id).expect("cancel");
-    wait_until("the sale is cancelled in Tryton", || async {
+    wait_until("the sale is cancelled in Tryton", DEADLINE, || async {
         let s = erp
             .sale(sale, &["state", "shipment_state", "invoice_state"])
             .await;
@@ -2009,7 +2007,7 @@ async fn a_storefront_cancellation_after_acceptance_cancels_the_tryton_sale() {
     {
         assert_eq!(inv["state"], "cancelled");
     }
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -2059,7 +2057,7 @@ async fn a_partial_storefront_refund_becomes_one_tryton_credit_note_even_when_de
         )
         .await
     };
-    wait_until("the credit note is posted in Tryton", || async {
+    wait_until("the credit note is posted in Tryton", DEADLINE, || async {
         notes().await.iter().any(|n| n["state"] == "posted")
     })
     .await;
@@ -2077,7 +2075,7 @@ async fn a_partial_storefront_refund_becomes_one_tryton_credit_note_even_when_de
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["product."]["code"], "SKU-0003");
     assert_eq!(lines[0]["quantity"], -1.0);
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -2092,7 +2090,7 @@ async fn a_partial_storefront_refund_becomes_one_tryton_credit_note_even_when_de
     // from the start and delivers the order and the refund once more.
     let dir2 = tempfile::tempdir().expect("tmp");
     let hub = Hub::start_with(&e, &[(&na, &a)], dir2.path(), &lifecycle_flows(&na)).await;
-    wait_until("the refund is delivered again", || async {
+    wait_until("the refund is delivered again", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 2
     })
     .await;
@@ -2323,11 +2321,11 @@ async fn a_storefront_capture_pays_the_tryton_invoice_through_the_engine() {
     erp.call("account.invoice", "post", vec![json!([invoice])])
         .await;
     a.capture(&placed.id, None).expect("capture");
-    wait_until("the invoice is paid in Tryton", || async {
+    wait_until("the invoice is paid in Tryton", DEADLINE, || async {
         erp.to_pay(invoice).await == (Some(0), "paid".to_string())
     })
     .await;
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -2421,7 +2419,7 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
         .place_order("customer1@example.com", "Customer 1", &[(&sku, 5)])
         .expect("checkout");
     assert_eq!(first.number, "1001");
-    wait_until("order 1001 is a processing sale", || async {
+    wait_until("order 1001 is a processing sale", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .iter()
@@ -2437,7 +2435,7 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
     // settled) reads the same order again — the sale is recognised as its own, none is added.
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, &[(&na, &a)], dir.path()).await;
-    wait_until("the replayed order is settled", || async {
+    wait_until("the replayed order is settled", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 1
     })
     .await;
@@ -2471,6 +2469,7 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
     };
     wait_until(
         "the pool has Tryton's figure (8 on hand, 5 committed)",
+        DEADLINE,
         || async { ats(&hub).await == Some(3) },
     )
     .await;
@@ -2508,9 +2507,11 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
         "the restarted store reuses the number"
     );
 
-    wait_until("the second order 1001 is dead-lettered", || async {
-        hub.dead_letters().await.iter().any(|d| d.key == reference)
-    })
+    wait_until(
+        "the second order 1001 is dead-lettered",
+        DEADLINE,
+        || async { hub.dead_letters().await.iter().any(|d| d.key == reference) },
+    )
     .await;
     let dl = hub
         .dead_letters()
@@ -2554,7 +2555,7 @@ async fn an_order_number_reused_by_a_restarted_store_is_a_collision_never_a_deli
     assert!(r.lines.iter().all(|l| l.released_at.is_none()), "{r:?}");
     // A newer Tryton figure (1 unit more on hand) is read, and still nothing is released.
     erp.inventory(product, "WH", 9).await;
-    wait_until("the pool has the new figure", || async {
+    wait_until("the pool has the new figure", DEADLINE, || async {
         ats(&hub).await == Some(1)
     })
     .await;

@@ -23,6 +23,8 @@ use concord_engine::runtime::Engine;
 use concord_sandbox::shop::HubCheckout;
 use concord_sandbox::{ShopHandle, ShopOptions, ShopSim};
 use concord_store::{DeadLetterFilter, SqliteStore, Store};
+use concord_testkit::real::{missing, ran};
+use concord_testkit::{try_wait_until, wait_until};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,26 +48,6 @@ struct Env {
     vendure_url: String,
     vendure_password: String,
     hub: String,
-}
-
-/// A real system this test needs is not configured. In CI (`CI` set, not `false`/`0`) that is a
-/// failure — a skip would hide a broken install — unless `scripts/test.sh` runs this file in its
-/// own step later (`CONCORD_REAL_SYSTEMS_LATER=1` in its general pass). Elsewhere: a loud skip.
-fn missing(what: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    let later = std::env::var_os("CONCORD_REAL_SYSTEMS_LATER").is_some();
-    if ci && !later {
-        panic!("{what} — CI is set, so a missing real system fails the suite instead of skipping");
-    }
-    eprintln!("{what}");
-}
-
-/// Printed once per test that reached its real system: `scripts/test.sh` counts these lines.
-fn ran(suite: &str) {
-    eprintln!(
-        "REAL-SYSTEM TEST RAN: {suite}::{}",
-        std::thread::current().name().unwrap_or("?")
-    );
 }
 
 fn env() -> Option<Env> {
@@ -105,24 +87,6 @@ fn run_id() -> String {
         n /= 36;
     }
     s
-}
-
-async fn wait_until<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "timed out after {DEADLINE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 fn tryton_spec(e: &Env) -> EndpointSpec {
@@ -713,6 +677,7 @@ async fn stock_changed_in_tryton_reaches_vendure_minus_buffers_with_measured_lat
         let want = expect(target);
         wait_until(
             &format!("Vendure shows {sku} = {want} (change {i})"),
+            DEADLINE,
             || async { shop.saleable(sku).await.map(|s| s.1) == Some(want) },
         )
         .await;
@@ -744,7 +709,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
     let dir = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, None, dir.path()).await;
     let sku = "SKU-0003";
-    wait_until("Vendure has SKU-0003 from the pool", || async {
+    wait_until("Vendure has SKU-0003 from the pool", DEADLINE, || async {
         hub.ats(CHANNEL, sku).await > 2
             && shop.saleable(sku).await.map(|s| s.1) == Some(hub.ats(CHANNEL, sku).await)
     })
@@ -780,7 +745,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
             .unwrap_or_else(|err| panic!("{kind} {}: {err}", found.record));
         assert!(page.cursor.is_some(), "the cursor moves");
     }
-    wait_until("the Vendure order is a Tryton sale", || async {
+    wait_until("the Vendure order is a Tryton sale", DEADLINE, || async {
         erp.sales(&reference)
             .await
             .iter()
@@ -817,6 +782,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
     }
     wait_until(
         "Vendure has the fulfillment with the tracking code",
+        DEADLINE,
         || async {
             shop.order(&code).await["fulfillments"]
                 .as_array()
@@ -824,7 +790,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
         },
     )
     .await;
-    wait_until("the Vendure order is Shipped", || async {
+    wait_until("the Vendure order is Shipped", DEADLINE, || async {
         shop.order(&code).await["state"] == "Shipped"
     })
     .await;
@@ -835,7 +801,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
         "{order}"
     );
     assert_eq!(order["fulfillments"][0]["state"], "Shipped");
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -851,7 +817,7 @@ async fn a_vendure_order_becomes_one_tryton_sale_and_its_shipment_a_vendure_fulf
     // again: still one sale, still one fulfillment.
     let dir2 = tempfile::tempdir().expect("tmp");
     let hub = Hub::start(&e, None, dir2.path()).await;
-    wait_until("the replay is delivered", || async {
+    wait_until("the replay is delivered", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false) && hub.engine.stats(None).delivered >= 2
     })
     .await;
@@ -909,6 +875,7 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
     let hub = Hub::start(&e, Some((&w2, &web2)), dir.path()).await;
     wait_until(
         "both channels see the 8 units (Vendure minus its buffer)",
+        DEADLINE,
         || async {
             shop.saleable(&sku).await.map(|s| s.1) == Some(8 - BUFFER)
                 && hub.ats(&w2, &sku).await == 8
@@ -1033,29 +1000,27 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
         );
     }
     for r in &sold {
-        let until = Instant::now() + DEADLINE;
-        loop {
+        let confirmed = try_wait_until(DEADLINE, async || {
             let s = erp.sales(r).await;
-            if s.len() == 1 && s[0]["state"] == "processing" {
-                break;
+            s.len() == 1 && s[0]["state"] == "processing"
+        })
+        .await;
+        if !confirmed {
+            for d in hub
+                .store
+                .dead_letters(DeadLetterFilter::default())
+                .await
+                .unwrap_or_default()
+            {
+                println!(
+                    "dead letter {} {} {}: {}",
+                    d.endpoint, d.kind, d.key, d.reason
+                );
             }
-            if Instant::now() > until {
-                for d in hub
-                    .store
-                    .dead_letters(DeadLetterFilter::default())
-                    .await
-                    .unwrap_or_default()
-                {
-                    println!(
-                        "dead letter {} {} {}: {}",
-                        d.endpoint, d.kind, d.key, d.reason
-                    );
-                }
-                println!("health: {:?}", hub.engine.endpoint_health());
-                println!("stats: {:?}", hub.engine.stats(None));
-                panic!("{r} never became a confirmed Tryton sale: {s:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            println!("health: {:?}", hub.engine.endpoint_health());
+            println!("stats: {:?}", hub.engine.stats(None));
+            let s = erp.sales(r).await;
+            panic!("{r} never became a confirmed Tryton sale: {s:?}");
         }
     }
     let (on_hand, committed) = erp.available(&sku, "WH").await;
@@ -1066,7 +1031,7 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
         "Tryton committed what was sold"
     );
     assert!(on_hand - committed >= 0, "zero oversold in the ERP");
-    wait_until("the channels show what is left", || async {
+    wait_until("the channels show what is left", DEADLINE, || async {
         hub.ats(&w2, &sku).await == on_hand - committed
     })
     .await;
@@ -1129,7 +1094,7 @@ async fn vendure_down_for_a_while_the_hub_queues_then_catches_up_nothing_lost() 
     let hub = Hub::start(&e, None, dir.path()).await;
     let sku = "SKU-0002";
     let p = erp.product(sku).await;
-    wait_until("the first figures are in Vendure", || async {
+    wait_until("the first figures are in Vendure", DEADLINE, || async {
         let ats = hub.ats(CHANNEL, sku).await;
         ats > 0 && shop.saleable(sku).await.map(|s| s.1) == Some(ats)
     })
@@ -1151,14 +1116,18 @@ async fn vendure_down_for_a_while_the_hub_queues_then_catches_up_nothing_lost() 
         + (Instant::now().elapsed().subsec_nanos() % 40) as i64;
     erp.inventory(p, "WH", target).await;
     erp.inventory(p, "WH", target + 3).await;
-    wait_until("deliveries to Vendure fail while it is down", || async {
-        hub.engine.endpoint_health().iter().any(|h| {
-            h.endpoint == CHANNEL
-                && h.last_error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with("unavailable"))
-        })
-    })
+    wait_until(
+        "deliveries to Vendure fail while it is down",
+        DEADLINE,
+        || async {
+            hub.engine.endpoint_health().iter().any(|h| {
+                h.endpoint == CHANNEL
+                    && h.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("unavailable"))
+            })
+        },
+    )
     .await;
     assert!(
         !hub.engine.is_drained().await.unwrap_or(true),
@@ -1171,16 +1140,18 @@ async fn vendure_down_for_a_while_the_hub_queues_then_catches_up_nothing_lost() 
     let want = (target + 3 - committed - BUFFER).max(0);
     wait_until(
         "the last figure made during the outage reached Vendure",
+        DEADLINE,
         || async { shop.saleable(sku).await.map(|s| s.1) == Some(want) },
     )
     .await;
     let reference = format!("{CHANNEL}/{code}");
     wait_until(
         "the order placed before the outage is a Tryton sale",
+        DEADLINE,
         || async { erp.sales(&reference).await.len() == 1 },
     )
     .await;
-    wait_until("everything drained", || async {
+    wait_until("everything drained", DEADLINE, || async {
         hub.engine.is_drained().await.unwrap_or(false)
     })
     .await;
@@ -1257,10 +1228,14 @@ async fn an_order_cancelled_from_the_erp_is_cancelled_in_vendure_once() {
     let dir = tempfile::tempdir().expect("tmp");
     // The hub only for the checkout's reservation (no flows needed, but they run).
     let hub = Hub::start(&e, None, dir.path()).await;
-    wait_until("Vendure has SKU-0005 from this hub's pool", || async {
-        let ats = hub.ats(CHANNEL, "SKU-0005").await;
-        ats > 0 && shop.saleable("SKU-0005").await.map(|s| s.1) == Some(ats)
-    })
+    wait_until(
+        "Vendure has SKU-0005 from this hub's pool",
+        DEADLINE,
+        || async {
+            let ats = hub.ats(CHANNEL, "SKU-0005").await;
+            ats > 0 && shop.saleable("SKU-0005").await.map(|s| s.1) == Some(ats)
+        },
+    )
     .await;
     let (variant, _, _) = shop.saleable("SKU-0005").await.expect("variant");
     let code = shop
@@ -1300,10 +1275,14 @@ async fn refunds_on_a_settled_order_are_read_from_vendure_and_written_once() {
     let dir = tempfile::tempdir().expect("tmp");
     // The hub only for the checkout's reservation.
     let hub = Hub::start(&e, None, dir.path()).await;
-    wait_until("Vendure has SKU-0005 from this hub's pool", || async {
-        let ats = hub.ats(CHANNEL, "SKU-0005").await;
-        ats > 1 && shop.saleable("SKU-0005").await.map(|s| s.1) == Some(ats)
-    })
+    wait_until(
+        "Vendure has SKU-0005 from this hub's pool",
+        DEADLINE,
+        || async {
+            let ats = hub.ats(CHANNEL, "SKU-0005").await;
+            ats > 1 && shop.saleable("SKU-0005").await.map(|s| s.1) == Some(ats)
+        },
+    )
     .await;
     let (variant, _, _) = shop.saleable("SKU-0005").await.expect("variant");
     let code = shop
@@ -1345,9 +1324,11 @@ async fn refunds_on_a_settled_order_are_read_from_vendure_and_written_once() {
         .with_timezone(&chrono::Utc)
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string();
-    wait_until("the clock is past the cursor's second", || async {
-        chrono::Utc::now() > after + chrono::Duration::milliseconds(50)
-    })
+    wait_until(
+        "the clock is past the cursor's second",
+        DEADLINE,
+        || async { chrono::Utc::now() > after + chrono::Duration::milliseconds(50) },
+    )
     .await;
 
     // 1. Made in Vendure → read as a canonical refund.
@@ -1367,27 +1348,31 @@ async fn refunds_on_a_settled_order_are_read_from_vendure_and_written_once() {
         .to_string();
     let key = format!("{CHANNEL}/{code}");
     let seen = std::sync::Mutex::new(None);
-    wait_until("the connector reads the Vendure refund", || async {
-        let page = shop
-            .c
-            .read_changes(concord_engine::connector::ReadRequest {
-                kind: Kind::Refund,
-                cursor: Some(&cursor),
-                limit: 100,
-                overlap: Duration::ZERO,
-            })
-            .await
-            .expect("read refunds");
-        let found = page
-            .records
-            .into_iter()
-            .find(|c| c.external_id == vendure_refund);
-        let hit = found.is_some();
-        if let Ok(mut g) = seen.lock() {
-            *g = found;
-        }
-        hit
-    })
+    wait_until(
+        "the connector reads the Vendure refund",
+        DEADLINE,
+        || async {
+            let page = shop
+                .c
+                .read_changes(concord_engine::connector::ReadRequest {
+                    kind: Kind::Refund,
+                    cursor: Some(&cursor),
+                    limit: 100,
+                    overlap: Duration::ZERO,
+                })
+                .await
+                .expect("read refunds");
+            let found = page
+                .records
+                .into_iter()
+                .find(|c| c.external_id == vendure_refund);
+            let hit = found.is_some();
+            if let Ok(mut g) = seen.lock() {
+                *g = found;
+            }
+            hit
+        },
+    )
     .await;
     let rec = seen.into_inner().ok().flatten().expect("refund").record;
     concord_core::validate(Kind::Refund, &rec).expect("a valid canonical refund");

@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use support::{config_text, stock, wait_until, webhook_body, Fake, Outcome};
+use support::{config_text, stock, wait_until, webhook_body, Fake, Outcome, DEADLINE};
 use tokio::task::JoinSet;
 
 /// The alert webhook: records every body; answers 500 to the first `fail_first` requests and
@@ -74,7 +74,7 @@ impl Receiver {
 
     /// Wait (`what`) until a notification with `status` has arrived for each of `rules`.
     async fn wait_for(&self, what: &str, rules: &[&str], status: &str) {
-        wait_until(what, async || {
+        wait_until(what, DEADLINE, async || {
             let s = self.statuses();
             rules
                 .iter()
@@ -179,7 +179,7 @@ impl Hub {
     async fn two_rounds(&self, rule: &str) {
         for _ in 0..2 {
             let seen = self.updated_at(rule).await;
-            wait_until("an evaluation round", async || {
+            wait_until("an evaluation round", DEADLINE, async || {
                 self.updated_at(rule).await > seen
             })
             .await;
@@ -229,6 +229,7 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
     hub.erp_reports_one("BAD").await;
     wait_until(
         "the firing notification is accepted (after one 500)",
+        DEADLINE,
         async || !receiver.accepted().is_empty(),
     )
     .await;
@@ -248,9 +249,11 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
     assert!(firing["since"].as_str().is_some_and(|s| s.ends_with('Z')));
     // The engine marks the notification delivered once the receiver's 2xx is back, a commit
     // after the receiver saw it.
-    wait_until("the firing notification is marked delivered", async || {
-        hub.engine.alerts(10).await.expect("alerts")[0].notified
-    })
+    wait_until(
+        "the firing notification is marked delivered",
+        DEADLINE,
+        async || hub.engine.alerts(10).await.expect("alerts")[0].notified,
+    )
     .await;
     let alerts = hub.engine.alerts(10).await.expect("alerts");
     assert_eq!(alerts.len(), 1);
@@ -282,7 +285,7 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
         .replay_dead_letters(open.iter().map(|d| d.id).collect())
         .await
         .expect("replay");
-    wait_until("the resolved notification arrives", async || {
+    wait_until("the resolved notification arrives", DEADLINE, async || {
         receiver.accepted().len() >= 2
     })
     .await;
@@ -293,6 +296,7 @@ async fn dead_letter_alert_fires_once_across_a_restart_and_resolves() {
     assert!(resolved["resolved_at"].is_string());
     wait_until(
         "the resolved notification is marked delivered",
+        DEADLINE,
         async || hub.engine.alerts(10).await.expect("alerts")[0].notified,
     )
     .await;
@@ -433,9 +437,11 @@ async fn a_notification_refused_before_a_restart_is_sent_after_it_once() {
     fakes["web"].set_key("BAD@WH", Some(Outcome::Permanent("HTTP 422: no".into())));
     let hub = Hub::start(&config, &db, &fakes).await;
     hub.erp_reports_one("BAD").await;
-    wait_until("the firing notification is tried and refused", async || {
-        receiver.requests() >= 1
-    })
+    wait_until(
+        "the firing notification is tried and refused",
+        DEADLINE,
+        async || receiver.requests() >= 1,
+    )
     .await;
     assert!(receiver.accepted().is_empty());
     let alerts = hub.engine.alerts(10).await.expect("alerts");
@@ -449,6 +455,7 @@ async fn a_notification_refused_before_a_restart_is_sent_after_it_once() {
     let hub = Hub::start(&config, &db, &fakes).await;
     wait_until(
         "the owed notification is sent after the restart",
+        DEADLINE,
         async || !receiver.accepted().is_empty(),
     )
     .await;
@@ -588,7 +595,7 @@ async fn alert_notifications_are_signed_with_a_timestamp() {
         tasks,
     };
     hub.erp_reports_one("BAD").await;
-    wait_until("a notification arrives", async || {
+    wait_until("a notification arrives", DEADLINE, async || {
         !receiver.requests().is_empty()
     })
     .await;
@@ -637,6 +644,7 @@ async fn a_redirecting_alert_webhook_is_not_followed() {
     hub.erp_reports_one("BAD").await;
     wait_until(
         "the notification reaches the redirecting webhook",
+        DEADLINE,
         async || !receiver.requests().is_empty(),
     )
     .await;

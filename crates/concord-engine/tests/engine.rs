@@ -24,7 +24,7 @@ use concord_core::Kind;
 use concord_engine::connector::Captured;
 use concord_store::{DeadLetterFilter, DeadLetterState, Direction, ItemState, JournalStatus};
 use std::time::{Duration, Instant};
-use support::{config_text, customer, order, stock, wait_until, Fake, Harness, Outcome};
+use support::{config_text, customer, order, stock, wait_until, Fake, Harness, Outcome, DEADLINE};
 
 const STOCK_FLOW: &str = r#"
 [[flows]]
@@ -62,7 +62,7 @@ async fn coalescing_keeps_only_the_newest_state() {
     web.close();
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))])
         .await;
-    wait_until("the first write is held in flight", async || {
+    wait_until("the first write is held in flight", DEADLINE, async || {
         web.waiting_at_gate() == 1
     })
     .await;
@@ -74,7 +74,7 @@ async fn coalescing_keeps_only_the_newest_state() {
         )
         .await;
     }
-    wait_until("every capture is processed", async || {
+    wait_until("every capture is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -85,7 +85,10 @@ async fn coalescing_keeps_only_the_newest_state() {
         .expect("items");
     assert_eq!(pending.len(), 1, "19 newer states coalesced into one item");
     web.open();
-    wait_until("everything is delivered", async || h.drained().await).await;
+    wait_until("everything is delivered", DEADLINE, async || {
+        h.drained().await
+    })
+    .await;
 
     let writes = web.writes_of("A@WH");
     assert!(
@@ -144,7 +147,7 @@ to = ["erp"]
         ],
     )
     .await;
-    wait_until("the order's changes are processed", async || {
+    wait_until("the order's changes are processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -161,7 +164,7 @@ to = ["erp"]
             .len();
     assert_eq!(queued, 3, "command items are never coalesced");
     erp.open();
-    wait_until("all three are delivered", async || {
+    wait_until("all three are delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
@@ -214,14 +217,18 @@ async fn per_key_order_holds_under_parallel_delivery() {
             .collect();
         h.capture("erp", &events).await;
     }
-    wait_until("every key's newest state is delivered", async || {
-        h.drained().await
-            && keys.iter().all(|k| {
-                web.done_of(&format!("{k}@WH"))
-                    .last()
-                    .is_some_and(|w| on_hand(w) == 10)
-            })
-    })
+    wait_until(
+        "every key's newest state is delivered",
+        DEADLINE,
+        async || {
+            h.drained().await
+                && keys.iter().all(|k| {
+                    web.done_of(&format!("{k}@WH"))
+                        .last()
+                        .is_some_and(|w| on_hand(w) == 10)
+                })
+        },
+    )
     .await;
 
     for k in &keys {
@@ -279,14 +286,18 @@ between = ["a", "b"]
         &[(Kind::Customer, "a-7", Some("1"), customer(key, "Ann"))],
     )
     .await;
-    wait_until("B got the change and its echo was processed", async || {
-        b.done_of(key).len() == 1
-            && h.drained().await
-            && journal_of("b")
-                .await
-                .iter()
-                .any(|e| e.status == JournalStatus::Processed)
-    })
+    wait_until(
+        "B got the change and its echo was processed",
+        DEADLINE,
+        async || {
+            b.done_of(key).len() == 1
+                && h.drained().await
+                && journal_of("b")
+                    .await
+                    .iter()
+                    .any(|e| e.status == JournalStatus::Processed)
+        },
+    )
     .await;
     let echo = journal_of("b").await;
     assert_eq!(echo.len(), 1, "B echoed its write once");
@@ -304,7 +315,7 @@ between = ["a", "b"]
         &[(Kind::Customer, "a-7", Some("2"), customer(key, "Ann"))],
     )
     .await;
-    wait_until("the repeat is processed", async || {
+    wait_until("the repeat is processed", DEADLINE, async || {
         h.drained().await && journal_of("a").await.len() == 2
     })
     .await;
@@ -321,9 +332,11 @@ between = ["a", "b"]
         &[(Kind::Customer, &b_id, None, customer(key, "Ann B."))],
     )
     .await;
-    wait_until("A got B's change and its echo was processed", async || {
-        a.done_of(key).len() == 1 && h.drained().await && journal_of("a").await.len() == 3
-    })
+    wait_until(
+        "A got B's change and its echo was processed",
+        DEADLINE,
+        async || a.done_of(key).len() == 1 && h.drained().await && journal_of("a").await.len() == 3,
+    )
     .await;
     assert_eq!(a.writes()[0].op.payload["name"], "Ann B.");
     assert_eq!(
@@ -379,7 +392,7 @@ to = ["erp"]
             .await
             .expect("items")
     };
-    wait_until("the order is parked", async || {
+    wait_until("the order is parked", DEADLINE, async || {
         h.journal_pending().await == 0 && !parked().await.is_empty()
     })
     .await;
@@ -398,7 +411,7 @@ to = ["erp"]
         &[(Kind::Customer, "web-c-1", Some("1"), customer(email, "Ann"))],
     )
     .await;
-    wait_until("the order is delivered", async || {
+    wait_until("the order is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 1 && h.drained().await
     })
     .await;
@@ -431,7 +444,7 @@ async fn retry_after_is_honoured_and_not_counted_as_an_attempt() {
     );
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))])
         .await;
-    wait_until("the endpoint is paused by the 429", async || {
+    wait_until("the endpoint is paused by the 429", DEADLINE, async || {
         h.engine
             .endpoint_health()
             .iter()
@@ -441,7 +454,7 @@ async fn retry_after_is_honoured_and_not_counted_as_an_attempt() {
     // Another key captured during the pause waits too: Retry-After applies to the endpoint.
     h.capture("erp", &[(Kind::Stock, "B@WH", Some("1"), stock("B", 1))])
         .await;
-    wait_until("both are delivered", async || {
+    wait_until("both are delivered", DEADLINE, async || {
         web.done_of("A@WH").len() == 1 && web.done_of("B@WH").len() == 1 && h.drained().await
     })
     .await;
@@ -503,6 +516,7 @@ async fn permanent_errors_dead_letter_and_replay_delivers_them() {
     };
     wait_until(
         "BAD is dead-lettered and the others delivered",
+        DEADLINE,
         async || {
             open().await.len() == 1
                 && web.done_of("G1@WH").len() == 1
@@ -530,7 +544,7 @@ async fn permanent_errors_dead_letter_and_replay_delivers_them() {
         .await
         .expect("replay");
     assert_eq!(replayed, vec![dl.id]);
-    wait_until("the replay is delivered", async || {
+    wait_until("the replay is delivered", DEADLINE, async || {
         web.done_of("BAD@WH").len() == 1 && h.drained().await
     })
     .await;
@@ -558,7 +572,7 @@ async fn permanent_errors_dead_letter_and_replay_delivers_them() {
         .await
         .expect("items");
     assert!(queued.is_empty(), "nothing enqueued: {queued:?}");
-    wait_until("drained", async || h.drained().await).await;
+    wait_until("drained", DEADLINE, async || h.drained().await).await;
     assert_eq!(
         web.writes_of("BAD@WH").len(),
         2,
@@ -582,9 +596,13 @@ async fn the_breaker_opens_and_recovers() {
     h.capture("erp", &events).await;
     // Writes claimed before the breaker opened may still be on their way: start measuring once
     // nothing is in flight.
-    wait_until("the breaker is open with nothing in flight", async || {
-        h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
-    })
+    wait_until(
+        "the breaker is open with nothing in flight",
+        DEADLINE,
+        async || {
+            h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
+        },
+    )
     .await;
 
     // Measure the calls over a window while the endpoint stays down: probes only, at most one
@@ -603,6 +621,7 @@ async fn the_breaker_opens_and_recovers() {
     web.set_default(None);
     wait_until(
         "the breaker closes and everything is delivered",
+        DEADLINE,
         async || {
             h.breaker("web") == "closed"
                 && ids.iter().all(|id| !web.done_of(id).is_empty())
@@ -627,9 +646,13 @@ async fn a_rate_limited_probe_does_not_wedge_the_breaker() {
         .map(|id| (Kind::Stock, *id, Some("1"), stock(&id[..2], 1)))
         .collect();
     h.capture("erp", &events).await;
-    wait_until("the breaker is open with nothing in flight", async || {
-        h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
-    })
+    wait_until(
+        "the breaker is open with nothing in flight",
+        DEADLINE,
+        async || {
+            h.breaker("web") == "open" && h.engine.endpoint_health().iter().all(|e| e.inflight == 0)
+        },
+    )
     .await;
     // The endpoint is back but busy: the half-open probe (the next call) gets a 429.
     let before = web.calls();
@@ -637,6 +660,7 @@ async fn a_rate_limited_probe_does_not_wedge_the_breaker() {
     web.set_default(None);
     wait_until(
         "the breaker closes and everything is delivered",
+        DEADLINE,
         async || {
             h.breaker("web") == "closed"
                 && ids.iter().all(|id| !web.done_of(id).is_empty())
@@ -678,7 +702,7 @@ async fn endless_transient_failures_end_as_a_dead_letter() {
             .await
             .expect("dead letters")
     };
-    wait_until("A is dead-lettered", async || {
+    wait_until("A is dead-lettered", DEADLINE, async || {
         !open().await.is_empty() && h.drained().await
     })
     .await;
@@ -724,7 +748,7 @@ to = ["web"]
     let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
     let cursor = async || h.store.cursor("erp", "stock").await.expect("cursor");
     let delivered = |n: i64| (1..=n).all(|i| !web.done_of(&format!("K{i}@WH")).is_empty());
-    wait_until("the first five arrive", async || {
+    wait_until("the first five arrive", DEADLINE, async || {
         cursor().await.as_deref() == Some("5") && delivered(5) && h.drained().await
     })
     .await;
@@ -740,7 +764,7 @@ to = ["web"]
         rec("K10", 10),
     ]);
     let last = erp.last_seq().to_string();
-    wait_until("the rest arrive", async || {
+    wait_until("the rest arrive", DEADLINE, async || {
         cursor().await.as_deref() == Some(last.as_str()) && delivered(10) && h.drained().await
     })
     .await;
@@ -795,7 +819,7 @@ async fn a_write_that_cannot_be_done_yet_waits_without_tripping_the_breaker() {
     web.push_key_outcomes("A@WH", (0..6).map(|_| Outcome::NotYet));
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))])
         .await;
-    wait_until("A has been refused a few times", async || {
+    wait_until("A has been refused a few times", DEADLINE, async || {
         web.writes_of("A@WH").len() >= 3
     })
     .await;
@@ -809,7 +833,7 @@ async fn a_write_that_cannot_be_done_yet_waits_without_tripping_the_breaker() {
         .map(|(k, id, v, r)| (*k, id.as_str(), *v, r.clone()))
         .collect();
     h.capture("erp", &others).await;
-    wait_until("everything is delivered", async || {
+    wait_until("everything is delivered", DEADLINE, async || {
         ["A@WH", "B@WH", "C@WH"]
             .iter()
             .all(|id| web.done_of(id).len() == 1)

@@ -23,7 +23,7 @@ use concord_core::Kind;
 use concord_engine::connector::Captured;
 use concord_store::{DeadLetter, DeadLetterFilter, DeadLetterState, Direction};
 use serde_json::json;
-use support::{config_text, customer, stock, wait_until, Fake, Harness};
+use support::{config_text, customer, stock, wait_until, Fake, Harness, DEADLINE};
 
 async fn open_dead_letters(h: &Harness) -> Vec<DeadLetter> {
     h.store
@@ -95,6 +95,7 @@ async fn a_runaway_mapping_dead_letters_its_record_and_the_rest_flows_on() {
     .await;
     wait_until(
         "both runaways are dead-lettered and the rest delivered",
+        DEADLINE,
         async || {
             open_dead_letters(&h).await.len() == 2
                 && web.done_of("G1@WH").len() == 1
@@ -135,7 +136,7 @@ async fn a_runaway_mapping_dead_letters_its_record_and_the_rest_flows_on() {
     // The hub still serves: a later record of the same flow is delivered.
     h.capture("erp", &[(Kind::Stock, "G2@WH", Some("1"), stock("G2", 2))])
         .await;
-    wait_until("a later record is delivered", async || {
+    wait_until("a later record is delivered", DEADLINE, async || {
         web.done_of("G2@WH").len() == 1 && h.drained().await
     })
     .await;
@@ -176,7 +177,7 @@ async fn replaying_a_planning_dead_letter_goes_through_the_filter_and_mapping() 
         ],
     )
     .await;
-    wait_until("three dead letters", async || {
+    wait_until("three dead letters", DEADLINE, async || {
         open_dead_letters(&h).await.len() == 3 && h.drained().await
     })
     .await;
@@ -189,7 +190,7 @@ async fn replaying_a_planning_dead_letter_goes_through_the_filter_and_mapping() 
     // A's figure comes down: delivered through the mapping.
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("2"), stock("A", 3))])
         .await;
-    wait_until("A's new figure is delivered", async || {
+    wait_until("A's new figure is delivered", DEADLINE, async || {
         web.done_of("A@WH").len() == 1 && h.drained().await
     })
     .await;
@@ -202,7 +203,7 @@ async fn replaying_a_planning_dead_letter_goes_through_the_filter_and_mapping() 
         .await
         .expect("replay");
     assert_eq!(replayed, vec![id_of("A@WH")]);
-    wait_until("the replay is delivered", async || {
+    wait_until("the replay is delivered", DEADLINE, async || {
         web.done_of("A@WH").len() == 2 && h.drained().await
     })
     .await;
@@ -280,14 +281,18 @@ async fn a_pool_filter_that_fails_publishes_nothing_for_its_sku() {
             .filter(|w| w.op.payload["sku"] == sku)
             .count()
     };
-    wait_until("A is published, BAD and LOOP refused", async || {
-        let refused = not_published().await;
-        sent("A") >= 1
-            && ["BAD", "LOOP"]
-                .iter()
-                .all(|s| refused.iter().any(|a| a.event.key.as_deref() == Some(*s)))
-            && h.drained().await
-    })
+    wait_until(
+        "A is published, BAD and LOOP refused",
+        DEADLINE,
+        async || {
+            let refused = not_published().await;
+            sent("A") >= 1
+                && ["BAD", "LOOP"]
+                    .iter()
+                    .all(|s| refused.iter().any(|a| a.event.key.as_deref() == Some(*s)))
+                && h.drained().await
+        },
+    )
     .await;
     assert_eq!(sent("BAD"), 0, "an erroring filter published");
     assert_eq!(sent("LOOP"), 0, "an over-budget filter published");
@@ -338,11 +343,15 @@ async fn a_polled_record_over_budget_is_dead_lettered_and_the_feed_goes_on() {
     )
     .await;
     let web = h.fake("web").clone();
-    wait_until("G1 and G2 delivered, LOOP dead-lettered", async || {
-        web.done_of("G1@WH").len() == 1
-            && web.done_of("G2@WH").len() == 1
-            && open_dead_letters(&h).await.len() == 1
-    })
+    wait_until(
+        "G1 and G2 delivered, LOOP dead-lettered",
+        DEADLINE,
+        async || {
+            web.done_of("G1@WH").len() == 1
+                && web.done_of("G2@WH").len() == 1
+                && open_dead_letters(&h).await.len() == 1
+        },
+    )
     .await;
     let dl = open_dead_letters(&h).await.remove(0);
     assert_eq!(
@@ -398,7 +407,10 @@ async fn a_running_jq_program_does_not_hold_up_the_shutdown() {
     )
     .await;
     // One entry per batch: once G1 is delivered the processor has gone on to LOOP.
-    wait_until("G1 is delivered", async || web.done_of("G1@WH").len() == 1).await;
+    wait_until("G1 is delivered", DEADLINE, async || {
+        web.done_of("G1@WH").len() == 1
+    })
+    .await;
     let store = h.store.clone();
     // `stop` fails the test if the engine's tasks are not done within the support deadline.
     h.stop().await;
@@ -457,6 +469,9 @@ async fn a_webhook_whose_record_runs_over_budget_is_refused_without_mapping_the_
     h.capture("erp", &[(Kind::Stock, "G1@WH", Some("1"), stock("G1", 1))])
         .await;
     let web = h.fake("web").clone();
-    wait_until("G1 is delivered", async || web.done_of("G1@WH").len() == 1).await;
+    wait_until("G1 is delivered", DEADLINE, async || {
+        web.done_of("G1@WH").len() == 1
+    })
+    .await;
     h.stop().await;
 }

@@ -9,7 +9,7 @@ mod support;
 use concord_core::Kind;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::OnceLock;
-use support::{config_text, stock, wait_until, Fake, Harness};
+use support::{config_text, stock, wait_until, Fake, Harness, DEADLINE};
 
 fn recorder() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -55,12 +55,16 @@ async fn broadcast(sku: &str, extra: &str) -> String {
         &[(Kind::Stock, &format!("{sku}@WH"), Some("1"), stock(sku, 5))],
     )
     .await;
-    wait_until("the channel receives the SKU's figure", async || {
-        h.fake("web")
-            .writes()
-            .iter()
-            .any(|w| w.ok() && w.op.key.contains(sku))
-    })
+    wait_until(
+        "the channel receives the SKU's figure",
+        DEADLINE,
+        async || {
+            h.fake("web")
+                .writes()
+                .iter()
+                .any(|w| w.ok() && w.op.key.contains(sku))
+        },
+    )
     .await;
     let text = handle.render();
     h.stop().await;

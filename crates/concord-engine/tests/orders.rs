@@ -26,7 +26,7 @@ use concord_store::{
     ReservationState, ReserveOutcome,
 };
 use serde_json::{json, Value};
-use support::{config_text, customer, wait_until, Fake, Harness, Outcome, ORDERS_TO_ERP};
+use support::{config_text, customer, wait_until, Fake, Harness, Outcome, DEADLINE, ORDERS_TO_ERP};
 
 fn order(number: &str, lines: &[(&str, i64)], status: &str) -> Value {
     let lines: Vec<Value> = lines
@@ -99,7 +99,7 @@ async fn state(h: &Harness, key: &str) -> String {
 }
 
 async fn wait_state(h: &Harness, key: &str, want: &str) {
-    wait_until(&format!("order {key} is {want}"), async || {
+    wait_until(&format!("order {key} is {want}"), DEADLINE, async || {
         h.journal_pending().await == 0 && state(h, key).await == want
     })
     .await;
@@ -187,7 +187,7 @@ async fn the_state_machine_runs_through_the_engine() {
     )
     .await;
     wait_state(&h, key, "shipped").await;
-    wait_until("both shipments reach the channel", async || {
+    wait_until("both shipments reach the channel", DEADLINE, async || {
         web.done_of("web/1001:S1").len() == 1 && web.done_of("web/1001:S2").len() == 1
     })
     .await;
@@ -207,7 +207,7 @@ async fn the_state_machine_runs_through_the_engine() {
         )],
     )
     .await;
-    wait_until("the cancellation is processed", async || {
+    wait_until("the cancellation is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -267,6 +267,7 @@ async fn the_state_machine_runs_through_the_engine() {
     wait_state(&h, key, "closed").await;
     wait_until(
         "the invoice and the payment reach the channel",
+        DEADLINE,
         async || web.done_of("web/1001:INV-1").len() == 1 && web.done_of("web/1001:P1").len() == 1,
     )
     .await;
@@ -286,7 +287,7 @@ async fn the_state_machine_runs_through_the_engine() {
     )
     .await;
     wait_state(&h, key, "partially_refunded").await;
-    wait_until("the refund reaches the ERP", async || {
+    wait_until("the refund reaches the ERP", DEADLINE, async || {
         erp.done_of("web/1001:R1").len() == 1
     })
     .await;
@@ -388,7 +389,7 @@ async fn place_then_edit(h: &Harness) {
         )],
     )
     .await;
-    wait_until("the edit is processed", async || {
+    wait_until("the edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -399,7 +400,7 @@ async fn an_edit_is_amended_where_the_erp_can_amend() {
     let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp.with_amend()).await;
     place_then_edit(&h).await;
     let erp = h.fake("erp").clone();
-    wait_until("the amend is delivered", async || {
+    wait_until("the amend is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 2 && h.drained().await
     })
     .await;
@@ -421,7 +422,7 @@ async fn an_edit_cancels_and_replaces_where_the_erp_cannot_amend() {
     let h = web_and_erp(ORDERS_TO_ERP, &[Kind::Order], |erp| erp).await;
     place_then_edit(&h).await;
     let erp = h.fake("erp").clone();
-    wait_until("the replacement is delivered", async || {
+    wait_until("the replacement is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
@@ -436,9 +437,11 @@ async fn an_edit_cancels_and_replaces_where_the_erp_cannot_amend() {
         )],
     )
     .await;
-    wait_until("the second replacement is delivered", async || {
-        erp.done_of("web/1001").len() == 5 && h.drained().await
-    })
+    wait_until(
+        "the second replacement is delivered",
+        DEADLINE,
+        async || erp.done_of("web/1001").len() == 5 && h.drained().await,
+    )
     .await;
     let r2 = Some("web/1001~2".to_string());
     let r3 = Some("web/1001~3".to_string());
@@ -476,7 +479,7 @@ async fn an_edit_is_refused_under_the_reject_policy() {
     );
     assert!(dl[0].reason.contains("edits = \"reject\""));
     let erp = h.fake("erp").clone();
-    wait_until("drained", async || h.drained().await).await;
+    wait_until("drained", DEADLINE, async || h.drained().await).await;
     assert_eq!(ops(&erp, "web/1001"), [("create".into(), None, true)]);
     let e = h
         .store
@@ -521,7 +524,7 @@ async fn an_edit_after_shipment_is_refused_with_a_reason() {
         )],
     )
     .await;
-    wait_until("the edit is processed", async || {
+    wait_until("the edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -537,7 +540,7 @@ async fn an_edit_after_shipment_is_refused_with_a_reason() {
     assert!(!last.event.applied);
     assert_eq!(hist.order.state, "shipped");
     let erp = h.fake("erp").clone();
-    wait_until("drained", async || h.drained().await).await;
+    wait_until("drained", DEADLINE, async || h.drained().await).await;
     assert!(erp.writes_of("web/1001").iter().all(|w| w.op.op != "amend"));
     h.stop().await;
 }
@@ -560,7 +563,7 @@ locations = ["WH"]
 /// Once the ledger has a figure of SKU `A`: reserve `quantity` of it for `cart` on `web` and
 /// commit the reservation to order 1001 (a checkout through the pool).
 async fn checkout_a(h: &Harness, cart: &str, quantity: i64) -> Reservation {
-    wait_until("the ledger has the figure", async || {
+    wait_until("the ledger has the figure", DEADLINE, async || {
         h.store
             .levels(&["A".to_string()])
             .await
@@ -620,7 +623,7 @@ async fn reservations_follow_edits_and_cancellations() {
         )],
     )
     .await;
-    wait_until("the edit is processed", async || {
+    wait_until("the edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -636,7 +639,7 @@ async fn reservations_follow_edits_and_cancellations() {
         )],
     )
     .await;
-    wait_until("the second edit is processed", async || {
+    wait_until("the second edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -667,7 +670,7 @@ async fn reservations_follow_edits_and_cancellations() {
     let r = h.engine.reservation(&r.id).await.unwrap();
     assert_eq!(r.state, concord_store::ReservationState::Cancelled);
     let erp = h.fake("erp").clone();
-    wait_until("the ERP order is cancelled", async || {
+    wait_until("the ERP order is cancelled", DEADLINE, async || {
         erp.done_of("web/1001").iter().any(|w| w.op.op == "cancel")
     })
     .await;
@@ -699,7 +702,7 @@ async fn a_refund_the_erp_cannot_record_needs_attention() {
         ],
     )
     .await;
-    wait_until("processed and delivered", async || {
+    wait_until("processed and delivered", DEADLINE, async || {
         h.journal_pending().await == 0 && h.drained().await
     })
     .await;
@@ -737,7 +740,7 @@ to = ["erp"]
     let kinds = [Kind::Customer, Kind::Order];
     let h = web_and_erp(&flows, &kinds, |erp| erp).await;
     place_1001(&h).await;
-    wait_until("the order is parked", async || {
+    wait_until("the order is parked", DEADLINE, async || {
         h.engine.parked(10).await.is_ok_and(|p| !p.is_empty())
     })
     .await;
@@ -776,7 +779,7 @@ async fn the_same_order_webhook_three_times_creates_one_erp_order() {
         h.capture("web", &[(Kind::Order, "1001", Some(version), o.clone())])
             .await;
     }
-    wait_until("processed and delivered", async || {
+    wait_until("processed and delivered", DEADLINE, async || {
         h.journal_pending().await == 0 && h.drained().await
     })
     .await;
@@ -848,7 +851,7 @@ to = ["web"]
     wait_state(&h, "web/1001", "cancelled").await;
     assert_eq!(held(&h, "A").await, 0, "the reservation is released");
     let web = h.fake("web").clone();
-    wait_until("the channel is told", async || {
+    wait_until("the channel is told", DEADLINE, async || {
         web.done_of("web/1001").iter().any(|w| w.op.op == "cancel")
     })
     .await;
@@ -863,7 +866,10 @@ to = ["web"]
         )],
     )
     .await;
-    wait_until("processed", async || h.journal_pending().await == 0).await;
+    wait_until("processed", DEADLINE, async || {
+        h.journal_pending().await == 0
+    })
+    .await;
     assert_eq!(state(&h, "web/1001").await, "cancelled");
     let dl = open_dead_letters(&h).await;
     assert!(
@@ -937,7 +943,7 @@ to = ["erp"]
         )
         .await;
     }
-    wait_until("both payments reach the ERP", async || {
+    wait_until("both payments reach the ERP", DEADLINE, async || {
         let erp = h.fake("erp");
         erp.done_of("web1/1001:pay_1").len() == 1
             && erp.done_of("web2/2001:pay_1").len() == 1
@@ -988,7 +994,7 @@ to = ["erp"]
         )],
     )
     .await;
-    wait_until("processed", async || {
+    wait_until("processed", DEADLINE, async || {
         h.journal_pending().await == 0 && h.drained().await
     })
     .await;
@@ -1050,7 +1056,7 @@ async fn an_order_partially_refunded_before_shipment_can_still_be_cancelled() {
     .await;
     wait_state(&h, key, "cancelled").await;
     let erp = h.fake("erp").clone();
-    wait_until("the ERP order is cancelled", async || {
+    wait_until("the ERP order is cancelled", DEADLINE, async || {
         erp.done_of(key).iter().any(|w| w.op.op == "cancel")
     })
     .await;
@@ -1088,13 +1094,13 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
     wait_state(&h, "web/1001", "accepted").await;
     // The ERP's next figure holds the order: the hub's lines are released.
     let started = std::time::Instant::now();
-    wait_until("a moment after the acceptance", async || {
+    wait_until("a moment after the acceptance", DEADLINE, async || {
         started.elapsed() > std::time::Duration::from_millis(5)
     })
     .await;
     let (k, id, v, rec) = figure("2", 2);
     h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
-    wait_until("the reservation is released", async || {
+    wait_until("the reservation is released", DEADLINE, async || {
         held(&h, "A").await == 0
     })
     .await;
@@ -1110,7 +1116,7 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
         )],
     )
     .await;
-    wait_until("the edit is processed", async || {
+    wait_until("the edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -1129,7 +1135,7 @@ async fn an_increase_after_the_erp_took_the_order_over_is_still_reserved() {
         )],
     )
     .await;
-    wait_until("the covered edit is processed", async || {
+    wait_until("the covered edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
@@ -1193,14 +1199,16 @@ async fn replacement_is_held(amend: bool) {
     let send = async |version: &str, committed: i64| {
         let (k, id, v, rec) = figure(version, committed);
         h.capture("erp", &[(k, id, v.as_deref(), rec)]).await;
-        wait_until(&format!("the ledger has figure {version}"), async || {
-            ats_a(&h).await.1.as_deref() == Some(version)
-        })
+        wait_until(
+            &format!("the ledger has figure {version}"),
+            DEADLINE,
+            async || ats_a(&h).await.1.as_deref() == Some(version),
+        )
         .await;
     };
     let a_moment = async || {
         let started = std::time::Instant::now();
-        wait_until("a moment after the acceptance", async || {
+        wait_until("a moment after the acceptance", DEADLINE, async || {
             started.elapsed() > std::time::Duration::from_millis(5)
         })
         .await;
@@ -1211,9 +1219,11 @@ async fn replacement_is_held(amend: bool) {
     wait_state(&h, "web/1001", "accepted").await;
     a_moment().await;
     send("2", 2).await;
-    wait_until("the ERP's figures took the order over", async || {
-        held(&h, "A").await == 0
-    })
+    wait_until(
+        "the ERP's figures took the order over",
+        DEADLINE,
+        async || held(&h, "A").await == 0,
+    )
     .await;
     assert_eq!(ats_a(&h).await.0, 8);
 
@@ -1237,13 +1247,17 @@ async fn replacement_is_held(amend: bool) {
         )],
     )
     .await;
-    wait_until("the cancel is delivered, the replacement not", async || {
-        erp.done_of("web/1001").len() == 2
-            && erp
-                .writes_of("web/1001")
-                .iter()
-                .any(|w| w.op.op == "create" && !w.ok())
-    })
+    wait_until(
+        "the cancel is delivered, the replacement not",
+        DEADLINE,
+        async || {
+            erp.done_of("web/1001").len() == 2
+                && erp
+                    .writes_of("web/1001")
+                    .iter()
+                    .any(|w| w.op.op == "create" && !w.ok())
+        },
+    )
     .await;
     assert_eq!(
         held(&h, "A").await,
@@ -1261,14 +1275,17 @@ async fn replacement_is_held(amend: bool) {
 
     // The replacement is accepted; the ERP's next figure includes it: released once.
     erp.set_key("web/1001", None);
-    wait_until("the replacement is delivered", async || {
+    wait_until("the replacement is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
     assert_eq!(ats_a(&h).await.0, 1);
     a_moment().await;
     send("4", 9).await;
-    wait_until("the hold is released", async || held(&h, "A").await == 0).await;
+    wait_until("the hold is released", DEADLINE, async || {
+        held(&h, "A").await == 0
+    })
+    .await;
     assert_eq!(ats_a(&h).await.0, 1, "the ERP's free stock, counted once");
     let r = h
         .store
@@ -1295,7 +1312,7 @@ async fn an_amend_the_erp_cannot_apply_is_cancelled_and_replaced() {
         [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
     );
     place_then_edit(&h).await;
-    wait_until("the replacement is delivered", async || {
+    wait_until("the replacement is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
@@ -1356,9 +1373,11 @@ async fn an_amend_the_erp_cannot_apply_is_cancelled_and_replaced() {
         )],
     )
     .await;
-    wait_until("the amend of the replacement is delivered", async || {
-        erp.done_of("web/1001").len() == 4 && h.drained().await
-    })
+    wait_until(
+        "the amend of the replacement is delivered",
+        DEADLINE,
+        async || erp.done_of("web/1001").len() == 4 && h.drained().await,
+    )
     .await;
     assert_eq!(
         ops(&erp, "web/1001")[4],
@@ -1391,7 +1410,7 @@ async fn a_later_edit_waiting_behind_a_refused_amend_goes_into_the_replacement()
         )],
     )
     .await;
-    wait_until("the amend is held at the ERP", async || {
+    wait_until("the amend is held at the ERP", DEADLINE, async || {
         erp.waiting_at_gate() == 1
     })
     .await;
@@ -1405,12 +1424,12 @@ async fn a_later_edit_waiting_behind_a_refused_amend_goes_into_the_replacement()
         )],
     )
     .await;
-    wait_until("the second edit is processed", async || {
+    wait_until("the second edit is processed", DEADLINE, async || {
         h.journal_pending().await == 0
     })
     .await;
     erp.open();
-    wait_until("the replacement is delivered", async || {
+    wait_until("the replacement is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
@@ -1448,7 +1467,7 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
         [Outcome::Done, Outcome::CannotAmend(CANNOT_ADD.into())],
     );
     place_then_edit(&h).await;
-    wait_until("the refused amend is dead-lettered", async || {
+    wait_until("the refused amend is dead-lettered", DEADLINE, async || {
         h.drained().await && !open_dead_letters(&h).await.is_empty()
     })
     .await;
@@ -1487,7 +1506,7 @@ async fn an_amend_the_erp_cannot_apply_is_a_dead_letter_under_reject() {
     // connector would answer done without applying the edit.
     let replayed = h.engine.replay_dead_letters(vec![dl[0].id]).await.unwrap();
     assert_eq!(replayed, [dl[0].id]);
-    wait_until("the replayed amend is delivered", async || {
+    wait_until("the replayed amend is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 2 && h.drained().await
     })
     .await;
@@ -1510,7 +1529,7 @@ async fn the_erps_superseded_original_order_does_not_cancel_the_order() {
     let h = web_and_erp(&flows, &[Kind::Order], |erp| erp).await;
     place_then_edit(&h).await;
     let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
-    wait_until("the replacement is delivered", async || {
+    wait_until("the replacement is delivered", DEADLINE, async || {
         erp.done_of("web/1001").len() == 3 && h.drained().await
     })
     .await;
@@ -1527,7 +1546,7 @@ async fn the_erps_superseded_original_order_does_not_cancel_the_order() {
         &[(Kind::Order, "SO-1", Some("5"), erp_order("cancelled", None))],
     )
     .await;
-    wait_until("processed", async || {
+    wait_until("processed", DEADLINE, async || {
         h.journal_pending().await == 0 && h.drained().await
     })
     .await;
@@ -1634,7 +1653,7 @@ to = ["erp"]
     )
     .await;
     let erp = h.fake("erp").clone();
-    wait_until("both payments reach the ERP", async || {
+    wait_until("both payments reach the ERP", DEADLINE, async || {
         erp.done_of("web2/2001:pay_1").len() == 1
             && erp.done_of("pay_1").len() == 1
             && h.journal_pending().await == 0

@@ -9,7 +9,7 @@ mod support;
 
 use concord_core::Kind;
 use serde_json::json;
-use support::{config_text, wait_until, Fake, Harness, ORDERS_TO_ERP};
+use support::{config_text, wait_until, Fake, Harness, DEADLINE, ORDERS_TO_ERP};
 
 fn order(number: &str) -> serde_json::Value {
     json!({"number": number, "customer": {"email": "ann@example.com"}, "currency": "USD",
@@ -44,9 +44,11 @@ async fn delivery_attempts_older_than_the_retention_are_pruned() {
     let h = start("300ms").await;
     h.capture("web", &[(Kind::Order, "1", Some("1"), order("1"))])
         .await;
-    wait_until("the order's create attempt is logged", async || {
-        attempts(&h, "web/1").await == 1
-    })
+    wait_until(
+        "the order's create attempt is logged",
+        DEADLINE,
+        async || attempts(&h, "web/1").await == 1,
+    )
     .await;
     // Still within the retention: kept.
     let p = h.engine.prune_history().await.expect("prune");
@@ -54,15 +56,17 @@ async fn delivery_attempts_older_than_the_retention_are_pruned() {
     assert_eq!(attempts(&h, "web/1").await, 1);
     // Once it is older than the retention it goes; a newer attempt stays.
     let logged = std::time::Instant::now();
-    wait_until("the retention has passed", async || {
+    wait_until("the retention has passed", DEADLINE, async || {
         logged.elapsed() > std::time::Duration::from_millis(400)
     })
     .await;
     h.capture("web", &[(Kind::Order, "2", Some("1"), order("2"))])
         .await;
-    wait_until("the second order's attempt is logged", async || {
-        attempts(&h, "web/2").await == 1
-    })
+    wait_until(
+        "the second order's attempt is logged",
+        DEADLINE,
+        async || attempts(&h, "web/2").await == 1,
+    )
     .await;
     let p = h.engine.prune_history().await.expect("prune");
     assert_eq!(p.delivery_attempts, 1, "{p:?}");
@@ -99,7 +103,7 @@ async fn finished_journal_entries_and_old_audit_events_are_pruned() {
         .expect("audit");
     h.capture("web", &[(Kind::Order, "1", Some("1"), order("1"))])
         .await;
-    wait_until("order 1 is delivered", async || {
+    wait_until("order 1 is delivered", DEADLINE, async || {
         attempts(&h, "web/1").await == 1 && h.drained().await
     })
     .await;
@@ -107,12 +111,12 @@ async fn finished_journal_entries_and_old_audit_events_are_pruned() {
     h.fake("erp").close();
     h.capture("web", &[(Kind::Order, "2", Some("1"), order("2"))])
         .await;
-    wait_until("order 2 waits at the ERP", async || {
+    wait_until("order 2 waits at the ERP", DEADLINE, async || {
         h.fake("erp").waiting_at_gate() > 0
     })
     .await;
     let logged = std::time::Instant::now();
-    wait_until("the retention has passed", async || {
+    wait_until("the retention has passed", DEADLINE, async || {
         logged.elapsed() > std::time::Duration::from_millis(400)
     })
     .await;
@@ -133,7 +137,7 @@ async fn finished_journal_entries_and_old_audit_events_are_pruned() {
     );
     // Order 2 is still delivered once the ERP is back, and its entry goes after that.
     h.fake("erp").open();
-    wait_until("order 2 is delivered", async || {
+    wait_until("order 2 is delivered", DEADLINE, async || {
         attempts(&h, "web/2").await >= 1 && h.drained().await
     })
     .await;

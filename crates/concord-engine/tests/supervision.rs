@@ -75,11 +75,13 @@ async fn a_write_that_panics_is_retried_and_gives_its_inflight_slot_back() {
     web.panic_writes(2);
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 7))])
         .await;
-    wait_until("A is delivered after two panicking writes", async || {
-        !web.done_of("A@WH").is_empty() && h.drained().await
-    })
+    wait_until(
+        "A is delivered after two panicking writes",
+        DEADLINE,
+        async || !web.done_of("A@WH").is_empty() && h.drained().await,
+    )
     .await;
-    wait_until("no delivery is counted in flight", async || {
+    wait_until("no delivery is counted in flight", DEADLINE, async || {
         inflight(&h, "web") == 0
     })
     .await;
@@ -87,7 +89,10 @@ async fn a_write_that_panics_is_retried_and_gives_its_inflight_slot_back() {
     // The endpoint keeps delivering.
     h.capture("erp", &[(Kind::Stock, "B@WH", Some("1"), stock("B", 3))])
         .await;
-    wait_until("B is delivered", async || !web.done_of("B@WH").is_empty()).await;
+    wait_until("B is delivered", DEADLINE, async || {
+        !web.done_of("B@WH").is_empty()
+    })
+    .await;
     assert_eq!(h.engine.readiness(), Readiness::Ready);
     h.stop().await;
 }
@@ -115,9 +120,11 @@ async fn an_absurd_retry_after_is_cut_to_retry_after_max() {
     );
     h.capture("erp", &[(Kind::Stock, "A@WH", Some("1"), stock("A", 1))])
         .await;
-    wait_until("A is delivered once the capped pause is over", async || {
-        !web.done_of("A@WH").is_empty()
-    })
+    wait_until(
+        "A is delivered once the capped pause is over",
+        DEADLINE,
+        async || !web.done_of("A@WH").is_empty(),
+    )
     .await;
     assert_eq!(web.writes_of("A@WH").len(), 2, "one 429, then the write");
     h.stop().await;
@@ -136,7 +143,7 @@ async fn a_task_that_panics_is_restarted_and_its_work_goes_on() {
     )
     .await;
     let web = h.fake("web").clone();
-    wait_until("the polled records are delivered", async || {
+    wait_until("the polled records are delivered", DEADLINE, async || {
         !web.done_of("P1@WH").is_empty() && !web.done_of("P2@WH").is_empty()
     })
     .await;
@@ -184,7 +191,7 @@ async fn a_task_that_keeps_failing_is_given_up_and_named_by_readiness() {
     let web = h.fake("web").clone();
     h.capture("erp", &[(Kind::Stock, "W@WH", Some("1"), stock("W", 4))])
         .await;
-    wait_until("a webhook still goes through", async || {
+    wait_until("a webhook still goes through", DEADLINE, async || {
         !web.done_of("W@WH").is_empty()
     })
     .await;
@@ -228,6 +235,7 @@ async fn a_journal_entry_that_keeps_failing_becomes_a_dead_letter_and_the_rest_f
     let web = h.fake("web").clone();
     wait_until(
         "the entries around the poisoned one are delivered",
+        DEADLINE,
         async || {
             ["G1@WH", "G2@WH", "G3@WH"]
                 .iter()

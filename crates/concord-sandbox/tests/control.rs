@@ -5,9 +5,10 @@
 //! a deadline.
 
 use concord_sandbox::{ErpOptions, ErpSim, ShopOptions, ShopSim};
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One request on a fresh connection (no pooled connection outlives an outage): `(status,
 /// body as JSON or `Null`)`.
@@ -49,22 +50,6 @@ fn addr_of(base: &str) -> SocketAddr {
 
 async fn accepts(addr: SocketAddr) -> bool {
     tokio::net::TcpStream::connect(addr).await.is_ok()
-}
-
-/// Poll `cond` every 5 ms until it holds; panic naming `what` after `within`.
-async fn wait_for<F: std::future::Future<Output = bool>>(
-    what: &str,
-    within: Duration,
-    mut cond: impl FnMut() -> F,
-) {
-    let until = Instant::now() + within;
-    while !cond().await {
-        assert!(
-            Instant::now() < until,
-            "timed out after {within:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -186,13 +171,13 @@ async fn an_outage_over_http_closes_the_port_then_binds_it_again() {
     )
     .await;
     assert_eq!((st, ack), (202, json!({"down_for_ms": 1500})));
-    wait_for(
+    wait_until(
         "the port refuses connections",
         Duration::from_secs(5),
         || async { !accepts(addr).await },
     )
     .await;
-    wait_for(
+    wait_until(
         "the port accepts again",
         Duration::from_secs(15),
         || async { accepts(addr).await },

@@ -11,20 +11,13 @@ use axum::Router;
 use concord_core::Kind;
 use concord_engine::connector::{Connector, EndpointSpec};
 use concord_sandbox::{ErpOptions, ErpSim, ShopOptions, ShopSim, TOPIC_HEADER};
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "s3cret";
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// The connector of `kind` at `url`, verifying webhooks with [`SECRET`].
 fn connector(kind: &str, url: &str) -> Arc<dyn Connector> {
@@ -108,7 +101,10 @@ async fn webhooks_are_signed_ordered_and_batched_under_load() {
     for i in 0..500 {
         erp.set_stock("A", "WH1", i + 1).unwrap();
     }
-    wait_until("500 stock events", || rx.event_count() == 500).await;
+    wait_until("500 stock events", Duration::from_secs(5), async || {
+        rx.event_count() == 500
+    })
+    .await;
     let conn = connector("sandbox-erp", &erp.base_url());
     let posts = rx.posts();
     assert!(
@@ -152,9 +148,11 @@ async fn webhook_failures_are_retried_then_dropped() {
     .await
     .unwrap();
     shop.set_inventory("A", "L1", 3).unwrap();
-    wait_until("delivery after two failures", || {
-        shop.counters().webhooks_sent == 1
-    })
+    wait_until(
+        "delivery after two failures",
+        Duration::from_secs(5),
+        async || shop.counters().webhooks_sent == 1,
+    )
     .await;
     assert_eq!(shop.counters().webhooks_failed, 2);
     assert_eq!(rx.event_count(), 1);
@@ -162,7 +160,10 @@ async fn webhook_failures_are_retried_then_dropped() {
     // Always failing: 1 try + 3 retries (0.1 + 0.4 + 1.6 s), then the batch is dropped.
     rx.fail_first.store(usize::MAX, Ordering::SeqCst);
     shop.set_inventory("A", "L1", 4).unwrap();
-    wait_until("drop", || shop.counters().webhooks_dropped == 1).await;
+    wait_until("drop", Duration::from_secs(5), async || {
+        shop.counters().webhooks_dropped == 1
+    })
+    .await;
     let c = shop.counters();
     assert_eq!((c.webhooks_failed, c.webhook_events_dropped), (6, 1));
     shop.shutdown().await;

@@ -5,7 +5,8 @@
 //!   incoming, backorderable}]}`
 //! - `POST /v1/reservations` `{"channel", "key", "lines": [{"sku", "quantity"}]}` → 201 with the
 //!   reservation (200 with the earlier one when `key` was used before: idempotent); 409
-//!   `{"error", "short": [{sku, requested, available}]}` when stock is short (nothing reserved)
+//!   `{"error", "code": "insufficient_stock", "details", "short": [{sku, requested, available}]}`
+//!   when stock is short (nothing reserved)
 //! - `POST /v1/reservations/{id}/commit` `{"order": "<channel order number>"}` → 200
 //! - `DELETE /v1/reservations/{id}` → 200 (cancelled; its stock is free again)
 //! - `GET /v1/reservations/{id}` → 200
@@ -15,7 +16,8 @@
 //!   `{"error"}` saying why no price applies (no list has the SKU, none for this buyer, none in
 //!   the currency, none valid today) or that `[pricing]` is not configured
 //!
-//! Bad input answers 400 naming the field; values outside the bounded domain
+//! Errors are [`crate::error::ErrorBody`] with a stable `code` (`unknown_reservation`,
+//! `reservation_expired`, `no_price`, …). Bad input answers 400 naming the field (`field`); values outside the bounded domain
 //! (`concord_core::limits`: more than 500 lines or 200 `sku` values, quantities above 10⁹,
 //! control characters or more than 256 bytes in a SKU or key) are refused before the store is
 //! asked. Bodies must be declared JSON (415 otherwise) and are parsed strictly, queries decoded
@@ -26,7 +28,7 @@
 //! never block on a connector.
 
 use crate::access::ChannelScope;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
@@ -36,7 +38,7 @@ use axum::{Json, Router};
 use concord_core::inventory::Line;
 use concord_engine::runtime::inventory::InventoryError;
 use concord_engine::runtime::pricing::{PriceRequest, PricingError};
-use concord_store::ReserveOutcome;
+use concord_store::{ReservationState, ReserveOutcome};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -52,15 +54,11 @@ pub fn routes() -> Router<AppState> {
 
 impl From<PricingError> for ApiError {
     fn from(e: PricingError) -> Self {
-        let status = match &e {
-            PricingError::NotConfigured | PricingError::NoPrice(_) => StatusCode::NOT_FOUND,
-            PricingError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            PricingError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        ApiError {
-            status,
-            message: e.to_string(),
-            details: vec![],
+        match e {
+            PricingError::NotConfigured => ApiError::new(ErrorCode::NotConfigured, e.to_string()),
+            PricingError::NoPrice(_) => ApiError::new(ErrorCode::NoPrice, e.to_string()),
+            PricingError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            PricingError::Store(e) => e.into(),
         }
     }
 }
@@ -81,52 +79,58 @@ async fn prices(
             "customer" => &mut req.customer,
             "currency" => &mut req.currency,
             other => {
-                return Err(bad_request(format!(
-                    "{other}: unknown parameter, expected `channel`, `sku`, `qty`, `customer`, `currency`"
-                )))
+                return Err(unknown_parameter(
+                    other,
+                    "`channel`, `sku`, `qty`, `customer`, `currency`",
+                ))
             }
         };
         if slot.replace(v).is_some() {
-            return Err(bad_request(format!("{k}: given more than once")));
+            return Err(ApiError::invalid_field(k, "given more than once"));
         }
     }
-    req.channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    req.channel = channel.ok_or_else(|| ApiError::missing_field("channel"))?;
     scope.check(&req.channel)?;
-    req.sku = sku.ok_or_else(|| bad_request("sku: required".into()))?;
+    req.sku = sku.ok_or_else(|| ApiError::missing_field("sku"))?;
     req.quantity = match qty {
         None => 1,
-        Some(q) => q
-            .parse()
-            .map_err(|_| bad_request(format!("qty: must be a whole number, got {q:?}")))?,
+        Some(q) => q.parse().map_err(|_| {
+            ApiError::invalid_field("qty", format!("must be a whole number, got {q:?}"))
+        })?,
     };
     Ok(Json(s.engine.price(&req)?).into_response())
 }
 
 impl From<InventoryError> for ApiError {
     fn from(e: InventoryError) -> Self {
-        let status = match &e {
-            InventoryError::NotConfigured | InventoryError::NotFound(_) => StatusCode::NOT_FOUND,
-            InventoryError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            InventoryError::WrongState { .. } => StatusCode::CONFLICT,
-            InventoryError::Store(_) | InventoryError::Random(_) => StatusCode::SERVICE_UNAVAILABLE,
+        let code = match &e {
+            InventoryError::NotConfigured => ErrorCode::NotConfigured,
+            InventoryError::NotFound(_) => ErrorCode::UnknownReservation,
+            InventoryError::Invalid { field, message } => {
+                return ApiError::invalid_field(field.clone(), message)
+            }
+            InventoryError::WrongState { state, .. } => match state {
+                ReservationState::Expired => ErrorCode::ReservationExpired,
+                _ => ErrorCode::ReservationClosed,
+            },
+            InventoryError::Store(concord_store::StoreError::Busy) => ErrorCode::Overloaded,
+            InventoryError::Store(_) => ErrorCode::StoreUnavailable,
+            InventoryError::Random(_) => ErrorCode::Unavailable,
         };
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if matches!(code, ErrorCode::StoreUnavailable | ErrorCode::Unavailable) {
             tracing::error!(error = %e, "commerce API could not reach the store");
         }
-        ApiError {
-            status,
-            message: e.to_string(),
-            details: vec![],
-        }
+        ApiError::new(code, e.to_string())
     }
 }
 
-fn bad_request(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message,
-        details: vec![],
-    }
+/// 400 `unknown_field` for a query parameter this endpoint does not read.
+fn unknown_parameter(name: &str, expected: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnknownField,
+        format!("{name}: unknown parameter, expected {expected}"),
+    )
+    .with_field(name)
 }
 
 /// Parse a JSON body into `T`, strictly, naming the offending field on failure (see
@@ -145,14 +149,10 @@ async fn availability(
         match k.as_str() {
             "channel" => channel = Some(v),
             "sku" => skus.push(v),
-            other => {
-                return Err(bad_request(format!(
-                    "{other}: unknown parameter, expected `channel` and `sku`"
-                )))
-            }
+            other => return Err(unknown_parameter(other, "`channel` and `sku`")),
         }
     }
-    let channel = channel.ok_or_else(|| bad_request("channel: required".into()))?;
+    let channel = channel.ok_or_else(|| ApiError::missing_field("channel"))?;
     scope.check(&channel)?;
     let list = s.engine.availability(&channel, &skus).await?;
     Ok(Json(json!({ "channel": channel, "skus": list })).into_response())
@@ -179,7 +179,12 @@ async fn reserve(
         ReserveOutcome::Existing(r) => Ok((StatusCode::OK, Json(r)).into_response()),
         ReserveOutcome::Short(short) => Ok((
             StatusCode::CONFLICT,
-            Json(json!({ "error": "insufficient stock; nothing was reserved", "short": short })),
+            Json(json!({
+                "error": "insufficient stock; nothing was reserved",
+                "code": ErrorCode::InsufficientStock,
+                "details": [],
+                "short": short,
+            })),
         )
             .into_response()),
     }

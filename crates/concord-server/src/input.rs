@@ -17,18 +17,51 @@
 //! connectors. Must never: accept a duplicate key, decode anything lossily, or read a body a
 //! Content-Type does not declare as JSON.
 
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-fn bad_request(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message,
-        details: vec![],
+fn invalid_json(message: String) -> ApiError {
+    ApiError::new(ErrorCode::InvalidJson, message)
+}
+
+/// The error of a value that did not deserialize as `T`, at `path` (`serde_path_to_error`'s
+/// rendering; `.` or empty at the top). serde's own messages for a missing or unknown field
+/// (`missing field `x``, `unknown field `x`, expected …`) get their own codes, naming the
+/// field at fault.
+pub(crate) fn deserialize_error(path: &str, inner: &str, top: &str) -> ApiError {
+    let at_top = path == "." || path.is_empty();
+    let name = |prefix: &str| {
+        let rest = inner.strip_prefix(prefix)?;
+        rest.find('`').map(|end| &rest[..end])
+    };
+    if let Some(name) = name("missing field `") {
+        // The path is the value that lacks the field.
+        let field = if at_top {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
+        return ApiError::new(ErrorCode::MissingField, format!("{field}: required"))
+            .with_field(field);
+    }
+    if let Some(name) = name("unknown field `") {
+        // The path already ends with the unknown key itself.
+        let (field, shown) = if at_top {
+            (name.to_string(), top)
+        } else {
+            (path.to_string(), path)
+        };
+        return ApiError::new(ErrorCode::UnknownField, format!("{shown}: {inner}"))
+            .with_field(field);
+    }
+    if at_top {
+        ApiError::new(ErrorCode::InvalidJson, format!("{top}: {inner}"))
+    } else {
+        ApiError::invalid_field(path, inner)
     }
 }
 
@@ -76,35 +109,29 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
         .map(|v| v.to_str().unwrap_or("(not ASCII)"));
     match declared {
         Some(ct) if is_json(ct) => Ok(()),
-        other => Err(ApiError {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: format!(
+        other => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!(
                 "Content-Type: this endpoint reads JSON; send `Content-Type: application/json`, got {}",
                 other.map_or("none".to_string(), concord_core::limits::excerpt)
             ),
-            details: vec![],
-        }),
+        )),
     }
 }
 
 /// Parse a JSON body into `T`: strictly (duplicate keys refused, nesting bounded), then naming
 /// the offending field on failure.
 pub fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    std::str::from_utf8(body).map_err(|e| bad_request(format!("body is not UTF-8: {e}")))?;
+    std::str::from_utf8(body).map_err(|e| invalid_json(format!("body is not UTF-8: {e}")))?;
     let value = concord_core::json::parse_strict(body).map_err(|e| match e {
-        concord_core::json::JsonError::DuplicateKey { .. } => bad_request(e.to_string()),
+        concord_core::json::JsonError::DuplicateKey { .. } => invalid_json(e.to_string()),
         concord_core::json::JsonError::Syntax { message, .. } => {
-            bad_request(format!("invalid JSON body: {message}"))
+            invalid_json(format!("invalid JSON body: {message}"))
         }
     })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            bad_request(format!("invalid JSON body: {inner}"))
-        } else {
-            bad_request(format!("{path}: {inner}"))
-        }
+        deserialize_error(&path, &e.into_inner().to_string(), "invalid JSON body")
     })
 }
 
@@ -115,18 +142,23 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode(name).map_err(|_| {
-            bad_request(format!(
-                "query string: the parameter name {} is not UTF-8 once decoded",
-                concord_core::limits::excerpt(name)
-            ))
+            ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "query string: the parameter name {} is not UTF-8 once decoded",
+                    concord_core::limits::excerpt(name)
+                ),
+            )
         })?;
         let shown = concord_core::limits::excerpt(&name);
         let shown = shown.trim_matches('"');
         let value = decode(value)
-            .map_err(|_| bad_request(format!("{shown}: the value is not UTF-8 once decoded")))?;
+            .map_err(|_| ApiError::invalid_field(shown, "the value is not UTF-8 once decoded"))?;
         concord_core::limits::key_chars(shown, &name)
             .and_then(|()| concord_core::limits::key_chars(shown, &value))
-            .map_err(|e| bad_request(e.to_string()))?;
+            .map_err(|e| {
+                ApiError::new(ErrorCode::InvalidField, e.to_string()).with_field(e.field)
+            })?;
         out.push((name, value));
     }
     Ok(out)
@@ -146,6 +178,7 @@ fn decode(s: &str) -> Result<String, std::str::Utf8Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn json_content_types() {
@@ -194,11 +227,11 @@ mod tests {
         );
         let e = query_pairs(Some("channel=web1&sku=%FF")).unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
-        assert!(
-            e.message.starts_with("sku: ") && e.message.contains("UTF-8"),
-            "{}",
-            e.message
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("sku"))
         );
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
         // `+` is a space, `%2B` a plus; a `%` that starts no escape is kept, and the escape
         // after it still decodes.
         assert_eq!(decode("a+b%2Bc").unwrap(), "a b+c");
@@ -207,35 +240,63 @@ mod tests {
         assert_eq!(decode("%e2%82%ac").unwrap(), "€");
         assert!(decode("%C3").is_err());
         let e = query_pairs(Some("%C3%28=1")).unwrap_err();
-        assert!(e.message.contains("parameter name"), "{}", e.message);
+        assert_eq!((e.code, e.field), (ErrorCode::BadRequest, None));
         let e = query_pairs(Some("sku=A%00B")).unwrap_err();
-        assert!(
-            e.message.starts_with("sku: ") && e.message.contains("U+0000"),
-            "{}",
-            e.message
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("sku"))
         );
+        assert!(e.message.contains("U+0000"), "{}", e.message);
         let long = format!("sku={}", "x".repeat(300));
         let e = query_pairs(Some(&long)).unwrap_err();
-        assert!(
-            e.message.starts_with("sku: ") && e.message.len() < 200,
-            "{}",
-            e.message
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("sku"))
         );
+        // The message quotes a bounded excerpt of the value, never all of it.
+        assert!(e.message.len() < 200, "{}", e.message);
     }
 
     #[test]
     fn bodies_refuse_duplicates_and_name_fields() {
         #[derive(Deserialize, Debug)]
         #[allow(dead_code)]
+        #[serde(deny_unknown_fields)]
         struct B {
             a: i64,
         }
         let e = parse_json::<B>(br#"{"a": 1, "a": 2}"#).unwrap_err();
-        assert!(e.message.contains("duplicate key `a`"), "{}", e.message);
+        assert_eq!(e.code, ErrorCode::InvalidJson);
+        // The duplicate is named in the message (the key may sit at any depth).
+        assert!(e.message.contains("`a`"), "{}", e.message);
         let e = parse_json::<B>(br#"{"a": "x"}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::InvalidField, Some("a"))
+        );
         assert!(e.message.starts_with("a: "), "{}", e.message);
         let e = parse_json::<B>(b"{\"a\": 1").unwrap_err();
-        assert!(e.message.starts_with("invalid JSON body"), "{}", e.message);
+        assert_eq!((e.code, e.field), (ErrorCode::InvalidJson, None));
+        let e = parse_json::<B>(b"{}").unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::MissingField, Some("a"))
+        );
+        let e = parse_json::<B>(br#"{"a": 1, "b": 2}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::UnknownField, Some("b"))
+        );
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Outer {
+            b: B,
+        }
+        let e = parse_json::<Outer>(br#"{"b": {}}"#).unwrap_err();
+        assert_eq!(
+            (e.code, e.field.as_deref()),
+            (ErrorCode::MissingField, Some("b.a"))
+        );
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
         assert_eq!(
             parse_json::<serde_json::Value>(deep.as_bytes())

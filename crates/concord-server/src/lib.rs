@@ -2,7 +2,8 @@
 //! `/metrics` (Prometheus), the storefront API `/v1/...` ([`commerce`], per-channel keys), and
 //! the admin API `/api/v1/...` ([`admin`], tokens and roles; OpenAPI at
 //! `/api/v1/openapi.json`), and the dashboard at `/` ([`dashboard`], embedded assets over the admin
-//! API). [`access`] holds the authentication of both APIs.
+//! API). [`access`] holds the authentication of both APIs; [`error`] the one error shape of every
+//! answer that is not a success (`{"error", "code", "field", "details"}`, a stable [`ErrorCode`]).
 //!
 //! Architecture invariant: a webhook is answered 2xx only after the engine has journaled its
 //! events; any failure to store answers 503 so the sender retries. Handlers never call a
@@ -22,8 +23,11 @@ pub mod access;
 pub mod admin;
 pub mod commerce;
 pub mod dashboard;
+pub mod error;
 pub mod input;
 pub mod throttle;
+
+pub use error::{ApiError, ErrorBody, ErrorCode};
 
 pub(crate) use commerce::parse_body as parse_json_body;
 
@@ -56,46 +60,31 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// One error type for every HTTP answer that is not a success.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub details: Vec<String>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({ "error": self.message, "details": self.details });
-        (self.status, Json(body)).into_response()
-    }
-}
-
 impl From<CaptureError> for ApiError {
     fn from(e: CaptureError) -> Self {
         use concord_engine::connector::WebhookError;
-        let (status, details) = match &e {
-            CaptureError::UnknownEndpoint(_) => (StatusCode::NOT_FOUND, vec![]),
+        let (code, details) = match &e {
+            CaptureError::UnknownEndpoint(_) => (ErrorCode::UnknownEndpoint, vec![]),
             CaptureError::Webhook(WebhookError::Unauthorized(_)) => {
-                (StatusCode::UNAUTHORIZED, vec![])
+                (ErrorCode::InvalidSignature, vec![])
             }
-            CaptureError::Webhook(WebhookError::BadRequest(_)) => (StatusCode::BAD_REQUEST, vec![]),
-            CaptureError::Webhook(WebhookError::NotSupported) => (StatusCode::NOT_FOUND, vec![]),
-            CaptureError::Invalid(list) => (StatusCode::UNPROCESSABLE_ENTITY, list.clone()),
-            CaptureError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, vec![]),
-        };
-        match &e {
+            CaptureError::Webhook(WebhookError::BadRequest(_)) => {
+                (ErrorCode::InvalidPayload, vec![])
+            }
+            CaptureError::Webhook(WebhookError::NotSupported) => {
+                (ErrorCode::WebhooksNotSupported, vec![])
+            }
+            CaptureError::Invalid(list) => (ErrorCode::InvalidRecords, list.clone()),
             CaptureError::Store(concord_store::StoreError::Busy) => {
-                tracing::warn!("webhook refused: the store's write queue is full (503, retry)")
+                tracing::warn!("webhook refused: the store's write queue is full (503, retry)");
+                (ErrorCode::Overloaded, vec![])
             }
-            CaptureError::Store(_) => tracing::error!(error = %e, "webhook could not be stored"),
-            _ => {}
-        }
-        ApiError {
-            status,
-            message: e.to_string(),
-            details,
-        }
+            CaptureError::Store(_) => {
+                tracing::error!(error = %e, "webhook could not be stored");
+                (ErrorCode::StoreUnavailable, vec![])
+            }
+        };
+        ApiError::new(code, e.to_string()).with_details(details)
     }
 }
 
@@ -147,6 +136,7 @@ fn with_limits(router: Router, limits: &ServerConfig) -> Router {
             limits.request_timeout,
         ))
         .layer(axum::middleware::from_fn(retry_after_on_503))
+        .layer(axum::middleware::from_fn(error::json_errors))
 }
 
 /// Every request is someone outside who can retry: when the store's writer is saturated its
@@ -186,6 +176,7 @@ pub fn metrics_app(state: AppState) -> Router {
                 access::require_metrics_token_separate,
             )),
         )
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -237,15 +228,11 @@ async fn hook(
     ))
 }
 
-/// `200 ready`, or `503` with a stable reason code and nothing else — never an internal error
+/// `200 ready`, or `503` (code `not_ready`) with a stable reason as the message and nothing else — never an internal error
 /// text (that goes to the logs): `engine_starting`, `engine_task_failed:<task>` (the engine gave
 /// up restarting a task: see `concord_engine::runtime::supervise`), `store_unavailable`.
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    let unavailable = |code: String| ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: code,
-        details: vec![],
-    };
+    let unavailable = |reason: String| ApiError::new(ErrorCode::NotReady, reason);
     if !state.ready.load(Ordering::Acquire) {
         return Err(unavailable("engine_starting".into()));
     }

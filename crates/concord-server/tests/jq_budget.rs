@@ -14,7 +14,7 @@ use concord_sandbox::shop::ShopHandle;
 use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{hub_listener, shop_endpoint, start_shop, wait_for, Hub};
+use support::{hub_listener, shop_endpoint, start_shop, wait_until, Hub, DEADLINE};
 
 const SECRET: &str = "jq-budget-secret";
 
@@ -117,7 +117,7 @@ async fn the_server_answers_while_runaway_mappings_are_evaluated() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    wait_for("A reaches the storefront", async || {
+    wait_until("A reaches the storefront", DEADLINE, async || {
         shop.inventory("A").get("WH1") == Some(&3)
     })
     .await;

@@ -31,8 +31,8 @@ use concord_sandbox::erp::{ErpHandle, ErpOptions, SalesOrder};
 use concord_sandbox::shop::{OrderEdit, PlacedOrder, RefundRequest, ShopHandle, ShopOrderStatus};
 use serde_json::json;
 use support::{
-    config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, wait_until, Hub,
-    DEADLINE,
+    config_head, hub_listener, shop_endpoint, start_erp, start_shop, try_wait_until, wait_until,
+    Hub, DEADLINE,
 };
 
 const SECRET: &str = "orders-test-secret";
@@ -49,9 +49,11 @@ impl Hub {
 
     /// Wait until the hub's order is in `state`.
     async fn wait_state(&self, key: &str, state: &str) {
-        wait_for(&format!("the hub's order {key} is {state}"), async || {
-            self.state(key).await.as_deref() == Some(state)
-        })
+        wait_until(
+            &format!("the hub's order {key} is {state}"),
+            DEADLINE,
+            async || self.state(key).await.as_deref() == Some(state),
+        )
         .await;
     }
 
@@ -290,7 +292,7 @@ locations = ["WH1"]
             dir,
         };
         for sku in ["A", "B", "C"] {
-            wait_for(&format!("the hub's pool has {sku}"), async || {
+            wait_until(&format!("the hub's pool has {sku}"), DEADLINE, async || {
                 s.hub.ats(sku).await == 10
             })
             .await;
@@ -315,7 +317,7 @@ locations = ["WH1"]
 
     /// Wait until the ERP has accepted the order; its sales order.
     async fn accepted(&self, key: &str) -> SalesOrder {
-        wait_for(&format!("the ERP accepted {key}"), async || {
+        wait_until(&format!("the ERP accepted {key}"), DEADLINE, async || {
             self.erp.order_by_reference(key).is_some()
         })
         .await;
@@ -342,7 +344,7 @@ locations = ["WH1"]
     /// the delivery that accepts the order is not yet settled.)
     async fn pool_matches_erp(&self, skus: &[&str]) {
         for sku in skus {
-            let matches = wait_until(async || {
+            let matches = try_wait_until(DEADLINE, async || {
                 let s = self.erp.stock(sku, "WH1").expect("stock");
                 let levels = self
                     .hub
@@ -395,7 +397,7 @@ async fn split_shipment_two_tracking_numbers_two_fulfilments() {
     s.erp
         .ship_with(&so.id, &[("A", 2)], "DHL", "JD014600006281")
         .expect("first shipment");
-    wait_for("the store has the first fulfilment", async || {
+    wait_until("the store has the first fulfilment", DEADLINE, async || {
         s.shop.fulfillments(&placed.id).len() == 1
     })
     .await;
@@ -408,7 +410,7 @@ async fn split_shipment_two_tracking_numbers_two_fulfilments() {
     s.erp
         .ship_with(&so.id, &[("B", 1)], "UPS", "1Z999AA10123456784")
         .expect("second shipment");
-    wait_for("the store has both fulfilments", async || {
+    wait_until("the store has both fulfilments", DEADLINE, async || {
         s.shop.fulfillments(&placed.id).len() == 2
     })
     .await;
@@ -473,7 +475,7 @@ async fn edit_before_shipment_amends_the_erp_order_and_adjusts_stock() {
             .expect("edit"),
         )
         .expect("the store edits the placed order");
-    wait_for("the ERP order is amended", async || {
+    wait_until("the ERP order is amended", DEADLINE, async || {
         s.erp.order(&so.id).is_some_and(|o| {
             o.lines.len() == 2 && o.lines[0].quantity == 3 && o.lines[1].sku == "C"
         })
@@ -491,8 +493,9 @@ async fn edit_before_shipment_amends_the_erp_order_and_adjusts_stock() {
     );
     // The ERP applies the amend before its answer reaches the hub's worker, which then records
     // the attempt: wait for the record, not just the ERP's side.
-    wait_for(
+    wait_until(
         "the hub recorded the edit's delivery as an amend",
+        DEADLINE,
         async || {
             s.hub
                 .attempts(&placed.key, "erp")
@@ -520,7 +523,7 @@ async fn edit_before_shipment_amends_the_erp_order_and_adjusts_stock() {
 
     // After shipment the store refuses edits; the ERP refuses an amend with its reason.
     s.erp.ship_partial(&so.id, &[("A", 1)]).expect("ship");
-    wait_for("the store has the fulfilment", async || {
+    wait_until("the store has the fulfilment", DEADLINE, async || {
         s.shop.fulfillments(&placed.id).len() == 1
     })
     .await;
@@ -553,7 +556,7 @@ async fn edit_when_the_erp_cannot_amend_cancels_and_replaces() {
         )
         .expect("the store edits the placed order");
     let replacement = format!("{}~2", placed.key);
-    wait_for("the ERP has the replacement order", async || {
+    wait_until("the ERP has the replacement order", DEADLINE, async || {
         s.sales_orders_of(&placed.key)
             .iter()
             .any(|o| o.reference == replacement)
@@ -588,7 +591,7 @@ async fn edit_when_the_erp_cannot_amend_cancels_and_replaces() {
     );
     // The replacement ships under the order's key: the store gets it.
     s.erp.ship(&new.id).expect("ship the replacement");
-    wait_for("the store has the fulfilment", async || {
+    wait_until("the store has the fulfilment", DEADLINE, async || {
         s.shop.fulfillments(&placed.id).len() == 1
     })
     .await;
@@ -613,8 +616,9 @@ async fn edit_when_the_erp_cannot_amend_and_edits_are_rejected_needs_attention()
                 .expect("edit"),
         )
         .expect("the store edits the placed order");
-    wait_for(
+    wait_until(
         "the refused edit is a dead letter naming the order",
+        DEADLINE,
         async || {
             s.hub
                 .engine
@@ -648,7 +652,7 @@ async fn cancellation_after_acceptance_from_the_store_releases_the_erp_order() {
     s.shop
         .customer_cancel(&placed.id)
         .expect("the customer cancels");
-    wait_for("the ERP order is cancelled", async || {
+    wait_until("the ERP order is cancelled", DEADLINE, async || {
         s.erp
             .order(&so.id)
             .is_some_and(|o| o.record()["status"] == "cancelled")
@@ -687,7 +691,7 @@ async fn cancellation_after_acceptance_from_the_erp_tells_the_store() {
 
     // The ERP cancels (credit check, a phone call): the store is told, the stock is free.
     s.erp.cancel(&so.id).expect("the ERP cancels");
-    wait_for("the store's order is cancelled", async || {
+    wait_until("the store's order is cancelled", DEADLINE, async || {
         s.shop
             .order(&placed.id)
             .is_some_and(|o| o.status == ShopOrderStatus::Cancelled)
@@ -721,7 +725,7 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
     s.erp.ship(&so.id).expect("ship everything");
     let invoice = s.erp.invoice(&so.id).expect("invoice");
     assert_eq!(invoice.total_minor, 4500);
-    wait_for("the store has the invoice", async || {
+    wait_until("the store has the invoice", DEADLINE, async || {
         s.shop.order(&placed.id).is_some_and(|o| {
             o.invoices
                 .iter()
@@ -732,7 +736,7 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
     // The store captures the payment; the ERP books it against the invoice.
     let pay = s.shop.capture(&placed.id, None).expect("capture");
     let pay_id = pay["id"].as_str().expect("payment id").to_string();
-    wait_for("the ERP recorded the payment", async || {
+    wait_until("the ERP recorded the payment", DEADLINE, async || {
         s.erp.payment(&pay_id).is_some()
     })
     .await;
@@ -740,13 +744,17 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
         s.erp.payment(&pay_id).expect("payment")["invoice"],
         invoice.number.as_str()
     );
-    wait_for("the invoice is paid, and the store knows", async || {
-        s.shop.order(&placed.id).is_some_and(|o| {
-            o.invoices
-                .iter()
-                .any(|i| i["number"] == invoice.number.as_str() && i["status"] == "paid")
-        })
-    })
+    wait_until(
+        "the invoice is paid, and the store knows",
+        DEADLINE,
+        async || {
+            s.shop.order(&placed.id).is_some_and(|o| {
+                o.invoices
+                    .iter()
+                    .any(|i| i["number"] == invoice.number.as_str() && i["status"] == "paid")
+            })
+        },
+    )
     .await;
 
     // One unit of A comes back damaged: refunded by line, restocked.
@@ -764,7 +772,7 @@ async fn partial_refund_becomes_a_credit_note_for_exactly_that_line() {
         .expect("refund");
     assert_eq!(refund["amount_minor"], 1000);
     let refund_id = refund["id"].as_str().expect("refund id").to_string();
-    wait_for("the ERP has the credit note", async || {
+    wait_until("the ERP has the credit note", DEADLINE, async || {
         !s.erp.credit_notes(Some(&placed.key)).is_empty()
     })
     .await;
@@ -813,8 +821,9 @@ async fn a_payment_booked_in_the_erp_reaches_the_store_and_the_order_is_paid() {
         .expect("bank transfer");
     assert_eq!(pay["amount_minor"], 2000);
     let pay_id = pay["id"].as_str().expect("payment id").to_string();
-    wait_for(
+    wait_until(
         "the store has the payment and the paid invoice",
+        DEADLINE,
         async || {
             s.shop.order(&placed.id).is_some_and(|o| {
                 o.payments
@@ -844,7 +853,7 @@ async fn unknown_customer_order_is_parked_until_the_erp_has_the_customer() {
     .await;
     let placed = s.checkout("erin@newco.example", &[("A", 1)]).await;
     // The order reaches the hub (journaled) but cannot go to the ERP.
-    wait_for("the hub captured the order", async || {
+    wait_until("the hub captured the order", DEADLINE, async || {
         s.hub
             .engine
             .store()
@@ -855,23 +864,27 @@ async fn unknown_customer_order_is_parked_until_the_erp_has_the_customer() {
     })
     .await;
     // Parked, visibly: waiting on the customer at the ERP.
-    wait_for("the order is parked waiting on its customer", async || {
-        s.hub
-            .engine
-            .parked(100)
-            .await
-            .expect("parked")
-            .iter()
-            .any(|p| {
-                p.dest == "erp"
-                    && p.key == placed.key
-                    && p.waiting_on
-                        == [(
-                            concord_core::Kind::Customer,
-                            "erin@newco.example".to_string(),
-                        )]
-            })
-    })
+    wait_until(
+        "the order is parked waiting on its customer",
+        DEADLINE,
+        async || {
+            s.hub
+                .engine
+                .parked(100)
+                .await
+                .expect("parked")
+                .iter()
+                .any(|p| {
+                    p.dest == "erp"
+                        && p.key == placed.key
+                        && p.waiting_on
+                            == [(
+                                concord_core::Kind::Customer,
+                                "erin@newco.example".to_string(),
+                            )]
+                })
+        },
+    )
     .await;
     assert!(
         s.erp.order_by_reference(&placed.key).is_none(),
@@ -900,7 +913,7 @@ async fn unknown_customer_order_is_parked_until_the_erp_has_the_customer() {
     assert_eq!(s.sales_orders_of(&placed.key).len(), 1);
     assert_eq!(posts(&s), 1, "created once, with no failed attempt before");
     s.hub.wait_state(&placed.key, "accepted").await;
-    wait_for("nothing is parked any more", async || {
+    wait_until("nothing is parked any more", DEADLINE, async || {
         s.hub.engine.parked(100).await.expect("parked").is_empty()
     })
     .await;
@@ -941,15 +954,19 @@ async fn same_order_webhook_three_times_makes_one_erp_order() {
     }
     let so = s.accepted("web/7001").await;
     // Let anything else that was queued run out: the first order's later records and this one.
-    wait_for("the hub's outbox to the ERP is drained", async || {
-        let stats = s.hub.engine.store().stats().await.expect("stats");
-        stats.journal_pending == 0
-            && stats
-                .queues
-                .iter()
-                .filter(|q| q.dest == "erp")
-                .all(|q| q.pending + q.inflight + q.parked == 0)
-    })
+    wait_until(
+        "the hub's outbox to the ERP is drained",
+        DEADLINE,
+        async || {
+            let stats = s.hub.engine.store().stats().await.expect("stats");
+            stats.journal_pending == 0
+                && stats
+                    .queues
+                    .iter()
+                    .filter(|q| q.dest == "erp")
+                    .all(|q| q.pending + q.inflight + q.parked == 0)
+        },
+    )
     .await;
     assert_eq!(s.sales_orders_of("web/7001").len(), 1);
     let posts = s

@@ -25,7 +25,9 @@ use concord_store::ReservationState;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_for, Hub};
+use support::{
+    config_head, hub_listener, shop_endpoint, start_erp, start_shop, wait_until, Hub, DEADLINE,
+};
 
 const SECRET: &str = "pool-test-secret";
 
@@ -219,8 +221,9 @@ fn seed_product(erp: &ErpHandle, sku: &str) {
 
 /// Wait until the hub's ledger has the ERP's current figure of (sku, location).
 async fn ledger_caught_up(hub: &Hub, erp: &ErpHandle, sku: &str, location: &str) {
-    wait_for(
+    wait_until(
         &format!("the hub has the ERP's figure of {sku}@{location}"),
+        DEADLINE,
         async || {
             let Some(s) = erp.stock(sku, location) else {
                 return false;
@@ -296,6 +299,7 @@ async fn seed_scenario_rep_order_seen_first_nothing_oversold() {
     // The 409 body over HTTP names the SKU and what is available now.
     let (status, body) = s.hub.reserve("web1", "cart-a-2", &[("X", 12)]).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
     assert_eq!(
         body["short"],
         json!([{"sku": "X", "requested": 12, "available": 4}])
@@ -316,7 +320,7 @@ async fn seed_scenario_rep_order_seen_first_nothing_oversold() {
         0,
         "A never consulted its own copy"
     );
-    wait_for("B's order is in the ERP", async || {
+    wait_until("B's order is in the ERP", DEADLINE, async || {
         s.erp
             .sales_orders()
             .iter()
@@ -373,7 +377,7 @@ async fn seed_scenario_rep_order_after_promise_raises_oversold_risk() {
     );
     ledger_caught_up(&s.hub, &s.erp, "X", "WH1").await;
     let engine = &s.hub.engine;
-    wait_for("the oversold-risk alert is raised", async || {
+    wait_until("the oversold-risk alert is raised", DEADLINE, async || {
         engine
             .store()
             .audit_log(200)
@@ -409,7 +413,7 @@ async fn seed_scenario_rep_order_after_promise_raises_oversold_risk() {
         assert_eq!(s.hub.ats(c, "X").await, 0, "{c}");
     }
     // The channels' copies show 0 too (pushed by the hub), never a negative figure.
-    wait_for("web1's copy of X is 0", async || {
+    wait_until("web1's copy of X is 0", DEADLINE, async || {
         s.shops[0].inventory("X").get("default").copied() == Some(0)
     })
     .await;
@@ -492,6 +496,7 @@ async fn multi_warehouse_ats_sums_locations_and_routing_prefers_one_location() {
     );
     let (status, body) = s.hub.reserve("web2", "k3", &[("X", 1)]).await;
     assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "insufficient_stock", "{body}");
     assert_eq!(body["short"][0]["available"], 0);
     s.shutdown().await;
 }
@@ -641,8 +646,9 @@ async fn reservations_survive_a_restart() {
         .await
         .expect("re-bind the hub's port");
     let hub = Hub::start(listener, &config, dir.path()).await;
-    wait_for(
+    wait_until(
         "the held reservations expire after the restart",
+        DEADLINE,
         async || {
             let mut all = true;
             for id in &held {
@@ -653,9 +659,11 @@ async fn reservations_survive_a_restart() {
         },
     )
     .await;
-    wait_for("ats is back up by the 4 expired units", async || {
-        hub.ats("web1", "X").await == 7
-    })
+    wait_until(
+        "ats is back up by the 4 expired units",
+        DEADLINE,
+        async || hub.ats("web1", "X").await == 7,
+    )
     .await;
     let r = hub.engine.reservation(&committed).await.expect("committed");
     assert_eq!(
@@ -664,10 +672,22 @@ async fn reservations_survive_a_restart() {
         "a committed one never expires"
     );
     assert_eq!(r.expires_at, None);
+    // Committing an expired hold is refused with its own code.
+    let (status, v) = hub
+        .post(
+            &format!("/v1/reservations/{}/commit", held[0]),
+            json!({"order": "5002"}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("reservation_expired")),
+        "{v}"
+    );
     let (held_units, _, _) = hub.level("X", "WH1").await.expect("level");
     assert_eq!(held_units, 3);
     // The channel's copy follows.
-    wait_for("web1's copy of X is 7", async || {
+    wait_until("web1's copy of X is 7", DEADLINE, async || {
         shops[0].inventory("X").get("default").copied() == Some(7)
     })
     .await;
@@ -731,7 +751,7 @@ async fn checkout_lifecycle_through_the_erp_releases_exactly_once() {
         .expect("order");
     assert_eq!(order.reservation.as_deref(), Some(res_id.as_str()));
     assert_eq!(order.lines[0].location.as_deref(), Some("WH2"));
-    wait_for("the order is in the ERP", async || {
+    wait_until("the order is in the ERP", DEADLINE, async || {
         erp.sales_orders().iter().any(|o| o.reference == placed.key)
     })
     .await;
@@ -747,7 +767,7 @@ async fn checkout_lifecycle_through_the_erp_releases_exactly_once() {
     );
     assert_eq!(erp.stock("X", "WH2").expect("WH2").committed, 3);
     assert_eq!(erp.stock("X", "WH1").expect("WH1").committed, 0);
-    wait_for("the reservation is released", async || {
+    wait_until("the reservation is released", DEADLINE, async || {
         hub.engine
             .reservation(&res_id)
             .await
@@ -782,7 +802,7 @@ async fn checkout_lifecycle_through_the_erp_releases_exactly_once() {
     let (held, on_hand, committed) = hub.level("X", "WH2").await.expect("level");
     assert_eq!((held, on_hand, committed), (0, 12, 0));
     assert_eq!(hub.ats("web1", "X").await, 14);
-    wait_for("web1's copy of X is 14", async || {
+    wait_until("web1's copy of X is 14", DEADLINE, async || {
         shop.inventory("X").get("default").copied() == Some(14)
     })
     .await;

@@ -18,28 +18,19 @@
 use concord_core::Kind;
 use concord_engine::config::Config;
 use concord_engine::Engine;
-use concord_sandbox::erp::{ErpHandle, ErpOptions, ErpSim};
-use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
+use concord_sandbox::erp::{ErpHandle, ErpOptions};
+use concord_sandbox::shop::ShopHandle;
 use concord_server::AppState;
 use concord_store::{Capture, DeadLetterFilter, SqliteStore, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET: &str = "prices-test-secret";
-const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let until = Instant::now() + DEADLINE;
-    while !cond().await {
-        if Instant::now() >= until {
-            panic!("timed out after {DEADLINE:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use concord_testkit::sandbox::{hub_listener, shop_endpoint, start_erp, start_shop};
+use concord_testkit::{wait_until, DEADLINE};
 
 struct Setup {
     erp: ErpHandle,
@@ -57,33 +48,15 @@ struct Setup {
 impl Setup {
     async fn start(seed: impl FnOnce(&ErpHandle)) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the hub");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let erp = ErpSim::start(ErpOptions {
-            webhook_url: Some(format!("{base}/hooks/erp")),
-            webhook_secret: Some(SECRET.into()),
-            ..ErpOptions::default()
-        })
-        .await
-        .expect("start the ERP");
+        let (listener, _, base) = hub_listener().await;
+        let erp = start_erp(&base, SECRET, ErpOptions::default()).await;
         seed(&erp);
         let mut shops = Vec::new();
         let mut endpoints = String::new();
         for name in ["web1", "web2"] {
-            let shop = ShopSim::start(ShopOptions {
-                name: name.to_string(),
-                webhook_url: Some(format!("{base}/hooks/{name}")),
-                webhook_secret: Some(SECRET.into()),
-                ..ShopOptions::default()
-            })
-            .await
-            .expect("start a storefront");
-            endpoints.push_str(&format!(
-                "[endpoints.{name}]\nconnector = \"sandbox-shop\"\nurl = \"{}\"\nwebhook_secret = \"{SECRET}\"\ntimeout = \"5s\"\n\n",
-                shop.base_url()
-            ));
+            let shop = start_shop(&base, SECRET, name, None).await;
+            endpoints.push_str(&shop_endpoint(name, &shop.base_url(), SECRET));
+            endpoints.push('\n');
             shops.push(shop);
         }
         let text = format!(
@@ -228,13 +201,17 @@ fn seed(erp: &ErpHandle) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn price_change_reaches_both_channels_once() {
     let s = Setup::start(seed).await;
-    wait_for("both storefronts have the three lists", async || {
-        s.shops.iter().all(|shop| {
-            ["default", "wholesale", "acme"]
-                .iter()
-                .all(|l| shop.price(l, "A").is_some())
-        })
-    })
+    wait_until(
+        "both storefronts have the three lists",
+        DEADLINE,
+        async || {
+            s.shops.iter().all(|shop| {
+                ["default", "wholesale", "acme"]
+                    .iter()
+                    .all(|l| shop.price(l, "A").is_some())
+            })
+        },
+    )
     .await;
     assert_eq!(
         s.shops[0].price("acme", "A").expect("acme list")["customer"],
@@ -249,14 +226,18 @@ async fn price_change_reaches_both_channels_once() {
             "amount_minor": 990, "tiers": [{"min_quantity": 10, "amount_minor": 900},
                                             {"min_quantity": 48, "amount_minor": 800}]}))
         .expect("change");
-    wait_for("both storefronts have the new price", async || {
-        s.shops.iter().all(|shop| {
-            shop.price("default", "A")
-                .is_some_and(|p| p["amount_minor"] == 990)
-        })
-    })
+    wait_until(
+        "both storefronts have the new price",
+        DEADLINE,
+        async || {
+            s.shops.iter().all(|shop| {
+                shop.price("default", "A")
+                    .is_some_and(|p| p["amount_minor"] == 990)
+            })
+        },
+    )
     .await;
-    wait_for("the hub is drained", async || {
+    wait_until("the hub is drained", DEADLINE, async || {
         s.engine.is_drained().await.expect("drained")
     })
     .await;
@@ -296,7 +277,7 @@ async fn price_change_reaches_both_channels_once() {
             .find(|j| j.version == "re-read")
             .and_then(|j| j.note)
     };
-    wait_for("the re-read is processed", async || {
+    wait_until("the re-read is processed", DEADLINE, async || {
         reread().await.is_some()
     })
     .await;
@@ -304,7 +285,7 @@ async fn price_change_reaches_both_channels_once() {
     assert!(note.contains("unchanged"), "{note}");
     // Several polls later, still one write per change.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    wait_for("the hub is drained", async || {
+    wait_until("the hub is drained", DEADLINE, async || {
         s.engine.is_drained().await.expect("drained")
     })
     .await;
@@ -319,8 +300,9 @@ async fn price_change_reaches_both_channels_once() {
         .upsert_price(json!({"sku": "A", "list": "summer", "currency": "USD",
             "amount_minor": 700, "valid_from": "2026-06-01", "valid_to": "2026-09-01"}))
         .expect("dated list");
-    wait_for(
+    wait_until(
         "the dated list is dead-lettered at both storefronts",
+        DEADLINE,
         async || {
             let dl = s
                 .store
@@ -352,12 +334,16 @@ async fn v1_prices_serves_the_hubs_lists() {
         .await
         .expect("create customer");
     assert!(r.status().is_success(), "{}", r.status());
-    wait_for("the hub knows the three lists and bo's group", async || {
-        let (status, body) = s
-            .lookup("channel=web1&customer=bo@shop.example&sku=A&qty=1")
-            .await;
-        status == 200 && body["list"] == "wholesale"
-    })
+    wait_until(
+        "the hub knows the three lists and bo's group",
+        DEADLINE,
+        async || {
+            let (status, body) = s
+                .lookup("channel=web1&customer=bo@shop.example&sku=A&qty=1")
+                .await;
+            status == 200 && body["list"] == "wholesale"
+        },
+    )
     .await;
 
     // (query, list, scope, tier, unit, extended)
@@ -419,22 +405,31 @@ async fn v1_prices_serves_the_hubs_lists() {
     }
 
     // Bad input: 400 naming the field. No price: 404 saying why.
-    for (query, field) in [
-        ("sku=A&qty=1", "channel"),
-        ("channel=web1&qty=1", "sku"),
-        ("channel=web1&sku=A&qty=many", "qty"),
-        ("channel=web1&sku=A&qty=0", "qty"),
-        ("channel=nowhere&sku=A", "channel"),
-        ("channel=web1&sku=A&currency=usd", "currency"),
-        ("channel=web1&sku=A&colour=red", "colour"),
+    for (query, code, field) in [
+        ("sku=A&qty=1", "missing_field", "channel"),
+        ("channel=web1&qty=1", "missing_field", "sku"),
+        ("channel=web1&sku=A&qty=many", "invalid_field", "qty"),
+        ("channel=web1&sku=A&qty=0", "invalid_field", "qty"),
+        ("channel=nowhere&sku=A", "invalid_field", "channel"),
+        (
+            "channel=web1&sku=A&currency=usd",
+            "invalid_field",
+            "currency",
+        ),
+        ("channel=web1&sku=A&colour=red", "unknown_field", "colour"),
     ] {
         let (status, body) = s.lookup(query).await;
         assert_eq!(status, 400, "{query}: {body}");
-        let msg = body["error"].as_str().unwrap_or_default();
-        assert!(msg.starts_with(field), "{query}: {msg}");
+        assert_eq!(
+            (body["code"].as_str(), body["field"].as_str()),
+            (Some(code), Some(field)),
+            "{query}: {body}"
+        );
     }
+    // No price: 404 `no_price`, the message saying which filter excluded the candidates.
     let (status, body) = s.lookup("channel=web1&sku=NOPE").await;
     assert_eq!(status, 404);
+    assert_eq!(body["code"], "no_price", "{body}");
     assert!(
         body["error"]
             .as_str()
@@ -444,6 +439,7 @@ async fn v1_prices_serves_the_hubs_lists() {
     );
     let (status, body) = s.lookup("channel=web1&sku=A&currency=EUR").await;
     assert_eq!(status, 404);
+    assert_eq!(body["code"], "no_price", "{body}");
     assert!(
         body["error"].as_str().unwrap_or_default().contains("EUR"),
         "{body}"
@@ -458,7 +454,7 @@ async fn v1_prices_serves_the_hubs_lists() {
         .place_order("buyer@acme.example", "Acme", &[("A", 2)])
         .expect("order");
     let key = placed.key.clone();
-    wait_for("the price mismatch is flagged", async || {
+    wait_until("the price mismatch is flagged", DEADLINE, async || {
         s.store
             .audit_log(100)
             .await

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SECRET_DETAIL: &str = "db password hunter2 at /srv/concord/secret.rs:42";
 
@@ -122,31 +122,35 @@ to = ["web"]
     }));
     let http = reqwest::Client::new();
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (status, retry_after, body) = loop {
-        let r = http
-            .get(format!("{base}/readyz"))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .expect("GET /readyz");
-        let status = r.status().as_u16();
-        let retry_after = r
-            .headers()
-            .get("retry-after")
-            .map(|v| v.to_str().unwrap_or("").to_string());
-        let body = r.text().await.unwrap_or_default();
-        if status != 200 || Instant::now() >= deadline {
-            break (status, retry_after, body);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, retry_after, body) = concord_testkit::wait_for_some(
+        "readiness notices the dead poller",
+        concord_testkit::DEADLINE,
+        async || {
+            let r = http
+                .get(format!("{base}/readyz"))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("GET /readyz");
+            let status = r.status().as_u16();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap_or("").to_string());
+            let body = r.text().await.unwrap_or_default();
+            (status != 200).then_some((status, retry_after, body))
+        },
+    )
+    .await;
     assert_eq!(
         status, 503,
         "readiness never noticed the dead poller: {body}"
     );
-    assert!(
-        body.contains("engine_task_failed:poll:erp:stock"),
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["code"], "not_ready", "{body}");
+    // The reason is itself a stable code naming the task.
+    assert_eq!(
+        v["error"], "engine_task_failed:poll:erp:stock",
         "names the task: {body}"
     );
     assert!(

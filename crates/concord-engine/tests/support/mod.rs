@@ -31,19 +31,9 @@ use tokio::task::JoinSet;
 /// How long any condition may take to become true. Generous: the machine is small and shared.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Poll `cond` every 10 ms until it holds; panic naming `what` after `DEADLINE`.
-pub async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {DEADLINE:?} waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// The one wait of the workspace's tests (a condition polled under a deadline; here, usually
+/// [`DEADLINE`]).
+pub use concord_testkit::wait_until;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -7,7 +7,7 @@
 
 use super::{bearer, client_of, cookie, random_secret, too_many_attempts, unauthorized};
 use super::{Access, Credential};
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -66,11 +66,7 @@ impl FromRequestParts<crate::AppState> for Operator {
                 serde_json::json!({"ok": false, "error": message}),
             )
             .await;
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message,
-                details: vec![],
-            });
+            return Err(ApiError::new(ErrorCode::Forbidden, message));
         }
         Ok(Operator(caller))
     }
@@ -96,14 +92,12 @@ impl Access {
     /// Who the request's credentials belong to. A bearer header wins over a cookie.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.admin.tokens.is_empty() {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message: "the admin API is disabled: no tokens are configured. Create one with \
-                          `concord token new --name NAME --role viewer|operator` and add the \
-                          printed [[admin.tokens]] entry to the config"
-                    .into(),
-                details: vec![],
-            });
+            return Err(ApiError::new(
+                ErrorCode::AccessNotConfigured,
+                "the admin API is disabled: no tokens are configured. Create one with \
+                 `concord token new --name NAME --role viewer|operator` and add the \
+                 printed [[admin.tokens]] entry to the config",
+            ));
         }
         if let Some(t) = bearer(headers) {
             return self
@@ -131,10 +125,11 @@ impl Access {
             headers.insert(header::AUTHORIZATION, v);
         }
         let caller = self.authenticate(&headers)?;
-        let id = random_secret().map_err(|e| ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("no randomness source for a session id: {e}"),
-            details: vec![],
+        let id = random_secret().map_err(|e| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("no randomness source for a session id: {e}"),
+            )
         })?;
         let ttl = self.admin.session_ttl;
         if let Ok(mut s) = self.sessions.lock() {
@@ -158,11 +153,8 @@ impl Access {
                 ""
             }
         );
-        let value = HeaderValue::from_str(&cookie).map_err(|e| ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            message: format!("session cookie: {e}"),
-            details: vec![],
-        })?;
+        let value = HeaderValue::from_str(&cookie)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("session cookie: {e}")))?;
         Ok((caller, value))
     }
 
@@ -202,15 +194,14 @@ pub fn cross_site_refusal(method: &Method, headers: &HeaderMap) -> Option<ApiErr
     if site == "same-origin" || site == "none" {
         return None;
     }
-    Some(ApiError {
-        status: StatusCode::FORBIDDEN,
-        message: format!(
+    Some(ApiError::new(
+        ErrorCode::CrossSite,
+        format!(
             "Sec-Fetch-Site: a {method} without a bearer token from another origin ({site}) is \
              refused; the dashboard acts from its own origin, tools send \
              `Authorization: Bearer TOKEN`"
         ),
-        details: vec![],
-    })
+    ))
 }
 
 /// Middleware for the admin API: authenticates and puts the [`Caller`] in the extensions.

@@ -6,7 +6,7 @@
 
 use super::{bearer, client_of, find_by_hash, too_many_attempts, unauthorized};
 use super::{Access, Credential};
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -23,14 +23,12 @@ impl Access {
             return Ok(());
         }
         if !separate && self.metrics.is_empty() && self.admin.tokens.is_empty() {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message: "/metrics is not served on this port without a token: add a \
-                          [[metrics.tokens]] entry (`concord token new --name prometheus \
-                          --metrics`) or serve it on a separate address with [metrics] listen"
-                    .into(),
-                details: vec![],
-            });
+            return Err(ApiError::new(
+                ErrorCode::AccessNotConfigured,
+                "/metrics is not served on this port without a token: add a \
+                 [[metrics.tokens]] entry (`concord token new --name prometheus \
+                 --metrics`) or serve it on a separate address with [metrics] listen",
+            ));
         }
         let Some(t) = bearer(headers) else {
             return Err(unauthorized(

@@ -43,10 +43,10 @@ pub use metrics::{require_metrics_token, require_metrics_token_separate};
 pub use storefront::{require_channel_key, ChannelScope};
 
 use crate::throttle::{ClientKey, Throttle};
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 use admin::Session;
 use axum::extract::ConnectInfo;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use concord_engine::config::access::token_hash;
 use concord_engine::config::{AccessToken, AdminConfig, CommerceConfig, MetricsToken};
@@ -106,13 +106,10 @@ pub fn client_of(extensions: &axum::http::Extensions) -> ClientKey {
 /// 429 with `Retry-After` for a throttled client.
 pub fn too_many_attempts(wait: Duration) -> Response {
     let secs = wait.as_secs().max(1);
-    let mut r = ApiError {
-        status: StatusCode::TOO_MANY_REQUESTS,
-        message: format!(
-            "too many failed authentication attempts from this address; try again in {secs} s"
-        ),
-        details: vec![],
-    }
+    let mut r = ApiError::new(
+        ErrorCode::RateLimited,
+        format!("too many failed authentication attempts from this address; try again in {secs} s"),
+    )
     .into_response();
     if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
         r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -121,11 +118,7 @@ pub fn too_many_attempts(wait: Duration) -> Response {
 }
 
 fn unauthorized(message: String) -> ApiError {
-    ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        message,
-        details: vec![],
-    }
+    ApiError::new(ErrorCode::Unauthorized, message)
 }
 
 /// Find the entry whose hash equals `hash`, comparing every entry in constant time (no early

@@ -6,10 +6,9 @@
 
 use super::{bearer, client_of, find_by_hash, too_many_attempts, unauthorized};
 use super::{Access, Credential};
-use crate::ApiError;
+use crate::{ApiError, ErrorCode};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use concord_engine::config::access::{token_hash, ChannelKey};
@@ -34,11 +33,11 @@ impl ChannelScope {
     /// 403 unless this request may act for `channel`.
     pub fn check(&self, channel: &str) -> Result<(), ApiError> {
         match &self.0 {
-            Some(own) if own != channel => Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                message: format!("channel: this key acts for channel `{own}`, not `{channel}`"),
-                details: vec![],
-            }),
+            Some(own) if own != channel => Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("channel: this key acts for channel `{own}`, not `{channel}`"),
+            )
+            .with_field("channel")),
             _ => Ok(()),
         }
     }
@@ -107,6 +106,7 @@ pub async fn require_channel_key(
 mod tests {
     use super::*;
     use crate::access::test_support::access;
+    use axum::http::StatusCode;
 
     #[test]
     fn channel_keys_scope_their_channel() {

@@ -4,7 +4,7 @@
 //! (`Engine::replay_dead_letters`); drop keeps the letter for the audit trail. Must never act
 //! for a viewer nor without an audit record, and never call a connector itself.
 
-use super::{audit, bad_request, limit, not_found, parse_query, ErrorBody};
+use super::{audit, limit, not_found, parse_query, ErrorBody};
 use crate::access::Operator;
 use crate::{ApiError, AppState};
 use axum::body::Bytes;
@@ -114,13 +114,16 @@ pub struct ActionResult {
 fn ids(body: &[u8]) -> Result<Vec<i64>, ApiError> {
     let b: IdsBody = crate::parse_json_body(body)?;
     if b.ids.is_empty() {
-        return Err(bad_request("ids: give at least one dead-letter id"));
+        return Err(ApiError::invalid_field(
+            "ids",
+            "give at least one dead-letter id",
+        ));
     }
     if b.ids.len() > 1000 {
-        return Err(bad_request(format!(
-            "ids: at most 1000 per request, got {}",
-            b.ids.len()
-        )));
+        return Err(ApiError::invalid_field(
+            "ids",
+            format!("at most 1000 per request, got {}", b.ids.len()),
+        ));
     }
     let mut ids = b.ids;
     ids.sort_unstable();

@@ -1,7 +1,7 @@
 //! `GET /api/v1/journal` (search by kind, key, endpoint, status, time range; paged by id) and
 //! `GET /api/v1/journal/{id}`. Read-only: must never change an entry or its status.
 
-use super::{bad_request, limit, not_found, parse_query, ErrorBody};
+use super::{limit, not_found, parse_query, ErrorBody};
 use crate::{ApiError, AppState};
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
@@ -60,9 +60,10 @@ pub async fn search(
     let limit = limit(p.limit, 100)?;
     if let (Some(from), Some(to)) = (p.from, p.to) {
         if from > to {
-            return Err(bad_request(format!(
-                "from: {from} is after to ({to}); expected from <= to"
-            )));
+            return Err(ApiError::invalid_field(
+                "from",
+                format!("{from} is after to ({to}); expected from <= to"),
+            ));
         }
     }
     let entries = s

@@ -3,7 +3,8 @@
 //! parked items, reservations, orders, the stock pool of a SKU, and the operator actions
 //! (replay, drop, pause, resume, run now). JSON in and out (bodies declared
 //! `application/json`, else 415; parsed strictly: [`crate::input`]); errors are
-//! `{"error", "details"}` with the message naming the field. The OpenAPI document is generated from the handlers'
+//! [`ErrorBody`] `{"error", "code", "field", "details"}`: a stable [`ErrorCode`] and, for bad
+//! input, the field at fault (the message names it too). The OpenAPI document is generated from the handlers'
 //! `#[utoipa::path]` attributes and the types' `ToSchema` derives, and served at
 //! `/api/v1/openapi.json`.
 //!
@@ -31,7 +32,7 @@ mod session;
 mod stock;
 
 use crate::access::{require_admin, Access, Caller};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -40,18 +41,12 @@ use concord_store::AuditEvent;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Every error answer of the admin API.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong; names the field for bad input.
-    pub error: String,
-    /// Further messages (one per bad record or field), often empty.
-    pub details: Vec<String>,
-}
+/// Every error answer of the admin API (the one error shape of the whole surface).
+pub use crate::error::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -61,7 +56,7 @@ pub struct ErrorBody {
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = [])),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, crate::ErrorCode)),
 )]
 struct ApiDoc;
 
@@ -120,7 +115,25 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = protected().split_for_parts();
     let (_, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
+    describe_error_codes(&mut doc);
     doc
+}
+
+/// Each error code's meaning in the `ErrorCode` schema, which the derive leaves a bare list of
+/// names. Done on the finished document: every route's `ErrorBody` registers the derived schema
+/// again, replacing an earlier edit.
+fn describe_error_codes(doc: &mut utoipa::openapi::OpenApi) {
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(o))) =
+        components.schemas.get_mut("ErrorCode")
+    {
+        o.description = Some(format!(
+            "Why an error was answered, for programs: stable (codes are only added; a code's meaning and status never change). The `error` message beside it is for people and may change.\n\n{}",
+            crate::ErrorCode::markdown_list()
+        ));
+    }
 }
 
 /// The admin API router (`/api/v1/...`), to merge into the app.
@@ -128,6 +141,7 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
     let (protected, mut doc) = protected().split_for_parts();
     let (public, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
+    describe_error_codes(&mut doc);
     let json: Arc<str> = match doc.to_json() {
         Ok(j) => j.into(),
         Err(e) => format!("{{\"error\": \"openapi document: {e}\"}}").into(),
@@ -202,46 +216,22 @@ pub(crate) async fn audit(
     }
 }
 
-pub(crate) fn bad_request(message: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::BAD_REQUEST,
-        message: message.into(),
-        details: vec![],
-    }
-}
-
 pub(crate) fn not_found(message: impl Into<String>) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        message: message.into(),
-        details: vec![],
-    }
-}
-
-impl From<concord_store::StoreError> for ApiError {
-    fn from(e: concord_store::StoreError) -> Self {
-        tracing::error!(error = %e, "admin API could not read the store");
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("store: {e}"),
-            details: vec![],
-        }
-    }
+    ApiError::new(ErrorCode::NotFound, message)
 }
 
 impl From<concord_engine::EngineError> for ApiError {
     fn from(e: concord_engine::EngineError) -> Self {
         use concord_engine::EngineError;
-        let status = match &e {
-            EngineError::UnknownFlow(_) => StatusCode::NOT_FOUND,
-            EngineError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::CONFLICT,
+        let code = match e {
+            EngineError::Store(e) => return e.into(),
+            EngineError::UnknownFlow(_) => ErrorCode::NotFound,
+            EngineError::ShuttingDown => ErrorCode::ShuttingDown,
+            EngineError::Capability { .. }
+            | EngineError::MissingConnector(_)
+            | EngineError::NotPossible(_) => ErrorCode::Conflict,
         };
-        ApiError {
-            status,
-            message: e.to_string(),
-            details: vec![],
-        }
+        ApiError::new(code, e.to_string())
     }
 }
 
@@ -253,12 +243,7 @@ pub(crate) fn parse_query<T: for<'de> Deserialize<'de>>(q: Option<&str>) -> Resu
     let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q.unwrap_or("")));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." || path.is_empty() {
-            bad_request(format!("query string: {inner}"))
-        } else {
-            bad_request(format!("{path}: {inner}"))
-        }
+        crate::input::deserialize_error(&path, &e.into_inner().to_string(), "query string")
     })
 }
 
@@ -278,17 +263,23 @@ pub(crate) const MAX_LIMIT: u32 = 1000;
 pub(crate) fn limit(given: Option<u32>, default: u32) -> Result<usize, ApiError> {
     match given.unwrap_or(default) {
         n @ 1..=MAX_LIMIT => Ok(n as usize),
-        n => Err(bad_request(format!(
-            "limit: must be from 1 to {MAX_LIMIT}, got {n}"
-        ))),
+        n => Err(ApiError::invalid_field(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}, got {n}"),
+        )),
     }
 }
 
 /// An `{id}` path segment as an integer (400 naming `id` otherwise; axum's own rejection would
 /// answer plain text).
 pub(crate) fn path_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse()
-        .map_err(|_| bad_request(format!("id: expected an integer, got {raw:?}")))
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("id: expected an integer, got {raw:?}"),
+        )
+        .with_field("id")
+    })
 }
 
 async fn unknown_route(uri: axum::http::Uri) -> ApiError {

@@ -59,10 +59,13 @@ pub async fn list(
     if let Some(state) = p.state.as_deref() {
         if OrderStatus::parse(state).is_none() {
             let known: Vec<&str> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
-            return Err(super::bad_request(format!(
-                "state: unknown order state {state:?}; expected one of {}",
-                known.join(", ")
-            )));
+            return Err(ApiError::invalid_field(
+                "state",
+                format!(
+                    "unknown order state {state:?}; expected one of {}",
+                    known.join(", ")
+                ),
+            ));
         }
     }
     let orders = s

@@ -4,7 +4,7 @@
 //! client's login answers 429 unchecked. Must never echo the token or put it in the cookie (the
 //! cookie holds a fresh random session id).
 
-use super::{bad_request, ErrorBody};
+use super::ErrorBody;
 use crate::access::{Access, Caller, Credential};
 use crate::throttle::ClientKey;
 use crate::ApiError;
@@ -77,7 +77,7 @@ pub async fn login(
     }
     let b: LoginBody = crate::parse_json_body(&body)?;
     if b.token.trim().is_empty() {
-        return Err(bad_request("token: must not be empty"));
+        return Err(ApiError::invalid_field("token", "must not be empty"));
     }
     let (caller, cookie) = match access.login(b.token.trim()) {
         Ok(ok) => ok,
