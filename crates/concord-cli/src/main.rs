@@ -6,6 +6,7 @@ mod admin;
 mod backfill;
 mod demo;
 mod orders;
+mod reconcile;
 mod sandbox;
 mod showcase;
 mod token;
@@ -55,6 +56,9 @@ enum Command {
     },
     /// Run one flow as a one-off migration to completion, with progress; resumable.
     Backfill(backfill::BackfillArgs),
+    /// Compare what each destination holds with what the hub says it should hold (drift);
+    /// `--heal` plans one corrective write per drifted key (never a delete).
+    Reconcile(reconcile::ReconcileArgs),
     /// Make access tokens: `token new --name N --role viewer|operator` (admin API) or
     /// `token new --name N --channel C` (storefront API key). Prints the token once.
     Token {
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
             Command::Status { config, json } => admin::status(&config, json).await,
             Command::Order { config, key, json } => orders::order(&config, &key, json).await,
             Command::Backfill(args) => backfill::run(args).await,
+            Command::Reconcile(args) => reconcile::run(args).await,
             Command::Token { action } => token::run(action),
             Command::Try(args) => try_endpoint::run(args).await,
             Command::Config {

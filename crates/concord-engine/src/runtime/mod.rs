@@ -26,6 +26,7 @@ pub mod inventory;
 pub mod orders;
 pub mod pricing;
 pub mod process;
+pub mod reconcile;
 pub mod replay;
 pub mod retention;
 pub mod stats;

@@ -308,6 +308,31 @@ impl ErpHandle {
         self.inner.adjust_stock(sku, location, delta).map(|_| ())
     }
 
+    /// Set on-hand at a location with no change event (a lost webhook, an import behind the
+    /// hub's back): the snapshot and a changes poll show it, no webhook is sent. Drift tests.
+    pub fn set_stock_unannounced(
+        &self,
+        sku: &str,
+        location: &str,
+        on_hand: i64,
+    ) -> Result<(), ErpError> {
+        let mut st = lock(&self.inner.state);
+        st.stock
+            .entry((sku.to_string(), location.to_string()))
+            .or_default()
+            .on_hand = on_hand.max(0);
+        let row = st.stock_of(sku, location);
+        drop(st);
+        if let Some(s) = row {
+            self.inner.core.emit_unannounced(
+                Kind::Stock,
+                &format!("{sku}@{location}"),
+                serde_json::to_value(s).unwrap_or(Value::Null),
+            );
+        }
+        Ok(())
+    }
+
     pub fn stock(&self, sku: &str, location: &str) -> Option<Stock> {
         lock(&self.inner.state).stock_of(sku, location)
     }

@@ -1,0 +1,279 @@
+//! Drift reconciliation end to end on the sandbox (issue 16): a real hub (engine, SQLite
+//! store, HTTP) keeping a sandbox ERP and storefront in agreement. Drift is made behind the
+//! hub's back — stock edited in the store, a product deleted there, a price altered there, an
+//! ERP figure changed without a change event — while another change is in flight; `reconcile`
+//! reports exactly those keys, `heal` puts them right through the outbox, and the next run
+//! reports nothing.
+
+mod support;
+
+use concord_core::reconcile::Drift;
+use concord_engine::runtime::reconcile::{Check, ReconcileRun};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use support::*;
+
+const SECRET: &str = "reconcile-secret";
+const SKUS: usize = 6;
+
+fn config(head: &str, shop: &str) -> String {
+    format!(
+        r#"{head}
+{shop}
+
+[[flows]]
+name = "products"
+kind = "product"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+
+[[flows]]
+name = "prices"
+kind = "price"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["erp"]
+to = ["web"]
+
+[inventory]
+source = "erp"
+
+[inventory.channels.web]
+locations = ["WH1"]
+stock_location = "WH1"
+"#
+    )
+}
+
+/// Every drifted key of a run as `(flow, check, key, drift label)`.
+fn drifted(run: &ReconcileRun) -> BTreeSet<(String, Check, String, &'static str)> {
+    run.results
+        .iter()
+        .flat_map(|r| {
+            r.comparison
+                .drifted
+                .iter()
+                .map(|d| (r.flow.clone(), r.check, d.key.clone(), d.drift.label()))
+        })
+        .collect()
+}
+
+async fn queues_empty(hub: &Hub) -> bool {
+    use concord_store::Store;
+    let s = hub.store.stats().await.expect("stats");
+    s.journal_pending == 0
+        && s.queues
+            .iter()
+            .all(|q| q.pending + q.inflight + q.parked == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listener, addr, base) = hub_listener().await;
+    let erp = start_erp(&base, SECRET, Default::default()).await;
+    let shop = start_shop(&base, SECRET, "web", None).await;
+    let text = config(
+        &config_head(dir.path(), addr, &erp.base_url(), SECRET),
+        &shop_endpoint("web", &shop.base_url(), SECRET),
+    );
+    let hub = Hub::start(listener, &text, dir.path()).await;
+    erp.seed(SKUS, &["WH1"], 10).expect("seed");
+    wait_for(
+        "the store has every product, price and figure",
+        async || {
+            (1..=SKUS).all(|i| {
+                let sku = format!("SKU-{i:04}");
+                shop.inventory(&sku).get("WH1") == Some(&10)
+                    && shop.price("default", &sku).is_some()
+            }) && queues_empty(&hub).await
+        },
+    )
+    .await;
+
+    // A consistent system: nothing drifted, every check ran.
+    let run = hub
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile");
+    assert_eq!(run.errors(), 0, "{run:#?}");
+    assert_eq!(drifted(&run), BTreeSet::new(), "{run:#?}");
+    let checks: BTreeSet<(String, Check)> = run
+        .results
+        .iter()
+        .map(|r| (r.flow.clone(), r.check))
+        .collect();
+    assert_eq!(
+        checks,
+        [
+            ("products".to_string(), Check::Destination),
+            ("prices".to_string(), Check::Destination),
+            ("stock".to_string(), Check::ChannelStock),
+            ("stock".to_string(), Check::Ledger),
+        ]
+        .into_iter()
+        .collect()
+    );
+    let stock = run
+        .results
+        .iter()
+        .find(|r| r.check == Check::ChannelStock)
+        .expect("channel check");
+    assert_eq!(stock.comparison.matching, SKUS as u64);
+
+    // Drift behind the hub's back.
+    shop.set_inventory("SKU-0001", "WH1", 3)
+        .expect("merchant edit");
+    assert!(shop.delete_product("SKU-0002"));
+    let altered =
+        json!({"sku": "SKU-0003", "list": "default", "currency": "USD", "amount_minor": 1});
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/prices/default/SKU-0003", shop.base_url()))
+        .json(&altered)
+        .send()
+        .await
+        .expect("price edit");
+    assert!(r.status().is_success());
+    erp.set_stock_unannounced("SKU-0004", "WH1", 25)
+        .expect("lost change");
+    // And a change the hub is delivering (held: its flow is paused): in flight, not drift.
+    hub.engine
+        .set_flow_paused("stock", true)
+        .await
+        .expect("pause");
+    erp.adjust_stock("SKU-0005", "WH1", 1).expect("receipt");
+    wait_for("the receipt is queued for the store", async || {
+        use concord_store::{ItemState, Store};
+        hub.store
+            .items(Some("web"), ItemState::Pending, 100)
+            .await
+            .expect("items")
+            .iter()
+            .any(|i| i.key == "SKU-0005@WH1")
+    })
+    .await;
+
+    let run = hub
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile");
+    assert_eq!(run.errors(), 0, "{run:#?}");
+    let expected: BTreeSet<_> = [
+        ("stock", Check::ChannelStock, "SKU-0001@WH1", "different"),
+        ("products", Check::Destination, "SKU-0002", "missing"),
+        (
+            "prices",
+            Check::Destination,
+            "default:SKU-0003",
+            "different",
+        ),
+        ("stock", Check::Ledger, "SKU-0004@WH1", "different"),
+    ]
+    .into_iter()
+    .map(|(f, c, k, l)| (f.to_string(), c, k.to_string(), l))
+    .collect();
+    assert_eq!(drifted(&run), expected, "{run:#?}");
+    let channel = run
+        .results
+        .iter()
+        .find(|r| r.check == Check::ChannelStock)
+        .expect("channel check");
+    assert_eq!(
+        channel.comparison.in_flight,
+        vec!["SKU-0005@WH1".to_string()]
+    );
+    let field = |check: Check, key: &str| -> (String, Value, Value) {
+        let r = run
+            .results
+            .iter()
+            .find(|r| r.check == check && r.comparison.drifted.iter().any(|d| d.key == key))
+            .expect("result");
+        match &r
+            .comparison
+            .drifted
+            .iter()
+            .find(|d| d.key == key)
+            .expect("key")
+            .drift
+        {
+            Drift::Different { fields } => (
+                fields[0].field.clone(),
+                fields[0].expected.clone(),
+                fields[0].actual.clone(),
+            ),
+            other => panic!("{key}: {other:?}"),
+        }
+    };
+    assert_eq!(
+        field(Check::ChannelStock, "SKU-0001@WH1"),
+        ("on_hand".into(), json!(10), json!(3))
+    );
+    assert_eq!(
+        field(Check::Destination, "default:SKU-0003"),
+        ("amount_minor".into(), json!(1003), json!(1))
+    );
+    assert_eq!(
+        field(Check::Ledger, "SKU-0004@WH1"),
+        ("on_hand".into(), json!(10), json!(25))
+    );
+
+    // Heal: corrective writes through the outbox; the ledger takes the ERP's figure.
+    hub.engine
+        .set_flow_paused("stock", false)
+        .await
+        .expect("resume");
+    let healed = hub.engine.reconcile(&[], true, "test").await.expect("heal");
+    let keys: BTreeSet<String> = healed
+        .results
+        .iter()
+        .flat_map(|r| r.healed.clone())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "SKU-0001@WH1",
+            "SKU-0002",
+            "default:SKU-0003",
+            "SKU-0004@WH1"
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+    wait_for("the store is put right", async || {
+        shop.inventory("SKU-0001").get("WH1") == Some(&10)
+            && shop.inventory("SKU-0004").get("WH1") == Some(&25)
+            && shop.inventory("SKU-0005").get("WH1") == Some(&11)
+            && shop
+                .price("default", "SKU-0003")
+                .is_some_and(|p| p["amount_minor"] == 1003)
+            && queues_empty(&hub).await
+    })
+    .await;
+    let after = hub
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile");
+    assert_eq!(drifted(&after), BTreeSet::new(), "{after:#?}");
+    assert!(
+        after
+            .results
+            .iter()
+            .all(|r| r.comparison.in_flight.is_empty()),
+        "{after:#?}"
+    );
+    hub.stop().await;
+}
