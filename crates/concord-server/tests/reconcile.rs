@@ -9,11 +9,21 @@ mod support;
 
 use concord_core::reconcile::Drift;
 use concord_engine::runtime::reconcile::{Check, ReconcileRun};
+use concord_store::Store;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use support::*;
 
 const SECRET: &str = "reconcile-secret";
+const VIEWER: &str = "viewer-token-reconcile-0123456789abcdef0123";
+const OPERATOR: &str = "operator-token-reconcile-0123456789abcdef01";
+
+fn sha(t: &str) -> String {
+    concord_engine::config::access::token_hash(t)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 const SKUS: usize = 6;
 
 fn config(head: &str, shop: &str) -> String {
@@ -51,7 +61,19 @@ source = "erp"
 [inventory.channels.web]
 locations = ["WH1"]
 stock_location = "WH1"
-"#
+
+[[admin.tokens]]
+name = "watcher"
+role = "viewer"
+sha256 = "{v}"
+
+[[admin.tokens]]
+name = "ops"
+role = "operator"
+sha256 = "{o}"
+"#,
+        v = sha(VIEWER),
+        o = sha(OPERATOR),
     )
 }
 
@@ -69,7 +91,6 @@ fn drifted(run: &ReconcileRun) -> BTreeSet<(String, Check, String, &'static str)
 }
 
 async fn queues_empty(hub: &Hub) -> bool {
-    use concord_store::Store;
     let s = hub.store.stats().await.expect("stats");
     s.journal_pending == 0
         && s.queues

@@ -27,6 +27,7 @@ mod flows;
 mod journal;
 mod orders;
 mod overview;
+mod reconcile;
 mod session;
 mod stock;
 
@@ -108,6 +109,8 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::run_now))
         .routes(routes!(actions::audit_log))
         .routes(routes!(alerts::list))
+        .routes(routes!(reconcile::list, reconcile::run))
+        .routes(routes!(reconcile::show))
 }
 
 /// Routes open without a token.

@@ -30,7 +30,10 @@ use crate::config::{FlowConfig, Pattern};
 use crate::Engine;
 use concord_core::reconcile::{Comparison, Drift};
 use concord_core::{content_hash, Kind, Millis};
-use concord_store::{AuditEvent, IngestOutcome, NewItem, ProcessBatch};
+use concord_store::{
+    AuditEvent, IngestOutcome, NewItem, NewReconcileRun, ProcessBatch, StoreError,
+    StoredReconcileRun,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -152,7 +155,7 @@ impl Engine {
                 .set(r.drifted() as f64);
             results.push(r);
         }
-        let run = ReconcileRun {
+        let mut run = ReconcileRun {
             id: None,
             started_at,
             finished_at: inner.now(),
@@ -182,7 +185,37 @@ impl Engine {
             }
             .bounded()])
             .await?;
+        // Kept for the admin API (`GET /api/v1/reconcile`); a store that cannot keep runs
+        // still gets its report back.
+        let stored = NewReconcileRun {
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            trigger: run.trigger.clone(),
+            heal,
+            drifted: run.drifted() as u64,
+            healed: run.results.iter().map(|r| r.healed.len() as u64).sum(),
+            errors: run.errors() as u64,
+            report: serde_json::to_value(&run).unwrap_or_default(),
+        };
+        match inner.store.record_reconcile_run(stored).await {
+            Ok(id) => run.id = Some(id),
+            Err(StoreError::Unsupported(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(run)
+    }
+
+    /// Stored runs, newest first, without their reports.
+    pub async fn reconcile_runs(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<StoredReconcileRun>, EngineError> {
+        Ok(self.inner.store.reconcile_runs(limit).await?)
+    }
+
+    /// One stored run with its report.
+    pub async fn reconcile_run(&self, id: i64) -> Result<Option<StoredReconcileRun>, EngineError> {
+        Ok(self.inner.store.reconcile_run(id).await?)
     }
 
     /// Start the processor, the dispatchers and the pool's broadcaster without any reader:
