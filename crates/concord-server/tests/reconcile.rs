@@ -298,3 +298,41 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
     );
     hub.stop().await;
 }
+
+/// A flow's `reconcile` schedule with `heal = true`: a product deleted at the store behind the
+/// hub's back is found by a scheduled run, stored, and put back without anyone asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_run_finds_and_heals_drift_on_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listener, addr, base) = hub_listener().await;
+    let erp = start_erp(&base, SECRET, Default::default()).await;
+    let shop = start_shop(&base, SECRET, "web", None).await;
+    let text = config(
+        &config_head(dir.path(), addr, &erp.base_url(), SECRET),
+        &shop_endpoint("web", &shop.base_url(), SECRET),
+    )
+    .replace(
+        "name = \"products\"\n",
+        "name = \"products\"\nreconcile = \"* * * * * *\"\nheal = true\n",
+    );
+    assert!(text.contains("heal = true"));
+    let hub = Hub::start(listener, &text, dir.path()).await;
+    erp.seed(2, &["WH1"], 10).expect("seed");
+    wait_for("the store has the products", async || {
+        shop.price("default", "SKU-0002").is_some() && queues_empty(&hub).await
+    })
+    .await;
+    assert!(shop.delete_product("SKU-0001"));
+    wait_for("a scheduled run healed the deleted product", async || {
+        let runs = hub.engine.reconcile_runs(100).await.expect("runs");
+        runs.iter()
+            .any(|r| r.trigger == "schedule" && r.healed == 1)
+            && hub
+                .engine
+                .reconcile(&["products".to_string()], false, "test")
+                .await
+                .is_ok_and(|r| r.drifted() == 0 && r.results[0].comparison.matching == 2)
+    })
+    .await;
+    hub.stop().await;
+}

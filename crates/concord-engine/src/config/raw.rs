@@ -574,6 +574,14 @@ pub struct RawFlow {
     pub overlap: Option<String>,
     /// Records per read. Default 500.
     pub page_size: Option<u64>,
+    /// optional: check this flow's destinations for drift on this cron schedule (with seconds,
+    /// like `schedule`; e.g. `"0 0 3 * * *"` every night at 3): what each holds against what
+    /// the hub says it should (for a stock-pool flow also the ERP's figures against the
+    /// ledger). Each run is stored (`GET /api/v1/reconcile`); `concord reconcile` runs one now.
+    pub reconcile: Option<String>,
+    /// With `reconcile`: plan one corrective write per drifted key through the outbox (never a
+    /// delete: records unknown to the hub are only reported). Default `false`.
+    pub heal: Option<bool>,
 }
 
 /// `[ownership.KIND]`

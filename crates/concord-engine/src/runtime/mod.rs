@@ -249,6 +249,7 @@ impl Engine {
     pub async fn start(&self) -> Result<JoinSet<()>, EngineError> {
         let mut tasks = self.start_without_readers().await?;
         capture::spawn_readers(&self.inner, &mut tasks);
+        reconcile::spawn_schedules(&self.inner, &mut tasks);
         Ok(tasks)
     }
 

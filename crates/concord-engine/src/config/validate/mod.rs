@@ -11,6 +11,7 @@ mod alerts;
 mod inventory;
 mod orders;
 mod pricing;
+mod reconcile;
 
 use super::raw::{RawConfig, RawEndpoint, RawEngine, RawFlow, RawMode, RawPattern, RawServer};
 use super::{Config, EngineSettings, FlowConfig, Issue, Mode, Pattern, ServerConfig, StoreConfig};
@@ -603,10 +604,12 @@ fn flow(
         map_out.insert(dest, m);
     }
 
+    let reconcile = reconcile::schedule(at, raw.kind, pattern, raw.reconcile, raw.heal)?;
     Ok(FlowConfig {
         name: raw.name,
         kind: raw.kind,
         pattern,
+        reconcile,
         mode,
         from,
         to,

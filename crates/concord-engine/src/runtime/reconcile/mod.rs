@@ -34,9 +34,12 @@ use concord_store::{
     AuditEvent, IngestOutcome, NewItem, NewReconcileRun, ProcessBatch, StoreError,
     StoredReconcileRun,
 };
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use tokio::task::JoinSet;
 
 /// What one check compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -246,6 +249,53 @@ impl Engine {
             }
         }
         Ok(true)
+    }
+}
+
+/// One task per flow with a `reconcile` schedule (supervised like every reader).
+pub(crate) fn spawn_schedules(inner: &Arc<Inner>, tasks: &mut JoinSet<()>) {
+    for flow in inner.config.flows.iter().filter(|f| f.reconcile.is_some()) {
+        let (i, name) = (inner.clone(), flow.name.clone());
+        super::supervise::spawn(inner, tasks, format!("reconcile:{name}"), move || {
+            scheduled(i.clone(), name.clone()).boxed()
+        });
+    }
+}
+
+/// Reconcile `flow` at each time of its schedule until shutdown; each run is stored.
+async fn scheduled(inner: Arc<Inner>, flow: String) {
+    let Some(s) = inner.config.flow(&flow).and_then(|f| f.reconcile.clone()) else {
+        return;
+    };
+    let engine = Engine {
+        inner: inner.clone(),
+    };
+    loop {
+        let Some(next) = s.schedule.upcoming(chrono::Utc).next() else {
+            tracing::warn!(%flow, schedule = %s.expr, "reconcile schedule has no future run");
+            return;
+        };
+        let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+        if super::capture::sleep_or_shutdown(&inner, wait).await {
+            return;
+        }
+        match engine
+            .reconcile(std::slice::from_ref(&flow), s.heal, "schedule")
+            .await
+        {
+            Ok(run) => tracing::info!(
+                %flow,
+                run = run.id,
+                drifted = run.drifted(),
+                failed_checks = run.errors(),
+                heal = s.heal,
+                "reconciliation finished"
+            ),
+            Err(EngineError::ShuttingDown) => return,
+            Err(e) => {
+                tracing::warn!(%flow, error = %e, "reconciliation failed; next run on schedule")
+            }
+        }
     }
 }
 
