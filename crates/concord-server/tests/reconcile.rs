@@ -62,6 +62,14 @@ source = "erp"
 locations = ["WH1"]
 stock_location = "WH1"
 
+[alerts]
+interval = "50ms"
+
+[[alerts.rules]]
+name = "drifting"
+condition = "drift"
+above = 0
+
 [[admin.tokens]]
 name = "watcher"
 role = "viewer"
@@ -249,6 +257,24 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
         field(Check::Ledger, "SKU-0004@WH1"),
         ("on_hand".into(), json!(10), json!(25))
     );
+    // The `drift` alert fires for each destination that drifted.
+    wait_for(
+        "the drift alert fires for each drifted destination",
+        async || {
+            let alerts = hub.engine.alerts(100).await.expect("alerts");
+            let firing: BTreeSet<String> = alerts
+                .iter()
+                .filter(|a| a.rule == "drifting" && a.state == "firing")
+                .map(|a| a.subject.clone())
+                .collect();
+            firing
+                == ["products:web", "prices:web", "stock:web", "stock:erp"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect()
+        },
+    )
+    .await;
 
     // Heal: corrective writes through the outbox; the ledger takes the ERP's figure.
     hub.engine
@@ -296,6 +322,14 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
             .all(|r| r.comparison.in_flight.is_empty()),
         "{after:#?}"
     );
+    wait_for("the drift alerts resolve", async || {
+        let alerts = hub.engine.alerts(100).await.expect("alerts");
+        alerts
+            .iter()
+            .filter(|a| a.rule == "drifting")
+            .all(|a| a.state == "resolved")
+    })
+    .await;
     hub.stop().await;
 }
 

@@ -229,10 +229,11 @@ pub struct RawAlerts {
 pub struct RawAlertRule {
     /// Unique name, `[a-z0-9_-]+`.
     pub name: String,
-    /// `dead_letters`, `lag`, `breaker_open` or `oversold_risk`.
+    /// `dead_letters`, `lag`, `breaker_open`, `oversold_risk` or `drift` (the latest
+    /// reconciliation of a flow found more than `above` drifted keys at a destination).
     #[schemars(schema_with = "super::schema::condition")]
     pub condition: String,
-    /// Count (dead letters) or units (oversold risk) above which the rule fires.
+    /// Count (dead letters, drifted keys) or units (oversold risk) above which the rule fires.
     pub above: Option<u64>,
     /// `lag`: the duration above which the rule fires.
     pub lag_above: Option<String>,

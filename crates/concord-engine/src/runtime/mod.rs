@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// The tasks' supervisor: restarts, and the task given up on (readiness).
     pub supervisor: supervise::Supervisor,
+    /// Drifted keys per (flow, destination) found by the latest reconciliation (alert `drift`).
+    pub drift: reconcile::DriftFigures,
 }
 
 impl Inner {
@@ -231,6 +233,7 @@ impl Engine {
                 flows,
                 shutdown,
                 supervisor: supervise::Supervisor::new(),
+                drift: reconcile::DriftFigures::default(),
             }),
         })
     }

@@ -107,6 +107,26 @@ impl ReconcileRun {
     }
 }
 
+/// Drifted keys per (flow, destination) of the latest run that checked them, for the `drift`
+/// alert (in memory: after a restart the next run fills it again; every run is stored too).
+#[derive(Debug, Default)]
+pub(crate) struct DriftFigures(std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>);
+
+impl DriftFigures {
+    fn set(&self, flow: &str, dest: &str, drifted: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((flow.to_string(), dest.to_string()), drifted);
+        }
+    }
+
+    pub(crate) fn latest(&self) -> Vec<((String, String), u64)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// One check to run.
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -156,6 +176,7 @@ impl Engine {
             }
             metrics::gauge!("concord_drift_keys", "flow" => r.flow.clone(), "dest" => r.dest.clone())
                 .set(r.drifted() as f64);
+            inner.drift.set(&r.flow, &r.dest, r.drifted() as u64);
             results.push(r);
         }
         let mut run = ReconcileRun {
