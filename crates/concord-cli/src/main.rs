@@ -5,6 +5,7 @@
 mod admin;
 mod backfill;
 mod demo;
+mod dry_run;
 mod orders;
 mod reconcile;
 mod sandbox;
@@ -39,6 +40,14 @@ enum Command {
     Run {
         #[arg(short, long, env = "CONCORD_CONFIG")]
         config: PathBuf,
+        /// Capture and plan against the real endpoints but write nothing to them; on stop,
+        /// list every planned write. Uses its own store (`--store`, default the configured
+        /// one's name with `.dry-run` before its extension), never the configured one.
+        #[arg(long)]
+        dry_run: bool,
+        /// With `--dry-run`: the dry run's store file.
+        #[arg(long, requires = "dry_run")]
+        store: Option<PathBuf>,
     },
     /// Check a configuration file (syntax, fields, flows, mappings, connector capabilities).
     Validate {
@@ -138,7 +147,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
-            Command::Run { config } => wiring::run(&config).await,
+            Command::Run {
+                config,
+                dry_run,
+                store,
+            } => wiring::run(&config, dry_run.then_some(store)).await,
             Command::Validate { config } => wiring::validate(&config),
             Command::Dlq { config, action } => match config {
                 Some(config) => admin::dlq(&config, action).await,

@@ -21,6 +21,7 @@ pub mod capture;
 pub mod clock;
 pub mod connector_state;
 pub mod deliver;
+pub mod dry_run;
 pub mod flows;
 pub mod inventory;
 pub mod orders;
@@ -115,6 +116,8 @@ pub(crate) struct Inner {
     pub supervisor: supervise::Supervisor,
     /// Drifted keys per (flow, destination) found by the latest reconciliation (alert `drift`).
     pub drift: reconcile::DriftFigures,
+    /// A dry run (`dry_run.rs`): no dispatcher, no alert task.
+    pub dry_run: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -234,6 +237,7 @@ impl Engine {
                 shutdown,
                 supervisor: supervise::Supervisor::new(),
                 drift: reconcile::DriftFigures::default(),
+                dry_run: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -299,7 +303,9 @@ impl Engine {
             supervise::spawn(inner, tasks, name.to_string(), move || f(i.clone()));
         };
         run("process", &mut tasks, |i| process::run(i).boxed());
-        for ep in inner.endpoints.values() {
+        // A dry run delivers nothing: no dispatcher runs (`dry_run.rs`).
+        let dry_run = inner.dry_run.load(std::sync::atomic::Ordering::Acquire);
+        for ep in inner.endpoints.values().filter(|_| !dry_run) {
             let (i, ep) = (inner.clone(), ep.clone());
             supervise::spawn(
                 inner,
@@ -311,7 +317,9 @@ impl Engine {
         if inner.pool.is_some() {
             run("inventory", &mut tasks, |i| inventory::run(i).boxed());
         }
-        run("alerts", &mut tasks, |i| alerts::run(i).boxed());
+        if !dry_run {
+            run("alerts", &mut tasks, |i| alerts::run(i).boxed());
+        }
         run("metrics", &mut tasks, |i| metrics_loop(i).boxed());
         run("retention", &mut tasks, |i| retention::run(i).boxed());
         Ok(tasks)

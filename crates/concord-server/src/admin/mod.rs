@@ -22,6 +22,7 @@
 mod actions;
 mod alerts;
 mod dead_letters;
+mod dry_run;
 mod endpoints;
 mod flows;
 mod journal;
@@ -111,6 +112,7 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::list))
         .routes(routes!(reconcile::list, reconcile::run))
         .routes(routes!(reconcile::show))
+        .routes(routes!(dry_run::planned))
 }
 
 /// Routes open without a token.
