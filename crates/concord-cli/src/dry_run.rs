@@ -80,14 +80,16 @@ pub async fn engine(path: &Path, store: Option<PathBuf>) -> anyhow::Result<Engin
     Ok(engine)
 }
 
-/// Print every planned write: destination, kind, op, key and the payload.
+/// Print every planned write: destination, kind, op, key and the payload, then what it would
+/// change at the destination (read from its listing where its connector can list the kind).
 pub async fn report(engine: &Engine) -> anyhow::Result<()> {
-    let planned = engine.planned_writes(LISTED).await?;
+    let planned = engine.planned_differences(LISTED).await?;
     println!(
         "dry run: {} planned write(s) (nothing was written)",
         planned.len()
     );
-    for item in &planned {
+    for w in &planned {
+        let item = &w.item;
         println!(
             "  {} {} {} {} {}",
             item.dest,
@@ -96,6 +98,20 @@ pub async fn report(engine: &Engine) -> anyhow::Result<()> {
             item.key,
             serde_json::to_string(&item.payload)?
         );
+        let change = match (&w.current, w.compared) {
+            (_, false) => "not compared (the destination cannot be listed)".to_string(),
+            (None, true) => "new at the destination".to_string(),
+            (Some(_), true) if w.differences.is_empty() => {
+                "no change to the fields the destination returns".to_string()
+            }
+            (Some(_), true) => w
+                .differences
+                .iter()
+                .map(|d| format!("{}: {} → {}", d.field, d.actual, d.expected))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        println!("      {change}");
     }
     Ok(())
 }

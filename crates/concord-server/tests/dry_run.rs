@@ -156,10 +156,30 @@ sha256 = "{v}"
         .await
         .expect("json");
     assert_eq!(body["dry_run"], true);
-    assert_eq!(
-        body["planned"].as_array().map(Vec::len),
-        Some(expected.len()),
+    let listed = body["planned"].as_array().expect("planned");
+    assert_eq!(listed.len(), expected.len(), "{body}");
+    // Each compared with what the store holds now: it has nothing yet, so every write is new.
+    assert!(
+        listed
+            .iter()
+            .all(|w| w["compared"] == true && w["current"].is_null()),
         "{body}"
+    );
+
+    // A record the store already has, with another figure: the difference is shown.
+    shop.set_inventory("SKU-0002", "WH1", 4)
+        .expect("store's own figure");
+    let planned = engine.planned_differences(1000).await.expect("differences");
+    let w = planned
+        .iter()
+        .find(|w| w.item.key == "SKU-0002@WH1")
+        .expect("stock write");
+    assert!(w.compared);
+    assert_eq!(w.differences.len(), 1, "{w:?}");
+    assert_eq!(w.differences[0].field, "on_hand");
+    assert_eq!(
+        (&w.differences[0].expected, &w.differences[0].actual),
+        (&serde_json::json!(10), &serde_json::json!(4))
     );
 
     // Nothing was written anywhere, and nothing will be: no dispatcher runs.

@@ -18,6 +18,7 @@ use crate::connector::{
     WriteOutcome,
 };
 use async_trait::async_trait;
+use concord_core::reconcile::{field_differences, FieldDiff};
 use concord_store::{ItemState, OutboxItem};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -73,6 +74,85 @@ impl Engine {
         }
         items.sort_by_key(|i| i.id);
         Ok(items)
+    }
+}
+
+/// A planned write with what the destination holds now under its key, where its connector can
+/// list that kind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlannedWrite {
+    pub item: OutboxItem,
+    /// The destination's current record (`None`: it has none, or it cannot be listed — see
+    /// `compared`).
+    pub current: Option<serde_json::Value>,
+    /// Whether the destination's listing was read for this write.
+    pub compared: bool,
+    /// The fields the write would change (on the fields both carry; empty for a new record).
+    pub differences: Vec<FieldDiff>,
+}
+
+impl Engine {
+    /// [`Engine::planned_writes`], each with the destination's current record and the fields
+    /// it would change: one listing read per (flow, destination) that has planned writes and
+    /// whose connector can list the kind (paced like reconciliation's reads). A listing that
+    /// fails leaves its writes uncompared.
+    pub async fn planned_differences(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<PlannedWrite>, EngineError> {
+        let items = self.planned_writes(limit).await?;
+        let mut groups: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for (i, item) in items.iter().enumerate() {
+            groups
+                .entry((item.flow.clone(), item.dest.clone()))
+                .or_default()
+                .push(i);
+        }
+        let mut out: Vec<PlannedWrite> = items
+            .into_iter()
+            .map(|item| PlannedWrite {
+                item,
+                current: None,
+                compared: false,
+                differences: Vec::new(),
+            })
+            .collect();
+        for ((flow, dest), members) in groups {
+            let Some(flow) = self.inner.config.flow(&flow).cloned() else {
+                continue;
+            };
+            let listable = self
+                .inner
+                .connectors
+                .get(&dest)
+                .is_some_and(|c| c.capabilities().kind(flow.kind).read.snapshot);
+            if !listable || flow.kind.is_order_scoped() {
+                continue;
+            }
+            let target = super::reconcile::Target {
+                flow,
+                dest,
+                check: super::reconcile::Check::Destination,
+            };
+            let actual = match super::reconcile::sides::read_endpoint(&self.inner, &target).await {
+                Ok((actual, _, _)) => actual,
+                Err(EngineError::ShuttingDown) => return Err(EngineError::ShuttingDown),
+                Err(e) => {
+                    tracing::warn!(dest = %target.dest, error = %e, "dry run: the destination's current records could not be read");
+                    continue;
+                }
+            };
+            for i in members {
+                let w = &mut out[i];
+                w.compared = true;
+                w.current = actual.get(&w.item.key).cloned();
+                if let Some(current) = &w.current {
+                    w.differences = field_differences(&w.item.payload, current);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

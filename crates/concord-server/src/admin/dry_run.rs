@@ -1,12 +1,13 @@
 //! `GET /api/v1/dry-run` (viewer): whether this hub is a dry run (`concord run --dry-run`) and
-//! what it would write — every queued item: destination, kind, op, key, payload. Read-only;
-//! must never deliver or drop an item.
+//! what it would write — every queued item: destination, kind, op, key, payload, and where the
+//! destination can be listed its current record and the fields the write would change.
+//! Read-only; must never deliver or drop an item.
 
 use super::{limit, parse_query, ErrorBody};
 use crate::{ApiError, AppState};
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use concord_store::OutboxItem;
+use concord_engine::runtime::dry_run::PlannedWrite;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -15,7 +16,8 @@ use utoipa::{IntoParams, ToSchema};
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedParams {
-    /// Most planned writes returned, 1-1000 (default 1000), oldest first.
+    /// Most planned writes returned, 1-1000 (default 1000), oldest first. Each call reads the
+    /// destinations' listings to show what would change.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
@@ -25,9 +27,10 @@ pub struct PlannedParams {
 pub struct DryRun {
     /// True when this hub runs with `--dry-run` (nothing is written to any endpoint).
     pub dry_run: bool,
-    /// Queued writes (pending or waiting for dependencies), oldest first. On a hub that is not
-    /// a dry run these are simply the writes not delivered yet.
-    pub planned: Vec<OutboxItem>,
+    /// Queued writes (pending or waiting for dependencies), oldest first, each with the
+    /// destination's current record and the fields it would change where the destination can
+    /// be listed. On a hub that is not a dry run these are the writes not delivered yet.
+    pub planned: Vec<PlannedWrite>,
 }
 
 /// The writes a dry run planned.
@@ -48,7 +51,7 @@ pub async fn planned(
     RawQuery(q): RawQuery,
 ) -> Result<Json<DryRun>, ApiError> {
     let p: PlannedParams = parse_query(q.as_deref())?;
-    let planned = s.engine.planned_writes(limit(p.limit, 1000)?).await?;
+    let planned = s.engine.planned_differences(limit(p.limit, 1000)?).await?;
     Ok(Json(DryRun {
         dry_run: s.engine.is_dry_run(),
         planned,

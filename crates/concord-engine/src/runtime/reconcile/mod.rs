@@ -23,7 +23,7 @@
 //! Must never: delete anything at a destination; write to the pool's source; count an
 //! in-flight key as drift; bypass the outbox.
 
-mod sides;
+pub(crate) mod sides;
 
 use super::{EngineError, Inner};
 use crate::config::{FlowConfig, Pattern};

@@ -146,7 +146,7 @@ fn channel_key(key: &str, stock_location: Option<&str>) -> String {
 
 /// The endpoint's listing, keyed canonically (xref, else the natural key of the record as the
 /// hub would capture it), with the pages read.
-async fn read_endpoint(
+pub(crate) async fn read_endpoint(
     inner: &Inner,
     t: &Target,
 ) -> Result<(BTreeMap<String, Value>, BTreeMap<String, Captured>, u64), EngineError> {
