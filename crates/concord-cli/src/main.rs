@@ -5,7 +5,9 @@
 mod admin;
 mod backfill;
 mod demo;
+mod dry_run;
 mod orders;
+mod reconcile;
 mod sandbox;
 mod showcase;
 mod token;
@@ -38,6 +40,14 @@ enum Command {
     Run {
         #[arg(short, long, env = "CONCORD_CONFIG")]
         config: PathBuf,
+        /// Capture and plan against the real endpoints but write nothing to them; on stop,
+        /// list every planned write. Uses its own store (`--store`, default the configured
+        /// one's name with `.dry-run` before its extension), never the configured one.
+        #[arg(long)]
+        dry_run: bool,
+        /// With `--dry-run`: the dry run's store file.
+        #[arg(long, requires = "dry_run")]
+        store: Option<PathBuf>,
     },
     /// Check a configuration file (syntax, fields, flows, mappings, connector capabilities).
     Validate {
@@ -55,6 +65,9 @@ enum Command {
     },
     /// Run one flow as a one-off migration to completion, with progress; resumable.
     Backfill(backfill::BackfillArgs),
+    /// Compare what each destination holds with what the hub says it should hold (drift);
+    /// `--heal` plans one corrective write per drifted key (never a delete).
+    Reconcile(reconcile::ReconcileArgs),
     /// Make access tokens: `token new --name N --role viewer|operator` (admin API) or
     /// `token new --name N --channel C` (storefront API key). Prints the token once.
     Token {
@@ -134,7 +147,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Sandbox(args) => sandbox::run(args).await,
-            Command::Run { config } => wiring::run(&config).await,
+            Command::Run {
+                config,
+                dry_run,
+                store,
+            } => wiring::run(&config, dry_run.then_some(store)).await,
             Command::Validate { config } => wiring::validate(&config),
             Command::Dlq { config, action } => match config {
                 Some(config) => admin::dlq(&config, action).await,
@@ -146,6 +163,7 @@ fn main() -> ExitCode {
             Command::Status { config, json } => admin::status(&config, json).await,
             Command::Order { config, key, json } => orders::order(&config, &key, json).await,
             Command::Backfill(args) => backfill::run(args).await,
+            Command::Reconcile(args) => reconcile::run(args).await,
             Command::Token { action } => token::run(action),
             Command::Try(args) => try_endpoint::run(args).await,
             Command::Config {

@@ -8,7 +8,7 @@ use concord_engine::{Engine, EngineError};
 use concord_server::AppState;
 use concord_store::{SqliteStore, Store};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
@@ -184,8 +184,24 @@ pub async fn interrupted() {
     }
 }
 
-pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let engine = engine(path)?;
+/// `concord run`, or with `dry: Some(store)` `concord run --dry-run [--store PATH]`.
+pub async fn run(path: &Path, dry: Option<Option<PathBuf>>) -> anyhow::Result<ExitCode> {
+    let engine = match dry {
+        None => {
+            let engine = engine(path)?;
+            if engine.store_is_dry_run().await? {
+                return Err(ConfigProblem(format!(
+                    "{}: the store {} belongs to a dry run (`concord run --dry-run`): its planned writes must never be delivered; give the hub its own store",
+                    path.display(),
+                    engine.config().store.path.display()
+                ))
+                .into());
+            }
+            engine
+        }
+        Some(store) => crate::dry_run::engine(path, store).await?,
+    };
+    let dry_run = engine.is_dry_run();
     let listen = engine.config().server.listen;
     let running = start(engine, listen).await?;
     eprintln!(
@@ -208,7 +224,11 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             f.task, f.failures, f.reason
         ),
     }
+    let engine = running.engine.clone();
     running.stop().await;
+    if dry_run {
+        crate::dry_run::report(&engine).await?;
+    }
     Ok(if failure.is_some() {
         ExitCode::FAILURE
     } else {

@@ -1,7 +1,8 @@
 //! Concord's domain core: the canonical model of the nine kinds, their natural keys and
 //! dependencies, validation of canonical records, content hashing, field-ownership merge, and the
 //! pure arithmetic of retries (backoff with full jitter, circuit breaker), of the stock pool
-//! (`inventory`) and of price lists (`pricing`: precedence, validity, tiers, minor units); the
+//! (`inventory`) and of price lists (`pricing`: precedence, validity, tiers, minor units), the comparison of a
+//! destination's records with the hub's (`reconcile`: drift); the
 //! bounded domain of everything from outside (`limits`), the strict JSON parser every boundary
 //! uses (`json`), and the one order of versions (`version`).
 //!
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod merge;
 pub mod model;
 pub mod pricing;
+pub mod reconcile;
 pub mod retry;
 pub mod version;
 

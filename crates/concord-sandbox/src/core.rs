@@ -326,6 +326,22 @@ impl Core {
         Some(entry.seq)
     }
 
+    /// A change whose event got lost: stored with a new seq (a changes poll finds it, the
+    /// snapshot shows it) but never sent as a webhook. For drift tests.
+    pub fn emit_unannounced(&self, kind: Kind, id: &str, record: Value) -> Option<u64> {
+        let mut feed = lock(&self.feed);
+        if feed.get(kind, id).is_some_and(|e| e.record == record) {
+            return None;
+        }
+        Some(feed.put(kind, id, record).seq)
+    }
+
+    /// Delete a record in the system (an operator deleting it in its admin): it leaves the
+    /// snapshot, and no event says so. For drift tests.
+    pub fn forget(&self, kind: Kind, id: &str) -> bool {
+        lock(&self.feed).remove(kind, id)
+    }
+
     /// The last seq assigned (0 before any change).
     pub fn last_seq(&self) -> u64 {
         lock(&self.feed).last_seq()

@@ -69,6 +69,20 @@ impl Feed {
         entry
     }
 
+    /// Remove a record (deleted in the system): it leaves the snapshot; the feed says nothing.
+    pub(crate) fn remove(&mut self, kind: Kind, id: &str) -> bool {
+        let Some(log) = self.kinds.get_mut(&kind) else {
+            return false;
+        };
+        match log.by_id.remove(id) {
+            Some(old) => {
+                log.by_seq.remove(&old.seq);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn row(id: &str, e: &Entry) -> Row {
         Row {
             id: id.to_string(),

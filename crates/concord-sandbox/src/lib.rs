@@ -45,6 +45,7 @@
 //! |---|---|---|
 //! | `POST /_control/seed` | `{"skus": 1..=10000, "locations": ["WH1", …], "quantity"}` | 200 `{"skus"}`: products `SKU-0001…` (named, `default` list price 1000 + i) with `quantity` on hand at each location (`seed`) |
 //! | `POST /_control/stock/{sku}/{location}/adjust` | `{"delta"}` | 200, the stock row: a goods receipt (`delta` > 0) or a count correction (< 0; on hand never below 0; above 10⁹ units → 422) (`adjust_stock`) |
+//! | `POST /_control/stock/{sku}/{location}/unannounced` | `{"on_hand"}` | 200, the stock row: on hand set with no change event — a lost webhook: in the snapshot and the changes feed, never sent (drift tests); outside 0..=10⁹ → 422 (`set_stock_unannounced`) |
 //! | `POST /_control/rep-orders` | `{"email", "lines": [{"sku", "quantity"}]}` | 201, the sales order a sales rep keyed in (reference `rep/<n>`, lines from the default location): it commits stock whatever the hub promised (`rep_order`) |
 //! | `POST /_control/sales-orders/{id}/ship` | `{"lines": [{"sku", "quantity"}], "carrier", "tracking_number"}`, all optional (no lines: the rest) | 201, the shipment: one of several (`ship_with`, `ship_partial`, `ship`) |
 //! | `POST /_control/sales-orders/{id}/invoice` | | 200, the order's invoice (idempotent) (`invoice`) |
@@ -62,6 +63,7 @@
 //! | `POST /_control/orders/{id}/cancel` | | 200, the order, cancelled by the customer; 409 once fulfilled (`customer_cancel`) |
 //! | `POST /_control/orders/{id}/capture` | `{"amount_minor", "method"}`, optional (what is not captured yet) | 201, the payment `pay_n`, captured (`capture`) |
 //! | `POST /_control/orders/{id}/refund` | `{"lines", "amount_minor", "restock", "reason"}`, optional (by lines — their value —, by amount, or else the rest) | 201, the refund `re_n`; beyond what was ordered or is left → 422 naming the field (`refund`) |
+//! | `DELETE /_control/products/{sku}` | | 204: the product deleted in the store's admin, gone from its listing, no event (drift tests); 404 when there is none (`delete_product`) |
 //!
 //! The crate's modules: `core` (fault middleware, write log, the shared routes, the server
 //! lifecycle), `feed` (the change feed and its routes), `webhook` (the sender), `customers`,

@@ -584,3 +584,47 @@ async fn shop_control_calls_over_http() {
     );
     shop.shutdown().await;
 }
+
+/// The drift levers (issue 16): an ERP figure changed with no change event — in the snapshot and
+/// the feed (its seq advances), 422 naming `on_hand` outside the domain — and a product deleted
+/// in the store's admin (204, then gone: 404, and a second delete 404).
+#[tokio::test]
+async fn drift_control_calls_over_http() {
+    let erp = ErpSim::start(ErpOptions::default()).await.unwrap();
+    let base = erp.base_url();
+    let url = format!("{base}/_control/stock/SKU-1/WH1/unannounced");
+    let before = erp.last_seq();
+    let (st, row) = call("POST", &url, Some(json!({"on_hand": 25}))).await;
+    assert_eq!((st, &row["on_hand"]), (200, &json!(25)), "{row}");
+    assert_eq!(erp.stock("SKU-1", "WH1").unwrap().on_hand, 25);
+    assert!(erp.last_seq() > before, "in the changes feed");
+    let (st, listed) = call("GET", &format!("{base}/api/records?kind=stock"), None).await;
+    assert_eq!(st, 200);
+    assert_eq!(listed["records"][0]["record"]["on_hand"], 25, "{listed}");
+    for bad in [json!({"on_hand": -1}), json!({"on_hand": 1_000_000_001i64})] {
+        let (st, e) = call("POST", &url, Some(bad.clone())).await;
+        assert!(
+            st == 422 && error_of(&e).contains("on_hand"),
+            "{bad}: {st} {e}"
+        );
+    }
+    assert_eq!(erp.stock("SKU-1", "WH1").unwrap().on_hand, 25);
+    let (st, _) = call("POST", &url, Some(json!({"delta": 1}))).await;
+    assert_eq!(st, 422);
+
+    let shop = ShopSim::start(ShopOptions::default()).await.unwrap();
+    let base = shop.base_url();
+    shop.upsert_product(json!({"sku": "A", "name": "A"}))
+        .unwrap();
+    let (st, _) = call("DELETE", &format!("{base}/_control/products/A"), None).await;
+    assert_eq!(st, 204);
+    let (st, _) = call("GET", &format!("{base}/api/products/A"), None).await;
+    assert_eq!(st, 404);
+    let (st, e) = call("DELETE", &format!("{base}/_control/products/A"), None).await;
+    assert_eq!(st, 404, "{e}");
+    assert_eq!(
+        shop.counters().writes.values().sum::<u64>(),
+        0,
+        "not a write"
+    );
+}

@@ -315,6 +315,9 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
         "/api/v1/parked",
         "/api/v1/overview",
         "/api/v1/alerts",
+        "/api/v1/reconcile",
+        "/api/v1/reconcile/{id}",
+        "/api/v1/dry-run",
         "/api/v1/session",
         "/api/v1/me",
     ] {

@@ -30,6 +30,7 @@ pub mod journal;
 pub(crate) mod ledger;
 pub mod orders;
 pub mod outbox;
+pub mod reconcile;
 pub mod sqlite;
 pub(crate) mod sync;
 
@@ -57,6 +58,7 @@ pub use orders::{
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
 pub use outbox::{Claimed, EditFallback, ItemState, NewItem, OutboxItem, Settlement};
+pub use reconcile::{NewReconcileRun, StoredReconcileRun};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 pub type JournalId = i64;
@@ -351,6 +353,26 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;
 
     async fn stats(&self) -> Result<StoreStats>;
+
+    // ---- reconciliation (issue 16) ----
+
+    /// Store a reconciliation run; returns its id (ascending).
+    async fn record_reconcile_run(&self, run: NewReconcileRun) -> Result<i64> {
+        let _ = run;
+        Err(StoreError::Unsupported("record_reconcile_run"))
+    }
+
+    /// Runs, newest first, at most `limit`, without their reports (`report` is `null`).
+    async fn reconcile_runs(&self, limit: usize) -> Result<Vec<StoredReconcileRun>> {
+        let _ = limit;
+        Err(StoreError::Unsupported("reconcile_runs"))
+    }
+
+    /// One run with its report.
+    async fn reconcile_run(&self, id: i64) -> Result<Option<StoredReconcileRun>> {
+        let _ = id;
+        Err(StoreError::Unsupported("reconcile_run"))
+    }
 
     // ---- inventory (design §5) ----
 

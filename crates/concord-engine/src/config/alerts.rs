@@ -69,6 +69,9 @@ pub enum AlertCondition {
     BreakerOpen { longer_than: Duration },
     /// A stock position's on-hand is more than `above` units below what is committed and held.
     OversoldRisk { above: u64 },
+    /// The latest reconciliation of a flow found more than `above` drifted keys at one
+    /// destination (`runtime/reconcile`).
+    Drift { above: u64 },
 }
 
 impl AlertCondition {
@@ -78,15 +81,16 @@ impl AlertCondition {
             AlertCondition::Lag { .. } => "lag",
             AlertCondition::BreakerOpen { .. } => "breaker_open",
             AlertCondition::OversoldRisk { .. } => "oversold_risk",
+            AlertCondition::Drift { .. } => "drift",
         }
     }
 
     /// The threshold in the unit of the rule's value (count, seconds, units).
     pub fn threshold(&self) -> f64 {
         match self {
-            AlertCondition::DeadLetters { above } | AlertCondition::OversoldRisk { above } => {
-                *above as f64
-            }
+            AlertCondition::DeadLetters { above }
+            | AlertCondition::OversoldRisk { above }
+            | AlertCondition::Drift { above } => *above as f64,
             AlertCondition::Lag { above } => above.as_secs_f64(),
             AlertCondition::BreakerOpen { longer_than } => longer_than.as_secs_f64(),
         }

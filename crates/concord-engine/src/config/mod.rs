@@ -246,6 +246,24 @@ pub struct FlowConfig {
     pub map_out: BTreeMap<String, Mapping>,
     pub overlap: Duration,
     pub page_size: usize,
+    /// `reconcile` / `heal`: drift checks on a schedule (`runtime/reconcile`).
+    pub reconcile: Option<ReconcileSchedule>,
+}
+
+/// A flow's scheduled drift check.
+#[derive(Debug, Clone)]
+pub struct ReconcileSchedule {
+    pub schedule: Box<cron::Schedule>,
+    /// The schedule as written.
+    pub expr: String,
+    /// Plan corrective writes for what drifted.
+    pub heal: bool,
+}
+
+impl PartialEq for ReconcileSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.expr == other.expr && self.heal == other.heal
+    }
 }
 
 impl FlowConfig {

@@ -229,10 +229,11 @@ pub struct RawAlerts {
 pub struct RawAlertRule {
     /// Unique name, `[a-z0-9_-]+`.
     pub name: String,
-    /// `dead_letters`, `lag`, `breaker_open` or `oversold_risk`.
+    /// `dead_letters`, `lag`, `breaker_open`, `oversold_risk` or `drift` (the latest
+    /// reconciliation of a flow found more than `above` drifted keys at a destination).
     #[schemars(schema_with = "super::schema::condition")]
     pub condition: String,
-    /// Count (dead letters) or units (oversold risk) above which the rule fires.
+    /// Count (dead letters, drifted keys) or units (oversold risk) above which the rule fires.
     pub above: Option<u64>,
     /// `lag`: the duration above which the rule fires.
     pub lag_above: Option<String>,
@@ -574,6 +575,14 @@ pub struct RawFlow {
     pub overlap: Option<String>,
     /// Records per read. Default 500.
     pub page_size: Option<u64>,
+    /// optional: check this flow's destinations for drift on this cron schedule (with seconds,
+    /// like `schedule`; e.g. `"0 0 3 * * *"` every night at 3): what each holds against what
+    /// the hub says it should (for a stock-pool flow also the ERP's figures against the
+    /// ledger). Each run is stored (`GET /api/v1/reconcile`); `concord reconcile` runs one now.
+    pub reconcile: Option<String>,
+    /// With `reconcile`: plan one corrective write per drifted key through the outbox (never a
+    /// delete: records unknown to the hub are only reported). Default `false`.
+    pub heal: Option<bool>,
 }
 
 /// `[ownership.KIND]`

@@ -151,7 +151,13 @@ pub(crate) fn role(_: &mut SchemaGenerator) -> Schema {
 
 /// `[[alerts.rules]] condition` (`super::validate::alerts`).
 pub(crate) fn condition(_: &mut SchemaGenerator) -> Schema {
-    words(&["dead_letters", "lag", "breaker_open", "oversold_risk"])
+    words(&[
+        "dead_letters",
+        "lag",
+        "breaker_open",
+        "oversold_risk",
+        "drift",
+    ])
 }
 
 /// `[orders] edits` (`super::validate::orders`).

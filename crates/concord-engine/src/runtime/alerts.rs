@@ -118,7 +118,7 @@ pub struct Alert {
     /// The episode's id.
     pub id: AlertId,
     pub rule: String,
-    /// `dead_letters`, `lag`, `breaker_open` or `oversold_risk`; `None` when the rule is no
+    /// `dead_letters`, `lag`, `breaker_open`, `oversold_risk` or `drift`; `None` when the rule is no
     /// longer configured.
     pub condition: Option<String>,
     /// `""` (the whole hub), an endpoint, or `sku@location`.
@@ -361,6 +361,21 @@ impl State {
                                 *since,
                             ));
                         }
+                    }
+                }
+                AlertCondition::Drift { above } => {
+                    for ((flow, dest), n) in inner.drift.latest() {
+                        if !applies(rule, &dest) || n <= above {
+                            continue;
+                        }
+                        out.push(obs(
+                            &format!("{flow}:{dest}"),
+                            n as f64,
+                            format!(
+                                "the latest reconciliation of flow `{flow}` found {n} drifted key(s) at {dest} (alert above {above}): GET /api/v1/reconcile"
+                            ),
+                            now,
+                        ));
                     }
                 }
                 AlertCondition::OversoldRisk { above } => {

@@ -355,7 +355,7 @@ pub(crate) async fn poll_once(
     }
 }
 
-async fn store_page(
+pub(crate) async fn store_page(
     inner: &Inner,
     src: &str,
     records: Vec<Captured>,

@@ -21,11 +21,13 @@ pub mod capture;
 pub mod clock;
 pub mod connector_state;
 pub mod deliver;
+pub mod dry_run;
 pub mod flows;
 pub mod inventory;
 pub mod orders;
 pub mod pricing;
 pub mod process;
+pub mod reconcile;
 pub mod replay;
 pub mod retention;
 pub mod stats;
@@ -112,6 +114,10 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     /// The tasks' supervisor: restarts, and the task given up on (readiness).
     pub supervisor: supervise::Supervisor,
+    /// Drifted keys per (flow, destination) found by the latest reconciliation (alert `drift`).
+    pub drift: reconcile::DriftFigures,
+    /// A dry run (`dry_run.rs`): no dispatcher, no alert task.
+    pub dry_run: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -230,6 +236,8 @@ impl Engine {
                 flows,
                 shutdown,
                 supervisor: supervise::Supervisor::new(),
+                drift: reconcile::DriftFigures::default(),
+                dry_run: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -248,6 +256,7 @@ impl Engine {
     pub async fn start(&self) -> Result<JoinSet<()>, EngineError> {
         let mut tasks = self.start_without_readers().await?;
         capture::spawn_readers(&self.inner, &mut tasks);
+        reconcile::spawn_schedules(&self.inner, &mut tasks);
         Ok(tasks)
     }
 
@@ -294,7 +303,9 @@ impl Engine {
             supervise::spawn(inner, tasks, name.to_string(), move || f(i.clone()));
         };
         run("process", &mut tasks, |i| process::run(i).boxed());
-        for ep in inner.endpoints.values() {
+        // A dry run delivers nothing: no dispatcher runs (`dry_run.rs`).
+        let dry_run = inner.dry_run.load(std::sync::atomic::Ordering::Acquire);
+        for ep in inner.endpoints.values().filter(|_| !dry_run) {
             let (i, ep) = (inner.clone(), ep.clone());
             supervise::spawn(
                 inner,
@@ -306,7 +317,9 @@ impl Engine {
         if inner.pool.is_some() {
             run("inventory", &mut tasks, |i| inventory::run(i).boxed());
         }
-        run("alerts", &mut tasks, |i| alerts::run(i).boxed());
+        if !dry_run {
+            run("alerts", &mut tasks, |i| alerts::run(i).boxed());
+        }
         run("metrics", &mut tasks, |i| metrics_loop(i).boxed());
         run("retention", &mut tasks, |i| retention::run(i).boxed());
         Ok(tasks)

@@ -45,6 +45,10 @@ pub(crate) fn router(inner: Arc<ErpInner>) -> Router {
             "/_control/stock/{sku}/{location}/adjust",
             post(control_adjust),
         )
+        .route(
+            "/_control/stock/{sku}/{location}/unannounced",
+            post(control_unannounced),
+        )
         .route("/_control/rep-orders", post(control_rep_order))
         .route("/_control/sales-orders/{id}/ship", post(control_ship))
         .route("/_control/sales-orders/{id}/invoice", post(control_invoice))
@@ -392,6 +396,29 @@ async fn control_adjust(
     };
     reply(
         s.adjust_stock(&sku, &loc, req.delta)
+            .map(|st| to_value(&st)),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnannouncedBody {
+    on_hand: i64,
+}
+
+/// `POST /_control/stock/{sku}/{location}/unannounced` `{"on_hand"}`: a figure changed with no
+/// change event (a lost webhook): in the snapshot and the feed, never sent as a webhook.
+async fn control_unannounced(
+    State(s): S,
+    Path((sku, loc)): Path<(String, String)>,
+    b: Bytes,
+) -> Response {
+    let req: UnannouncedBody = match control_body(&b) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    reply(
+        s.set_stock_unannounced(&sku, &loc, req.on_hand)
             .map(|st| to_value(&st)),
     )
 }

@@ -214,6 +214,39 @@ impl ErpInner {
         }
     }
 
+    /// [`ErpHandle::set_stock_unannounced`]: the row changed and stored in the feed with a new
+    /// seq, but no webhook queued. On hand from 0 to `MAX_QUANTITY`, else refused.
+    pub fn set_stock_unannounced(
+        &self,
+        sku: &str,
+        location: &str,
+        on_hand: i64,
+    ) -> Result<Stock, ErpError> {
+        concord_core::limits::key("sku", sku)
+            .and_then(|()| concord_core::limits::key("location", location))
+            .map_err(|e| ErpError::Invalid(e.to_string()))?;
+        if !(0..=concord_core::limits::MAX_QUANTITY).contains(&on_hand) {
+            return Err(ErpError::Invalid(format!(
+                "on_hand: must be from 0 to {}, got {on_hand}",
+                concord_core::limits::MAX_QUANTITY
+            )));
+        }
+        let mut st = lock(&self.state);
+        st.stock
+            .entry((sku.to_string(), location.to_string()))
+            .or_default()
+            .on_hand = on_hand;
+        let row = st.stock_of(sku, location);
+        drop(st);
+        let row = row.ok_or_else(|| ErpError::Invalid("stock row vanished".into()))?;
+        self.core.emit_unannounced(
+            Kind::Stock,
+            &format!("{sku}@{location}"),
+            serde_json::to_value(&row).unwrap_or(Value::Null),
+        );
+        Ok(row)
+    }
+
     /// Set the `default` list price (USD) of a SKU.
     pub fn set_list_price(&self, sku: &str, amount_minor: i64) -> Result<(), ErpError> {
         let p =
@@ -307,6 +340,20 @@ impl ErpHandle {
     /// result above `concord_core::limits::MAX_QUANTITY` is refused and changes nothing.
     pub fn adjust_stock(&self, sku: &str, location: &str, delta: i64) -> Result<(), ErpError> {
         self.inner.adjust_stock(sku, location, delta).map(|_| ())
+    }
+
+    /// Set on-hand at a location with no change event (a lost webhook, an import behind the
+    /// hub's back): the snapshot and a changes poll show it, no webhook is sent. Drift tests;
+    /// `POST /_control/stock/{sku}/{location}/unannounced`.
+    pub fn set_stock_unannounced(
+        &self,
+        sku: &str,
+        location: &str,
+        on_hand: i64,
+    ) -> Result<(), ErpError> {
+        self.inner
+            .set_stock_unannounced(sku, location, on_hand)
+            .map(|_| ())
     }
 
     pub fn stock(&self, sku: &str, location: &str) -> Option<Stock> {

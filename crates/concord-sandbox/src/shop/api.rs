@@ -39,6 +39,10 @@ pub(crate) fn router(inner: Arc<ShopInner>) -> Router {
         .route("/_control/orders/{id}/cancel", post(control_cancel))
         .route("/_control/orders/{id}/capture", post(control_capture))
         .route("/_control/orders/{id}/refund", post(control_refund))
+        .route(
+            "/_control/products/{sku}",
+            axum::routing::delete(control_delete_product),
+        )
         .route("/api/checkout", post(checkout))
         .with_state(inner)
 }
@@ -276,6 +280,19 @@ async fn control_edit(State(s): S, Path(id): Path<String>, b: Bytes) -> Response
     match s.edit_order(&id, edit) {
         Ok(o) => Json(o.to_api(&s.opts.name)).into_response(),
         Err(e) => fail(e),
+    }
+}
+
+/// `DELETE /_control/products/{sku}`: the merchant deletes a product in the store's admin (no
+/// event): 204, or 404 when the store has no such product.
+async fn control_delete_product(State(s): S, Path(sku): Path<String>) -> Response {
+    if s.core.forget(Kind::Product, &sku) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        fail(ShopError::NotFound {
+            what: "product",
+            id: sku,
+        })
     }
 }
 

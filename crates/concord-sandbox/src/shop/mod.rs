@@ -212,6 +212,12 @@ impl ShopHandle {
         self.inner.put_product(None, product).map(|_| ())
     }
 
+    /// Delete a product in the store's admin (no event, no webhook): it leaves the listing.
+    /// Returns whether it was there. Drift tests.
+    pub fn delete_product(&self, sku: &str) -> bool {
+        self.inner.core.forget(Kind::Product, sku)
+    }
+
     /// Set what is available at a location (creating the row).
     pub fn set_inventory(
         &self,

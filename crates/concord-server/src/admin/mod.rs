@@ -23,11 +23,13 @@
 mod actions;
 mod alerts;
 mod dead_letters;
+mod dry_run;
 mod endpoints;
 mod flows;
 mod journal;
 mod orders;
 mod overview;
+mod reconcile;
 mod session;
 mod stock;
 
@@ -103,6 +105,9 @@ fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(actions::run_now))
         .routes(routes!(actions::audit_log))
         .routes(routes!(alerts::list))
+        .routes(routes!(reconcile::list, reconcile::run))
+        .routes(routes!(reconcile::show))
+        .routes(routes!(dry_run::planned))
 }
 
 /// Routes open without a token.

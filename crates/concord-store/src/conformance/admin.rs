@@ -143,3 +143,44 @@ pub async fn connector_state_is_kept_per_endpoint(fx: &Fixture) {
     );
     assert_eq!(s.connector_state("nobody").await.unwrap(), None);
 }
+
+/// Reconciliation runs are kept with their reports: listed newest first without the report,
+/// read back by id with it; an unknown id is `None`.
+pub async fn reconcile_runs_are_kept_and_listed(fx: &Fixture) {
+    let s = fx.store();
+    assert!(s.reconcile_runs(10).await.unwrap().is_empty());
+    let run = |at: i64, drifted: u64| crate::NewReconcileRun {
+        started_at: at,
+        finished_at: at + 5,
+        trigger: "schedule".into(),
+        heal: drifted > 0,
+        drifted,
+        healed: drifted,
+        errors: 0,
+        report: serde_json::json!({"results": [{"flow": "stock", "drifted": drifted}]}),
+    };
+    let first = s.record_reconcile_run(run(1_000, 0)).await.unwrap();
+    let second = s.record_reconcile_run(run(2_000, 3)).await.unwrap();
+    assert!(second > first);
+    let listed = s.reconcile_runs(10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [second, first]
+    );
+    assert!(listed.iter().all(|r| r.report.is_null()));
+    assert_eq!(s.reconcile_runs(1).await.unwrap().len(), 1);
+    let one = s.reconcile_run(second).await.unwrap().expect("stored");
+    assert_eq!(
+        (
+            one.started_at,
+            one.finished_at,
+            one.heal,
+            one.drifted,
+            one.healed
+        ),
+        (2_000, 2_005, true, 3, 3)
+    );
+    assert_eq!(one.trigger, "schedule");
+    assert_eq!(one.report["results"][0]["drifted"], 3);
+    assert_eq!(s.reconcile_run(second + 100).await.unwrap(), None);
+}

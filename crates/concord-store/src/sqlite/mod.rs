@@ -27,6 +27,7 @@ mod open;
 mod orders;
 mod outbox;
 mod reads;
+mod reconcile;
 mod retention;
 mod schema;
 mod writer;
@@ -415,6 +416,18 @@ impl Store for SqliteStore {
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>> {
         self.read(move |c| reads::audit_log(c, limit)).await
+    }
+
+    async fn record_reconcile_run(&self, run: crate::NewReconcileRun) -> Result<i64> {
+        self.write(move |c, _| reconcile::record(c, &run)).await
+    }
+
+    async fn reconcile_runs(&self, limit: usize) -> Result<Vec<crate::StoredReconcileRun>> {
+        self.read(move |c| reconcile::list(c, limit)).await
+    }
+
+    async fn reconcile_run(&self, id: i64) -> Result<Option<crate::StoredReconcileRun>> {
+        self.read(move |c| reconcile::one(c, id)).await
     }
 
     async fn stats(&self) -> Result<StoreStats> {

@@ -357,6 +357,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 11: reconciliation runs (issue 16): counts to list, the engine's report as JSON.
+    r#"
+    CREATE TABLE reconcile_runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        trigger     TEXT NOT NULL,
+        heal        INTEGER NOT NULL,
+        drifted     INTEGER NOT NULL,
+        healed      INTEGER NOT NULL,
+        errors      INTEGER NOT NULL,
+        report      TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

@@ -11,7 +11,7 @@ use crate::connector::EndpointSpec;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const CONDITIONS: &str = "`dead_letters`, `lag`, `breaker_open` or `oversold_risk`";
+const CONDITIONS: &str = "`dead_letters`, `lag`, `breaker_open`, `oversold_risk` or `drift`";
 
 pub(super) fn alerts(
     raw: RawAlerts,
@@ -92,12 +92,14 @@ fn rule(
     };
     let cond = raw.condition.as_str();
     let condition = match cond {
-        "dead_letters" | "oversold_risk" => {
+        "dead_letters" | "oversold_risk" | "drift" => {
             unused("lag_above", raw.lag_above.is_some(), cond)?;
             unused("open_for", raw.open_for.is_some(), cond)?;
             let above = raw.above.unwrap_or(0);
             if cond == "dead_letters" {
                 AlertCondition::DeadLetters { above }
+            } else if cond == "drift" {
+                AlertCondition::Drift { above }
             } else {
                 unused("endpoint", raw.endpoint.is_some(), cond)?;
                 AlertCondition::OversoldRisk { above }

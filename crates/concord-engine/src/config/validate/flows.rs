@@ -203,10 +203,12 @@ pub(super) fn flow(
         map_out.insert(dest, m);
     }
 
+    let reconcile = super::reconcile::schedule(at, raw.kind, pattern, raw.reconcile, raw.heal)?;
     Ok(FlowConfig {
         name: raw.name,
         kind: raw.kind,
         pattern,
+        reconcile,
         mode,
         from,
         to,

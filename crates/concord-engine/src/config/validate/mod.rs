@@ -16,6 +16,7 @@ mod flows;
 mod inventory;
 mod orders;
 mod pricing;
+mod reconcile;
 mod settings;
 
 use super::raw::RawConfig;

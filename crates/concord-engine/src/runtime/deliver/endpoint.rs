@@ -91,6 +91,27 @@ impl EndpointRuntime {
             .map(|d| i64::try_from(d.min(self.retry_after_max).as_millis()).unwrap_or(i64::MAX))
     }
 
+    /// How long a read of this endpoint outside delivery (reconciliation, `runtime/reconcile`)
+    /// must wait first: the same request budget (token bucket, a token taken) and the same
+    /// pause after a 429 or `Retry-After` as its deliveries, so reads and writes share one
+    /// budget.
+    pub(crate) fn read_wait(&self, now: Millis) -> Duration {
+        let paused = self.paused_until.load(Ordering::Relaxed);
+        let pause = Duration::from_millis(u64::try_from(paused.saturating_sub(now)).unwrap_or(0));
+        let budget = self
+            .bucket
+            .as_ref()
+            .and_then(|b| b.lock().ok().map(|mut b| b.wait()))
+            .unwrap_or_default();
+        pause.max(budget)
+    }
+
+    /// A read was answered "slow down": pause this endpoint's deliveries too until `until`.
+    pub(crate) fn read_rate_limited(&self, until: Millis) {
+        self.paused_until.fetch_max(until, Ordering::Relaxed);
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn health(&self) -> EndpointHealth {
         let breaker = self
             .breaker

@@ -277,6 +277,37 @@ impl Pool {
     }
 }
 
+impl Pool {
+    /// The stock record `channel` gets for `sku` (before its flow's filter and mapping): its
+    /// available-to-sell as `on_hand` at the channel's stock location, and the incoming lots;
+    /// with the ats. The broadcaster publishes it; reconciliation (`runtime/reconcile`)
+    /// compares the channel's own figure with it.
+    pub(crate) fn channel_record(
+        &self,
+        channel: &str,
+        policy: &ChannelPolicy,
+        sku: &str,
+        levels: &[StockLevel],
+    ) -> (Value, i64) {
+        let a = self.availability(channel, sku, levels);
+        let incoming: Vec<Value> = a
+            .incoming
+            .iter()
+            .map(|l| json!({"quantity": l.quantity, "eta": l.eta}))
+            .collect();
+        let mut record = json!({
+            "sku": sku,
+            "location": policy.stock_location,
+            "on_hand": a.ats,
+            "committed": 0,
+        });
+        if !incoming.is_empty() {
+            record["incoming"] = Value::Array(incoming);
+        }
+        (record, a.ats)
+    }
+}
+
 /// Most dirty SKUs recomputed in one pass.
 const BROADCAST_PAGE: usize = 500;
 
@@ -365,21 +396,7 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
             let Some(flow) = pool.channel_flows.get(channel) else {
                 continue;
             };
-            let a = pool.availability(channel, sku, &mine);
-            let incoming: Vec<Value> = a
-                .incoming
-                .iter()
-                .map(|l| json!({"quantity": l.quantity, "eta": l.eta}))
-                .collect();
-            let mut record = json!({
-                "sku": sku,
-                "location": policy.stock_location,
-                "on_hand": a.ats,
-                "committed": 0,
-            });
-            if !incoming.is_empty() {
-                record["incoming"] = Value::Array(incoming);
-            }
+            let (record, ats) = pool.channel_record(channel, policy, sku, &mine);
             let vars = MapVars {
                 dest: channel.clone(),
                 source: pool.cfg.source.clone(),
@@ -430,7 +447,7 @@ pub(crate) async fn broadcast(inner: &Inner, pool: &Pool) -> Result<usize, Store
                     not_before: now,
                 },
                 sku.as_str(),
-                a.ats,
+                ats,
             ));
         }
     }
