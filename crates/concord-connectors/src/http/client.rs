@@ -324,6 +324,7 @@ impl Client {
         let (cred, generation) = self.auth.credential(self).await?;
         let sent = self.exchange(p.clone(), cred).await?;
         self.gate.observe(&self.opts.rate_limit, &sent.headers);
+        self.pace(&sent).await;
         if sent.status != 401 || !self.auth.renewable() {
             return Ok(sent);
         }
@@ -331,6 +332,7 @@ impl Client {
         let (cred, _) = self.auth.credential(self).await?;
         let again = self.exchange(p, cred).await?;
         self.gate.observe(&self.opts.rate_limit, &again.headers);
+        self.pace(&again).await;
         if again.status == 401 {
             return Err(DeliveryError::Permanent {
                 reason: format!(
@@ -342,8 +344,40 @@ impl Client {
         Ok(again)
     }
 
-    /// Classify an answer to `req`.
+    /// Run `rate_limit.pace` on an answer: a wait it gives holds the next requests back. A
+    /// program that fails on this body gives no wait (the API's own limits still apply).
+    async fn pace(&self, sent: &Sent) {
+        let Some(pace) = &self.opts.rate_limit.pace else {
+            return;
+        };
+        let vars = Vars::new()
+            .with("vars", self.opts.vars.clone())
+            .with("status", Value::from(sent.status))
+            .with("headers", limits::headers_json(&sent.headers));
+        if let Ok(answer) = pace.run(&sent.body, &vars, &self.env(None)).await {
+            if let Some(wait) = limits::pace_wait(&answer, self.opts.rate_limit.max_wait) {
+                self.gate.close_for(wait);
+            }
+        }
+    }
+
+    /// Classify an answer to `req`. A rate-limited answer without a wait of its own
+    /// (`Retry-After`, reset header) waits as long as the gate is closed (`pace`).
     pub async fn classify(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
+        let out = self.classify_inner(req, sent).await;
+        match out {
+            Err(DeliveryError::RateLimited {
+                reason,
+                retry_after: None,
+            }) => Err(DeliveryError::RateLimited {
+                reason,
+                retry_after: self.gate.closed_for(),
+            }),
+            other => other,
+        }
+    }
+
+    async fn classify_inner(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
         limits::classify(
             &self.opts.errors,
             &self.opts.rate_limit,

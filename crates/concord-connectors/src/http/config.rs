@@ -39,9 +39,11 @@ pub const RECORD: &[&str] = &["vars"];
 /// Webhook programs (`records`, `dedupe.body`, every route's programs).
 pub const WEBHOOK: &[&str] = &["vars", "headers"];
 /// Write programs (templates, bodies, `when`, `select`, `id`, `version`); the names of the
-/// write's steps are bound too.
+/// write's steps are bound too. `$record` is the record written, for the programs whose `.`
+/// is a response (`select`, `find.select`: "the one of these that is this record").
 pub const WRITE: &[&str] = &[
     "vars",
+    "record",
     "key",
     "op",
     "refs",
@@ -60,6 +62,7 @@ pub const LOGIN: &[&str] = &["vars", "headers", "status"];
 /// Names a step may not take (they would shadow the variables above).
 const RESERVED: &[&str] = &[
     "vars",
+    "record",
     "key",
     "op",
     "refs",
@@ -161,11 +164,15 @@ struct RawRateLimit {
     remaining_header: Option<String>,
     /// Header saying when the window resets (e.g. `x-ratelimit-reset`).
     reset_header: Option<String>,
-    /// What the reset header holds: `seconds` (delta), `epoch` (Unix time), `auto` (default:
-    /// a value above 10^9 is a Unix time).
+    /// What the reset header holds: `seconds` (delta), `milliseconds` (delta), `epoch` (Unix
+    /// time), `auto` (default: a value above 10^9 is a Unix time, else seconds).
     reset: Option<String>,
     /// Longest wait taken from `Retry-After` or a reset header (default 15m).
     max_wait: Option<String>,
+    /// jq on every response body (`$headers`, `$status`, `$vars`): seconds to hold the next
+    /// request back (null, 0 or less: none) — for APIs that report their budget in the body
+    /// (a GraphQL query cost) or in a shape the header options cannot read.
+    pace: Option<String>,
 }
 
 // ---- checked ------------------------------------------------------------------------------
@@ -473,6 +480,7 @@ pub struct ErrorRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetKind {
     Seconds,
+    Millis,
     Epoch,
     Auto,
 }
@@ -486,6 +494,8 @@ pub struct RateLimit {
     pub reset_header: Option<String>,
     pub reset: ResetKind,
     pub max_wait: Duration,
+    /// jq on each response: seconds to hold the next request back.
+    pub pace: Option<Program>,
 }
 
 impl Default for RateLimit {
@@ -498,6 +508,7 @@ impl Default for RateLimit {
             reset_header: None,
             reset: ResetKind::Auto,
             max_wait: DEFAULT_MAX_WAIT,
+            pace: None,
         }
     }
 }
@@ -1045,11 +1056,12 @@ fn rate_limit(path: &str, r: Option<RawRateLimit>) -> Result<RateLimit> {
     let reset = match r.reset.as_deref() {
         None | Some("auto") => ResetKind::Auto,
         Some("seconds") => ResetKind::Seconds,
+        Some("milliseconds") => ResetKind::Millis,
         Some("epoch") => ResetKind::Epoch,
         Some(other) => {
             return Err(err(
                 &format!("{path}.reset"),
-                format!("`{other}` is not one of auto, seconds, epoch"),
+                format!("`{other}` is not one of auto, seconds, milliseconds, epoch"),
             ))
         }
     };
@@ -1073,6 +1085,7 @@ fn rate_limit(path: &str, r: Option<RawRateLimit>) -> Result<RateLimit> {
             r.max_wait.as_deref(),
             DEFAULT_MAX_WAIT,
         )?,
+        pace: opt_program(&format!("{path}.pace"), r.pace.as_ref(), ERROR_RULE, &[])?,
     })
 }
 
