@@ -131,6 +131,7 @@ impl Connector for HttpConnector {
             headers,
             body,
             std::time::SystemTime::now(),
+            Some(&self.client),
         )
         .await
     }

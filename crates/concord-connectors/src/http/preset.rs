@@ -19,7 +19,10 @@ use concord_engine::connector::BuildError;
 use serde_json::{Map, Value};
 
 /// Every preset: its name and its file.
-pub const PRESETS: &[(&str, &str)] = &[("shopify", include_str!("presets/shopify.toml"))];
+pub const PRESETS: &[(&str, &str)] = &[
+    ("shopify", include_str!("presets/shopify.toml")),
+    ("bigcommerce", include_str!("presets/bigcommerce.toml")),
+];
 
 /// The names of the presets, for messages and documentation.
 pub fn names() -> Vec<&'static str> {
