@@ -316,7 +316,7 @@ impl Authenticator {
             Auth::Login {
                 request,
                 token,
-                cookie,
+                cookies,
                 header,
                 prefix,
                 ttl,
@@ -328,7 +328,7 @@ impl Authenticator {
                 if !request.is_success(sent.status) {
                     return Err(token_error("login", sent.status, &sent.body));
                 }
-                let value = match (token, cookie) {
+                let value = match (token, cookies.split_first()) {
                     (Some(program), _) => {
                         let v = Vars::new()
                             .with("vars", client.vars().clone())
@@ -347,20 +347,29 @@ impl Authenticator {
                         })?;
                         format!("{prefix}{t}")
                     }
-                    (None, Some(name)) => {
-                        let c = sent
-                            .headers
-                            .get_all("set-cookie")
-                            .iter()
-                            .filter_map(|v| v.to_str().ok())
-                            .find_map(|v| {
-                                let pair = v.split(';').next()?.trim();
-                                let (n, val) = pair.split_once('=')?;
-                                (n.trim() == name).then(|| format!("{}={}", n.trim(), val.trim()))
-                            })
-                            .ok_or_else(|| DeliveryError::Permanent {
-                                reason: format!("login: the response sets no cookie `{name}`"),
-                            })?;
+                    (None, Some((name, also_cookies))) => {
+                        let set = |name: &str| {
+                            sent.headers
+                                .get_all("set-cookie")
+                                .iter()
+                                .filter_map(|v| v.to_str().ok())
+                                .find_map(|v| {
+                                    let pair = v.split(';').next()?.trim();
+                                    let (n, val) = pair.split_once('=')?;
+                                    (n.trim() == name)
+                                        .then(|| format!("{}={}", n.trim(), val.trim()))
+                                })
+                        };
+                        let mut c = set(name).ok_or_else(|| DeliveryError::Permanent {
+                            reason: format!("login: the response sets no cookie `{name}`"),
+                        })?;
+                        // Optional: a route cookie is set only behind a load balancer.
+                        for extra in also_cookies {
+                            if let Some(x) = set(extra) {
+                                c.push_str("; ");
+                                c.push_str(&x);
+                            }
+                        }
                         return Ok((
                             Credential::Header("cookie".into(), c),
                             ttl.map(|t| Instant::now() + t),

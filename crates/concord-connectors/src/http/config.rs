@@ -456,8 +456,10 @@ pub enum Auth {
         request: Request,
         /// jq on the response body: the token (used as `prefix` + token in `header`).
         token: Option<Program>,
-        /// Or a cookie the response sets.
-        cookie: Option<String>,
+        /// Or the cookies the response sets (empty with `token`): the first is the session
+        /// cookie and must be set; the others (`also_cookies`: a load balancer's route cookie,
+        /// e.g. SAP Business One's `ROUTEID`) are sent along when the response sets them.
+        cookies: Vec<String>,
         header: String,
         prefix: String,
         /// Log in again after this long (default: only on 401).
@@ -912,10 +914,25 @@ fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
                     "needs exactly one of `token` (jq on the login response) or `cookie` (the name of the session cookie)",
                 ));
             }
+            let also_cookies = r.also_cookies.unwrap_or_default();
+            if !also_cookies.is_empty() && cookie.is_none() {
+                return Err(err(
+                    &format!("{path}.also_cookies"),
+                    "needs `cookie` (the session cookie they go with)",
+                ));
+            }
+            for (i, c) in also_cookies.iter().enumerate() {
+                if c.is_empty() || c.contains(['=', ';', ' ']) {
+                    return Err(err(
+                        &format!("{path}.also_cookies[{i}]"),
+                        format!("`{c}` is not a cookie name"),
+                    ));
+                }
+            }
             Ok(Auth::Login {
                 request,
                 token,
-                cookie,
+                cookies: cookie.into_iter().chain(also_cookies).collect(),
                 header: header_name(
                     &format!("{path}.header"),
                     r.header.as_deref().unwrap_or("authorization"),
@@ -988,6 +1005,8 @@ struct RawLogin {
     request: Option<RawRequest>,
     token: Option<String>,
     cookie: Option<String>,
+    /// With `cookie`: more cookies of the login response, sent along when it sets them.
+    also_cookies: Option<Vec<String>>,
     /// Header the token goes in (default `authorization`).
     header: Option<String>,
     /// Before the token (default `"Bearer "`).

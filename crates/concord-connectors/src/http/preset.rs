@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 pub const PRESETS: &[(&str, &str)] = &[
     ("shopify", include_str!("presets/shopify.toml")),
     ("bigcommerce", include_str!("presets/bigcommerce.toml")),
+    ("sap-b1", include_str!("presets/sap-b1.toml")),
 ];
 
 /// The names of the presets, for messages and documentation.
@@ -180,7 +181,7 @@ mod tests {
             let mut own = json!({"preset": name});
             for (path, _) in &p.requires {
                 let mut v = json!("x");
-                if path.starts_with("vars.") && path.ends_with('s') {
+                if path == "vars.locations" {
                     v = json!({"WH": "gid://x/Location/1"});
                 }
                 for part in path.split('.').rev() {
@@ -235,5 +236,16 @@ mod tests {
         let merged = resolve(&own).unwrap();
         let e = Options::parse(&merged, Some("whsec")).unwrap_err();
         assert_eq!(e.path, "options.write.stock.idempotency_header");
+
+        // A generic option the sap-b1 preset uses, misused in an override.
+        let own = json!({"preset": "sap-b1", "vars": {"company_db": "D", "user": "u", "password": "p"},
+                         "auth": {"also_cookies": ["ROUTEID", "bad=x"]}});
+        let e = Options::parse(&resolve(&own).unwrap(), None).unwrap_err();
+        assert_eq!(e.path, "options.auth.also_cookies[1]");
+        // The webhook's shared-secret header takes no HMAC options.
+        let own = json!({"preset": "bigcommerce", "auth": {"value": "t"}, "vars": {"locations": {"WH": 1}},
+                         "webhook": {"signature": {"encoding": "hex"}}});
+        let e = Options::parse(&resolve(&own).unwrap(), Some("s")).unwrap_err();
+        assert_eq!(e.path, "options.webhook.signature.encoding");
     }
 }
