@@ -9,6 +9,8 @@
 //!   start ([`Authenticator::restore`]). The saved token is used only while the configured
 //!   `refresh_token` is the one it was rotated from (its SHA-256 is saved with it), so an
 //!   operator who pastes a new token into the config wins over the store.
+//! - `oauth1`: OAuth 1.0a token-based authentication (NetSuite TBA): each request signed with
+//!   HMAC-SHA256 over its RFC 5849 base string when it is sent (`super::oauth1`).
 //! - `login`: a configured request returning a session token (jq on the body) or cookie; the
 //!   session is kept and renewed after `ttl`, or once when a request is answered 401.
 //!
@@ -34,6 +36,8 @@ use tokio::sync::watch;
 pub enum Credential {
     Header(String, String),
     Query(String, String),
+    /// Signed per request (the signature covers the method and the URL with its query).
+    OAuth1(Box<super::oauth1::Keys>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Header(n, _) => write!(f, "Header({n}: ***)"),
             Credential::Query(n, _) => write!(f, "Query({n}=***)"),
+            Credential::OAuth1(_) => write!(f, "OAuth1(***)"),
         }
     }
 }
@@ -179,6 +184,7 @@ impl Authenticator {
                 }),
                 0,
             )),
+            Auth::OAuth1(keys) => Ok((Some(Credential::OAuth1(keys.clone())), 0)),
             Auth::OAuth2 { .. } | Auth::Login { .. } => {
                 let mut guard = self.token.lock().await;
                 if let Some(t) = guard.as_ref() {

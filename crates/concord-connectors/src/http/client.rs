@@ -442,6 +442,21 @@ impl Client {
             Some(Credential::Query(n, v)) => {
                 url.query_pairs_mut().append_pair(n, v);
             }
+            Some(Credential::OAuth1(keys)) => {
+                // Signed now, over the final method and URL: a fresh timestamp and nonce each
+                // time (a resend is a new request to the server).
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let h = keys.header(p.method.as_str(), &url, ts, &super::oauth1::nonce());
+                let mut value =
+                    http::HeaderValue::from_str(&h).map_err(|_| DeliveryError::Permanent {
+                        reason: "the OAuth 1.0a header has characters a header cannot carry".into(),
+                    })?;
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
             None => {}
         }
         let mut trace = self.trace.as_ref().map(|_| Exchange {
@@ -463,6 +478,7 @@ impl Client {
                 })
                 .chain(cred.iter().filter_map(|c| match c {
                     Credential::Header(n, _) => Some((n.clone(), "***".to_string())),
+                    Credential::OAuth1(_) => Some(("authorization".to_string(), "***".to_string())),
                     Credential::Query(..) => None,
                 }))
                 .collect(),

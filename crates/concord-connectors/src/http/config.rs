@@ -452,6 +452,8 @@ pub enum Auth {
         basic_client_auth: bool,
         refresh_before: Duration,
     },
+    /// OAuth 1.0a token-based authentication: each request signed (RFC 5849).
+    OAuth1(Box<super::oauth1::Keys>),
     Login {
         request: Request,
         /// jq on the response body: the token (used as `prefix` + token in `header`).
@@ -770,7 +772,7 @@ fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
         .ok_or_else(|| {
             err(
                 &format!("{path}.type"),
-                "is required: none, bearer, basic, api_key, oauth2 or login",
+                "is required: none, bearer, basic, api_key, oauth1, oauth2 or login",
             )
         })?
         .to_string();
@@ -899,6 +901,31 @@ fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
                 )?,
             })
         }
+        "oauth1" => {
+            let r: RawOAuth1 = de(&rest, path)?;
+            let method = match r.signature_method.as_deref() {
+                None | Some("HMAC-SHA256") => super::oauth1::Method::HmacSha256,
+                Some("HMAC-SHA1") => super::oauth1::Method::HmacSha1,
+                Some(other) => {
+                    return Err(err(
+                        &format!("{path}.signature_method"),
+                        format!("`{other}` is not one of HMAC-SHA256, HMAC-SHA1"),
+                    ))
+                }
+            };
+            let named = |field: &str, v: Option<String>| -> Result<String> {
+                v.filter(|s| !s.is_empty())
+                    .ok_or_else(|| err(&format!("{path}.{field}"), "is required"))
+            };
+            Ok(Auth::OAuth1(Box::new(super::oauth1::Keys {
+                consumer_key: named("consumer_key", r.consumer_key)?,
+                consumer_secret: secret("consumer_secret", r.consumer_secret)?,
+                token: named("token", r.token)?,
+                token_secret: secret("token_secret", r.token_secret)?,
+                realm: r.realm.filter(|s| !s.is_empty()),
+                method,
+            })))
+        }
         "login" => {
             let r: RawLogin = de(&rest, path)?;
             let raw_req = r
@@ -947,7 +974,7 @@ fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
         }
         other => Err(err(
             &format!("{path}.type"),
-            format!("`{other}` is not one of none, bearer, basic, api_key, oauth2, login"),
+            format!("`{other}` is not one of none, bearer, basic, api_key, oauth1, oauth2, login"),
         )),
     }
 }
@@ -997,6 +1024,23 @@ struct RawOAuth2 {
     client_auth: Option<String>,
     /// Refresh this long before the access token expires (default 60s).
     refresh_before: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth1 {
+    /// The integration's consumer key.
+    consumer_key: Option<String>,
+    /// Its consumer secret (`${ENV}`).
+    consumer_secret: Option<String>,
+    /// The access token (token id).
+    token: Option<String>,
+    /// Its secret (`${ENV}`).
+    token_secret: Option<String>,
+    /// `realm` of the header (NetSuite: the account id, e.g. `1234567_SB1`).
+    realm: Option<String>,
+    /// `HMAC-SHA256` (default) or `HMAC-SHA1`.
+    signature_method: Option<String>,
 }
 
 #[derive(Deserialize)]

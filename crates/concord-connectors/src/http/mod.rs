@@ -34,6 +34,7 @@ pub mod client;
 pub mod config;
 pub mod jq;
 pub mod limits;
+pub mod oauth1;
 pub mod paginate;
 pub mod preset;
 pub mod template;
