@@ -23,6 +23,7 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("shopify", include_str!("presets/shopify.toml")),
     ("bigcommerce", include_str!("presets/bigcommerce.toml")),
     ("sap-b1", include_str!("presets/sap-b1.toml")),
+    ("netsuite", include_str!("presets/netsuite.toml")),
 ];
 
 /// The names of the presets, for messages and documentation.
