@@ -62,9 +62,9 @@ impl Store {
     }
 
     fn reset_ms(&self) -> u64 {
-        self.window
-            .saturating_sub(self.window_start.elapsed())
-            .as_millis() as u64
+        // Rounded up: a client that waits this long finds the window reset.
+        let left = self.window.saturating_sub(self.window_start.elapsed());
+        left.as_micros().div_ceil(1000) as u64
     }
 
     fn headers(&self) -> [(&'static str, String); 4] {
@@ -761,4 +761,126 @@ async fn without_the_headers_the_same_changes_run_into_429s() {
         store.with(|f| f.limited) > 0,
         "40 requests against 12 per window"
     );
+}
+
+/// The real engine over a real SQLite store: a warehouse system posts four rounds of stock
+/// changes for 40 SKUs at two warehouses (signed webhooks); the engine batches them into
+/// absolute adjustments through the preset, under a quota of 3 requests per 400 ms window that
+/// the store's other apps also spend. Every SKU ends at its last figure, and no request is sent
+/// after a 429 before its window resets. (Concurrency 1, an override of the endpoint's own: a
+/// request already in flight when another is answered 429 cannot know of it.)
+#[tokio::test]
+async fn through_the_engine_every_level_ends_at_its_last_figure_within_the_quota() {
+    use concord_connectors::http::config::{Algorithm, Encoding};
+    use concord_connectors::http::webhook::sign;
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+
+    let store = Contract::start(3, Duration::from_millis(400)).await;
+    store.with(|f| {
+        for n in 1..=40 {
+            f.levels.insert((1, format!("SKU-{n}")), 0);
+            f.levels.insert((2, format!("SKU-{n}")), 0);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[store]
+path = "{db}"
+[endpoints.wms]
+connector = "http"
+url = "{url}"
+webhook_secret = "wms-secret"
+[endpoints.wms.options.webhook]
+signature = {{ header = "x-sig" }}
+records = ".events"
+routes = [{{ kind = "stock", id = '"\(.sku)@\(.location)"', version = ".ts | tostring", map = "{{sku, location, on_hand, committed: 0}}" }}]
+[endpoints.bigcommerce]
+connector = "http"
+url = "{url}"
+webhook_secret = "{hook}"
+[endpoints.bigcommerce.options]
+preset = "bigcommerce"
+auth = {{ value = "{token}" }}
+vars = {{ locations = {{ WH = 1, WH2 = 2 }} }}
+rate_limit = {{ concurrency = 1 }}
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "realtime"
+from = ["wms"]
+to = ["bigcommerce"]
+"#,
+        db = dir.path().join("hub.sqlite").display(),
+        url = store.url,
+        hook = HOOK_SECRET,
+        token = TOKEN,
+    );
+    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
+    let db: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
+    let engine = Engine::new(config, db, cs).unwrap();
+    let mut tasks = engine.start().await.unwrap();
+
+    for round in 1..=4u64 {
+        let events: Vec<Value> = (1..=40u64)
+            .flat_map(|n| {
+                ["WH", "WH2"].map(|loc| {
+                    json!({"sku": format!("SKU-{n}"), "location": loc,
+                    "on_hand": round * 100 + n, "ts": round * 1000 + n})
+                })
+            })
+            .collect();
+        let body = json!({"events": events}).to_string().into_bytes();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-sig",
+            sign(Algorithm::Sha256, Encoding::Hex, b"wms-secret", &body)
+                .parse()
+                .unwrap(),
+        );
+        engine.capture_webhook("wms", &h, &body).await.unwrap();
+        if round == 2 {
+            // The store's other apps spend this window's quota.
+            store.with(|f| {
+                f.roll();
+                f.used = f.quota;
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = store.with(|f| {
+            (1..=40i64).all(|n| {
+                f.levels[&(1, format!("SKU-{n}"))] == 400 + n
+                    && f.levels[&(2, format!("SKU-{n}"))] == 400 + n
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every level at its last figure"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+    store.with(|f| {
+        assert!(f.limited >= 1, "the spent window was answered 429");
+        assert_eq!(
+            f.violations, 0,
+            "requests sent after a 429 before the reset"
+        );
+        assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
 }
