@@ -252,7 +252,44 @@ async fn suiteql(
             if !sql.ends_with("ORDER BY iil.item, iil.location") {
                 f.breaches.push(format!("unstable order: {sql}"));
             }
-            f.locations.clone()
+            if offset != 0 {
+                f.breaches
+                    .push(format!("stock paged by offset {offset}, not by key"));
+            }
+            // Keyset: `WHERE iil.item > A OR (iil.item = A AND iil.location > B)`.
+            let after = sql.split(" WHERE iil.item > ").nth(1).map(|r| {
+                let a: i64 = r.split(' ').next().unwrap_or("").parse().unwrap_or(-1);
+                let b: i64 = r
+                    .split("iil.location > ")
+                    .nth(1)
+                    .and_then(|x| x.split(')').next())
+                    .unwrap_or("")
+                    .parse()
+                    .unwrap_or(-1);
+                (a, b)
+            });
+            let key = |r: &Value| {
+                (
+                    r["item_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .parse::<i64>()
+                        .unwrap_or(0),
+                    r["location_id"]
+                        .as_str()
+                        .unwrap_or("")
+                        .parse::<i64>()
+                        .unwrap_or(0),
+                )
+            };
+            let mut rows: Vec<Value> = f
+                .locations
+                .iter()
+                .filter(|r| after.is_none_or(|k| key(r) > k))
+                .cloned()
+                .collect();
+            rows.sort_by_key(key);
+            rows
         } else if sql.starts_with("SELECT id FROM customer WHERE email = '") {
             let email = sql.split('\'').nth(1).unwrap_or("").to_string();
             f.customers
@@ -494,8 +531,9 @@ async fn a_day_signed_requests_suiteql_pages_upserts_and_concurrency_governance(
             f.items.push(json!({"id": format!("{}", 100 + n), "itemid": format!("A-{n}"), "displayname": format!("Item {n}"),
                 "upccode": null, "isinactive": if n == 10 { "T" } else { "F" },
                 "modified": format!("2026-12-0{}T10:00:{n:02}", if n <= 4 { 3 } else { 4 })}));
-            for loc in ["WH", "WH2"] {
-                f.locations.push(json!({"sku": format!("A-{n}"), "location": loc, "quantityonhand": format!("{}", n * 3),
+            for (lid, loc) in [(2, "WH2"), (1, "WH")] {
+                f.locations.push(json!({"item_id": format!("{}", 100 + n), "location_id": format!("{lid}"),
+                    "sku": format!("A-{n}"), "location": loc, "quantityonhand": format!("{}", n * 3),
                     "quantitycommitted": "1", "quantityonorder": if loc == "WH2" { "4" } else { "0" }}));
             }
         }
@@ -530,6 +568,8 @@ async fn a_day_signed_requests_suiteql_pages_upserts_and_concurrency_governance(
     );
     let (stock, _) = read_all(&c, Kind::Stock, None, true).await;
     assert_eq!(stock.len(), 20);
+    let ids: BTreeSet<&String> = stock.iter().map(|s| &s.external_id).collect();
+    assert_eq!(ids.len(), 20, "every row once across the keyset pages");
     let s = stock.iter().find(|s| s.external_id == "A-3@WH2").unwrap();
     assert_eq!(
         s.record,
