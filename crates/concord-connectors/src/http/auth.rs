@@ -9,6 +9,8 @@
 //!   start ([`Authenticator::restore`]). The saved token is used only while the configured
 //!   `refresh_token` is the one it was rotated from (its SHA-256 is saved with it), so an
 //!   operator who pastes a new token into the config wins over the store.
+//! - `oauth1`: OAuth 1.0a token-based authentication (NetSuite TBA): each request signed with
+//!   HMAC-SHA256 over its RFC 5849 base string when it is sent (`super::oauth1`).
 //! - `login`: a configured request returning a session token (jq on the body) or cookie; the
 //!   session is kept and renewed after `ttl`, or once when a request is answered 401.
 //!
@@ -34,6 +36,8 @@ use tokio::sync::watch;
 pub enum Credential {
     Header(String, String),
     Query(String, String),
+    /// Signed per request (the signature covers the method and the URL with its query).
+    OAuth1(Box<super::oauth1::Keys>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -41,6 +45,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::Header(n, _) => write!(f, "Header({n}: ***)"),
             Credential::Query(n, _) => write!(f, "Query({n}=***)"),
+            Credential::OAuth1(_) => write!(f, "OAuth1(***)"),
         }
     }
 }
@@ -179,6 +184,7 @@ impl Authenticator {
                 }),
                 0,
             )),
+            Auth::OAuth1(keys) => Ok((Some(Credential::OAuth1(keys.clone())), 0)),
             Auth::OAuth2 { .. } | Auth::Login { .. } => {
                 let mut guard = self.token.lock().await;
                 if let Some(t) = guard.as_ref() {
@@ -316,7 +322,7 @@ impl Authenticator {
             Auth::Login {
                 request,
                 token,
-                cookie,
+                cookies,
                 header,
                 prefix,
                 ttl,
@@ -328,7 +334,7 @@ impl Authenticator {
                 if !request.is_success(sent.status) {
                     return Err(token_error("login", sent.status, &sent.body));
                 }
-                let value = match (token, cookie) {
+                let value = match (token, cookies.split_first()) {
                     (Some(program), _) => {
                         let v = Vars::new()
                             .with("vars", client.vars().clone())
@@ -347,20 +353,29 @@ impl Authenticator {
                         })?;
                         format!("{prefix}{t}")
                     }
-                    (None, Some(name)) => {
-                        let c = sent
-                            .headers
-                            .get_all("set-cookie")
-                            .iter()
-                            .filter_map(|v| v.to_str().ok())
-                            .find_map(|v| {
-                                let pair = v.split(';').next()?.trim();
-                                let (n, val) = pair.split_once('=')?;
-                                (n.trim() == name).then(|| format!("{}={}", n.trim(), val.trim()))
-                            })
-                            .ok_or_else(|| DeliveryError::Permanent {
-                                reason: format!("login: the response sets no cookie `{name}`"),
-                            })?;
+                    (None, Some((name, also_cookies))) => {
+                        let set = |name: &str| {
+                            sent.headers
+                                .get_all("set-cookie")
+                                .iter()
+                                .filter_map(|v| v.to_str().ok())
+                                .find_map(|v| {
+                                    let pair = v.split(';').next()?.trim();
+                                    let (n, val) = pair.split_once('=')?;
+                                    (n.trim() == name)
+                                        .then(|| format!("{}={}", n.trim(), val.trim()))
+                                })
+                        };
+                        let mut c = set(name).ok_or_else(|| DeliveryError::Permanent {
+                            reason: format!("login: the response sets no cookie `{name}`"),
+                        })?;
+                        // Optional: a route cookie is set only behind a load balancer.
+                        for extra in also_cookies {
+                            if let Some(x) = set(extra) {
+                                c.push_str("; ");
+                                c.push_str(&x);
+                            }
+                        }
                         return Ok((
                             Credential::Header("cookie".into(), c),
                             ttl.map(|t| Instant::now() + t),

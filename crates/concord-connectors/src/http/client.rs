@@ -324,6 +324,7 @@ impl Client {
         let (cred, generation) = self.auth.credential(self).await?;
         let sent = self.exchange(p.clone(), cred).await?;
         self.gate.observe(&self.opts.rate_limit, &sent.headers);
+        self.pace(&sent).await;
         if sent.status != 401 || !self.auth.renewable() {
             return Ok(sent);
         }
@@ -331,6 +332,7 @@ impl Client {
         let (cred, _) = self.auth.credential(self).await?;
         let again = self.exchange(p, cred).await?;
         self.gate.observe(&self.opts.rate_limit, &again.headers);
+        self.pace(&again).await;
         if again.status == 401 {
             return Err(DeliveryError::Permanent {
                 reason: format!(
@@ -342,8 +344,40 @@ impl Client {
         Ok(again)
     }
 
-    /// Classify an answer to `req`.
+    /// Run `rate_limit.pace` on an answer: a wait it gives holds the next requests back. A
+    /// program that fails on this body gives no wait (the API's own limits still apply).
+    async fn pace(&self, sent: &Sent) {
+        let Some(pace) = &self.opts.rate_limit.pace else {
+            return;
+        };
+        let vars = Vars::new()
+            .with("vars", self.opts.vars.clone())
+            .with("status", Value::from(sent.status))
+            .with("headers", limits::headers_json(&sent.headers));
+        if let Ok(answer) = pace.run(&sent.body, &vars, &self.env(None)).await {
+            if let Some(wait) = limits::pace_wait(&answer, self.opts.rate_limit.max_wait) {
+                self.gate.close_for(wait);
+            }
+        }
+    }
+
+    /// Classify an answer to `req`. A rate-limited answer without a wait of its own
+    /// (`Retry-After`, reset header) waits as long as the gate is closed (`pace`).
     pub async fn classify(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
+        let out = self.classify_inner(req, sent).await;
+        match out {
+            Err(DeliveryError::RateLimited {
+                reason,
+                retry_after: None,
+            }) => Err(DeliveryError::RateLimited {
+                reason,
+                retry_after: self.gate.closed_for(),
+            }),
+            other => other,
+        }
+    }
+
+    async fn classify_inner(&self, req: &Request, sent: &Sent) -> Result<(), DeliveryError> {
         limits::classify(
             &self.opts.errors,
             &self.opts.rate_limit,
@@ -408,6 +442,21 @@ impl Client {
             Some(Credential::Query(n, v)) => {
                 url.query_pairs_mut().append_pair(n, v);
             }
+            Some(Credential::OAuth1(keys)) => {
+                // Signed now, over the final method and URL: a fresh timestamp and nonce each
+                // time (a resend is a new request to the server).
+                let ts = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let h = keys.header(p.method.as_str(), &url, ts, &super::oauth1::nonce());
+                let mut value =
+                    http::HeaderValue::from_str(&h).map_err(|_| DeliveryError::Permanent {
+                        reason: "the OAuth 1.0a header has characters a header cannot carry".into(),
+                    })?;
+                value.set_sensitive(true);
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
             None => {}
         }
         let mut trace = self.trace.as_ref().map(|_| Exchange {
@@ -429,6 +478,7 @@ impl Client {
                 })
                 .chain(cred.iter().filter_map(|c| match c {
                     Credential::Header(n, _) => Some((n.clone(), "***".to_string())),
+                    Credential::OAuth1(_) => Some(("authorization".to_string(), "***".to_string())),
                     Credential::Query(..) => None,
                 }))
                 .collect(),

@@ -2,7 +2,10 @@
 //!
 //! - [`retry_after`]: an HTTP `Retry-After` value, delta-seconds or an HTTP date, capped; never
 //!   panics on any input (negative, huge, fractional, garbage).
-//! - [`reset_wait`]: an `X-RateLimit-Reset`-style header (delta seconds or a Unix time).
+//! - [`reset_wait`]: an `X-RateLimit-Reset`-style header (delta seconds or milliseconds, or a
+//!   Unix time).
+//! - [`pace_wait`]: the configured `rate_limit.pace` program's answer (seconds to hold back,
+//!   read from a body such as a GraphQL query cost), bounded.
 //! - [`Gate`]: when the API said "0 requests left until the reset", the next call before the
 //!   reset is answered `RateLimited` without being sent. The engine then pauses the endpoint
 //!   and its AIMD backs off; the connector itself never sleeps.
@@ -32,8 +35,8 @@ pub fn retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<Durati
     concord_engine::connector::parse_retry_after_at(Some(value), now).map(|d| d.min(cap))
 }
 
-/// A reset header's wait: delta seconds, or a Unix time (seconds) with `ResetKind::Epoch` or,
-/// with `Auto`, when the number is above 10^9.
+/// A reset header's wait: delta seconds (`Seconds`), delta milliseconds (`Millis`), or a Unix
+/// time (seconds) with `ResetKind::Epoch` or, with `Auto`, when the number is above 10^9.
 pub fn reset_wait(
     value: &str,
     kind: ResetKind,
@@ -41,9 +44,14 @@ pub fn reset_wait(
     cap: Duration,
 ) -> Option<Duration> {
     let n: f64 = value.trim().parse().ok().filter(|n: &f64| n.is_finite())?;
+    let n = if kind == ResetKind::Millis {
+        n / 1000.0
+    } else {
+        n
+    };
     let epoch = match kind {
         ResetKind::Epoch => true,
-        ResetKind::Seconds => false,
+        ResetKind::Seconds | ResetKind::Millis => false,
         ResetKind::Auto => n > 1e9,
     };
     let secs = if epoch {
@@ -66,7 +74,14 @@ pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// "Don't call before" from the API's remaining/reset headers.
+/// The `pace` program's answer as a wait: a finite positive number of seconds, at most `cap`;
+/// anything else (null, zero, negative, not a number) is no wait.
+pub fn pace_wait(answer: &Value, cap: Duration) -> Option<Duration> {
+    let secs = answer.as_f64().filter(|s| s.is_finite() && *s > 0.0)?;
+    Some(Duration::from_secs_f64(secs.min(cap.as_secs_f64())))
+}
+
+/// "Don't call before" from the API's remaining/reset headers (or its `pace` program).
 #[derive(Debug, Default)]
 pub struct Gate {
     until: Mutex<Option<Instant>>,
@@ -101,10 +116,18 @@ impl Gate {
         if let Some(wait) = header(headers, reset)
             .and_then(|v| reset_wait(v, limits.reset, SystemTime::now(), limits.max_wait))
         {
-            if let Ok(mut g) = self.until.lock() {
-                let t = Instant::now() + wait;
-                *g = Some(g.map_or(t, |old| old.max(t)));
-            }
+            self.close_for(wait);
+        }
+    }
+
+    /// Hold requests back for `wait` (a later deadline already set is kept).
+    pub fn close_for(&self, wait: Duration) {
+        if wait.is_zero() {
+            return;
+        }
+        if let Ok(mut g) = self.until.lock() {
+            let t = Instant::now() + wait;
+            *g = Some(g.map_or(t, |old| old.max(t)));
         }
     }
 }
@@ -292,6 +315,42 @@ mod tests {
         );
         assert_eq!(reset_wait("1e308", ResetKind::Seconds, now, CAP), Some(CAP));
         assert_eq!(reset_wait("x", ResetKind::Auto, now, CAP), None);
+        // BigCommerce's X-Rate-Limit-Time-Reset-Ms: milliseconds from now, never a date.
+        assert_eq!(
+            reset_wait("1500", ResetKind::Millis, now, CAP),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            reset_wait("15000000000000", ResetKind::Millis, now, CAP),
+            Some(CAP)
+        );
+        assert_eq!(
+            reset_wait("-3", ResetKind::Millis, now, CAP),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn a_pace_answer_is_a_bounded_wait_and_closes_the_gate() {
+        use serde_json::json;
+        assert_eq!(
+            pace_wait(&json!(1.5), CAP),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(pace_wait(&json!(1e300), CAP), Some(CAP));
+        for none in [json!(null), json!(0), json!(-2), json!("3"), json!([1])] {
+            assert_eq!(pace_wait(&none, CAP), None, "{none}");
+        }
+        let gate = Gate::default();
+        gate.close_for(Duration::ZERO);
+        assert_eq!(gate.closed_for(), None);
+        gate.close_for(Duration::from_secs(5));
+        gate.close_for(Duration::from_secs(1));
+        let w = gate.closed_for().expect("closed");
+        assert!(
+            w > Duration::from_secs(4),
+            "the later deadline is kept: {w:?}"
+        );
     }
 
     #[test]
@@ -332,7 +391,7 @@ mod tests {
         #[test]
         fn retry_after_is_bounded_for_any_number(n in proptest::num::i64::ANY, f in proptest::num::f64::ANY) {
             for v in [n.to_string(), f.to_string(), format!("{f:e}"), (n as i128 * 1000).to_string()] {
-                for kind in [ResetKind::Auto, ResetKind::Seconds, ResetKind::Epoch] {
+                for kind in [ResetKind::Auto, ResetKind::Seconds, ResetKind::Millis, ResetKind::Epoch] {
                     if let Some(d) = reset_wait(&v, kind, SystemTime::now(), CAP) {
                         proptest::prop_assert!(d <= CAP);
                     }

@@ -13,7 +13,10 @@
 //!   kept in the store, login with session token or cookie): [`auth`];
 //! - `rate_limit` (a declared budget feeding the engine's token bucket and AIMD,
 //!   remaining/reset headers, Retry-After capped) and `errors` (classification rules):
-//!   [`limits`].
+//!   [`limits`]; `rate_limit.pace` reads a wait from any response body (a GraphQL query
+//!   cost);
+//! - `preset`: a vendor's whole configuration shipped in the binary (Shopify, …), completed and
+//!   overridden by the endpoint's own options: [`preset`].
 //!
 //! The capabilities the engine checks flows against (`concord validate`) are derived from what
 //! is declared ([`config::Options::capabilities`]). Every jq program and template is compiled
@@ -31,7 +34,9 @@ pub mod client;
 pub mod config;
 pub mod jq;
 pub mod limits;
+pub mod oauth1;
 pub mod paginate;
+pub mod preset;
 pub mod template;
 pub mod webhook;
 pub mod write;
@@ -57,8 +62,10 @@ pub struct HttpConnector {
 impl HttpConnector {
     /// No I/O: checks the options, compiles every program, builds the client.
     pub fn new(spec: &EndpointSpec) -> Result<HttpConnector, BuildError> {
+        // A `preset = "NAME"` brings a vendor's options, under the endpoint's own.
+        let options = preset::resolve(&spec.options)?;
         let opts = Arc::new(Options::parse(
-            &spec.options,
+            &options,
             spec.webhook_secret.as_ref().map(|s| s.expose()),
         )?);
         let client = Client::new(spec, opts.clone())?;
@@ -125,6 +132,7 @@ impl Connector for HttpConnector {
             headers,
             body,
             std::time::SystemTime::now(),
+            Some(&self.client),
         )
         .await
     }

@@ -9,6 +9,12 @@
 //! timestamp header, a delivery signed more than `tolerance` away from now is refused as a
 //! replay (or a clock problem) — 401 either way, before anything is parsed.
 //!
+//! `algorithm = "secret"` is for senders that cannot sign but send fixed headers (BigCommerce):
+//! the header's value is compared with each secret in constant time.
+//!
+//! A route's `fetch` is for thin deliveries that carry only an id: its request (through the
+//! endpoint's client, credentials and rate limits) gives the record; a 404 drops it.
+//!
 //! A replay *within* the tolerance carries the same records and the same dedupe key (which
 //! becomes their version unless a route says otherwise): the journal drops it.
 //!
@@ -19,6 +25,7 @@
 //! Must never: parse or act on a body before its signature is verified; accept a body with
 //! duplicate keys; compare signatures in variable time.
 
+use super::client::Client;
 use super::config::{Algorithm, Dedupe, Encoding, Signature, SignedPart, TimestampFormat, Webhook};
 use super::jq::Vars;
 use super::limits::headers_json;
@@ -47,6 +54,10 @@ fn mac_verify(alg: Algorithm, secret: &[u8], message: &[&[u8]], sig: &[u8]) -> b
         Algorithm::Sha1 => check!(sha1::Sha1),
         Algorithm::Sha256 => check!(sha2::Sha256),
         Algorithm::Sha512 => check!(sha2::Sha512),
+        Algorithm::Secret => {
+            use subtle::ConstantTimeEq;
+            bool::from(secret.ct_eq(sig))
+        }
     }
 }
 
@@ -67,6 +78,8 @@ pub fn sign(alg: Algorithm, enc: Encoding, secret: &[u8], message: &[u8]) -> Str
         Algorithm::Sha1 => mac!(sha1::Sha1),
         Algorithm::Sha256 => mac!(sha2::Sha256),
         Algorithm::Sha512 => mac!(sha2::Sha512),
+        // The header value is the secret itself.
+        Algorithm::Secret => return String::from_utf8_lossy(secret).into_owned(),
     };
     match enc {
         Encoding::Hex => hex::encode(bytes),
@@ -162,8 +175,13 @@ pub fn verify(
             },
             None => candidate,
         };
-        let Some(bytes) = decode(sig.encoding, raw) else {
-            continue;
+        let bytes = if sig.algorithm == Algorithm::Secret {
+            raw.as_bytes().to_vec()
+        } else {
+            let Some(bytes) = decode(sig.encoding, raw) else {
+                continue;
+            };
+            bytes
         };
         any = true;
         // Each secret is tried: during a rotation senders sign with either.
@@ -204,6 +222,7 @@ pub async fn parse(
     headers: &http::HeaderMap,
     body: &[u8],
     now: SystemTime,
+    client: Option<&Client>,
 ) -> Result<Vec<Captured>, WebhookError> {
     verify(&hook.signature, hook.dedupe.as_ref(), headers, body, now)?;
     let doc = concord_core::json::parse_strict(body)
@@ -264,6 +283,30 @@ pub async fn parse(
         let Some(route) = taken else { continue };
         let at = |what: &str, e: String| {
             WebhookError::BadRequest(format!("records[{i}] ({}): {what}: {e}", route.kind))
+        };
+        let rec = match (&route.fetch, client) {
+            (None, _) => rec,
+            (Some(_), None) => return Err(at("fetch", "no client to fetch with".into())),
+            (Some(req), Some(client)) => {
+                // The delivery is refused (not 2xx) when the record cannot be fetched now: the
+                // sender delivers it again later.
+                let p = client
+                    .prepare_for(req, &rec, &jv, Some(route.kind))
+                    .await
+                    .map_err(|e| at("fetch", e.to_string()))?;
+                let sent = client
+                    .send(p)
+                    .await
+                    .map_err(|e| at("fetch", e.to_string()))?;
+                if sent.status == 404 {
+                    continue;
+                }
+                client
+                    .classify(req, &sent)
+                    .await
+                    .map_err(|e| at("fetch", e.to_string()))?;
+                sent.body
+            }
         };
         let id_value = route
             .id
@@ -349,6 +392,28 @@ mod tests {
                     proptest::prop_assert!(verify(&s, None, &h, &body, now).is_err());
                 }
             }
+        }
+
+        /// `secret`: exactly one of the configured secrets (after the prefix) passes, whatever
+        /// the body; any other header value — a prefix of a secret, a secret plus more — fails.
+        #[test]
+        fn a_shared_secret_header_passes_only_with_a_configured_secret(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            value in "[ -~]{0,24}",
+            which in 0usize..2,
+        ) {
+            let s = sig(Algorithm::Secret, Encoding::Hex, None);
+            let now = SystemTime::now();
+            let secret = ["k1", "k2"][which];
+            let h = headers(sign(Algorithm::Secret, Encoding::Hex, secret.as_bytes(), &body).as_bytes()).expect("header");
+            proptest::prop_assert!(verify(&s, None, &h, &body, now).is_ok());
+            if let Some(h) = headers(value.as_bytes()) {
+                let ok = verify(&s, None, &h, &body, now).is_ok();
+                let listed = value.split_ascii_whitespace().any(|v| v == "k1" || v == "k2");
+                proptest::prop_assert_eq!(ok, listed, "{:?}", value);
+            }
+            let none = http::HeaderMap::new();
+            proptest::prop_assert!(verify(&s, None, &none, &body, now).is_err());
         }
     }
 }

@@ -75,6 +75,7 @@ fn base_vars(client: &Client, op: &WriteOp, id: Option<&str>, key: &str) -> Vars
         .collect();
     Vars::new()
         .with("vars", client.vars().clone())
+        .with("record", op.payload.clone())
         .with("key", Value::String(op.key.clone()))
         .with("op", Value::String(op.op.clone()))
         .with("refs", Value::Object(refs))

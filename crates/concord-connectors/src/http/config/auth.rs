@@ -53,12 +53,16 @@ pub enum Auth {
         basic_client_auth: bool,
         refresh_before: Duration,
     },
+    /// OAuth 1.0a token-based authentication: each request signed (RFC 5849).
+    OAuth1(Box<super::super::oauth1::Keys>),
     Login {
         request: Request,
         /// jq on the response body: the token (used as `prefix` + token in `header`).
         token: Option<Program>,
-        /// Or a cookie the response sets.
-        cookie: Option<String>,
+        /// Or the cookies the response sets (empty with `token`): the first is the session
+        /// cookie and must be set; the others (`also_cookies`: a load balancer's route cookie,
+        /// e.g. SAP Business One's `ROUTEID`) are sent along when the response sets them.
+        cookies: Vec<String>,
         header: String,
         prefix: String,
         /// Log in again after this long (default: only on 401).
@@ -77,7 +81,7 @@ pub(super) fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
         .ok_or_else(|| {
             err(
                 &format!("{path}.type"),
-                "is required: none, bearer, basic, api_key, oauth2 or login",
+                "is required: none, bearer, basic, api_key, oauth1, oauth2 or login",
             )
         })?
         .to_string();
@@ -206,6 +210,31 @@ pub(super) fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
                 )?,
             })
         }
+        "oauth1" => {
+            let r: RawOAuth1 = de(&rest, path)?;
+            let method = match r.signature_method.as_deref() {
+                None | Some("HMAC-SHA256") => super::super::oauth1::Method::HmacSha256,
+                Some("HMAC-SHA1") => super::super::oauth1::Method::HmacSha1,
+                Some(other) => {
+                    return Err(err(
+                        &format!("{path}.signature_method"),
+                        format!("`{other}` is not one of HMAC-SHA256, HMAC-SHA1"),
+                    ))
+                }
+            };
+            let named = |field: &str, v: Option<String>| -> Result<String> {
+                v.filter(|s| !s.is_empty())
+                    .ok_or_else(|| err(&format!("{path}.{field}"), "is required"))
+            };
+            Ok(Auth::OAuth1(Box::new(super::super::oauth1::Keys {
+                consumer_key: named("consumer_key", r.consumer_key)?,
+                consumer_secret: secret("consumer_secret", r.consumer_secret)?,
+                token: named("token", r.token)?,
+                token_secret: secret("token_secret", r.token_secret)?,
+                realm: r.realm.filter(|s| !s.is_empty()),
+                method,
+            })))
+        }
         "login" => {
             let r: RawLogin = de(&rest, path)?;
             let raw_req = r
@@ -221,10 +250,25 @@ pub(super) fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
                     "needs exactly one of `token` (jq on the login response) or `cookie` (the name of the session cookie)",
                 ));
             }
+            let also_cookies = r.also_cookies.unwrap_or_default();
+            if !also_cookies.is_empty() && cookie.is_none() {
+                return Err(err(
+                    &format!("{path}.also_cookies"),
+                    "needs `cookie` (the session cookie they go with)",
+                ));
+            }
+            for (i, c) in also_cookies.iter().enumerate() {
+                if c.is_empty() || c.contains(['=', ';', ' ']) {
+                    return Err(err(
+                        &format!("{path}.also_cookies[{i}]"),
+                        format!("`{c}` is not a cookie name"),
+                    ));
+                }
+            }
             Ok(Auth::Login {
                 request,
                 token,
-                cookie,
+                cookies: cookie.into_iter().chain(also_cookies).collect(),
                 header: header_name(
                     &format!("{path}.header"),
                     r.header.as_deref().unwrap_or("authorization"),
@@ -239,7 +283,7 @@ pub(super) fn auth(path: &str, v: Option<&Value>) -> Result<Auth> {
         }
         other => Err(err(
             &format!("{path}.type"),
-            format!("`{other}` is not one of none, bearer, basic, api_key, oauth2, login"),
+            format!("`{other}` is not one of none, bearer, basic, api_key, oauth1, oauth2, login"),
         )),
     }
 }
@@ -293,10 +337,29 @@ struct RawOAuth2 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawOAuth1 {
+    /// The integration's consumer key.
+    consumer_key: Option<String>,
+    /// Its consumer secret (`${ENV}`).
+    consumer_secret: Option<String>,
+    /// The access token (token id).
+    token: Option<String>,
+    /// Its secret (`${ENV}`).
+    token_secret: Option<String>,
+    /// `realm` of the header (NetSuite: the account id, e.g. `1234567_SB1`).
+    realm: Option<String>,
+    /// `HMAC-SHA256` (default) or `HMAC-SHA1`.
+    signature_method: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLogin {
     request: Option<RawRequest>,
     token: Option<String>,
     cookie: Option<String>,
+    /// With `cookie`: more cookies of the login response, sent along when it sets them.
+    also_cookies: Option<Vec<String>>,
     /// Header the token goes in (default `authorization`).
     header: Option<String>,
     /// Before the token (default `"Bearer "`).

@@ -24,11 +24,15 @@ pub(super) struct RawRateLimit {
     pub(super) remaining_header: Option<String>,
     /// Header saying when the window resets (e.g. `x-ratelimit-reset`).
     pub(super) reset_header: Option<String>,
-    /// What the reset header holds: `seconds` (delta), `epoch` (Unix time), `auto` (default:
-    /// a value above 10^9 is a Unix time).
+    /// What the reset header holds: `seconds` (delta), `milliseconds` (delta), `epoch` (Unix
+    /// time), `auto` (default: a value above 10^9 is a Unix time, else seconds).
     pub(super) reset: Option<String>,
     /// Longest wait taken from `Retry-After` or a reset header (default 15m).
     pub(super) max_wait: Option<String>,
+    /// jq on every response body (`$headers`, `$status`, `$vars`): seconds to hold the next
+    /// request back (null, 0 or less: none) — for APIs that report their budget in the body
+    /// (a GraphQL query cost) or in a shape the header options cannot read.
+    pub(super) pace: Option<String>,
 }
 
 /// Error classes a rule may give.
@@ -52,6 +56,7 @@ pub struct ErrorRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetKind {
     Seconds,
+    Millis,
     Epoch,
     Auto,
 }
@@ -65,6 +70,8 @@ pub struct RateLimit {
     pub reset_header: Option<String>,
     pub reset: ResetKind,
     pub max_wait: Duration,
+    /// jq on each response: seconds to hold the next request back.
+    pub pace: Option<Program>,
 }
 
 impl Default for RateLimit {
@@ -77,6 +84,7 @@ impl Default for RateLimit {
             reset_header: None,
             reset: ResetKind::Auto,
             max_wait: DEFAULT_MAX_WAIT,
+            pace: None,
         }
     }
 }
@@ -148,11 +156,12 @@ pub(super) fn rate_limit(path: &str, r: Option<RawRateLimit>) -> Result<RateLimi
     let reset = match r.reset.as_deref() {
         None | Some("auto") => ResetKind::Auto,
         Some("seconds") => ResetKind::Seconds,
+        Some("milliseconds") => ResetKind::Millis,
         Some("epoch") => ResetKind::Epoch,
         Some(other) => {
             return Err(err(
                 &format!("{path}.reset"),
-                format!("`{other}` is not one of auto, seconds, epoch"),
+                format!("`{other}` is not one of auto, seconds, milliseconds, epoch"),
             ))
         }
     };
@@ -176,5 +185,6 @@ pub(super) fn rate_limit(path: &str, r: Option<RawRateLimit>) -> Result<RateLimi
             r.max_wait.as_deref(),
             DEFAULT_MAX_WAIT,
         )?,
+        pace: opt_program(&format!("{path}.pace"), r.pace.as_ref(), ERROR_RULE, &[])?,
     })
 }

@@ -63,9 +63,11 @@ pub const RECORD: &[&str] = &["vars"];
 /// Webhook programs (`records`, `dedupe.body`, every route's programs).
 pub const WEBHOOK: &[&str] = &["vars", "headers"];
 /// Write programs (templates, bodies, `when`, `select`, `id`, `version`); the names of the
-/// write's steps are bound too.
+/// write's steps are bound too. `$record` is the record written, for the programs whose `.`
+/// is a response (`select`, `find.select`: "the one of these that is this record").
 pub const WRITE: &[&str] = &[
     "vars",
+    "record",
     "key",
     "op",
     "refs",
@@ -84,6 +86,7 @@ pub const LOGIN: &[&str] = &["vars", "headers", "status"];
 /// Names a step may not take (they would shadow the variables above).
 const RESERVED: &[&str] = &[
     "vars",
+    "record",
     "key",
     "op",
     "refs",

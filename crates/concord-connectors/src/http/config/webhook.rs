@@ -26,6 +26,9 @@ pub enum Algorithm {
     Sha1,
     Sha256,
     Sha512,
+    /// No signature: the header carries a shared secret itself (for senders that cannot sign
+    /// but send headers chosen at subscription, e.g. BigCommerce), compared in constant time.
+    Secret,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +73,9 @@ pub enum Dedupe {
 pub struct Route {
     pub kind: Kind,
     pub when: Option<Program>,
+    /// For thin deliveries that carry only an id: the request (templates on the delivered
+    /// record) whose answer is the record; a 404 drops it (gone since).
+    pub fetch: Option<Request>,
     pub id: Program,
     pub version: Option<Program>,
     pub map: Option<Program>,
@@ -109,7 +115,8 @@ struct RawDedupe {
 struct RawSignature {
     /// The header carrying the signature(s).
     header: Option<String>,
-    /// `sha256` (default), `sha1` or `sha512` (HMAC).
+    /// `sha256` (default), `sha1` or `sha512` (HMAC), or `secret`: the header carries a shared
+    /// secret (no signature; for senders that only send fixed headers).
     algorithm: Option<String>,
     /// `hex` (default) or `base64`.
     encoding: Option<String>,
@@ -141,6 +148,9 @@ struct RawRoute {
     version: Option<String>,
     /// jq on the record: the canonical record (default: as is).
     map: Option<String>,
+    /// A request whose answer replaces the delivered record before `id`, `version` and `map`
+    /// (for deliveries that carry only an id); its templates see the delivered record.
+    fetch: Option<RawRequest>,
 }
 
 pub(super) fn signed_parts(path: &str, s: &str) -> Result<Vec<SignedPart>> {
@@ -195,13 +205,28 @@ pub(super) fn webhook(path: &str, v: &Value, endpoint_secret: Option<&str>) -> R
         None | Some("sha256") => Algorithm::Sha256,
         Some("sha1") => Algorithm::Sha1,
         Some("sha512") => Algorithm::Sha512,
+        Some("secret") => Algorithm::Secret,
         Some(other) => {
             return Err(err(
                 &format!("{sp}.algorithm"),
-                format!("`{other}` is not one of sha256, sha1, sha512"),
+                format!("`{other}` is not one of sha256, sha1, sha512, secret"),
             ))
         }
     };
+    if algorithm == Algorithm::Secret {
+        for (field, present) in [
+            ("signed", s.signed.is_some()),
+            ("timestamp_header", s.timestamp_header.is_some()),
+            ("encoding", s.encoding.is_some()),
+        ] {
+            if present {
+                return Err(err(
+                    &format!("{sp}.{field}"),
+                    "does not apply to algorithm `secret` (the header carries the secret itself)",
+                ));
+            }
+        }
+    }
     let encoding = match s.encoding.as_deref() {
         None | Some("hex") => Encoding::Hex,
         Some("base64") => Encoding::Base64,
@@ -309,7 +334,15 @@ pub(super) fn webhook(path: &str, v: &Value, endpoint_secret: Option<&str>) -> R
     for (i, v) in raw_routes.iter().enumerate() {
         let at = format!("{path}.routes[{i}]");
         let rr: RawRoute = de(v, &at)?;
+        let fetch = match &rr.fetch {
+            None => None,
+            Some(raw) => {
+                plain_request(&format!("{at}.fetch"), raw)?;
+                Some(request(&format!("{at}.fetch"), raw, WEBHOOK, &[])?)
+            }
+        };
         routes.push(Route {
+            fetch,
             kind: rr
                 .kind
                 .ok_or_else(|| err(&format!("{at}.kind"), "is required"))?,

@@ -1,0 +1,669 @@
+//! The `sap-b1` preset of the `http` connector against a contract server that follows SAP's
+//! user manual "Working with SAP Business One Service Layer" (version 1.22, 2021; cited below by
+//! section). It checks what Concord sends — the login body, the B1SESSION and ROUTEID cookies on
+//! every request, OData query options ($filter, $orderby, $select, $skip), the Prefer page size,
+//! the entity bodies — and answers as the manual says: the session cookies, 401 "Invalid session"
+//! once a session has timed out, pages with `odata.nextLink`, 201 with the created entity, 204 for
+//! an action, `{"error": {"code", "message": {"lang", "value"}}}` for errors.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use concord_connectors::http::HttpConnector;
+use concord_core::Kind;
+use concord_engine::connector::{
+    Captured, Connector, DeliveryError, EndpointSpec, ReadRequest, WriteOp, WriteOutcome,
+};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct B1 {
+    breaches: Vec<String>,
+    logins: usize,
+    sessions: BTreeSet<String>,
+    items: Vec<Value>,
+    partners: Vec<Value>,
+    orders: Vec<Value>,
+    deliveries: Vec<Value>,
+    slow_next_order: Option<Duration>,
+}
+
+type Shared = Arc<Mutex<B1>>;
+
+fn reply(status: u16, body: Value) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap(),
+        [(
+            "content-type",
+            "application/json;odata=minimalmetadata;charset=utf-8",
+        )],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn error(status: u16, code: i64, message: &str) -> Response {
+    // "Error Codes": {"error": {"code": …, "message": {"lang": "en-us", "value": …}}}.
+    reply(
+        status,
+        json!({"error": {"code": code, "message": {"lang": "en-us", "value": message}}}),
+    )
+}
+
+/// "Login and Logout" / "Session": every request after the login carries the B1SESSION cookie
+/// and, behind the load balancer, ROUTEID; an unknown or timed-out session is 401.
+/// `Some` is the answer to give instead of going on.
+fn session(f: &mut B1, headers: &HeaderMap, what: &str) -> Option<Response> {
+    let cookie = headers
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let get = |name: &str| {
+        cookie.split(';').find_map(|p| {
+            p.trim()
+                .strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+        })
+    };
+    if get("ROUTEID").as_deref() != Some(".node1") {
+        f.breaches
+            .push(format!("{what}: no ROUTEID cookie ({cookie})"));
+    }
+    if headers.get("prefer").and_then(|v| v.to_str().ok()) != Some("odata.maxpagesize=5") {
+        f.breaches
+            .push(format!("{what}: Prefer is not odata.maxpagesize=5"));
+    }
+    match get("B1SESSION") {
+        Some(s) if f.sessions.contains(&s) => None,
+        _ => Some(error(
+            401,
+            301,
+            "Invalid session or session already timeout.",
+        )),
+    }
+}
+
+// POST /b1s/v1/Login — "Login and Logout": {CompanyDB, UserName, Password} → the session
+// (SessionId, Version, SessionTimeout) with Set-Cookie B1SESSION and ROUTEID.
+async fn login(State(s): State<Shared>, body: Bytes) -> Response {
+    let mut f = s.lock().unwrap();
+    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if b != json!({"CompanyDB": "SBODEMOUS", "UserName": "manager", "Password": "b1pass"}) {
+        return error(401, -304, "Fail to get DB Credentials from SLD");
+    }
+    f.logins += 1;
+    let id = format!("0dacaec2-f5fa-11e7-8000-{:012}", f.logins);
+    f.sessions.insert(id.clone());
+    let mut r = reply(
+        200,
+        json!({"odata.metadata": "https://b1:50000/b1s/v1/$metadata#B1Sessions/@Element",
+        "SessionId": id, "Version": "1000190", "SessionTimeout": 30}),
+    );
+    r.headers_mut().append(
+        "set-cookie",
+        format!("B1SESSION={id}; path=/b1s; HttpOnly")
+            .parse()
+            .unwrap(),
+    );
+    r.headers_mut()
+        .append("set-cookie", "ROUTEID=.node1; path=/b1s".parse().unwrap());
+    r
+}
+
+/// `$filter` of the forms the preset sends: `Field ge 'v'`, `Field eq 'v'`, joined by `and`.
+fn matches(filter: Option<&String>, rec: &Value, f: &mut B1) -> bool {
+    let Some(filter) = filter else { return true };
+    filter.split(" and ").all(|clause| {
+        let parts: Vec<&str> = clause.splitn(3, ' ').collect();
+        let [field, op, lit] = parts[..] else {
+            f.breaches.push(format!("$filter `{filter}`"));
+            return false;
+        };
+        let Some(v) = lit.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) else {
+            f.breaches.push(format!("$filter literal `{lit}`"));
+            return false;
+        };
+        let v = v.replace("''", "'");
+        let have = rec[field].as_str().unwrap_or("");
+        match op {
+            "eq" => have == v,
+            "ge" => have >= v.as_str(),
+            _ => {
+                f.breaches.push(format!("$filter operator `{op}`"));
+                false
+            }
+        }
+    })
+}
+
+/// "Query Options" and "Paging": $filter, $orderby, $select, $skip; the page size from Prefer;
+/// `odata.nextLink` while more remain.
+fn page(
+    f: &mut B1,
+    set: &str,
+    all: Vec<Value>,
+    q: &BTreeMap<String, String>,
+    order: &[&str],
+) -> Response {
+    let want: Vec<&str> = q
+        .get("$orderby")
+        .map(|o| o.split(',').collect())
+        .unwrap_or_default();
+    if !order.is_empty() && want != order {
+        f.breaches
+            .push(format!("{set}: $orderby {want:?}, expected {order:?}"));
+    }
+    let mut rows: Vec<Value> = all
+        .into_iter()
+        .filter(|r| matches(q.get("$filter"), r, f))
+        .collect();
+    rows.sort_by_key(|r| order.iter().map(|k| r[*k].to_string()).collect::<Vec<_>>());
+    let skip: usize = q.get("$skip").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let size = 5;
+    let end = (skip + size).min(rows.len());
+    let mut body = json!({"odata.metadata": format!("https://b1:50000/b1s/v1/$metadata#{set}"),
+                          "value": rows[skip.min(end)..end]});
+    if end < rows.len() {
+        body["odata.nextLink"] = json!(format!("{set}?$skip={end}"));
+    }
+    reply(200, body)
+}
+
+async fn items(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "GET Items") {
+        return r;
+    }
+    let order: &[&str] = if q
+        .get("$select")
+        .is_some_and(|s| s.contains("ItemWarehouseInfoCollection"))
+    {
+        &["ItemCode"]
+    } else {
+        &["UpdateDate", "UpdateTime", "ItemCode"]
+    };
+    let all = f.items.clone();
+    page(&mut f, "Items", all, &q, order)
+}
+
+async fn deliveries(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "GET DeliveryNotes") {
+        return r;
+    }
+    let all = f.deliveries.clone();
+    page(
+        &mut f,
+        "DeliveryNotes",
+        all,
+        &q,
+        &["UpdateDate", "UpdateTime", "DocEntry"],
+    )
+}
+
+async fn partners(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "GET BusinessPartners") {
+        return r;
+    }
+    let all = f.partners.clone();
+    page(&mut f, "BusinessPartners", all, &q, &[])
+}
+
+// POST /b1s/v1/BusinessPartners — "Create": 201 with the entity; an existing CardCode is 400
+// ("Error Codes").
+async fn partners_post(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "POST BusinessPartners") {
+        return r;
+    }
+    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if b["CardType"] != "cCustomer" || b["CardCode"].as_str().is_none() {
+        f.breaches.push(format!("business partner body {b}"));
+    }
+    if f.partners.iter().any(|p| p["CardCode"] == b["CardCode"]) {
+        return error(
+            400,
+            -10,
+            "1320000140 - Business partner code already exists",
+        );
+    }
+    f.partners.push(b.clone());
+    reply(201, b)
+}
+
+// PATCH /b1s/v1/BusinessPartners('CardCode') — "Update": 204 No Content.
+async fn entity_patch(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "PATCH") {
+        return r;
+    }
+    let code = entity
+        .strip_prefix("BusinessPartners('")
+        .and_then(|r| r.strip_suffix("')"))
+        .map(str::to_string);
+    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match code.and_then(|c| f.partners.iter().position(|p| p["CardCode"] == c.as_str())) {
+        Some(i) => {
+            if let (Some(p), Some(patch)) = (f.partners[i].as_object_mut(), b.as_object()) {
+                for (k, v) in patch {
+                    p.insert(k.clone(), v.clone());
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => {
+            f.breaches.push(format!("PATCH {entity}"));
+            error(404, -2028, "No matching records found (ODBC -2028)")
+        }
+    }
+}
+
+// GET / POST /b1s/v1/Orders — "Create": 201 with the entity (DocEntry assigned); "Error Codes":
+// a missing business partner is 400 with B1's message.
+async fn orders_get(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "GET Orders") {
+        return r;
+    }
+    let all = f.orders.clone();
+    page(&mut f, "Orders", all, &q, &[])
+}
+
+async fn orders_post(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let slow;
+    let r = {
+        let mut f = s.lock().unwrap();
+        if let Some(r) = session(&mut f, &headers, "POST Orders") {
+            return r;
+        }
+        let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let card = b["CardCode"].as_str().unwrap_or("");
+        if !f.partners.iter().any(|p| p["CardCode"] == card) {
+            return error(
+                400,
+                -10,
+                &format!("1320000126 - Business partner '{card}' does not exist"),
+            );
+        }
+        let lines = b["DocumentLines"].as_array().cloned().unwrap_or_default();
+        if lines.is_empty()
+            || lines
+                .iter()
+                .any(|l| l["ItemCode"].as_str().is_none() || l["Quantity"].as_f64().is_none())
+        {
+            f.breaches.push(format!("order body {b}"));
+        }
+        let entry = f.orders.len() as i64 + 1;
+        let mut o = b.clone();
+        o["DocEntry"] = json!(entry);
+        o["DocNum"] = json!(1000 + entry);
+        o["DocumentStatus"] = json!("bost_Open");
+        o["Cancelled"] = json!("tNO");
+        f.orders.push(o.clone());
+        slow = f.slow_next_order.take();
+        reply(201, o)
+    };
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
+    r
+}
+
+// POST /b1s/v1/Orders(DocEntry)/Cancel — "Actions": 204 No Content.
+async fn action(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path((entity, action)): Path<(String, String)>,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if let Some(r) = session(&mut f, &headers, "action") {
+        return r;
+    }
+    let entry: Option<i64> = entity
+        .strip_prefix("Orders(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|n| n.parse().ok());
+    match (entry, action.as_str()) {
+        (Some(n), "Cancel") => match f.orders.iter_mut().find(|o| o["DocEntry"] == n) {
+            Some(o) => {
+                o["Cancelled"] = json!("tYES");
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => error(404, -2028, "No matching records found (ODBC -2028)"),
+        },
+        _ => {
+            f.breaches.push(format!("action {entity}/{action}"));
+            error(400, -1, "unknown action")
+        }
+    }
+}
+
+struct Contract {
+    url: String,
+    b1: Shared,
+}
+
+impl Contract {
+    async fn start() -> Contract {
+        let b1: Shared = Arc::new(Mutex::new(B1::default()));
+        let app = Router::new()
+            .route("/b1s/v1/Login", post(login))
+            .route("/b1s/v1/Items", get(items))
+            .route("/b1s/v1/DeliveryNotes", get(deliveries))
+            .route(
+                "/b1s/v1/BusinessPartners",
+                get(partners).post(partners_post),
+            )
+            .route("/b1s/v1/{entity}", axum::routing::patch(entity_patch))
+            .route("/b1s/v1/Orders", get(orders_get).post(orders_post))
+            .route("/b1s/v1/{entity}/{action}", post(action))
+            .with_state(b1.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Contract { url, b1 }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut B1) -> R) -> R {
+        f(&mut self.b1.lock().unwrap())
+    }
+
+    fn connector(&self, timeout: Duration) -> HttpConnector {
+        let mut spec = EndpointSpec::new(
+            "b1",
+            "http",
+            &self.url,
+            json!({"preset": "sap-b1", "vars": {"company_db": "SBODEMOUS", "user": "manager", "password": "b1pass",
+                   "default_customer": "C-WEB", "page_size": 5, "warehouses": ["01", "02"]}}),
+        );
+        spec.timeout = timeout;
+        HttpConnector::new(&spec).unwrap_or_else(|e| panic!("{}: {}", e.path, e.message))
+    }
+}
+
+async fn read_all(
+    c: &HttpConnector,
+    kind: Kind,
+    cursor: Option<String>,
+    snapshot: bool,
+) -> (Vec<Captured>, Option<String>) {
+    let mut cursor = cursor;
+    let mut out = Vec::new();
+    for _ in 0..50 {
+        let req = ReadRequest {
+            kind,
+            cursor: cursor.as_deref(),
+            limit: 5,
+            overlap: Duration::ZERO,
+        };
+        let page = if snapshot {
+            c.read_snapshot(req).await
+        } else {
+            c.read_changes(req).await
+        };
+        let page = page.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        out.extend(page.records);
+        cursor = page.cursor.or(cursor);
+        if !page.more {
+            return (out, cursor);
+        }
+    }
+    panic!("more than 50 pages");
+}
+
+async fn deliver(c: &HttpConnector, op: WriteOp) -> (WriteOutcome, Vec<DeliveryError>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failures = Vec::new();
+    loop {
+        let out = c.write(vec![op.clone()]).await.remove(0);
+        match out {
+            WriteOutcome::Failed(e) if !matches!(e, DeliveryError::Permanent { .. }) => {
+                assert!(Instant::now() < deadline, "not delivered: {e:?}");
+                failures.push(e);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return (other, failures),
+        }
+    }
+}
+
+fn order_op(item: i64, number: &str, email: &str) -> WriteOp {
+    WriteOp {
+        item_id: item,
+        kind: Kind::Order,
+        key: format!("shop/{number}"),
+        op: "create".into(),
+        payload: json!({"channel": "shop", "number": number, "customer": {"email": email}, "currency": "USD",
+            "placed_at": "2026-12-04T09:15:00Z", "lines": [{"sku": "A-1", "quantity": 2, "unit_price_minor": 1250, "location": "01"}]}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_day_catalogue_and_stock_out_orders_in_deliveries_back_across_a_session_timeout() {
+    let b1 = Contract::start().await;
+    let c = b1.connector(Duration::from_millis(700));
+    b1.with(|f| {
+        for n in 1..=12 {
+            let day = if n <= 6 { "2026-12-03" } else { "2026-12-04" };
+            f.items.push(json!({"ItemCode": format!("A-{n}"), "ItemName": format!("Item {n}"), "BarCode": "", "Valid": "tYES",
+                "UpdateDate": format!("{day}T00:00:00Z"), "UpdateTime": format!("10:{n:02}:00"),
+                "ItemWarehouseInfoCollection": [
+                    {"WarehouseCode": "01", "InStock": 10.0 + n as f64, "Committed": 2.0, "Ordered": 0.0},
+                    {"WarehouseCode": "02", "InStock": 1.0, "Committed": 0.0, "Ordered": 5.0},
+                    {"WarehouseCode": "99", "InStock": 100.0, "Committed": 0.0, "Ordered": 0.0}]}));
+        }
+        f.partners.push(json!({"CardCode": "C-WEB", "CardName": "Web shop", "CardType": "cCustomer", "EmailAddress": ""}));
+        f.partners.push(json!({"CardCode": "C-0042", "CardName": "Acme", "CardType": "cCustomer", "EmailAddress": "buyer@acme.example"}));
+    });
+
+    // Morning: the catalogue changed since yesterday noon: 6 items on 2 pages (of 5), by
+    // UpdateDate from the cursor's day; then stock, a full listing of the two warehouses.
+    let (products, cursor) = read_all(
+        &c,
+        Kind::Product,
+        Some("2026-12-04T00:00:00Z".into()),
+        false,
+    )
+    .await;
+    assert_eq!(
+        products.len(),
+        6,
+        "{:?}",
+        products.iter().map(|p| &p.external_id).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        cursor
+            .as_deref()
+            .map(|c| c.contains("2026-12-04T10:12:00Z")),
+        Some(true),
+        "{cursor:?}"
+    );
+    for p in &products {
+        concord_core::model::validate(Kind::Product, &p.record)
+            .unwrap_or_else(|e| panic!("{e:?}: {}", p.record));
+    }
+    let (stock, _) = read_all(&c, Kind::Stock, None, true).await;
+    assert_eq!(stock.len(), 24, "12 items × warehouses 01 and 02");
+    let a3 = stock
+        .iter()
+        .find(|s| s.external_id == "A-3@01")
+        .expect("A-3@01");
+    assert_eq!(
+        a3.record,
+        json!({"sku": "A-3", "location": "01", "on_hand": 13, "committed": 2, "incoming": []})
+    );
+    concord_core::model::validate(Kind::Stock, &a3.record).unwrap();
+    assert_eq!(b1.with(|f| f.logins), 1, "one session for the morning");
+
+    // The session times out (SessionTimeout): the next request is 401, the preset logs in again
+    // once and goes on.
+    b1.with(|f| f.sessions.clear());
+    // An order from a customer B1 knows (by e-mail): its business partner.
+    let (out, _) = deliver(&c, order_op(1, "1001", "buyer@acme.example")).await;
+    assert!(
+        matches!(&out, WriteOutcome::Done { external_id: Some(id), .. } if id == "1"),
+        "{out:?}"
+    );
+    assert_eq!(b1.with(|f| f.logins), 2);
+    b1.with(|f| {
+        let o = &f.orders[0];
+        assert_eq!(o["CardCode"], "C-0042");
+        assert_eq!(o["NumAtCard"], "shop/1001");
+        assert_eq!(o["DocDueDate"], "2026-12-04");
+        assert_eq!(
+            o["DocumentLines"],
+            json!([{"ItemCode": "A-1", "Quantity": 2, "UnitPrice": 12.5, "WarehouseCode": "01"}])
+        );
+    });
+
+    // An order from a new customer, whose answer is lost (the client times out after B1 made
+    // it): the retry finds it by NumAtCard; one sales order, on the default business partner.
+    b1.with(|f| f.slow_next_order = Some(Duration::from_millis(1200)));
+    let (out, failures) = deliver(&c, order_op(2, "1002", "new@example.com")).await;
+    assert!(
+        matches!(&out, WriteOutcome::Done { external_id: Some(id), .. } if id == "2"),
+        "{out:?}"
+    );
+    assert!(
+        failures.iter().any(|e| e.to_string().contains("timed out")),
+        "{failures:?}"
+    );
+    b1.with(|f| {
+        assert_eq!(
+            f.orders
+                .iter()
+                .filter(|o| o["NumAtCard"] == "shop/1002")
+                .count(),
+            1
+        );
+        assert_eq!(f.orders[1]["CardCode"], "C-WEB");
+    });
+    // A reference with a quote is escaped in the OData literal (found again, not created twice).
+    let (out, _) = deliver(&c, order_op(3, "O'Neil-7", "buyer@acme.example")).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }));
+    let (out, _) = deliver(&c, order_op(4, "O'Neil-7", "buyer@acme.example")).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }));
+    assert_eq!(
+        b1.with(|f| f
+            .orders
+            .iter()
+            .filter(|o| o["NumAtCard"] == "shop/O'Neil-7")
+            .count()),
+        1
+    );
+
+    // The customer cancels 1001: the Cancel action on its DocEntry.
+    let mut cancel = order_op(5, "1001", "buyer@acme.example");
+    cancel.op = "cancel".into();
+    cancel.external_id = Some("1".into());
+    let (out, _) = deliver(&c, cancel).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    assert_eq!(b1.with(|f| f.orders[0]["Cancelled"].clone()), "tYES");
+
+    assert_eq!(b1.with(|f| f.logins), 2, "no other login since the timeout");
+    // Without a business partner and without a default: B1's 400, a permanent failure.
+    let c2 = {
+        let mut spec = EndpointSpec::new(
+            "b1",
+            "http",
+            &b1.url,
+            json!({"preset": "sap-b1", "vars": {"company_db": "SBODEMOUS", "user": "manager", "password": "b1pass", "page_size": 5}}),
+        );
+        spec.timeout = Duration::from_secs(5);
+        HttpConnector::new(&spec).unwrap()
+    };
+    let (out, _) = deliver(&c2, order_op(6, "1003", "nobody@example.com")).await;
+    assert!(
+        matches!(&out, WriteOutcome::Failed(DeliveryError::Permanent { reason }) if reason.contains("400")),
+        "{out:?}"
+    );
+
+    // A customer: a business partner made once (CardCode from the customer number), found by
+    // e-mail the second time and updated.
+    let customer = |item: i64, name: &str| WriteOp {
+        item_id: item,
+        kind: Kind::Customer,
+        key: "jo@example.com".into(),
+        op: "upsert".into(),
+        payload: json!({"email": "jo@example.com", "name": name, "customer_number": "C-0100", "phone": "555-0100"}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    };
+    let (out, _) = deliver(&c, customer(7, "Jo")).await;
+    assert!(
+        matches!(&out, WriteOutcome::Done { external_id: Some(id), .. } if id == "C-0100"),
+        "{out:?}"
+    );
+    let (out, _) = deliver(&c, customer(8, "Jo Smith")).await;
+    assert!(
+        matches!(&out, WriteOutcome::Done { external_id: Some(id), .. } if id == "C-0100"),
+        "{out:?}"
+    );
+    b1.with(|f| {
+        let jo: Vec<&Value> = f
+            .partners
+            .iter()
+            .filter(|p| p["CardCode"] == "C-0100")
+            .collect();
+        assert_eq!(jo.len(), 1);
+        assert_eq!(jo[0]["CardName"], "Jo Smith");
+    });
+
+    // Afternoon: B1 delivers 1002 with a tracking number: read back as its shipment.
+    b1.with(|f| {
+        f.deliveries.push(json!({"DocEntry": 31, "DocNum": 5031, "NumAtCard": "shop/1002", "TrackingNumber": "1Z999",
+            "DocDate": "2026-12-04T00:00:00Z", "UpdateDate": "2026-12-04T00:00:00Z", "UpdateTime": "15:02:11",
+            "DocumentLines": [{"LineNum": 0, "ItemCode": "A-1", "Quantity": 2.0}]}));
+    });
+    let (ships, _) = read_all(
+        &c,
+        Kind::Shipment,
+        Some("2026-12-04T12:00:00Z".into()),
+        false,
+    )
+    .await;
+    assert_eq!(ships.len(), 1);
+    assert_eq!(ships[0].external_id, "31");
+    assert_eq!(ships[0].record["order"], "shop/1002");
+    assert_eq!(ships[0].record["tracking_number"], "1Z999");
+    concord_core::model::validate(Kind::Shipment, &ships[0].record)
+        .unwrap_or_else(|e| panic!("{e:?}: {}", ships[0].record));
+
+    b1.with(|f| {
+        assert_eq!(
+            f.logins, 3,
+            "one per session: the morning's, after the timeout, the second connector's"
+        );
+        assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
+}
