@@ -14,6 +14,7 @@ use axum::routing::{get, put};
 use axum::Router;
 use concord_connectors::http::HttpConnector;
 use concord_core::Kind;
+use concord_testkit::wait_until;
 use concord_engine::connector::{
     Connector, DeliveryError, EndpointSpec, ReadRequest, WriteOp, WriteOutcome,
 };
@@ -856,23 +857,15 @@ to = ["bigcommerce"]
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = store.with(|f| {
+    wait_until("every level at its last figure", Duration::from_secs(30), async || {
+        store.with(|f| {
             (1..=40i64).all(|n| {
                 f.levels[&(1, format!("SKU-{n}"))] == 400 + n
                     && f.levels[&(2, format!("SKU-{n}"))] == 400 + n
             })
-        });
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every level at its last figure"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        })
+    })
+    .await;
     engine.shutdown();
     while tasks.join_next().await.is_some() {}
     store.with(|f| {

@@ -18,6 +18,7 @@ use concord_connectors::http::config::{Algorithm, Encoding};
 use concord_connectors::http::webhook::sign;
 use concord_connectors::http::HttpConnector;
 use concord_core::Kind;
+use concord_testkit::wait_until;
 use concord_engine::connector::{
     Captured, Connector, DeliveryError, EndpointSpec, ReadRequest, WriteOp, WriteOutcome,
 };
@@ -1005,19 +1006,12 @@ to = ["shopify"]
             });
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done = (1..=12).all(|n| level(&shop, n, WH) == 300 + n as i64);
-        if done {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every SKU at its last figure: {:?}",
-            (1..=12).map(|n| level(&shop, n, WH)).collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(
+        "every SKU at its last figure",
+        Duration::from_secs(30),
+        async || (1..=12).all(|n| level(&shop, n, WH) == 300 + n as i64),
+    )
+    .await;
     engine.shutdown();
     while tasks.join_next().await.is_some() {}
     shop.with(|f| {

@@ -4,7 +4,9 @@
 //! `http/webhook.rs`; secrets are [`Secret`]s, never printed.
 
 use super::super::jq::Program;
-use super::request::{de, duration, header_name, opt_program, program, Result};
+use super::request::{
+    de, duration, header_name, opt_program, plain_request, program, request, RawRequest, Request, Result,
+};
 use super::{Secret, DEFAULT_TOLERANCE, WEBHOOK};
 use crate::options::err;
 use concord_core::Kind;
