@@ -14,10 +14,10 @@ use axum::routing::{get, put};
 use axum::Router;
 use concord_connectors::http::HttpConnector;
 use concord_core::Kind;
-use concord_testkit::wait_until;
 use concord_engine::connector::{
     Connector, DeliveryError, EndpointSpec, ReadRequest, WriteOp, WriteOutcome,
 };
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -857,14 +857,18 @@ to = ["bigcommerce"]
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_until("every level at its last figure", Duration::from_secs(30), async || {
-        store.with(|f| {
-            (1..=40i64).all(|n| {
-                f.levels[&(1, format!("SKU-{n}"))] == 400 + n
-                    && f.levels[&(2, format!("SKU-{n}"))] == 400 + n
+    wait_until(
+        "every level at its last figure",
+        Duration::from_secs(30),
+        async || {
+            store.with(|f| {
+                (1..=40i64).all(|n| {
+                    f.levels[&(1, format!("SKU-{n}"))] == 400 + n
+                        && f.levels[&(2, format!("SKU-{n}"))] == 400 + n
+                })
             })
-        })
-    })
+        },
+    )
     .await;
     engine.shutdown();
     while tasks.join_next().await.is_some() {}

@@ -18,10 +18,10 @@ use concord_connectors::http::config::{Algorithm, Encoding};
 use concord_connectors::http::webhook::sign;
 use concord_connectors::http::HttpConnector;
 use concord_core::Kind;
-use concord_testkit::wait_until;
 use concord_engine::connector::{
     Captured, Connector, DeliveryError, EndpointSpec, ReadRequest, WriteOp, WriteOutcome,
 };
+use concord_testkit::wait_until;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -123,15 +123,19 @@ sha256 = "{v}"
             ]
         })
         .collect();
-    wait_for("every write for the store is planned", async || {
-        let planned = engine.planned_writes(1000).await.expect("planned");
-        let got: BTreeSet<(String, String)> = planned
-            .iter()
-            .filter(|i| i.dest == "web")
-            .map(|i| (i.kind.as_str().to_string(), i.key.clone()))
-            .collect();
-        got == expected
-    })
+    wait_until(
+        "every write for the store is planned",
+        DEADLINE,
+        async || {
+            let planned = engine.planned_writes(1000).await.expect("planned");
+            let got: BTreeSet<(String, String)> = planned
+                .iter()
+                .filter(|i| i.dest == "web")
+                .map(|i| (i.kind.as_str().to_string(), i.key.clone()))
+                .collect();
+            got == expected
+        },
+    )
     .await;
     let planned = engine.planned_writes(1000).await.expect("planned");
     assert_eq!(

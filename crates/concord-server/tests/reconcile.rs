@@ -118,8 +118,9 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
     );
     let hub = Hub::start(listener, &text, dir.path()).await;
     erp.seed(SKUS, &["WH1"], 10).expect("seed");
-    wait_for(
+    wait_until(
         "the store has every product, price and figure",
+        DEADLINE,
         async || {
             (1..=SKUS).all(|i| {
                 let sku = format!("SKU-{i:04}");
@@ -182,15 +183,19 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
         .await
         .expect("pause");
     erp.adjust_stock("SKU-0005", "WH1", 1).expect("receipt");
-    wait_for("the receipt is queued for the store", async || {
-        use concord_store::{ItemState, Store};
-        hub.store
-            .items(Some("web"), ItemState::Pending, 100)
-            .await
-            .expect("items")
-            .iter()
-            .any(|i| i.key == "SKU-0005@WH1")
-    })
+    wait_until(
+        "the receipt is queued for the store",
+        DEADLINE,
+        async || {
+            use concord_store::{ItemState, Store};
+            hub.store
+                .items(Some("web"), ItemState::Pending, 100)
+                .await
+                .expect("items")
+                .iter()
+                .any(|i| i.key == "SKU-0005@WH1")
+        },
+    )
     .await;
 
     let run = hub
@@ -258,8 +263,9 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
         ("on_hand".into(), json!(10), json!(25))
     );
     // The `drift` alert fires for each destination that drifted.
-    wait_for(
+    wait_until(
         "the drift alert fires for each drifted destination",
+        DEADLINE,
         async || {
             let alerts = hub.engine.alerts(100).await.expect("alerts");
             let firing: BTreeSet<String> = alerts
@@ -299,7 +305,7 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
         .map(String::from)
         .collect()
     );
-    wait_for("the store is put right", async || {
+    wait_until("the store is put right", DEADLINE, async || {
         shop.inventory("SKU-0001").get("WH1") == Some(&10)
             && shop.inventory("SKU-0004").get("WH1") == Some(&25)
             && shop.inventory("SKU-0005").get("WH1") == Some(&11)
@@ -322,7 +328,7 @@ async fn reconcile_reports_exactly_the_drift_heals_it_and_then_reports_nothing()
             .all(|r| r.comparison.in_flight.is_empty()),
         "{after:#?}"
     );
-    wait_for("the drift alerts resolve", async || {
+    wait_until("the drift alerts resolve", DEADLINE, async || {
         let alerts = hub.engine.alerts(100).await.expect("alerts");
         alerts
             .iter()
@@ -352,21 +358,25 @@ async fn a_scheduled_run_finds_and_heals_drift_on_its_own() {
     assert!(text.contains("heal = true"));
     let hub = Hub::start(listener, &text, dir.path()).await;
     erp.seed(2, &["WH1"], 10).expect("seed");
-    wait_for("the store has the products", async || {
+    wait_until("the store has the products", DEADLINE, async || {
         shop.price("default", "SKU-0002").is_some() && queues_empty(&hub).await
     })
     .await;
     assert!(shop.delete_product("SKU-0001"));
-    wait_for("a scheduled run healed the deleted product", async || {
-        let runs = hub.engine.reconcile_runs(100).await.expect("runs");
-        runs.iter()
-            .any(|r| r.trigger == "schedule" && r.healed == 1)
-            && hub
-                .engine
-                .reconcile(&["products".to_string()], false, "test")
-                .await
-                .is_ok_and(|r| r.drifted() == 0 && r.results[0].comparison.matching == 2)
-    })
+    wait_until(
+        "a scheduled run healed the deleted product",
+        DEADLINE,
+        async || {
+            let runs = hub.engine.reconcile_runs(100).await.expect("runs");
+            runs.iter()
+                .any(|r| r.trigger == "schedule" && r.healed == 1)
+                && hub
+                    .engine
+                    .reconcile(&["products".to_string()], false, "test")
+                    .await
+                    .is_ok_and(|r| r.drifted() == 0 && r.results[0].comparison.matching == 2)
+        },
+    )
     .await;
     hub.stop().await;
 }

@@ -5,7 +5,8 @@
 
 use super::super::jq::Program;
 use super::request::{
-    de, duration, header_name, opt_program, plain_request, program, request, RawRequest, Request, Result,
+    de, duration, header_name, opt_program, plain_request, program, request, RawRequest, Request,
+    Result,
 };
 use super::{Secret, DEFAULT_TOLERANCE, WEBHOOK};
 use crate::options::err;
