@@ -326,6 +326,15 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
             "{p} missing from the OpenAPI document"
         );
     }
+    // The access layer's throttle answers 429 in front of every operation: each one says so.
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            assert!(
+                op["responses"].get("429").is_some(),
+                "{method} {path} does not document the throttle's 429"
+            );
+        }
+    }
     // The error schema carries the stable code, and the document lists every code's meaning.
     let schemas = &doc["components"]["schemas"];
     assert_eq!(

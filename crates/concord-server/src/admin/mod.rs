@@ -120,8 +120,51 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, mut doc) = protected().split_for_parts();
     let (_, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
-    describe_error_codes(&mut doc);
+    finish_document(&mut doc);
     doc
+}
+
+/// What the derive cannot say, added to the merged document (served and exported alike).
+fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
+    describe_error_codes(doc);
+    document_throttling(doc);
+}
+
+/// `429` on every operation that authenticates: a client that has used up its failed
+/// attempts ([`crate::throttle`]) is refused unchecked — a correct token too — until a try comes
+/// back. The handlers cannot declare it themselves (the refusal comes from the access layer in
+/// front of them), so it is added here, to every operation that does not already say it.
+fn document_throttling(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description(
+            "Too many failed authentication attempts from this client (`rate_limited`): every \
+             request of it is refused unchecked until `Retry-After` seconds have passed",
+        )
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".to_string())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
 }
 
 /// Each error code's meaning in the `ErrorCode` schema, which the derive leaves a bare list of
@@ -146,7 +189,7 @@ pub fn router(access: Arc<Access>) -> Router<AppState> {
     let (protected, mut doc) = protected().split_for_parts();
     let (public, public_doc) = public().split_for_parts();
     doc.merge(public_doc);
-    describe_error_codes(&mut doc);
+    finish_document(&mut doc);
     let json: Arc<str> = match doc.to_json() {
         Ok(j) => j.into(),
         Err(e) => format!("{{\"error\": \"openapi document: {e}\"}}").into(),
