@@ -908,22 +908,38 @@ async fn seed_scenario_eight_units_vendure_buyers_and_a_second_channel_race_zero
         .map(|i| format!("race{i}-{run}@example.com"))
         .collect();
     emails.extend((0..2).map(|i| format!("web{i}-{run}@example.com")));
+    // The hub may be creating the same party at this moment (the carts above registered these
+    // customers in Vendure): the loser of that race gets Tryton's "code must be unique", which
+    // the connector reports as transient — retried here as the engine would.
     for (i, email) in emails.iter().enumerate() {
-        let out = erp
-            .c
-            .write(vec![WriteOp {
-                item_id: i as i64,
-                kind: Kind::Customer,
-                key: email.clone(),
-                op: "upsert".into(),
-                payload: json!({"email": email, "name": "Race Buyer",
-                    "addresses": [{"line1": "1 Main Street", "city": "Springfield",
-                                   "postal_code": "12345", "country": "US"}]}),
-                external_id: None,
-                refs: BTreeMap::new(),
-            }])
-            .await;
-        assert!(matches!(out[0], WriteOutcome::Done { .. }), "{out:?}");
+        wait_until(
+            &format!("party {email} is written to Tryton"),
+            DEADLINE,
+            async || {
+                let out = erp
+                    .c
+                    .write(vec![WriteOp {
+                        item_id: i as i64,
+                        kind: Kind::Customer,
+                        key: email.clone(),
+                        op: "upsert".into(),
+                        payload: json!({"email": email, "name": "Race Buyer",
+                        "addresses": [{"line1": "1 Main Street", "city": "Springfield",
+                                       "postal_code": "12345", "country": "US"}]}),
+                        external_id: None,
+                        refs: BTreeMap::new(),
+                    }])
+                    .await;
+                match &out[0] {
+                    WriteOutcome::Done { .. } => true,
+                    WriteOutcome::Failed(concord_engine::connector::DeliveryError::Transient {
+                        ..
+                    }) => false,
+                    other => panic!("party {email}: {other:?}"),
+                }
+            },
+        )
+        .await;
     }
     let go = Arc::new(tokio::sync::Barrier::new(7));
     let mut tasks = tokio::task::JoinSet::new();
