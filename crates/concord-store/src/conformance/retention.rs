@@ -201,8 +201,15 @@ pub async fn prune_history_prunes_old_reconcile_runs(f: &Fixture) {
         .map(|r| r.id)
         .collect();
     assert_eq!(listed, [recent, at_cutoff, straddling], "newest first");
-    let kept = s.reconcile_run(straddling).await.expect("run").expect("kept");
-    assert_eq!(kept.report["results"][0]["flow"], "straddling", "its report too");
+    let kept = s
+        .reconcile_run(straddling)
+        .await
+        .expect("run")
+        .expect("kept");
+    assert_eq!(
+        kept.report["results"][0]["flow"], "straddling",
+        "its report too"
+    );
     let again = s.prune_history(5_000, 2).await.expect("prune");
     assert_eq!(again, crate::Pruned::default(), "nothing old is left");
 }
