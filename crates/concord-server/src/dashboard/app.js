@@ -25,6 +25,9 @@
   // run never changes, so each run's report is read once for the Drift list.
   const runChecks = new Map();
   let reconciling = false; // a "Run now" from this page is under way
+  // The run on screen: a stored run never changes, so a live refresh of its page does not read
+  // its (possibly large) report again. Dropped when the list is shown.
+  let shownRun = null;
 
   // ---------- DOM helpers ----------
   function h(tag, attrs, ...children) {
@@ -804,6 +807,7 @@
 
   async function driftPage([id]) {
     if (id) return driftRunPage(id);
+    shownRun = null;
     const [runs, flows] = await Promise.all([api("/reconcile?limit=100"), api("/flows")]);
     await loadRunChecks(runs.slice(0, 20).map((r) => r.id));
     const op = isOperator();
@@ -895,9 +899,9 @@
   }
 
   async function driftRunPage(id) {
-    let run;
+    let run = shownRun && String(shownRun.id) === id ? shownRun : null;
     try {
-      run = await api(`/reconcile/${enc(id)}`);
+      if (!run) run = shownRun = await api(`/reconcile/${enc(id)}`);
     } catch (e) {
       if (e.status === 404 || e.status === 400) return h("div", {}, h("h1", {}, `Reconciliation run ${id}`), h("p", {}, link("#/drift", "← all runs")), h("p", { class: "muted" }, e.message));
       throw e;
