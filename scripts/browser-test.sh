@@ -2,7 +2,9 @@
 # The dashboard browser test: headless Debian Chromium, driven by playwright-core (pinned in
 # scripts/browser/package-lock.json, installed with `npm ci` into target/browser), against a
 # running `concord demo --keep-serving`. Logs in, sees the flows, replays a dead letter and sees
-# it delivered; screenshots in target/screenshots/. Called by scripts/test.sh; runs alone too:
+# it delivered, runs a reconciliation from the Drift page and sees a product renamed in a store
+# (to HTML markup, shown as text) reported; screenshots in target/screenshots/. Called by
+# scripts/test.sh; runs alone too:
 #
 #   ./scripts/browser-test.sh
 #

@@ -10,8 +10,12 @@
 //    hold in the sandbox ERP (its control API: the fix an operator would make), clicks Replay and
 //    waits until the page reports the order delivered to the ERP;
 // 4. opens the order page (a delivered attempt to the ERP in its history), the stock pool of a SKU
-//    through the `/` search, the alerts page (the alert resolved) and the orders by state; logs
-//    out and in again as a viewer, who sees the Replay button disabled;
+//    through the `/` search, the alerts page (the alert resolved) and the orders by state;
+// 4b. renames a product in web1 behind the hub's back to a name that is HTML markup, goes to the
+//    Drift page with `g c`, clicks Run now and sees the run: every check of the stored report, the
+//    product's `name` difference with the markup shown as text (no element made of it, its
+//    handler never run), and the run listed with its flow → destination; logs out and in again
+//    as a viewer, who sees the Replay and Run now buttons disabled;
 // 5. checks through the admin API that the letter is replayed and the ERP accepted the order, and
 //    that the browser logged no error (a CSP violation would be one).
 // Screenshots of every step go to $SCREENSHOT_DIR (target/screenshots). Every wait is a condition
@@ -69,7 +73,8 @@ try {
   if (!/result: OK/.test(out)) throw new Error(`the demo's final check failed:\n${out}`);
   const hub = out.match(/dashboard (http:\/\/\S+?)\/\s/)?.[1];
   const erp = out.match(/^\s+ERP\s+(http:\/\/\S+)/m)?.[1];
-  if (!hub || !erp) throw new Error(`could not read the hub and ERP URLs from:\n${out}`);
+  const web1 = out.match(/^\s+web1\s+(http:\/\/\S+)/m)?.[1];
+  if (!hub || !erp || !web1) throw new Error(`could not read the hub, ERP and web1 URLs from:\n${out}`);
   log(`demo done; dashboard ${hub}/, ERP ${erp}`);
   const apiGet = async (path) => {
     const r = await fetch(`${hub}/api/v1${path}`, { headers: { Authorization: `Bearer ${OPERATOR}` } });
@@ -202,6 +207,49 @@ try {
   await page.waitForSelector(`#orders-table tr[data-href="#/orders/${encodeURIComponent(letter.key)}"]`);
   await shot("08-orders");
 
+  // Drift: a product renamed in web1 behind the hub's back, to markup that would run if it were
+  // ever inserted as HTML. Run now (operator) from the Drift page (`g c`) finds it.
+  const HOSTILE = `<img src=x onerror="window.__concordPwned=1">Renamed & <b>bold</b>`;
+  const shopProduct = await fetch(`${web1}/api/products/SKU-0002`);
+  if (!shopProduct.ok) throw new Error(`web1 GET product SKU-0002: HTTP ${shopProduct.status}`);
+  const renamed = await fetch(`${web1}/api/products/SKU-0002`, {
+    method: "PUT",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...(await shopProduct.json()), name: HOSTILE }),
+  });
+  if (!renamed.ok) throw new Error(`web1 PUT product SKU-0002: HTTP ${renamed.status} ${await renamed.text()}`);
+  await page.locator("main").focus();
+  await page.keyboard.press("g");
+  await page.keyboard.press("c");
+  await page.waitForFunction(() => location.hash === "#/drift");
+  await page.locator("#reconcile-run:not([disabled])").click();
+  await page.waitForFunction(() => /^#\/drift\/\d+$/.test(location.hash), null, { timeout: 120_000 });
+  const runId = Number(await page.evaluate(() => location.hash.split("/")[2]));
+  const stored = await apiGet(`/reconcile/${runId}`);
+  if (stored.trigger !== "api" || stored.heal) throw new Error(`run ${runId}: ${JSON.stringify({ trigger: stored.trigger, heal: stored.heal })}`);
+  const checks = stored.report.results;
+  await page.waitForFunction((n) => document.querySelectorAll("#checks-table tbody tr").length === n, checks.length);
+  const nameCell = page.locator(`table.drift-keys[data-flow="catalog-migration"][data-dest="web1"] tr[data-key="SKU-0002"][data-field="name"] td.value`);
+  await nameCell.nth(1).waitFor();
+  const [expected, actual] = [await nameCell.nth(0).textContent(), await nameCell.nth(1).textContent()];
+  if (actual !== JSON.stringify(HOSTILE)) throw new Error(`the actual name is shown as ${JSON.stringify(actual)}`);
+  if (expected === "—" || expected === actual) throw new Error(`the expected name is shown as ${JSON.stringify(expected)}`);
+  const made = await page.evaluate(() => ({ elements: document.querySelectorAll("main img, main td.value b").length, ran: window.__concordPwned === 1 }));
+  if (made.elements || made.ran) throw new Error(`a value from the store became HTML: ${JSON.stringify(made)}`);
+  // Each check with drifted keys has its table, one row per key (or per differing field).
+  for (const c of checks.filter((c) => c.comparison.drifted.length)) {
+    const rows = c.comparison.drifted.slice(0, 500).reduce((n, d) => n + (d.drift === "different" ? Math.max(1, d.fields.length) : 1), 0);
+    await page.waitForFunction(
+      ([flow, dest, check, n]) => document.querySelectorAll(`table.drift-keys[data-flow="${flow}"][data-dest="${dest}"][data-check="${check}"] tbody tr`).length === n,
+      [c.flow, c.dest, c.check, rows],
+    );
+  }
+  await shot("08b-drift-run");
+  await page.locator("a:has-text('all runs')").click();
+  await page.waitForSelector(`#runs-table tr[data-run="${runId}"] [data-check="catalog-migration>web1"]`);
+  await shot("08c-drift-runs");
+  log(`drift run #${runId}: ${checks.length} checks, ${stored.drifted} drifted keys, the renamed product shown as text`);
+
   // Log out; a viewer sees the same pages with the actions disabled.
   await page.locator("#logout").click();
   await page.waitForURL(/#\/login$/);
@@ -212,6 +260,9 @@ try {
   await page.evaluate((id) => (location.hash = `#/dead-letters/${id}`), letter.id);
   await page.waitForSelector(`#dead-letters-table tr[data-dead-letter="${letter.id}"] button[data-action='replay'][disabled]`);
   await shot("09-viewer");
+  await page.evaluate(() => (location.hash = "#/drift"));
+  await page.waitForSelector(`#runs-table tr[data-run="${runId}"]`);
+  await page.waitForSelector("#reconcile-run[disabled]");
 
   // Through the API: the letter is replayed, the ERP accepted the order.
   const after = await apiGet(`/dead-letters/${letter.id}`);
@@ -219,7 +270,7 @@ try {
   const order = await apiGet(`/orders/${encodeURIComponent(letter.key)}`);
   if (!order.order.accepted_at) throw new Error(`order ${letter.key} not accepted: ${JSON.stringify(order.order)}`);
   if (problems.length) throw new Error(`the browser reported errors:\n${problems.join("\n")}`);
-  log("PASS: logged in, saw the flows, replayed a dead letter and saw it delivered");
+  log("PASS: logged in, saw the flows, replayed a dead letter and saw it delivered, ran a reconciliation and saw its drift");
 } catch (e) {
   failed = true;
   console.error(`[browser-test] FAIL: ${e.stack || e}`);

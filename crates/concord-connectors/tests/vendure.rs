@@ -2,6 +2,8 @@
 //! ERP, `scripts/tryton/`) and a **real Vendure 3.7** (the storefront, `scripts/vendure/`), with a
 //! real engine over a real SQLite store and the hub's HTTP API served on a fixed address — the
 //! address Vendure's checkout plugin (`scripts/vendure/concord-reservations.js`) reserves at.
+//! Drift (issue 16) is made behind the hub's back in both systems and must be reported by
+//! `Engine::reconcile` and healed.
 //!
 //! Needs `CONCORD_TRYTON_URL` and `CONCORD_VENDURE_URL` (`scripts/test.sh` sets them up and
 //! exports them); without them every test prints a loud SKIPPED line and passes. Vendure must
@@ -16,9 +18,11 @@
 
 use concord_connectors::tryton::TrytonConnector;
 use concord_connectors::vendure::VendureConnector;
+use concord_core::reconcile::Drift;
 use concord_core::Kind;
 use concord_engine::config::Config;
 use concord_engine::connector::{Connector, EndpointSpec, ReadRequest, WriteOp, WriteOutcome};
+use concord_engine::runtime::reconcile::{Check, DestinationDrift, ReconcileRun};
 use concord_engine::runtime::Engine;
 use concord_sandbox::shop::HubCheckout;
 use concord_sandbox::{ShopHandle, ShopOptions, ShopSim};
@@ -535,7 +539,12 @@ units = {BUFFER}
 }
 
 impl Hub {
-    async fn start(e: &Env, web2: Option<(&str, &ShopHandle)>, dir: &Path) -> Hub {
+    /// The hub's engine on the store in `dir`, not started (what `concord reconcile` runs).
+    fn engine(
+        e: &Env,
+        web2: Option<(&str, &ShopHandle)>,
+        dir: &Path,
+    ) -> (Engine, Arc<dyn Store>, usize) {
         let store_path = dir.join("concord.sqlite");
         let text = config_text(e, web2, &store_path);
         let (tp, vp) = (e.tryton_password.clone(), e.vendure_password.clone());
@@ -556,6 +565,11 @@ impl Hub {
         }
         let max_body = config.server.max_body_bytes;
         let engine = Engine::new(Arc::new(config), store.clone(), connectors).expect("engine");
+        (engine, store, max_body)
+    }
+
+    async fn start(e: &Env, web2: Option<(&str, &ShopHandle)>, dir: &Path) -> Hub {
+        let (engine, store, max_body) = Hub::engine(e, web2, dir);
         let tasks = engine.start().await.expect("engine starts");
         let app = concord_server::app(
             concord_server::AppState {
@@ -1775,4 +1789,310 @@ async fn a_stock_write_raced_by_an_allocation_is_read_back_and_rewritten() {
     let out = store.c.write(vec![stock_op(&sku, 5)]).await;
     assert!(matches!(out[0], WriteOutcome::Done { .. }), "{out:?}");
     assert_eq!(store.saleable(&sku).await.map(|s| s.1), Some(5));
+}
+
+// ---- Issue 16: drift between the hub, Tryton and Vendure, reported and healed ----
+
+/// The check of `flow` against `dest` in a run (panics naming what the run did instead).
+fn check_of<'a>(
+    run: &'a ReconcileRun,
+    flow: &str,
+    dest: &str,
+    check: Check,
+) -> &'a DestinationDrift {
+    run.results
+        .iter()
+        .find(|r| r.flow == flow && r.dest == dest && r.check == check)
+        .unwrap_or_else(|| {
+            let checks: Vec<_> = run
+                .results
+                .iter()
+                .map(|r| (&r.flow, &r.dest, r.check))
+                .collect();
+            panic!(
+                "no {check:?} check of {flow} → {dest}: checks {checks:?}, skipped {:?}",
+                run.skipped
+            )
+        })
+}
+
+/// How `key` drifted in a check, if it did.
+fn drift_at<'a>(r: &'a DestinationDrift, key: &str) -> Option<&'a Drift> {
+    r.comparison
+        .drifted
+        .iter()
+        .find(|d| d.key == key)
+        .map(|d| &d.drift)
+}
+
+/// The one differing field of `key`: `(field, expected, actual)` as numbers.
+fn one_number_difference(r: &DestinationDrift, key: &str) -> (String, f64, f64) {
+    match drift_at(r, key) {
+        Some(Drift::Different { fields }) if fields.len() == 1 => {
+            let f = &fields[0];
+            let n = |v: &Value| {
+                v.as_f64()
+                    .unwrap_or_else(|| panic!("{key}: {} is not a number: {v}", f.field))
+            };
+            (f.field.clone(), n(&f.expected), n(&f.actual))
+        }
+        other => panic!(
+            "{key} in {} → {} ({:?}): expected one differing field, got {other:?} (error {:?})",
+            r.flow, r.dest, r.check, r.error
+        ),
+    }
+}
+
+/// What the hub offers `channel` of `sku` now.
+async fn ats_of(engine: &Engine, channel: &str, sku: &str) -> i64 {
+    engine
+        .availability(channel, &[sku.to_string()])
+        .await
+        .ok()
+        .and_then(|a| a.first().map(|x| x.ats))
+        .unwrap_or(-1)
+}
+
+/// Set a variant's on-hand figure at Vendure's default stock location through the Admin API,
+/// as a merchant editing stock in Vendure's admin would.
+async fn set_vendure_on_hand(shop: &Store2, variant: &str, on_hand: i64) {
+    let locations = shop
+        .admin(
+            "{ stockLocations(options:{take:100}){ items { id name } } }",
+            json!({}),
+        )
+        .await;
+    let location = locations
+        .pointer("/stockLocations/items")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == "Default Stock Location")
+        .and_then(|l| l["id"].as_str())
+        .expect("Vendure's Default Stock Location")
+        .to_string();
+    shop.admin(
+        "mutation($i:[UpdateProductVariantInput!]!){ updateProductVariants(input:$i){ id } }",
+        json!({"i": [{"id": variant,
+                      "stockLevels": [{"stockLocationId": location, "stockOnHand": on_hand}]}]}),
+    )
+    .await;
+}
+
+/// Issue 16: stock edited directly in Vendure's Admin API, behind the hub's back, is reported
+/// by a reconciliation (the channel's figure against the hub's available-to-sell: field
+/// `available`, the hub's figure expected, Vendure's actual), a report-only run writes nothing,
+/// a healing run writes the hub's figure back through the outbox, and the next run finds no
+/// drift at that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_edited_in_vendures_admin_api_is_reported_and_healed_back_to_the_hubs_figure() {
+    let Some(e) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (_, shop) = systems(&e);
+    let dir = tempfile::tempdir().expect("tmp");
+    let hub = Hub::start(&e, None, dir.path()).await;
+    let sku = "SKU-0002";
+    let key = format!("{sku}@default");
+    wait_until(
+        "Vendure shows the hub's figure of SKU-0002",
+        DEADLINE,
+        || async {
+            let ats = hub.ats(CHANNEL, sku).await;
+            ats > 0 && shop.saleable(sku).await.map(|s| s.1) == Some(ats)
+        },
+    )
+    .await;
+    wait_until("nothing queued", DEADLINE, || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    let figure = hub.ats(CHANNEL, sku).await;
+    let before = hub
+        .engine
+        .reconcile(&["stock".into()], false, "test")
+        .await
+        .expect("reconcile");
+    let r = check_of(&before, "stock", CHANNEL, Check::ChannelStock);
+    assert!(r.error.is_none(), "the Vendure listing: {:?}", r.error);
+    assert!(r.reads >= 1 && r.comparison.actual > 0, "{r:?}");
+    assert_eq!(drift_at(r, &key), None, "in agreement before the edit");
+
+    // Behind the hub's back: Vendure's on-hand figure set to offer 17 more than the hub does.
+    let (variant, _, allocated) = shop.saleable(sku).await.expect("variant");
+    let edited = figure + 17;
+    set_vendure_on_hand(&shop, &variant, edited + allocated).await;
+    assert_eq!(shop.saleable(sku).await.map(|s| s.1), Some(edited));
+
+    let report = hub
+        .engine
+        .reconcile(&["stock".into()], false, "test")
+        .await
+        .expect("reconcile");
+    let r = check_of(&report, "stock", CHANNEL, Check::ChannelStock);
+    assert!(r.error.is_none(), "{:?}", r.error);
+    assert_eq!(
+        one_number_difference(r, &key),
+        ("available".to_string(), figure as f64, edited as f64),
+        "the hub's figure expected, Vendure's actual"
+    );
+    assert!(r.healed.is_empty(), "a report heals nothing");
+    assert_eq!(
+        shop.saleable(sku).await.map(|s| s.1),
+        Some(edited),
+        "a report-only run writes nothing to Vendure"
+    );
+
+    let healing = hub
+        .engine
+        .reconcile(&["stock".into()], true, "test")
+        .await
+        .expect("reconcile --heal");
+    let r = check_of(&healing, "stock", CHANNEL, Check::ChannelStock);
+    assert!(r.healed.contains(&key), "healed {:?}", r.healed);
+    wait_until(
+        "Vendure offers the hub's figure of SKU-0002 again",
+        DEADLINE,
+        || async { shop.saleable(sku).await.map(|s| s.1) == Some(figure) },
+    )
+    .await;
+    assert_eq!(
+        hub.ats(CHANNEL, sku).await,
+        figure,
+        "the hub's figure did not move"
+    );
+    wait_until("the heal delivered", DEADLINE, || async {
+        hub.engine
+            .reconcile_settled(&healing)
+            .await
+            .unwrap_or(false)
+    })
+    .await;
+    let after = hub
+        .engine
+        .reconcile(&["stock".into()], false, "test")
+        .await
+        .expect("reconcile");
+    let r = check_of(&after, "stock", CHANNEL, Check::ChannelStock);
+    assert_eq!(drift_at(r, &key), None, "no drift at {key} after the heal");
+    let stored = hub.engine.reconcile_runs(10).await.expect("runs");
+    assert_eq!(stored.len(), 4, "every run is stored");
+    println!(
+        "RECONCILE VENDURE: {key} edited in Vendure to {edited} (hub {figure}): reported, healed \
+         back to {figure}; {} listing page(s) read",
+        r.reads
+    );
+    assert!(
+        hub.unexpected_dead_letters().await.is_empty(),
+        "{:?}",
+        hub.unexpected_dead_letters().await
+    );
+    hub.stop().await;
+}
+
+/// Issue 16: a Tryton figure changed while the hub is stopped is found by a reconciliation run
+/// before the hub reads any change (the engine on the hub's store, not started: what `concord
+/// reconcile` does): the ERP's on hand against the hub's ledger. Healing journals Tryton's
+/// record; with only the processor and dispatchers running (no reader that could have caught
+/// the change itself), the ledger takes the figure and Vendure gets the new available-to-sell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tryton_figure_changed_while_the_hub_is_stopped_is_found_and_healed() {
+    let Some(e) = env() else { return };
+    let _serial = SERIAL.lock().await;
+    let (erp, shop) = systems(&e);
+    let dir = tempfile::tempdir().expect("tmp");
+    let sku = "SKU-0001";
+    let key = format!("{sku}@WH");
+    let p = erp.product(sku).await;
+    let hub = Hub::start(&e, None, dir.path()).await;
+    wait_until(
+        "the hub's ledger and Vendure have SKU-0001",
+        DEADLINE,
+        || async {
+            let ats = hub.ats(CHANNEL, sku).await;
+            ats > 0 && shop.saleable(sku).await.map(|s| s.1) == Some(ats)
+        },
+    )
+    .await;
+    wait_until("nothing queued", DEADLINE, || async {
+        hub.engine.is_drained().await.unwrap_or(false)
+    })
+    .await;
+    let (before, _) = erp.available(sku, "WH").await;
+    hub.stop().await;
+
+    // While the hub is stopped: an inventory in Tryton.
+    let target = if before > 250 { 170 } else { 270 } + (run_id().as_bytes()[5] % 20) as i64;
+    erp.inventory(p, "WH", target).await;
+    let (on_hand, committed) = erp.available(sku, "WH").await;
+    assert_eq!(on_hand, target, "Tryton's new figure");
+
+    let (engine, _store, _) = Hub::engine(&e, None, dir.path());
+    let found = engine
+        .reconcile(&["stock".into()], false, "cli")
+        .await
+        .expect("reconcile");
+    let r = check_of(&found, "stock", "erp", Check::Ledger);
+    assert!(r.error.is_none(), "the Tryton listing: {:?}", r.error);
+    assert_eq!(
+        one_number_difference(r, &key),
+        ("on_hand".to_string(), before as f64, target as f64),
+        "the ledger's figure expected, Tryton's actual"
+    );
+    let stale = ats_of(&engine, CHANNEL, sku).await;
+    assert_eq!(
+        stale,
+        (before - committed - BUFFER).max(0),
+        "the hub still offers the old figure: nothing read the change"
+    );
+
+    let healing = engine
+        .reconcile(&["stock".into()], true, "cli")
+        .await
+        .expect("reconcile --heal");
+    let r = check_of(&healing, "stock", "erp", Check::Ledger);
+    assert!(r.healed.contains(&key), "healed {:?}", r.healed);
+    let mut tasks = engine
+        .start_for_heal()
+        .await
+        .expect("processor and dispatchers");
+    let want = (target - committed - BUFFER).max(0);
+    wait_until(
+        "the healed figure is in the ledger and in Vendure",
+        DEADLINE,
+        || async {
+            ats_of(&engine, CHANNEL, sku).await == want
+                && shop.saleable(sku).await.map(|s| s.1) == Some(want)
+        },
+    )
+    .await;
+    wait_until("the heal settled", DEADLINE, || async {
+        engine.reconcile_settled(&healing).await.unwrap_or(false)
+    })
+    .await;
+    let after = engine
+        .reconcile(&["stock".into()], false, "cli")
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        drift_at(check_of(&after, "stock", "erp", Check::Ledger), &key),
+        None,
+        "the ledger agrees with Tryton after the heal"
+    );
+    assert_eq!(
+        drift_at(
+            check_of(&after, "stock", CHANNEL, Check::ChannelStock),
+            &format!("{sku}@default")
+        ),
+        None,
+        "and Vendure with the hub"
+    );
+    println!(
+        "RECONCILE TRYTON: {key} changed in Tryton from {before} to {target} while the hub was \
+         stopped: found, healed (Vendure now offers {want})"
+    );
+    engine.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
 }

@@ -1,9 +1,9 @@
 //! Retention (`[store] retention`): delivery attempts older than the retention are pruned by
 //! `Engine::prune_history` (the engine also runs it every hour); recent ones stay. So are the
 //! journal entries of finished work, their delivered outbox items and old audit events; an
-//! entry whose delivery still waits stays, however old. A real engine
-//! over a real SQLite store with the fake connectors of `support`; waits are conditions under a
-//! deadline.
+//! entry whose delivery still waits stays, however old; stored reconciliation runs go by age.
+//! A real engine over a real SQLite store with the fake connectors of `support`; waits are
+//! conditions under a deadline.
 
 mod support;
 
@@ -159,4 +159,50 @@ fn the_retention_must_be_a_positive_duration() {
         .expect_err(bad);
         assert!(e.to_string().contains("store.retention"), "{bad}: {e}");
     }
+}
+
+/// Stored reconciliation runs older than the retention go with the rest of the history (their
+/// reports can be large); a recent run stays and is still read back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_runs_older_than_the_retention_are_pruned() {
+    let h = start("300ms").await;
+    let old = h
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile")
+        .id
+        .expect("stored");
+    let p = h.engine.prune_history().await.expect("prune");
+    assert_eq!(p.reconcile_runs, 0, "within the retention: kept");
+    let finished = std::time::Instant::now();
+    wait_until("the retention has passed", DEADLINE, async || {
+        finished.elapsed() > std::time::Duration::from_millis(400)
+    })
+    .await;
+    let recent = h
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile")
+        .id
+        .expect("stored");
+    let p = h.engine.prune_history().await.expect("prune");
+    assert_eq!(p.reconcile_runs, 1, "{p:?}");
+    assert_eq!(h.engine.reconcile_run(old).await.expect("read"), None);
+    let kept = h.engine.reconcile_run(recent).await.expect("read");
+    assert!(
+        kept.is_some_and(|r| r.report["trigger"] == "test"),
+        "the recent run stays with its report"
+    );
+    let listed: Vec<i64> = h
+        .engine
+        .reconcile_runs(10)
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [recent]);
+    h.stop().await;
 }

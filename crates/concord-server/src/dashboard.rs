@@ -107,6 +107,39 @@ mod tests {
     }
 
     #[test]
+    fn the_drift_page_reads_the_reconcile_api_and_is_linked() {
+        // The page (`#/drift`, `#/drift/ID`) is in the navigation and the help, and reads the
+        // stored runs and runs one through the admin API's reconcile routes only.
+        assert!(INDEX.contains(r##"href="#/drift" data-nav="drift""##));
+        assert!(INDEX.contains("Drift (reconciliation runs)"));
+        for needle in [
+            "drift: driftPage",
+            "api(\"/reconcile?limit=",
+            "api(`/reconcile/${enc(id)}`)",
+            "api(\"/reconcile\", { method: \"POST\"",
+            "c: \"#/drift\"",
+        ] {
+            assert!(APP_JS.contains(needle), "app.js lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn the_script_inserts_values_as_text_only() {
+        // Every value from the API (a drifted key, a destination's field) is untrusted: the page
+        // builds elements and text nodes, never HTML from strings.
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+        }
+    }
+
+    #[test]
     fn the_page_has_no_inline_script_or_style() {
         // The CSP forbids them; this keeps the page working under it.
         assert!(!INDEX.contains("<script>") && !INDEX.contains("style="));

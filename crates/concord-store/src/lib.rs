@@ -578,7 +578,10 @@ pub trait Store: Send + Sync + 'static {
     /// - journal entries received before it that are processed or rejected (never pending)
     ///   and that no outbox item (in any state, after the previous step) and no open dead
     ///   letter refers to. Closed dead letters and order events may keep the id of a pruned
-    ///   entry; looking it up then finds nothing.
+    ///   entry; looking it up then finds nothing;
+    /// - reconciliation runs finished before it (report and all: `GET /api/v1/reconcile/{id}`
+    ///   then answers 404). The `drift` alert and `concord_drift_keys` read the engine's
+    ///   memory, not these rows.
     async fn prune_history(&self, before: Millis, batch: usize) -> Result<Pruned> {
         let _ = (before, batch);
         Err(StoreError::Unsupported("prune_history"))
@@ -594,6 +597,9 @@ pub struct Pruned {
     /// Delivered outbox items.
     pub outbox_items: u64,
     pub journal: u64,
+    /// Stored reconciliation runs.
+    #[serde(default)]
+    pub reconcile_runs: u64,
 }
 
 impl Pruned {
@@ -604,6 +610,7 @@ impl Pruned {
         self.audit += other.audit;
         self.outbox_items += other.outbox_items;
         self.journal += other.journal;
+        self.reconcile_runs += other.reconcile_runs;
     }
 
     /// Did any table delete a full `batch` (so more may be left)?
@@ -615,6 +622,7 @@ impl Pruned {
             self.audit,
             self.outbox_items,
             self.journal,
+            self.reconcile_runs,
         ]
         .iter()
         .any(|n| *n >= b)

@@ -35,7 +35,11 @@
 //!   `refundOrder` does not do by itself: see [`read`] for the refund process that does.
 //!   Vendure refunds never restock (`restock` is read as false and ignored on write).
 //!
-//! Not done (yet): product snapshots for migrations from Vendure, reading stock back.
+//! - **stock** (listed): every variant's levels, `available = stockOnHand − stockAllocated` per
+//!   location under its Concord name (`read/stock.rs`): what reconciliation compares with the
+//!   hub's available-to-sell and heals back.
+//!
+//! Not done (yet): product snapshots for migrations from Vendure.
 //!
 //! Must never: sleep or retry (the engine does), create a second variant for one SKU or a
 //! second fulfillment for one shipment, or validate records (the engine does).
@@ -215,7 +219,12 @@ fn caps() -> Capabilities {
     caps.kinds.insert(
         Kind::Stock,
         KindCaps {
-            read: ReadModes::default(),
+            // A full listing only (reconciliation, dry runs); Vendure has no stock change feed.
+            read: ReadModes {
+                webhook: false,
+                changes: false,
+                snapshot: true,
+            },
             write: write(STOCK_BATCH),
         },
     );
@@ -275,6 +284,15 @@ impl Connector for VendureConnector {
 
     async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
         self.changes(req).await
+    }
+
+    async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        match req.kind {
+            Kind::Stock => self.stock_snapshot(req).await,
+            other => Err(DeliveryError::Permanent {
+                reason: format!("the vendure connector does not list {other} records"),
+            }),
+        }
     }
 
     async fn write(&self, ops: Vec<WriteOp>) -> Vec<WriteOutcome> {

@@ -1,7 +1,8 @@
 //! Retention: every hour the engine deletes history older than `[store] retention` from the
 //! tables that grow with traffic — delivery attempts, resolved alert episodes whose
 //! notifications were delivered, the audit trail, delivered outbox items and journal entries
-//! that are processed and no longer referred to (`Store::prune_history`). A backlog goes in
+//! that are processed and no longer referred to, and stored reconciliation runs
+//! (`Store::prune_history`). A backlog goes in
 //! batches so other writes are not held up.
 //!
 //! Must never delete what is still live, owed or referred to (open episodes, owed
@@ -45,6 +46,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 audit = p.audit,
                 outbox_items = p.outbox_items,
                 journal = p.journal,
+                reconcile_runs = p.reconcile_runs,
                 "pruned history older than [store] retention"
             ),
             Ok(_) => {}
@@ -62,7 +64,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
 impl super::Engine {
     /// Delete history older than `[store] retention` now (the engine also does it every hour):
     /// delivery attempts, resolved and notified alert episodes, audit events, delivered outbox
-    /// items and unreferenced processed journal entries. Returns what went.
+    /// items, unreferenced processed journal entries and reconciliation runs. Returns what went.
     pub async fn prune_history(&self) -> Result<Pruned, EngineError> {
         prune(&self.inner).await
     }

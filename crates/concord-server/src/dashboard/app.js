@@ -6,7 +6,7 @@
 // - Every value from the API is inserted as text (textContent / attributes), never as HTML.
 // - Live: the current view is re-rendered every 3 s (toggle in the footer, key `l`); a refresh
 //   keeps the focused control focused and is skipped while you type in a field.
-// - Keyboard: see the help dialog (`?`) — `/` search, `g o|d|a|r|s` go to a page, `j`/`k` rows,
+// - Keyboard: see the help dialog (`?`) — `/` search, `g o|d|a|r|s|c` go to a page, `j`/`k` rows,
 //   `x` select, `R` replay selected, `.` refresh.
 "use strict";
 
@@ -21,6 +21,13 @@
   let gPending = false;
   const selected = new Set(); // dead-letter ids selected for a bulk replay
   const replayWatch = new Map(); // dead-letter id -> {at, key, endpoint, kind, status}
+  // Reconciliation run id -> its checks ({flow, dest, check, drifted, healed, error}): a stored
+  // run never changes, so each run's report is read once for the Drift list.
+  const runChecks = new Map();
+  let reconciling = false; // a "Run now" from this page is under way
+  // The run on screen: a stored run never changes, so a live refresh of its page does not read
+  // its (possibly large) report again. Dropped when the list is shown.
+  let shownRun = null;
 
   // ---------- DOM helpers ----------
   function h(tag, attrs, ...children) {
@@ -129,6 +136,7 @@
     alerts: alertsPage,
     orders: ordersPage,
     stock: stockPage,
+    drift: driftPage,
     login: loginPage,
   };
 
@@ -753,6 +761,229 @@
     );
   }
 
+  // ---------- drift (reconciliation runs) ----------
+  const CHECK_LABEL = { destination: "records", channel_stock: "channel stock vs available-to-sell", ledger: "ERP figures vs the hub's ledger" };
+  const KEYS_SHOWN = 500; // drifted keys listed per check on a run's page; the API has them all
+  const arr = (v) => (Array.isArray(v) ? v : []);
+  /// A value of a report as text: JSON (so `"10"` and `10` differ), `—` when absent.
+  const jsonText = (v) => (v === undefined ? "—" : JSON.stringify(v));
+  const valueCell = (v) => h("td", { class: "value" }, v === undefined ? h("span", { class: "muted" }, "—") : h("code", {}, jsonText(v)));
+  const checkLabel = (c) => CHECK_LABEL[c] || String(c);
+
+  /// The checks of a stored run's report, without their keys.
+  function checksOf(report) {
+    return arr(report && report.results).map((r) => ({
+      flow: r.flow,
+      dest: r.dest,
+      check: r.check,
+      drifted: arr(r.comparison && r.comparison.drifted).length,
+      healed: arr(r.healed).length,
+      error: r.error || null,
+    }));
+  }
+
+  /// Fill `runChecks` for `ids` (a few requests at a time; a failed one is left for the next refresh).
+  async function loadRunChecks(ids) {
+    const todo = ids.filter((id) => !runChecks.has(id));
+    for (let i = 0; i < todo.length; i += 4) {
+      await Promise.all(
+        todo.slice(i, i + 4).map((id) =>
+          api(`/reconcile/${enc(id)}`)
+            .then((r) => runChecks.set(id, checksOf(r.report)))
+            .catch((e) => {
+              if (e instanceof AuthError) throw e;
+            }),
+        ),
+      );
+    }
+  }
+
+  function runStatus(r) {
+    if (r.errors > 0) return status("bad", `${r.errors} check${r.errors > 1 ? "s" : ""} failed`);
+    if (r.drifted > 0 && r.heal && r.healed >= r.drifted) return status("warn", `${r.drifted} drifted, healed`);
+    if (r.drifted > 0) return status("bad", `${r.drifted} drifted`);
+    return status("ok", "no drift");
+  }
+
+  async function driftPage([id]) {
+    if (id) return driftRunPage(id);
+    shownRun = null;
+    const [runs, flows] = await Promise.all([api("/reconcile?limit=100"), api("/flows")]);
+    await loadRunChecks(runs.slice(0, 20).map((r) => r.id));
+    const op = isOperator();
+    const runNow = async (ev) => {
+      ev.preventDefault();
+      const f = ev.target.elements;
+      const flow = f.flow.value;
+      const heal = f.heal.checked;
+      if (heal && !confirm(`Heal: plan a corrective write for every drifted key of ${flow ? `flow ${flow}` : "every flow"}? Nothing is deleted.`)) return;
+      reconciling = true;
+      render(true);
+      flash(`Reconciling ${flow ? `flow ${flow}` : "every flow"}${heal ? " and healing" : ""}: every destination is read…`);
+      try {
+        const r = await api("/reconcile", { method: "POST", body: { flows: flow ? [flow] : [], heal } });
+        const drifted = arr(r.results).reduce((n, x) => n + arr(x.comparison && x.comparison.drifted).length, 0);
+        flash(`Reconciliation finished: ${drifted} drifted key${drifted === 1 ? "" : "s"}`);
+        if (r.id !== null && r.id !== undefined) location.hash = `#/drift/${enc(r.id)}`;
+      } catch (e) {
+        if (e instanceof AuthError) return showLogin(e);
+        flash(`Reconciliation failed: ${e.message}`, true);
+      } finally {
+        reconciling = false;
+        render(true);
+      }
+    };
+    const rows = runs.map((r, i) => {
+      const checks = runChecks.get(r.id);
+      const href = `#/drift/${enc(r.id)}`;
+      return h(
+        "tr",
+        { tabindex: 0, "data-href": href, "data-focus": `run-${r.id}`, "data-run": r.id },
+        h("td", {}, link(href, `#${r.id}`, { tabindex: -1 })),
+        h("td", {}, fmtTime(r.started_at), h("div", { class: "muted" }, `took ${fmtMs(Math.max(0, r.finished_at - r.started_at))}`)),
+        h("td", {}, r.trigger, r.heal ? h("div", { class: "muted" }, "heal") : null),
+        h(
+          "td",
+          { class: "checks" },
+          checks
+            ? checks.length
+              ? checks.map((c) => h("div", { "data-check": `${c.flow}>${c.dest}` }, `${c.flow} → ${c.dest}`, h("span", { class: "muted" }, ` ${checkLabel(c.check)}: ${c.error ? "failed" : `${c.drifted} drifted${c.healed ? `, ${c.healed} healed` : ""}`}`)))
+              : h("span", { class: "muted" }, "nothing checked")
+            : h("span", { class: "muted" }, i < 20 ? "…" : "open the run"),
+        ),
+        h("td", {}, runStatus(r)),
+        h("td", { class: "num" }, r.drifted),
+        h("td", { class: "num" }, r.healed),
+        h("td", { class: "num" }, r.errors),
+      );
+    });
+    return h(
+      "div",
+      {},
+      h("h1", {}, "Drift"),
+      h("p", { class: "muted" }, "Reconciliation runs (scheduled per flow, concord reconcile, or Run now), newest first: what each destination holds compared with what the hub says it should hold."),
+      h(
+        "form",
+        { class: "toolbar", id: "reconcile-form", onsubmit: runNow },
+        h("label", { for: "reconcile-flow" }, "Flow"),
+        h("select", { id: "reconcile-flow", name: "flow", disabled: !op || reconciling }, h("option", { value: "" }, "every flow"), flows.map((f) => h("option", { value: f.name }, f.name))),
+        h("label", {}, h("input", { type: "checkbox", name: "heal", id: "reconcile-heal", disabled: !op || reconciling }), " heal (plan corrective writes)"),
+        h("button", { type: "submit", class: "primary", id: "reconcile-run", "data-focus": "reconcile-run", disabled: !op || reconciling, title: op ? "Read every destination of the flow now and store the run" : "needs role operator" }, reconciling ? "Reconciling…" : "Run now"),
+        op ? null : h("span", { class: "muted" }, "Running a reconciliation needs the operator role."),
+      ),
+      runs.length
+        ? h(
+            "table",
+            { id: "runs-table", class: "rows" },
+            h("thead", {}, h("tr", {}, ["Run", "When", "Trigger", "Flow → destination", "Result", "Drifted", "Healed", "Failed checks"].map((t, i) => h("th", { class: i >= 5 ? "num" : null }, t)))),
+            h("tbody", {}, rows),
+          )
+        : h("p", { class: "muted", id: "no-runs" }, "No reconciliation run yet."),
+    );
+  }
+
+  /// One drifted key as table rows: one per differing field; a missing or unknown record as one.
+  function driftRows(d, healed) {
+    const kind = d.drift;
+    const healedCell = () => h("td", {}, healed.has(d.key) ? status("ok", "healed") : "");
+    const base = { "data-key": d.key, "data-drift": kind };
+    if (kind === "different") {
+      const fields = arr(d.fields);
+      return (fields.length ? fields : [{}]).map((f, i) =>
+        h("tr", { ...base, "data-field": f.field }, h("td", {}, i === 0 ? d.key : ""), h("td", {}, i === 0 ? "different" : ""), h("td", {}, f.field === "" ? "(the record)" : f.field === undefined ? "—" : f.field), valueCell(f.expected), valueCell(f.actual), i === 0 ? healedCell() : h("td", {})),
+      );
+    }
+    if (kind === "missing") return [h("tr", base, h("td", {}, d.key), h("td", {}, "missing"), h("td", { class: "muted" }, "not at the destination"), valueCell(d.expected), valueCell(undefined), healedCell())];
+    if (kind === "unknown") return [h("tr", base, h("td", {}, d.key), h("td", {}, "unknown to the hub"), h("td", { class: "muted" }, "reported, never deleted"), valueCell(undefined), valueCell(d.actual), healedCell())];
+    return [h("tr", base, h("td", {}, d.key), h("td", {}, String(kind)), h("td", {}), valueCell(undefined), valueCell(undefined), healedCell())];
+  }
+
+  async function driftRunPage(id) {
+    let run = shownRun && String(shownRun.id) === id ? shownRun : null;
+    try {
+      if (!run) run = shownRun = await api(`/reconcile/${enc(id)}`);
+    } catch (e) {
+      if (e.status === 404 || e.status === 400) return h("div", {}, h("h1", {}, `Reconciliation run ${id}`), h("p", {}, link("#/drift", "← all runs")), h("p", { class: "muted" }, e.message));
+      throw e;
+    }
+    const report = run.report || {};
+    const results = arr(report.results);
+    runChecks.set(run.id, checksOf(report));
+    const checkRows = results.map((r) => {
+      const c = r.comparison || {};
+      return h(
+        "tr",
+        { "data-check": `${r.flow}>${r.dest}>${r.check}` },
+        h("td", {}, link(`#/flows/${enc(r.flow)}`, r.flow)),
+        h("td", {}, r.dest),
+        h("td", {}, checkLabel(r.check), h("div", { class: "muted" }, String(r.kind))),
+        h("td", { class: "num" }, c.expected),
+        h("td", { class: "num" }, c.actual),
+        h("td", { class: "num" }, c.matching),
+        h("td", { class: "num" }, arr(c.in_flight).length),
+        h("td", { class: "num" }, arr(c.drifted).length ? status("bad", arr(c.drifted).length) : 0),
+        h("td", { class: "num" }, arr(r.healed).length),
+        h("td", { class: "num" }, r.reads),
+        h("td", { class: "reason" }, r.error ? status("bad", r.error) : ""),
+      );
+    });
+    const sections = results
+      .map((r, i) => [r, i])
+      .filter(([r]) => arr(r.comparison && r.comparison.drifted).length || arr(r.comparison && r.comparison.in_flight).length)
+      .map(([r, i]) => {
+        const c = r.comparison || {};
+        const drifted = arr(c.drifted);
+        const inFlight = arr(c.in_flight);
+        const healed = new Set(arr(r.healed));
+        return h(
+          "section",
+          { "aria-labelledby": `check-${i}` },
+          h("h2", { id: `check-${i}`, tabindex: -1 }, `${r.flow} → ${r.dest}: ${checkLabel(r.check)} (${drifted.length} drifted)`),
+          drifted.length
+            ? h(
+                "table",
+                { class: "drift-keys", "data-flow": r.flow, "data-dest": r.dest, "data-check": r.check },
+                h("thead", {}, h("tr", {}, ["Key", "Drift", "Field", "Expected (the hub)", "Actual (the destination)", "Healed"].map((t) => h("th", {}, t)))),
+                h("tbody", {}, drifted.slice(0, KEYS_SHOWN).map((d) => driftRows(d, healed))),
+              )
+            : null,
+          drifted.length > KEYS_SHOWN ? h("p", { class: "muted" }, `${KEYS_SHOWN} of ${drifted.length} keys shown; GET /api/v1/reconcile/${run.id} has them all.`) : null,
+          inFlight.length
+            ? h("details", {}, h("summary", { "data-focus": `in-flight-${i}` }, `${inFlight.length} in flight (a delivery on the way: not drift)`), h("p", { class: "reason" }, inFlight.slice(0, KEYS_SHOWN).join(", "), inFlight.length > KEYS_SHOWN ? " …" : ""))
+            : null,
+        );
+      });
+    const skipped = arr(report.skipped);
+    return h(
+      "div",
+      {},
+      h("h1", {}, `Reconciliation run #${run.id} `, runStatus(run)),
+      h("p", {}, link("#/drift", "← all runs")),
+      h(
+        "dl",
+        { class: "kv card", id: "run-summary" },
+        h("dt", {}, "Started"), h("dd", {}, fmtTime(run.started_at)),
+        h("dt", {}, "Took"), h("dd", {}, fmtMs(Math.max(0, run.finished_at - run.started_at))),
+        h("dt", {}, "Trigger"), h("dd", {}, run.trigger),
+        h("dt", {}, "Heal"), h("dd", {}, run.heal ? "yes: one corrective write planned per drifted key" : "no (report only)"),
+        h("dt", {}, "Drifted keys"), h("dd", {}, run.drifted),
+        h("dt", {}, "Healed"), h("dd", {}, run.healed),
+        h("dt", {}, "Failed checks"), h("dd", {}, run.errors),
+        h("dt", {}, "Not reconciled"), h("dd", {}, skipped.length ? h("ul", { id: "run-skipped" }, skipped.map((x) => h("li", {}, x))) : "—"),
+      ),
+      h("h2", {}, `Checks (${results.length})`),
+      results.length
+        ? h(
+            "table",
+            { id: "checks-table" },
+            h("thead", {}, h("tr", {}, ["Flow", "Destination", "Check", "Expected", "Listed", "Agree", "In flight", "Drifted", "Healed", "Pages read", "Error"].map((t, i) => h("th", { class: i >= 3 && i <= 9 ? "num" : null }, t)))),
+            h("tbody", {}, checkRows),
+          )
+        : h("p", { class: "muted" }, "Nothing was checked."),
+      sections,
+    );
+  }
+
   async function notFound() {
     return h("div", {}, h("h1", {}, "Not found"), h("p", {}, link("#/", "Overview")));
   }
@@ -798,7 +1029,7 @@
     if (typing || ev.ctrlKey || ev.metaKey || ev.altKey) return;
     if (gPending) {
       gPending = false;
-      const go = { o: "#/", d: "#/dead-letters", a: "#/alerts", r: "#/orders", s: "#/stock", f: "#/" }[ev.key];
+      const go = { o: "#/", d: "#/dead-letters", a: "#/alerts", r: "#/orders", s: "#/stock", c: "#/drift", f: "#/" }[ev.key];
       if (go) {
         ev.preventDefault();
         location.hash = go;

@@ -83,7 +83,7 @@ pub use reservations::{
 };
 pub use retention::{
     audit_rows_are_bounded, prune_history_keeps_the_journal_that_is_referred_to,
-    prune_history_prunes_old_audit_events,
+    prune_history_prunes_old_audit_events, prune_history_prunes_old_reconcile_runs,
 };
 pub use settlement::{
     dead_item_opens_a_dead_letter_and_resets_the_plan,
@@ -205,6 +205,7 @@ macro_rules! store_conformance_tests {
             paused_flows_are_skipped_by_claim,
             prune_history_keeps_the_journal_that_is_referred_to,
             prune_history_prunes_old_audit_events,
+            prune_history_prunes_old_reconcile_runs,
             audit_rows_are_bounded,
             connector_state_is_kept_per_endpoint,
             reconcile_runs_are_kept_and_listed,

@@ -1,5 +1,5 @@
-//! Conformance: retention (`prune_history`) of the audit trail, delivered outbox items and the
-//! journal, and the bound on every audit row (`AuditEvent::bounded`). Retention must take only
+//! Conformance: retention (`prune_history`) of the audit trail, delivered outbox items, the
+//! journal and reconciliation runs, and the bound on every audit row (`AuditEvent::bounded`). Retention must take only
 //! what is old *and* finished: a pending journal entry, one an outbox item or an open dead
 //! letter still refers to, and anything recent stay.
 
@@ -145,6 +145,73 @@ pub async fn prune_history_prunes_old_audit_events(f: &Fixture) {
         .map(|a| a.event.event)
         .collect();
     assert_eq!(left, ["recent"]);
+}
+
+/// Reconciliation runs finished before the cutoff go, oldest first and in batches, counted in
+/// `Pruned::reconcile_runs`; a run finished at or after it stays with its report (one started
+/// before it too), and nothing else is counted.
+pub async fn prune_history_prunes_old_reconcile_runs(f: &Fixture) {
+    let s = f.store();
+    let run = |started_at: Millis, finished_at: Millis, flow: &str| crate::NewReconcileRun {
+        started_at,
+        finished_at,
+        trigger: "schedule".into(),
+        heal: false,
+        drifted: 1,
+        healed: 0,
+        errors: 0,
+        report: json!({"results": [{"flow": flow, "drifted": 1}]}),
+    };
+    let mut ids = Vec::new();
+    for r in [
+        run(90, 100, "old-1"),
+        run(190, 200, "old-2"),
+        run(290, 300, "old-3"),
+        run(4_000, 6_000, "straddling"),
+        run(5_000, 5_000, "at-the-cutoff"),
+        run(9_000, 9_010, "recent"),
+    ] {
+        ids.push(s.record_reconcile_run(r).await.expect("record run"));
+    }
+    let [old1, old2, old3, straddling, at_cutoff, recent] = ids[..] else {
+        panic!("six runs stored: {ids:?}");
+    };
+    let first = s.prune_history(5_000, 2).await.expect("prune");
+    assert_eq!(
+        first,
+        crate::Pruned {
+            reconcile_runs: 2,
+            ..crate::Pruned::default()
+        },
+        "the two oldest runs, nothing else"
+    );
+    assert!(first.any_full(2), "a full batch says more may be left");
+    let gone = async |id: i64| s.reconcile_run(id).await.expect("reconcile_run").is_none();
+    assert!(gone(old1).await && gone(old2).await, "oldest first");
+    assert!(!gone(old3).await, "beyond the batch: still there");
+    let second = s.prune_history(5_000, 2).await.expect("prune");
+    assert_eq!(second.reconcile_runs, 1, "{second:?}");
+    assert!(!second.any_full(2));
+    assert!(gone(old3).await);
+    let listed: Vec<i64> = s
+        .reconcile_runs(10)
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [recent, at_cutoff, straddling], "newest first");
+    let kept = s
+        .reconcile_run(straddling)
+        .await
+        .expect("run")
+        .expect("kept");
+    assert_eq!(
+        kept.report["results"][0]["flow"], "straddling",
+        "its report too"
+    );
+    let again = s.prune_history(5_000, 2).await.expect("prune");
+    assert_eq!(again, crate::Pruned::default(), "nothing old is left");
 }
 
 /// Every audit row is bounded, whatever its caller put in it: a huge detail becomes a marked

@@ -1,6 +1,7 @@
 //! Retention of tables that otherwise grow without limit: `delivery_attempts` (one row per
 //! delivery attempt, written by `settle`), resolved `alert_episodes`, the `audit` trail,
-//! delivered (`done`) `outbox` items and `journal` entries that are fully processed. The engine
+//! delivered (`done`) `outbox` items, `journal` entries that are fully processed and stored
+//! `reconcile_runs` (their reports can be large: every drifted key of a run). The engine
 //! calls [`prune`] periodically with `now - [store] retention`.
 //!
 //! Must never delete anything still owed, live or referred to: an open alert episode, or a
@@ -38,9 +39,15 @@ pub(crate) const PRUNE_JOURNAL: &str = "DELETE FROM journal WHERE id IN
                           WHERE d.journal_id = j.id AND d.state = 'open')
        ORDER BY j.received_at LIMIT ?2)";
 
-/// Delete delivery attempts made before `before` and alert episodes resolved (and notified)
-/// before `before`, at most `batch` rows of each (the writer is shared: a large backlog is
-/// pruned over several calls).
+/// Reconciliation runs finished before ?1, oldest first, at most ?2. Nothing refers to a run.
+pub(crate) const PRUNE_RECONCILE_RUNS: &str = "DELETE FROM reconcile_runs WHERE id IN
+     (SELECT id FROM reconcile_runs INDEXED BY reconcile_runs_finished
+       WHERE finished_at < ?1 ORDER BY finished_at LIMIT ?2)";
+
+/// Delete delivery attempts made before `before`, alert episodes resolved (and notified)
+/// before `before`, old audit events, delivered items, finished journal entries and
+/// reconciliation runs finished before `before`, at most `batch` rows of each (the writer is
+/// shared: a large backlog is pruned over several calls).
 pub(crate) fn prune(conn: &Connection, before: Millis, batch: usize) -> Result<Pruned> {
     let batch = i64::try_from(batch).unwrap_or(i64::MAX);
     let delivery_attempts = conn
@@ -72,12 +79,17 @@ pub(crate) fn prune(conn: &Connection, before: Millis, batch: usize) -> Result<P
         .prepare_cached(PRUNE_JOURNAL)
         .and_then(|mut s| s.execute(params![before, batch]))
         .map_err(db("prune processed journal entries"))?;
+    let reconcile_runs = conn
+        .prepare_cached(PRUNE_RECONCILE_RUNS)
+        .and_then(|mut s| s.execute(params![before, batch]))
+        .map_err(db("prune old reconciliation runs"))?;
     Ok(Pruned {
         delivery_attempts: delivery_attempts as u64,
         alert_episodes: alert_episodes as u64,
         audit: audit as u64,
         outbox_items: outbox_items as u64,
         journal: journal as u64,
+        reconcile_runs: reconcile_runs as u64,
     })
 }
 
@@ -119,6 +131,7 @@ mod tests {
             (super::PRUNE_AUDIT, "audit_at"),
             (super::PRUNE_OUTBOX, "outbox_done"),
             (super::PRUNE_JOURNAL, "journal_received"),
+            (super::PRUNE_RECONCILE_RUNS, "reconcile_runs_finished"),
         ] {
             let plan: Vec<String> = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -371,6 +371,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         report      TEXT NOT NULL
     );
     "#,
+    // 12: retention of reconciliation runs (`retention.rs`): by age without scanning.
+    r#"
+    CREATE INDEX reconcile_runs_finished ON reconcile_runs (finished_at);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

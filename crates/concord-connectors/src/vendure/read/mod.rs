@@ -1,5 +1,6 @@
 //! Reading Vendure: orders (and their payments and refunds) and customers changed since a cursor,
-//! by polling the Admin API's list queries filtered and sorted on `updatedAt`. This module says
+//! by polling the Admin API's list queries filtered and sorted on `updatedAt`; and stock as a
+//! full listing ([`stock`], for reconciliation and dry runs). This module says
 //! what is read per kind and turns rows into records; how the cursor pages without skipping or
 //! stalling on second-precision timestamps is [`cursor`].
 //!
@@ -19,6 +20,7 @@
 //! kind through a list query that does not carry it.
 
 mod cursor;
+mod stock;
 
 use super::mapping::{
     customer_record, format_ts, order_record, payment_records, refund_records, ts_minus,
