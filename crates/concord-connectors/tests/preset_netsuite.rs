@@ -5,7 +5,11 @@
 //! seen before — and checks the SuiteQL requests (`Prefer: transient`, `limit` ≤ 1000, a stable
 //! ORDER BY, offset + limit within the 100,000-row cap) and the record upserts, answering as
 //! documented: `{links, count, hasMore, items, offset, totalResults}` pages, 204 for an upsert,
-//! 429 with CONCURRENCY_LIMIT_EXCEEDED beyond the account's concurrency limit.
+//! 429 with CONCURRENCY_LIMIT_EXCEEDED beyond the account's concurrency limit. Item fulfilments
+//! are served as SuiteQL rows of the tables NetSuite's Records Catalog names (`transaction` of
+//! type `ItemShip`, `transactionline` with `createdfrom`), keyset-paged. The server counts a
+//! request that arrives while Concord's own requests already fill the account's limit as a
+//! violation of the published budget; the engine test asserts there are none.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -40,12 +44,20 @@ struct Account {
     in_flight: usize,
     /// Requests refused for concurrency (429 CONCURRENCY_LIMIT_EXCEEDED).
     refused: usize,
+    /// Requests that arrived while Concord's own requests already filled the account's limit:
+    /// Concord exceeded the published concurrency budget (must stay 0).
+    violations: usize,
+    /// How long an upsert keeps its slot (NetSuite's processing time); zero: none.
+    hold: Duration,
     /// Slots held by the account's other integrations.
     held_elsewhere: usize,
     items: Vec<Value>,
     locations: Vec<Value>,
     customers: Vec<Value>,
     orders: BTreeMap<String, Value>,
+    /// Item fulfilment lines as SuiteQL returns them (`id` = the fulfilment's internal id,
+    /// `line` = the line's, `reference` = the sales order's external id).
+    fulfilment_lines: Vec<Value>,
     upserts: usize,
     slow_next_upsert: Option<Duration>,
 }
@@ -199,6 +211,9 @@ fn admit(
     if !verify(f, method, uri, headers, host) {
         return Some(error(401, "INVALID_LOGIN", "Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI."));
     }
+    if f.in_flight >= f.limit {
+        f.violations += 1;
+    }
     if f.in_flight + f.held_elsewhere >= f.limit {
         f.refused += 1;
         return Some(error(
@@ -290,6 +305,53 @@ async fn suiteql(
                 .collect();
             rows.sort_by_key(key);
             rows
+        } else if sql
+            .contains(" FROM transaction f JOIN transactionline tl ON tl.transaction = f.id ")
+        {
+            // Item fulfilments ("Records Catalog": transaction type 'ItemShip', its lines'
+            // createdfrom = the sales order), keyset-paged by (fulfilment id, line id).
+            if !sql.ends_with(" ORDER BY f.id, tl.id") {
+                f.breaches.push(format!("unstable order: {sql}"));
+            }
+            if !sql.contains("WHERE f.type = 'ItemShip' AND tl.mainline = 'F'") {
+                f.breaches.push(format!("not item fulfilment lines: {sql}"));
+            }
+            if offset != 0 {
+                f.breaches
+                    .push(format!("fulfilments paged by offset {offset}, not by key"));
+            }
+            let num = |v: &Value| v.as_str().unwrap_or("").parse::<i64>().unwrap_or(-1);
+            let after: Option<i64> = sql
+                .split(" AND f.id > ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|k| k.parse().ok());
+            let since = sql
+                .split("TO_TIMESTAMP('")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .map(str::to_string);
+            let mut rows: Vec<Value> = f
+                .fulfilment_lines
+                .iter()
+                .filter(|r| after.is_none_or(|k| num(&r["id"]) > k))
+                .filter(|r| {
+                    since
+                        .as_ref()
+                        .is_none_or(|s| r["modified"].as_str().unwrap_or("") >= s.as_str())
+                })
+                .cloned()
+                .collect();
+            rows.sort_by_key(|r| (num(&r["id"]), num(&r["line"])));
+            // A fulfilment line's quantity is stored negative (stock going out); the query
+            // asks for its absolute value.
+            if sql.contains(" ABS(tl.quantity) AS quantity ") {
+                for r in &mut rows {
+                    let q = num(&r["quantity"]).abs();
+                    r["quantity"] = json!(format!("{q}"));
+                }
+            }
+            rows
         } else if sql.starts_with("SELECT id FROM customer WHERE email = '") {
             let email = sql.split('\'').nth(1).unwrap_or("").to_string();
             f.customers
@@ -363,6 +425,7 @@ async fn upsert(
     body: Bytes,
 ) -> Response {
     let slow;
+    let hold;
     {
         let mut f = s.lock().unwrap();
         if let Some(r) = admit(&mut f, &method, &uri, &headers, &host(&headers)) {
@@ -407,15 +470,32 @@ async fn upsert(
             other => f.breaches.push(format!("upsert of {other}")),
         }
         f.upserts += 1;
-        // Done: the slot is free; a slow answer is only late on the wire (and its handler is
-        // dropped when the client hangs up).
-        f.in_flight -= 1;
         slow = f.slow_next_upsert.take();
+        hold = f.hold;
+    }
+    // The slot is held while NetSuite processes the request, then freed (also when the client
+    // hangs up and the handler is dropped); a slow answer is only late on the wire.
+    {
+        let _slot = Slot(s.clone());
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
     }
     if let Some(d) = slow {
         tokio::time::sleep(d).await;
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// A request's concurrency slot: freed when dropped.
+struct Slot(Shared);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.0.lock() {
+            f.in_flight -= 1;
+        }
+    }
 }
 
 struct Contract {
@@ -650,6 +730,112 @@ async fn a_day_signed_requests_suiteql_pages_upserts_and_concurrency_governance(
         assert_eq!(jo[0]["lastName"], "Smith");
     });
 
+    // Afternoon: the warehouse fulfils the orders in NetSuite. Item fulfilments come back as
+    // shipments of the order named by the sales order's external id, with the first tracking
+    // number of the fulfilment's list. Pages of 4 lines: 902's lines straddle the first page's
+    // end and still come as one shipment of two lines; 903 has more lines than a page.
+    ns.with(|f| {
+        let mut line = |id: &str,
+                        line: i64,
+                        modified: &str,
+                        tracking: Option<&str>,
+                        reference: &str,
+                        sku: &str,
+                        q: i64| {
+            f.fulfilment_lines.push(
+                json!({"id": id, "tranid": format!("IF{id}"), "shipped": &modified[0..10],
+                "modified": modified, "tracking": tracking, "reference": reference, "sku": sku,
+                "line": format!("{line}"), "quantity": format!("{}", -q)}),
+            );
+        };
+        line(
+            "850",
+            1,
+            "2026-12-03T17:00:00",
+            Some("OLD"),
+            "shop/0999",
+            "A-1",
+            1,
+        );
+        line(
+            "901",
+            1,
+            "2026-12-04T15:00:00",
+            Some("1Z111, 1Z112"),
+            "shop/1001",
+            "A-1",
+            2,
+        );
+        line(
+            "901",
+            2,
+            "2026-12-04T15:00:00",
+            Some("1Z111, 1Z112"),
+            "shop/1001",
+            "A-2",
+            1,
+        );
+        line("902", 1, "2026-12-04T16:30:00", None, "shop/1002", "A-1", 2);
+        line("902", 2, "2026-12-04T16:30:00", None, "shop/1002", "A-2", 1);
+        for l in 1..=5 {
+            line(
+                "903",
+                l,
+                "2026-12-04T16:00:00",
+                Some("1Z999"),
+                "shop/1003",
+                &format!("A-{l}"),
+                1,
+            );
+        }
+    });
+    let (ships, cursor) = read_all(
+        &c,
+        Kind::Shipment,
+        Some("2026-12-04T12:00:00Z".into()),
+        false,
+    )
+    .await;
+    let ids: Vec<&String> = ships.iter().map(|s| &s.external_id).collect();
+    assert_eq!(
+        ids,
+        ["901", "902", "903"],
+        "each fulfilment once, none before the cursor"
+    );
+    assert_eq!(
+        cursor
+            .as_deref()
+            .map(|c| c.contains("2026-12-04T16:30:00Z")),
+        Some(true),
+        "{cursor:?}"
+    );
+    let ship = |id: &str| {
+        ships
+            .iter()
+            .find(|s| s.external_id == id)
+            .map(|s| s.record.clone())
+            .unwrap_or_else(|| panic!("shipment {id}"))
+    };
+    assert_eq!(
+        ship("901"),
+        json!({"id": "901", "order": "shop/1001", "status": "shipped", "tracking_number": "1Z111",
+               "lines": [{"sku": "A-1", "quantity": 2}, {"sku": "A-2", "quantity": 1}],
+               "shipped_at": "2026-12-04T00:00:00Z"})
+    );
+    assert_eq!(ship("902")["tracking_number"], Value::Null);
+    assert_eq!(
+        ship("902")["lines"],
+        json!([{"sku": "A-1", "quantity": 2}, {"sku": "A-2", "quantity": 1}]),
+        "a fulfilment straddling a page boundary is read whole"
+    );
+    for id in ["901", "902"] {
+        concord_core::model::validate(Kind::Shipment, &ship(id))
+            .unwrap_or_else(|e| panic!("{e:?}: {}", ship(id)));
+    }
+    // More lines than a page: not cut short silently, an invalid record (dead-lettered).
+    assert_eq!(ship("903")["lines"], Value::Null);
+    assert!(concord_core::model::validate(Kind::Shipment, &ship("903")).is_err());
+
     ns.with(|f| {
         assert_eq!(f.in_flight, 0);
         assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
@@ -684,4 +870,133 @@ async fn a_wrong_secret_is_refused_by_the_signature_check() {
         .breaches
         .iter()
         .any(|b| b.starts_with("signature mismatch"))));
+}
+
+// ---- through the engine ---------------------------------------------------------------------
+
+/// The real engine over a real SQLite store: a shop posts 20 orders (signed webhooks), the
+/// engine aggregates them into NetSuite through the preset while the account's other
+/// integrations take every slot in bursts (a storm of 429 CONCURRENCY_LIMIT_EXCEEDED). Each
+/// upsert holds its slot for a while, so Concord's own requests in flight are what the
+/// account sees. Every order ends in NetSuite once, and no request of Concord's arrived while its
+/// own requests already filled the account's limit (0 violations of the published budget).
+#[tokio::test]
+async fn through_the_engine_orders_arrive_once_through_a_concurrency_storm() {
+    use concord_connectors::http::config::{Algorithm, Encoding};
+    use concord_connectors::http::webhook::sign;
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+    use concord_testkit::wait_until;
+
+    let ns = Contract::start(2).await;
+    ns.with(|f| {
+        f.hold = Duration::from_millis(40);
+        for n in 1..=3 {
+            f.items
+                .push(json!({"id": format!("{}", 100 + n), "itemid": format!("A-{n}")}));
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[endpoints.shop]
+connector = "http"
+url = "{url}"
+webhook_secret = "shop-secret"
+[endpoints.shop.options.webhook]
+signature = {{ header = "x-sig" }}
+records = ".orders"
+routes = [{{ kind = "order", id = '"shop/\(.number)"', version = ".updated_at", map = "del(.updated_at)" }}]
+[endpoints.netsuite]
+connector = "http"
+url = "{url}"
+allow_insecure_http = true
+[endpoints.netsuite.options]
+preset = "netsuite"
+auth = {{ consumer_key = "{ck}", consumer_secret = "{cs}", token = "{tk}", token_secret = "{ts}", realm = "{realm}" }}
+rate_limit = {{ concurrency = 2 }}
+vars = {{ default_customer = "77" }}
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["shop"]
+to = ["netsuite"]
+"#,
+        store = dir.path().join("hub.sqlite").display(),
+        url = ns.url,
+        ck = CONSUMER_KEY,
+        cs = CONSUMER_SECRET,
+        tk = TOKEN,
+        ts = TOKEN_SECRET,
+        realm = REALM,
+    );
+    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
+    let engine = Engine::new(config, store, cs).unwrap();
+    let mut tasks = engine.start().await.unwrap();
+
+    // The storm: the account's other integrations hold every slot for 300 ms of every 500 ms.
+    let storm = {
+        let account = ns.account.clone();
+        tokio::spawn(async move {
+            for _ in 0..6 {
+                account.lock().unwrap().held_elsewhere = 2;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                account.lock().unwrap().held_elsewhere = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    for batch in 0..4 {
+        let orders: Vec<Value> = (1..=5)
+            .map(|i| {
+                let n = batch * 5 + i;
+                json!({"channel": "shop", "number": format!("{}", 2000 + n), "customer": {"email": format!("b{n}@example.com")},
+                       "currency": "USD", "placed_at": "2026-12-04T09:15:00Z", "updated_at": format!("2026-12-04T09:{n:02}:00Z"),
+                       "lines": [{"sku": format!("A-{}", 1 + n % 3), "quantity": 1 + n % 2, "unit_price_minor": 1250}]})
+            })
+            .collect();
+        let body = json!({"orders": orders}).to_string().into_bytes();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-sig",
+            sign(Algorithm::Sha256, Encoding::Hex, b"shop-secret", &body)
+                .parse()
+                .unwrap(),
+        );
+        engine.capture_webhook("shop", &h, &body).await.unwrap();
+    }
+    wait_until(
+        "every order in NetSuite",
+        Duration::from_secs(60),
+        async || ns.with(|f| f.orders.len()) == 20,
+    )
+    .await;
+    storm.await.unwrap();
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+    ns.with(|f| {
+        for n in 1..=20 {
+            let o = &f.orders[&format!("shop/{}", 2000 + n)];
+            assert_eq!(o["entity"]["id"], "77");
+            assert_eq!(
+                o["item"]["items"],
+                json!([{"item": {"id": format!("{}", 101 + n % 3)}, "quantity": 1 + n % 2, "rate": 12.5}])
+            );
+        }
+        assert_eq!(f.orders.len(), 20, "one sales order per order");
+        assert!(f.refused >= 1, "the storm was felt: {} refused", f.refused);
+        assert_eq!(f.violations, 0, "Concord exceeded the account's concurrency limit");
+        assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
 }
