@@ -667,3 +667,136 @@ async fn a_day_catalogue_and_stock_out_orders_in_deliveries_back_across_a_sessio
         assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
     });
 }
+
+// ---- through the engine ---------------------------------------------------------------------
+
+/// The real engine over a real SQLite store: SAP Business One's stock per warehouse broadcast to
+/// a channel (a stand-in that stores what it is given) by a `batch` flow every second, the way
+/// the preset says to run it (stock movements do not change an item's UpdateDate). The session
+/// times out between two runs and a figure changes in SAP Business One: the next run logs in
+/// again once and the channel ends at the new figure; warehouse 99 (not in `vars.warehouses`)
+/// never reaches it.
+#[tokio::test]
+async fn through_the_engine_the_stock_listing_reaches_the_channel_across_a_session_timeout() {
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+    use concord_testkit::wait_until;
+
+    let b1 = Contract::start().await;
+    b1.with(|f| {
+        for n in 1..=12 {
+            f.items.push(json!({"ItemCode": format!("A-{n}"), "ItemName": format!("Item {n}"), "Valid": "tYES",
+                "UpdateDate": "2026-12-03T00:00:00Z", "UpdateTime": "10:00:00",
+                "ItemWarehouseInfoCollection": [
+                    {"WarehouseCode": "01", "InStock": 10.0 + n as f64, "Committed": 2.0, "Ordered": 0.0},
+                    {"WarehouseCode": "02", "InStock": 1.0, "Committed": 0.0, "Ordered": 5.0},
+                    {"WarehouseCode": "99", "InStock": 100.0, "Committed": 0.0, "Ordered": 0.0}]}));
+        }
+    });
+    // The channel: PUT /stock/{sku}/{location} stores the body.
+    let channel: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let channel_url = {
+        let app = Router::new()
+            .route(
+                "/stock/{sku}/{location}",
+                axum::routing::put(
+                    |State(c): State<Arc<Mutex<BTreeMap<String, Value>>>>,
+                     Path((sku, location)): Path<(String, String)>,
+                     body: Bytes| async move {
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        c.lock().unwrap().insert(format!("{sku}@{location}"), v);
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(channel.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[endpoints.b1]
+connector = "http"
+url = "{b1}"
+[endpoints.b1.options]
+preset = "sap-b1"
+vars = {{ company_db = "SBODEMOUS", user = "manager", password = "b1pass", page_size = 5, warehouses = ["01", "02"] }}
+[endpoints.shop]
+connector = "http"
+url = "{shop}"
+[endpoints.shop.options.write.stock]
+upsert = {{ method = "PUT", path = "/stock/{{.sku}}/{{.location}}", success = [204], body = "{{available}}" }}
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "batch"
+schedule = "* * * * * *"
+from = ["b1"]
+to = ["shop"]
+[flows.map_out]
+"*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
+"#,
+        store = dir.path().join("hub.sqlite").display(),
+        b1 = b1.url,
+        shop = channel_url,
+    );
+    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
+    let engine = Engine::new(config, store, cs).unwrap();
+    let mut tasks = engine.start().await.unwrap();
+
+    let available = |key: &str| {
+        channel
+            .lock()
+            .unwrap()
+            .get(key)
+            .and_then(|v| v["available"].as_i64())
+    };
+    wait_until(
+        "every item's warehouses 01 and 02 at the channel",
+        Duration::from_secs(30),
+        async || {
+            (1..=12).all(|n| {
+                available(&format!("A-{n}@01")) == Some(8 + n)
+                    && available(&format!("A-{n}@02")) == Some(1)
+            })
+        },
+    )
+    .await;
+    assert_eq!(b1.with(|f| f.logins), 1, "one session for the runs so far");
+    // The session times out; goods are received into warehouse 02 for A-7.
+    b1.with(|f| {
+        f.sessions.clear();
+        let a7 = f
+            .items
+            .iter_mut()
+            .find(|i| i["ItemCode"] == "A-7")
+            .expect("A-7");
+        a7["ItemWarehouseInfoCollection"][1]["InStock"] = json!(41.0);
+    });
+    wait_until(
+        "A-7@02 at its new figure",
+        Duration::from_secs(30),
+        async || available("A-7@02") == Some(41),
+    )
+    .await;
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(b1.with(|f| f.logins), 2, "one new login after the timeout");
+    let channel = channel.lock().unwrap();
+    assert_eq!(channel.len(), 24, "{:?}", channel.keys());
+    assert!(channel.keys().all(|k| !k.ends_with("@99")));
+    b1.with(|f| assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches));
+}
