@@ -1000,3 +1000,136 @@ to = ["netsuite"]
         assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
     });
 }
+
+/// The real engine: NetSuite's item locations broadcast to a channel (a stand-in that stores
+/// what it is given) by a `batch` flow every second, as the preset says to run stock. The signed
+/// SuiteQL listing reaches the channel whole, a figure changed in NetSuite reaches it on a later
+/// run, and no request breaches the contract.
+#[tokio::test]
+async fn through_the_engine_the_stock_listing_reaches_the_channel() {
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+    use concord_testkit::wait_until;
+
+    let ns = Contract::start(2).await;
+    ns.with(|f| {
+        for n in 1..=10 {
+            for (lid, loc) in [(1, "WH"), (2, "WH2")] {
+                f.locations.push(json!({"item_id": format!("{}", 100 + n), "location_id": format!("{lid}"),
+                    "sku": format!("A-{n}"), "location": loc, "quantityonhand": format!("{}", n * 3),
+                    "quantitycommitted": "1", "quantityonorder": "0"}));
+            }
+        }
+    });
+    type Sink = Arc<Mutex<BTreeMap<String, Value>>>;
+    let channel: Sink = Arc::default();
+    let channel_url = {
+        let app = Router::new()
+            .route(
+                "/stock/{sku}/{location}",
+                put(
+                    |State(c): State<Sink>,
+                     Path((sku, location)): Path<(String, String)>,
+                     body: Bytes| async move {
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        c.lock().unwrap().insert(format!("{sku}@{location}"), v);
+                        StatusCode::NO_CONTENT
+                    },
+                ),
+            )
+            .with_state(channel.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[endpoints.netsuite]
+connector = "http"
+url = "{url}"
+[endpoints.netsuite.options]
+preset = "netsuite"
+auth = {{ consumer_key = "{ck}", consumer_secret = "{cs}", token = "{tk}", token_secret = "{ts}", realm = "{realm}" }}
+rate_limit = {{ concurrency = 2 }}
+[endpoints.shop]
+connector = "http"
+url = "{shop}"
+[endpoints.shop.options.write.stock]
+upsert = {{ method = "PUT", path = "/stock/{{.sku}}/{{.location}}", success = [204], body = "{{available}}" }}
+[[flows]]
+name = "stock"
+kind = "stock"
+pattern = "broadcast"
+mode = "batch"
+schedule = "* * * * * *"
+from = ["netsuite"]
+to = ["shop"]
+[flows.map_out]
+"*" = '{{sku, location, available: ([.on_hand - .committed, 0] | max)}}'
+"#,
+        store = dir.path().join("hub.sqlite").display(),
+        url = ns.url,
+        ck = CONSUMER_KEY,
+        cs = CONSUMER_SECRET,
+        tk = TOKEN,
+        ts = TOKEN_SECRET,
+        realm = REALM,
+        shop = channel_url,
+    );
+    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
+    let engine = Engine::new(config, store, cs).unwrap();
+    let mut tasks = engine.start().await.unwrap();
+
+    let available = |key: &str| {
+        channel
+            .lock()
+            .unwrap()
+            .get(key)
+            .and_then(|v| v["available"].as_i64())
+    };
+    wait_until(
+        "every item location at the channel",
+        Duration::from_secs(30),
+        async || {
+            (1..=10).all(|n| {
+                ["WH", "WH2"]
+                    .iter()
+                    .all(|l| available(&format!("A-{n}@{l}")) == Some(n * 3 - 1))
+            })
+        },
+    )
+    .await;
+    // A receipt in NetSuite: A-4 at WH2 now 50 on hand.
+    ns.with(|f| {
+        let row = f
+            .locations
+            .iter_mut()
+            .find(|r| r["sku"] == "A-4" && r["location"] == "WH2")
+            .expect("A-4@WH2");
+        row["quantityonhand"] = json!("50");
+    });
+    wait_until(
+        "A-4@WH2 at its new figure",
+        Duration::from_secs(30),
+        async || available("A-4@WH2") == Some(49),
+    )
+    .await;
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(channel.lock().unwrap().len(), 20);
+    ns.with(|f| {
+        assert_eq!(f.violations, 0);
+        assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
+}
