@@ -2,9 +2,10 @@
 //! user manual "Working with SAP Business One Service Layer" (version 1.22, 2021; cited below by
 //! section). It checks what Concord sends — the login body, the B1SESSION and ROUTEID cookies on
 //! every request, OData query options ($filter, $orderby, $select, $skip), the Prefer page size,
-//! the entity bodies — and answers as the manual says: the session cookies, 401 "Invalid session"
-//! once a session has timed out, pages with `odata.nextLink`, 201 with the created entity, 204 for
-//! an action, `{"error": {"code", "message": {"lang", "value"}}}` for errors.
+//! the entity bodies, the goods receipts and issues of a stock write — and answers as the manual
+//! says: the session cookies, 401 "Invalid session" once a session has timed out, pages with
+//! `odata.nextLink`, 201 with the created entity, 204 for an action,
+//! `{"error": {"code", "message": {"lang", "value"}}}` for errors.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -32,6 +33,9 @@ struct B1 {
     orders: Vec<Value>,
     deliveries: Vec<Value>,
     slow_next_order: Option<Duration>,
+    /// Goods receipts (InventoryGenEntries) and goods issues (InventoryGenExits) posted.
+    stock_docs: Vec<(String, Value)>,
+    slow_next_doc: Option<Duration>,
 }
 
 type Shared = Arc<Mutex<B1>>;
@@ -282,6 +286,73 @@ async fn entity_patch(
     }
 }
 
+// POST /b1s/v1/InventoryGenEntries | InventoryGenExits — the Service Layer API reference's goods
+// receipt and goods issue documents ("Create": 201 with the document): each line's Quantity
+// (> 0) at its WarehouseCode added to (receipt) or taken from (issue) the item's InStock.
+async fn stock_document(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(entity): Path<String>,
+    body: Bytes,
+) -> Response {
+    let slow;
+    let r = {
+        let mut f = s.lock().unwrap();
+        if let Some(r) = session(&mut f, &headers, "POST stock document") {
+            return r;
+        }
+        let sign = match entity.as_str() {
+            "InventoryGenEntries" => 1.0,
+            "InventoryGenExits" => -1.0,
+            other => {
+                f.breaches.push(format!("POST {other}"));
+                return error(404, -1, "Unknown entity");
+            }
+        };
+        let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let lines = b["DocumentLines"].as_array().cloned().unwrap_or_default();
+        if lines.is_empty() {
+            f.breaches.push(format!("{entity} without lines: {b}"));
+        }
+        for l in &lines {
+            let (Some(code), Some(wh), Some(q)) = (
+                l["ItemCode"].as_str(),
+                l["WarehouseCode"].as_str(),
+                l["Quantity"].as_f64(),
+            ) else {
+                f.breaches.push(format!("{entity} line {l}"));
+                continue;
+            };
+            if q <= 0.0 {
+                f.breaches.push(format!("{entity} quantity {q}"));
+            }
+            let stocked = f
+                .items
+                .iter_mut()
+                .find(|i| i["ItemCode"] == code)
+                .and_then(|i| i["ItemWarehouseInfoCollection"].as_array_mut())
+                .and_then(|ws| ws.iter_mut().find(|w| w["WarehouseCode"] == wh));
+            match stocked {
+                Some(w) => {
+                    let now = w["InStock"].as_f64().unwrap_or(0.0) + sign * q;
+                    w["InStock"] = json!(now);
+                }
+                None => f.breaches.push(format!("{entity}: {code} not in {wh}")),
+            }
+        }
+        let entry = f.stock_docs.len() as i64 + 1;
+        let mut d = b.clone();
+        d["DocEntry"] = json!(entry);
+        f.stock_docs.push((entity.clone(), d.clone()));
+        slow = f.slow_next_doc.take();
+        reply(201, d)
+    };
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
+    r
+}
+
 // GET / POST /b1s/v1/Orders — "Create": 201 with the entity (DocEntry assigned); "Error Codes":
 // a missing business partner is 400 with B1's message.
 async fn orders_get(
@@ -382,7 +453,10 @@ impl Contract {
                 "/b1s/v1/BusinessPartners",
                 get(partners).post(partners_post),
             )
-            .route("/b1s/v1/{entity}", axum::routing::patch(entity_patch))
+            .route(
+                "/b1s/v1/{entity}",
+                axum::routing::patch(entity_patch).post(stock_document),
+            )
             .route("/b1s/v1/Orders", get(orders_get).post(orders_post))
             .route("/b1s/v1/{entity}/{action}", post(action))
             .with_state(b1.clone());
@@ -658,6 +732,64 @@ async fn a_day_catalogue_and_stock_out_orders_in_deliveries_back_across_a_sessio
     assert_eq!(ships[0].record["tracking_number"], "1Z999");
     concord_core::model::validate(Kind::Shipment, &ships[0].record)
         .unwrap_or_else(|e| panic!("{e:?}: {}", ships[0].record));
+
+    // A warehouse system is the stock master for A-2: its figures go into SAP Business One as
+    // the difference to the figure read, a goods receipt up (11 → 15 at 01), a goods issue down
+    // (1 → 0 at 02), nothing when the figure is already there; a receipt whose answer is lost
+    // after B1 posted it is not posted again (the retry reads 20 and finds nothing to do).
+    let level = |n: i64, wh: &str| {
+        b1.with(|f| {
+            f.items[(n - 1) as usize]["ItemWarehouseInfoCollection"]
+                .as_array()
+                .and_then(|ws| ws.iter().find(|w| w["WarehouseCode"] == wh))
+                .and_then(|w| w["InStock"].as_f64())
+        })
+    };
+    let stock = |item: i64, wh: &str, on_hand: i64| WriteOp {
+        item_id: item,
+        kind: Kind::Stock,
+        key: format!("A-2@{wh}"),
+        op: "upsert".into(),
+        payload: json!({"sku": "A-2", "location": wh, "on_hand": on_hand, "committed": 0}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    };
+    assert_eq!(level(2, "01"), Some(12.0));
+    let (out, _) = deliver(&c, stock(20, "01", 15)).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    let (out, _) = deliver(&c, stock(21, "02", 0)).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    let (out, _) = deliver(&c, stock(22, "01", 15)).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    b1.with(|f| f.slow_next_doc = Some(Duration::from_millis(1200)));
+    let (out, failures) = deliver(&c, stock(23, "01", 20)).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    assert!(
+        failures.iter().any(|e| e.to_string().contains("timed out")),
+        "{failures:?}"
+    );
+    assert_eq!(level(2, "01"), Some(20.0));
+    assert_eq!(level(2, "02"), Some(0.0));
+    b1.with(|f| {
+        let docs: Vec<(&str, f64)> = f
+            .stock_docs
+            .iter()
+            .map(|(e, d)| {
+                (
+                    e.as_str(),
+                    d["DocumentLines"][0]["Quantity"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            docs,
+            [
+                ("InventoryGenEntries", 3.0),
+                ("InventoryGenExits", 1.0),
+                ("InventoryGenEntries", 5.0)
+            ]
+        );
+    });
 
     b1.with(|f| {
         assert_eq!(
