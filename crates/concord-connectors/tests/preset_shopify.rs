@@ -149,7 +149,11 @@ async fn graphql(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         // Cost: each request costs its requested points; without them the answer is THROTTLED
         // (rate-limits page: `{"errors":[{"message":"Throttled","extensions":{"code":
         // "THROTTLED"}}],"extensions":{"cost":{…}}}`, HTTP 200).
-        let requested = if name == "query Orders" { 30.0 } else { 10.0 };
+        let requested = if name == "query Orders" || name == "query OrderRefunds" {
+            30.0
+        } else {
+            10.0
+        };
         f.refill();
         if f.bucket < requested {
             f.throttled += 1;
@@ -163,7 +167,18 @@ async fn graphql(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
             // orders(first, after, query, sortKey) — shopify.dev/docs/api/admin-graphql/2026-01/
             // queries/orders: search syntax `updated_at:>='…'`, cursor pagination (pageInfo),
             // `first` at most 250.
-            "query Orders" => {
+            // The same orders query selecting Order.refunds (objects/Refund: id, createdAt,
+            // note, totalRefundedSet, refundLineItems { quantity restockType lineItem { sku } });
+            // `refunds(first:)` is a list, refundLineItems a connection.
+            "query Orders" | "query OrderRefunds" => {
+                if name == "query OrderRefunds"
+                    && !(query.contains("refunds(first: ")
+                        && query.contains("totalRefundedSet { shopMoney { amount currencyCode } }")
+                        && query.contains("refundLineItems(first: ")
+                        && query.contains("nodes { quantity restockType lineItem { sku } }"))
+                {
+                    f.breaches.push(format!("refund selection `{query}`"));
+                }
                 if !query.contains("sortKey: UPDATED_AT") {
                     f.breaches.push("orders not sorted by UPDATED_AT".into());
                 }
@@ -795,6 +810,72 @@ async fn a_day_stock_out_orders_in_shipments_back_and_the_bucket_respected() {
         seen["gid://shopify/Order/3"]["lines"][0]["unit_price_minor"],
         2450
     );
+
+    // Refunds made in Shopify on #1003 (restocked) and #1005 (an amount only, no line): read
+    // from the orders that changed since the cursor, each once.
+    shop.with(|f| {
+        for o in f.orders.iter_mut() {
+            if o["id"] == "gid://shopify/Order/3" {
+                o["refunds"] = json!([{"id": "gid://shopify/Refund/31", "createdAt": "2026-12-04T13:00:00Z", "note": "damaged",
+                    "totalRefundedSet": {"shopMoney": {"amount": "24.50", "currencyCode": "USD"}},
+                    "refundLineItems": {"nodes": [{"quantity": 1, "restockType": "RETURN", "lineItem": {"sku": "SKU-1"}}]}}]);
+                o["updatedAt"] = json!("2026-12-04T13:00:01Z");
+            } else if o["id"] == "gid://shopify/Order/5" {
+                o["refunds"] = json!([{"id": "gid://shopify/Refund/51", "createdAt": "2026-12-04T13:05:00Z", "note": "",
+                    "totalRefundedSet": {"shopMoney": {"amount": "5.00", "currencyCode": "USD"}},
+                    "refundLineItems": {"nodes": []}}]);
+                o["updatedAt"] = json!("2026-12-04T13:05:01Z");
+            }
+        }
+    });
+    let mut refund_cursor: Option<String> = Some("2026-12-04T12:30:00Z".into());
+    let mut refunds = BTreeMap::new();
+    for _ in 0..10 {
+        let page = match c
+            .read_changes(ReadRequest {
+                kind: Kind::Refund,
+                cursor: refund_cursor.as_deref(),
+                limit: 100,
+                overlap: Duration::ZERO,
+            })
+            .await
+        {
+            Ok(p) => p,
+            Err(DeliveryError::RateLimited { retry_after, .. }) => {
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(50))).await;
+                continue;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        for r in page.records {
+            concord_core::model::validate(Kind::Refund, &r.record)
+                .unwrap_or_else(|e| panic!("{e:?}: {}", r.record));
+            assert!(r.version.is_some(), "{r:?}");
+            assert!(
+                refunds
+                    .insert(r.external_id.clone(), (r.version, r.record))
+                    .is_none(),
+                "{} read twice",
+                r.external_id
+            );
+        }
+        refund_cursor = page.cursor.or(refund_cursor);
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(refunds.len(), 2, "{:?}", refunds.keys());
+    let (v, r31) = &refunds["gid://shopify/Refund/31"];
+    assert_eq!(v.as_deref(), Some("2026-12-04T13:00:00Z"));
+    assert_eq!(
+        r31,
+        &json!({"id": "gid://shopify/Refund/31", "order": "shopify/1003", "amount_minor": 2450, "currency": "USD",
+                "reason": "damaged", "lines": [{"sku": "SKU-1", "quantity": 1}], "restock": true})
+    );
+    let (_, r51) = &refunds["gid://shopify/Refund/51"];
+    assert_eq!(r51["amount_minor"], 500);
+    assert_eq!(r51["restock"], false);
+    assert_eq!(r51["reason"], Value::Null);
 
     // Afternoon: a burst of other calls by the same app empties the bucket (someone ran
     // `concord try`); the next answer is THROTTLED and the preset waits as long as the
