@@ -58,6 +58,9 @@ struct Account {
     /// Item fulfilment lines as SuiteQL returns them (`id` = the fulfilment's internal id,
     /// `line` = the line's, `reference` = the sales order's external id).
     fulfilment_lines: Vec<Value>,
+    /// Inventory adjustments posted (their bodies).
+    adjustments: Vec<Value>,
+    slow_next_adjustment: Option<Duration>,
     upserts: usize,
     slow_next_upsert: Option<Duration>,
 }
@@ -263,7 +266,24 @@ async fn suiteql(
         if !sql.contains(" ORDER BY ") {
             f.breaches.push(format!("no ORDER BY: {sql}"));
         }
-        let rows: Vec<Value> = if sql.contains("FROM inventoryitemlocations") {
+        let rows: Vec<Value> = if sql.contains("FROM inventoryitemlocations")
+            && sql.contains(" WHERE i.itemid = '")
+        {
+            // One item's level at one location (by the item's itemid and the location's name).
+            let lit = |after: &str| {
+                sql.split(after)
+                    .nth(1)
+                    .and_then(|r| r.split("' ").next())
+                    .map(|v| v.replace("''", "'"))
+                    .unwrap_or_default()
+            };
+            let (sku, loc) = (lit(" WHERE i.itemid = '"), lit(" AND l.name = '"));
+            f.locations
+                .iter()
+                .filter(|r| r["sku"] == sku.as_str() && r["location"] == loc.as_str())
+                .map(|r| json!({"item_id": r["item_id"], "location_id": r["location_id"], "quantityonhand": r["quantityonhand"]}))
+                .collect()
+        } else if sql.contains("FROM inventoryitemlocations") {
             if !sql.ends_with("ORDER BY iil.item, iil.location") {
                 f.breaches.push(format!("unstable order: {sql}"));
             }
@@ -498,6 +518,78 @@ impl Drop for Slot {
     }
 }
 
+// POST /services/rest/record/v1/inventoryAdjustment — REST API Browser, inventoryAdjustment:
+// `account` and `adjLocation` required, the `inventory` sublist's items each with item,
+// location and adjustQtyBy (added to the quantity on hand); 204 No Content (a created record).
+async fn adjustment(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let slow;
+    {
+        let mut f = s.lock().unwrap();
+        if let Some(r) = admit(&mut f, &method, &uri, &headers, &host(&headers)) {
+            return r;
+        }
+        let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if b["account"]["id"].as_str().is_none() || b["adjLocation"]["id"].as_str().is_none() {
+            f.in_flight -= 1;
+            return error(
+                400,
+                "USER_ERROR",
+                "Please enter value(s) for: Adjustment Account, Adjustment Location.",
+            );
+        }
+        let items = b["inventory"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if items.is_empty() {
+            f.breaches.push(format!("adjustment without items {b}"));
+        }
+        for it in &items {
+            let (Some(item), Some(loc), Some(by)) = (
+                it["item"]["id"].as_str(),
+                it["location"]["id"].as_str(),
+                it["adjustQtyBy"].as_i64(),
+            ) else {
+                f.breaches.push(format!("adjustment item {it}"));
+                continue;
+            };
+            if by == 0 {
+                f.breaches.push(format!("adjustment by 0: {it}"));
+            }
+            match f
+                .locations
+                .iter_mut()
+                .find(|r| r["item_id"] == item && r["location_id"] == loc)
+            {
+                Some(r) => {
+                    let now = r["quantityonhand"]
+                        .as_str()
+                        .and_then(|q| q.parse::<i64>().ok())
+                        .unwrap_or(0)
+                        + by;
+                    r["quantityonhand"] = json!(format!("{now}"));
+                }
+                None => f
+                    .breaches
+                    .push(format!("adjustment of unknown {item}@{loc}")),
+            }
+        }
+        f.adjustments.push(b);
+        f.in_flight -= 1;
+        slow = f.slow_next_adjustment.take();
+    }
+    if let Some(d) = slow {
+        tokio::time::sleep(d).await;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 struct Contract {
     url: String,
     account: Shared,
@@ -512,6 +604,10 @@ impl Contract {
         let app = Router::new()
             .route("/services/rest/query/v1/suiteql", post(suiteql))
             .route("/services/rest/record/v1/{ty}/{eid}", put(upsert))
+            .route(
+                "/services/rest/record/v1/inventoryAdjustment",
+                post(adjustment),
+            )
             .with_state(account.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -532,7 +628,7 @@ impl Contract {
                    "auth": {"consumer_key": CONSUMER_KEY, "consumer_secret": CONSUMER_SECRET, "token": TOKEN,
                             "token_secret": TOKEN_SECRET, "realm": REALM},
                    "rate_limit": {"concurrency": 2},
-                   "vars": {"default_customer": "77"}}),
+                   "vars": {"default_customer": "77", "adjustment_account": "310"}}),
         );
         spec.timeout = timeout;
         spec.allow_insecure_http = true;
@@ -835,6 +931,61 @@ async fn a_day_signed_requests_suiteql_pages_upserts_and_concurrency_governance(
     // More lines than a page: not cut short silently, an invalid record (dead-lettered).
     assert_eq!(ship("903")["lines"], Value::Null);
     assert!(concord_core::model::validate(Kind::Shipment, &ship("903")).is_err());
+
+    // A warehouse system is the stock master for A-3: its figures go into NetSuite as inventory
+    // adjustments of the difference to the quantity on hand read (9 at WH2 → 12: +3; 9 at WH →
+    // 5: −4), none when the figure is already there; an adjustment whose answer is lost after
+    // NetSuite applied it is not posted again (the retry reads 20 and finds nothing to do).
+    let stock = |item: i64, loc: &str, on_hand: i64| WriteOp {
+        item_id: item,
+        kind: Kind::Stock,
+        key: format!("A-3@{loc}"),
+        op: "upsert".into(),
+        payload: json!({"sku": "A-3", "location": loc, "on_hand": on_hand, "committed": 0}),
+        external_id: None,
+        refs: BTreeMap::new(),
+    };
+    for (item, loc, on_hand) in [(30, "WH2", 12), (31, "WH", 5), (32, "WH2", 12)] {
+        let (out, _) = deliver(&c, stock(item, loc, on_hand)).await;
+        assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    }
+    ns.with(|f| f.slow_next_adjustment = Some(Duration::from_millis(1200)));
+    let (out, failures) = deliver(&c, stock(33, "WH2", 20)).await;
+    assert!(matches!(out, WriteOutcome::Done { .. }), "{out:?}");
+    assert!(
+        failures.iter().any(|e| e.to_string().contains("timed out")),
+        "{failures:?}"
+    );
+    ns.with(|f| {
+        let on_hand = |loc: &str| {
+            f.locations
+                .iter()
+                .find(|r| r["sku"] == "A-3" && r["location"] == loc)
+                .map(|r| r["quantityonhand"].clone())
+        };
+        assert_eq!(on_hand("WH2"), Some(json!("20")));
+        assert_eq!(on_hand("WH"), Some(json!("5")));
+        let by: Vec<(Value, Value, Value)> = f
+            .adjustments
+            .iter()
+            .map(|a| {
+                let it = &a["inventory"]["items"][0];
+                (
+                    a["account"]["id"].clone(),
+                    it["location"]["id"].clone(),
+                    it["adjustQtyBy"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            by,
+            [
+                (json!("310"), json!("2"), json!(3)),
+                (json!("310"), json!("1"), json!(-4)),
+                (json!("310"), json!("2"), json!(8)),
+            ]
+        );
+    });
 
     ns.with(|f| {
         assert_eq!(f.in_flight, 0);
