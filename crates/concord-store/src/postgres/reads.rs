@@ -293,48 +293,142 @@ pub(crate) async fn hashes<C: GenericClient + Sync>(
     }
 }
 
+/// Three parallel text columns of a batch, for `unnest($1::text[], $2::text[], $3::text[])`.
+fn columns(keys: &[(String, Kind, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let mut a = Vec::with_capacity(keys.len());
+    let mut k = Vec::with_capacity(keys.len());
+    let mut b = Vec::with_capacity(keys.len());
+    for (x, kind, y) in keys {
+        a.push(x.as_str());
+        k.push(kind.as_str());
+        b.push(y.as_str());
+    }
+    (a, k, b)
+}
+
+/// Rows of a batched lookup back in input order, one per input (`n`, 1-based, is column 0).
+fn in_order<T>(
+    n: usize,
+    rows: &[tokio_postgres::Row],
+    each: impl Fn(&tokio_postgres::Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n);
+    for (i, r) in rows.iter().enumerate() {
+        let at: i64 = get(r, 0)?;
+        if usize::try_from(at).ok() != Some(i + 1) {
+            return Err(codec::decode_err(format_args!(
+                "batched lookup answered row {at} at position {}",
+                i + 1
+            )));
+        }
+        out.push(each(r)?);
+    }
+    if out.len() != n {
+        return Err(codec::decode_err(format_args!(
+            "batched lookup answered {} rows for {n} inputs",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// [`xref_key`] for each input: one statement (one snapshot, one round trip).
 pub(crate) async fn xref_keys<C: GenericClient + Sync>(
     c: &C,
     ids: &[(String, Kind, String)],
 ) -> Result<Vec<Option<String>>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for (endpoint, kind, external_id) in ids {
-        out.push(xref_key(c, endpoint, *kind, external_id).await?);
-    }
-    Ok(out)
+    let (endpoints, kinds, externals) = columns(ids);
+    let rows = c
+        .query(
+            "SELECT q.n, x.key
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+                 AS q(endpoint, kind, external_id, n)
+             LEFT JOIN xref x ON x.endpoint = q.endpoint AND x.kind = q.kind
+                 AND x.external_id = q.external_id
+             ORDER BY q.n",
+            &[&endpoints, &kinds, &externals],
+        )
+        .await
+        .map_err(db("read xref keys"))?;
+    in_order(ids.len(), &rows, |r| get(r, 1))
 }
 
+/// [`xref_external`] for each input: one statement.
 pub(crate) async fn xref_externals<C: GenericClient + Sync>(
     c: &C,
     keys: &[(String, Kind, String)],
 ) -> Result<Vec<Option<String>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for (endpoint, kind, key) in keys {
-        out.push(xref_external(c, endpoint, *kind, key).await?);
-    }
-    Ok(out)
+    let (endpoints, kinds, ks) = columns(keys);
+    let rows = c
+        .query(
+            "SELECT q.n, x.external_id
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+                 AS q(endpoint, kind, key, n)
+             LEFT JOIN xref x ON x.endpoint = q.endpoint AND x.kind = q.kind AND x.key = q.key
+             ORDER BY q.n",
+            &[&endpoints, &kinds, &ks],
+        )
+        .await
+        .map_err(db("read xref external ids"))?;
+    in_order(keys.len(), &rows, |r| get(r, 1))
 }
 
+/// [`entity`] for each input: one statement.
 pub(crate) async fn entities<C: GenericClient + Sync>(
     c: &C,
     keys: &[(Kind, String)],
 ) -> Result<Vec<Option<Entity>>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for (kind, key) in keys {
-        out.push(entity(c, *kind, key).await?);
-    }
-    Ok(out)
+    let kinds: Vec<&str> = keys.iter().map(|(k, _)| k.as_str()).collect();
+    let ks: Vec<&str> = keys.iter().map(|(_, key)| key.as_str()).collect();
+    let rows = c
+        .query(
+            "SELECT q.n, e.key, e.state, e.hash, e.versions, e.updated_at
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(kind, key, n)
+             LEFT JOIN entities e ON e.kind = q.kind AND e.key = q.key
+             ORDER BY q.n",
+            &[&kinds, &ks],
+        )
+        .await
+        .map_err(db("read entities"))?;
+    in_order(keys.len(), &rows, |r| {
+        let Some(key) = get::<Option<String>>(r, 1)? else {
+            return Ok(None);
+        };
+        let at: i64 = get(r, 0)?;
+        let kind = usize::try_from(at - 1)
+            .ok()
+            .and_then(|i| keys.get(i))
+            .map(|(k, _)| *k)
+            .ok_or_else(|| codec::decode_err("batched entity lookup: row out of range"))?;
+        Ok(Some(Entity {
+            kind,
+            key,
+            state: codec::json(get(r, 2)?)?,
+            hash: get(r, 3)?,
+            versions: versions(get(r, 4)?)?,
+            updated_at: get(r, 5)?,
+        }))
+    })
 }
 
+/// [`hashes`] for each input: one statement.
 pub(crate) async fn hashes_of<C: GenericClient + Sync>(
     c: &C,
     keys: &[(String, Kind, String)],
 ) -> Result<Vec<(Option<String>, Option<String>)>> {
-    let mut out = Vec::with_capacity(keys.len());
-    for (dest, kind, key) in keys {
-        out.push(hashes(c, dest, *kind, key).await?);
-    }
-    Ok(out)
+    let (dests, kinds, ks) = columns(keys);
+    let rows = c
+        .query(
+            "SELECT q.n, h.planned, h.written
+             FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+                 AS q(dest, kind, key, n)
+             LEFT JOIN hashes h ON h.dest = q.dest AND h.kind = q.kind AND h.key = q.key
+             ORDER BY q.n",
+            &[&dests, &kinds, &ks],
+        )
+        .await
+        .map_err(db("read hashes"))?;
+    in_order(keys.len(), &rows, |r| Ok((get(r, 1)?, get(r, 2)?)))
 }
 
 pub(crate) async fn next_due<C: GenericClient + Sync>(c: &C, dest: &str) -> Result<Option<Millis>> {
