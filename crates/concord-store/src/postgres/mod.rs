@@ -718,3 +718,205 @@ impl Store for PgStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn only_plain_identifiers_name_a_schema() {
+        for ok in ["concord", "concord_test_1", "_x"] {
+            assert!(plain_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "Concord",
+            "a-b",
+            "a;drop",
+            "a b",
+            &"x".repeat(64),
+        ] {
+            assert!(!plain_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_stays_under_its_ceiling() {
+        for attempt in 1..40 {
+            let ceiling = BASE_BACKOFF
+                .saturating_mul(1u32 << (attempt - 1).min(16))
+                .min(MAX_BACKOFF);
+            for _ in 0..50 {
+                assert!(backoff(attempt) <= ceiling, "attempt {attempt}");
+            }
+        }
+    }
+
+    /// The server under `CONCORD_TEST_POSTGRES_URL` with a fresh schema, or `None` (skipped
+    /// loudly; a failure under CI).
+    async fn store() -> Option<(PgStore, String, String)> {
+        let Some(url) = std::env::var("CONCORD_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("\n!!!!! SKIPPED: CONCORD_TEST_POSTGRES_URL is not set\n");
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(
+                !ci,
+                "CI is set: the PostgreSQL store tests need CONCORD_TEST_POSTGRES_URL"
+            );
+            return None;
+        };
+        let schema = format!("concord_unit_{}_{}", std::process::id(), fastrand::u32(..));
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                pool_size: 4,
+                schema: Some(schema.clone()),
+            },
+        )
+        .await
+        .expect("connect");
+        Some((store, url, schema))
+    }
+
+    async fn drop_schema(store: PgStore, schema: &str) {
+        let conn = store.client().await.expect("client");
+        conn.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drop schema");
+    }
+
+    async fn counter(store: &PgStore) -> i64 {
+        let conn = store.client().await.expect("client");
+        let row = conn
+            .query_one(
+                "SELECT value FROM connector_state WHERE endpoint = 'counter'",
+                &[],
+            )
+            .await
+            .expect("read counter");
+        row.get::<_, String>(0).parse().expect("a number")
+    }
+
+    /// A closure failing with `Conflict` runs again on a fresh transaction: what the failed
+    /// attempt wrote is gone, what the retry wrote is committed, once.
+    #[tokio::test]
+    async fn a_conflict_is_retried_on_a_fresh_transaction() {
+        let Some((store, _, schema)) = store().await else {
+            return;
+        };
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&attempts);
+        let out = store
+            .write_tx("test", move |tx| {
+                let seen = Arc::clone(&seen);
+                Box::pin(async move {
+                    let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+                    tx.execute(
+                        "INSERT INTO connector_state (endpoint, value, updated_at)
+                         VALUES ('counter', $1, 0)",
+                        &[&n.to_string()],
+                    )
+                    .await
+                    .map_err(db("insert"))?;
+                    if n == 1 {
+                        return Err(StoreError::Conflict("simulated".into()));
+                    }
+                    Ok(n)
+                })
+            })
+            .await
+            .expect("retried");
+        assert_eq!(out, 2);
+        assert_eq!(attempts.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            counter(&store).await,
+            2,
+            "only the retry's write is committed"
+        );
+        drop_schema(store, &schema).await;
+    }
+
+    /// Two SERIALIZABLE read-modify-write transactions on one row, both reading before either
+    /// writes: the server aborts one with SQLSTATE 40001, it is retried, and no increment is
+    /// lost. Other errors are not retried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_serialization_failure_is_retried_and_nothing_is_lost() {
+        let Some((store, _, schema)) = store().await else {
+            return;
+        };
+        store
+            .set_connector_state("counter", "0", 0)
+            .await
+            .expect("seed");
+        let store = Arc::new(store);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let attempts = Arc::new(AtomicU32::new(0));
+        let tasks = (0..2).map(|_| {
+            let (store, barrier, attempts) = (
+                Arc::clone(&store),
+                Arc::clone(&barrier),
+                Arc::clone(&attempts),
+            );
+            tokio::spawn(async move {
+                store
+                    .write_tx_at(IsolationLevel::Serializable, "increment", move |tx| {
+                        let (barrier, attempts) = (Arc::clone(&barrier), Arc::clone(&attempts));
+                        Box::pin(async move {
+                            let first = attempts.fetch_add(1, Ordering::SeqCst) < 2;
+                            let row = tx
+                                .query_one(
+                                    "SELECT value FROM connector_state WHERE endpoint = 'counter'",
+                                    &[],
+                                )
+                                .await
+                                .map_err(db("read"))?;
+                            let n: i64 = row
+                                .get::<_, String>(0)
+                                .parse()
+                                .map_err(|_| StoreError::Decode("counter".into()))?;
+                            if first {
+                                // Both first attempts have read before either writes.
+                                barrier.wait().await;
+                            }
+                            tx.execute(
+                                "UPDATE connector_state SET value = $1 WHERE endpoint = 'counter'",
+                                &[&(n + 1).to_string()],
+                            )
+                            .await
+                            .map_err(db("write"))?;
+                            Ok(())
+                        })
+                    })
+                    .await
+            })
+        });
+        for t in tasks.collect::<Vec<_>>() {
+            t.await.expect("task").expect("committed after retrying");
+        }
+        assert!(
+            attempts.load(Ordering::SeqCst) >= 3,
+            "one of them was retried"
+        );
+        assert_eq!(counter(&store).await, 2, "no increment lost");
+
+        let failed = store
+            .write_tx("bad statement", |tx| {
+                Box::pin(async move {
+                    tx.execute("SELECT * FROM no_such_table", &[])
+                        .await
+                        .map_err(db("bad"))?;
+                    Ok(())
+                })
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Db(_))), "{failed:?}");
+        match Arc::try_unwrap(store) {
+            Ok(store) => drop_schema(store, &schema).await,
+            Err(_) => panic!("store still shared"),
+        }
+    }
+}
