@@ -93,6 +93,14 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Open the store named by the config (its files private to the owner: `SqliteStore::open`).
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    // The PostgreSQL store (`[store] url`) is validated but not run by this binary yet: refuse
+    // rather than quietly opening the SQLite file instead.
+    if config.store.url.is_some() {
+        anyhow::bail!(
+            "[store] url: this build of concord does not run on PostgreSQL yet; \
+             remove `url` to use the SQLite file (`path`)"
+        );
+    }
     if let Some(dir) = config.store.path.parent() {
         if !dir.as_os_str().is_empty() {
             create_private_dir(dir)

@@ -191,6 +191,22 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Check a connection URL without connecting (for config validation): `postgres://` or
+    /// `postgresql://`, well formed, naming a host. The reason never repeats the URL (it may
+    /// hold a password).
+    pub fn check_url(url: &str) -> std::result::Result<(), String> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err("the scheme must be postgres:// or postgresql://".into());
+        }
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| "not a well-formed PostgreSQL connection URL".to_string())?;
+        if config.get_hosts().is_empty() {
+            return Err("it names no host".into());
+        }
+        Ok(())
+    }
+
     /// Close the pool: later calls fail with [`StoreError::Closed`]. Idempotent.
     pub fn close(&self) {
         self.pool.close();
@@ -739,6 +755,28 @@ mod tests {
             &"x".repeat(64),
         ] {
             assert!(!plain_identifier(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_without_repeating_them() {
+        for ok in [
+            "postgres://concord:secret@db.internal:5432/concord",
+            "postgresql://postgres@127.0.0.1/postgres",
+        ] {
+            assert_eq!(PgStore::check_url(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "mysql://u:hunter2@h/db",
+            "postgres://u:hunter2@h:notaport/db",
+            "postgres:///db",
+            "/var/lib/concord.sqlite",
+        ] {
+            let reason = PgStore::check_url(bad).expect_err(bad);
+            assert!(
+                !reason.contains("hunter2") && !reason.contains(bad),
+                "{reason}"
+            );
         }
     }
 
