@@ -79,25 +79,60 @@ pub(crate) const ITEM_COLS: &str = "id, dest, kind, key, op, payload, hash, flow
      captured_at, state, attempts, next_at, last_error, created_at, updated_at";
 
 /// An outbox item from a row of [`ITEM_COLS`], with the dependencies it still waits on (one
-/// more query on `client`).
+/// more query on `client`). (The ledger module's `parked` reads items one by one.)
+#[allow(dead_code)]
 pub(crate) async fn outbox_item<C: GenericClient + Sync>(
     client: &C,
     r: &Row,
 ) -> Result<OutboxItem, StoreError> {
-    let id: i64 = get(r, 0)?;
+    let mut items = outbox_items(client, std::slice::from_ref(r)).await?;
+    items
+        .pop()
+        .ok_or_else(|| decode_err("outbox item: no row decoded"))
+}
+
+/// Outbox items from rows of [`ITEM_COLS`] (in their order), with the dependencies each still
+/// waits on: one more query for all of them.
+pub(crate) async fn outbox_items<C: GenericClient + Sync>(
+    client: &C,
+    rows: &[Row],
+) -> Result<Vec<OutboxItem>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = rows
+        .iter()
+        .map(|r| get::<i64>(r, 0))
+        .collect::<Result<Vec<_>, _>>()?;
     let deps = client
         .query(
-            "SELECT kind, key FROM outbox_deps WHERE item_id = $1 ORDER BY seq",
-            &[&id],
+            "SELECT item_id, kind, key FROM outbox_deps WHERE item_id = ANY($1)
+             ORDER BY item_id, seq",
+            &[&ids],
         )
         .await
         .map_err(db("read item dependencies"))?;
-    let waiting_on = deps
-        .iter()
-        .map(|d| Ok((kind(get(d, 0)?)?, get(d, 1)?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut waiting: std::collections::HashMap<i64, Vec<(concord_core::Kind, String)>> =
+        std::collections::HashMap::new();
+    for d in &deps {
+        waiting
+            .entry(get(d, 0)?)
+            .or_default()
+            .push((kind(get(d, 1)?)?, get(d, 2)?));
+    }
+    rows.iter()
+        .zip(ids)
+        .map(|(r, id)| item_from(r, waiting.remove(&id).unwrap_or_default()))
+        .collect()
+}
+
+/// An outbox item from a row of [`ITEM_COLS`] and the dependencies it waits on.
+fn item_from(
+    r: &Row,
+    waiting_on: Vec<(concord_core::Kind, String)>,
+) -> Result<OutboxItem, StoreError> {
     Ok(OutboxItem {
-        id,
+        id: get(r, 0)?,
         dest: get(r, 1)?,
         kind: kind(get(r, 2)?)?,
         key: get(r, 3)?,

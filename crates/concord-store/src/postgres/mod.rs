@@ -313,6 +313,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// A claim token or dirty-SKU generation: the next value of `concord_tokens`, never reused for
 /// the life of the database, whichever instance draws it.
+#[allow(dead_code)] // The ledger module's (dirty-SKU generations); claim draws in SQL.
 pub(crate) async fn next_token(tx: &Transaction<'_>) -> Result<i64> {
     let row = tx
         .query_one("SELECT nextval('concord_tokens')", &[])

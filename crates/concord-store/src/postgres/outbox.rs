@@ -2,7 +2,7 @@
 //! (`Store::claim`, `settle`, `recover_expired`).
 //!
 //! A claim never lets an item overtake an unfinished earlier item of its key, nor two items of a
-//! key be in flight: the query ([`CLAIM_SQL`]) keeps both, rows another instance is claiming are
+//! key be in flight: one statement ([`CLAIM_SQL`]) keeps both and marks them in flight, rows another instance is claiming are
 //! skipped (`FOR UPDATE SKIP LOCKED`), and the `outbox_one_inflight` unique index refuses a
 //! second in-flight item of a key whatever happens. A settlement applies only while its item is
 //! in flight under the claim's token (the row locked), and everything it implies — the attempt
@@ -14,33 +14,42 @@
 use super::amend::amend_refused;
 use super::apply::insert_xref;
 use super::codec::{self, db, get};
-use super::{ledger, next_token, orders, writes};
+use super::{ledger, orders, writes};
 use crate::sync::settle::{self as decide, Skipped};
-use crate::{Claimed, ItemId, ItemState, Result, Settlement, Xref};
+use crate::{Claimed, ItemId, Result, Settlement, Xref};
 use concord_core::Millis;
 use std::sync::LazyLock;
 use tokio_postgres::Transaction;
 
-/// Due pending items of `$1` at `$2` in enqueue order, minus any with an earlier unfinished item
-/// of its key (no overtaking) or an in-flight one (one in flight per key); at most `$3`; rows
-/// locked by a concurrent claim or settlement skipped.
+/// Claim the due pending items of `$1` at `$2` in enqueue order, minus any with an earlier
+/// unfinished item of its key (no overtaking) or an in-flight one (one in flight per key); at
+/// most `$3`; rows locked by a concurrent claim or settlement skipped. Each is marked in flight
+/// until `$4` under a fresh token from `concord_tokens`, in the same statement.
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {cols} FROM outbox o
-         WHERE o.dest = $1 AND o.state = 'pending' AND o.next_at <= $2
-           AND o.flow NOT IN (SELECT flow FROM paused_flows)
-           AND NOT EXISTS (
-               SELECT 1 FROM outbox p
-               WHERE p.dest = o.dest AND p.kind = o.kind AND p.key = o.key
-                 AND p.state IN ('pending', 'inflight', 'parked')
-                 AND (p.id < o.id OR p.state = 'inflight'))
-         ORDER BY o.id LIMIT $3
-         FOR UPDATE OF o SKIP LOCKED",
-        cols = codec::ITEM_COLS
+    let cols = |t: &str| {
+        codec::ITEM_COLS
             .split(", ")
-            .map(|c| format!("o.{c}"))
+            .map(|c| format!("{t}.{c}"))
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    format!(
+        "WITH picked AS (
+             SELECT o.id FROM outbox o
+             WHERE o.dest = $1 AND o.state = 'pending' AND o.next_at <= $2
+               AND o.flow NOT IN (SELECT flow FROM paused_flows)
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox p
+                   WHERE p.dest = o.dest AND p.kind = o.kind AND p.key = o.key
+                     AND p.state IN ('pending', 'inflight', 'parked')
+                     AND (p.id < o.id OR p.state = 'inflight'))
+             ORDER BY o.id LIMIT $3
+             FOR UPDATE OF o SKIP LOCKED)
+         UPDATE outbox u SET state = 'inflight', token = nextval('concord_tokens'),
+             lease_until = $4, updated_at = $2
+         FROM picked WHERE u.id = picked.id
+         RETURNING {}, u.token",
+        cols("u")
     )
 });
 
@@ -51,27 +60,34 @@ pub(crate) async fn claim(
     now: Millis,
     lease_until: Millis,
 ) -> Result<Vec<Claimed>> {
-    let rows = tx
-        .query(CLAIM_SQL.as_str(), &[&dest, &now, &codec::limit(limit)])
-        .await
-        .map_err(db("select items to claim"))?;
-    let mut claimed = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let mut item = codec::outbox_item(tx, r).await?;
-        let token = next_token(tx).await?;
-        tx.execute(
-            "UPDATE outbox SET state = 'inflight', token = $2, lease_until = $3, updated_at = $4
-             WHERE id = $1",
-            &[&item.id, &token, &lease_until, &now],
+    let mut rows = tx
+        .query(
+            CLAIM_SQL.as_str(),
+            &[&dest, &now, &codec::limit(limit), &lease_until],
         )
         .await
-        .map_err(db("mark item in flight"))?;
-        item.state = ItemState::Inflight;
-        item.updated_at = now;
-        claimed.push(Claimed { item, token });
-    }
-    Ok(claimed)
+        .map_err(db("claim items"))?;
+    // RETURNING has no order: enqueue order is the contract.
+    let mut keyed = rows
+        .drain(..)
+        .map(|r| Ok((get::<i64>(&r, 0)?, r)))
+        .collect::<Result<Vec<_>>>()?;
+    keyed.sort_by_key(|(id, _)| *id);
+    let rows: Vec<_> = keyed.into_iter().map(|(_, r)| r).collect();
+    let tokens = rows
+        .iter()
+        .map(|r| get::<i64>(r, ITEM_COL_COUNT))
+        .collect::<Result<Vec<_>>>()?;
+    let items = codec::outbox_items(tx, &rows).await?;
+    Ok(items
+        .into_iter()
+        .zip(tokens)
+        .map(|(item, token)| Claimed { item, token })
+        .collect())
 }
+
+/// The number of columns of [`codec::ITEM_COLS`] (the claim's token comes after them).
+const ITEM_COL_COUNT: usize = 16;
 
 /// A claimed item as its settlement reads it (still in flight under the settlement's token).
 pub(crate) struct Held {
@@ -306,4 +322,15 @@ pub(crate) async fn recover_expired(tx: &Transaction<'_>, before: Millis) -> Res
         .await
         .map_err(db("recover expired leases"))?;
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_follows_the_item_columns() {
+        assert_eq!(
+            super::codec::ITEM_COLS.split(", ").count(),
+            super::ITEM_COL_COUNT
+        );
+    }
 }

@@ -471,11 +471,7 @@ pub(crate) async fn items<C: GenericClient + Sync>(
         }
     }
     .map_err(db("read outbox items"))?;
-    let mut items = Vec::with_capacity(rows.len());
-    for r in &rows {
-        items.push(codec::outbox_item(c, r).await?);
-    }
-    Ok(items)
+    codec::outbox_items(c, &rows).await
 }
 
 pub(crate) async fn dead_letters<C: GenericClient + Sync>(
