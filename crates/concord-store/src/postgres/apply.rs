@@ -77,13 +77,21 @@ pub(crate) async fn apply(tx: &Transaction<'_>, batch: &ProcessBatch, now: Milli
     Ok(())
 }
 
-/// Store an entity's new state with the versions it was built from (its row locked first, so
-/// two instances merging versions of one entity never lose one).
+/// Store an entity's new state with the versions it was built from (the entity locked first,
+/// so two instances merging versions of one entity never lose one).
 async fn write_entity(tx: &Transaction<'_>, e: &EntityWrite) -> Result<()> {
     let kind = e.kind.as_str();
+    // Serializes writers of one entity across instances, the first insert included (a row
+    // lock alone cannot cover a row that does not exist yet).
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('entity' || chr(31) || $1 || chr(31) || $2, 0))",
+        &[&kind, &e.key],
+    )
+    .await
+    .map_err(db("lock an entity"))?;
     let stored = tx
         .query_opt(
-            "SELECT versions FROM entities WHERE kind = $1 AND key = $2 FOR UPDATE",
+            "SELECT versions FROM entities WHERE kind = $1 AND key = $2",
             &[&kind, &e.key],
         )
         .await
