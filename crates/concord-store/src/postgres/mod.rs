@@ -37,6 +37,8 @@
 //!   dead_letter, outbox_item, stored_audit}` row decoders with `JOURNAL_COLS`, `DL_COLS`,
 //!   `ITEM_COLS`, `AUDIT_COLS`; the shared encodings (`kind`, `json`, `to_json`, …).
 //! - Booleans are BIGINT 0/1 columns (as in SQLite); `reservations.row_seq` replaces rowid.
+//!   (Added after the skeleton, no signature changed: every TEXT column is `COLLATE "C"`,
+//!   so `ORDER BY sku` and key comparisons are bytewise as in SQLite on any database locale.)
 //! - From this module, for `amend`: `outbox::Held` (the settled item), `outbox::dead_letter(tx,
 //!   id, &held, reason, at)`, `outbox::finish_item(tx, id, state, error, at)`,
 //!   `enqueue::enqueue(tx, &item, now) -> ItemId`.

@@ -189,8 +189,8 @@ fn versions(text: &str) -> Result<BTreeMap<String, String>> {
     serde_json::from_str(text).map_err(|e| codec::decode_err(format_args!("entity versions: {e}")))
 }
 
-/// A page of entities of one kind after `after`, by key. `COLLATE "C"`: byte order, as SQLite
-/// compares TEXT, whatever the database's collation.
+/// A page of entities of one kind after `after`, by key (byte order: the columns are
+/// `COLLATE "C"`, so the primary key serves the page).
 pub(crate) async fn entities_of_kind<C: GenericClient + Sync>(
     c: &C,
     kind: Kind,
@@ -200,7 +200,7 @@ pub(crate) async fn entities_of_kind<C: GenericClient + Sync>(
     let rows = c
         .query(
             "SELECT key, state, hash, versions, updated_at FROM entities
-             WHERE kind = $1 AND key COLLATE \"C\" > $2 ORDER BY key COLLATE \"C\" LIMIT $3",
+             WHERE kind = $1 AND key > $2 ORDER BY key LIMIT $3",
             &[&kind.as_str(), &after.unwrap_or(""), &codec::limit(limit)],
         )
         .await

@@ -1,11 +1,13 @@
 //! The versioned schema of the PostgreSQL store and its one-time application.
 //!
 //! Tables, columns and indexes are SQLite's (`sqlite/schema.rs`), with the same names: INTEGER
-//! becomes BIGINT (booleans stay 0/1 BIGINTs), TEXT stays TEXT (JSON is TEXT, encoded by the
-//! shared `crate::codec`), REAL becomes DOUBLE PRECISION, an INTEGER PRIMARY KEY becomes a
-//! `BIGINT GENERATED ALWAYS AS IDENTITY`. Differences: `reservations.row_seq` stands in for
-//! SQLite's rowid, and migration 12 adds the `concord_tokens` sequence and the unique index that
-//! keeps one item in flight per key. The column `outbox."coalesce"` must be quoted (keyword).
+//! becomes BIGINT (booleans stay 0/1 BIGINTs), REAL becomes DOUBLE PRECISION, an INTEGER PRIMARY
+//! KEY becomes a `BIGINT GENERATED ALWAYS AS IDENTITY`; TEXT stays TEXT (JSON is TEXT, encoded by
+//! the shared `crate::codec`), declared `COLLATE "C"`: compared and ordered bytewise as SQLite
+//! does, whatever the database's locale, and those orders served by the indexes. Differences:
+//! `reservations.row_seq` stands in for SQLite's rowid, and migration 12 adds the
+//! `concord_tokens` sequence and the unique index that keeps one item in flight per key. The
+//! column `outbox."coalesce"` must be quoted (a keyword).
 //!
 //! Migrations are numbered by their position in [`MIGRATIONS`] and recorded in
 //! `schema_migrations`; they run under a transaction-scoped `pg_advisory_xact_lock`, so several
@@ -21,23 +23,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the sync path.
     r#"
     CREATE TABLE cursors (
-        endpoint   TEXT NOT NULL,
-        stream     TEXT NOT NULL,
-        value      TEXT NOT NULL,
+        endpoint   TEXT COLLATE "C" NOT NULL,
+        stream     TEXT COLLATE "C" NOT NULL,
+        value      TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (endpoint, stream)
     );
 
     CREATE TABLE journal (
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        endpoint    TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        external_id TEXT NOT NULL,
-        version     TEXT NOT NULL,
-        payload     TEXT NOT NULL,
+        endpoint    TEXT COLLATE "C" NOT NULL,
+        kind        TEXT COLLATE "C" NOT NULL,
+        external_id TEXT COLLATE "C" NOT NULL,
+        version     TEXT COLLATE "C" NOT NULL,
+        payload     TEXT COLLATE "C" NOT NULL,
         received_at BIGINT NOT NULL,
-        status      TEXT NOT NULL,
-        note        TEXT,
-        key         TEXT
+        status      TEXT COLLATE "C" NOT NULL,
+        note        TEXT COLLATE "C",
+        key         TEXT COLLATE "C"
     );
     -- pending_journal (status = 'pending' ORDER BY id) and the status counts of stats.
     CREATE INDEX journal_status ON journal (status, id);
@@ -47,39 +49,39 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
     -- The last version journaled per record: the inbox dedupe.
     CREATE TABLE inbox_last (
-        endpoint    TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        external_id TEXT NOT NULL,
-        version     TEXT NOT NULL,
+        endpoint    TEXT COLLATE "C" NOT NULL,
+        kind        TEXT COLLATE "C" NOT NULL,
+        external_id TEXT COLLATE "C" NOT NULL,
+        version     TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (endpoint, kind, external_id)
     );
 
     CREATE TABLE entities (
-        kind       TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        state      TEXT NOT NULL,
-        hash       TEXT NOT NULL,
-        versions   TEXT NOT NULL,
+        kind       TEXT COLLATE "C" NOT NULL,
+        key        TEXT COLLATE "C" NOT NULL,
+        state      TEXT COLLATE "C" NOT NULL,
+        hash       TEXT COLLATE "C" NOT NULL,
+        versions   TEXT COLLATE "C" NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (kind, key)
     );
 
     -- One external id per key and one key per external id, at each endpoint.
     CREATE TABLE xref (
-        endpoint    TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        external_id TEXT NOT NULL,
-        key         TEXT NOT NULL,
+        endpoint    TEXT COLLATE "C" NOT NULL,
+        kind        TEXT COLLATE "C" NOT NULL,
+        external_id TEXT COLLATE "C" NOT NULL,
+        key         TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (endpoint, kind, external_id),
         UNIQUE (endpoint, kind, key)
     );
 
     CREATE TABLE hashes (
-        dest    TEXT NOT NULL,
-        kind    TEXT NOT NULL,
-        key     TEXT NOT NULL,
-        planned TEXT,
-        written TEXT,
+        dest    TEXT COLLATE "C" NOT NULL,
+        kind    TEXT COLLATE "C" NOT NULL,
+        key     TEXT COLLATE "C" NOT NULL,
+        planned TEXT COLLATE "C",
+        written TEXT COLLATE "C",
         PRIMARY KEY (dest, kind, key)
     );
 
@@ -87,19 +89,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- rows are deleted, or a new item could slot in before an older unfinished one.
     CREATE TABLE outbox (
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        dest        TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        op          TEXT NOT NULL,
-        payload     TEXT NOT NULL,
-        hash        TEXT NOT NULL,
-        flow        TEXT NOT NULL,
+        dest        TEXT COLLATE "C" NOT NULL,
+        kind        TEXT COLLATE "C" NOT NULL,
+        key         TEXT COLLATE "C" NOT NULL,
+        op          TEXT COLLATE "C" NOT NULL,
+        payload     TEXT COLLATE "C" NOT NULL,
+        hash        TEXT COLLATE "C" NOT NULL,
+        flow        TEXT COLLATE "C" NOT NULL,
         journal_id  BIGINT,
         captured_at BIGINT NOT NULL,
-        state       TEXT NOT NULL,
+        state       TEXT COLLATE "C" NOT NULL,
         attempts    BIGINT NOT NULL DEFAULT 0,
         next_at     BIGINT NOT NULL,
-        last_error  TEXT,
+        last_error  TEXT COLLATE "C",
         token       BIGINT,
         lease_until BIGINT,
         created_at  BIGINT NOT NULL,
@@ -121,27 +123,27 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE outbox_deps (
         item_id BIGINT NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
         seq     BIGINT NOT NULL,
-        dest    TEXT NOT NULL,
-        kind    TEXT NOT NULL,
-        key     TEXT NOT NULL,
+        dest    TEXT COLLATE "C" NOT NULL,
+        kind    TEXT COLLATE "C" NOT NULL,
+        key     TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (item_id, seq)
     );
     CREATE INDEX outbox_deps_target ON outbox_deps (dest, kind, key);
 
     CREATE TABLE dead_letters (
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        direction   TEXT NOT NULL,
-        endpoint    TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        op          TEXT,
-        flow        TEXT,
-        payload     TEXT NOT NULL,
-        reason      TEXT NOT NULL,
+        direction   TEXT COLLATE "C" NOT NULL,
+        endpoint    TEXT COLLATE "C" NOT NULL,
+        kind        TEXT COLLATE "C" NOT NULL,
+        key         TEXT COLLATE "C" NOT NULL,
+        op          TEXT COLLATE "C",
+        flow        TEXT COLLATE "C",
+        payload     TEXT COLLATE "C" NOT NULL,
+        reason      TEXT COLLATE "C" NOT NULL,
         attempts    BIGINT NOT NULL DEFAULT 0,
         journal_id  BIGINT,
         item_id     BIGINT,
-        state       TEXT NOT NULL,
+        state       TEXT COLLATE "C" NOT NULL,
         created_at  BIGINT NOT NULL,
         updated_at  BIGINT NOT NULL
     );
@@ -150,11 +152,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE audit (
         id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         at       BIGINT NOT NULL,
-        event    TEXT NOT NULL,
-        endpoint TEXT,
-        kind     TEXT,
-        key      TEXT,
-        detail   TEXT NOT NULL
+        event    TEXT COLLATE "C" NOT NULL,
+        endpoint TEXT COLLATE "C",
+        kind     TEXT COLLATE "C",
+        key      TEXT COLLATE "C",
+        detail   TEXT COLLATE "C" NOT NULL
     );
     "#,
     // 2: the stock ledger and reservations (design §5).
@@ -162,14 +164,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- One row per (SKU, location): the ERP's figures plus the hub's own `held`/`backordered`,
     -- which always equal the sum of the unreleased reservation lines there.
     CREATE TABLE stock_levels (
-        sku         TEXT NOT NULL,
-        location    TEXT NOT NULL,
+        sku         TEXT COLLATE "C" NOT NULL,
+        location    TEXT COLLATE "C" NOT NULL,
         on_hand     BIGINT NOT NULL,
         committed   BIGINT NOT NULL,
         held        BIGINT NOT NULL,
         backordered BIGINT NOT NULL,
-        incoming    TEXT NOT NULL,
-        version     TEXT,
+        incoming    TEXT COLLATE "C" NOT NULL,
+        version     TEXT COLLATE "C",
         updated_at  BIGINT NOT NULL,
         PRIMARY KEY (sku, location)
     );
@@ -177,17 +179,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- `row_seq` stands in for SQLite's rowid: it breaks ties of `created_at` (the newest-first
     -- listing, an order's reservations oldest first).
     CREATE TABLE reservations (
-        id               TEXT PRIMARY KEY,
-        channel          TEXT NOT NULL,
-        client_key       TEXT NOT NULL,
-        state            TEXT NOT NULL,
-        source           TEXT NOT NULL,
-        order_key        TEXT,
+        id               TEXT COLLATE "C" PRIMARY KEY,
+        channel          TEXT COLLATE "C" NOT NULL,
+        client_key       TEXT COLLATE "C" NOT NULL,
+        state            TEXT COLLATE "C" NOT NULL,
+        source           TEXT COLLATE "C" NOT NULL,
+        order_key        TEXT COLLATE "C",
         created_at       BIGINT NOT NULL,
         expires_at       BIGINT,
         committed_at     BIGINT,
         accepted_at      BIGINT,
-        accepted_version TEXT,
+        accepted_version TEXT COLLATE "C",
         ended_at         BIGINT,
         row_seq          BIGINT GENERATED ALWAYS AS IDENTITY,
         UNIQUE (channel, client_key)
@@ -202,10 +204,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX reservations_created ON reservations (created_at);
 
     CREATE TABLE reservation_lines (
-        reservation_id TEXT NOT NULL REFERENCES reservations (id),
+        reservation_id TEXT COLLATE "C" NOT NULL REFERENCES reservations (id),
         seq            BIGINT NOT NULL,
-        sku            TEXT NOT NULL,
-        location       TEXT NOT NULL,
+        sku            TEXT COLLATE "C" NOT NULL,
+        location       TEXT COLLATE "C" NOT NULL,
         quantity       BIGINT NOT NULL,
         backorder      BIGINT NOT NULL,
         released_at    BIGINT,
@@ -221,7 +223,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- SKUs whose channel figures must be recomputed. `generation` changes at every mark, so a
     -- planner clears only the marks it has seen.
     CREATE TABLE ats_dirty (
-        sku        TEXT PRIMARY KEY,
+        sku        TEXT COLLATE "C" PRIMARY KEY,
         generation BIGINT NOT NULL,
         marked_at  BIGINT NOT NULL
     );
@@ -230,10 +232,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 3: order acceptances, remembered per (order, source).
     r#"
     CREATE TABLE order_acceptances (
-        order_key   TEXT NOT NULL,
-        source      TEXT NOT NULL,
+        order_key   TEXT COLLATE "C" NOT NULL,
+        source      TEXT COLLATE "C" NOT NULL,
         accepted_at BIGINT NOT NULL,
-        version     TEXT,
+        version     TEXT COLLATE "C",
         PRIMARY KEY (order_key, source)
     );
     "#,
@@ -241,12 +243,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE TABLE alert_episodes (
         id                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        rule              TEXT NOT NULL,
-        subject           TEXT NOT NULL,
+        rule              TEXT COLLATE "C" NOT NULL,
+        subject           TEXT COLLATE "C" NOT NULL,
         since             BIGINT NOT NULL,
         resolved_at       BIGINT,
         value             DOUBLE PRECISION NOT NULL,
-        summary           TEXT NOT NULL,
+        summary           TEXT COLLATE "C" NOT NULL,
         notified_firing   BIGINT NOT NULL DEFAULT 0,
         notified_resolved BIGINT NOT NULL DEFAULT 0,
         updated_at        BIGINT NOT NULL
@@ -259,17 +261,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 5: flows paused by an operator.
     r#"
     CREATE TABLE paused_flows (
-        flow      TEXT PRIMARY KEY,
+        flow      TEXT COLLATE "C" PRIMARY KEY,
         paused_at BIGINT NOT NULL
     );
     "#,
     // 6: the order lifecycle (issue 6): lifecycle rows, events, children, delivery attempts.
     r#"
     CREATE TABLE order_lifecycle (
-        key         TEXT PRIMARY KEY,
-        channel     TEXT NOT NULL,
-        state       TEXT NOT NULL,
-        facts       TEXT NOT NULL,
+        key         TEXT COLLATE "C" PRIMARY KEY,
+        channel     TEXT COLLATE "C" NOT NULL,
+        state       TEXT COLLATE "C" NOT NULL,
+        facts       TEXT COLLATE "C" NOT NULL,
         accepted_at BIGINT,
         updated_at  BIGINT NOT NULL
     );
@@ -278,36 +280,36 @@ pub(crate) const MIGRATIONS: &[&str] = &[
 
     CREATE TABLE order_events (
         id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        key        TEXT NOT NULL,
+        key        TEXT COLLATE "C" NOT NULL,
         at         BIGINT NOT NULL,
-        from_state TEXT,
-        to_state   TEXT NOT NULL,
+        from_state TEXT COLLATE "C",
+        to_state   TEXT COLLATE "C" NOT NULL,
         applied    BIGINT NOT NULL,
-        event      TEXT NOT NULL,
-        cause_kind TEXT,
-        cause_key  TEXT,
-        reason     TEXT,
+        event      TEXT COLLATE "C" NOT NULL,
+        cause_kind TEXT COLLATE "C",
+        cause_key  TEXT COLLATE "C",
+        reason     TEXT COLLATE "C",
         journal_id BIGINT
     );
     CREATE INDEX order_events_key ON order_events (key, id);
 
     CREATE TABLE order_children (
-        order_key TEXT NOT NULL,
-        kind      TEXT NOT NULL,
-        key       TEXT NOT NULL,
+        order_key TEXT COLLATE "C" NOT NULL,
+        kind      TEXT COLLATE "C" NOT NULL,
+        key       TEXT COLLATE "C" NOT NULL,
         PRIMARY KEY (order_key, kind, key)
     );
 
     CREATE TABLE delivery_attempts (
         id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         item_id BIGINT NOT NULL,
-        dest    TEXT NOT NULL,
-        kind    TEXT NOT NULL,
-        key     TEXT NOT NULL,
-        op      TEXT NOT NULL,
+        dest    TEXT COLLATE "C" NOT NULL,
+        kind    TEXT COLLATE "C" NOT NULL,
+        key     TEXT COLLATE "C" NOT NULL,
+        op      TEXT COLLATE "C" NOT NULL,
         at      BIGINT NOT NULL,
-        outcome TEXT NOT NULL,
-        error   TEXT
+        outcome TEXT COLLATE "C" NOT NULL,
+        error   TEXT COLLATE "C"
     );
     CREATE INDEX delivery_attempts_key ON delivery_attempts (kind, key, id);
     -- One order's dead letters (and its children's) for the order history.
@@ -336,8 +338,8 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 10: connector state.
     r#"
     CREATE TABLE connector_state (
-        endpoint   TEXT PRIMARY KEY,
-        value      TEXT NOT NULL,
+        endpoint   TEXT COLLATE "C" PRIMARY KEY,
+        value      TEXT COLLATE "C" NOT NULL,
         updated_at BIGINT NOT NULL
     );
     "#,
@@ -347,12 +349,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         started_at  BIGINT NOT NULL,
         finished_at BIGINT NOT NULL,
-        trigger     TEXT NOT NULL,
+        trigger     TEXT COLLATE "C" NOT NULL,
         heal        BIGINT NOT NULL,
         drifted     BIGINT NOT NULL,
         healed      BIGINT NOT NULL,
         errors      BIGINT NOT NULL,
-        report      TEXT NOT NULL
+        report      TEXT COLLATE "C" NOT NULL
     );
     "#,
     // 12: (PostgreSQL only) the token sequence and the one-in-flight-per-key index.
