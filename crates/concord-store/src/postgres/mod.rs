@@ -30,8 +30,11 @@
 //!   transactions (`apply`, `settle`) run at READ COMMITTED: they must lock what they decide
 //!   on (`SELECT … FOR UPDATE`, positions in (sku, location) order).
 //! - [`PgStore::read_tx`]`(what, |tx| …)`: one REPEATABLE READ, READ ONLY snapshot (not
-//!   retried); [`PgStore::client`] for a single statement.
-//! - [`next_token`]`(tx)`: a claim token / dirty-SKU generation from `concord_tokens`.
+//!   retried); [`PgStore::client`] for a single statement (`&**conn` is the `Client`).
+//!   Inside `crate::admission::fail_fast`, `write_tx` answers [`StoreError::Busy`] when every
+//!   pooled connection is in use (added after the skeleton; no signature changed).
+//! - [`next_token`]`(tx)`: a dirty-SKU generation (or claim token) from `concord_tokens`
+//!   (`claim` draws its tokens with `nextval` in its own statement).
 //! - `codec::db(context)`: `tokio_postgres::Error` → [`StoreError`] (40001/40P01 →
 //!   `Conflict`); `codec::get(row, i)` checked column reads; `codec::{journal_entry,
 //!   dead_letter, outbox_item, stored_audit}` row decoders with `JOURNAL_COLS`, `DL_COLS`,
@@ -48,8 +51,10 @@
 //!   usize`, `ledger::mark_accepted(tx, order, source, at, version: Option<&str>)`,
 //!   `orders::write_orders(tx, &[OrderWrite], now)`, `orders::log_attempt(tx, item_id, dest,
 //!   kind, key, op, at, outcome, error: Option<&str>)`, `orders::accept(tx, key, dest, at)`,
-//!   `amend::amend_refused(tx, id, &Held, reason, fallback, at)`; and, read side,
-//!   `ledger::reads_levels(client: &impl GenericClient, &[String]) -> Vec<StockLevel>`.
+//!   `amend::amend_refused(tx, id, &Held, reason, fallback, at)`. Declared for the read side
+//!   (not called here yet): `ledger::reads_levels(client: &impl GenericClient, &[String]) ->
+//!   Vec<StockLevel>`. (`orders::log_attempt`, one INSERT, was written in the skeleton so that
+//!   settlements work; the module owns it like the rest.)
 //! - The trait's ledger and order methods delegate to `impl PgStore` methods in `ledger/mod.rs`
 //!   named `ledger_<method>` with the trait method's arguments (`self.ledger_reserve(req)`).
 
