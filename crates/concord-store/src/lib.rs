@@ -99,6 +99,12 @@ pub enum StoreError {
     /// retries: nothing was written; try again.
     #[error("concurrent transactions conflicted; nothing was written, try again: {0}")]
     Conflict(String),
+    /// The database server could not be reached, or the connection was lost (PostgreSQL:
+    /// refused, reset, shut down, SQLSTATE class 08): a failure of the store as a whole, not of
+    /// what was being written. Nothing was written, or the transaction's outcome is what the
+    /// server decided; try again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

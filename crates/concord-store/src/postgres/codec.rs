@@ -34,15 +34,30 @@ pub(crate) fn is_conflict(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// Is this the server out of reach: refused, reset or closed connection, I/O, the server
+/// shutting down or not accepting connections (SQLSTATE class 08, 57P01-57P03)?
+pub(crate) fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if let Some(d) = e.as_db_error() {
+        let code = d.code().code();
+        return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed()
+        || std::error::Error::source(e)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+}
+
 /// Map a tokio-postgres error, naming what was being done: a serialization failure (40001) or a
-/// deadlock (40P01) becomes [`StoreError::Conflict`] (retried by the transaction helper), a lost
-/// connection [`StoreError::Db`] like everything else.
+/// deadlock (40P01) becomes [`StoreError::Conflict`] (retried by the transaction helper), the
+/// server out of reach [`StoreError::Unavailable`], anything else [`StoreError::Db`].
 pub(crate) fn db(what: &str) -> impl FnOnce(tokio_postgres::Error) -> StoreError + '_ {
     move |e| {
+        let message = format!("{what}: {}", describe(&e));
         if is_conflict(&e) {
-            StoreError::Conflict(format!("{what}: {}", describe(&e)))
+            StoreError::Conflict(message)
+        } else if is_unavailable(&e) {
+            StoreError::Unavailable(message)
         } else {
-            StoreError::Db(format!("{what}: {}", describe(&e)))
+            StoreError::Db(message)
         }
     }
 }
@@ -192,4 +207,26 @@ pub(crate) fn stored_audit(r: &Row) -> Result<StoredAudit, StoreError> {
             detail: json(get(r, 6)?)?,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused connection is the store unavailable (the engine waits it out instead of
+    /// blaming what it was writing); no server needed.
+    #[tokio::test]
+    async fn a_refused_connection_is_unavailable() {
+        // Port 1 on loopback: nothing listens there.
+        let err = tokio_postgres::connect(
+            "host=127.0.0.1 port=1 user=postgres connect_timeout=5",
+            tokio_postgres::NoTls,
+        )
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+        assert!(
+            matches!(db("connect")(err), StoreError::Unavailable(m) if m.starts_with("connect: ")),
+        );
+    }
 }

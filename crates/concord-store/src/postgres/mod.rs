@@ -32,7 +32,10 @@
 //! - [`PgStore::read_tx`]`(what, |tx| …)`: one REPEATABLE READ, READ ONLY snapshot (not
 //!   retried); [`PgStore::client`] for a single statement (`&**conn` is the `Client`).
 //!   Inside `crate::admission::fail_fast`, `write_tx` answers [`StoreError::Busy`] when every
-//!   pooled connection is in use (added after the skeleton; no signature changed).
+//!   pooled connection is in use (added after the skeleton; no signature changed). Also
+//!   added: `codec::db` maps the server out of reach (connection refused, lost, class 08) to
+//!   [`StoreError::Unavailable`], and a connection that failed so is discarded by `write_tx`,
+//!   `read_tx` and this module's reads (not by a caller holding [`PgStore::client`]).
 //! - [`next_token`]`(tx)`: a dirty-SKU generation (or claim token) from `concord_tokens`
 //!   (`claim` draws its tokens with `nextval` in its own statement).
 //! - `codec::db(context)`: `tokio_postgres::Error` → [`StoreError`] (40001/40P01 →
@@ -276,21 +279,9 @@ impl PgStore {
             attempt += 1;
             let outcome = {
                 let mut conn = self.conn_for_write().await?;
-                let client: &mut tokio_postgres::Client = &mut conn;
-                let tx = client
-                    .build_transaction()
-                    .isolation_level(isolation)
-                    .start()
-                    .await
-                    .map_err(db(what))?;
-                match f(&tx).await {
-                    Ok(value) => tx.commit().await.map(|()| value).map_err(db(what)),
-                    Err(e) => {
-                        // Roll back explicitly so the connection goes back to the pool clean.
-                        let _ = tx.rollback().await;
-                        Err(e)
-                    }
-                }
+                let outcome = run_tx(&mut conn, isolation, what, &mut f).await;
+                discard_if_unavailable(conn, &outcome);
+                outcome
             };
             match outcome {
                 Err(StoreError::Conflict(reason)) if attempt < TX_ATTEMPTS => {
@@ -309,18 +300,54 @@ impl PgStore {
         F: for<'a> FnOnce(&'a Transaction<'a>) -> TxFuture<'a, T> + Send,
     {
         let mut conn = self.conn().await?;
-        let client: &mut tokio_postgres::Client = &mut conn;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db(what))?;
-        let out = f(&tx).await;
-        // Read only: ending it either way changes nothing.
-        let _ = tx.rollback().await;
+        let out = {
+            let client: &mut tokio_postgres::Client = &mut conn;
+            match client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(db(what))
+            {
+                Ok(tx) => {
+                    let out = f(&tx).await;
+                    // Read only: ending it either way changes nothing.
+                    let _ = tx.rollback().await;
+                    out
+                }
+                Err(e) => Err(e),
+            }
+        };
+        discard_if_unavailable(conn, &out);
         out
+    }
+}
+
+/// One transaction of `f` on `conn`: committed when it succeeds, rolled back explicitly
+/// otherwise so the connection goes back to the pool clean.
+async fn run_tx<T, F>(
+    conn: &mut deadpool_postgres::Object,
+    isolation: IsolationLevel,
+    what: &'static str,
+    f: &mut F,
+) -> Result<T>
+where
+    F: for<'a> FnMut(&'a Transaction<'a>) -> TxFuture<'a, T>,
+{
+    let client: &mut tokio_postgres::Client = conn;
+    let tx = client
+        .build_transaction()
+        .isolation_level(isolation)
+        .start()
+        .await
+        .map_err(db(what))?;
+    match f(&tx).await {
+        Ok(value) => tx.commit().await.map(|()| value).map_err(db(what)),
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
     }
 }
 
@@ -351,6 +378,28 @@ pub(crate) async fn next_token(tx: &Transaction<'_>) -> Result<i64> {
     codec::get(&row, 0)
 }
 
+/// Run one read on a pooled connection: `on_client!(self, |c| reads::cursor(c, a, b))`. A
+/// connection that failed as unavailable is discarded, never handed out again.
+macro_rules! on_client {
+    ($store:ident, |$c:ident| $call:expr) => {{
+        let conn = $store.client().await?;
+        let out = {
+            let $c: &tokio_postgres::Client = &conn;
+            $call.await
+        };
+        discard_if_unavailable(conn, &out);
+        out
+    }};
+}
+
+/// Drop a connection from the pool for good when what ran on it found the server out of reach
+/// (a killed or reset connection must not be reused before the pool notices it closed).
+fn discard_if_unavailable<T>(conn: deadpool_postgres::Object, out: &Result<T>) {
+    if matches!(out, Err(StoreError::Unavailable(_))) {
+        drop(deadpool_postgres::Object::take(conn));
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn is_exclusive(&self) -> bool {
@@ -371,15 +420,15 @@ impl Store for PgStore {
     }
 
     async fn cursor(&self, endpoint: &str, stream: &str) -> Result<Option<String>> {
-        reads::cursor(&**self.client().await?, endpoint, stream).await
+        on_client!(self, |c| reads::cursor(c, endpoint, stream))
     }
 
     async fn pending_journal(&self, limit: usize) -> Result<Vec<JournalEntry>> {
-        reads::pending_journal(&**self.client().await?, limit).await
+        on_client!(self, |c| reads::pending_journal(c, limit))
     }
 
     async fn journal_entry(&self, id: JournalId) -> Result<Option<JournalEntry>> {
-        reads::journal_entry(&**self.client().await?, id).await
+        on_client!(self, |c| reads::journal_entry(c, id))
     }
 
     async fn journal(
@@ -389,11 +438,11 @@ impl Store for PgStore {
         key: Option<&str>,
         limit: usize,
     ) -> Result<Vec<JournalEntry>> {
-        reads::journal(&**self.client().await?, endpoint, kind, key, limit).await
+        on_client!(self, |c| reads::journal(c, endpoint, kind, key, limit))
     }
 
     async fn search_journal(&self, q: crate::JournalQuery) -> Result<Vec<JournalEntry>> {
-        reads::search_journal(&**self.client().await?, &q).await
+        on_client!(self, |c| reads::search_journal(c, &q))
     }
 
     async fn set_flow_paused(&self, flow: &str, paused: bool, now: Millis) -> Result<bool> {
@@ -406,11 +455,11 @@ impl Store for PgStore {
     }
 
     async fn paused_flows(&self) -> Result<Vec<String>> {
-        reads::paused_flows(&**self.client().await?).await
+        on_client!(self, |c| reads::paused_flows(c))
     }
 
     async fn connector_state(&self, endpoint: &str) -> Result<Option<String>> {
-        reads::connector_state(&**self.client().await?, endpoint).await
+        on_client!(self, |c| reads::connector_state(c, endpoint))
     }
 
     async fn set_connector_state(&self, endpoint: &str, value: &str, now: Millis) -> Result<()> {
@@ -423,7 +472,7 @@ impl Store for PgStore {
     }
 
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
-        reads::entity(&**self.client().await?, kind, key).await
+        on_client!(self, |c| reads::entity(c, kind, key))
     }
 
     async fn xref_key(
@@ -432,11 +481,11 @@ impl Store for PgStore {
         kind: Kind,
         external_id: &str,
     ) -> Result<Option<String>> {
-        reads::xref_key(&**self.client().await?, endpoint, kind, external_id).await
+        on_client!(self, |c| reads::xref_key(c, endpoint, kind, external_id))
     }
 
     async fn xref_external(&self, endpoint: &str, kind: Kind, key: &str) -> Result<Option<String>> {
-        reads::xref_external(&**self.client().await?, endpoint, kind, key).await
+        on_client!(self, |c| reads::xref_external(c, endpoint, kind, key))
     }
 
     async fn hashes(
@@ -445,28 +494,28 @@ impl Store for PgStore {
         kind: Kind,
         key: &str,
     ) -> Result<(Option<String>, Option<String>)> {
-        reads::hashes(&**self.client().await?, dest, kind, key).await
+        on_client!(self, |c| reads::hashes(c, dest, kind, key))
     }
 
     async fn xref_keys(&self, ids: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        reads::xref_keys(&**self.client().await?, ids).await
+        on_client!(self, |c| reads::xref_keys(c, ids))
     }
 
     async fn xref_externals(&self, keys: &[(String, Kind, String)]) -> Result<Vec<Option<String>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        reads::xref_externals(&**self.client().await?, keys).await
+        on_client!(self, |c| reads::xref_externals(c, keys))
     }
 
     async fn entities(&self, keys: &[(Kind, String)]) -> Result<Vec<Option<Entity>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        reads::entities(&**self.client().await?, keys).await
+        on_client!(self, |c| reads::entities(c, keys))
     }
 
     async fn entities_of_kind(
@@ -475,7 +524,7 @@ impl Store for PgStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Entity>> {
-        reads::entities_of_kind(&**self.client().await?, kind, after, limit).await
+        on_client!(self, |c| reads::entities_of_kind(c, kind, after, limit))
     }
 
     async fn hashes_of(
@@ -485,7 +534,7 @@ impl Store for PgStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        reads::hashes_of(&**self.client().await?, keys).await
+        on_client!(self, |c| reads::hashes_of(c, keys))
     }
 
     async fn apply(&self, batch: ProcessBatch, now: Millis) -> Result<()> {
@@ -535,7 +584,7 @@ impl Store for PgStore {
     }
 
     async fn next_due(&self, dest: &str) -> Result<Option<Millis>> {
-        reads::next_due(&**self.client().await?, dest).await
+        on_client!(self, |c| reads::next_due(c, dest))
     }
 
     async fn items(
@@ -552,11 +601,11 @@ impl Store for PgStore {
     }
 
     async fn dead_letters(&self, filter: DeadLetterFilter) -> Result<Vec<DeadLetter>> {
-        reads::dead_letters(&**self.client().await?, &filter).await
+        on_client!(self, |c| reads::dead_letters(c, &filter))
     }
 
     async fn dead_letter(&self, id: DeadLetterId) -> Result<Option<DeadLetter>> {
-        reads::dead_letter(&**self.client().await?, id).await
+        on_client!(self, |c| reads::dead_letter(c, id))
     }
 
     async fn replay_dead_letters(
@@ -598,7 +647,7 @@ impl Store for PgStore {
     }
 
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>> {
-        reads::audit_log(&**self.client().await?, limit).await
+        on_client!(self, |c| reads::audit_log(c, limit))
     }
 
     async fn record_reconcile_run(&self, run: crate::NewReconcileRun) -> Result<i64> {
@@ -611,11 +660,11 @@ impl Store for PgStore {
     }
 
     async fn reconcile_runs(&self, limit: usize) -> Result<Vec<crate::StoredReconcileRun>> {
-        reconcile::list(&**self.client().await?, limit).await
+        on_client!(self, |c| reconcile::list(c, limit))
     }
 
     async fn reconcile_run(&self, id: i64) -> Result<Option<crate::StoredReconcileRun>> {
-        reconcile::one(&**self.client().await?, id).await
+        on_client!(self, |c| reconcile::one(c, id))
     }
 
     async fn stats(&self) -> Result<StoreStats> {
@@ -750,11 +799,11 @@ impl Store for PgStore {
     }
 
     async fn alert_episodes(&self, open_only: bool, limit: usize) -> Result<Vec<AlertEpisode>> {
-        alerts::episodes(&**self.client().await?, open_only, limit).await
+        on_client!(self, |c| alerts::episodes(c, open_only, limit))
     }
 
     async fn unnotified_alerts(&self, limit: usize) -> Result<Vec<AlertEpisode>> {
-        alerts::unnotified(&**self.client().await?, limit).await
+        on_client!(self, |c| alerts::unnotified(c, limit))
     }
 
     async fn prune_history(&self, before: Millis, batch: usize) -> Result<crate::Pruned> {
@@ -915,6 +964,59 @@ mod tests {
             Ok(store) => drop_schema(store, &schema).await,
             Err(_) => panic!("store still shared"),
         }
+    }
+
+    /// A pooled connection the server killed is the store unavailable at worst (never an
+    /// error that blames what was written), and the next call runs on a fresh connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_connection_is_unavailable_then_replaced() {
+        let Some((store, url, schema)) = store().await else {
+            return;
+        };
+        drop(store);
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                pool_size: 1,
+                schema: Some(schema.clone()),
+            },
+        )
+        .await
+        .expect("connect");
+        let pid: i32 = {
+            let conn = store.client().await.expect("client");
+            conn.query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .expect("pid")
+                .get(0)
+        };
+        let (killer, connection) = url
+            .parse::<tokio_postgres::Config>()
+            .expect("url")
+            .connect(NoTls)
+            .await
+            .expect("connect the killer");
+        tokio::spawn(connection);
+        let killed: bool = killer
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate")
+            .get(0);
+        assert!(killed);
+        let first = store.set_connector_state("e", "v1", 1).await;
+        assert!(
+            matches!(first, Ok(()) | Err(StoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        store
+            .set_connector_state("e", "v2", 2)
+            .await
+            .expect("a fresh connection");
+        assert_eq!(
+            store.connector_state("e").await.expect("read").as_deref(),
+            Some("v2")
+        );
+        drop_schema(store, &schema).await;
     }
 
     /// A closure failing with `Conflict` runs again on a fresh transaction: what the failed
