@@ -150,9 +150,9 @@ impl PgStore {
     /// key=value form), create the schema when asked, and apply the migrations not yet applied
     /// (once, whatever other instances start together).
     pub async fn connect(url: &str, options: PgOptions) -> Result<PgStore> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| open_err(format!("bad url: {e}")))?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(|_| {
+            open_err("not a well-formed PostgreSQL URL (not repeated here: it may hold a password)")
+        })?;
         if let Some(schema) = &options.schema {
             if !plain_identifier(schema) {
                 return Err(open_err(format!(
