@@ -115,6 +115,28 @@ else
   log "!!!!! Node.js >= 20.19 or PostgreSQL is not available: the real-Medusa tests will be SKIPPED"
 fi
 
+# --- a private PostgreSQL for the PostgreSQL store (crates/concord-store: postgres_conformance
+# and the postgres module's tests), database concord_test on 127.0.0.1:$CONCORD_STORE_PG_PORT;
+# each test works in a schema of its own. Skipped when CONCORD_TEST_POSTGRES_URL is already set
+# (a server of your own); stopped again however this script exits.
+export CONCORD_STORE_PG_DIR="${CONCORD_STORE_PG_DIR:-$PWD/target/postgres-store}"
+export CONCORD_STORE_PG_PORT="${CONCORD_STORE_PG_PORT:-55421}"
+store_pg() { PG_DIR="$CONCORD_STORE_PG_DIR" PG_PORT="$CONCORD_STORE_PG_PORT" ./scripts/postgres/"$1".sh "${@:2}"; }
+trap './scripts/tryton/stop.sh || true; ./scripts/vendure/stop.sh || true; ./scripts/medusa/stop.sh || true; [ -n "${store_pg_started:-}" ] && store_pg stop || true' EXIT
+if [ -n "${CONCORD_TEST_POSTGRES_URL:-}" ]; then
+  log "PostgreSQL store tests use the server of CONCORD_TEST_POSTGRES_URL"
+elif ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v pg_config >/dev/null 2>&1; then
+  log "PostgreSQL for the store tests ($CONCORD_STORE_PG_DIR, port $CONCORD_STORE_PG_PORT)"
+  store_pg start --createdb concord_test
+  store_pg_started=1
+  export CONCORD_TEST_POSTGRES_URL="postgres://postgres@127.0.0.1:$CONCORD_STORE_PG_PORT/concord_test"
+elif [ -n "${CI:-}" ] && [ "${CI}" != "false" ] && [ "${CI}" != "0" ]; then
+  log "PostgreSQL is not available; CI is set, so this fails instead of skipping the PostgreSQL store tests"
+  exit 1
+else
+  log "!!!!! PostgreSQL is not available: the PostgreSQL store tests will be SKIPPED"
+fi
+
 # --- tests -------------------------------------------------------------------------------------
 log "building"
 cargo build --workspace --all-targets --quiet

@@ -93,6 +93,14 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Open the store named by the config (its files private to the owner: `SqliteStore::open`).
 pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    // The PostgreSQL store (`[store] url`) is validated but not run by this binary yet: refuse
+    // rather than quietly opening the SQLite file instead.
+    if config.store.url.is_some() {
+        anyhow::bail!(
+            "[store] url: this build of concord does not run on PostgreSQL yet; \
+             remove `url` to use the SQLite file (`path`)"
+        );
+    }
     if let Some(dir) = config.store.path.parent() {
         if !dir.as_os_str().is_empty() {
             create_private_dir(dir)
@@ -316,5 +324,26 @@ mod tests {
         let nested = dir.path().join("state/deeper");
         super::create_private_dir(&nested).expect("mkdir");
         assert_eq!(mode(&nested), 0o700);
+    }
+
+    /// A config naming a PostgreSQL store is refused by this build (never quietly served from
+    /// the SQLite file), and no SQLite file is created.
+    #[test]
+    fn a_postgres_store_url_is_refused_not_replaced_by_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("concord.toml");
+        let text = "[store]\nurl = \"postgres://concord@127.0.0.1:5432/concord\"\n\
+            [endpoints.erp]\nconnector = \"sandbox-erp\"\nurl = \"http://127.0.0.1:7001\"\n\
+            [endpoints.web]\nconnector = \"sandbox-shop\"\nurl = \"http://127.0.0.1:7002\"\n\
+            [[flows]]\nname = \"stock\"\nkind = \"stock\"\npattern = \"broadcast\"\n\
+            mode = \"realtime\"\nfrom = [\"erp\"]\nto = [\"web\"]\n";
+        let config = concord_engine::config::Config::from_toml_str_with_env(text, &file, |_| None)
+            .expect("a valid config");
+        let err = super::open_store(&config)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("PostgreSQL"), "{err}");
+        assert!(!config.store.path.exists(), "no SQLite file was opened");
     }
 }

@@ -1,6 +1,6 @@
 //! The store: Concord's only durable state, behind one [`Store`] trait.
 //!
-//! Every implementation (SQLite now, PostgreSQL later) must pass the same [`conformance`] suite.
+//! Every implementation (SQLite, PostgreSQL) must pass the same [`conformance`] suite.
 //! Methods are *transactional units* of the sync path, not generic SQL: each one commits
 //! atomically or not at all, so the engine can promise "a webhook is acknowledged only after its
 //! event is stored" and "a cursor never moves past a change that was not stored".
@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod alerts;
 pub mod audit;
+pub(crate) mod codec;
 pub mod conformance;
 pub mod dead_letters;
 pub mod entities;
@@ -30,6 +31,7 @@ pub mod journal;
 pub(crate) mod ledger;
 pub mod orders;
 pub mod outbox;
+pub mod postgres;
 pub mod reconcile;
 pub mod sqlite;
 pub(crate) mod sync;
@@ -58,6 +60,7 @@ pub use orders::{
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
 pub use outbox::{Claimed, EditFallback, ItemState, NewItem, OutboxItem, Settlement};
+pub use postgres::{PgOptions, PgStore};
 pub use reconcile::{NewReconcileRun, StoredReconcileRun};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -91,6 +94,17 @@ pub enum StoreError {
     /// ([`admission::fail_fast`]): nothing was written; try again shortly.
     #[error("the store is busy: its write queue is full; nothing was written, try again shortly")]
     Busy,
+    /// The database aborted the transaction because of a concurrent one (PostgreSQL: a
+    /// serialization failure or a deadlock) and it still failed after the store's bounded
+    /// retries: nothing was written; try again.
+    #[error("concurrent transactions conflicted; nothing was written, try again: {0}")]
+    Conflict(String),
+    /// The database server could not be reached, or the connection was lost (PostgreSQL:
+    /// refused, reset, shut down, SQLSTATE class 08): a failure of the store as a whole, not of
+    /// what was being written. Nothing was written, or the transaction's outcome is what the
+    /// server decided; try again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

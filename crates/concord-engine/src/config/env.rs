@@ -57,8 +57,9 @@ fn walk(
 
 /// Field paths of secrets written in the file as literals instead of `${ENV}` references: an
 /// endpoint's `webhook_secret`, an option under a secret-looking name at any depth of
-/// `endpoints.NAME.options` (`password`, `api_key`, …), `[alerts] webhook_secret`, and a `url` /
-/// `webhook_url` carrying credentials (user info or a query string). Called on the document
+/// `endpoints.NAME.options` (`password`, `api_key`, …), `[alerts] webhook_secret`, a `url` /
+/// `webhook_url` carrying credentials (user info or a query string), and a `[store] url` with a
+/// password. Called on the document
 /// before [`resolve`]; a value containing at least one reference counts as referenced.
 pub(crate) fn literal_secrets(doc: &toml::Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -90,6 +91,17 @@ pub(crate) fn literal_secrets(doc: &toml::Value) -> Vec<String> {
                     &mut out,
                 );
             }
+        }
+    }
+    // A PostgreSQL store URL with its password written in: `postgres://user:pw@host/db`.
+    if let Some(url) = doc.get("store").and_then(|s| s.get("url")) {
+        if literal(url)
+            && url
+                .as_str()
+                .and_then(|u| reqwest::Url::parse(u).ok())
+                .is_some_and(|u| u.password().is_some())
+        {
+            out.push("store.url".to_string());
         }
     }
     if let Some(alerts) = doc.get("alerts") {

@@ -136,8 +136,12 @@ pub struct ChannelPolicy {
 /// `[store]`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// Database file, already resolved against the config file's directory.
+    /// Database file, already resolved against the config file's directory (SQLite; unused
+    /// when `url` is set).
     pub path: PathBuf,
+    /// `[store] url`: the PostgreSQL database to use instead of the SQLite file (with `${ENV}`
+    /// references resolved; it may hold a password, so it never prints).
+    pub url: Option<crate::secret::Secret>,
     /// How long the history tables that grow with traffic (delivery attempts, resolved alert
     /// episodes) are kept; the engine prunes older rows every hour.
     pub retention: std::time::Duration,

@@ -381,3 +381,60 @@ fn debug_of_the_config_prints_no_secret() {
         assert!(shown.contains("erp.example.com"), "{shown}");
     }
 }
+
+/// `[store] url`: a PostgreSQL store instead of the SQLite file. Alone (SQLite's settings
+/// exclude it), well formed, its `${ENV}` password resolved and never printed; a literal
+/// password is warned about.
+#[test]
+fn store_url_selects_postgres_alone_and_never_prints_its_password() {
+    let env = |name: &str| (name == "PG_PW").then(|| "hunter2".to_string());
+    let load = |store: &str| {
+        Config::from_toml_str_with_env(
+            &format!("[store]\n{store}\n{ENDPOINTS}[[flows]]\nname = \"f\"\nkind = \"stock\"\npattern = \"broadcast\"\nmode = \"realtime\"\nfrom = [\"erp\"]\nto = [\"web1\"]\n"),
+            Path::new("/etc/concord/concord.toml"),
+            env,
+        )
+    };
+    let c = load("url = \"postgres://concord:${PG_PW}@db.internal:5432/concord\"").unwrap();
+    let url = c.store.url.as_ref().expect("a PostgreSQL store");
+    assert_eq!(
+        url.expose(),
+        "postgres://concord:hunter2@db.internal:5432/concord"
+    );
+    assert!(!format!("{:?}", c.store).contains("hunter2"));
+    assert!(c.literal_secrets.is_empty(), "{:?}", c.literal_secrets);
+    assert_eq!(load("").unwrap().store.url, None, "SQLite by default");
+
+    for other in [
+        "path = \"hub.sqlite\"",
+        "synchronous = \"normal\"",
+        "write_queue = 10",
+    ] {
+        let field = other.split(' ').next().unwrap_or_default();
+        assert_err(
+            load(&format!("url = \"postgres://h/db\"\n{other}")),
+            "store.url",
+            &format!("`{field}`"),
+        );
+    }
+    for bad in [
+        "mysql://u:${PG_PW}@h/db",
+        "postgres://u:${PG_PW}@h:port/db",
+        "",
+    ] {
+        match load(&format!("url = \"{bad}\"")) {
+            Ok(_) => panic!("{bad} was accepted"),
+            Err(e) => {
+                assert_eq!(e.path, "store.url", "{e}");
+                assert!(!e.to_string().contains("hunter2"), "{e}");
+            }
+        }
+    }
+    let c = load("url = \"postgres://concord:literal-pw@db/concord\"").unwrap();
+    assert_eq!(c.literal_secrets, ["store.url"]);
+    let c = load("url = \"postgres://concord@127.0.0.1/concord\"").unwrap();
+    assert!(
+        c.literal_secrets.is_empty(),
+        "no password, nothing to warn about"
+    );
+}

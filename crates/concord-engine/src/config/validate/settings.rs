@@ -1,5 +1,5 @@
 //! `[store]`, `[server]` and `[engine]`: the hub's own settings — the store's file and
-//! durability, the server's address and limits, the engine's batch sizes, timers and jq budget.
+//! durability or its PostgreSQL URL, the server's address and limits, the engine's batch sizes, timers and jq budget.
 //! Part of [`validate`](super::validate): no I/O (a relative store path is only joined to the
 //! config file's folder, never opened), and it must never look at endpoints or flows.
 
@@ -15,8 +15,10 @@ const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// `[store]`; a relative path is relative to the config file's folder.
 pub(super) fn store(raw: &RawStore, file: &Path) -> Result<StoreConfig> {
+    let url = store_url(raw)?;
     Ok(StoreConfig {
         path: store_path(raw.path.as_deref(), file)?,
+        url,
         retention: duration(
             "store.retention",
             raw.retention.as_deref(),
@@ -30,6 +32,43 @@ pub(super) fn store(raw: &RawStore, file: &Path) -> Result<StoreConfig> {
             concord_store::SqliteOptions::DEFAULT_WRITE_QUEUE,
         )?,
     })
+}
+
+/// `[store] url`: a PostgreSQL URL, alone (SQLite's `path`, `synchronous` and `write_queue`
+/// exclude it). Messages never repeat the value: it may hold a password.
+fn store_url(raw: &RawStore) -> Result<Option<crate::secret::Secret>> {
+    let Some(url) = raw.url.as_deref() else {
+        return Ok(None);
+    };
+    for (set, field) in [
+        (raw.path.is_some(), "path"),
+        (raw.synchronous.is_some(), "synchronous"),
+        (raw.write_queue.is_some(), "write_queue"),
+    ] {
+        if set {
+            return Err(Issue::new(
+                "store.url",
+                format!(
+                    "`url` (a PostgreSQL store) and `{field}` (a setting of the SQLite store) \
+                     exclude each other: keep one"
+                ),
+            ));
+        }
+    }
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(Issue::new("store.url", "must not be empty"));
+    }
+    if let Err(reason) = concord_store::PgStore::check_url(url) {
+        return Err(Issue::new(
+            "store.url",
+            format!(
+                "expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE: {reason} \
+                 (the value is not repeated here: it may hold a password)"
+            ),
+        ));
+    }
+    Ok(Some(crate::secret::Secret::new(url)))
 }
 
 fn store_path(raw: Option<&str>, file: &Path) -> Result<PathBuf> {

@@ -116,7 +116,11 @@ impl StepError {
             StepError::Engine(
                 EngineError::ShuttingDown
                     | EngineError::Store(
-                        StoreError::Closed | StoreError::Busy | StoreError::Open { .. }
+                        StoreError::Closed
+                            | StoreError::Busy
+                            | StoreError::Open { .. }
+                            | StoreError::Conflict(_)
+                            | StoreError::Unavailable(_)
                     )
             )
         )
