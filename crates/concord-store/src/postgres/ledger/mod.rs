@@ -89,7 +89,6 @@ pub(crate) async fn rehold_order(
 }
 
 /// Ledger positions of these SKUs (every location), sorted by SKU then location.
-#[allow(dead_code)]
 pub(crate) async fn reads_levels<C: GenericClient + Sync>(
     client: &C,
     skus: &[String],
@@ -123,7 +122,7 @@ impl PgStore {
         if skus.is_empty() {
             return Ok(Vec::new());
         }
-        load::levels(&**self.client().await?, skus).await
+        reads_levels(&**self.client().await?, skus).await
     }
 
     pub(crate) async fn ledger_reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome> {
