@@ -377,3 +377,98 @@ async fn cancels_and_expiry_racing_on_two_handles_release_each_line_once() {
     assert_eq!(held, [0, 0], "every line released exactly once");
     assert_ledger_consistent(&a, &["H1", "H2"]).await;
 }
+
+/// A reservation committed to an order on one handle while the other settles that order's
+/// delivery to the ERP: whichever commits first, the reservation ends up with the order's
+/// acceptance (taken over at the commit, or stamped by the settlement) — never lost between
+/// the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_racing_the_orders_acceptance_on_another_handle_is_accepted() {
+    use concord_store::{NewItem, ProcessBatch, Settlement};
+    let Some((a, b, _guard)) = two_handles().await else {
+        return;
+    };
+    a.update_levels(vec![figure("H1", "WH1", 100)], 60_000, 1_000)
+        .await
+        .expect("figures");
+    const ORDERS: usize = 24;
+    let mut ids = Vec::new();
+    let mut items = Vec::new();
+    for n in 0..ORDERS {
+        match a
+            .reserve(request(&format!("k{n}"), &["H1"], 61_000))
+            .await
+            .expect("reserve")
+        {
+            ReserveOutcome::Reserved(r) => ids.push(r.id),
+            other => panic!("expected Reserved, got {other:?}"),
+        }
+        items.push(NewItem {
+            dest: "erp".into(),
+            kind: concord_core::Kind::Order,
+            key: format!("web/{n}"),
+            op: "create".into(),
+            payload: serde_json::json!({ "n": n }),
+            hash: format!("h{n}"),
+            flow: "orders".into(),
+            journal_id: None,
+            captured_at: 1_000,
+            coalesce: false,
+            not_before: 0,
+            waiting_on: Vec::new(),
+        });
+    }
+    b.apply(
+        ProcessBatch {
+            items,
+            ..ProcessBatch::default()
+        },
+        1_000,
+    )
+    .await
+    .expect("enqueue");
+    let claimed = b.claim("erp", 100, 1_000, 60_000).await.expect("claim");
+    assert_eq!(claimed.len(), ORDERS);
+    let mut tasks = Vec::new();
+    for c in claimed {
+        let n: usize = c
+            .item
+            .key
+            .strip_prefix("web/")
+            .and_then(|n| n.parse().ok())
+            .expect("order key");
+        let (a, b, id) = (Arc::clone(&a), Arc::clone(&b), ids[n].clone());
+        let order = c.item.key.clone();
+        tasks.push(tokio::spawn(async move {
+            a.commit_reservation(&id, &order, 1_500)
+                .await
+                .expect("commit")
+                .expect("held");
+        }));
+        tasks.push(tokio::spawn(async move {
+            let settled = b
+                .settle(vec![Settlement::Delivered {
+                    id: c.item.id,
+                    token: c.token,
+                    external_id: None,
+                    version: Some("42".into()),
+                    at: 2_000,
+                }])
+                .await
+                .expect("settle");
+            assert_eq!(settled, 1);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task panicked");
+    }
+    for id in &ids {
+        let r = b.reservation(id).await.expect("read").expect("exists");
+        assert_eq!(r.state, ReservationState::Committed, "{id}");
+        assert_eq!(
+            (r.accepted_at, r.accepted_version.as_deref()),
+            (Some(2_000), Some("42")),
+            "{id}: the acceptance must not be lost between the two handles"
+        );
+    }
+}
