@@ -1,6 +1,7 @@
 //! Retention on PostgreSQL (`Store::prune_history`): old delivery attempts, resolved and
-//! notified alert episodes, the audit trail, delivered (`done`) outbox items and finished
-//! journal entries nothing refers to — at most `batch` rows of each per call.
+//! notified alert episodes, the audit trail, delivered (`done`) outbox items, finished
+//! journal entries nothing refers to and finished reconciliation runs — at most `batch` rows of
+//! each per call.
 //!
 //! Must never delete anything still owed, live or referred to (see `sqlite/retention.rs`, whose
 //! rules this mirrors statement by statement): outbox items go before journal entries in the
@@ -37,15 +38,20 @@ const PRUNE_JOURNAL: &str = "DELETE FROM journal WHERE id IN
                           WHERE d.journal_id = j.id AND d.state = 'open')
        ORDER BY j.received_at LIMIT $2)";
 
+/// Reconciliation runs finished before $1, oldest first, at most $2. Nothing refers to a run.
+const PRUNE_RECONCILE_RUNS: &str = "DELETE FROM reconcile_runs WHERE id IN
+     (SELECT id FROM reconcile_runs WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)";
+
 pub(crate) async fn prune(tx: &Transaction<'_>, before: Millis, batch: usize) -> Result<Pruned> {
     let batch = i64::try_from(batch).unwrap_or(i64::MAX);
-    let mut counts = [0u64; 5];
+    let mut counts = [0u64; 6];
     for (i, (sql, what)) in [
         (PRUNE_ATTEMPTS, "prune old delivery attempts"),
         (PRUNE_EPISODES, "prune resolved alert episodes"),
         (PRUNE_AUDIT, "prune old audit events"),
         (PRUNE_OUTBOX, "prune delivered outbox items"),
         (PRUNE_JOURNAL, "prune processed journal entries"),
+        (PRUNE_RECONCILE_RUNS, "prune old reconciliation runs"),
     ]
     .into_iter()
     .enumerate()
@@ -55,12 +61,13 @@ pub(crate) async fn prune(tx: &Transaction<'_>, before: Millis, batch: usize) ->
             .await
             .map_err(db(what))?;
     }
-    let [delivery_attempts, alert_episodes, audit, outbox_items, journal] = counts;
+    let [delivery_attempts, alert_episodes, audit, outbox_items, journal, reconcile_runs] = counts;
     Ok(Pruned {
         delivery_attempts,
         alert_episodes,
         audit,
         outbox_items,
         journal,
+        reconcile_runs,
     })
 }

@@ -366,6 +366,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     -- concurrently: the claim query keeps it, this index enforces it.
     CREATE UNIQUE INDEX outbox_one_inflight ON outbox (dest, kind, key) WHERE state = 'inflight';
     "#,
+    // 13: reconciliation runs are pruned by age (SQLite's migration 12).
+    r#"
+    CREATE INDEX reconcile_runs_finished ON reconcile_runs (finished_at);
+    "#,
 ];
 
 /// The advisory lock key of the migrations: one per schema, so that test schemas side by side
