@@ -8,74 +8,14 @@
 //! (`concord_testkit::real::missing`).
 
 use concord_store::conformance::Fixture;
-use concord_store::{Capture, IngestOutcome, PgOptions, PgStore, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
+use concord_store::{Capture, IngestOutcome, Store};
 use std::sync::Arc;
 
-const URL_VAR: &str = "CONCORD_TEST_POSTGRES_URL";
+mod support;
+use support::pg::{fresh_schema as schema_named, raw_client, store_in, url, SchemaGuard};
 
-fn url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            concord_testkit::real::missing(&format!(
-                "\n!!!!! SKIPPED a PostgreSQL store test: {URL_VAR} is not set \
-                 (scripts/test.sh sets it; or start scripts/postgres/start.sh)\n"
-            ));
-            None
-        }
-    }
-}
-
-/// A schema name no other check (of this run or a concurrent one) uses.
 fn fresh_schema() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "concord_test_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    )
-}
-
-/// A plain connection into `schema` (for what a check does behind the store's back).
-async fn raw_client(url: &str, schema: &str) -> tokio_postgres::Client {
-    let mut config: tokio_postgres::Config = url.parse().expect("postgres url");
-    config.options(format!("-c search_path={schema}"));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .expect("connect to postgres");
-    tokio::spawn(connection);
-    client
-}
-
-/// Drops its schema when the check is over (on a thread of its own: `Drop` cannot await).
-struct SchemaGuard {
-    url: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let client = raw_client(&url, "public").await;
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
+    schema_named("concord_test")
 }
 
 /// Makes journaling a capture with this external id fail, by a trigger in the check's schema.
@@ -94,18 +34,6 @@ async fn poison(url: &str, schema: &str, external_id: &str) {
         ))
         .await
         .expect("install the fault trigger");
-}
-
-async fn store_in(url: &str, schema: &str) -> PgStore {
-    PgStore::connect(
-        url,
-        PgOptions {
-            pool_size: 4,
-            schema: Some(schema.to_owned()),
-        },
-    )
-    .await
-    .expect("connect the PostgreSQL store")
 }
 
 async fn postgres_fixture() -> Option<Fixture> {

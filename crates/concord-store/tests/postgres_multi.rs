@@ -10,89 +10,24 @@
 
 use concord_core::inventory::Line;
 use concord_store::{
-    Feed, LevelUpdate, PgOptions, PgStore, ReservationState, ReserveOutcome, ReserveRequest, Store,
+    Feed, LevelUpdate, PgStore, ReservationState, ReserveOutcome, ReserveRequest, Store,
 };
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-const URL_VAR: &str = "CONCORD_TEST_POSTGRES_URL";
-
-fn url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            concord_testkit::real::missing(&format!(
-                "\n!!!!! SKIPPED a PostgreSQL store test: {URL_VAR} is not set \
-                 (scripts/test.sh sets it; or start scripts/postgres/start.sh)\n"
-            ));
-            None
-        }
-    }
-}
-
-fn fresh_schema() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "concord_multi_{}_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed),
-        fastrand::u32(..)
-    )
-}
-
-/// Drops its schema when the test is over (on a thread of its own: `Drop` cannot await).
-struct SchemaGuard {
-    url: String,
-    schema: String,
-}
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        let (url, schema) = (self.url.clone(), self.schema.clone());
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (client, connection) = url
-                    .parse::<tokio_postgres::Config>()
-                    .expect("postgres url")
-                    .connect(tokio_postgres::NoTls)
-                    .await?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-        }
-    }
-}
+mod support;
+use support::pg::{fresh_schema, store_in, url, SchemaGuard};
 
 /// Two handles (two pools, as two instances have) on one fresh schema.
 async fn two_handles() -> Option<(Arc<PgStore>, Arc<PgStore>, SchemaGuard)> {
     let url = url()?;
-    let schema = fresh_schema();
+    let schema = fresh_schema("concord_multi");
     let guard = SchemaGuard {
         url: url.clone(),
         schema: schema.clone(),
     };
-    let open = || {
-        PgStore::connect(
-            &url,
-            PgOptions {
-                pool_size: 4,
-                schema: Some(schema.clone()),
-            },
-        )
-    };
-    let a = Arc::new(open().await.expect("connect handle a"));
-    let b = Arc::new(open().await.expect("connect handle b"));
+    let a = Arc::new(store_in(&url, &schema).await);
+    let b = Arc::new(store_in(&url, &schema).await);
     concord_testkit::real::ran("postgres_multi");
     Some((a, b, guard))
 }

@@ -1,0 +1,3 @@
+//! Shared by the store's integration tests.
+
+pub mod pg;
