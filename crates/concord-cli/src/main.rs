@@ -10,6 +10,7 @@ mod orders;
 mod reconcile;
 mod sandbox;
 mod showcase;
+mod store_copy;
 mod token;
 mod try_endpoint;
 mod wiring;
@@ -95,6 +96,12 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Act on a store as a whole: `store copy --from PATH.sqlite --to postgres://…` moves a
+    /// stopped hub's SQLite store into a fresh PostgreSQL database, verified.
+    Store {
+        #[command(subcommand)]
+        action: store_copy::StoreAction,
+    },
     /// Show what is queued, parked, dead-lettered and how far each feed has got.
     Status {
         #[arg(short, long, env = "CONCORD_CONFIG")]
@@ -165,6 +172,7 @@ fn main() -> ExitCode {
             Command::Backfill(args) => backfill::run(args).await,
             Command::Reconcile(args) => reconcile::run(args).await,
             Command::Token { action } => token::run(action),
+            Command::Store { action } => store_copy::run(action).await,
             Command::Try(args) => try_endpoint::run(args).await,
             Command::Config {
                 action: ConfigAction::Schema,

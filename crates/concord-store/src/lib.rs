@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod audit;
 pub(crate) mod codec;
 pub mod conformance;
+pub mod copy;
 pub mod dead_letters;
 pub mod entities;
 pub mod inventory;

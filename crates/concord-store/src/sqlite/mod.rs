@@ -29,7 +29,7 @@ mod outbox;
 mod reads;
 mod reconcile;
 mod retention;
-mod schema;
+pub(crate) mod schema;
 mod writer;
 mod writes;
 
