@@ -16,6 +16,9 @@
 //! Case `reconcile`: drift on a 50,000-SKU catalogue, 1 % drifted: time to a full report,
 //! listing calls, heal time (see [`reconcile`]).
 //!
+//! Case `store`: the store alone, SQLite against PostgreSQL with 1 and N handles: concurrent
+//! reservations on hot SKUs (oversell checked) and ingests (see [`store`]).
+//!
 //! With no arguments every case runs with its defaults.
 
 mod harness;
@@ -24,6 +27,7 @@ mod pipeline;
 mod prices;
 mod reconcile;
 mod reservations;
+mod store;
 
 use clap::{Parser, Subcommand};
 use pipeline::PipelineArgs;
@@ -50,6 +54,8 @@ enum Case {
     HttpJob(http_job::HttpJobArgs),
     /// Drift reconciliation: 50,000 SKUs on the sandbox, 1 % drifted; report and heal times.
     Reconcile(reconcile::ReconcileArgs),
+    /// The store alone: SQLite vs PostgreSQL (1 and N handles), reservations and ingests.
+    Store(store::StoreArgs),
 }
 
 #[tokio::main]
@@ -61,12 +67,14 @@ async fn main() -> anyhow::Result<()> {
         Some(Case::Prices(a)) => prices::run(&a).await,
         Some(Case::HttpJob(a)) => http_job::run(&a).await,
         Some(Case::Reconcile(a)) => reconcile::run(&a).await,
+        Some(Case::Store(a)) => store::run(&a).await,
         None => {
             pipeline::run(PipelineArgs::default()).await?;
             reservations::run(&reservations::ReservationsArgs::default()).await?;
             prices::run(&prices::PricesArgs::default()).await?;
             http_job::run(&http_job::HttpJobArgs::default()).await?;
-            reconcile::run(&reconcile::ReconcileArgs::default()).await
+            reconcile::run(&reconcile::ReconcileArgs::default()).await?;
+            store::run(&store::StoreArgs::default()).await
         }
     }
 }
