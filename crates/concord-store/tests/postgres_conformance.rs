@@ -349,3 +349,88 @@ async fn concurrent_dispatchers_on_two_handles_keep_per_key_order() {
     assert_eq!(stats.queues[0].done, total as u64);
     assert_eq!(stats.queues[0].pending + stats.queues[0].inflight, 0);
 }
+
+/// An item parked on a customer by one instance while another records that customer's xref:
+/// whichever commits first, the item never stays parked with its dependency satisfied (the
+/// dependency lock of `postgres/enqueue.rs`). Without that lock this race leaves orders parked
+/// for good after a restart under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_item_parked_while_its_xref_arrives_on_another_instance_is_never_left_parked() {
+    use concord_core::Kind;
+    use concord_store::{ItemState, NewItem, ProcessBatch, Xref};
+    let Some(url) = url() else { return };
+    let schema = fresh_schema();
+    let _guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let a = Arc::new(store_in(&url, &schema).await);
+    let b = Arc::new(store_in(&url, &schema).await);
+    const ROUNDS: usize = 60;
+    for round in 0..ROUNDS {
+        let customer = format!("c{round}@example.com");
+        let order = NewItem {
+            dest: "erp".into(),
+            kind: Kind::Order,
+            key: format!("o{round}"),
+            op: "upsert".into(),
+            payload: serde_json::json!({"customer": customer}),
+            hash: format!("h{round}"),
+            flow: "orders".into(),
+            journal_id: None,
+            captured_at: 1,
+            waiting_on: vec![(Kind::Customer, customer.clone())],
+            coalesce: false,
+            not_before: 0,
+        };
+        let park = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.apply(
+                    ProcessBatch {
+                        items: vec![order],
+                        ..ProcessBatch::default()
+                    },
+                    10,
+                )
+                .await
+            })
+        };
+        let known = {
+            let b = b.clone();
+            let customer = customer.clone();
+            tokio::spawn(async move {
+                b.apply(
+                    ProcessBatch {
+                        xrefs: vec![Xref {
+                            endpoint: "erp".into(),
+                            kind: Kind::Customer,
+                            external_id: format!("party-{customer}"),
+                            key: customer,
+                        }],
+                        ..ProcessBatch::default()
+                    },
+                    10,
+                )
+                .await
+            })
+        };
+        park.await.expect("join").expect("apply the order");
+        known.await.expect("join").expect("apply the xref");
+    }
+    let parked = a
+        .items(Some("erp"), ItemState::Parked, 1_000)
+        .await
+        .expect("parked items");
+    assert!(
+        parked.is_empty(),
+        "{} of {ROUNDS} orders stayed parked although their customer's xref exists: {:?}",
+        parked.len(),
+        parked.iter().map(|i| &i.key).collect::<Vec<_>>()
+    );
+    let pending = a
+        .items(Some("erp"), ItemState::Pending, 1_000)
+        .await
+        .expect("pending items");
+    assert_eq!(pending.len(), ROUNDS, "every order deliverable");
+}

@@ -120,6 +120,9 @@ async fn write_entity(tx: &Transaction<'_>, e: &EntityWrite) -> Result<()> {
 /// the key at that endpoint. Returns whether it was inserted.
 pub(crate) async fn insert_xref(tx: &Transaction<'_>, x: &Xref, now: Millis) -> Result<bool> {
     let kind = x.kind.as_str();
+    // Before the insert: an item being parked on this key by a concurrent transaction is then
+    // either seen (and un-parked below) or sees this xref (`enqueue::lock_dependency`).
+    super::enqueue::lock_dependency(tx, &x.endpoint, x.kind, &x.key).await?;
     // `ON CONFLICT DO NOTHING` without a target covers both unique constraints (either side
     // already mapped), as SQLite's `INSERT OR IGNORE` does.
     let inserted = tx

@@ -45,12 +45,40 @@ pub(crate) async fn lock_key(
     Ok(())
 }
 
+/// Take the transaction-scoped lock of one dependency (`kind`, `key` at `endpoint`): held by
+/// whoever decides to park an item on it ([`enqueue`]) and by whoever records its xref and
+/// un-parks its waiters (`apply::insert_xref`), so under READ COMMITTED one of them always sees
+/// the other's committed rows — the xref, or the parked item and its `outbox_deps` row.
+pub(crate) async fn lock_dependency(
+    tx: &Transaction<'_>,
+    endpoint: &str,
+    kind: Kind,
+    key: &str,
+) -> Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('dep' || chr(31) || $1 || chr(31) || $2 || chr(31) || $3, 0))",
+        &[&endpoint, &kind.as_str(), &key],
+    )
+    .await
+    .map_err(db("lock a dependency"))?;
+    Ok(())
+}
+
 /// Enqueue one item and set its planned hash. Returns the item's id (the existing one when
 /// coalesced).
 pub(crate) async fn enqueue(tx: &Transaction<'_>, item: &NewItem, now: Millis) -> Result<ItemId> {
     let kind = item.kind.as_str();
+    let deps = decide::dependencies(item);
+    let mut lock_order = deps.clone();
+    lock_order.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    // Park-or-not and the xref's arrival are serialized per dependency (see
+    // `lock_dependency`): without it, an xref committed by another instance between this
+    // check and this commit would un-park nothing and leave the item parked for good.
+    for (k, key) in &lock_order {
+        lock_dependency(tx, &item.dest, *k, key).await?;
+    }
     let mut remaining: Vec<(Kind, &str)> = Vec::new();
-    for (k, key) in decide::dependencies(item) {
+    for (k, key) in deps {
         if !xref_known(tx, &item.dest, k, key).await? {
             remaining.push((k, key));
         }
