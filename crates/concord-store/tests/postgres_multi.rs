@@ -88,6 +88,7 @@ async fn two_handles() -> Option<(Arc<PgStore>, Arc<PgStore>, SchemaGuard)> {
             PgOptions {
                 pool_size: 4,
                 schema: Some(schema.clone()),
+                ..PgOptions::default()
             },
         )
     };
