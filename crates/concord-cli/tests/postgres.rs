@@ -443,12 +443,28 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
     assert_eq!(ats(&client, port, "web1", HOT).await, Some(0), "sold out");
 
     // Those orders reach the ERP, once each, and the ERP commits exactly the stock.
-    wait_until("the hot orders are in the ERP", DEADLINE, async || {
+    let hot_in = concord_testkit::try_wait_until(DEADLINE, async || {
         hub.assert_alive();
         let (orders, _) = erp_counts(&erp);
         sold.iter().all(|k| orders.contains_key(k))
     })
     .await;
+    if !hot_in {
+        let (orders, _) = erp_counts(&erp);
+        let status = tokio::process::Command::from(concord(&store_url))
+            .args(["status", "-c"])
+            .arg(&config)
+            .output()
+            .await
+            .expect("run `concord status`");
+        panic!(
+            "the hot orders are not all in the ERP: sold {sold:?}, ERP has {:?}\nstatus:\n{}{}\nhub output:\n{}",
+            orders.keys().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
     wait_until(
         "the ERP has committed the hot SKU's stock",
         DEADLINE,
@@ -531,16 +547,29 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
     // The dead instance's lock went with its connection: a restart is not refused.
     hub = Hub::spawn(&config, &store_url, log.clone());
     wait_healthy(&client, port, &mut hub).await;
-    wait_until(
-        "the restarted hub has delivered every order",
-        DEADLINE,
-        async || {
-            hub.assert_alive();
-            let (orders, _) = erp_counts(&erp);
-            placed.iter().all(|k| orders.contains_key(k))
-        },
-    )
+    let delivered = concord_testkit::try_wait_until(DEADLINE, async || {
+        hub.assert_alive();
+        let (orders, _) = erp_counts(&erp);
+        placed.iter().all(|k| orders.contains_key(k))
+    })
     .await;
+    if !delivered {
+        let (orders, _) = erp_counts(&erp);
+        let missing: Vec<&String> = placed.iter().filter(|k| !orders.contains_key(*k)).collect();
+        let status = tokio::process::Command::from(concord(&store_url))
+            .args(["status", "-c"])
+            .arg(&config)
+            .output()
+            .await
+            .expect("run `concord status`");
+        panic!(
+            "the restarted hub did not deliver {} of {} orders: {missing:?}\nstatus:\n{}\nhub output:\n{}",
+            missing.len(),
+            placed.len(),
+            String::from_utf8_lossy(&status.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
 
     // Exactly once each: in the ERP's orders and in what the ERP was asked to create.
     let (orders, posts) = erp_counts(&erp);
