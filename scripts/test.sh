@@ -115,9 +115,11 @@ else
   log "!!!!! Node.js >= 20.19 or PostgreSQL is not available: the real-Medusa tests will be SKIPPED"
 fi
 
-# --- a private PostgreSQL for the PostgreSQL store (crates/concord-store: postgres_conformance
-# and the postgres module's tests), database concord_test on 127.0.0.1:$CONCORD_STORE_PG_PORT;
-# each test works in a schema of its own. Skipped when CONCORD_TEST_POSTGRES_URL is already set
+# --- a private PostgreSQL for the PostgreSQL store (crates/concord-store: postgres_conformance,
+# postgres_multi and the postgres module's tests, database concord_test on
+# 127.0.0.1:$CONCORD_STORE_PG_PORT, each test in a schema of its own; postgres_instance and
+# crates/concord-cli/tests/postgres.rs create and drop databases of their own, so the URL's user
+# must be allowed to create databases). Skipped when CONCORD_TEST_POSTGRES_URL is already set
 # (a server of your own); stopped again however this script exits.
 export CONCORD_STORE_PG_DIR="${CONCORD_STORE_PG_DIR:-$PWD/target/postgres-store}"
 export CONCORD_STORE_PG_PORT="${CONCORD_STORE_PG_PORT:-55421}"

@@ -74,7 +74,7 @@ async fn select_ids(
 }
 
 pub async fn dlq(config: &Path, action: DlqAction) -> anyhow::Result<ExitCode> {
-    let engine = wiring::engine(config)?;
+    let engine = wiring::engine(config).await?;
     match action {
         DlqAction::List {
             endpoint,
@@ -136,7 +136,7 @@ pub async fn dlq(config: &Path, action: DlqAction) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn status(config: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
-    let engine = wiring::engine(config)?;
+    let engine = wiring::engine(config).await?;
     let store = engine.store();
     let stats = store.stats().await?;
     let parked = engine.parked(50).await?;

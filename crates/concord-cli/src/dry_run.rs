@@ -4,13 +4,12 @@
 //!
 //! Nothing planned in a dry run is ever delivered later: the dry run plans into its own store
 //! file — `--store`, else the configured store's name with `.dry-run` before its extension —
-//! never the configured one, and marks it; `concord run` refuses a marked store. An existing
+//! never the configured one (a SQLite file even when the hub's store is PostgreSQL), and marks it; `concord run` refuses a marked store. An existing
 //! file that is a real hub's store (it has a journal and no mark) is refused too.
 
 use crate::wiring::{self, ConfigProblem};
 use concord_engine::runtime::dry_run::without_writes;
 use concord_engine::Engine;
-use concord_store::{SqliteStore, Store};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,12 +56,11 @@ pub async fn engine(path: &Path, store: Option<PathBuf>) -> anyhow::Result<Engin
         .into());
     }
     let mut config = (*config).clone();
+    // Always a SQLite file, even when the hub's store is PostgreSQL (`[store] url`).
     config.store.path = store_path.clone();
+    config.store.url = None;
     let existed = store_path.exists();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(
-        &store_path,
-        config.store.sqlite_options(),
-    )?);
+    let store = wiring::open_store(&config).await?;
     let engine = Engine::new(Arc::new(config), store.clone(), without_writes(connectors))?;
     if existed && !engine.store_is_dry_run().await? && store.stats().await?.journal_total > 0 {
         return Err(ConfigProblem(format!(

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 pub async fn order(config: &Path, key: &str, as_json: bool) -> anyhow::Result<ExitCode> {
-    let engine = wiring::engine(config)?;
+    let engine = wiring::engine(config).await?;
     let Some(h) = engine.order_history(key).await? else {
         return Err(wiring::ConfigProblem(format!(
             "no order `{key}` (keys are `channel/number`, e.g. `web1/1001`)"

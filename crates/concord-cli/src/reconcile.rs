@@ -41,7 +41,12 @@ pub struct ReconcileArgs {
 const SHOWN: usize = 50;
 
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let engine = wiring::engine(&args.config)?;
+    // `--heal` runs the engine's delivery tasks: on PostgreSQL it takes the instance lock.
+    let (engine, _lock) = if args.heal {
+        wiring::instance_engine(&args.config).await?
+    } else {
+        (wiring::engine(&args.config).await?, None)
+    };
     let tasks = if args.heal {
         Some(engine.start_for_heal().await?)
     } else {

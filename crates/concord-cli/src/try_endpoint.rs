@@ -128,7 +128,7 @@ pub async fn run(args: TryArgs) -> anyhow::Result<ExitCode> {
         })?
     };
     // What the hub kept for this connector (a rotated refresh token), as `run` would.
-    let store = wiring::open_store(&config)?;
+    let store = wiring::open_store(&config).await?;
     let updates = connector.state_updates();
     if updates.is_some() {
         if let Some(saved) = store

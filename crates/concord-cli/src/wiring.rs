@@ -1,12 +1,14 @@
 //! Wiring: from a configuration file to a running engine and HTTP server. Shared by `run`,
-//! `validate`, `dlq`, `status` and the demo. Must never contain sync logic of its own.
+//! `validate`, `dlq`, `status` and the demo. The one place the store is opened
+//! ([`open_store`], [`open_instance_store`]: SQLite file or PostgreSQL url). Must never contain
+//! sync logic of its own.
 
 use anyhow::Context;
 use concord_engine::config::Config;
 use concord_engine::connector::Connector;
 use concord_engine::{Engine, EngineError};
 use concord_server::AppState;
-use concord_store::{SqliteStore, Store};
+use concord_store::{InstanceLock, InstanceLockError, PgOptions, PgStore, SqliteStore, Store};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,15 +93,55 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     builder.create(dir)
 }
 
-/// Open the store named by the config (its files private to the owner: `SqliteStore::open`).
-pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    // The PostgreSQL store (`[store] url`) is validated but not run by this binary yet: refuse
-    // rather than quietly opening the SQLite file instead.
-    if config.store.url.is_some() {
-        anyhow::bail!(
-            "[store] url: this build of concord does not run on PostgreSQL yet; \
-             remove `url` to use the SQLite file (`path`)"
-        );
+/// The one place a command opens the store the config names: the PostgreSQL database of
+/// `[store] url` when set, else the SQLite file `[store] path` (its directory created private
+/// to the owner, the file too: `SqliteStore::open`). For commands that only read, or write
+/// through the store's own transactions beside a running hub (status, dlq, order, reconcile,
+/// try); commands that run the engine's tasks use [`open_instance_store`].
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(open(config).await?.0)
+}
+
+/// Like [`open_store`], for a command that runs the engine's tasks (`concord run`, `backfill`,
+/// `reconcile --heal`): on PostgreSQL it also takes the database's instance lock (one running
+/// instance per database until leases exist; `concord_store::postgres::instance`) and returns
+/// it, to be kept for the life of the process. Another instance holding it is an error naming
+/// it. SQLite needs no lock here (`None`).
+pub async fn open_instance_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<InstanceLock>)> {
+    let (store, pg) = open(config).await?;
+    let Some(pg) = pg else {
+        return Ok((store, None));
+    };
+    match pg.lock_instance().await {
+        Ok(lock) => Ok((store, Some(lock))),
+        Err(InstanceLockError::Taken { holder }) => {
+            Err(anyhow::Error::new(InstanceTaken(format!(
+                "another Concord instance is running on this database ({holder}); running \
+                 several instances on one PostgreSQL is not supported yet"
+            ))))
+        }
+        Err(InstanceLockError::Store(e)) => {
+            Err(anyhow::Error::new(e).context("taking the PostgreSQL instance lock"))
+        }
+    }
+}
+
+/// Another Concord instance holds the database's instance lock (exit status 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InstanceTaken(pub String);
+
+/// The store, and the PostgreSQL handle when it is one (for the instance lock).
+async fn open(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
+    if let Some(url) = &config.store.url {
+        let pg = PgStore::connect(url.expose(), PgOptions::default())
+            .await
+            .context("opening the PostgreSQL store ([store] url)")?;
+        let pg = Arc::new(pg);
+        let store: Arc<dyn Store> = pg.clone();
+        return Ok((store, Some(pg)));
     }
     if let Some(dir) = config.store.path.parent() {
         if !dir.as_os_str().is_empty() {
@@ -108,14 +150,30 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         }
     }
     let store = SqliteStore::open_with(&config.store.path, config.store.sqlite_options())?;
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), None))
 }
 
-/// Build an engine without starting it.
-pub fn engine(path: &Path) -> anyhow::Result<Engine> {
+/// How messages name the configured store (never the URL: it may hold a password).
+pub fn store_name(config: &Config) -> String {
+    match &config.store.url {
+        Some(_) => "the PostgreSQL database of [store] url".into(),
+        None => config.store.path.display().to_string(),
+    }
+}
+
+/// Build an engine without starting it, over [`open_store`].
+pub async fn engine(path: &Path) -> anyhow::Result<Engine> {
     let (config, connectors) = load(path)?;
-    let store = open_store(&config)?;
+    let store = open_store(&config).await?;
     Ok(Engine::new(config, store, connectors)?)
+}
+
+/// Build an engine without starting it, over [`open_instance_store`]: keep the lock as long
+/// as the engine runs.
+pub async fn instance_engine(path: &Path) -> anyhow::Result<(Engine, Option<InstanceLock>)> {
+    let (config, connectors) = load(path)?;
+    let (store, lock) = open_instance_store(&config).await?;
+    Ok((Engine::new(config, store, connectors)?, lock))
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -194,20 +252,20 @@ pub async fn interrupted() {
 
 /// `concord run`, or with `dry: Some(store)` `concord run --dry-run [--store PATH]`.
 pub async fn run(path: &Path, dry: Option<Option<PathBuf>>) -> anyhow::Result<ExitCode> {
-    let engine = match dry {
+    let (engine, mut lock) = match dry {
         None => {
-            let engine = engine(path)?;
+            let (engine, lock) = instance_engine(path).await?;
             if engine.store_is_dry_run().await? {
                 return Err(ConfigProblem(format!(
                     "{}: the store {} belongs to a dry run (`concord run --dry-run`): its planned writes must never be delivered; give the hub its own store",
                     path.display(),
-                    engine.config().store.path.display()
+                    store_name(engine.config())
                 ))
                 .into());
             }
-            engine
+            (engine, lock)
         }
-        Some(store) => crate::dry_run::engine(path, store).await?,
+        Some(store) => (crate::dry_run::engine(path, store).await?, None),
     };
     let dry_run = engine.is_dry_run();
     let listen = engine.config().server.listen;
@@ -221,19 +279,32 @@ pub async fn run(path: &Path, dry: Option<Option<PathBuf>>) -> anyhow::Result<Ex
     }
     // An engine task that keeps failing stops the hub with status 1: a process supervisor
     // (systemd, Kubernetes) restarting it does better than a hub running without that task.
-    let failure = tokio::select! {
+    // Losing the PostgreSQL instance lock (its connection ended) means another instance could
+    // start beside this one: stop with status 1 rather than run unguarded.
+    let failure = {
+        let lock_lost = async {
+            match lock.as_mut() {
+                Some(l) => l.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
         () = interrupted() => None,
-        f = running.engine.failed() => Some(f),
+        f = running.engine.failed() => Some(format!(
+            "engine task `{}` keeps failing ({} times; last: {})",
+            f.task, f.failures, f.reason
+        )),
+        reason = lock_lost => Some(format!("lost the PostgreSQL instance lock: {reason}")),
+        }
     };
     match &failure {
         None => eprintln!("concord: stopping; in-flight deliveries settle first"),
-        Some(f) => eprintln!(
-            "concord: engine task `{}` keeps failing ({} times; last: {}); stopping with status 1",
-            f.task, f.failures, f.reason
-        ),
+        Some(f) => eprintln!("concord: {f}; stopping with status 1"),
     }
     let engine = running.engine.clone();
     running.stop().await;
+    // Released only once the engine has stopped (dropping it closes its connection).
+    drop(lock);
     if dry_run {
         crate::dry_run::report(&engine).await?;
     }
@@ -324,26 +395,5 @@ mod tests {
         let nested = dir.path().join("state/deeper");
         super::create_private_dir(&nested).expect("mkdir");
         assert_eq!(mode(&nested), 0o700);
-    }
-
-    /// A config naming a PostgreSQL store is refused by this build (never quietly served from
-    /// the SQLite file), and no SQLite file is created.
-    #[test]
-    fn a_postgres_store_url_is_refused_not_replaced_by_sqlite() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("concord.toml");
-        let text = "[store]\nurl = \"postgres://concord@127.0.0.1:5432/concord\"\n\
-            [endpoints.erp]\nconnector = \"sandbox-erp\"\nurl = \"http://127.0.0.1:7001\"\n\
-            [endpoints.web]\nconnector = \"sandbox-shop\"\nurl = \"http://127.0.0.1:7002\"\n\
-            [[flows]]\nname = \"stock\"\nkind = \"stock\"\npattern = \"broadcast\"\n\
-            mode = \"realtime\"\nfrom = [\"erp\"]\nto = [\"web\"]\n";
-        let config = concord_engine::config::Config::from_toml_str_with_env(text, &file, |_| None)
-            .expect("a valid config");
-        let err = super::open_store(&config)
-            .err()
-            .expect("refused")
-            .to_string();
-        assert!(err.contains("PostgreSQL"), "{err}");
-        assert!(!config.store.path.exists(), "no SQLite file was opened");
     }
 }

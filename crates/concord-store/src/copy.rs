@@ -613,6 +613,7 @@ pub async fn sqlite_to_postgres(
         PgOptions {
             pool_size: 1,
             schema: options.schema.clone(),
+            ..PgOptions::default()
         },
     )
     .await

@@ -61,7 +61,7 @@ pub use orders::{
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
 pub use outbox::{Claimed, EditFallback, ItemState, NewItem, OutboxItem, Settlement};
-pub use postgres::{PgOptions, PgStore};
+pub use postgres::{InstanceLock, InstanceLockError, PgOptions, PgStore, INSTANCE_LOCK_KEY};
 pub use reconcile::{NewReconcileRun, StoredReconcileRun};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

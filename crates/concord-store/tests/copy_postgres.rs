@@ -85,6 +85,7 @@ async fn a_mismatch_rolls_back_then_a_clean_copy_keeps_ids_and_tokens_ahead() {
     let options = PgOptions {
         pool_size: 1,
         schema: Some(schema.clone()),
+        ..PgOptions::default()
     };
     PgStore::connect(&url, options.clone())
         .await

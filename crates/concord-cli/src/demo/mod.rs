@@ -80,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let secret = format!("demo-{:016x}", fastrand::u64(..));
     let systems = Systems::start(addr, &secret, args.skus).await?;
     let config_path = systems.write_config(&dir, addr, &secret)?;
-    let engine = wiring::engine(&config_path)?;
+    let engine = wiring::engine(&config_path).await?;
     let running = wiring::start_on(engine.clone(), listener).await?;
     systems.print_banner(&dir, addr, &config_path);
 

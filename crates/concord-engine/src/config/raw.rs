@@ -341,11 +341,13 @@ pub struct RawStore {
     /// SQLite database file, relative to the directory of the config file.
     /// Default `"concord.sqlite"`. Not with `url`.
     pub path: Option<String>,
-    /// A PostgreSQL database instead of the SQLite file, so that several Concord processes can
-    /// share one store: `"postgres://USER:${CONCORD_PG_PASSWORD}@HOST:5432/DATABASE"` (or
-    /// `postgresql://`; write the password as an `${ENV}` reference). The schema is created and
-    /// migrated at start. Not with `path`, `synchronous` or `write_queue` (SQLite's settings).
-    /// Connections are not encrypted yet (no TLS): use it on loopback or a private network only.
+    /// A PostgreSQL database instead of the SQLite file:
+    /// `"postgres://USER:${CONCORD_PG_PASSWORD}@HOST:5432/DATABASE"` (or `postgresql://`; write
+    /// the password as an `${ENV}` reference). The schema is created and migrated at start. One
+    /// running instance per database for now: `concord run` holds the database's instance lock
+    /// and a second one refuses to start. Not with `path`, `synchronous` or `write_queue`
+    /// (SQLite's settings). Connections are not encrypted yet (no TLS): use it on loopback or a
+    /// private network only.
     pub url: Option<String>,
     /// How long history is kept, e.g. `"30d"`: delivery attempts, resolved (notified) alert
     /// episodes, the audit trail, delivered outbox items, and journal entries that are processed

@@ -1,5 +1,7 @@
-//! PostgreSQL implementation of [`crate::Store`]: one database shared by several Concord
-//! processes (`is_exclusive` is false).
+//! PostgreSQL implementation of [`crate::Store`]: one database, built to be shared by several
+//! Concord processes. Until the leader lease and the outbox rescuer exist, `concord run` takes
+//! the database's instance lock (`instance`: one running instance per database); a handle that
+//! holds it answers `is_exclusive() == true`, any other handle `false`.
 //!
 //! Layout mirrors `sqlite/`: `schema` (numbered migrations applied once under an advisory lock),
 //! `codec` (row decoding and the one database-error mapping), the write path one file per stage
@@ -67,6 +69,7 @@ mod apply;
 mod codec;
 mod dead_letters;
 mod enqueue;
+mod instance;
 mod journal;
 mod ledger;
 mod orders;
@@ -91,6 +94,7 @@ use concord_core::{Kind, Millis};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::{IsolationLevel, NoTls, Transaction};
@@ -113,6 +117,16 @@ pub struct PgOptions {
     /// `search_path` entry). `None`: the server's default search path (usually `public`).
     /// Tests give each store its own schema.
     pub schema: Option<String>,
+    /// Most writes waiting for a connection (all `pool_size` in use) before a write inside
+    /// [`crate::admission::fail_fast`] is refused with [`StoreError::Busy`] — the counterpart of
+    /// SQLite's write queue (approximate: the count is read, then the write waits). 0: refused
+    /// as soon as no connection is free. Outside `fail_fast` writes always wait.
+    pub write_queue: usize,
+}
+
+impl PgOptions {
+    /// The default [`PgOptions::write_queue`].
+    pub const DEFAULT_WRITE_QUEUE: usize = 1024;
 }
 
 impl Default for PgOptions {
@@ -120,6 +134,7 @@ impl Default for PgOptions {
         PgOptions {
             pool_size: 8,
             schema: None,
+            write_queue: Self::DEFAULT_WRITE_QUEUE,
         }
     }
 }
@@ -128,7 +143,15 @@ impl Default for PgOptions {
 /// `Arc`; any number of instances (processes) may use one database at once.
 pub struct PgStore {
     pool: Pool,
+    /// [`PgOptions::write_queue`].
+    write_queue: usize,
+    /// How to connect (for the instance lock's dedicated connection).
+    config: tokio_postgres::Config,
+    /// True while this handle's [`InstanceLock`] holds the database's instance lock.
+    exclusive: Arc<AtomicBool>,
 }
+
+pub use instance::{InstanceLock, InstanceLockError, INSTANCE_LOCK_KEY};
 
 /// Is `name` a plain identifier we may put in a `search_path` and `CREATE SCHEMA` unquoted?
 fn plain_identifier(name: &str) -> bool {
@@ -182,7 +205,7 @@ impl PgStore {
             config.options(format!("-c search_path={schema}"));
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -192,7 +215,12 @@ impl PgStore {
             .max_size(options.pool_size.max(1))
             .build()
             .map_err(open_err)?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            write_queue: options.write_queue,
+            config,
+            exclusive: Arc::new(AtomicBool::new(false)),
+        };
         {
             let mut conn = store.conn().await.map_err(|e| open_err(e.to_string()))?;
             let client: &mut tokio_postgres::Client = &mut conn;
@@ -227,11 +255,14 @@ impl PgStore {
         self.pool.get().await.map_err(pool_err)
     }
 
-    /// A pooled connection for a write: inside [`crate::admission::fail_fast`], a pool whose
-    /// every connection is in use refuses at once with [`StoreError::Busy`] (nothing written);
-    /// elsewhere the write waits for a connection.
+    /// A pooled connection for a write: inside [`crate::admission::fail_fast`], when every
+    /// connection is in use and [`PgOptions::write_queue`] writes already wait for one, the
+    /// write is refused at once with [`StoreError::Busy`] (nothing written); otherwise, and
+    /// always outside `fail_fast`, it waits for a connection.
     async fn conn_for_write(&self) -> Result<deadpool_postgres::Object> {
-        if crate::admission::fails_fast() {
+        let status = self.pool.status();
+        let saturated = status.available == 0 && status.size >= status.max_size;
+        if crate::admission::fails_fast() && saturated && status.waiting >= self.write_queue {
             // A zero wait is deadpool's non-blocking acquire.
             return self
                 .pool
@@ -402,8 +433,10 @@ fn discard_if_unavailable<T>(conn: deadpool_postgres::Object, out: &Result<T>) {
 
 #[async_trait]
 impl Store for PgStore {
+    /// True while this handle holds the instance lock ([`PgStore::lock_instance`]): no other
+    /// Concord runs on the database, so every in-flight claim at start-up is a dead process's.
     fn is_exclusive(&self) -> bool {
-        false
+        self.exclusive.load(Ordering::Acquire)
     }
 
     async fn ingest(
@@ -889,6 +922,7 @@ mod tests {
             PgOptions {
                 pool_size: 4,
                 schema: Some(schema.clone()),
+                ..PgOptions::default()
             },
         )
         .await
@@ -929,6 +963,8 @@ mod tests {
                 PgOptions {
                     pool_size: 1,
                     schema: Some(schema.clone()),
+                    // No waiting room: a write that would wait for a connection is refused.
+                    write_queue: 0,
                 },
             )
             .await
@@ -979,6 +1015,7 @@ mod tests {
             PgOptions {
                 pool_size: 1,
                 schema: Some(schema.clone()),
+                ..PgOptions::default()
             },
         )
         .await
@@ -1017,6 +1054,67 @@ mod tests {
             Some("v2")
         );
         drop_schema(store, &schema).await;
+    }
+
+    /// `write_queue` is the waiting room of fail-fast writes: with the only connection in use,
+    /// a first fail-fast write waits (room for one) and commits once the connection is free; a
+    /// second one, finding the room full, is refused with `Busy` and writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fail_fast_writes_wait_while_the_write_queue_has_room() {
+        let Some((store, url, schema)) = store().await else {
+            return;
+        };
+        drop(store);
+        let store = Arc::new(
+            PgStore::connect(
+                &url,
+                PgOptions {
+                    pool_size: 1,
+                    schema: Some(schema.clone()),
+                    write_queue: 1,
+                },
+            )
+            .await
+            .expect("connect"),
+        );
+        let event = |at| crate::AuditEvent {
+            at,
+            event: "test".into(),
+            endpoint: None,
+            kind: None,
+            key: None,
+            detail: serde_json::json!({}),
+        };
+        let held = store.client().await.expect("the only connection");
+        let queued = {
+            let store = Arc::clone(&store);
+            tokio::spawn(crate::admission::fail_fast(async move {
+                store.record_audit(vec![event(1)]).await
+            }))
+        };
+        concord_testkit::wait_until(
+            "the first fail-fast write waits for the connection",
+            std::time::Duration::from_secs(10),
+            async || store.pool.status().waiting == 1,
+        )
+        .await;
+        let refused = crate::admission::fail_fast(store.record_audit(vec![event(2)])).await;
+        assert!(matches!(refused, Err(StoreError::Busy)), "{refused:?}");
+        drop(held);
+        queued
+            .await
+            .expect("task")
+            .expect("the queued fail-fast write commits");
+        let log = store.audit_log(10).await.expect("audit log");
+        assert_eq!(
+            log.iter().map(|a| a.event.at).collect::<Vec<_>>(),
+            [1],
+            "the queued write is stored, the refused one is not"
+        );
+        match Arc::try_unwrap(store) {
+            Ok(store) => drop_schema(store, &schema).await,
+            Err(_) => panic!("store still shared"),
+        }
     }
 
     /// A closure failing with `Conflict` runs again on a fresh transaction: what the failed

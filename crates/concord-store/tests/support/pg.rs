@@ -55,6 +55,7 @@ pub async fn store_in(url: &str, schema: &str) -> PgStore {
         PgOptions {
             pool_size: 4,
             schema: Some(schema.to_owned()),
+            ..PgOptions::default()
         },
     )
     .await
