@@ -11,6 +11,8 @@
 //! request that arrives while Concord's own requests already fill the account's limit as a
 //! violation of the published budget; the engine test asserts there are none.
 
+mod support;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
@@ -1173,28 +1175,8 @@ async fn through_the_engine_the_stock_listing_reaches_the_channel() {
             }
         }
     });
-    type Sink = Arc<Mutex<BTreeMap<String, Value>>>;
-    let channel: Sink = Arc::default();
-    let channel_url = {
-        let app = Router::new()
-            .route(
-                "/stock/{sku}/{location}",
-                put(
-                    |State(c): State<Sink>,
-                     Path((sku, location)): Path<(String, String)>,
-                     body: Bytes| async move {
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        c.lock().unwrap().insert(format!("{sku}@{location}"), v);
-                        StatusCode::NO_CONTENT
-                    },
-                ),
-            )
-            .with_state(channel.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
-    };
+    // The channel: PUT /stock/{sku}/{location} stores the body.
+    let (channel, channel_url) = support::stock_channel().await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"

@@ -7,6 +7,8 @@
 //! `odata.nextLink`, 201 with the created entity, 204 for an action,
 //! `{"error": {"code", "message": {"lang", "value"}}}` for errors.
 
+mod support;
+
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -827,27 +829,7 @@ async fn through_the_engine_the_stock_listing_reaches_the_channel_across_a_sessi
         }
     });
     // The channel: PUT /stock/{sku}/{location} stores the body.
-    let channel: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-    let channel_url = {
-        let app = Router::new()
-            .route(
-                "/stock/{sku}/{location}",
-                axum::routing::put(
-                    |State(c): State<Arc<Mutex<BTreeMap<String, Value>>>>,
-                     Path((sku, location)): Path<(String, String)>,
-                     body: Bytes| async move {
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        c.lock().unwrap().insert(format!("{sku}@{location}"), v);
-                        StatusCode::NO_CONTENT
-                    },
-                ),
-            )
-            .with_state(channel.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
-    };
+    let (channel, channel_url) = support::stock_channel().await;
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         r#"
