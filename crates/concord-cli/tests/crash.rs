@@ -14,15 +14,17 @@
 //!
 //! It never sleeps and hopes: every wait is a condition polled under a generous deadline.
 
+mod support;
+
 use concord_sandbox::erp::{ErpHandle, ErpOptions};
 use concord_sandbox::shop::ShopHandle;
 use concord_sandbox::Faults;
 use concord_testkit::sandbox::{start_erp, start_shop};
 use concord_testkit::{free_port, try_wait_until, wait_until};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::Hub;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const SECRET: &str = "crash-test-secret";
@@ -31,61 +33,6 @@ const ORDERS_PER_ROUND: usize = 60;
 /// Checkouts made while the hub is dead (their webhooks are lost for good).
 const ORDERS_WHILE_DEAD: usize = 10;
 const ROUNDS: usize = 2;
-
-/// The running `concord run` child; killed (SIGKILL) and reaped on every exit path.
-struct Hub {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Hub {
-    fn spawn(config: &Path, log: PathBuf) -> Hub {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open the hub's log file");
-        let err = out.try_clone().expect("clone the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_concord"))
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .env("CONCORD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn `concord run`");
-        Hub {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// SIGKILL (that is what `Child::kill` sends on Unix) and reap.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Panics (with the hub's log) if the child has exited on its own.
-    fn assert_alive(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("`concord run` exited by itself with {status}; its output:\n{log}");
-            }
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn config_text(
     store: &Path,

@@ -15,14 +15,16 @@
 //!
 //! It never sleeps and hopes: every wait is a condition polled under a deadline.
 
+mod support;
+
 use concord_sandbox::erp::{ErpOptions, ErpSim};
 use concord_sandbox::shop::{ShopHandle, ShopOptions, ShopSim};
 use concord_sandbox::{sign, SIGNATURE_HEADER, TOPIC_HEADER};
 use concord_testkit::{free_port, try_wait_until};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::Hub;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -34,58 +36,6 @@ const SHOP_KEY: &str = "malformed-suite-shop-key";
 const VALID_SKUS: [&str; 4] = ["OK-1", "OK-2", "OK-3", "OK-4"];
 /// The hub's header-read timeout in this test (short, so slow clients are cut quickly).
 const HEADER_TIMEOUT_SECS: u64 = 2;
-
-/// The running `concord run` child; killed and reaped on every exit path.
-struct Hub {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Hub {
-    fn spawn(config: &Path, log: PathBuf) -> Hub {
-        let out = std::fs::File::create(&log).expect("create the hub's log file");
-        let err = out.try_clone().expect("clone the log file handle");
-        let child = Command::new(env!("CARGO_BIN_EXE_concord"))
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .env("CONCORD_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn `concord run`");
-        Hub {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics (with the hub's log) if the child has exited.
-    fn assert_alive(&mut self, after: &str) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                panic!(
-                    "`concord run` exited with {status} after case {after}; its output:\n{}",
-                    self.log()
-                );
-            }
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// One HTTP answer read off a raw connection.
 #[derive(Debug)]
@@ -572,7 +522,7 @@ fn hex(bytes: &[u8]) -> String {
 
 async fn wait_for(what: &str, hub: &mut Hub, mut cond: impl AsyncFnMut() -> bool) {
     let held = try_wait_until(DEADLINE, async || {
-        hub.assert_alive(what);
+        hub.assert_alive_after(what);
         cond().await
     })
     .await;
@@ -741,7 +691,7 @@ async fn every_malformed_request_is_refused_with_a_reason_and_valid_events_all_a
             )),
             None => failures.push(format!("{}: connection closed without an answer", c.name)),
         }
-        hub.assert_alive(&c.name);
+        hub.assert_alive_after(&c.name);
         assert!(
             healthz(&addr).await,
             "/healthz failed after case {}; hub output:\n{}",
@@ -816,7 +766,7 @@ async fn every_malformed_request_is_refused_with_a_reason_and_valid_events_all_a
         .await
         .expect("an answer to /readyz");
     assert_eq!(a.status, 200, "/readyz at the end: {a:?}");
-    hub.assert_alive("the end");
+    hub.assert_alive_after("the end");
     eprintln!(
         "MALFORMED: {} hostile requests refused with a 4xx and a reason, 201 slow clients cut, {} valid figures delivered",
         cases.len(),

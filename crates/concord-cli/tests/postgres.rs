@@ -16,15 +16,17 @@
 //! Without `CONCORD_TEST_POSTGRES_URL` it skips loudly on a workstation and fails under CI
 //! (`concord_testkit::real::missing`). Every wait is a condition polled under a deadline.
 
+mod support;
+
 use concord_sandbox::erp::{ErpHandle, ErpOptions};
 use concord_sandbox::shop::ShopHandle;
 use concord_sandbox::Faults;
 use concord_testkit::sandbox::{start_erp, start_shop};
 use concord_testkit::{free_port, wait_until};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::Hub;
 
 const URL_VAR: &str = "CONCORD_TEST_POSTGRES_URL";
 /// The variable the config's `[store] url = "${…}"` reads.
@@ -125,12 +127,6 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// A `concord` child; SIGKILLed and reaped on every exit path.
-struct Hub {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
 fn concord(store_url: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_concord"));
     c.env_remove("CONCORD_CONFIG")
@@ -138,52 +134,6 @@ fn concord(store_url: &str) -> Command {
         .env(STORE_URL_VAR, store_url)
         .stdin(Stdio::null());
     c
-}
-
-impl Hub {
-    fn spawn(config: &Path, store_url: &str, log: PathBuf) -> Hub {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open the hub's log file");
-        let err = out.try_clone().expect("clone the log file handle");
-        let child = concord(store_url)
-            .arg("run")
-            .arg("-c")
-            .arg(config)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn `concord run`");
-        Hub {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// SIGKILL (what `Child::kill` sends on Unix) and reap.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn assert_alive(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                panic!("`concord run` exited by itself with {status}; its output:\n{log}");
-            }
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 fn config_text(port: u16, erp: &ErpHandle, web1: &ShopHandle, web2: &ShopHandle) -> String {
@@ -346,7 +296,7 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
     std::fs::write(&config, config_text(port, &erp, &web1, &web2)).expect("write the config");
     let log = dir.path().join("concord.log");
     let client = reqwest::Client::new();
-    let mut hub = Hub::spawn(&config, &store_url, log.clone());
+    let mut hub = Hub::spawn_with(concord(&store_url), &config, log.clone());
     wait_healthy(&client, port, &mut hub).await;
 
     // A second instance on the same database is refused (another port, so only the database
@@ -545,7 +495,7 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
     erp.set_faults(Faults::default());
 
     // The dead instance's lock went with its connection: a restart is not refused.
-    hub = Hub::spawn(&config, &store_url, log.clone());
+    hub = Hub::spawn_with(concord(&store_url), &config, log.clone());
     wait_healthy(&client, port, &mut hub).await;
     let delivered = concord_testkit::try_wait_until(DEADLINE, async || {
         hub.assert_alive();
