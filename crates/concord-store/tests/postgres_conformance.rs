@@ -12,7 +12,9 @@ use concord_store::{Capture, IngestOutcome, Store};
 use std::sync::Arc;
 
 mod support;
-use support::pg::{fresh_schema as schema_named, raw_client, store_in, url, SchemaGuard};
+use support::pg::{
+    fresh_schema as schema_named, raw_client, store_in, two_handles, url, SchemaGuard,
+};
 
 fn fresh_schema() -> String {
     schema_named("concord_test")
@@ -127,14 +129,9 @@ async fn instances_starting_together_migrate_once_and_share_data() {
 /// is journaled once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedupe_holds_across_two_handles() {
-    let Some(url) = url() else { return };
-    let schema = fresh_schema();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
+    let Some((a, b, _guard)) = two_handles("concord_test").await else {
+        return;
     };
-    let a = Arc::new(store_in(&url, &schema).await);
-    let b = Arc::new(store_in(&url, &schema).await);
     concord_testkit::real::ran("postgres_conformance");
     for round in 0..20 {
         let version = round.to_string();
@@ -175,14 +172,9 @@ async fn dedupe_holds_across_two_handles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_item_in_flight_per_key_across_two_handles() {
     use concord_store::{NewItem, ProcessBatch};
-    let Some(url) = url() else { return };
-    let schema = fresh_schema();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
+    let Some((a, b, _guard)) = two_handles("concord_test").await else {
+        return;
     };
-    let a = Arc::new(store_in(&url, &schema).await);
-    let b = Arc::new(store_in(&url, &schema).await);
     concord_testkit::real::ran("postgres_conformance");
     // Five keys, four command items each (commands never coalesce): 20 items.
     let items = (0..4)
@@ -243,14 +235,9 @@ async fn concurrent_dispatchers_on_two_handles_keep_per_key_order() {
     use concord_store::{NewItem, ProcessBatch, Settlement};
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Mutex;
-    let Some(url) = url() else { return };
-    let schema = fresh_schema();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
+    let Some((a, b, _guard)) = two_handles("concord_test").await else {
+        return;
     };
-    let a = Arc::new(store_in(&url, &schema).await);
-    let b = Arc::new(store_in(&url, &schema).await);
     concord_testkit::real::ran("postgres_conformance");
     const KEYS: usize = 10;
     const PER_KEY: i64 = 5;
@@ -358,14 +345,9 @@ async fn concurrent_dispatchers_on_two_handles_keep_per_key_order() {
 async fn an_item_parked_while_its_xref_arrives_on_another_instance_is_never_left_parked() {
     use concord_core::Kind;
     use concord_store::{ItemState, NewItem, ProcessBatch, Xref};
-    let Some(url) = url() else { return };
-    let schema = fresh_schema();
-    let _guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
+    let Some((a, b, _guard)) = two_handles("concord_test").await else {
+        return;
     };
-    let a = Arc::new(store_in(&url, &schema).await);
-    let b = Arc::new(store_in(&url, &schema).await);
     const ROUNDS: usize = 60;
     for round in 0..ROUNDS {
         let customer = format!("c{round}@example.com");

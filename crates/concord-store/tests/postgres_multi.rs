@@ -16,20 +16,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod support;
-use support::pg::{fresh_schema, store_in, url, SchemaGuard};
+use support::pg::SchemaGuard;
 
 /// Two handles (two pools, as two instances have) on one fresh schema.
 async fn two_handles() -> Option<(Arc<PgStore>, Arc<PgStore>, SchemaGuard)> {
-    let url = url()?;
-    let schema = fresh_schema("concord_multi");
-    let guard = SchemaGuard {
-        url: url.clone(),
-        schema: schema.clone(),
-    };
-    let a = Arc::new(store_in(&url, &schema).await);
-    let b = Arc::new(store_in(&url, &schema).await);
+    let handles = support::pg::two_handles("concord_multi").await?;
     concord_testkit::real::ran("postgres_multi");
-    Some((a, b, guard))
+    Some(handles)
 }
 
 fn figure(sku: &str, location: &str, on_hand: i64) -> LevelUpdate {

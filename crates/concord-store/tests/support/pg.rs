@@ -8,6 +8,7 @@
 
 use concord_store::{PgOptions, PgStore};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 pub const URL_VAR: &str = "CONCORD_TEST_POSTGRES_URL";
 
@@ -88,4 +89,18 @@ impl Drop for SchemaGuard {
             eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
         }
     }
+}
+
+/// Two store handles (a pool each, as two instances have) on one fresh schema named from
+/// `prefix`, and the guard that drops it; `None` after the real-system rule's skip.
+pub async fn two_handles(prefix: &str) -> Option<(Arc<PgStore>, Arc<PgStore>, SchemaGuard)> {
+    let url = url()?;
+    let schema = fresh_schema(prefix);
+    let guard = SchemaGuard {
+        url: url.clone(),
+        schema: schema.clone(),
+    };
+    let a = Arc::new(store_in(&url, &schema).await);
+    let b = Arc::new(store_in(&url, &schema).await);
+    Some((a, b, guard))
 }
