@@ -31,7 +31,7 @@ const TICK: Duration = Duration::from_millis(500);
 
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     // Runs the engine's tasks: on PostgreSQL it takes the instance lock (held to the end).
-    let (engine, _lock) = wiring::instance_engine(&args.config).await?;
+    let (engine, _lock) = wiring::instance_engine(&args.config, false).await?;
     let flow = engine
         .backfill_flow(&args.flow)
         .map_err(|e| config_problem(&args.config, e))?

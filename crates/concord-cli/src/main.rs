@@ -49,6 +49,11 @@ enum Command {
         /// With `--dry-run`: the dry run's store file.
         #[arg(long, requires = "dry_run")]
         store: Option<PathBuf>,
+        /// PostgreSQL store only: when another instance is active on the database, wait as its
+        /// standby (nothing served, the lock tried every second) and take over when it stops
+        /// or dies, instead of exiting.
+        #[arg(long, conflicts_with = "dry_run")]
+        standby: bool,
     },
     /// Check a configuration file (syntax, fields, flows, mappings, connector capabilities).
     Validate {
@@ -158,7 +163,8 @@ fn main() -> ExitCode {
                 config,
                 dry_run,
                 store,
-            } => wiring::run(&config, dry_run.then_some(store)).await,
+                standby,
+            } => wiring::run(&config, dry_run.then_some(store), standby).await,
             Command::Validate { config } => wiring::validate(&config),
             Command::Dlq { config, action } => match config {
                 Some(config) => admin::dlq(&config, action).await,

@@ -43,7 +43,7 @@ const SHOWN: usize = 50;
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     // `--heal` runs the engine's delivery tasks: on PostgreSQL it takes the instance lock.
     let (engine, _lock) = if args.heal {
-        wiring::instance_engine(&args.config).await?
+        wiring::instance_engine(&args.config, false).await?
     } else {
         (wiring::engine(&args.config).await?, None)
     };

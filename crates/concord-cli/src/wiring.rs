@@ -102,24 +102,58 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(open(config).await?.0)
 }
 
+/// How often a standby (`concord run --standby`) tries the instance lock.
+pub const STANDBY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Like [`open_store`], for a command that runs the engine's tasks (`concord run`, `backfill`,
-/// `reconcile --heal`): on PostgreSQL it also takes the database's instance lock (one running
+/// `reconcile --heal`): on PostgreSQL it also takes the database's instance lock (one active
 /// instance per database until leases exist; `concord_store::postgres::instance`) and returns
 /// it, to be kept for the life of the process. Another instance holding it is an error naming
-/// it. SQLite needs no lock here (`None`).
+/// it — or, with `standby`, a wait: the lock is tried every [`STANDBY_POLL`] until the active
+/// instance stops or dies. SQLite needs no lock here (`None`) and cannot stand by.
 pub async fn open_instance_store(
     config: &Config,
+    standby: bool,
 ) -> anyhow::Result<(Arc<dyn Store>, Option<InstanceLock>)> {
     let (store, pg) = open(config).await?;
     let Some(pg) = pg else {
+        if standby {
+            return Err(ConfigProblem(format!(
+                "--standby needs a PostgreSQL store ([store] url): the SQLite store {} belongs to one process",
+                config.store.path.display()
+            ))
+            .into());
+        }
         return Ok((store, None));
     };
     match pg.lock_instance().await {
         Ok(lock) => Ok((store, Some(lock))),
+        Err(InstanceLockError::Taken { holder }) if standby => {
+            eprintln!(
+                "concord: standing by: another Concord instance is active on this database \
+                 ({holder}); taking over when it stops (the lock is tried every {} s)",
+                STANDBY_POLL.as_secs()
+            );
+            let mut last = String::new();
+            let lock = pg
+                .wait_for_instance_lock(STANDBY_POLL, |e| {
+                    if let InstanceLockError::Store(e) = e {
+                        let now = e.to_string();
+                        if now != last {
+                            tracing::warn!("standing by: trying the instance lock: {now}");
+                            last = now;
+                        }
+                    }
+                })
+                .await;
+            eprintln!("concord: took over the instance lock; starting");
+            Ok((store, Some(lock)))
+        }
         Err(InstanceLockError::Taken { holder }) => {
             Err(anyhow::Error::new(InstanceTaken(format!(
                 "another Concord instance is running on this database ({holder}); running \
-                 several instances on one PostgreSQL is not supported yet"
+                 several active instances on one PostgreSQL is not supported yet (a second one \
+                 may wait as a standby: `concord run --standby`)"
             ))))
         }
         Err(InstanceLockError::Store(e)) => {
@@ -168,11 +202,14 @@ pub async fn engine(path: &Path) -> anyhow::Result<Engine> {
     Ok(Engine::new(config, store, connectors)?)
 }
 
-/// Build an engine without starting it, over [`open_instance_store`]: keep the lock as long
-/// as the engine runs.
-pub async fn instance_engine(path: &Path) -> anyhow::Result<(Engine, Option<InstanceLock>)> {
+/// Build an engine without starting it, over [`open_instance_store`] (with `standby`, once
+/// this instance has the lock): keep the lock as long as the engine runs.
+pub async fn instance_engine(
+    path: &Path,
+    standby: bool,
+) -> anyhow::Result<(Engine, Option<InstanceLock>)> {
     let (config, connectors) = load(path)?;
-    let (store, lock) = open_instance_store(&config).await?;
+    let (store, lock) = open_instance_store(&config, standby).await?;
     Ok((Engine::new(config, store, connectors)?, lock))
 }
 
@@ -250,11 +287,22 @@ pub async fn interrupted() {
     }
 }
 
-/// `concord run`, or with `dry: Some(store)` `concord run --dry-run [--store PATH]`.
-pub async fn run(path: &Path, dry: Option<Option<PathBuf>>) -> anyhow::Result<ExitCode> {
+/// `concord run [--standby]`, or with `dry: Some(store)` `concord run --dry-run [--store PATH]`.
+pub async fn run(
+    path: &Path,
+    dry: Option<Option<PathBuf>>,
+    standby: bool,
+) -> anyhow::Result<ExitCode> {
     let (engine, mut lock) = match dry {
         None => {
-            let (engine, lock) = instance_engine(path).await?;
+            // A standby may wait for hours: Ctrl-C / SIGTERM ends the wait (status 0).
+            let (engine, lock) = tokio::select! {
+                r = instance_engine(path, standby) => r?,
+                () = interrupted() => {
+                    eprintln!("concord: stopped before this instance became active");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            };
             if engine.store_is_dry_run().await? {
                 return Err(ConfigProblem(format!(
                     "{}: the store {} belongs to a dry run (`concord run --dry-run`): its planned writes must never be delivered; give the hub its own store",

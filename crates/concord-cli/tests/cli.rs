@@ -242,6 +242,14 @@ fn dlq_and_status_work_on_a_fresh_store() {
     assert_eq!(out.status.code(), Some(2), "stderr {}", text(&out.stderr));
     let out = concord(&["dlq", "list"], &[]);
     assert_eq!(out.status.code(), Some(2), "stderr {}", text(&out.stderr));
+    // A standby needs a shared database: on an SQLite store it is a usage error, at once.
+    let out = concord(&["run", "--standby", "-c", cfg], &[]);
+    assert_eq!(out.status.code(), Some(2), "stderr {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("--standby needs a PostgreSQL store ([store] url)"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

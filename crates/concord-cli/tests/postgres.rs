@@ -9,9 +9,11 @@
 //! - stock from the ERP reaches the storefronts;
 //! - concurrent checkouts on a hot SKU reserve exactly its stock, never more;
 //! - every order reaches the ERP exactly once;
-//! - `kill -9` while delivering, then a restart (which the dead instance's lock must not
-//!   block), loses nothing and duplicates nothing: every order in the ERP exactly once, checked
-//!   on its sales orders and on its write log (the ERP is idempotent on the reference).
+//! - a standby (`concord run --standby`, same config) waits while the active instance runs;
+//! - `kill -9` of the active instance while delivering: the standby takes over (the dead
+//!   instance's lock went with its connection) and loses nothing and duplicates nothing: every
+//!   order in the ERP exactly once, checked on its sales orders and on its write log (the ERP
+//!   is idempotent on the reference).
 //!
 //! Without `CONCORD_TEST_POSTGRES_URL` it skips loudly on a workstation and fails under CI
 //! (`concord_testkit::real::missing`). Every wait is a condition polled under a deadline.
@@ -438,6 +440,21 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
         String::from_utf8_lossy(&status.stderr)
     );
 
+    // A standby on the same config (same port, same database) waits while this one runs.
+    let standby_log = dir.path().join("standby.log");
+    let mut standby = Hub::spawn_with_args(
+        concord(&store_url),
+        &config,
+        standby_log.clone(),
+        &["--standby"],
+    );
+    wait_until("the second instance stands by", DEADLINE, async || {
+        standby.assert_alive_after("starting as a standby");
+        standby.log().contains("standing by")
+    })
+    .await;
+    hub.assert_alive();
+
     // kill -9 while delivering: every ERP call slowed so deliveries take a while; a burst of
     // checkouts (each reserved through the hub); the hub killed once some but not all are in.
     erp.set_faults(Faults {
@@ -482,6 +499,7 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     hub.kill();
+    let killed_at = Instant::now();
     let at_kill = erp.sales_orders().len();
     assert!(
         at_kill < placed.len(),
@@ -494,9 +512,18 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
     );
     erp.set_faults(Faults::default());
 
-    // The dead instance's lock went with its connection: a restart is not refused.
-    hub = Hub::spawn_with(concord(&store_url), &config, log.clone());
+    // The dead instance's lock went with its connection: the standby takes over.
+    hub = standby;
     wait_healthy(&client, port, &mut hub).await;
+    assert!(
+        hub.log().contains("took over the instance lock"),
+        "the standby says it took over: {}",
+        hub.log()
+    );
+    eprintln!(
+        "STANDBY TAKEOVER: serving {} ms after the active instance was killed",
+        killed_at.elapsed().as_millis()
+    );
     let delivered = concord_testkit::try_wait_until(DEADLINE, async || {
         hub.assert_alive();
         let (orders, _) = erp_counts(&erp);
@@ -513,11 +540,11 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
             .await
             .expect("run `concord status`");
         panic!(
-            "the restarted hub did not deliver {} of {} orders: {missing:?}\nstatus:\n{}\nhub output:\n{}",
+            "the standby did not deliver {} of {} orders: {missing:?}\nstatus:\n{}\nhub output:\n{}",
             missing.len(),
             placed.len(),
             String::from_utf8_lossy(&status.stdout),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            hub.log()
         );
     }
 
@@ -539,11 +566,12 @@ async fn concord_run_on_postgres_reserves_exactly_and_survives_kill_9() {
         "the ERP oversold {HOT}: {hot:?}"
     );
 
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        !log_text.contains(&store_url),
-        "the hub's output must not print the store URL"
-    );
+    for text in [std::fs::read_to_string(&log).unwrap_or_default(), hub.log()] {
+        assert!(
+            !text.contains(&store_url),
+            "the hubs' output must not print the store URL"
+        );
+    }
     hub.kill();
     erp.shutdown().await;
     web1.shutdown().await;

@@ -61,7 +61,10 @@ pub use orders::{
     OrderHistory, OrderSummary, OrderWrite, ParkedItem,
 };
 pub use outbox::{Claimed, EditFallback, ItemState, NewItem, OutboxItem, Settlement};
-pub use postgres::{InstanceLock, InstanceLockError, PgOptions, PgStore, INSTANCE_LOCK_KEY};
+pub use postgres::{
+    InstanceLock, InstanceLockError, PgOptions, PgStore, INSTANCE_HEARTBEAT,
+    INSTANCE_HEARTBEAT_TIMEOUT, INSTANCE_LOCK_KEY,
+};
 pub use reconcile::{NewReconcileRun, StoredReconcileRun};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

@@ -26,7 +26,12 @@ impl Hub {
 
     /// `cmd run -c config` (the caller's command: binary, environment), stdin closed, its
     /// output appended to `log`.
-    pub fn spawn_with(mut cmd: Command, config: &Path, log: PathBuf) -> Hub {
+    pub fn spawn_with(cmd: Command, config: &Path, log: PathBuf) -> Hub {
+        Hub::spawn_with_args(cmd, config, log, &[])
+    }
+
+    /// [`Hub::spawn_with`] with more arguments to `run` (e.g. `--standby`).
+    pub fn spawn_with_args(mut cmd: Command, config: &Path, log: PathBuf, args: &[&str]) -> Hub {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -35,6 +40,7 @@ impl Hub {
         let err = out.try_clone().expect("clone the log file handle");
         let child = cmd
             .arg("run")
+            .args(args)
             .arg("-c")
             .arg(config)
             .stdin(Stdio::null())

@@ -151,7 +151,10 @@ pub struct PgStore {
     exclusive: Arc<AtomicBool>,
 }
 
-pub use instance::{InstanceLock, InstanceLockError, INSTANCE_LOCK_KEY};
+pub use instance::{
+    InstanceLock, InstanceLockError, INSTANCE_HEARTBEAT, INSTANCE_HEARTBEAT_TIMEOUT,
+    INSTANCE_LOCK_KEY,
+};
 
 /// Is `name` a plain identifier we may put in a `search_path` and `CREATE SCHEMA` unquoted?
 fn plain_identifier(name: &str) -> bool {
