@@ -9,13 +9,14 @@
 //! lock, so the next instance can start. While the lock is held the store answers
 //! `is_exclusive() == true`: every in-flight claim found at start-up belongs to a dead process.
 //!
-//! The holder checks its lock session every [`INSTANCE_HEARTBEAT`] (the lock still granted to it, an
-//! answer within [`INSTANCE_HEARTBEAT_TIMEOUT`]; TCP keepalives on that connection too): a session that
-//! stops answering — a network cut that closes nothing — is reported lost within about
-//! `INSTANCE_HEARTBEAT + INSTANCE_HEARTBEAT_TIMEOUT`, and the hub stops (`concord run` exits 1). The server only
-//! frees the lock for a standby once it has ended the old session, which on a silent network
-//! cut takes its own `tcp_keepalives_*` time: set those above that bound (README "Scaling
-//! out"), so the old holder has stopped before a standby can start.
+//! The holder checks its lock session every [`INSTANCE_HEARTBEAT`] (the lock still granted
+//! to it, an answer within [`INSTANCE_HEARTBEAT_TIMEOUT`]; TCP keepalives on that connection
+//! too): a session that stops answering — a network cut that closes nothing — is reported lost
+//! within about `INSTANCE_HEARTBEAT + INSTANCE_HEARTBEAT_TIMEOUT`, and the hub stops
+//! (`concord run` exits 1). The server only frees the lock for a standby once it has ended the
+//! old session, which on a silent network cut takes its own `tcp_keepalives_*` time: set those
+//! above that bound (README "Scaling out"), so the old holder has stopped before a standby can
+//! start.
 //!
 //! Must never: wait for the lock inside `lock_instance`, or report the lock held after its
 //! session failed a check.
@@ -67,8 +68,8 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Resolves when the lock can no longer be trusted: its connection ended (the server
     /// restarted, an administrator terminated the session) or its session failed a heartbeat
-    /// (no answer within [`INSTANCE_HEARTBEAT_TIMEOUT`], or the lock no longer granted to it). From then
-    /// on another instance may start. Returns the reason.
+    /// (no answer within [`INSTANCE_HEARTBEAT_TIMEOUT`], or the lock no longer granted to it).
+    /// From then on another instance may start. Returns the reason.
     pub async fn lost(&mut self) -> String {
         self.lost
             .recv()
@@ -91,8 +92,9 @@ const HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks l
        AND l.objsubid = 1 AND l.classid::text::bigint = $1 AND l.objid::text::bigint = $2
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
-/// The heartbeat: every [`INSTANCE_HEARTBEAT`], the lock still granted to this session, answered within
-/// [`INSTANCE_HEARTBEAT_TIMEOUT`]. Ends (after reporting) at the first failed check.
+/// The heartbeat: every [`INSTANCE_HEARTBEAT`], the lock still granted to this session,
+/// answered within [`INSTANCE_HEARTBEAT_TIMEOUT`]. Ends (after reporting) at the first failed
+/// check.
 async fn heartbeat(
     client: tokio_postgres::Client,
     flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
