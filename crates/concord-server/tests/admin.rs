@@ -409,6 +409,88 @@ async fn every_route_needs_a_token_and_every_read_answers_a_viewer() {
     s.shutdown().await;
 }
 
+/// `GET /api/v1/me` with a session cookie: the status and the caller's name.
+async fn me_by_cookie(hub: &Hub, cookie: &str) -> (u16, Value) {
+    let r = hub
+        .http
+        .get(format!("{}/api/v1/me", hub.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("me");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Restart the hub on the same store with `config` (the old one stopped first).
+async fn restarted(s: Setup, config: String) -> Setup {
+    let Setup {
+        erp,
+        web1,
+        web2,
+        hub,
+        dir,
+        addr,
+        ..
+    } = s;
+    hub.stop().await;
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("rebind");
+    let hub = Hub::start(listener, &config, dir.path()).await;
+    Setup {
+        erp,
+        web1,
+        web2,
+        hub,
+        dir,
+        config,
+        addr,
+    }
+}
+
+/// Dashboard sessions live in the store: a session survives a restart of the hub (and so a
+/// standby's takeover, which opens the same database), and ends when its token is removed
+/// from the config — also a session kept across that restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_restart_and_ends_with_its_token() {
+    let s = setup(None).await;
+    let (st, headers, me) = s
+        .hub
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/session",
+            None,
+            Some(json!({"token": OPERATOR})),
+        )
+        .await;
+    assert_eq!(st, 200, "{me}");
+    let cookie = headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    assert_eq!(me_by_cookie(&s.hub, &cookie).await.0, 200);
+
+    let config = s.config.clone();
+    let s = restarted(s, config.clone()).await;
+    let (st, me) = me_by_cookie(&s.hub, &cookie).await;
+    assert_eq!(st, 200, "the session survives a restart: {me}");
+    assert_eq!(me, json!({"name": "ops", "role": "operator"}));
+
+    // The operator's token removed from the config: its session ends with it.
+    let ops = format!(
+        "[[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{}\"\n",
+        sha(OPERATOR)
+    );
+    assert!(config.contains(&ops), "the config has the ops token");
+    let s = restarted(s, config.replace(&ops, "")).await;
+    let (st, me) = me_by_cookie(&s.hub, &cookie).await;
+    assert_eq!(st, 401, "a removed token's session must not work: {me}");
+    let (st, v) = s.hub.get("/api/v1/me", Some(VIEWER)).await;
+    assert_eq!(st, 200, "the other token still works: {v}");
+    s.hub.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_login_reads_and_logout_ends_the_session() {
     let s = setup(None).await;

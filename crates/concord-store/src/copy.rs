@@ -61,6 +61,7 @@ pub const TABLES: &[&str] = &[
     "delivery_attempts",
     "connector_state",
     "reconcile_runs",
+    "admin_sessions",
 ];
 
 /// Columns PostgreSQL has and SQLite keeps implicitly: (table, PostgreSQL column, SQLite

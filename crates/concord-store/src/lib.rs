@@ -366,6 +366,35 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported("set_connector_state"))
     }
 
+    // ---- dashboard sessions (shared by every instance on the store; survive a restart) ----
+
+    /// Keep a dashboard session: `hash` is the hex SHA-256 of its id (the id itself is never
+    /// stored), `name` the admin token it was opened with, valid until `expires_at`. Also
+    /// deletes the sessions that expired by `now`. Durable when it returns.
+    async fn create_session(
+        &self,
+        hash: &str,
+        name: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<()> {
+        let _ = (hash, name, expires_at, now);
+        Err(StoreError::Unsupported("create_session"))
+    }
+
+    /// The token name of the session with this id hash, if it exists and has not expired by
+    /// `now`.
+    async fn session(&self, hash: &str, now: Millis) -> Result<Option<String>> {
+        let _ = (hash, now);
+        Err(StoreError::Unsupported("session"))
+    }
+
+    /// End the session with this id hash (nothing when there is none).
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        let _ = hash;
+        Err(StoreError::Unsupported("delete_session"))
+    }
+
     async fn record_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
     /// Newest first.
     async fn audit_log(&self, limit: usize) -> Result<Vec<StoredAudit>>;

@@ -72,25 +72,58 @@ impl FromRequestParts<crate::AppState> for Operator {
     }
 }
 
-/// A dashboard session: who logged in, and until when.
+/// A dashboard session kept in memory (an [`Access`] without an engine): whose token, and until
+/// when.
 pub(super) struct Session {
-    caller: Caller,
+    name: String,
     expires: Instant,
 }
 
+/// The store was out of reach while a session was looked up or kept.
+fn session_store_error(e: concord_store::StoreError) -> ApiError {
+    ApiError::new(
+        ErrorCode::Unavailable,
+        format!("dashboard sessions are kept in the store, which failed: {e}"),
+    )
+}
+
 impl Access {
-    fn session(&self, id: &str) -> Option<Caller> {
+    /// The caller of session `id`: the session must exist and not have expired, and the token
+    /// it was opened with must still be configured (its current role applies) — removing a
+    /// token from the config ends its sessions, also those kept across a restart.
+    async fn session(&self, id: &str) -> Result<Option<Caller>, ApiError> {
         let hash = token_hash(id);
-        let mut sessions = self.sessions.lock().ok()?;
-        let now = Instant::now();
-        sessions.retain(|_, s| s.expires > now);
-        // HashMap lookup by the hash of a 256-bit random id: timing reveals nothing useful
-        // about an id an attacker does not already hold.
-        sessions.get(&hash).map(|s| s.caller.clone())
+        let name = match &self.engine {
+            Some(engine) => engine
+                .store()
+                .session(&hex::encode(hash), engine.now())
+                .await
+                .map_err(session_store_error)?,
+            None => {
+                let Ok(mut sessions) = self.sessions.lock() else {
+                    return Ok(None);
+                };
+                let now = Instant::now();
+                sessions.retain(|_, s| s.expires > now);
+                // HashMap lookup by the hash of a 256-bit random id: timing reveals nothing
+                // useful about an id an attacker does not already hold.
+                sessions.get(&hash).map(|s| s.name.clone())
+            }
+        };
+        Ok(name.and_then(|name| {
+            self.admin
+                .tokens
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| Caller {
+                    name: t.name.clone(),
+                    role: t.role,
+                })
+        }))
     }
 
     /// Who the request's credentials belong to. A bearer header wins over a cookie.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         if self.admin.tokens.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::AccessNotConfigured,
@@ -111,6 +144,7 @@ impl Access {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
             return self
                 .session(id)
+                .await?
                 .ok_or_else(|| unauthorized("session expired or logged out; log in again".into()));
         }
         Err(unauthorized(
@@ -118,13 +152,14 @@ impl Access {
         ))
     }
 
-    /// Start a session for `token`; returns the caller and the `Set-Cookie` value.
-    pub fn login(&self, token: &str) -> Result<(Caller, HeaderValue), ApiError> {
+    /// Start a session for `token`; returns the caller and the `Set-Cookie` value. With an
+    /// engine the session is kept in its store (durable before the cookie is sent).
+    pub async fn login(&self, token: &str) -> Result<(Caller, HeaderValue), ApiError> {
         let mut headers = HeaderMap::new();
         if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
             headers.insert(header::AUTHORIZATION, v);
         }
-        let caller = self.authenticate(&headers)?;
+        let caller = self.authenticate(&headers).await?;
         let id = random_secret().map_err(|e| {
             ApiError::new(
                 ErrorCode::Unavailable,
@@ -132,17 +167,36 @@ impl Access {
             )
         })?;
         let ttl = self.admin.session_ttl;
-        if let Ok(mut s) = self.sessions.lock() {
-            s.insert(
-                token_hash(&id),
-                Session {
-                    caller: caller.clone(),
-                    // The config caps the TTL (a year); a larger one must not panic here.
-                    expires: Instant::now()
-                        .checked_add(ttl)
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(366 * 24 * 3600)),
-                },
-            );
+        match &self.engine {
+            Some(engine) => {
+                let now = engine.now();
+                // The config caps the TTL (a year); a larger one must not overflow here.
+                let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                engine
+                    .store()
+                    .create_session(
+                        &hex::encode(token_hash(&id)),
+                        &caller.name,
+                        now.saturating_add(ttl_ms),
+                        now,
+                    )
+                    .await
+                    .map_err(session_store_error)?;
+            }
+            None => {
+                if let Ok(mut s) = self.sessions.lock() {
+                    s.insert(
+                        token_hash(&id),
+                        Session {
+                            name: caller.name.clone(),
+                            // The config caps the TTL (a year); a larger one must not panic.
+                            expires: Instant::now().checked_add(ttl).unwrap_or_else(|| {
+                                Instant::now() + Duration::from_secs(366 * 24 * 3600)
+                            }),
+                        },
+                    );
+                }
+            }
         }
         let cookie = format!(
             "{SESSION_COOKIE}={id}; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age={}{}",
@@ -159,17 +213,26 @@ impl Access {
     }
 
     /// End the session of the request's cookie (if any); returns the clearing `Set-Cookie`.
-    pub fn logout(&self, headers: &HeaderMap) -> HeaderValue {
+    pub async fn logout(&self, headers: &HeaderMap) -> Result<HeaderValue, ApiError> {
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
-            if let Ok(mut s) = self.sessions.lock() {
-                s.remove(&token_hash(id));
+            match &self.engine {
+                Some(engine) => engine
+                    .store()
+                    .delete_session(&hex::encode(token_hash(id)))
+                    .await
+                    .map_err(session_store_error)?,
+                None => {
+                    if let Ok(mut s) = self.sessions.lock() {
+                        s.remove(&token_hash(id));
+                    }
+                }
             }
         }
-        HeaderValue::from_static(if self.admin.secure_cookie {
+        Ok(HeaderValue::from_static(if self.admin.secure_cookie {
             "concord_session=; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
         } else {
             "concord_session=; Path=/api/v1; HttpOnly; SameSite=Strict; Max-Age=0"
-        })
+        }))
     }
 
     pub fn session_ttl(&self) -> Duration {
@@ -220,7 +283,7 @@ pub async fn require_admin(
             return too_many_attempts(wait);
         }
     }
-    match access.authenticate(req.headers()) {
+    match access.authenticate(req.headers()).await {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -253,49 +316,53 @@ mod tests {
     use super::*;
     use crate::access::test_support::{access, headers};
 
-    #[test]
-    fn tokens_roles_and_sessions() {
+    #[tokio::test]
+    async fn tokens_roles_and_sessions() {
         let a = access(
             &[("ann", Role::Viewer, "t1"), ("ops", Role::Operator, "t2")],
             &[],
         );
-        let who = |h: HeaderMap| a.authenticate(&h).map(|c| (c.name, c.role));
+        let who = async |h: HeaderMap| a.authenticate(&h).await.map(|c| (c.name, c.role));
         assert_eq!(
-            who(headers(&[("authorization", "Bearer t2")])).ok(),
+            who(headers(&[("authorization", "Bearer t2")])).await.ok(),
             Some(("ops".into(), Role::Operator))
         );
-        let e = who(headers(&[("authorization", "Bearer t3")])).unwrap_err();
+        let e = who(headers(&[("authorization", "Bearer t3")]))
+            .await
+            .unwrap_err();
         assert_eq!(e.status, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            who(HeaderMap::new()).unwrap_err().status,
+            who(HeaderMap::new()).await.unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
         // A session: the cookie holds a fresh random id, never the token.
-        let (caller, set_cookie) = a.login("t1").expect("login");
+        let (caller, set_cookie) = a.login("t1").await.expect("login");
         assert_eq!(caller.name, "ann");
         let set_cookie = set_cookie.to_str().expect("ascii").to_string();
         assert!(!set_cookie.contains("t1;"));
         let pair = set_cookie.split(';').next().expect("pair").to_string();
         assert_eq!(
-            who(headers(&[("cookie", &pair)])).ok(),
+            who(headers(&[("cookie", &pair)])).await.ok(),
             Some(("ann".into(), Role::Viewer))
         );
-        a.logout(&headers(&[("cookie", &pair)]));
+        a.logout(&headers(&[("cookie", &pair)]))
+            .await
+            .expect("logout");
         assert_eq!(
-            who(headers(&[("cookie", &pair)])).unwrap_err().status,
+            who(headers(&[("cookie", &pair)])).await.unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            a.login("nope").unwrap_err().status,
+            a.login("nope").await.unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
     }
 
-    #[test]
-    fn a_huge_session_ttl_does_not_panic_the_login() {
+    #[tokio::test]
+    async fn a_huge_session_ttl_does_not_panic_the_login() {
         let mut a = access(&[("ops", Role::Operator, "t2")], &[]);
         a.admin.session_ttl = Duration::MAX;
-        let (_, set_cookie) = a.login("t2").expect("login");
+        let (_, set_cookie) = a.login("t2").await.expect("login");
         let pair = set_cookie
             .to_str()
             .expect("ascii")
@@ -303,14 +370,15 @@ mod tests {
             .next()
             .expect("pair")
             .to_string();
-        assert!(a.authenticate(&headers(&[("cookie", &pair)])).is_ok());
+        assert!(a.authenticate(&headers(&[("cookie", &pair)])).await.is_ok());
     }
 
-    #[test]
-    fn no_tokens_means_closed() {
+    #[tokio::test]
+    async fn no_tokens_means_closed() {
         let a = access(&[], &[]);
         let e = a
             .authenticate(&headers(&[("authorization", "Bearer anything")]))
+            .await
             .unwrap_err();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
         assert!(e.message.contains("concord token new"), "{}", e.message);

@@ -64,11 +64,13 @@ pub struct Access {
     commerce: CommerceConfig,
     /// `[[metrics.tokens]]`.
     metrics: Vec<MetricsToken>,
-    /// By SHA-256 of the session id.
+    /// By SHA-256 of the session id — only without an engine (unit tests): a server with an
+    /// engine keeps sessions in its store, shared by every instance and kept across restarts.
     sessions: Mutex<HashMap<[u8; 32], Session>>,
     /// Failed attempts per client.
     throttle: Throttle,
-    /// Where failed attempts are audited (`None`: not recorded, e.g. unit tests).
+    /// Where failed attempts are audited and sessions kept (`None`: not recorded, sessions in
+    /// memory, e.g. unit tests).
     engine: Option<Engine>,
 }
 
@@ -183,7 +185,8 @@ impl Access {
         self
     }
 
-    /// Record failed attempts in this engine's audit trail.
+    /// Record failed attempts in this engine's audit trail, and keep dashboard sessions in its
+    /// store.
     pub fn with_audit(mut self, engine: Engine) -> Access {
         self.engine = Some(engine);
         self

@@ -45,7 +45,9 @@ impl From<Caller> for Me {
 }
 
 /// Log in with a token; the answer sets the `concord_session` cookie (HttpOnly,
-/// SameSite=Strict) that authenticates the dashboard's requests.
+/// SameSite=Strict) that authenticates the dashboard's requests. The session is kept in the
+/// store (shared by instances on one database, kept across restarts) until it expires, the
+/// caller logs out, or its token is removed from the config.
 #[utoipa::path(
     post,
     path = "/api/v1/session",
@@ -58,6 +60,7 @@ impl From<Caller> for Me {
         (status = 401, description = "Unknown token", body = ErrorBody),
         (status = 403, description = "The admin API has no tokens configured, or a browser sent the request from another origin", body = ErrorBody),
         (status = 429, description = "Too many failed attempts from this address; `Retry-After` says when to try again", body = ErrorBody),
+        (status = 503, description = "The store, which keeps sessions, is out of reach", body = ErrorBody),
     )
 )]
 pub async fn login(
@@ -79,7 +82,7 @@ pub async fn login(
     if b.token.trim().is_empty() {
         return Err(ApiError::invalid_field("token", "must not be empty"));
     }
-    let (caller, cookie) = match access.login(b.token.trim()) {
+    let (caller, cookie) = match access.login(b.token.trim()).await {
         Ok(ok) => ok,
         Err(e) => {
             if e.status == StatusCode::UNAUTHORIZED {
@@ -104,11 +107,16 @@ pub async fn login(
     path = "/api/v1/session",
     tag = "session",
     security(()),
-    responses((status = 204, description = "Logged out (also when there was no session)"))
+    responses(
+        (status = 204, description = "Logged out (also when there was no session)"),
+        (status = 503, description = "The store, which keeps sessions, is out of reach", body = ErrorBody),
+    )
 )]
 pub async fn logout(Extension(access): Extension<Arc<Access>>, headers: HeaderMap) -> Response {
-    let clear = access.logout(&headers);
-    (StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response()
+    match access.logout(&headers).await {
+        Ok(clear) => (StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 /// The caller's token name and role.

@@ -144,6 +144,45 @@ pub async fn connector_state_is_kept_per_endpoint(fx: &Fixture) {
     assert_eq!(s.connector_state("nobody").await.unwrap(), None);
 }
 
+/// Dashboard sessions: found by their id hash until they expire, ended by `delete_session`,
+/// replaced by a second create with the same hash, and swept when a later login finds them
+/// expired.
+pub async fn dashboard_sessions_are_kept_until_they_expire_or_end(fx: &Fixture) {
+    let s = fx.store();
+    assert_eq!(s.session("h1", 1_000).await.unwrap(), None);
+    s.create_session("h1", "ann", 10_000, 1_000).await.unwrap();
+    s.create_session("h2", "ops", 5_000, 1_000).await.unwrap();
+    assert_eq!(
+        s.session("h1", 9_999).await.unwrap().as_deref(),
+        Some("ann")
+    );
+    assert_eq!(
+        s.session("h2", 4_999).await.unwrap().as_deref(),
+        Some("ops")
+    );
+    // Expired at its instant, not after.
+    assert_eq!(s.session("h2", 5_000).await.unwrap(), None);
+    assert_eq!(s.session("h1", 10_000).await.unwrap(), None);
+    // Ended.
+    s.delete_session("h1").await.unwrap();
+    assert_eq!(s.session("h1", 2_000).await.unwrap(), None);
+    s.delete_session("nothing").await.unwrap();
+    // The same hash again: the newer one wins.
+    s.create_session("h3", "ann", 8_000, 2_000).await.unwrap();
+    s.create_session("h3", "ops", 9_000, 2_500).await.unwrap();
+    assert_eq!(
+        s.session("h3", 8_500).await.unwrap().as_deref(),
+        Some("ops")
+    );
+    // A login at 6_000 sweeps h2 (expired at 5_000): it stays gone even for an earlier `now`.
+    s.create_session("h4", "ann", 20_000, 6_000).await.unwrap();
+    assert_eq!(s.session("h2", 1_000).await.unwrap(), None);
+    assert_eq!(
+        s.session("h3", 6_000).await.unwrap().as_deref(),
+        Some("ops")
+    );
+}
+
 /// Reconciliation runs are kept with their reports: listed newest first without the report,
 /// read back by id with it; an unknown id is `None`.
 pub async fn reconcile_runs_are_kept_and_listed(fx: &Fixture) {

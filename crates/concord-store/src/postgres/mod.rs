@@ -507,6 +507,36 @@ impl Store for PgStore {
         .await
     }
 
+    async fn create_session(
+        &self,
+        hash: &str,
+        name: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<()> {
+        let input = Arc::new((hash.to_owned(), name.to_owned()));
+        self.write_tx("keep a dashboard session", move |tx| {
+            let input = Arc::clone(&input);
+            Box::pin(async move {
+                writes::create_session(tx, &input.0, &input.1, expires_at, now).await
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, hash: &str, now: Millis) -> Result<Option<String>> {
+        on_client!(self, |c| reads::session(c, hash, now))
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        let hash = Arc::new(hash.to_owned());
+        self.write_tx("end a dashboard session", move |tx| {
+            let hash = Arc::clone(&hash);
+            Box::pin(async move { writes::delete_session(tx, &hash).await })
+        })
+        .await
+    }
+
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
         on_client!(self, |c| reads::entity(c, kind, key))
     }

@@ -162,6 +162,21 @@ pub(crate) async fn search_journal<C: GenericClient + Sync>(
     journal_rows(c, &sql, &args).await
 }
 
+pub(crate) async fn session<C: GenericClient + Sync>(
+    c: &C,
+    hash: &str,
+    now: Millis,
+) -> Result<Option<String>> {
+    c.query_opt(
+        "SELECT name FROM admin_sessions WHERE hash = $1 AND expires_at > $2",
+        &[&hash, &now],
+    )
+    .await
+    .map_err(db("read a dashboard session"))?
+    .map(|r| get(&r, 0))
+    .transpose()
+}
+
 pub(crate) async fn connector_state<C: GenericClient + Sync>(
     c: &C,
     endpoint: &str,

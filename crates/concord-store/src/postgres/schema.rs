@@ -370,6 +370,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX reconcile_runs_finished ON reconcile_runs (finished_at);
     "#,
+    // 14: dashboard sessions, shared by every instance (SQLite's migration 13).
+    r#"
+    CREATE TABLE admin_sessions (
+        hash       TEXT COLLATE "C" PRIMARY KEY,
+        name       TEXT COLLATE "C" NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
+    "#,
 ];
 
 /// The advisory lock key of the migrations: one per schema, so that test schemas side by side

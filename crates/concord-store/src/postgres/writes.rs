@@ -52,6 +52,34 @@ pub(crate) async fn set_flow_paused(
     Ok(changed > 0)
 }
 
+pub(crate) async fn create_session(
+    tx: &Transaction<'_>,
+    hash: &str,
+    name: &str,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<()> {
+    tx.execute("DELETE FROM admin_sessions WHERE expires_at <= $1", &[&now])
+        .await
+        .map_err(db("delete expired dashboard sessions"))?;
+    tx.execute(
+        "INSERT INTO admin_sessions (hash, name, created_at, expires_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (hash) DO UPDATE SET name = excluded.name,
+             created_at = excluded.created_at, expires_at = excluded.expires_at",
+        &[&hash, &name, &now, &expires_at],
+    )
+    .await
+    .map_err(db("keep a dashboard session"))?;
+    Ok(())
+}
+
+pub(crate) async fn delete_session(tx: &Transaction<'_>, hash: &str) -> Result<()> {
+    tx.execute("DELETE FROM admin_sessions WHERE hash = $1", &[&hash])
+        .await
+        .map_err(db("end a dashboard session"))?;
+    Ok(())
+}
+
 pub(crate) async fn set_connector_state(
     tx: &Transaction<'_>,
     endpoint: &str,

@@ -244,6 +244,29 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn create_session(
+        &self,
+        hash: &str,
+        name: &str,
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<()> {
+        let (hash, name) = (hash.to_owned(), name.to_owned());
+        self.write(move |c, _| writes::create_session(c, &hash, &name, expires_at, now))
+            .await
+    }
+
+    async fn session(&self, hash: &str, now: Millis) -> Result<Option<String>> {
+        let hash = hash.to_owned();
+        self.read(move |c| reads::session(c, &hash, now)).await
+    }
+
+    async fn delete_session(&self, hash: &str) -> Result<()> {
+        let hash = hash.to_owned();
+        self.write(move |c, _| writes::delete_session(c, &hash))
+            .await
+    }
+
     async fn entity(&self, kind: Kind, key: &str) -> Result<Option<Entity>> {
         let key = key.to_owned();
         self.read(move |c| reads::entity(c, kind, &key)).await

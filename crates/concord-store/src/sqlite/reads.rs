@@ -131,6 +131,12 @@ pub(crate) fn connector_state(conn: &Connection, endpoint: &str) -> Result<Optio
         .map_err(db("read connector state"))
 }
 
+pub(crate) fn session(conn: &Connection, hash: &str, now: Millis) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT name FROM admin_sessions WHERE hash = ?1 AND expires_at > ?2")
+        .and_then(|mut s| s.query_row(params![hash, now], |r| r.get(0)).optional())
+        .map_err(db("read a dashboard session"))
+}
+
 pub(crate) fn paused_flows(conn: &Connection) -> Result<Vec<String>> {
     conn.prepare_cached("SELECT flow FROM paused_flows ORDER BY flow")
         .and_then(|mut s| {

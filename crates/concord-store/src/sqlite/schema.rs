@@ -375,6 +375,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX reconcile_runs_finished ON reconcile_runs (finished_at);
     "#,
+    // 13: dashboard sessions (`Store::create_session`): the hex SHA-256 of the session id
+    //     (never the id), the admin token's name, expiry; expired rows deleted at each login.
+    r#"
+    CREATE TABLE admin_sessions (
+        hash       TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).

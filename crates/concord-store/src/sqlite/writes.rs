@@ -51,6 +51,33 @@ pub(crate) fn set_flow_paused(
     Ok(changed > 0)
 }
 
+pub(crate) fn create_session(
+    conn: &Connection,
+    hash: &str,
+    name: &str,
+    expires_at: Millis,
+    now: Millis,
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM admin_sessions WHERE expires_at <= ?1")
+        .and_then(|mut s| s.execute(params![now]))
+        .map_err(db("delete expired dashboard sessions"))?;
+    conn.prepare_cached(
+        "INSERT INTO admin_sessions (hash, name, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (hash) DO UPDATE SET name = excluded.name, created_at = excluded.created_at,
+             expires_at = excluded.expires_at",
+    )
+    .and_then(|mut s| s.execute(params![hash, name, now, expires_at]))
+    .map_err(db("keep a dashboard session"))?;
+    Ok(())
+}
+
+pub(crate) fn delete_session(conn: &Connection, hash: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM admin_sessions WHERE hash = ?1")
+        .and_then(|mut s| s.execute(params![hash]))
+        .map_err(db("end a dashboard session"))?;
+    Ok(())
+}
+
 pub(crate) fn set_connector_state(
     conn: &Connection,
     endpoint: &str,
