@@ -34,6 +34,8 @@ struct B1 {
     partners: Vec<Value>,
     orders: Vec<Value>,
     deliveries: Vec<Value>,
+    /// Listings of DeliveryNotes answered (any page).
+    delivery_reads: usize,
     slow_next_order: Option<Duration>,
     /// Goods receipts (InventoryGenEntries) and goods issues (InventoryGenExits) posted.
     stock_docs: Vec<(String, Value)>,
@@ -211,6 +213,7 @@ async fn deliveries(
     if let Some(r) = session(&mut f, &headers, "GET DeliveryNotes") {
         return r;
     }
+    f.delivery_reads += 1;
     let all = f.deliveries.clone();
     page(
         &mut f,
@@ -912,5 +915,247 @@ to = ["shop"]
     let channel = channel.lock().unwrap();
     assert_eq!(channel.len(), 24, "{:?}", channel.keys());
     assert!(channel.keys().all(|k| !k.ends_with("@99")));
+    b1.with(|f| assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches));
+}
+
+/// The real engine over a real SQLite store, both ways between a storefront and SAP Business One:
+/// the store's orders (signed webhooks, one redelivered) become one sales order each, one of them
+/// through a lost answer (B1 makes the order, then answers after the client's timeout: the
+/// engine retries and the preset's lookup by NumAtCard finds the order instead of making a
+/// second); B1's deliveries of those orders, with their tracking numbers, are polled and reach
+/// the store once each, on later polls too (the same deliveries are read again and dropped).
+#[tokio::test]
+async fn through_the_engine_orders_arrive_once_and_deliveries_come_back_with_tracking() {
+    use concord_connectors::http::config::{Algorithm, Encoding};
+    use concord_connectors::http::webhook::sign;
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+    use concord_testkit::wait_until;
+
+    let b1 = Contract::start().await;
+    b1.with(|f| {
+        f.partners.push(json!({"CardCode": "C-WEB", "CardName": "Web shop", "CardType": "cCustomer", "EmailAddress": ""}));
+        f.partners.push(json!({"CardCode": "C-0042", "CardName": "Acme", "CardType": "cCustomer", "EmailAddress": "buyer@acme.example"}));
+    });
+    // The storefront's side: its orders come as signed webhooks; its shipments endpoint logs
+    // every PUT /shipments/{id}.
+    let (shipments, shop_url) = support::shipment_channel().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[endpoints.shop]
+connector = "http"
+url = "{shop}"
+webhook_secret = "shop-secret"
+[endpoints.shop.options.webhook]
+signature = {{ header = "x-sig" }}
+records = ".orders"
+routes = [{{ kind = "order", id = '"shop/\(.number)"', version = ".updated_at", map = "del(.updated_at)" }}]
+[endpoints.shop.options.write.shipment]
+upsert = {{ method = "PUT", path = "/shipments/{{.id}}", success = [204], body = "{{order, tracking_number, lines}}" }}
+[endpoints.b1]
+connector = "http"
+url = "{b1}"
+timeout = "1s"
+[endpoints.b1.options]
+preset = "sap-b1"
+vars = {{ company_db = "SBODEMOUS", user = "manager", password = "b1pass", page_size = 5, default_customer = "C-WEB" }}
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["shop"]
+to = ["b1"]
+[[flows]]
+name = "shipments"
+kind = "shipment"
+pattern = "broadcast"
+mode = "delta"
+interval = "500ms"
+from = ["b1"]
+to = ["shop"]
+"#,
+        store = dir.path().join("hub.sqlite").display(),
+        shop = shop_url,
+        b1 = b1.url,
+    );
+    let config = Arc::new(
+        Config::from_toml_str(&text, &dir.path().join("c.toml"))
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}")),
+    );
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(
+            n.clone(),
+            concord_connectors::build(s).expect("connector builds"),
+        );
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).expect("capabilities");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).expect("store"));
+    let engine = Engine::new(config, store.clone(), cs).expect("engine");
+    let mut tasks = engine.start().await.expect("engine starts");
+
+    let webhook = |numbers: &[u32]| {
+        let orders: Vec<Value> = numbers
+            .iter()
+            .map(|n| {
+                let email = if *n == 3002 { "buyer@acme.example".to_string() } else { format!("c{n}@example.com") };
+                json!({"channel": "shop", "number": format!("{n}"), "customer": {"email": email},
+                       "currency": "USD", "placed_at": "2026-12-04T09:15:00Z", "updated_at": format!("2026-12-04T09:{:02}:00Z", n - 3000),
+                       "lines": [{"sku": format!("A-{}", n - 3000), "quantity": 1 + n % 2, "unit_price_minor": 1250, "location": "01"}]})
+            })
+            .collect();
+        let body = json!({"orders": orders}).to_string().into_bytes();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-sig",
+            sign(Algorithm::Sha256, Encoding::Hex, b"shop-secret", &body)
+                .parse()
+                .expect("signature header"),
+        );
+        (h, body)
+    };
+    let in_b1 = |reference: &str| {
+        b1.with(|f| {
+            f.orders
+                .iter()
+                .filter(|o| o["NumAtCard"] == reference)
+                .count()
+        })
+    };
+    let known_at_b1 = async |key: &str| {
+        store
+            .xref_external("b1", Kind::Order, key)
+            .await
+            .expect("xref")
+            .is_some()
+    };
+
+    // Order 3001: B1 makes the sales order, but its answer comes after the client's timeout.
+    b1.with(|f| f.slow_next_order = Some(Duration::from_secs(3)));
+    let (h, body) = webhook(&[3001]);
+    engine
+        .capture_webhook("shop", &h, &body)
+        .await
+        .expect("webhook 3001");
+    wait_until(
+        "3001 delivered to B1 after its lost answer",
+        Duration::from_secs(30),
+        async || known_at_b1("shop/3001").await,
+    )
+    .await;
+    // The other orders; the store redelivers its webhook.
+    let (h, body) = webhook(&[3002, 3003, 3004]);
+    for _ in 0..2 {
+        engine
+            .capture_webhook("shop", &h, &body)
+            .await
+            .expect("webhook 3002-3004");
+    }
+    wait_until(
+        "every order delivered to B1",
+        Duration::from_secs(30),
+        async || {
+            for n in 3001..=3004 {
+                if !known_at_b1(&format!("shop/{n}")).await {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+
+    // B1 delivers each order with a tracking number.
+    b1.with(|f| {
+        for n in 3001..=3004u32 {
+            let entry = n - 3001 + 41;
+            f.deliveries.push(json!({"DocEntry": entry, "DocNum": 5000 + entry, "NumAtCard": format!("shop/{n}"),
+                "TrackingNumber": format!("1Z-{n}"), "DocDate": "2026-12-04T00:00:00Z",
+                "UpdateDate": "2026-12-04T00:00:00Z", "UpdateTime": format!("15:{:02}:00", n - 3000),
+                "DocumentLines": [{"LineNum": 0, "ItemCode": format!("A-{}", n - 3000), "Quantity": (1 + n % 2) as f64}]}));
+        }
+    });
+    wait_until(
+        "every delivery at the store as a shipment",
+        Duration::from_secs(30),
+        async || {
+            let log = shipments.lock().expect("shipment log");
+            (41..=44).all(|id| log.iter().any(|(s, _)| *s == id.to_string()))
+        },
+    )
+    .await;
+    // Two more polls read the same deliveries again (the cursor's day is inclusive).
+    let reads = b1.with(|f| f.delivery_reads);
+    wait_until(
+        "two more polls of the deliveries",
+        Duration::from_secs(30),
+        async || b1.with(|f| f.delivery_reads) >= reads + 2,
+    )
+    .await;
+    let history = store
+        .order_history("shop/3001")
+        .await
+        .expect("order history")
+        .expect("3001's history");
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+
+    // Each order once in B1, on its business partner (by e-mail, else the default).
+    for n in 3001..=3004 {
+        assert_eq!(in_b1(&format!("shop/{n}")), 1, "sales orders for shop/{n}");
+    }
+    b1.with(|f| {
+        assert_eq!(f.orders.len(), 4, "one sales order per order");
+        for o in &f.orders {
+            let card = if o["NumAtCard"] == "shop/3002" {
+                "C-0042"
+            } else {
+                "C-WEB"
+            };
+            assert_eq!(o["CardCode"], card, "{o}");
+        }
+    });
+    // 3001's answer was lost: a timed-out attempt, then a delivered one (found by NumAtCard).
+    let to_b1: Vec<_> = history
+        .attempts
+        .iter()
+        .filter(|a| a.dest == "b1" && a.kind == Kind::Order)
+        .collect();
+    assert!(
+        to_b1
+            .iter()
+            .any(|a| a.outcome == "retry"
+                && a.error.as_deref().is_some_and(|e| e.contains("timed out"))),
+        "{to_b1:?}"
+    );
+    assert_eq!(
+        to_b1.last().map(|a| a.outcome.as_str()),
+        Some("delivered"),
+        "{to_b1:?}"
+    );
+    // Each delivery reached the store once, with its order and tracking number.
+    let log = shipments.lock().expect("shipment log");
+    assert_eq!(log.len(), 4, "{log:?}");
+    for n in 3001..=3004u32 {
+        let id = (n - 3001 + 41).to_string();
+        let got: Vec<&Value> = log
+            .iter()
+            .filter(|(s, _)| *s == id)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(got.len(), 1, "shipment {id}: {log:?}");
+        assert_eq!(got[0]["order"], format!("shop/{n}"));
+        assert_eq!(got[0]["tracking_number"], format!("1Z-{n}"));
+        assert_eq!(
+            got[0]["lines"],
+            json!([{"sku": format!("A-{}", n - 3000), "quantity": 1 + n % 2}])
+        );
+    }
     b1.with(|f| assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches));
 }

@@ -1,6 +1,8 @@
 //! Shared by the preset tests: a stand-in sales channel that stores every stock figure it is
 //! sent (`PUT /stock/{sku}/{location}`, answered 204), for tests that broadcast an ERP preset's
-//! stock through the real engine.
+//! stock through the real engine; and one that logs every shipment it is sent
+//! (`PUT /shipments/{id}`, answered 204), for tests that bring an ERP preset's shipments back to
+//! the order's channel through the real engine.
 //!
 //! Must never judge what it receives: the tests assert on what it stored.
 
@@ -12,6 +14,10 @@ use axum::Router;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+/// What the shipment channel was sent, in arrival order: `(shipment id, body)` (the body JSON, or
+/// null when not JSON). Every request is kept, so a shipment sent twice is there twice.
+pub type ShipmentLog = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// What the channel holds: `"{sku}@{location}"` → the last body (JSON, or null when not JSON).
 pub type StockSink = Arc<Mutex<BTreeMap<String, Value>>>;
@@ -44,4 +50,31 @@ pub async fn stock_channel() -> (StockSink, String) {
     );
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (channel, url)
+}
+
+/// Starts the shipment channel on a free loopback port; returns its log and its base URL.
+#[allow(dead_code)] // not every test binary that includes this module takes shipments
+pub async fn shipment_channel() -> (ShipmentLog, String) {
+    let log: ShipmentLog = Arc::default();
+    let app = Router::new()
+        .route(
+            "/shipments/{id}",
+            put(
+                |State(l): State<ShipmentLog>, Path(id): Path<String>, body: Bytes| async move {
+                    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    l.lock().expect("shipment channel lock").push((id, v));
+                    StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .with_state(log.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the shipment channel");
+    let url = format!(
+        "http://{}",
+        listener.local_addr().expect("shipment channel address")
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (log, url)
 }
