@@ -8,7 +8,7 @@ use concord_engine::connector::Connector;
 use concord_engine::Engine;
 use concord_sandbox::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim};
 use concord_server::AppState;
-use concord_store::{SqliteStore, Store};
+use concord_store::{PgOptions, PgStore, SqliteStore, Store};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -49,12 +49,73 @@ impl Server {
     }
 }
 
+/// The hub's store in a benchmark: the default SQLite file, or a schema of its own on a
+/// PostgreSQL server (`--postgres URL`), dropped when the rig stops.
+pub enum BenchStore {
+    Sqlite(Arc<SqliteStore>),
+    Postgres {
+        store: Arc<PgStore>,
+        url: String,
+        schema: String,
+    },
+}
+
+impl BenchStore {
+    /// SQLite's write groups so far (group commit); PostgreSQL has none (0).
+    pub fn write_groups(&self) -> u64 {
+        match self {
+            BenchStore::Sqlite(s) => s.write_groups(),
+            BenchStore::Postgres { .. } => 0,
+        }
+    }
+
+    /// `sqlite` or `postgres`, for the tables and JSON lines.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            BenchStore::Sqlite(_) => "sqlite",
+            BenchStore::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn as_dyn(&self) -> Arc<dyn Store> {
+        match self {
+            BenchStore::Sqlite(s) => s.clone(),
+            BenchStore::Postgres { store, .. } => store.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for BenchStore {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            BenchStore::Sqlite(s) => s.as_ref(),
+            BenchStore::Postgres { store, .. } => store.as_ref(),
+        }
+    }
+}
+
+/// Drop the benchmark's schema on the PostgreSQL server of `url`.
+pub async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
+    let (client, connection) = url
+        .parse::<tokio_postgres::Config>()?
+        .connect(tokio_postgres::NoTls)
+        .await
+        .context("connect to drop the bench schema")?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .context("drop the bench schema")?;
+    Ok(())
+}
+
 /// Concord (engine + HTTP server), the two emulators, and what is needed to stop them.
 pub struct Rig {
     pub erp: ErpHandle,
     pub shop: ShopHandle,
     pub engine: Engine,
-    pub store: Arc<SqliteStore>,
+    pub store: BenchStore,
     tasks: JoinSet<()>,
     server: Server,
     /// Concord's `http://127.0.0.1:<port>`.
@@ -96,8 +157,13 @@ timeout = "5s"
 impl Rig {
     /// Start the emulators and Concord with `rest` (flows, inventory…) after the endpoints; the
     /// ERP posts its webhooks to Concord in batches of at most `webhook_batch` events (`None`:
-    /// the emulator's default).
-    pub async fn start(webhook_batch: Option<usize>, rest: &str) -> anyhow::Result<Rig> {
+    /// the emulator's default). `postgres`: the store is a fresh schema on that server instead
+    /// of an SQLite file.
+    pub async fn start(
+        webhook_batch: Option<usize>,
+        rest: &str,
+        postgres: Option<&str>,
+    ) -> anyhow::Result<Rig> {
         let dir = tempfile::tempdir().context("creating the temporary store directory")?;
         let store_path = dir.path().join("concord.db");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
@@ -128,11 +194,32 @@ impl Rig {
                 .map_err(|e| anyhow::anyhow!("endpoints.{name}.{}: {}", e.path, e.message))?;
             connectors.insert(name.clone(), c);
         }
-        let store = Arc::new(SqliteStore::open_with(
-            &store_path,
-            config.store.sqlite_options(),
-        )?);
-        let dyn_store: Arc<dyn Store> = store.clone();
+        let store = match postgres {
+            None => BenchStore::Sqlite(Arc::new(SqliteStore::open_with(
+                &store_path,
+                config.store.sqlite_options(),
+            )?)),
+            Some(url) => {
+                let schema = format!(
+                    "concord_bench_rig_{}_{}",
+                    std::process::id(),
+                    fastrand::u32(..)
+                );
+                let opts = PgOptions {
+                    schema: Some(schema.clone()),
+                    ..PgOptions::default()
+                };
+                let store = PgStore::connect(url, opts)
+                    .await
+                    .context("connect to PostgreSQL (--postgres)")?;
+                BenchStore::Postgres {
+                    store: Arc::new(store),
+                    url: url.to_string(),
+                    schema,
+                }
+            }
+        };
+        let dyn_store = store.as_dyn();
         let engine = Engine::new(Arc::new(config), dyn_store, connectors)?;
         let tasks = engine.start().await?;
         let server = Server::start(&engine, listener);
@@ -154,7 +241,15 @@ impl Rig {
         while self.tasks.join_next().await.is_some() {}
         self.erp.shutdown().await;
         self.shop.shutdown().await;
-        self.store.close().await;
+        match &self.store {
+            BenchStore::Sqlite(s) => s.close().await,
+            BenchStore::Postgres { store, url, schema } => {
+                store.close();
+                if let Err(e) = drop_schema(url, schema).await {
+                    eprintln!("could not drop the bench schema {schema}: {e:#}");
+                }
+            }
+        }
     }
 }
 

@@ -69,6 +69,10 @@ pub struct PipelineArgs {
     /// Give up waiting for the storefront after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Run the hub on this PostgreSQL server (a schema of its own, dropped after) instead of
+    /// an SQLite file.
+    #[arg(long, env = "CONCORD_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
 }
 
 impl Default for PipelineArgs {
@@ -82,6 +86,7 @@ impl Default for PipelineArgs {
             webhook_batch: 100,
             repeat: 1,
             timeout: 300,
+            postgres: None,
         }
     }
 }
@@ -98,6 +103,8 @@ enum Drive {
 /// The figures of one run.
 struct Outcome {
     case: &'static str,
+    /// `sqlite` or `postgres`.
+    store: &'static str,
     events: u64,
     seconds: f64,
     events_per_s: f64,
@@ -160,6 +167,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
 fn json_line(o: &Outcome) -> serde_json::Value {
     let mut v = json!({
         "bench": o.case,
+        "store": o.store,
         "events": o.events,
         "events_per_s": round1(o.events_per_s),
         "p50_ms": round3(o.p50_ms),
@@ -176,6 +184,9 @@ fn json_line(o: &Outcome) -> serde_json::Value {
 }
 
 fn print_table(outcomes: &[Outcome]) {
+    if let Some(o) = outcomes.first() {
+        println!("store: {}", o.store);
+    }
     println!(
         "{:<17} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>5} {:>11} {:>9}",
         "case",
@@ -307,7 +318,7 @@ fn sku_name(i: usize) -> String {
 async fn run_case(args: &PipelineArgs, drive: Drive) -> anyhow::Result<Outcome> {
     let k = args.skus;
     let skus: Vec<String> = (0..k).map(sku_name).collect();
-    let rig = Rig::start(Some(args.webhook_batch), FLOWS).await?;
+    let rig = Rig::start(Some(args.webhook_batch), FLOWS, args.postgres.as_deref()).await?;
     let mut watch = rig.shop.watch_inventory();
     let result = measure(&rig, &mut watch, args, drive, &skus).await;
     rig.stop().await;
@@ -514,6 +525,7 @@ async fn measure(
     );
     Ok(Outcome {
         case,
+        store: rig.store.backend(),
         events: total,
         seconds,
         events_per_s: if seconds > 0.0 {

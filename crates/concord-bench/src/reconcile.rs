@@ -78,7 +78,7 @@ stock_location = "WH1"
 "#,
         page = a.page_size
     );
-    let rig = Rig::start(None, &rest).await?;
+    let rig = Rig::start(None, &rest, None).await?;
     let skus = a.skus.max(1);
     let loaded = Instant::now();
     rig.erp
@@ -93,7 +93,6 @@ stock_location = "WH1"
                 .chain([skus])
                 .all(|i| rig.shop.inventory(&sku(i)).get("WH1") == Some(&10))
                 && {
-                    use concord_store::Store;
                     rig.store.stats().await.is_ok_and(|s| {
                         s.journal_pending == 0
                             && s.queues

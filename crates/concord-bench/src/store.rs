@@ -19,6 +19,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::harness::drop_schema;
+
 #[derive(clap::Args, Clone)]
 pub struct StoreArgs {
     /// PostgreSQL server to compare against (a schema is created and dropped there). Without it
@@ -121,20 +123,6 @@ pub async fn run(args: &StoreArgs) -> anyhow::Result<()> {
                 "goal": "oversold 0; PostgreSQL within 3x of SQLite per operation"})
         );
     }
-    Ok(())
-}
-
-async fn drop_schema(url: &str, schema: &str) -> anyhow::Result<()> {
-    let (client, connection) = url
-        .parse::<tokio_postgres::Config>()?
-        .connect(tokio_postgres::NoTls)
-        .await
-        .context("connect to drop the bench schema")?;
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .await
-        .context("drop the bench schema")?;
     Ok(())
 }
 

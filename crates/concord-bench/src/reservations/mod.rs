@@ -51,7 +51,6 @@ mod seed;
 use crate::harness::{cpu_seconds, loadavg, percentile, Rig};
 use anyhow::{bail, Context};
 use concord_core::inventory::buffer;
-use concord_store::Store;
 use load::{availability, client, reserve_once};
 use report::{json_line, print_table, Outcome};
 use seed::{config_rest, seed, sku_name};
@@ -89,6 +88,10 @@ pub struct ReservationsArgs {
     /// Give up waiting (seeding, draining) after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Run the hub on this PostgreSQL server (a schema of its own, dropped after) instead of
+    /// an SQLite file.
+    #[arg(long, env = "CONCORD_BENCH_POSTGRES_URL")]
+    pub postgres: Option<String>,
 }
 
 impl Default for ReservationsArgs {
@@ -100,6 +103,7 @@ impl Default for ReservationsArgs {
             oversubscribe: 1.25,
             repeat: 1,
             timeout: 120,
+            postgres: None,
         }
     }
 }
@@ -113,7 +117,7 @@ pub async fn run(args: &ReservationsArgs) -> anyhow::Result<()> {
     }
     let mut outcomes = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        let rig = Rig::start(None, &config_rest()).await?;
+        let rig = Rig::start(None, &config_rest(), args.postgres.as_deref()).await?;
         let result = measure(&rig, args).await;
         rig.stop().await;
         outcomes.push(result?);
@@ -288,6 +292,7 @@ async fn measure(rig: &Rig, args: &ReservationsArgs) -> anyhow::Result<Outcome> 
     );
     let answered = (reserved + refused).max(1) as f64;
     Ok(Outcome {
+        store: rig.store.backend(),
         cpu_us_per_op: (cpu_after.0 - cpu_before.0) * 1e6 / answered,
         writer_us_per_op: (cpu_after.1 - cpu_before.1) * 1e6 / answered,
         requests: args.requests,

@@ -9,6 +9,8 @@ use serde_json::{json, Value};
 
 /// The figures of one run.
 pub(super) struct Outcome {
+    /// `sqlite` or `postgres`.
+    pub(super) store: &'static str,
     pub(super) requests: u64,
     pub(super) seconds: f64,
     pub(super) ops_per_s: f64,
@@ -37,6 +39,9 @@ pub(super) struct Outcome {
 }
 
 pub(super) fn print_table(outcomes: &[Outcome]) {
+    if let Some(o) = outcomes.first() {
+        println!("store: {}", o.store);
+    }
     println!(
         "{:<13} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>6} {:>8} {:>5} {:>7} {:>7} {:>9} {:>12}",
         "case",
@@ -103,6 +108,7 @@ pub(super) fn print_table(outcomes: &[Outcome]) {
 pub(super) fn json_line(o: &Outcome) -> Value {
     let mut v = json!({
         "bench": "reservations",
+        "store": o.store,
         "ops_per_s": round1(o.ops_per_s),
         "p99_ms": round3(o.p99_ms),
         "oversold": o.oversold,

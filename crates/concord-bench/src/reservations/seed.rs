@@ -8,7 +8,6 @@
 use super::{LOCATIONS, WH2_BUFFER};
 use crate::harness::Rig;
 use anyhow::{bail, Context};
-use concord_store::Store;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
