@@ -239,7 +239,7 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> 
     if let Readiness::Failed(failure) = state.engine.readiness() {
         return Err(unavailable(failure.code()));
     }
-    if let Err(e) = state.engine.store().stats().await {
+    if let Err(e) = state.engine.store().ping().await {
         tracing::error!(error = %e, "readiness: the store cannot be read");
         return Err(unavailable("store_unavailable".into()));
     }

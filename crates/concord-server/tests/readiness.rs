@@ -180,3 +180,59 @@ to = ["web"]
     engine.shutdown();
     while tasks.join_next().await.is_some() {}
 }
+
+/// `/readyz` probes the store with one trivial query (`Store::ping`, not the history-sized
+/// counts of `stats`): ready while the store reads, `store_unavailable` once it cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_store_unavailable_when_the_store_cannot_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "[store]\npath = \"{}\"\n\n[endpoints.erp]\nconnector = \"panicking\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [endpoints.web]\nconnector = \"panicking\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [[flows]]\nname = \"stock\"\nkind = \"stock\"\npattern = \"broadcast\"\nmode = \"delta\"\ninterval = \"1s\"\n\
+         from = [\"erp\"]\nto = [\"web\"]\n",
+        dir.path().join("concord.sqlite").display()
+    );
+    let config = Config::from_toml_str(&text, Path::new("t.toml")).expect("config");
+    let sqlite = Arc::new(SqliteStore::open(&config.store.path).expect("open the store"));
+    let store: Arc<dyn Store> = sqlite.clone();
+    let mut connectors: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    connectors.insert("erp".into(), Arc::new(PanickingFeed));
+    connectors.insert("web".into(), Arc::new(PanickingFeed));
+    // Not started: no engine task runs (and none can fail first).
+    let engine = Engine::new(Arc::new(config), store, connectors).expect("engine");
+    let app = concord_server::app(
+        AppState {
+            engine: engine.clone(),
+            metrics: None,
+            ready: Arc::new(AtomicBool::new(true)),
+        },
+        1 << 20,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(concord_server::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::new();
+    let readyz = async || {
+        let r = http
+            .get(format!("{base}/readyz"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("GET /readyz");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert_eq!(readyz().await, (200, "ready".to_string()));
+    sqlite.close().await;
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(v["error"], "store_unavailable", "{body}");
+    let _ = stop.send(());
+    let _ = server.await;
+}

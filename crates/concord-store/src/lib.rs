@@ -401,6 +401,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn stats(&self) -> Result<StoreStats>;
 
+    /// Can the store be read right now? One trivial query (readiness probes call this often:
+    /// it must not grow with the stored history, as [`Store::stats`]'s counts do).
+    async fn ping(&self) -> Result<()> {
+        self.stats().await.map(|_| ())
+    }
+
     // ---- reconciliation (issue 16) ----
 
     /// Store a reconciliation run; returns its id (ascending).

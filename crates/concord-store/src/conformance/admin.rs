@@ -144,6 +144,11 @@ pub async fn connector_state_is_kept_per_endpoint(fx: &Fixture) {
     assert_eq!(s.connector_state("nobody").await.unwrap(), None);
 }
 
+/// `ping` answers on a working store (readiness probes call it).
+pub async fn ping_answers_on_a_working_store(fx: &Fixture) {
+    fx.store().ping().await.unwrap();
+}
+
 /// Dashboard sessions: found by their id hash until they expire, ended by `delete_session`,
 /// replaced by a second create with the same hash, and swept when a later login finds them
 /// expired.

@@ -36,8 +36,8 @@ mod settlement;
 
 pub use admin::{
     connector_state_is_kept_per_endpoint, dashboard_sessions_are_kept_until_they_expire_or_end,
-    paused_flows_are_skipped_by_claim, reconcile_runs_are_kept_and_listed,
-    search_journal_filters_and_pages,
+    paused_flows_are_skipped_by_claim, ping_answers_on_a_working_store,
+    reconcile_runs_are_kept_and_listed, search_journal_filters_and_pages,
 };
 pub use alerts::{alert_episodes_open_once_and_resolve, oversold_positions_are_listed};
 pub use apply::{apply_commits_a_processing_step, apply_never_changes_existing_xrefs};
@@ -212,6 +212,7 @@ macro_rules! store_conformance_tests {
             audit_rows_are_bounded,
             connector_state_is_kept_per_endpoint,
             dashboard_sessions_are_kept_until_they_expire_or_end,
+            ping_answers_on_a_working_store,
             reconcile_runs_are_kept_and_listed,
         );
     };

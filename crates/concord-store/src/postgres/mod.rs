@@ -494,6 +494,15 @@ impl Store for PgStore {
         on_client!(self, |c| reads::paused_flows(c))
     }
 
+    async fn ping(&self) -> Result<()> {
+        on_client!(self, |c| async {
+            c.query_one("SELECT 1", &[])
+                .await
+                .map(|_| ())
+                .map_err(codec::db("ping the store"))
+        })
+    }
+
     async fn connector_state(&self, endpoint: &str) -> Result<Option<String>> {
         on_client!(self, |c| reads::connector_state(c, endpoint))
     }

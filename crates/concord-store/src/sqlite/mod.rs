@@ -232,6 +232,14 @@ impl Store for SqliteStore {
         self.read(reads::paused_flows).await
     }
 
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(codec::db("ping the store"))
+        })
+        .await
+    }
+
     async fn connector_state(&self, endpoint: &str) -> Result<Option<String>> {
         let endpoint = endpoint.to_owned();
         self.read(move |c| reads::connector_state(c, &endpoint))
