@@ -5,13 +5,16 @@
 //! the entity bodies, the goods receipts and issues of a stock write — and answers as the manual
 //! says: the session cookies, 401 "Invalid session" once a session has timed out, pages with
 //! `odata.nextLink`, 201 with the created entity, 204 for an action,
-//! `{"error": {"code", "message": {"lang", "value"}}}` for errors.
+//! `{"error": {"code", "message": {"lang", "value"}}}` for errors. In front of it sits the
+//! load balancer ("Load Balancing": Apache httpd), which counts Concord's requests in flight
+//! against the budget and answers its own 503 page while no node is free.
 
 mod support;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -40,6 +43,29 @@ struct B1 {
     /// Goods receipts (InventoryGenEntries) and goods issues (InventoryGenExits) posted.
     stock_docs: Vec<(String, Value)>,
     slow_next_doc: Option<Duration>,
+    /// The load balancer in front of the Service Layer's nodes (see `load_balancer`).
+    lb: Balancer,
+}
+
+/// What the Service Layer's load balancer (Apache httpd with mod_proxy_balancer, the manual's
+/// "Load Balancing") does to each request before a node sees it.
+#[derive(Default)]
+struct Balancer {
+    /// No node can take a request: Apache answers 503 with its own HTML page
+    /// (httpd.apache.org/docs/2.4/mod/mod_proxy_balancer.html: a balancer with no usable
+    /// member answers 503 Service Unavailable).
+    down: bool,
+    /// Requests answered 503 while `down`.
+    refused: usize,
+    /// How long each request occupies a worker process of the node.
+    hold: Duration,
+    /// Requests being served now, and the most Concord may have at once (the preset's
+    /// `rate_limit.concurrency`: SAP publishes no request budget, so the workers an installation
+    /// grants the integration are the budget).
+    inflight: usize,
+    cap: Option<usize>,
+    /// Requests that arrived while `cap` were already being served.
+    violations: usize,
 }
 
 type Shared = Arc<Mutex<B1>>;
@@ -442,6 +468,53 @@ async fn action(
     }
 }
 
+/// Every request passes the load balancer: counted against the budget, refused while no node
+/// can take it, else held in a worker for `hold`.
+async fn load_balancer(
+    State(s): State<Shared>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let hold = {
+        let mut f = s.lock().unwrap();
+        let lb = &mut f.lb;
+        if lb.cap.is_some_and(|cap| lb.inflight >= cap) {
+            lb.violations += 1;
+        }
+        if lb.down {
+            lb.refused += 1;
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("content-type", "text/html; charset=iso-8859-1")],
+                "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n\
+                 <title>503 Service Unavailable</title>\n</head><body>\n<h1>Service Unavailable</h1>\n\
+                 <p>The server is temporarily unable to service your\nrequest due to maintenance \
+                 downtime or capacity\nproblems. Please try again later.</p>\n</body></html>\n",
+            )
+                .into_response();
+        }
+        lb.inflight += 1;
+        lb.hold
+    };
+    // Served until answered, or until the client goes away (a request Concord gave up on at its
+    // timeout no longer counts against its budget: hyper then drops this future).
+    let _served = Served(s.clone());
+    if !hold.is_zero() {
+        tokio::time::sleep(hold).await;
+    }
+    next.run(req).await
+}
+
+struct Served(Shared);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(mut f) = self.0.lock() {
+            f.lb.inflight -= 1;
+        }
+    }
+}
+
 struct Contract {
     url: String,
     b1: Shared,
@@ -464,6 +537,10 @@ impl Contract {
             )
             .route("/b1s/v1/Orders", get(orders_get).post(orders_post))
             .route("/b1s/v1/{entity}/{action}", post(action))
+            .layer(axum::middleware::from_fn_with_state(
+                b1.clone(),
+                load_balancer,
+            ))
             .with_state(b1.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1158,4 +1235,171 @@ to = ["shop"]
         );
     }
     b1.with(|f| assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches));
+}
+
+/// The real engine over a real SQLite store through a storm at the Service Layer: 20 webhook
+/// orders go to SAP Business One while its load balancer has no node to give them, four times for
+/// 300 ms (Apache's 503 page, not a Service Layer error), one node restart drops every
+/// session mid-way (401 "Invalid session" to every request in flight), and one order's answer is
+/// lost (B1 makes it, then answers after the client's timeout). Each request holds a worker for
+/// a while, so Concord's own requests in flight are what the installation sees. Every order ends
+/// in B1 once; the lost answer is found again by NumAtCard; the restart costs exactly one new
+/// login however many requests saw the 401; and no request arrived while the preset's
+/// concurrency budget was already in use (0 violations).
+#[tokio::test]
+async fn through_the_engine_orders_arrive_once_through_a_load_balancer_storm_and_a_node_restart() {
+    use concord_connectors::http::config::{Algorithm, Encoding};
+    use concord_connectors::http::webhook::sign;
+    use concord_engine::config::Config;
+    use concord_engine::runtime::Engine;
+    use concord_store::{SqliteStore, Store};
+    use concord_testkit::wait_until;
+
+    let b1 = Contract::start().await;
+    b1.with(|f| {
+        f.partners.push(json!({"CardCode": "C-WEB", "CardName": "Web shop", "CardType": "cCustomer", "EmailAddress": ""}));
+        f.lb.hold = Duration::from_millis(40);
+        // The preset's default budget (sap-b1.toml `rate_limit.concurrency`).
+        f.lb.cap = Some(4);
+    });
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let text = format!(
+        r#"
+[store]
+path = "{store}"
+[endpoints.shop]
+connector = "http"
+url = "{b1}"
+webhook_secret = "shop-secret"
+[endpoints.shop.options.webhook]
+signature = {{ header = "x-sig" }}
+records = ".orders"
+routes = [{{ kind = "order", id = '"shop/\(.number)"', version = ".updated_at", map = "del(.updated_at)" }}]
+[endpoints.b1]
+connector = "http"
+url = "{b1}"
+timeout = "1s"
+[endpoints.b1.options]
+preset = "sap-b1"
+vars = {{ company_db = "SBODEMOUS", user = "manager", password = "b1pass", page_size = 5, default_customer = "C-WEB" }}
+[[flows]]
+name = "orders"
+kind = "order"
+pattern = "aggregation"
+mode = "realtime"
+from = ["shop"]
+to = ["b1"]
+"#,
+        store = dir.path().join("hub.sqlite").display(),
+        b1 = b1.url,
+    );
+    let config = Arc::new(
+        Config::from_toml_str(&text, &dir.path().join("c.toml"))
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}")),
+    );
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(
+            n.clone(),
+            concord_connectors::build(s).expect("connector builds"),
+        );
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).expect("capabilities");
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).expect("store"));
+    let engine = Engine::new(config, store.clone(), cs).expect("engine");
+    let mut tasks = engine.start().await.expect("engine starts");
+
+    // The storm, as B1 fills up: no node for 300 ms once 2, 6, 12 and 16 sales orders exist; a
+    // node restart (every session dropped) once 8 do; one order's answer is lost.
+    let storm = async || {
+        for (made, restart) in [(2, false), (6, false), (8, true), (12, false), (16, false)] {
+            wait_until(
+                &format!("{made} sales orders in B1"),
+                Duration::from_secs(60),
+                async || b1.with(|f| f.orders.len()) >= made,
+            )
+            .await;
+            if restart {
+                b1.with(|f| f.sessions.clear());
+                continue;
+            }
+            b1.with(|f| f.lb.down = true);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            b1.with(|f| f.lb.down = false);
+        }
+    };
+    b1.with(|f| f.slow_next_order = Some(Duration::from_secs(3)));
+    for batch in 0..4u32 {
+        let orders: Vec<Value> = (1..=5u32)
+            .map(|i| {
+                let n = batch * 5 + i;
+                json!({"channel": "shop", "number": format!("{}", 4000 + n), "customer": {"email": format!("s{n}@example.com")},
+                       "currency": "USD", "placed_at": "2026-12-04T09:15:00Z", "updated_at": format!("2026-12-04T09:{n:02}:00Z"),
+                       "lines": [{"sku": format!("A-{}", 1 + n % 3), "quantity": 1 + n % 2, "unit_price_minor": 1250, "location": "01"}]})
+            })
+            .collect();
+        let body = json!({"orders": orders}).to_string().into_bytes();
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-sig",
+            sign(Algorithm::Sha256, Encoding::Hex, b"shop-secret", &body)
+                .parse()
+                .expect("signature header"),
+        );
+        engine
+            .capture_webhook("shop", &h, &body)
+            .await
+            .expect("webhook");
+    }
+    let known_at_b1 = async |n: u32| {
+        store
+            .xref_external("b1", Kind::Order, &format!("shop/{}", 4000 + n))
+            .await
+            .expect("xref")
+            .is_some()
+    };
+    let delivered = wait_until(
+        "every order delivered to B1",
+        Duration::from_secs(90),
+        async || {
+            for n in 1..=20 {
+                if !known_at_b1(n).await {
+                    return false;
+                }
+            }
+            true
+        },
+    );
+    tokio::join!(storm(), delivered);
+    engine.shutdown();
+    while tasks.join_next().await.is_some() {}
+
+    b1.with(|f| {
+        for n in 1..=20u32 {
+            let reference = format!("shop/{}", 4000 + n);
+            let made: Vec<&Value> = f
+                .orders
+                .iter()
+                .filter(|o| o["NumAtCard"] == reference.as_str())
+                .collect();
+            assert_eq!(made.len(), 1, "sales orders for {reference}");
+            assert_eq!(made[0]["CardCode"], "C-WEB");
+            assert_eq!(
+                made[0]["DocumentLines"],
+                json!([{"ItemCode": format!("A-{}", 1 + n % 3), "Quantity": 1 + n % 2, "UnitPrice": 12.5, "WarehouseCode": "01"}])
+            );
+        }
+        assert_eq!(f.orders.len(), 20, "one sales order per order");
+        assert!(f.lb.refused >= 1, "the storm was felt: {} refused", f.lb.refused);
+        assert_eq!(
+            f.logins, 2,
+            "one login, then exactly one more after the node restart"
+        );
+        assert_eq!(
+            f.lb.violations, 0,
+            "Concord exceeded the installation's concurrency budget"
+        );
+        assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
 }
