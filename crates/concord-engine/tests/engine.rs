@@ -719,6 +719,118 @@ async fn endless_transient_failures_end_as_a_dead_letter() {
     h.stop().await;
 }
 
+/// A page whose records the connector all filtered out is empty but moves the cursor: the
+/// cycle goes on to the next page instead of waiting for the next interval (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_page_that_moves_the_cursor_does_not_end_the_poll_cycle() {
+    let flows = r#"
+[[flows]]
+name = "stock-poll"
+kind = "stock"
+pattern = "broadcast"
+mode = "delta"
+interval = "1h"
+page_size = 3
+from = ["erp"]
+to = ["web"]
+"#;
+    let rec = |sku: &str, on_hand: i64| Captured {
+        kind: Kind::Stock,
+        external_id: format!("{sku}@WH"),
+        version: Some("1".into()),
+        record: stock(sku, on_hand),
+    };
+    let erp = Fake::new("erp", &[Kind::Stock]).with_changes();
+    erp.feed((1..=3).map(|i| rec(&format!("K{i}"), i)));
+    erp.feed_filtered(Kind::Stock, 6);
+    erp.feed((4..=6).map(|i| rec(&format!("K{i}"), i)));
+    let last = erp.last_seq().to_string();
+    let h = Harness::start(
+        &config_text(&["erp", "web"], &[], flows),
+        vec![erp, Fake::new("web", &[Kind::Stock]).with_changes()],
+    )
+    .await;
+    let (erp, web) = (h.fake("erp").clone(), h.fake("web").clone());
+    wait_until(
+        "every record after the empty pages arrives",
+        DEADLINE,
+        async || {
+            h.store
+                .cursor("erp", "stock")
+                .await
+                .expect("cursor")
+                .as_deref()
+                == Some(last.as_str())
+                && (1..=6).all(|i| !web.done_of(&format!("K{i}@WH")).is_empty())
+        },
+    )
+    .await;
+    let cursors: Vec<Option<String>> = erp.reads().into_iter().map(|r| r.cursor).collect();
+    assert_eq!(
+        cursors,
+        [None, Some("3".into()), Some("6".into()), Some("9".into())],
+        "one cycle of four pages"
+    );
+
+    // Reconciliation reads the store's listing the same way: its records after the empty pages
+    // are compared, not reported missing.
+    wait_until("everything delivered", DEADLINE, async || h.drained().await).await;
+    web.feed((1..=3).map(|i| rec(&format!("K{i}"), i)));
+    web.feed_filtered(Kind::Stock, 6);
+    web.feed((4..=6).map(|i| rec(&format!("K{i}"), i)));
+    let run = h
+        .engine
+        .reconcile(&[], false, "test")
+        .await
+        .expect("reconcile");
+    let at_web: Vec<_> = run.results.iter().filter(|r| r.dest == "web").collect();
+    assert_eq!(at_web.len(), 1, "{run:?}");
+    assert_eq!(at_web[0].error, None, "{run:?}");
+    assert_eq!(at_web[0].reads, 4, "the whole listing was read: {run:?}");
+    assert_eq!(run.drifted(), 0, "{run:?}");
+    h.stop().await;
+}
+
+/// The same for a full listing (a batch flow): an empty page that moves the token is not the
+/// end of the listing, so the records after it are not left out of every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_page_that_moves_the_token_does_not_end_a_full_listing() {
+    let flows = r#"
+[[flows]]
+name = "stock-batch"
+kind = "stock"
+pattern = "broadcast"
+mode = "batch"
+schedule = "* * * * * *"
+page_size = 3
+from = ["erp"]
+to = ["web"]
+"#;
+    let rec = |sku: &str, on_hand: i64| Captured {
+        kind: Kind::Stock,
+        external_id: format!("{sku}@WH"),
+        version: Some("1".into()),
+        record: stock(sku, on_hand),
+    };
+    let erp = Fake::new("erp", &[Kind::Stock]).with_changes();
+    erp.feed((1..=3).map(|i| rec(&format!("K{i}"), i)));
+    erp.feed_filtered(Kind::Stock, 6);
+    erp.feed((4..=6).map(|i| rec(&format!("K{i}"), i)));
+    let h = Harness::start(
+        &config_text(&["erp", "web"], &[], flows),
+        vec![erp, Fake::new("web", &[Kind::Stock])],
+    )
+    .await;
+    let web = h.fake("web").clone();
+    wait_until(
+        "every record of the listing arrives",
+        DEADLINE,
+        async || (1..=6).all(|i| !web.done_of(&format!("K{i}@WH")).is_empty()),
+    )
+    .await;
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_delivers_every_record_once_and_keeps_a_durable_cursor() {
     let flows = r#"

@@ -337,6 +337,11 @@ pub(crate) async fn poll_once(
             e.to_string()
         })?;
         let n = page.records.len();
+        // An empty page that moved the cursor (every record of it filtered out by the
+        // connector) is not the end: the next page is read in this cycle. One that did not move
+        // it ends the cycle whatever `more` says (a feed that answers "more" without moving
+        // would loop forever).
+        let moved = page.cursor.is_some() && page.cursor.as_deref() != cursor.as_deref();
         total += store_page(
             inner,
             src,
@@ -348,7 +353,7 @@ pub(crate) async fn poll_once(
             }),
         )
         .await?;
-        if !page.more || n == 0 {
+        if !page.more || (n == 0 && !moved) {
             return Ok(total);
         }
         first = false;
@@ -436,7 +441,9 @@ async fn snapshot(
             .await
             .map_err(|e| e.to_string())?;
         let n = page.records.len();
-        let done = !page.more || n == 0;
+        // Like a poll cycle: an empty page that moved the token is not the end of the listing.
+        let moved = page.cursor.is_some() && page.cursor != token;
+        let done = !page.more || (n == 0 && !moved);
         let next = if done {
             Some("done".to_string())
         } else {

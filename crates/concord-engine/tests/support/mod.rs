@@ -123,6 +123,9 @@ struct Script {
     default: Option<Outcome>,
 }
 
+/// External ids of feed entries a read never returns (see [`Fake::feed_filtered`]).
+const FILTERED: &str = "~filtered-";
+
 /// The scripted fake connector. Build with [`Fake::new`] and the `with_*` methods, then share it
 /// as `Arc<Fake>`.
 pub struct Fake {
@@ -180,7 +183,8 @@ impl Fake {
         }
     }
 
-    /// Also serve `read_changes` (delta polling) from the in-memory feed.
+    /// Also serve `read_changes` (delta polling) and `read_snapshot` (full listings, the same
+    /// pages) from the in-memory feed.
     pub fn with_changes(mut self) -> Fake {
         self.changes = true;
         self
@@ -266,6 +270,25 @@ impl Fake {
         for r in records {
             let seq = feed.len() as u64 + 1;
             feed.push((seq, r));
+        }
+    }
+
+    /// Append `n` entries that take sequence numbers but are never returned, like records a
+    /// connector's own filter drops from a page: a page of only these is empty but moves the
+    /// cursor.
+    pub fn feed_filtered(&self, kind: Kind, n: usize) {
+        let mut feed = lock(&self.feed);
+        for i in 0..n {
+            let seq = feed.len() as u64 + 1;
+            feed.push((
+                seq,
+                Captured {
+                    kind,
+                    external_id: format!("{FILTERED}{i}"),
+                    version: None,
+                    record: Value::Null,
+                },
+            ));
         }
     }
 
@@ -386,7 +409,8 @@ impl Connector for Fake {
             read: ReadModes {
                 webhook: true,
                 changes: self.changes,
-                snapshot: false,
+                // The same feed serves full listings (batch flows, reconcile).
+                snapshot: self.changes,
             },
             write: WriteModes {
                 upsert: true,
@@ -445,6 +469,10 @@ impl Connector for Fake {
             .collect()
     }
 
+    async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
+        self.read_changes(req).await
+    }
+
     async fn read_changes(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
         if Fake::take_panic(&self.read_panics) {
             panic!("fake read_changes panicked (internal detail: /srv/secret/path)");
@@ -476,7 +504,11 @@ impl Connector for Fake {
         Ok(Page {
             cursor: page.last().map(|(seq, _)| seq.to_string()),
             more: rest.len() > page.len(),
-            records: page.into_iter().map(|(_, c)| c.clone()).collect(),
+            records: page
+                .into_iter()
+                .filter(|(_, c)| !c.external_id.starts_with(FILTERED))
+                .map(|(_, c)| c.clone())
+                .collect(),
         })
     }
 

@@ -165,6 +165,9 @@ pub(crate) async fn read_endpoint(
         let page = read_page(inner, endpoint, &*connector, kind, cursor.as_deref(), t).await?;
         reads += 1;
         let n = page.records.len();
+        // An empty page that moved the cursor (its records filtered out by the connector) is
+        // not the end of the listing; one that did not move it ends it whatever `more` says.
+        let moved = page.cursor.is_some() && page.cursor != cursor;
         let ids: Vec<(String, Kind, String)> = page
             .records
             .iter()
@@ -185,7 +188,7 @@ pub(crate) async fn read_endpoint(
             actual.insert(key.clone(), record);
             captured.insert(key, c);
         }
-        if !page.more || n == 0 {
+        if !page.more || (n == 0 && !moved) {
             break;
         }
         cursor = page.cursor;
