@@ -103,7 +103,7 @@ async fn instances_starting_together_migrate_once_and_share_data() {
     let versions: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(
         versions,
-        (1..=14).map(|v| (v, 1)).collect::<Vec<_>>(),
+        (1..=15).map(|v| (v, 1)).collect::<Vec<_>>(),
         "every migration recorded exactly once"
     );
     stores[0]
