@@ -1,5 +1,5 @@
 //! The read side of the PostgreSQL store: cursors, the journal, entities, xrefs, hashes, outbox
-//! items, dead letters, the audit log, flow pauses, connector state and the stats.
+//! items, dead letters, the audit log, flow pauses and connector state (the stats: `stats.rs`).
 //!
 //! Each function runs on the client (or read-only snapshot transaction) it is given: several
 //! statements that must agree run inside one snapshot (`PgStore::read_tx`). This module must
