@@ -8,6 +8,13 @@
 //!     --test stats_cost -- --ignored --nocapture
 //! ```
 //!
+//! Measured (debug build, 2 cores, 200,000 journal rows, one in ten rejected): before the
+//! maintained counters `stats()` took 7.9 ms on SQLite and 43 ms on PostgreSQL (COUNT(*)s over
+//! the whole journal); with them 0.06 ms and 5.8 ms (a handful of counter rows; PostgreSQL's
+//! figure is mostly the read transaction's round trips). On PostgreSQL the first call after
+//! the fill sums one delta row per journaled statement, then folds them: in a running hub the
+//! metrics loop and retention fold every few seconds, so the sum stays small.
+//!
 //! Must never touch a schema it did not create.
 
 use concord_store::{Capture, SqliteStore, Store};
