@@ -11,9 +11,10 @@
 //! them ([`CopyError::TargetNotEmpty`]), streams each table with binary `COPY` in dependency
 //! order ([`TABLES`]; identity columns keep their values; SQLite's `reservations` rowid becomes
 //! `row_seq`), sets every identity sequence past both the copied maximum and SQLite's
-//! `sqlite_sequence` (AUTOINCREMENT ids never reused), sets `concord_tokens` above every claim
-//! token and dirty generation in the source and above the clock in µs (as `sqlite/open.rs`
-//! seeds SQLite's counter), and finally reads every table back: per table the row count and a
+//! `sqlite_sequence` (AUTOINCREMENT ids never reused), rebuilds the maintained `stats`
+//! counters from the copied rows ([`DERIVED`]: not copied, their shapes differ), sets
+//! `concord_tokens` above every claim token and dirty generation in the source and above the
+//! clock in µs (as `sqlite/open.rs` seeds SQLite's counter), and finally reads every table back: per table the row count and a
 //! SHA-256 over its rows in primary-key order (text compared bytewise, `COLLATE "C"`, SQLite's
 //! BINARY order) in the canonical text form of [`RowHasher`] must equal the source's. Any
 //! difference rolls the transaction back ([`CopyError::Mismatch`], with the report): the
@@ -63,6 +64,13 @@ pub const TABLES: &[&str] = &[
     "reconcile_runs",
     "admin_sessions",
 ];
+
+/// Tables derived from the copied ones, not copied: the maintained `stats` counters
+/// (SQLite's `stats_counts`, one row per group; PostgreSQL's `stats_deltas`, rows to sum —
+/// different shapes by design). The target's triggers count the copied rows as `COPY` inserts
+/// them; the copy then rebuilds the counters from the copied rows anyway (truth from the rows,
+/// whatever the source's counters said), inside its transaction.
+pub const DERIVED: &[(&str, &str)] = &[("stats_counts", "stats_deltas")];
 
 /// Columns PostgreSQL has and SQLite keeps implicitly: (table, PostgreSQL column, SQLite
 /// expression).
@@ -328,7 +336,12 @@ fn open_source(path: &Path) -> CopyResult<Source> {
         });
     }
     let tables = sqlite_tables(&conn).map_err(|e| err(format!("list tables: {e}")))?;
-    let expected: BTreeSet<String> = TABLES.iter().map(|t| t.to_string()).collect();
+    let expected: BTreeSet<String> = TABLES
+        .iter()
+        .copied()
+        .chain(DERIVED.iter().map(|d| d.0))
+        .map(str::to_string)
+        .collect();
     if tables != expected {
         return Err(CopyError::Schema(format!(
             "the SQLite store's tables are not this build's: unexpected {:?}, missing {:?}",
@@ -647,7 +660,12 @@ async fn copy_in_tx(
     tx.batch_execute("SET LOCAL lock_timeout = '10s'")
         .await
         .map_err(target_err("set lock_timeout"))?;
-    let names: Vec<String> = TABLES.iter().map(|t| format!("\"{t}\"")).collect();
+    let names: Vec<String> = TABLES
+        .iter()
+        .copied()
+        .chain(DERIVED.iter().map(|d| d.1))
+        .map(|t| format!("\"{t}\""))
+        .collect();
     tx.batch_execute(&format!(
         "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
         names.join(", ")
@@ -732,6 +750,11 @@ async fn copy_in_tx(
     drop(receiver);
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     copied?;
+
+    // The stats counters from the copied rows (see [`DERIVED`]).
+    tx.batch_execute(&crate::postgres::stats::rebuild_sql())
+        .await
+        .map_err(target_err("rebuild the stats counters"))?;
 
     // Identity sequences past every copied id and every AUTOINCREMENT id SQLite handed out.
     for plan in &plans {

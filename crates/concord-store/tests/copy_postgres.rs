@@ -5,7 +5,7 @@
 //! mark (not just the largest id left) and `concord_tokens` above every stored generation.
 
 use concord_store::copy::{self, CopyError};
-use concord_store::{PgOptions, PgStore, SqliteStore};
+use concord_store::{PgOptions, PgStore, SqliteStore, Store};
 
 const URL_VAR: &str = "CONCORD_TEST_POSTGRES_URL";
 
@@ -147,6 +147,25 @@ async fn a_mismatch_rolls_back_then_a_clean_copy_keeps_ids_and_tokens_ahead() {
         .expect("nextval")
         .get(0);
     assert!(next_token > 9_000_000_000_000_000_000);
+
+    // The stats counters are rebuilt from the copied rows (not copied: their shapes differ):
+    // one delta row per group, equal to fresh counts and to the source's figures.
+    let deltas: i64 = client
+        .query_one("SELECT count(*) FROM stats_deltas", &[])
+        .await
+        .expect("count deltas")
+        .get(0);
+    assert_eq!(deltas, 1, "one group (shop, pending), rebuilt once");
+    let target = PgStore::connect(&url, options.clone())
+        .await
+        .expect("open the target");
+    let copied = target.stats().await.expect("stats");
+    assert_eq!(copied, target.recount_stats().await.expect("recount"));
+    let source = SqliteStore::open(&path).expect("reopen the source");
+    assert_eq!(copied, source.stats().await.expect("source stats"));
+    assert_eq!(copied.queues[0].pending, 2);
+    source.close().await;
+    target.close();
 
     // Copying again into the now non-empty target is refused.
     assert!(matches!(

@@ -103,7 +103,7 @@ async fn instances_starting_together_migrate_once_and_share_data() {
     let versions: Vec<(i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(
         versions,
-        (1..=14).map(|v| (v, 1)).collect::<Vec<_>>(),
+        (1..=15).map(|v| (v, 1)).collect::<Vec<_>>(),
         "every migration recorded exactly once"
     );
     stores[0]
@@ -415,4 +415,130 @@ async fn an_item_parked_while_its_xref_arrives_on_another_instance_is_never_left
         .await
         .expect("pending items");
     assert_eq!(pending.len(), ROUNDS, "every order deliverable");
+}
+
+/// The maintained stats counters stay exact with two handles (two instances) writing at once:
+/// per handle, 4 tasks ingest (new and rejected captures), process the journal with outbox
+/// items, claim and settle (done, dead, retry), recover leases and call `stats` (which folds
+/// the deltas when there are many) — all concurrently. Afterwards both handles' `stats` equal
+/// fresh counts of the rows, and the figures add up to what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counters_stay_exact_under_two_concurrent_handles() {
+    let Some((a, b, _guard)) = two_handles("concord_test").await else {
+        return;
+    };
+    concord_testkit::real::ran("postgres_conformance");
+    let mut tasks = Vec::new();
+    for (h, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        tasks.push(tokio::spawn(async move {
+            for round in 0..25i64 {
+                let mut bad = capture(&format!("bad-{h}-{round}"), "1");
+                bad.rejected = Some("invalid".into());
+                store
+                    .ingest(
+                        vec![
+                            capture(&format!("p-{h}-{round}"), "1"),
+                            capture(&format!("q-{h}-{round}"), "1"),
+                            bad,
+                        ],
+                        None,
+                    )
+                    .await
+                    .expect("ingest");
+                let pending = store.pending_journal(4).await.expect("pending journal");
+                let items = pending
+                    .iter()
+                    .map(|e| concord_store::NewItem {
+                        dest: ["erp", "shop"][(e.id % 2) as usize].into(),
+                        kind: concord_core::Kind::Order,
+                        key: format!("o-{}", e.id),
+                        op: "create".into(),
+                        payload: serde_json::json!({ "id": e.id }),
+                        hash: format!("h{}", e.id),
+                        flow: "orders".into(),
+                        journal_id: Some(e.id),
+                        captured_at: round,
+                        waiting_on: Vec::new(),
+                        coalesce: false,
+                        not_before: 0,
+                    })
+                    .collect();
+                let journal = pending
+                    .iter()
+                    .map(|e| (e.id, concord_store::JournalStatus::Processed, None, None))
+                    .collect();
+                // Two tasks may process the same entry: both updates count exactly once each.
+                store
+                    .apply(
+                        concord_store::ProcessBatch {
+                            journal,
+                            items,
+                            ..Default::default()
+                        },
+                        1_000 + round,
+                    )
+                    .await
+                    .expect("apply");
+                let dest = ["erp", "shop"][(round % 2) as usize];
+                let claimed = store.claim(dest, 3, 10_000, 70_000).await.expect("claim");
+                let outcomes = claimed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| match (i + h) % 3 {
+                        0 => concord_store::Settlement::Delivered {
+                            id: c.item.id,
+                            token: c.token,
+                            external_id: None,
+                            version: None,
+                            at: 2_000,
+                        },
+                        1 => concord_store::Settlement::Dead {
+                            id: c.item.id,
+                            token: c.token,
+                            reason: "refused".into(),
+                            at: 2_000,
+                        },
+                        _ => concord_store::Settlement::Retry {
+                            id: c.item.id,
+                            token: c.token,
+                            next_at: 2_000,
+                            error: "timeout".into(),
+                            count: true,
+                        },
+                    })
+                    .collect();
+                store.settle(outcomes).await.expect("settle");
+                if round % 5 == 4 {
+                    store.recover_expired(i64::MAX / 2).await.expect("recover");
+                }
+                store.stats().await.expect("stats while writing");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+    for store in [&a, &b] {
+        let maintained = store.stats().await.expect("stats");
+        let fresh = store.recount_stats().await.expect("recount_stats");
+        assert_eq!(
+            maintained, fresh,
+            "counters equal the rows after concurrent writes"
+        );
+    }
+    let st = a.stats().await.expect("stats");
+    assert_eq!(st.journal_total, 4 * 25 * 3);
+    assert_eq!(st.journal_rejected, 4 * 25);
+    let items: u64 = st
+        .queues
+        .iter()
+        .map(|q| q.pending + q.inflight + q.parked + q.done + q.dead)
+        .sum();
+    assert!(
+        items > 0 && st.queues.iter().any(|q| q.done > 0 && q.dead > 0),
+        "{st:?}"
+    );
 }

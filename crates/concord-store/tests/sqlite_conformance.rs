@@ -83,7 +83,7 @@ async fn data_survives_reopen_and_migrations_run_once() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 13, "every migration ran, once");
+    assert_eq!(version, 14, "every migration ran, once");
     let mode: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();

@@ -62,6 +62,7 @@ pub use levels::{
 pub use lookups::{batched_lookups_match_single_ones, entities_of_kind_pages_by_key};
 pub use observability::{
     audit_log_is_newest_first, claim_ignores_finished_history, items_are_listed_oldest_first,
+    stats_counters_equal_fresh_counts, stats_counters_survive_random_operations,
     stats_reflect_the_store,
 };
 pub use orders::{
@@ -177,6 +178,8 @@ macro_rules! store_conformance_tests {
             drop_dead_letters_only_drops_open_ones,
             dead_letter_filters,
             stats_reflect_the_store,
+            stats_counters_equal_fresh_counts,
+            stats_counters_survive_random_operations,
             audit_log_is_newest_first,
             items_are_listed_oldest_first,
             claim_ignores_finished_history,

@@ -9,7 +9,7 @@ use super::{
     capture, claim, count_items, delivered, enqueue, item, keys, settle, stored, waiting, Fixture,
     ERP, SHOP,
 };
-use crate::{AuditEvent, ItemState, JournalStatus, NewItem, ProcessBatch, Settlement};
+use crate::{AuditEvent, ItemState, JournalStatus, NewItem, ProcessBatch, Settlement, Store};
 use concord_core::{Kind, Millis};
 use serde_json::json;
 
@@ -218,4 +218,328 @@ pub async fn claim_ignores_finished_history(fx: &Fixture) {
     let took = started.elapsed();
     assert_eq!(keys(&c), [(Kind::Stock, "SKU-7".into(), "new".into())]);
     eprintln!("claim with {N} done items took {took:?}");
+}
+
+/// `stats` (maintained counters) must equal `recount_stats` (fresh `COUNT(*)`s of the rows).
+async fn counters_match(s: &dyn Store, after: &str) -> crate::StoreStats {
+    let maintained = s.stats().await.expect("stats");
+    let fresh = s.recount_stats().await.expect("recount_stats");
+    assert_eq!(
+        maintained, fresh,
+        "after {after}: the maintained stats counters differ from fresh counts of the rows"
+    );
+    maintained
+}
+
+/// Every writer of the journal, the outbox and the dead letters keeps the maintained counters
+/// exact: after each step of a mixed workload (ingests with a duplicate and a rejected capture,
+/// applies with items and a journal status change, claims, settlements to done, dead and
+/// retry, parking and un-parking, lease recovery, dead-letter replay and drop, retention), the
+/// figures of `stats` equal fresh counts of the rows.
+pub async fn stats_counters_equal_fresh_counts(fx: &Fixture) {
+    let s = fx.store();
+    counters_match(s, "nothing").await;
+    let mut bad = capture(SHOP, Kind::Product, "bad", "v1");
+    bad.rejected = Some("invalid".into());
+    let outcomes = s
+        .ingest(
+            vec![
+                capture(SHOP, Kind::Product, "p1", "v1"),
+                capture(SHOP, Kind::Product, "p2", "v1"),
+                capture(SHOP, Kind::Product, "p1", "v1"), // a duplicate: not stored
+                bad,
+                capture(SHOP, Kind::Product, "p3", "v1"),
+            ],
+            None,
+        )
+        .await
+        .expect("ingest");
+    let ids: Vec<i64> = outcomes
+        .into_iter()
+        .filter_map(|o| match o {
+            crate::IngestOutcome::Stored(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "three captures and the rejected one stored");
+    let st = counters_match(s, "ingest").await;
+    assert_eq!((st.journal_total, st.journal_rejected), (4, 1));
+    assert_eq!(st.dead_letters_open, 1);
+
+    let journal = |it: NewItem, id: i64, captured_at: Millis| NewItem {
+        journal_id: Some(id),
+        captured_at,
+        ..it
+    };
+    s.apply(
+        ProcessBatch {
+            journal: vec![
+                (ids[0], JournalStatus::Processed, None, None),
+                (ids[1], JournalStatus::Processed, None, None),
+                (ids[3], JournalStatus::Rejected, Some("no".into()), None),
+            ],
+            items: vec![
+                journal(item(ERP, Kind::Product, "p1", "a"), ids[0], 100),
+                journal(item(ERP, Kind::Product, "p2", "b"), ids[1], 90),
+                journal(item(ERP, Kind::Order, "o1", "c"), ids[1], 80),
+                waiting(item(ERP, Kind::Order, "o2", "d"), &[(Kind::Customer, "c1")]),
+                item(SHOP, Kind::Order, "o3", "e"),
+                item(SHOP, Kind::Customer, "c1", "f"),
+            ],
+            ..ProcessBatch::default()
+        },
+        1_000,
+    )
+    .await
+    .expect("apply");
+    let st = counters_match(s, "apply").await;
+    assert_eq!((st.journal_pending, st.journal_rejected), (0, 2));
+
+    let erp = claim(s, ERP, 10, 1_000).await;
+    assert_eq!(erp.len(), 3, "the parked item is not claimed");
+    counters_match(s, "claim").await;
+    settle(
+        s,
+        vec![
+            delivered(&erp[0], None, 1_100),
+            Settlement::Dead {
+                id: erp[1].item.id,
+                token: erp[1].token,
+                reason: "refused".into(),
+                at: 1_100,
+            },
+            Settlement::Retry {
+                id: erp[2].item.id,
+                token: erp[2].token,
+                next_at: 1_200,
+                error: "timeout".into(),
+                count: true,
+            },
+        ],
+    )
+    .await;
+    let st = counters_match(s, "settlements to done, dead and retry").await;
+    assert_eq!(st.dead_letters_open, 2);
+
+    // The customer reaches the ERP (an xref): the parked order is released.
+    let erp = claim(s, ERP, 10, 1_300).await;
+    assert!(!erp.is_empty());
+    let shop = claim(s, SHOP, 10, 1_300).await;
+    let customer = shop
+        .iter()
+        .find(|c| c.item.kind == Kind::Customer)
+        .expect("the customer is claimed");
+    settle(
+        s,
+        vec![Settlement::Delivered {
+            id: customer.item.id,
+            token: customer.token,
+            external_id: Some("c1".into()),
+            version: None,
+            at: 1_300,
+        }],
+    )
+    .await;
+    counters_match(s, "a delivered dependency").await;
+    // Leases end: every in-flight item returns to pending.
+    assert!(s.recover_expired(i64::MAX / 2).await.expect("recover") > 0);
+    counters_match(s, "lease recovery").await;
+
+    let open = s
+        .dead_letters(crate::DeadLetterFilter::default())
+        .await
+        .expect("dead letters");
+    assert_eq!(open.len(), 2);
+    let replayed = s
+        .replay_dead_letters(
+            vec![(
+                open[0].id,
+                crate::Replay::Inbound(capture(SHOP, Kind::Product, "bad", "v2")),
+            )],
+            2_000,
+        )
+        .await
+        .expect("replay");
+    assert_eq!(replayed.len(), 1);
+    counters_match(s, "a replay").await;
+    let dropped = s
+        .drop_dead_letters(vec![open[1].id], 2_000)
+        .await
+        .expect("drop");
+    assert_eq!(dropped.len(), 1);
+    let st = counters_match(s, "a drop").await;
+    assert_eq!(st.dead_letters_open, 0);
+
+    // Deliver what is left, then retention takes the delivered items and finished entries.
+    for dest in [ERP, SHOP] {
+        for _ in 0..5 {
+            let c = claim(s, dest, 10, 9_000).await;
+            if c.is_empty() {
+                break;
+            }
+            settle(s, c.iter().map(|c| delivered(c, None, 9_000)).collect()).await;
+        }
+    }
+    counters_match(s, "deliveries").await;
+    let pruned = s
+        .prune_history(i64::MAX / 2, 1_000)
+        .await
+        .expect("prune_history");
+    assert!(pruned.outbox_items > 0 && pruned.journal > 0, "{pruned:?}");
+    let st = counters_match(s, "prune_history").await;
+    assert!(st.queues.iter().all(|q| q.done == 0), "{st:?}");
+}
+
+/// A cheap property: random sequences of ingests, applies, claims, settlements, recoveries,
+/// dead-letter replays and drops and retention (a fixed-seed generator, so a failure repeats)
+/// leave `stats` equal to fresh counts after every step.
+pub async fn stats_counters_survive_random_operations(fx: &Fixture) {
+    let s = fx.store();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: u64| -> u64 {
+        // xorshift64*: deterministic, no dependency.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1)
+    };
+    let dests = [ERP, SHOP, "third"];
+    let mut now: Millis = 1_000;
+    // Highest rejected, open dead letters, parked, in flight, done, dead seen; rows pruned.
+    let mut seen = [0u64; 6];
+    let mut pruned = 0u64;
+    for step in 0..120 {
+        now += 100;
+        let op = next(7);
+        match op {
+            0 => {
+                let captures = (0..=next(4))
+                    .map(|_| {
+                        let mut c = capture(
+                            SHOP,
+                            Kind::Product,
+                            &format!("p{}", next(6)),
+                            &format!("v{}", next(3)),
+                        );
+                        c.received_at = now;
+                        if next(4) == 0 {
+                            c.rejected = Some("invalid".into());
+                        }
+                        c
+                    })
+                    .collect();
+                s.ingest(captures, None).await.expect("ingest");
+            }
+            1 => {
+                let pending = s.pending_journal(3).await.expect("pending journal");
+                let journal = pending
+                    .iter()
+                    .map(|e| {
+                        let status = if next(3) == 0 {
+                            JournalStatus::Rejected
+                        } else {
+                            JournalStatus::Processed
+                        };
+                        (e.id, status, None, None)
+                    })
+                    .collect();
+                let items = (0..next(6))
+                    .map(|_| {
+                        let dest = dests[next(3) as usize];
+                        let kind = if next(2) == 0 {
+                            Kind::Product
+                        } else {
+                            Kind::Order
+                        };
+                        let mut it =
+                            item(dest, kind, &format!("k{}", next(40)), &format!("h{step}"));
+                        it.captured_at = now - next(500) as Millis;
+                        if next(10) == 0 {
+                            it = waiting(it, &[(Kind::Customer, "nobody")]);
+                        }
+                        it
+                    })
+                    .collect();
+                s.apply(
+                    ProcessBatch {
+                        journal,
+                        items,
+                        ..ProcessBatch::default()
+                    },
+                    now,
+                )
+                .await
+                .expect("apply");
+            }
+            2 | 3 => {
+                let dest = dests[next(3) as usize];
+                let claimed = claim(s, dest, 1 + next(4) as usize, now).await;
+                let outcomes = claimed
+                    .iter()
+                    .filter_map(|c| match next(5) {
+                        0 => None, // left in flight
+                        1 => Some(Settlement::Dead {
+                            id: c.item.id,
+                            token: c.token,
+                            reason: "refused".into(),
+                            at: now,
+                        }),
+                        2 => Some(Settlement::Retry {
+                            id: c.item.id,
+                            token: c.token,
+                            next_at: now,
+                            error: "timeout".into(),
+                            count: true,
+                        }),
+                        _ => Some(delivered(c, None, now)),
+                    })
+                    .collect::<Vec<_>>();
+                if !outcomes.is_empty() {
+                    settle(s, outcomes).await;
+                }
+            }
+            4 => {
+                s.recover_expired(now + 120_000)
+                    .await
+                    .expect("recover_expired");
+            }
+            5 => {
+                let open = s
+                    .dead_letters(crate::DeadLetterFilter::default())
+                    .await
+                    .expect("dead letters");
+                if let Some(d) = open.first() {
+                    if next(2) == 0 {
+                        s.drop_dead_letters(vec![d.id], now).await.expect("drop");
+                    } else {
+                        let mut c = capture(SHOP, Kind::Product, &d.key, &format!("r{step}"));
+                        c.received_at = now;
+                        s.replay_dead_letters(vec![(d.id, crate::Replay::Inbound(c))], now)
+                            .await
+                            .expect("replay");
+                    }
+                }
+            }
+            _ => {
+                let p = s
+                    .prune_history(now - 300, 1 + next(5) as usize)
+                    .await
+                    .expect("prune_history");
+                pruned += p.outbox_items + p.journal;
+            }
+        }
+        let st = counters_match(s, &format!("step {step} (operation {op})")).await;
+        seen[0] = seen[0].max(st.journal_rejected);
+        seen[1] = seen[1].max(st.dead_letters_open);
+        for q in &st.queues {
+            seen[2] = seen[2].max(q.parked);
+            seen[3] = seen[3].max(q.inflight);
+            seen[4] = seen[4].max(q.done);
+            seen[5] = seen[5].max(q.dead);
+        }
+    }
+    assert!(
+        seen.iter().all(|n| *n > 0) && pruned > 0,
+        "the sequence exercised every counter and retention: {seen:?}, pruned {pruned}"
+    );
 }

@@ -1,5 +1,5 @@
 //! The read side of the PostgreSQL store: cursors, the journal, entities, xrefs, hashes, outbox
-//! items, dead letters, the audit log, flow pauses, connector state and the stats.
+//! items, dead letters, the audit log, flow pauses and connector state (the stats: `stats.rs`).
 //!
 //! Each function runs on the client (or read-only snapshot transaction) it is given: several
 //! statements that must agree run inside one snapshot (`PgStore::read_tx`). This module must
@@ -8,7 +8,7 @@
 use super::codec::{self, db, get};
 use crate::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterState, Entity, ItemState, JournalEntry,
-    JournalId, OutboxItem, QueueStats, Result, StoreStats, StoredAudit,
+    JournalId, OutboxItem, Result, StoredAudit,
 };
 use concord_core::{Kind, Millis};
 use std::collections::BTreeMap;
@@ -553,81 +553,4 @@ pub(crate) async fn audit_log<C: GenericClient + Sync>(
     .iter()
     .map(codec::stored_audit)
     .collect()
-}
-
-/// Every figure from the snapshot `c` is (call inside `PgStore::read_tx`).
-pub(crate) async fn stats<C: GenericClient + Sync>(c: &C) -> Result<StoreStats> {
-    let count = |row: &tokio_postgres::Row| -> Result<u64> { codec::count(get(row, 0)?) };
-    let journal_total = count(
-        &c.query_one("SELECT COUNT(*) FROM journal", &[])
-            .await
-            .map_err(db("count journal"))?,
-    )?;
-    let journal_pending = count(
-        &c.query_one("SELECT COUNT(*) FROM journal WHERE status = 'pending'", &[])
-            .await
-            .map_err(db("count journal by status"))?,
-    )?;
-    let journal_rejected = count(
-        &c.query_one(
-            "SELECT COUNT(*) FROM journal WHERE status = 'rejected'",
-            &[],
-        )
-        .await
-        .map_err(db("count journal by status"))?,
-    )?;
-    let dead_letters_open = count(
-        &c.query_one(
-            "SELECT COUNT(*) FROM dead_letters WHERE state = 'open'",
-            &[],
-        )
-        .await
-        .map_err(db("count open dead letters"))?,
-    )?;
-    let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-    let rows = c
-        .query(
-            "SELECT dest, state, COUNT(*) FROM outbox GROUP BY dest, state",
-            &[],
-        )
-        .await
-        .map_err(db("count outbox items"))?;
-    for r in &rows {
-        let dest: String = get(r, 0)?;
-        let state: &str = get(r, 1)?;
-        let n = codec::count(get(r, 2)?)?;
-        let q = queues.entry(dest.clone()).or_insert_with(|| QueueStats {
-            dest,
-            ..QueueStats::default()
-        });
-        match codec::item_state(state)? {
-            ItemState::Pending => q.pending = n,
-            ItemState::Inflight => q.inflight = n,
-            ItemState::Parked => q.parked = n,
-            ItemState::Done => q.done = n,
-            ItemState::Dead => q.dead = n,
-        }
-    }
-    let oldest = c
-        .query(
-            "SELECT dest, MIN(captured_at) FROM outbox
-             WHERE state IN ('pending', 'inflight', 'parked') GROUP BY dest",
-            &[],
-        )
-        .await
-        .map_err(db("oldest unfinished item"))?;
-    for r in &oldest {
-        let dest: &str = get(r, 0)?;
-        let at: Millis = get(r, 1)?;
-        if let Some(q) = queues.get_mut(dest) {
-            q.oldest_captured_at = Some(at);
-        }
-    }
-    Ok(StoreStats {
-        journal_total,
-        journal_pending,
-        journal_rejected,
-        dead_letters_open,
-        queues: queues.into_values().collect(),
-    })
 }

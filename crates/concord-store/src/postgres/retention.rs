@@ -1,7 +1,7 @@
 //! Retention on PostgreSQL (`Store::prune_history`): old delivery attempts, resolved and
 //! notified alert episodes, the audit trail, delivered (`done`) outbox items, finished
 //! journal entries nothing refers to and finished reconciliation runs — at most `batch` rows of
-//! each per call.
+//! each per call; then the stats deltas are folded (`stats.rs`).
 //!
 //! Must never delete anything still owed, live or referred to (see `sqlite/retention.rs`, whose
 //! rules this mirrors statement by statement): outbox items go before journal entries in the
@@ -61,6 +61,9 @@ pub(crate) async fn prune(tx: &Transaction<'_>, before: Millis, batch: usize) ->
             .await
             .map_err(db(what))?;
     }
+    // Retention runs periodically: fold the stats deltas its deletes (and everyone's writes
+    // since) appended, so `stats` keeps summing few rows even when nobody reads it.
+    super::stats::fold(tx).await?;
     let [delivery_attempts, alert_episodes, audit, outbox_items, journal, reconcile_runs] = counts;
     Ok(Pruned {
         delivery_attempts,

@@ -380,6 +380,119 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
     "#,
+    // 15: maintained counters for `Store::stats` (SQLite's migration 14), without a hot row:
+    //     statement-level triggers with transition tables append one delta row per (table,
+    //     destination, state) a statement changed — an INSERT only, so concurrent ingests and
+    //     claims on several connections never wait for each other's counter (a single counter
+    //     row would hold its row lock until commit and serialise them all). `stats` sums the
+    //     deltas per group; `postgres/stats.rs` folds them into one row per group (retention,
+    //     and `stats` when it summed too many), which is exact under concurrency: the fold
+    //     deletes exactly the rows it re-adds. Backfilled here from the existing rows (one row
+    //     per group). The triggers also fire for `COPY` and any operator's SQL. The oldest
+    //     unfinished item per destination is served by `outbox_open_captured` instead.
+    r#"
+    CREATE TABLE stats_deltas (
+        tbl   TEXT COLLATE "C" NOT NULL,
+        dest  TEXT COLLATE "C" NOT NULL,
+        state TEXT COLLATE "C" NOT NULL,
+        n     BIGINT NOT NULL
+    );
+    INSERT INTO stats_deltas (tbl, dest, state, n)
+        SELECT 'journal', '', status, COUNT(*) FROM journal GROUP BY status;
+    INSERT INTO stats_deltas (tbl, dest, state, n)
+        SELECT 'outbox', dest, state, COUNT(*) FROM outbox GROUP BY dest, state;
+    INSERT INTO stats_deltas (tbl, dest, state, n)
+        SELECT 'dead_letters', '', state, COUNT(*) FROM dead_letters GROUP BY state;
+
+    CREATE FUNCTION stats_journal_delta() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'journal', ''::text COLLATE "C", status, COUNT(*) FROM new_rows GROUP BY 2, 3;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'journal', ''::text COLLATE "C", status, -COUNT(*) FROM old_rows GROUP BY 2, 3;
+        ELSE
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'journal', d, s, SUM(n) FROM (
+                    SELECT ''::text COLLATE "C" AS d, status AS s, -1 AS n FROM old_rows
+                    UNION ALL
+                    SELECT ''::text COLLATE "C", status, 1 FROM new_rows
+                ) changed
+                GROUP BY d, s HAVING SUM(n) <> 0;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER stats_journal_insert AFTER INSERT ON journal
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_journal_delta();
+    CREATE TRIGGER stats_journal_update AFTER UPDATE ON journal
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_journal_delta();
+    CREATE TRIGGER stats_journal_delete AFTER DELETE ON journal
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_journal_delta();
+    CREATE FUNCTION stats_outbox_delta() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'outbox', dest, state, COUNT(*) FROM new_rows GROUP BY 2, 3;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'outbox', dest, state, -COUNT(*) FROM old_rows GROUP BY 2, 3;
+        ELSE
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'outbox', d, s, SUM(n) FROM (
+                    SELECT dest AS d, state AS s, -1 AS n FROM old_rows
+                    UNION ALL
+                    SELECT dest, state, 1 FROM new_rows
+                ) changed
+                GROUP BY d, s HAVING SUM(n) <> 0;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER stats_outbox_insert AFTER INSERT ON outbox
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_outbox_delta();
+    CREATE TRIGGER stats_outbox_update AFTER UPDATE ON outbox
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_outbox_delta();
+    CREATE TRIGGER stats_outbox_delete AFTER DELETE ON outbox
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_outbox_delta();
+    CREATE FUNCTION stats_dead_letters_delta() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'dead_letters', ''::text COLLATE "C", state, COUNT(*) FROM new_rows GROUP BY 2, 3;
+        ELSIF TG_OP = 'DELETE' THEN
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'dead_letters', ''::text COLLATE "C", state, -COUNT(*) FROM old_rows GROUP BY 2, 3;
+        ELSE
+            INSERT INTO stats_deltas (tbl, dest, state, n)
+                SELECT 'dead_letters', d, s, SUM(n) FROM (
+                    SELECT ''::text COLLATE "C" AS d, state AS s, -1 AS n FROM old_rows
+                    UNION ALL
+                    SELECT ''::text COLLATE "C", state, 1 FROM new_rows
+                ) changed
+                GROUP BY d, s HAVING SUM(n) <> 0;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER stats_dead_letters_insert AFTER INSERT ON dead_letters
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_dead_letters_delta();
+    CREATE TRIGGER stats_dead_letters_update AFTER UPDATE ON dead_letters
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_dead_letters_delta();
+    CREATE TRIGGER stats_dead_letters_delete AFTER DELETE ON dead_letters
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION stats_dead_letters_delta();
+
+    -- stats: the oldest unfinished item of one destination, one index seek.
+    CREATE INDEX outbox_open_captured ON outbox (dest, captured_at)
+        WHERE state IN ('pending', 'inflight', 'parked');
+    "#,
 ];
 
 /// The advisory lock key of the migrations: one per schema, so that test schemas side by side

@@ -386,3 +386,69 @@ async fn a_serialization_failure_is_retried_and_nothing_is_lost() {
         Err(_) => panic!("store still shared"),
     }
 }
+
+/// Migration 15 backfills the stats counters from the rows already there: a schema taken back
+/// to version 14 (migration 15 undone) holding journal entries, outbox items and dead letters
+/// reads, once migrated again, the same figures from its counters as from fresh counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_15_backfills_the_stats_counters() {
+    use crate::Store;
+    let Some((store, url, schema)) = store().await else {
+        return;
+    };
+    {
+        let conn = store.client().await.expect("client");
+        conn.batch_execute(
+            "DROP TABLE stats_deltas;
+             DROP FUNCTION stats_journal_delta, stats_outbox_delta, stats_dead_letters_delta
+                 CASCADE;
+             DROP INDEX outbox_open_captured;
+             DELETE FROM schema_migrations WHERE version = 15;
+             INSERT INTO journal (endpoint, kind, external_id, version, payload, received_at, status)
+             VALUES ('shop', 'product', 'a', '1', '{}', 1, 'pending'),
+                    ('shop', 'product', 'b', '1', '{}', 1, 'processed'),
+                    ('shop', 'product', 'd', '1', '{}', 1, 'rejected');
+             INSERT INTO outbox (dest, kind, key, op, payload, hash, flow, captured_at, state,
+                                 next_at, created_at, updated_at, \"coalesce\")
+             VALUES ('shop', 'product', 'A', 'upsert', '{}', 'h', 'f', 7, 'pending', 1, 1, 1, 1),
+                    ('shop', 'product', 'B', 'upsert', '{}', 'h', 'f', 5, 'parked', 1, 1, 1, 1),
+                    ('erp', 'product', 'A', 'upsert', '{}', 'h', 'f', 3, 'done', 1, 1, 1, 1);
+             INSERT INTO dead_letters (direction, endpoint, kind, key, payload, reason, state,
+                                       created_at, updated_at)
+             VALUES ('inbound', 'shop', 'product', 'd', '{}', 'no', 'open', 1, 1);",
+        )
+        .await
+        .expect("back to version 14, with rows");
+    }
+    store.close();
+    let store = PgStore::connect(
+        &url,
+        PgOptions {
+            pool_size: 2,
+            schema: Some(schema.clone()),
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .expect("migrate again");
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats, store.recount_stats().await.expect("recount"));
+    assert_eq!(
+        (
+            stats.journal_total,
+            stats.journal_pending,
+            stats.dead_letters_open
+        ),
+        (3, 1, 1)
+    );
+    let shop = stats
+        .queues
+        .iter()
+        .find(|q| q.dest == "shop")
+        .expect("shop");
+    assert_eq!(
+        (shop.pending, shop.parked, shop.oldest_captured_at),
+        (1, 1, Some(5))
+    );
+    drop_schema(store, &schema).await;
+}

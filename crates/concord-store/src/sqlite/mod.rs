@@ -465,6 +465,10 @@ impl Store for SqliteStore {
         self.read(reads::stats).await
     }
 
+    async fn recount_stats(&self) -> Result<StoreStats> {
+        self.read(reads::recount_stats).await
+    }
+
     async fn update_levels(
         &self,
         updates: Vec<LevelUpdate>,

@@ -5,9 +5,10 @@
 //! consistent view while the writer keeps committing).
 
 use super::codec::{self, db};
+use crate::stats::{self, Group};
 use crate::{
     DeadLetter, DeadLetterFilter, DeadLetterId, DeadLetterState, Entity, ItemState, JournalEntry,
-    JournalId, OutboxItem, QueueStats, Result, StoreStats, StoredAudit,
+    JournalId, OutboxItem, Result, StoreStats, StoredAudit,
 };
 use concord_core::{Kind, Millis};
 use rusqlite::types::Value as SqlValue;
@@ -407,80 +408,72 @@ pub(crate) fn audit_log(conn: &Connection, limit: usize) -> Result<Vec<StoredAud
     raws.into_iter().map(codec::stored_audit).collect()
 }
 
+/// Rows of (tbl, dest, state, n) from `sql`.
+fn groups(tx: &Connection, sql: &str, what: &'static str) -> Result<Vec<Group>> {
+    tx.prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map([], |r| {
+                Ok(Group {
+                    tbl: r.get(0)?,
+                    dest: r.get(1)?,
+                    state: r.get(2)?,
+                    n: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db(what))
+}
+
+/// The figures from the maintained counters (`stats_counts`, schema migration 14) and, per
+/// destination with unfinished items, one seek of `outbox_open_captured`: a handful of rows
+/// whatever the history.
 pub(crate) fn stats(conn: &Connection) -> Result<StoreStats> {
     // One snapshot for all figures.
     let tx = conn
         .unchecked_transaction()
         .map_err(db("begin stats snapshot"))?;
-    let journal_total: i64 = tx
-        .query_row("SELECT COUNT(*) FROM journal", [], |r| r.get(0))
-        .map_err(db("count journal"))?;
-    let status_count = |status: &str| -> Result<u64> {
-        tx.prepare_cached("SELECT COUNT(*) FROM journal WHERE status = ?1")
-            .and_then(|mut s| s.query_row([status], |r| r.get::<_, i64>(0)))
-            .map_err(db("count journal by status"))
-            .and_then(codec::count)
-    };
-    let journal_pending = status_count("pending")?;
-    let journal_rejected = status_count("rejected")?;
-    let dead_letters_open: i64 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM dead_letters WHERE state = 'open'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(db("count open dead letters"))?;
-
-    let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-    let counts = tx
-        .prepare_cached("SELECT dest, state, COUNT(*) FROM outbox GROUP BY dest, state")
-        .and_then(|mut s| {
-            s.query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(db("count outbox items"))?;
-    for (dest, state, n) in counts {
-        let q = queues.entry(dest.clone()).or_insert_with(|| QueueStats {
-            dest,
-            ..QueueStats::default()
-        });
-        let n = codec::count(n)?;
-        match codec::item_state(&state)? {
-            ItemState::Pending => q.pending = n,
-            ItemState::Inflight => q.inflight = n,
-            ItemState::Parked => q.parked = n,
-            ItemState::Done => q.done = n,
-            ItemState::Dead => q.dead = n,
+    let counted = groups(
+        &tx,
+        "SELECT tbl, dest, state, n FROM stats_counts WHERE n <> 0",
+        "read stats counters",
+    )?;
+    let mut oldest = Vec::new();
+    for dest in stats::unfinished_dests(&counted) {
+        // MIN over the partial index's leading entry for this dest: one seek.
+        let at: Option<Millis> = tx
+            .prepare_cached(
+                "SELECT MIN(captured_at) FROM outbox
+                 WHERE dest = ?1 AND state IN ('pending', 'inflight', 'parked')",
+            )
+            .and_then(|mut s| s.query_row([&dest], |r| r.get(0)))
+            .map_err(db("oldest unfinished item"))?;
+        if let Some(at) = at {
+            oldest.push((dest, at));
         }
     }
+    // Read-only: nothing to commit, ending the snapshot is all.
+    tx.rollback().map_err(db("end stats snapshot"))?;
+    stats::assemble(counted, oldest)
+}
+
+/// The same figures counted from the rows (`Store::recount_stats`): cost grows with history.
+pub(crate) fn recount_stats(conn: &Connection) -> Result<StoreStats> {
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(db("begin stats snapshot"))?;
+    let counted = groups(
+        &tx,
+        stats::COUNT_ROWS_SQL,
+        "count journal, outbox and dead letters",
+    )?;
     let oldest = tx
-        .prepare_cached(
-            "SELECT dest, MIN(captured_at) FROM outbox
-             WHERE state IN ('pending', 'inflight', 'parked') GROUP BY dest",
-        )
+        .prepare_cached(stats::OLDEST_FROM_ROWS_SQL)
         .and_then(|mut s| {
             s.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Millis>(1)?)))?
                 .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db("oldest unfinished item"))?;
-    for (dest, at) in oldest {
-        if let Some(q) = queues.get_mut(&dest) {
-            q.oldest_captured_at = Some(at);
-        }
-    }
-    // Read-only: nothing to commit, ending the snapshot is all.
     tx.rollback().map_err(db("end stats snapshot"))?;
-    Ok(StoreStats {
-        journal_total: codec::count(journal_total)?,
-        journal_pending,
-        journal_rejected,
-        dead_letters_open: codec::count(dead_letters_open)?,
-        queues: queues.into_values().collect(),
-    })
+    stats::assemble(counted, oldest)
 }

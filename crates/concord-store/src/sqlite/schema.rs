@@ -386,6 +386,82 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX admin_sessions_expiry ON admin_sessions (expires_at);
     "#,
+    // 14: maintained counters for `Store::stats` (issue 14): one row per (table, destination,
+    //     state) with the number of rows there, kept exact by the triggers below in the same
+    //     transaction as every insert, state change and delete (whoever writes: the store, a
+    //     migration, an operator's `sqlite3`), so `stats` reads a handful of rows whatever the
+    //     history. `dest` is '' for the journal (state = status) and dead letters. A row whose
+    //     count reaches 0 stays (readers skip it). Backfilled here from the existing rows. The
+    //     oldest unfinished item per destination is served by `outbox_open_captured` instead.
+    //     SQLite has one writer, so a single row per group never contends.
+    r#"
+    CREATE TABLE stats_counts (
+        tbl   TEXT NOT NULL,
+        dest  TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (tbl, dest, state)
+    ) WITHOUT ROWID;
+    INSERT INTO stats_counts (tbl, dest, state, n)
+        SELECT 'journal', '', status, COUNT(*) FROM journal GROUP BY status;
+    INSERT INTO stats_counts (tbl, dest, state, n)
+        SELECT 'outbox', dest, state, COUNT(*) FROM outbox GROUP BY dest, state;
+    INSERT INTO stats_counts (tbl, dest, state, n)
+        SELECT 'dead_letters', '', state, COUNT(*) FROM dead_letters GROUP BY state;
+
+    CREATE TRIGGER stats_journal_insert AFTER INSERT ON journal BEGIN
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('journal', '', NEW.status, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_journal_update AFTER UPDATE OF status ON journal
+    WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'journal' AND dest = '' AND state = OLD.status;
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('journal', '', NEW.status, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_journal_delete AFTER DELETE ON journal BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'journal' AND dest = '' AND state = OLD.status;
+    END;
+
+    CREATE TRIGGER stats_outbox_insert AFTER INSERT ON outbox BEGIN
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('outbox', NEW.dest, NEW.state, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_outbox_update AFTER UPDATE OF dest, state ON outbox
+    WHEN OLD.dest IS NOT NEW.dest OR OLD.state IS NOT NEW.state BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'outbox' AND dest = OLD.dest AND state = OLD.state;
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('outbox', NEW.dest, NEW.state, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_outbox_delete AFTER DELETE ON outbox BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'outbox' AND dest = OLD.dest AND state = OLD.state;
+    END;
+
+    CREATE TRIGGER stats_dead_letters_insert AFTER INSERT ON dead_letters BEGIN
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('dead_letters', '', NEW.state, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_dead_letters_update AFTER UPDATE OF state ON dead_letters
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'dead_letters' AND dest = '' AND state = OLD.state;
+        INSERT INTO stats_counts (tbl, dest, state, n) VALUES ('dead_letters', '', NEW.state, 1)
+            ON CONFLICT (tbl, dest, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER stats_dead_letters_delete AFTER DELETE ON dead_letters BEGIN
+        UPDATE stats_counts SET n = n - 1
+            WHERE tbl = 'dead_letters' AND dest = '' AND state = OLD.state;
+    END;
+
+    -- stats: the oldest unfinished item of one destination, one index seek (MIN over the
+    -- index's leading entry), however many items are unfinished or done.
+    CREATE INDEX outbox_open_captured ON outbox (dest, captured_at)
+        WHERE state IN ('pending', 'inflight', 'parked');
+    "#,
 ];
 
 /// Settings every connection needs (writer and readers alike).
