@@ -1266,14 +1266,7 @@ async fn list(
     let mut out = Vec::new();
     let mut n = 0;
     loop {
-        let page = c
-            .read_snapshot(ReadRequest {
-                kind: Kind::Product,
-                cursor: token.as_deref(),
-                limit: 100,
-                overlap: Duration::ZERO,
-            })
-            .await?;
+        let page = read_paced(c, token.as_deref(), true).await?;
         let empty = page.records.is_empty();
         out.extend(page.records);
         n += 1;
@@ -1283,6 +1276,35 @@ async fn list(
         token = page.cursor;
         if pages == Some(n) {
             return Ok((out, token));
+        }
+    }
+}
+
+/// One page, waiting out the cost bucket the way the engine does (a rate-limited read is
+/// retried after the wait it names).
+async fn read_paced(
+    c: &HttpConnector,
+    cursor: Option<&str>,
+    snapshot: bool,
+) -> Result<concord_engine::connector::Page, DeliveryError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = ReadRequest {
+            kind: Kind::Product,
+            cursor,
+            limit: 100,
+            overlap: Duration::ZERO,
+        };
+        let out = if snapshot {
+            c.read_snapshot(req).await
+        } else {
+            c.read_changes(req).await
+        };
+        match out {
+            Err(DeliveryError::RateLimited { retry_after, .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(50))).await
+            }
+            other => return other,
         }
     }
 }
@@ -1318,15 +1340,7 @@ async fn a_backfill_of_2500_variants_reads_every_sku_once_through_one_bulk_opera
     let mut token: Option<String> = None;
     let mut paged = 0;
     loop {
-        let page = c
-            .read_changes(ReadRequest {
-                kind: Kind::Product,
-                cursor: token.as_deref(),
-                limit: 100,
-                overlap: Duration::ZERO,
-            })
-            .await
-            .unwrap();
+        let page = read_paced(&c, token.as_deref(), false).await.unwrap();
         paged += page.records.len();
         token = page.cursor;
         if !page.more {
@@ -1352,7 +1366,7 @@ async fn a_backfill_of_2500_variants_reads_every_sku_once_through_one_bulk_opera
     assert_eq!(got[0].external_id, "gid://shopify/Product/1");
     // One start and a few polls (CREATED, RUNNING ×2, COMPLETED), against 25 pages.
     eprintln!("2500 variants: {paged_requests} GraphQL requests paged (100 a page), {bulk_requests} through the bulk operation");
-    assert_eq!(paged_requests, 25);
+    assert!(paged_requests >= 25, "{paged_requests}");
     assert!(bulk_requests <= 5, "{bulk_requests} requests");
     shop.with(|f| {
         assert_eq!(f.starts, 1);
