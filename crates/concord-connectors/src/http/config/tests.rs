@@ -502,3 +502,18 @@ fn a_bulk_export_is_refused_at_its_field_path() {
     );
     assert_eq!(path(set("records", json!("$job"))), format!("{at}.records"));
 }
+
+#[test]
+fn the_readme_sample_of_a_bulk_export_parses() {
+    let readme = include_str!("../../../../../README.md");
+    let start = readme
+        .find("[endpoints.shop.options.read.product.bulk]")
+        .expect("README has the sample");
+    let end = start + readme[start..].find("```").unwrap();
+    let doc: Value = toml::from_str(&readme[start..end]).unwrap();
+    let bulk = doc["endpoints"]["shop"]["options"]["read"]["product"]["bulk"].clone();
+    let mut v = minimal();
+    v["read"]["product"] = json!({"request": {"path": "/p"}, "bulk": bulk});
+    let o = parse(v).unwrap();
+    assert!(o.read[&Kind::Product].bulk.is_some());
+}
