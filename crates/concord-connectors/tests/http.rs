@@ -1761,3 +1761,122 @@ async fn webhook_timestamps_in_rfc3339_or_milliseconds_and_a_dedupe_key_from_the
         );
     }
 }
+
+/// `read.KIND.bulk` is generic: a REST export (start → 202 with an id, poll by id until
+/// `ready`, a file on another origin whose lines each carry several records, blank lines
+/// among them) is listed exactly once, in pages, without the endpoint's credential or headers
+/// on the file's host.
+#[tokio::test]
+async fn a_rest_export_job_lists_every_record_once_without_credentials_on_the_file_host() {
+    #[derive(Default)]
+    struct Api {
+        polls: usize,
+        starts: usize,
+        creds_on_files: usize,
+        file_url: String,
+    }
+    let api = Arc::new(Mutex::new(Api::default()));
+    let a = api.clone();
+    let files = Router::new().fallback(move |headers: HeaderMap| {
+        let a = a.clone();
+        async move {
+            if headers.contains_key("authorization") || headers.contains_key("x-client") {
+                a.lock().unwrap().creds_on_files += 1;
+                return (StatusCode::FORBIDDEN, "no").into_response();
+            }
+            let mut body = String::new();
+            for i in 0..50 {
+                body.push_str(
+                    &json!({"items": [{"sku": format!("A{i}")}, {"sku": format!("B{i}")}]})
+                        .to_string(),
+                );
+                body.push_str(if i % 7 == 0 { "\n\n" } else { "\n" });
+            }
+            body.into_response()
+        }
+    });
+    let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    api.lock().unwrap().file_url = format!("http://{}/f/e1?sig=x", fl.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(fl, files).await.unwrap() });
+    let a = api.clone();
+    let app = Router::new().fallback(move |method: Method, uri: Uri, headers: HeaderMap| {
+        let a = a.clone();
+        async move {
+            let mut s = a.lock().unwrap();
+            if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer t0k") {
+                return (StatusCode::UNAUTHORIZED, "token").into_response();
+            }
+            match (method.as_str(), uri.path()) {
+                ("POST", "/exports") => {
+                    s.starts += 1;
+                    (
+                        StatusCode::ACCEPTED,
+                        axum::Json(json!({"export": {"id": "e1"}})),
+                    )
+                        .into_response()
+                }
+                ("GET", "/exports/e1") => {
+                    s.polls += 1;
+                    let body = if s.polls < 3 {
+                        json!({"state": "pending"})
+                    } else {
+                        json!({"state": "ready", "file": s.file_url})
+                    };
+                    axum::Json(body).into_response()
+                }
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let c = HttpConnector::new(&spec(
+        &url,
+        json!({
+            "auth": {"type": "bearer", "token": "t0k"},
+            "headers": {"x-client": "concord"},
+            "read": {"product": {
+                "request": {"path": "/products"},
+                "id": ".sku",
+                "map": "{sku, name: .sku}",
+                "bulk": {
+                    "start": {"method": "POST", "path": "/exports", "body": "{}", "success": [202]},
+                    "job": ".export.id",
+                    "poll": {"path": "/exports/{$job}"},
+                    "status": ".state", "running": ["pending"], "done": ["ready"],
+                    "url": ".file", "interval": "10ms", "timeout": "5s",
+                    "records": ".items"
+                }
+            }}
+        }),
+    ))
+    .unwrap();
+    let mut token: Option<String> = None;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .read_snapshot(ReadRequest {
+                kind: Kind::Product,
+                cursor: token.as_deref(),
+                limit: 15,
+                overlap: Duration::ZERO,
+            })
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(!page.records.is_empty() || !page.more);
+        seen.extend(page.records.iter().map(|r| r.external_id.clone()));
+        token = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 100, "every record once");
+    assert_eq!(unique.len(), 100);
+    assert!(pages >= 7, "{pages} pages");
+    let s = api.lock().unwrap();
+    assert_eq!((s.starts, s.polls, s.creds_on_files), (1, 3, 0));
+}

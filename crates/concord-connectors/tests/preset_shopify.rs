@@ -10,9 +10,10 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use concord_connectors::http::config::{Algorithm, Encoding};
 use concord_connectors::http::webhook::sign;
@@ -69,6 +70,20 @@ struct Shop {
     /// order id → fulfilments (id, tracking number).
     fulfillments: BTreeMap<String, Vec<(String, Option<String>)>>,
     slow_next_fulfil: Option<Duration>,
+    // Bulk query operations (shopify.dev/docs/api/usage/bulk-operations/queries).
+    /// Jobs: (id, polls so far, errorCode it fails with, its JSONL result, object count).
+    jobs: Vec<(String, usize, Option<String>, String, usize)>,
+    /// Jobs running at once per shop: five from 2026-01 (the guide), one before.
+    max_running: usize,
+    /// Polls a job answers CREATED, then RUNNING, before it ends.
+    polls_to_end: usize,
+    /// The next job ends FAILED with this errorCode.
+    next_job_fails: Option<String>,
+    starts: usize,
+    /// The download origin: files served, and requests that carried the shop's token.
+    files_url: String,
+    downloads: usize,
+    token_sent_to_files: usize,
 }
 
 const BUCKET_MAX: f64 = 100.0;
@@ -425,6 +440,94 @@ async fn graphql(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
                         "userErrors": [{"field": ["fulfillment"], "message": "no line items"}]}}),
                 }
             }
+            // bulkOperationRunQuery(query:) — mutations/bulkOperationRunQuery; userErrors
+            // { field message code } (BulkOperationUserErrorCode OPERATION_IN_PROGRESS,
+            // LIMIT_REACHED). The result: one JSON line per node; productVariants is flat.
+            "mutation Export" => {
+                let q = vars["query"].as_str().unwrap_or("");
+                if !q.contains("productVariants { edges { node {") || q.contains("pageInfo") {
+                    f.breaches.push(format!("bulk query `{q}`"));
+                }
+                let polls_to_end = f.polls_to_end;
+                let running = f.jobs.iter().filter(|j| j.1 < polls_to_end).count();
+                if running >= f.max_running {
+                    let (code, msg) = if f.max_running == 1 {
+                        (
+                            "OPERATION_IN_PROGRESS",
+                            "A bulk query operation for this app and shop is already in progress",
+                        )
+                    } else {
+                        (
+                            "LIMIT_REACHED",
+                            "Bulk operations limit reached. Please try again later.",
+                        )
+                    };
+                    json!({"bulkOperationRunQuery": {"bulkOperation": null,
+                        "userErrors": [{"field": null, "code": code, "message": msg}]}})
+                } else {
+                    f.starts += 1;
+                    let id = format!("gid://shopify/BulkOperation/{}", f.starts);
+                    let mut file = String::new();
+                    for (sku, (v, _, product)) in &f.variants {
+                        let title = f.products.get(product).cloned().unwrap_or_default();
+                        file.push_str(&json!({"id": v, "sku": sku, "barcode": null,
+                            "product": {"id": product, "title": title, "descriptionHtml": "", "status": "ACTIVE"}}).to_string());
+                        file.push('\n');
+                    }
+                    let n = f.variants.len();
+                    let fails = f.next_job_fails.take();
+                    f.jobs.push((id.clone(), 0, fails, file, n));
+                    json!({"bulkOperationRunQuery": {"bulkOperation": {"id": id, "status": "CREATED"}, "userErrors": []}})
+                }
+            }
+            // node(id:) { ... on BulkOperation { id status errorCode objectCount url } } —
+            // objects/BulkOperation: url null when there is no data; signed, on another host.
+            "query Job" => {
+                let id = vars["id"].as_str().unwrap_or("").to_string();
+                let files = f.files_url.clone();
+                let polls_to_end = f.polls_to_end;
+                match f.jobs.iter_mut().find(|j| j.0 == id) {
+                    None => json!({"node": null}),
+                    Some(j) => {
+                        j.1 += 1;
+                        let status = if j.1 < 2 {
+                            "CREATED"
+                        } else if j.1 <= polls_to_end {
+                            "RUNNING"
+                        } else if j.2.is_some() {
+                            "FAILED"
+                        } else {
+                            "COMPLETED"
+                        };
+                        let done = status == "COMPLETED";
+                        if done || status == "FAILED" {
+                            // Ended: no longer counts as running, whatever polls_to_end becomes.
+                            j.1 = 1_000_000;
+                        }
+                        let n = j.0.rsplit('/').next().unwrap_or("0").to_string();
+                        json!({"node": {"id": id, "status": status, "errorCode": if status == "FAILED" { j.2.clone() } else { None },
+                            "objectCount": if done { j.4 } else { 0 },
+                            "url": if done && j.4 > 0 { Some(format!("{files}/bulk/{n}.jsonl?X-Goog-Signature=s{n}")) } else { None }}})
+                    }
+                }
+            }
+            // productVariants(first, after) — queries/productVariants, cursor pagination.
+            "query Variants" => {
+                let first = vars["first"].as_u64().unwrap_or(0) as usize;
+                if first == 0 || first > 250 {
+                    f.breaches.push(format!("productVariants first = {first}"));
+                }
+                let start = vars["after"]
+                    .as_str()
+                    .and_then(|c| c.strip_prefix('v'))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let all: Vec<Value> = f.variants.iter().map(|(sku, (v, _, product))| json!({"id": v, "sku": sku, "barcode": null,
+                    "product": {"id": product, "title": f.products.get(product).cloned().unwrap_or_default(), "descriptionHtml": "", "status": "ACTIVE"}})).collect();
+                let end = (start + first).min(all.len());
+                json!({"productVariants": {"nodes": all[start.min(end)..end],
+                    "pageInfo": {"hasNextPage": end < all.len(), "endCursor": format!("v{end}")}}})
+            }
             other => {
                 f.breaches.push(format!("unexpected operation `{other}`"));
                 return reply(
@@ -441,6 +544,40 @@ async fn graphql(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
     reply(answer)
 }
 
+/// GET of a bulk result: refuses (and counts) a request carrying the shop's token, and one
+/// without the URL's signature.
+async fn bulk_file(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let mut f = s.lock().unwrap();
+    if headers.contains_key("x-shopify-access-token") || headers.contains_key("authorization") {
+        f.token_sent_to_files += 1;
+        return (
+            StatusCode::FORBIDDEN,
+            "credentials sent to the storage host",
+        )
+            .into_response();
+    }
+    let n = name.strip_suffix(".jsonl").unwrap_or("");
+    if q.as_deref() != Some(&format!("X-Goog-Signature=s{n}")) {
+        return (StatusCode::FORBIDDEN, "bad signature").into_response();
+    }
+    f.downloads += 1;
+    let id = format!("gid://shopify/BulkOperation/{n}");
+    match f.jobs.iter().find(|j| j.0 == id) {
+        Some(j) => (
+            StatusCode::OK,
+            [("content-type", "application/jsonl")],
+            j.3.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 struct Contract {
     url: String,
     shop: Shared,
@@ -450,6 +587,8 @@ impl Contract {
     async fn start() -> Contract {
         let shop: Shared = Arc::new(Mutex::new(Shop {
             bucket: BUCKET_MAX,
+            max_running: 5,
+            polls_to_end: 3,
             ..Shop::default()
         }));
         let app = Router::new()
@@ -458,6 +597,14 @@ impl Contract {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        // The bulk results' host (a signed Google Cloud Storage URL in Shopify): another origin.
+        let files = Router::new()
+            .route("/bulk/{name}", get(bulk_file))
+            .with_state(shop.clone());
+        let fl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let files_url = format!("http://{}", fl.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(fl, files).await.unwrap() });
+        shop.lock().unwrap().files_url = files_url;
         Contract { url, shop }
     }
 
@@ -1103,5 +1250,233 @@ to = ["shopify"]
             f.provoked
         );
         assert!(f.breaches.is_empty(), "contract breaches: {:?}", f.breaches);
+    });
+}
+
+// ---- bulk query operations: full listings -----------------------------------------------------
+
+/// Read a whole listing the way the engine's backfill does (`capture::snapshot`): page after
+/// page until `more` is false or a page is empty; `from` continues a stored token.
+async fn list(
+    c: &HttpConnector,
+    from: Option<String>,
+    pages: Option<usize>,
+) -> Result<(Vec<Captured>, Option<String>), DeliveryError> {
+    let mut token = from;
+    let mut out = Vec::new();
+    let mut n = 0;
+    loop {
+        let page = read_paced(c, token.as_deref(), true).await?;
+        let empty = page.records.is_empty();
+        out.extend(page.records);
+        n += 1;
+        if !page.more || empty {
+            return Ok((out, None));
+        }
+        token = page.cursor;
+        if pages == Some(n) {
+            return Ok((out, token));
+        }
+    }
+}
+
+/// One page, waiting out the cost bucket the way the engine does (a rate-limited read is
+/// retried after the wait it names).
+async fn read_paced(
+    c: &HttpConnector,
+    cursor: Option<&str>,
+    snapshot: bool,
+) -> Result<concord_engine::connector::Page, DeliveryError> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = ReadRequest {
+            kind: Kind::Product,
+            cursor,
+            limit: 100,
+            overlap: Duration::ZERO,
+        };
+        let out = if snapshot {
+            c.read_snapshot(req).await
+        } else {
+            c.read_changes(req).await
+        };
+        match out {
+            Err(DeliveryError::RateLimited { retry_after, .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(retry_after.unwrap_or(Duration::from_millis(50))).await
+            }
+            other => return other,
+        }
+    }
+}
+
+fn fast_bulk() -> Value {
+    json!({"read": {"product": {"bulk": {"interval": "10ms", "timeout": "10s"}}}})
+}
+
+fn catalogue(shop: &Contract, n: usize) {
+    shop.with(|f| {
+        for i in 1..=n {
+            let p = format!("gid://shopify/Product/{i}");
+            f.variants.insert(
+                format!("SKU-{i:05}"),
+                (
+                    format!("gid://shopify/ProductVariant/{i}"),
+                    format!("gid://shopify/InventoryItem/{i}"),
+                    p.clone(),
+                ),
+            );
+            f.products.insert(p, format!("Product {i}"));
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_backfill_of_2500_variants_reads_every_sku_once_through_one_bulk_operation() {
+    let shop = Contract::start().await;
+    catalogue(&shop, 2500);
+    let c = shop.connector_with(Duration::from_secs(5), fast_bulk());
+
+    // Paged (read_changes pages productVariants, 100 a page): the baseline.
+    let mut token: Option<String> = None;
+    let mut paged = 0;
+    loop {
+        let page = read_paced(&c, token.as_deref(), false).await.unwrap();
+        paged += page.records.len();
+        token = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    let paged_requests = shop.with(|f| std::mem::take(&mut f.requests));
+    assert_eq!(paged, 2500);
+
+    let (got, _) = list(&c, None, None).await.unwrap();
+    let bulk_requests = shop.with(|f| f.requests);
+    let skus: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|r| r.record["sku"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got.len(), 2500, "every variant once");
+    assert_eq!(skus.len(), 2500, "no SKU twice");
+    let p: concord_core::model::Product = serde_json::from_value(got[0].record.clone()).unwrap();
+    assert_eq!(
+        (p.sku.as_str(), p.name.as_str(), p.active),
+        ("SKU-00001", "Product 1", true)
+    );
+    assert_eq!(got[0].external_id, "gid://shopify/Product/1");
+    // One start and a few polls (CREATED, RUNNING ×2, COMPLETED), against 25 pages.
+    eprintln!("2500 variants: {paged_requests} GraphQL requests paged (100 a page), {bulk_requests} through the bulk operation");
+    assert!(paged_requests >= 25, "{paged_requests}");
+    assert!(bulk_requests <= 5, "{bulk_requests} requests");
+    shop.with(|f| {
+        assert_eq!(f.starts, 1);
+        assert_eq!(f.downloads, 1, "the pages continue one download");
+        assert_eq!(
+            f.token_sent_to_files, 0,
+            "the shop's token went to the storage host"
+        );
+        assert!(f.breaches.is_empty(), "{:?}", f.breaches);
+    });
+
+    // A backfill stopped after 7 pages and continued by a restarted hub (nothing in memory):
+    // the job is polled once by its id, the file downloaded again, the 700 lines skipped.
+    let (first, token) = list(&c, None, Some(7)).await.unwrap();
+    assert_eq!(first.len(), 700);
+    let restarted = shop.connector_with(Duration::from_secs(5), fast_bulk());
+    let (rest, _) = list(&restarted, token, None).await.unwrap();
+    let mut all: Vec<String> = first
+        .iter()
+        .chain(&rest)
+        .map(|r| r.record["sku"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 2500, "nothing doubled");
+    all.dedup();
+    assert_eq!(all.len(), 2500, "nothing lost");
+    shop.with(|f| {
+        assert_eq!(f.starts, 2);
+        assert_eq!(f.downloads, 3);
+        assert_eq!(f.token_sent_to_files, 0);
+    });
+}
+
+#[tokio::test]
+async fn bulk_operations_failed_busy_empty_and_oversized_lines() {
+    let shop = Contract::start().await;
+    let c = shop.connector_with(Duration::from_secs(5), fast_bulk());
+    // Empty shop: COMPLETED with url null is an empty listing, no download.
+    let (got, _) = list(&c, None, None).await.unwrap();
+    assert!(got.is_empty());
+    assert_eq!(shop.with(|f| f.downloads), 0);
+
+    catalogue(&shop, 30);
+    // FAILED names its errorCode, permanently.
+    shop.with(|f| f.next_job_fails = Some("ACCESS_DENIED".into()));
+    match list(&c, None, None).await {
+        Err(DeliveryError::Permanent { reason }) => {
+            assert!(
+                reason.contains("FAILED") && reason.contains("ACCESS_DENIED"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // One job at a time (before 2026-01; max_running = 1 here): a job outlasting the read's
+    // timeout is transient and polled again; another hub's start meanwhile is refused with the
+    // documented userError, transient too; the first then finishes its own job.
+    shop.with(|f| {
+        f.max_running = 1;
+        f.polls_to_end = 40;
+    });
+    let slow = shop.connector_with(
+        Duration::from_secs(5),
+        json!({"read": {"product": {"bulk": {"interval": "10ms", "timeout": "50ms"}}}}),
+    );
+    let e = list(&slow, None, None).await.unwrap_err();
+    // Transient (still RUNNING), or rate-limited by the cost bucket the polls drain.
+    assert!(!e.is_permanent(), "{e:?}");
+    let other = shop.connector_with(Duration::from_secs(5), fast_bulk());
+    let e = list(&other, None, None).await.unwrap_err();
+    assert!(!e.is_permanent(), "{e:?}");
+    assert!(e.to_string().contains("already in progress"), "{e}");
+    let starts = shop.with(|f| f.starts);
+    let mut done = None;
+    wait_until(
+        "the running job completes",
+        Duration::from_secs(10),
+        async || match list(&slow, None, None).await {
+            Ok((r, _)) => {
+                done = Some(r.len());
+                true
+            }
+            Err(e) => {
+                assert!(!e.is_permanent(), "{e:?}");
+                false
+            }
+        },
+    )
+    .await;
+    assert_eq!(done, Some(30));
+    assert_eq!(
+        shop.with(|f| f.starts),
+        starts,
+        "the same job was polled, none started"
+    );
+
+    // A line longer than max_line_bytes is refused, never held whole.
+    shop.with(|f| {
+        f.polls_to_end = 3;
+        f.products
+            .insert("gid://shopify/Product/1".into(), "x".repeat(5000));
+    });
+    let capped = shop.connector_with(
+        Duration::from_secs(5),
+        json!({"read": {"product": {"bulk": {"interval": "10ms", "max_line_bytes": 1024}}}}),
+    );
+    let e = list(&capped, None, None).await.unwrap_err();
+    assert!(e.to_string().contains("max_line_bytes"), "{e}");
+    shop.with(|f| {
+        assert_eq!(f.token_sent_to_files, 0);
+        assert!(f.breaches.is_empty(), "{:?}", f.breaches);
     });
 }

@@ -410,6 +410,73 @@ impl Client {
         Ok(sent)
     }
 
+    /// Open the result of an export job (`options.read.KIND.bulk`) at `url` for streaming: a
+    /// GET with NO credential and none of the configured headers, whatever its origin (the
+    /// result of a Shopify bulk operation is a signed URL on another host; the shop's token must
+    /// never go there). `https` only, or `http` when the endpoint itself is `http`. Any status
+    /// but 200 is classified like an answer (its body read within a small bound). Not traced
+    /// with its query (a signed URL's query is the credential to the file).
+    pub async fn download(&self, url: &reqwest::Url) -> Result<reqwest::Response, DeliveryError> {
+        let scheme_ok =
+            url.scheme() == "https" || (url.scheme() == "http" && self.base.scheme() == "http");
+        if !scheme_ok || url.host_str().is_none() {
+            return Err(DeliveryError::Permanent {
+                reason: format!(
+                    "the export's result URL must be https (scheme `{}` refused)",
+                    url.scheme()
+                ),
+            });
+        }
+        let started = Instant::now();
+        let result = self
+            .http
+            .get(url.clone())
+            .header(http::header::ACCEPT, "application/jsonl, */*")
+            .send()
+            .await
+            .map_err(transport_error);
+        if let Some(store) = self.trace.as_ref() {
+            let mut shown = url.clone();
+            shown.set_query(None);
+            let (status, error) = match &result {
+                Ok(r) => (Some(r.status().as_u16()), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            if let Ok(mut v) = store.lock() {
+                v.push(Exchange {
+                    method: "GET".into(),
+                    url: format!("{shown}?…"),
+                    request_headers: Vec::new(),
+                    request_body: None,
+                    status,
+                    response_headers: Vec::new(),
+                    response_body: Some("(export result, streamed)".into()),
+                    error,
+                    elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+        }
+        let resp = result?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(resp);
+        }
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = concord_engine::outbound::read_capped(resp, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        Err(concord_engine::connector::classify_status(
+            status,
+            retry_after.as_deref(),
+            &format!("the export's result: {body}"),
+        ))
+    }
+
     async fn exchange(&self, p: Prepared, cred: Option<Credential>) -> Result<Sent, DeliveryError> {
         let started = Instant::now();
         let mut url = p.url.clone();

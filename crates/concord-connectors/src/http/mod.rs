@@ -4,6 +4,9 @@
 //! - `read.<kind>`: a request polled with a pagination kind (`cursor`, `link`, `page`,
 //!   `offset`, `graphql`) and optionally an incremental cursor (a field of the records, an
 //!   inclusive lower bound with look-back, deduplicated by the journal): [`paginate`];
+//! - `read.<kind>.bulk`: full listings (`read_snapshot`) through an asynchronous export job —
+//!   start, poll by id, stream the JSON-lines result from another origin without credentials:
+//!   [`bulk`];
 //! - `write.<kind>`: the steps of each op (`create`, `update`, `upsert`, `cancel`, `delete`,
 //!   `amend`), a lookup-before-create, an idempotency header, bulk requests: [`write`];
 //! - `webhook`: HMAC signature verification (SHA-256/SHA-1/SHA-512, hex/base64, prefix,
@@ -25,11 +28,12 @@
 //! `examples/http-inventory.toml` are complete configurations.
 //!
 //! Must never: touch the store (a rotated refresh token goes to the engine through
-//! [`Connector::state_updates`]), sleep or retry (one resend after a renewed credential
-//! apart), follow a redirect or a page link to another origin, read an unbounded body, or
+//! [`Connector::state_updates`]), sleep or retry (one resend after a renewed credential and
+//! the declared, bounded poll of an export job apart), follow a redirect or a page link to another origin, read an unbounded body, or
 //! print a credential.
 
 pub mod auth;
+pub mod bulk;
 pub mod client;
 pub mod config;
 pub mod jq;
@@ -57,6 +61,7 @@ pub struct HttpConnector {
     opts: Arc<Options>,
     client: Client,
     caps: Capabilities,
+    exports: bulk::Exports,
 }
 
 impl HttpConnector {
@@ -73,6 +78,7 @@ impl HttpConnector {
             caps: opts.capabilities(),
             opts,
             client,
+            exports: bulk::Exports::default(),
         })
     }
 
@@ -144,6 +150,9 @@ impl Connector for HttpConnector {
 
     async fn read_snapshot(&self, req: ReadRequest<'_>) -> Result<Page, DeliveryError> {
         let cfg = self.read_cfg(req.kind)?;
+        if let Some(b) = &cfg.bulk {
+            return bulk::read_snapshot(&self.client, &self.exports, req.kind, cfg, b, &req).await;
+        }
         paginate::read_page(&self.client, req.kind, cfg, &req, true).await
     }
 

@@ -10,7 +10,8 @@
 //!
 //! Files by concern: `request.rs` (a request, its templates and programs, and the parsing
 //! helpers every part shares), `auth.rs`, `limits.rs` (rate limits and error rules),
-//! `read.rs` (reads, pagination, incremental cursors), `write.rs` (ops, steps, find, bulk),
+//! `read.rs` (reads, pagination, incremental cursors), `bulk.rs` (full listings through an
+//! export job), `write.rs` (ops, steps, find, bulk),
 //! `webhook.rs` (signatures, dedupe, routes); this file the whole: [`Options::parse`] and
 //! [`Options::capabilities`]. Every checked type is re-exported here.
 //!
@@ -18,6 +19,7 @@
 //! every `Debug` here redacts them).
 
 mod auth;
+mod bulk;
 mod limits;
 mod read;
 mod request;
@@ -25,6 +27,7 @@ mod webhook;
 mod write;
 
 pub use auth::{ApiKeyIn, Auth, Grant};
+pub use bulk::{BulkExport, BULK_ANSWER, BULK_POLL};
 pub use limits::{ErrorClass, ErrorRule, RateLimit, ResetKind};
 pub use read::{CursorFormat, Incremental, Pagination, Read};
 pub use request::Request;
@@ -211,10 +214,18 @@ impl Options {
             Some(n) => n,
             None => DEFAULT_MAX_PAGES,
         };
+        let max_response_bytes = match raw.max_response_bytes {
+            None => DEFAULT_MAX_RESPONSE_BYTES,
+            Some(n) if n >= 1024 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => return Err(err("options.max_response_bytes", "must be at least 1024")),
+        };
         let mut read_kinds = BTreeMap::new();
         for (k, v) in raw.read.iter().flatten() {
             let at = format!("options.read.{k}");
-            read_kinds.insert(kind_of(&at, k)?, read(&at, v, max_pages)?);
+            read_kinds.insert(
+                kind_of(&at, k)?,
+                read(&at, v, max_pages, max_response_bytes)?,
+            );
         }
         let mut write_kinds = BTreeMap::new();
         for (k, v) in raw.write.iter().flatten() {
@@ -232,11 +243,6 @@ impl Options {
                 "declares nothing: add `read`, `write` or `webhook` tables",
             ));
         }
-        let max_response_bytes = match raw.max_response_bytes {
-            None => DEFAULT_MAX_RESPONSE_BYTES,
-            Some(n) if n >= 1024 => usize::try_from(n).unwrap_or(usize::MAX),
-            Some(_) => return Err(err("options.max_response_bytes", "must be at least 1024")),
-        };
         let mut errors = Vec::new();
         for (i, v) in raw.errors.iter().flatten().enumerate() {
             errors.push(error_rule(&format!("options.errors[{i}]"), v)?);

@@ -72,6 +72,8 @@ pub struct Read {
     pub pagination: Pagination,
     pub incremental: Option<Incremental>,
     pub max_pages: u64,
+    /// A full listing through an export job (`read_snapshot` only).
+    pub bulk: Option<super::bulk::BulkExport>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +94,8 @@ struct RawRead {
     incremental: Option<RawIncremental>,
     /// Overrides `options.max_pages` for this kind.
     max_pages: Option<u64>,
+    /// Full listings through an asynchronous export job (`config/bulk.rs`).
+    bulk: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -197,7 +201,12 @@ pub(super) fn pagination(path: &str, v: Option<&Value>) -> Result<Pagination> {
     })
 }
 
-pub(super) fn read(path: &str, v: &Value, max_pages: u64) -> Result<Read> {
+pub(super) fn read(
+    path: &str,
+    v: &Value,
+    max_pages: u64,
+    max_response_bytes: usize,
+) -> Result<Read> {
     let r: RawRead = de(v, path)?;
     let raw_req = r
         .request
@@ -282,5 +291,10 @@ pub(super) fn read(path: &str, v: &Value, max_pages: u64) -> Result<Read> {
         pagination: pagination(&format!("{path}.pagination"), r.pagination.as_ref())?,
         incremental,
         max_pages,
+        bulk: r
+            .bulk
+            .as_ref()
+            .map(|b| super::bulk::bulk(&format!("{path}.bulk"), b, max_response_bytes))
+            .transpose()?,
     })
 }

@@ -417,3 +417,103 @@ fn messages_say_what_is_wrong() {
         .unwrap_err();
     assert!(e.message.contains("line 2"), "{e}");
 }
+
+fn with_bulk(bulk: Value) -> Value {
+    let mut v = minimal();
+    v["read"]["order"]["bulk"] = bulk;
+    v
+}
+
+fn a_bulk() -> Value {
+    json!({
+        "start": {"path": "/graphql", "body": "{query: \"mutation { run }\"}"},
+        "job": ".data.run.job.id",
+        "poll": {"path": "/graphql", "body": "{query: \"query\", variables: {id: $job}}"},
+        "status": ".data.node.status",
+        "running": ["CREATED", "RUNNING"],
+        "done": ["COMPLETED"],
+        "error": ".data.node.errorCode",
+        "url": ".data.node.url",
+        "interval": "1s",
+        "timeout": "5m",
+        "records": "if .sku == null then null else . end"
+    })
+}
+
+#[test]
+fn a_bulk_export_parses_with_its_defaults() {
+    let o = parse(with_bulk(a_bulk())).unwrap();
+    let b = o.read[&Kind::Order].bulk.as_ref().unwrap();
+    assert_eq!(b.running, vec!["CREATED".to_string(), "RUNNING".into()]);
+    assert_eq!(b.interval, Duration::from_secs(1));
+    assert_eq!(b.timeout, Duration::from_secs(300));
+    assert_eq!(b.max_line_bytes, 1024 * 1024);
+    assert_eq!(b.max_bytes, bulk::DEFAULT_BULK_MAX_BYTES);
+    // Without a bulk table a read has none.
+    assert!(parse(minimal()).unwrap().read[&Kind::Order].bulk.is_none());
+}
+
+#[test]
+fn a_bulk_export_is_refused_at_its_field_path() {
+    let at = "options.read.order.bulk";
+    let drop = |f: &str| {
+        let mut b = a_bulk();
+        b.as_object_mut().unwrap().remove(f);
+        with_bulk(b)
+    };
+    for f in ["start", "job", "poll", "status", "running", "done", "url"] {
+        assert_eq!(path(drop(f)), format!("{at}.{f}"), "without {f}");
+    }
+    let set = |f: &str, v: Value| {
+        let mut b = a_bulk();
+        b[f] = v;
+        with_bulk(b)
+    };
+    assert_eq!(path(set("pol", json!(1))), format!("{at}.pol"));
+    assert_eq!(path(set("done", json!(["RUNNING"]))), format!("{at}.done"));
+    assert_eq!(path(set("running", json!([]))), format!("{at}.running"));
+    assert_eq!(path(set("interval", json!("0s"))), format!("{at}.interval"));
+    assert_eq!(
+        path(set("timeout", json!("100ms"))),
+        format!("{at}.timeout")
+    );
+    assert_eq!(path(set("timeout", json!("soon"))), format!("{at}.timeout"));
+    assert_eq!(path(set("max_bytes", json!(10))), format!("{at}.max_bytes"));
+    assert_eq!(
+        path(set("max_line_bytes", json!(100_000_000))),
+        format!("{at}.max_line_bytes")
+    );
+    assert_eq!(
+        path(set("status", json!(".data |||"))),
+        format!("{at}.status")
+    );
+    // The poll sees `$job`, the start does not.
+    assert_eq!(
+        path(set("start", json!({"path": "/g", "body": "{id: $job}"}))),
+        format!("{at}.start.body")
+    );
+    assert_eq!(
+        path(set("poll", json!({"path": "/g", "body": "{id: $page}"}))),
+        format!("{at}.poll.body")
+    );
+    assert_eq!(
+        path(set("poll", json!({"path": "/g", "select": ".x"}))),
+        format!("{at}.poll.select")
+    );
+    assert_eq!(path(set("records", json!("$job"))), format!("{at}.records"));
+}
+
+#[test]
+fn the_readme_sample_of_a_bulk_export_parses() {
+    let readme = include_str!("../../../../../README.md");
+    let start = readme
+        .find("[endpoints.shop.options.read.product.bulk]")
+        .expect("README has the sample");
+    let end = start + readme[start..].find("```").unwrap();
+    let doc: Value = toml::from_str(&readme[start..end]).unwrap();
+    let bulk = doc["endpoints"]["shop"]["options"]["read"]["product"]["bulk"].clone();
+    let mut v = minimal();
+    v["read"]["product"] = json!({"request": {"path": "/p"}, "bulk": bulk});
+    let o = parse(v).unwrap();
+    assert!(o.read[&Kind::Product].bulk.is_some());
+}
