@@ -59,6 +59,8 @@ activate() {
     || { tail -30 "$TRYTON_DIR/log/admin-init.log" >&2; exit 1; }
   printf '%s\n' "$MODULES" > "$DONE"
 }
+# A marker without its database (the file removed by hand) is stale: start over.
+[ -f "$DBFILE" ] || rm -f "$DONE" "$DBFILE-wal" "$DBFILE-shm"
 if [ ! -f "$DONE" ]; then
   t1=$(date +%s)
   log "initialising database $DBFILE"
