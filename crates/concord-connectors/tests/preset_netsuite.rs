@@ -1037,9 +1037,6 @@ async fn a_wrong_secret_is_refused_by_the_signature_check() {
 async fn through_the_engine_orders_arrive_once_through_a_concurrency_storm() {
     use concord_connectors::http::config::{Algorithm, Encoding};
     use concord_connectors::http::webhook::sign;
-    use concord_engine::config::Config;
-    use concord_engine::runtime::Engine;
-    use concord_store::{SqliteStore, Store};
     use concord_testkit::wait_until;
 
     let ns = Contract::start(2).await;
@@ -1088,15 +1085,7 @@ to = ["netsuite"]
         ts = TOKEN_SECRET,
         realm = REALM,
     );
-    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
-    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-    for (n, s) in &config.endpoints {
-        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
-    }
-    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
-    let engine = Engine::new(config, store, cs).unwrap();
-    let mut tasks = engine.start().await.unwrap();
+    let (engine, _store, mut tasks) = support::start_engine(&text, dir.path()).await;
 
     // The storm: the account's other integrations hold every slot for 300 ms of every 500 ms.
     let storm = {
@@ -1160,9 +1149,6 @@ to = ["netsuite"]
 /// run, and no request breaches the contract.
 #[tokio::test]
 async fn through_the_engine_the_stock_listing_reaches_the_channel() {
-    use concord_engine::config::Config;
-    use concord_engine::runtime::Engine;
-    use concord_store::{SqliteStore, Store};
     use concord_testkit::wait_until;
 
     let ns = Contract::start(2).await;
@@ -1214,15 +1200,7 @@ to = ["shop"]
         realm = REALM,
         shop = channel_url,
     );
-    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
-    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-    for (n, s) in &config.endpoints {
-        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
-    }
-    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
-    let engine = Engine::new(config, store, cs).unwrap();
-    let mut tasks = engine.start().await.unwrap();
+    let (engine, _store, mut tasks) = support::start_engine(&text, dir.path()).await;
 
     let available = |key: &str| {
         channel

@@ -892,9 +892,6 @@ async fn a_day_catalogue_and_stock_out_orders_in_deliveries_back_across_a_sessio
 /// never reaches it.
 #[tokio::test]
 async fn through_the_engine_the_stock_listing_reaches_the_channel_across_a_session_timeout() {
-    use concord_engine::config::Config;
-    use concord_engine::runtime::Engine;
-    use concord_store::{SqliteStore, Store};
     use concord_testkit::wait_until;
 
     let b1 = Contract::start().await;
@@ -941,15 +938,7 @@ to = ["shop"]
         b1 = b1.url,
         shop = channel_url,
     );
-    let config = Arc::new(Config::from_toml_str(&text, &dir.path().join("c.toml")).unwrap());
-    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-    for (n, s) in &config.endpoints {
-        cs.insert(n.clone(), concord_connectors::build(s).unwrap());
-    }
-    concord_engine::runtime::check_capabilities(&config, &cs).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).unwrap());
-    let engine = Engine::new(config, store, cs).unwrap();
-    let mut tasks = engine.start().await.unwrap();
+    let (engine, _store, mut tasks) = support::start_engine(&text, dir.path()).await;
 
     let available = |key: &str| {
         channel
@@ -1005,9 +994,6 @@ to = ["shop"]
 async fn through_the_engine_orders_arrive_once_and_deliveries_come_back_with_tracking() {
     use concord_connectors::http::config::{Algorithm, Encoding};
     use concord_connectors::http::webhook::sign;
-    use concord_engine::config::Config;
-    use concord_engine::runtime::Engine;
-    use concord_store::{SqliteStore, Store};
     use concord_testkit::wait_until;
 
     let b1 = Contract::start().await;
@@ -1060,22 +1046,7 @@ to = ["shop"]
         shop = shop_url,
         b1 = b1.url,
     );
-    let config = Arc::new(
-        Config::from_toml_str(&text, &dir.path().join("c.toml"))
-            .unwrap_or_else(|e| panic!("test config: {e}\n{text}")),
-    );
-    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-    for (n, s) in &config.endpoints {
-        cs.insert(
-            n.clone(),
-            concord_connectors::build(s).expect("connector builds"),
-        );
-    }
-    concord_engine::runtime::check_capabilities(&config, &cs).expect("capabilities");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).expect("store"));
-    let engine = Engine::new(config, store.clone(), cs).expect("engine");
-    let mut tasks = engine.start().await.expect("engine starts");
+    let (engine, store, mut tasks) = support::start_engine(&text, dir.path()).await;
 
     let webhook = |numbers: &[u32]| {
         let orders: Vec<Value> = numbers
@@ -1250,9 +1221,6 @@ to = ["shop"]
 async fn through_the_engine_orders_arrive_once_through_a_load_balancer_storm_and_a_node_restart() {
     use concord_connectors::http::config::{Algorithm, Encoding};
     use concord_connectors::http::webhook::sign;
-    use concord_engine::config::Config;
-    use concord_engine::runtime::Engine;
-    use concord_store::{SqliteStore, Store};
     use concord_testkit::wait_until;
 
     let b1 = Contract::start().await;
@@ -1293,22 +1261,7 @@ to = ["b1"]
         store = dir.path().join("hub.sqlite").display(),
         b1 = b1.url,
     );
-    let config = Arc::new(
-        Config::from_toml_str(&text, &dir.path().join("c.toml"))
-            .unwrap_or_else(|e| panic!("test config: {e}\n{text}")),
-    );
-    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
-    for (n, s) in &config.endpoints {
-        cs.insert(
-            n.clone(),
-            concord_connectors::build(s).expect("connector builds"),
-        );
-    }
-    concord_engine::runtime::check_capabilities(&config, &cs).expect("capabilities");
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(dir.path().join("hub.sqlite")).expect("store"));
-    let engine = Engine::new(config, store.clone(), cs).expect("engine");
-    let mut tasks = engine.start().await.expect("engine starts");
+    let (engine, store, mut tasks) = support::start_engine(&text, dir.path()).await;
 
     // The storm, as B1 fills up: no node for 300 ms once 2, 6, 12 and 16 sales orders exist; a
     // node restart (every session dropped) once 8 do; one order's answer is lost.

@@ -78,3 +78,36 @@ pub async fn shipment_channel() -> (ShipmentLog, String) {
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (log, url)
 }
+
+/// The real engine over a real SQLite store at `dir/hub.sqlite` (the config's `[store] path`),
+/// from a whole config text: every endpoint's connector built, capabilities checked, the
+/// engine's tasks started. Returns the engine, its store and its tasks (join them after
+/// `engine.shutdown()`).
+pub async fn start_engine(
+    text: &str,
+    dir: &std::path::Path,
+) -> (
+    concord_engine::runtime::Engine,
+    Arc<dyn concord_store::Store>,
+    tokio::task::JoinSet<()>,
+) {
+    use concord_engine::config::Config;
+    use concord_engine::connector::Connector;
+    let config = Arc::new(
+        Config::from_toml_str(text, &dir.join("c.toml"))
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}")),
+    );
+    let mut cs: BTreeMap<String, Arc<dyn Connector>> = BTreeMap::new();
+    for (n, s) in &config.endpoints {
+        cs.insert(
+            n.clone(),
+            concord_connectors::build(s).expect("connector builds"),
+        );
+    }
+    concord_engine::runtime::check_capabilities(&config, &cs).expect("capabilities");
+    let store: Arc<dyn concord_store::Store> =
+        Arc::new(concord_store::SqliteStore::open(dir.join("hub.sqlite")).expect("store"));
+    let engine = concord_engine::runtime::Engine::new(config, store.clone(), cs).expect("engine");
+    let tasks = engine.start().await.expect("engine starts");
+    (engine, store, tasks)
+}
